@@ -1,0 +1,36 @@
+"""One place that turns domain errors into 4xx answers, so no view returns a 500 for
+something the caller did."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError
+from rest_framework import status
+from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The object is not in a state that allows this."
+    default_code = "conflict"
+
+
+_CONFLICTS: tuple[type[Exception], ...] = ()
+
+
+def register_conflict(*types: type[Exception]) -> None:
+    """Domain exceptions that mean "wrong state right now" (answered 409)."""
+    global _CONFLICTS
+    _CONFLICTS = (*_CONFLICTS, *types)
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, _CONFLICTS):
+        exc = Conflict(str(exc))
+    elif isinstance(exc, DjangoValidationError):
+        exc = ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages})
+    elif isinstance(exc, IntegrityError):
+        return Response({"detail": "That conflicts with existing data."}, status=status.HTTP_409_CONFLICT)
+    return drf_exception_handler(exc, context)

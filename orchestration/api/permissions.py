@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from rest_framework.permissions import SAFE_METHODS, BasePermission
+
+
+class ReadAuthenticatedWriteStaff(BasePermission):
+    """Any signed-in user reads; writes need staff, or every permission the view
+    lists in ``write_permissions`` (e.g. ``pipeline.approve_gate``)."""
+
+    message = "Writes need a staff account or the specific permission."
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        if not (user and user.is_authenticated):
+            return False
+        if request.method in SAFE_METHODS:
+            return True
+        if user.is_staff:
+            return True
+        needed = getattr(view, "write_permissions", None)
+        return bool(needed) and user.has_perms(needed)
+
+
+class PublicEndpoint(BasePermission):
+    def has_permission(self, request, view) -> bool:
+        return True

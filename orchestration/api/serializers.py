@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from orchestration.choices import Backoff, Priority
+from orchestration.jobs.registry import kind_names
+from orchestration.loop.decider import ConditionError, validate_condition
+from orchestration.loop.executor import action_types
+from orchestration.models import Action, Job, Lane, LedgerEntry, Rule
+
+
+class JobSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "kind",
+            "payload",
+            "priority",
+            "lane",
+            "status",
+            "attempts",
+            "max_attempts",
+            "backoff",
+            "not_before",
+            "score",
+            "channel",
+            "campaign",
+            "reference",
+            "result",
+            "error",
+            "lease_owner",
+            "lease_expires_at",
+            "cancel_requested",
+            "created_at",
+            "updated_at",
+            "dispatched_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class JobCreateSerializer(serializers.Serializer):
+    kind = serializers.CharField(max_length=100)
+    payload = serializers.JSONField(required=False, default=dict)
+    priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.NORMAL)
+    lane = serializers.SlugField(max_length=64, default="default")
+    max_attempts = serializers.IntegerField(min_value=1, max_value=100, default=3)
+    backoff = serializers.ChoiceField(choices=Backoff.choices, default=Backoff.EXPONENTIAL)
+    not_before = serializers.DateTimeField(required=False, allow_null=True)
+    score = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=100)
+    channel = serializers.CharField(required=False, allow_blank=True, max_length=40, default="")
+    reference = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
+
+    def validate_kind(self, value: str) -> str:
+        if value not in kind_names():
+            raise serializers.ValidationError(f"Unknown job kind. Known kinds: {', '.join(kind_names())}.")
+        return value
+
+    def validate_payload(self, value):
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("payload must be a JSON object.")
+        return value
+
+
+class LaneSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Lane
+        fields = ["id", "name", "concurrency_limit", "description"]
+
+
+class LedgerEntrySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = LedgerEntry
+        fields = ["id", "event_type", "severity", "subject", "message", "data", "actor", "created_at"]
+        read_only_fields = fields
+
+
+class RuleSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Rule
+        fields = [
+            "id",
+            "name",
+            "description",
+            "conditions",
+            "action_type",
+            "action_params",
+            "priority",
+            "enabled",
+            "cooldown_seconds",
+            "last_fired_at",
+            "builtin",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["last_fired_at", "builtin", "created_at", "updated_at"]
+
+    def validate_conditions(self, value):
+        if not isinstance(value, list) or not value:
+            raise serializers.ValidationError("conditions must be a non-empty list.")
+        if len(value) > 20:
+            raise serializers.ValidationError("at most 20 conditions.")
+        errors = []
+        for index, condition in enumerate(value):
+            try:
+                validate_condition(condition)
+            except ConditionError as exc:
+                errors.append(f"condition {index}: {exc}")
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
+
+    def validate_action_type(self, value: str) -> str:
+        known = action_types()
+        if value not in known:
+            raise serializers.ValidationError(f"Unknown action type. Known: {', '.join(known)}.")
+        return value
+
+    def validate_action_params(self, value):
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("action_params must be a JSON object.")
+        return value
+
+
+class ActionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Action
+        fields = [
+            "id",
+            "cycle",
+            "rule",
+            "rule_name",
+            "action_type",
+            "priority",
+            "reason",
+            "target",
+            "params",
+            "trigger",
+            "status",
+            "result",
+            "error",
+            "duration_ms",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class RunOnceSerializer(serializers.Serializer):
+    dry_run = serializers.BooleanField(required=False, default=False)
+
+
+class EnableSerializer(serializers.Serializer):
+    interval_seconds = serializers.FloatField(required=False, min_value=0.1, max_value=3600)

@@ -1,0 +1,218 @@
+from __future__ import annotations
+
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from orchestration.api import filters
+from orchestration.api.permissions import PublicEndpoint
+from orchestration.api.serializers import (
+    ActionSerializer,
+    EnableSerializer,
+    JobCreateSerializer,
+    JobSerializer,
+    LaneSerializer,
+    LedgerEntrySerializer,
+    RuleSerializer,
+    RunOnceSerializer,
+)
+from orchestration.jobs import queue
+from orchestration.loop.cycle import run_cycle
+from orchestration.loop.monitor import build_snapshot
+from orchestration.models import Action, Job, Lane, LedgerEntry, LoopState, Rule
+from orchestration.models.ledger import record
+
+VERSION = "0.1.0"
+
+
+def actor_of(request) -> str:
+    return getattr(request.user, "username", "") or "anonymous"
+
+
+class AuditedModelViewSet(viewsets.ModelViewSet):
+    """CRUD whose every write lands in the ledger with its actor."""
+
+    ledger_prefix = ""
+
+    def _record(self, verb: str, instance, data=None) -> None:
+        record(
+            f"{self.ledger_prefix}.{verb}",
+            f"{instance._meta.verbose_name} {instance} {verb}",
+            subject=f"{self.ledger_prefix}:{getattr(instance, 'name', instance.pk)}",
+            data=data or {},
+            actor=actor_of(self.request),
+        )
+
+    def perform_create(self, serializer):
+        self._record("created", serializer.save(), dict(serializer.validated_data))
+
+    def perform_update(self, serializer):
+        self._record("updated", serializer.save(), dict(serializer.validated_data))
+
+    def perform_destroy(self, instance):
+        self._record("deleted", instance)
+        instance.delete()
+
+
+# --- job queue ----------------------------------------------------------------------
+class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet):
+    queryset = Job.objects.all()
+    serializer_class = JobSerializer
+    filterset_class = filters.JobFilter
+
+    @extend_schema(request=JobCreateSerializer, responses={201: JobSerializer})
+    def create(self, request, *args, **kwargs):
+        incoming = JobCreateSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        data = dict(incoming.validated_data)
+        job = queue.enqueue(data.pop("kind"), data.pop("payload"), actor=actor_of(request), **data)
+        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse(description="Already finished")})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        return Response(JobSerializer(queue.cancel(self.get_object(), actor=actor_of(request))).data)
+
+    @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse(description="Not failed")})
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        return Response(JobSerializer(queue.retry(self.get_object(), actor=actor_of(request))).data)
+
+
+class LaneViewSet(AuditedModelViewSet):
+    queryset = Lane.objects.all()
+    serializer_class = LaneSerializer
+    lookup_field = "name"
+    ledger_prefix = "lane"
+
+
+# --- ledger, rules, actions -------------------------------------------------------------
+class LedgerViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = LedgerEntry.objects.all()
+    serializer_class = LedgerEntrySerializer
+    filterset_class = filters.LedgerFilter
+
+
+class RuleViewSet(AuditedModelViewSet):
+    queryset = Rule.objects.all()
+    serializer_class = RuleSerializer
+    ledger_prefix = "rule"
+
+
+class ActionViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = Action.objects.all()
+    serializer_class = ActionSerializer
+    filterset_class = filters.ActionFilter
+
+
+# --- control loop -------------------------------------------------------------------
+_OK = inline_serializer("Ok", {"status": serializers.CharField()})
+
+
+def loop_status_body(state: LoopState) -> dict:
+    return {
+        "status": "ok",
+        "running": state.running,
+        "enabled": state.enabled,
+        "interval_seconds": state.interval_seconds,
+        "dry_run": state.dry_run,
+        "cycle_count": state.cycle_count,
+        "last_cycle": state.last_cycle,
+        "last_health_score": state.last_health_score,
+        "dedicated_runner": state.runner_owner if state.dedicated_runner_alive() else None,
+    }
+
+
+class SnapshotView(APIView):
+    @extend_schema(responses={200: _OK})
+    def get(self, request):
+        return Response({"status": "ok", "snapshot": build_snapshot()})
+
+
+class RunOnceView(APIView):
+    @extend_schema(request=RunOnceSerializer, responses={200: _OK, 409: OpenApiResponse(description="Cycle busy")})
+    def post(self, request):
+        body = RunOnceSerializer(data=request.data or {})
+        body.is_valid(raise_exception=True)
+        result = run_cycle(dry_run=body.validated_data["dry_run"], manual=True, actor=actor_of(request))
+        return Response({"status": "ok", "result": result})
+
+
+class EnableView(APIView):
+    @extend_schema(request=EnableSerializer, responses={200: _OK})
+    def post(self, request):
+        body = EnableSerializer(data=request.data or {})
+        body.is_valid(raise_exception=True)
+        state = LoopState.get()
+        fields = {"enabled": True, "next_cycle_due_at": None}
+        if "interval_seconds" in body.validated_data:
+            fields["interval_seconds"] = body.validated_data["interval_seconds"]
+        LoopState.objects.filter(pk=state.pk).update(updated_at=timezone.now(), **fields)
+        state.refresh_from_db()
+        record(
+            "orchestrator.enabled",
+            f"Control loop enabled, every {state.interval_seconds:g}s",
+            data={"interval_seconds": state.interval_seconds},
+            actor=actor_of(request),
+        )
+        return Response(
+            {
+                "status": "ok",
+                "orchestrator": {"status": "started", "interval_seconds": state.interval_seconds, "enabled": True},
+            }
+        )
+
+
+class DisableView(APIView):
+    @extend_schema(request=None, responses={200: _OK})
+    def post(self, request):
+        LoopState.get()
+        LoopState.objects.filter(pk=LoopState.SINGLETON_ID).update(enabled=False, updated_at=timezone.now())
+        record("orchestrator.disabled", "Control loop disabled", actor=actor_of(request))
+        return Response({"status": "ok", "orchestrator": {"status": "stopped", "enabled": False}})
+
+
+class StatusView(APIView):
+    @extend_schema(responses={200: _OK})
+    def get(self, request):
+        return Response(loop_status_body(LoopState.get()))
+
+
+# --- service information ---------------------------------------------------------------
+class ApiRootView(APIView):
+    @extend_schema(responses={200: _OK})
+    def get(self, request):
+        return Response(
+            {
+                "service": "Orchestrator",
+                "version": VERSION,
+                "status": "running",
+                "time": timezone.now().isoformat(),
+                "endpoints": {
+                    "jobs": "/api/v1/jobs/",
+                    "lanes": "/api/v1/lanes/",
+                    "ledger": "/api/v1/ledger/",
+                    "rules": "/api/v1/rules/",
+                    "actions": "/api/v1/actions/",
+                    "snapshot": "/orchestrator/snapshot",
+                    "run_once": "/orchestrator/run-once",
+                    "status": "/orchestrator/status",
+                    "schema": "/api/schema/",
+                    "docs": "/api/docs/",
+                    "healthz": "/api/v1/healthz",
+                },
+            }
+        )
+
+
+class HealthzView(APIView):
+    authentication_classes: list = []
+    permission_classes = [PublicEndpoint]
+    throttle_classes: list = []
+
+    @extend_schema(responses={200: _OK}, auth=[])
+    def get(self, request):
+        return Response({"status": "ok", "service": "orchestrator", "version": VERSION})

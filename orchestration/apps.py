@@ -1,0 +1,21 @@
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+class OrchestrationConfig(AppConfig):
+    name = "orchestration"
+    verbose_name = "Orchestration"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Registries fill themselves on import.
+        from orchestration import checks  # noqa: F401
+        from orchestration.api.errors import register_conflict
+        from orchestration.jobs import kinds  # noqa: F401
+        from orchestration.jobs.queue import JobStateError
+        from orchestration.loop import actions  # noqa: F401
+        from orchestration.loop.cycle import CycleBusy
+        from orchestration.schedules import sync_builtin_schedules
+
+        register_conflict(JobStateError, CycleBusy)
+        post_migrate.connect(sync_builtin_schedules, sender=self)

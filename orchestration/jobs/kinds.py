@@ -1,0 +1,94 @@
+"""Built-in job kinds."""
+
+from __future__ import annotations
+
+import time
+from importlib import import_module
+from typing import Any
+
+import requests
+from django.conf import settings
+
+from orchestration.jobs.registry import PermanentJobError, job_kind
+
+
+@job_kind("noop", description="Does nothing; for smoke tests and benchmarks.")
+def noop(payload: dict, ctx) -> dict:
+    return {"ok": True}
+
+
+@job_kind("sleep", description='Sleeps payload["seconds"] (max 3600), stopping early when canceled.')
+def sleep(payload: dict, ctx) -> dict:
+    seconds = float(payload.get("seconds", 1))
+    if not 0 <= seconds <= 3600:
+        raise PermanentJobError("seconds must be between 0 and 3600")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if ctx.should_stop():
+            return {"slept": seconds - (deadline - time.monotonic()), "stopped": True}
+        time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+    return {"slept": seconds}
+
+
+@job_kind("fail", description='Always fails; payload {"permanent": true} fails without retry.')
+def fail(payload: dict, ctx) -> dict:
+    message = str(payload.get("message", "failed on purpose"))
+    if payload.get("permanent"):
+        raise PermanentJobError(message)
+    raise RuntimeError(message)
+
+
+@job_kind("http.request", description="Makes one HTTP request; 2xx (or expected_status) is success.")
+def http_request(payload: dict, ctx) -> dict:
+    url = payload.get("url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise PermanentJobError("payload.url must be an http(s) URL")
+    method = str(payload.get("method", "GET")).upper()
+    timeout = float(payload.get("timeout", 10))
+    expected = payload.get("expected_status")
+    started = time.monotonic()
+    response = requests.request(
+        method,
+        url,
+        headers=payload.get("headers") or {},
+        json=payload.get("json"),
+        data=payload.get("body"),
+        timeout=timeout,
+    )
+    elapsed_ms = round((time.monotonic() - started) * 1000, 1)
+    ok = response.status_code == int(expected) if expected else 200 <= response.status_code < 300
+    if not ok:
+        # 4xx will not change on retry, except 408/429 which say "try later".
+        message = f"{method} {url} answered {response.status_code}"
+        if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
+            raise PermanentJobError(message)
+        raise RuntimeError(message)
+    body: Any
+    try:
+        body = response.json()
+    except ValueError:
+        body = response.text[:2000]
+    return {"status_code": response.status_code, "elapsed_ms": elapsed_ms, "body": body}
+
+
+def import_callable(path: str):
+    """Import ``pkg.module.func`` if its prefix is allowed by PYTHON_JOB_ALLOWED_PREFIXES."""
+    if not any(path.startswith(prefix) for prefix in settings.PYTHON_JOB_ALLOWED_PREFIXES):
+        raise PermanentJobError(f"{path!r} is outside the allowed prefixes {settings.PYTHON_JOB_ALLOWED_PREFIXES}")
+    module_name, _, attr = path.rpartition(".")
+    if not module_name:
+        raise PermanentJobError(f"{path!r} is not a dotted path")
+    try:
+        func = getattr(import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise PermanentJobError(f"cannot import {path!r}: {exc}") from None
+    if not callable(func):
+        raise PermanentJobError(f"{path!r} is not callable")
+    return func
+
+
+@job_kind("python.call", description='Calls payload["path"](*args, **kwargs) from an allowed module.')
+def python_call(payload: dict, ctx) -> dict:
+    func = import_callable(str(payload.get("path", "")))
+    result = func(*payload.get("args", []), **payload.get("kwargs", {}))
+    return result if isinstance(result, dict) else {"value": result}

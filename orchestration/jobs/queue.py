@@ -1,0 +1,386 @@
+"""The job queue: enqueue, dispatch (claim), execute, finish, reclaim.
+
+Life of a job::
+
+    pending ──dispatch()──▶ processing ──execute()──▶ completed
+       ▲                       │  │
+       │        retry ◀────────┘  └──▶ failed (attempts exhausted / permanent)
+       └── (not_before passed) ┘
+
+Every state change is a conditional UPDATE on the row, so several web processes,
+loop runners and cluster nodes can all call these functions at once: a claim that
+lost the race changes zero rows and the caller backs off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import traceback
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.db.models import Count, F, Q
+from django.dispatch import Signal
+from django.utils import timezone
+
+from orchestration.choices import CLAIMABLE_STATUSES, Backoff, JobStatus, Priority, Severity
+from orchestration.jobs.backoff import retry_delay
+from orchestration.jobs.registry import PermanentJobError, get_kind
+from orchestration.models import Job, Lane
+from orchestration.models.ledger import record
+
+log = logging.getLogger("orchestration.jobs")
+
+# Sent once a job reaches a final status (completed, failed, canceled), with
+# ``job=<Job>``. Pipelines, routing and the fleet use it to move on.
+job_finished = Signal()
+
+# How long a dispatched job may wait in the broker before the loop assumes the task
+# was lost (Redis broker on a killed node) and dispatches it again.
+DISPATCH_LEASE_SECONDS = int(os.environ.get("JOB_DISPATCH_LEASE_SECONDS", "120"))
+
+_HOST = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+# --- enqueue ----------------------------------------------------------------------
+def enqueue(
+    kind: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    priority: str = Priority.NORMAL,
+    lane: str = "default",
+    max_attempts: int = 3,
+    backoff: str = Backoff.EXPONENTIAL,
+    not_before: datetime | None = None,
+    actor: str | None = None,
+    dispatch_now: bool = True,
+    **fields: Any,
+) -> Job:
+    """Create a pending job and dispatch it once the surrounding transaction commits.
+
+    ``actor`` (a username) makes the creation a ledger entry; internal callers that
+    create many jobs leave it out.
+    """
+    get_kind(kind)  # refuse unknown kinds before anything is written
+    job = Job.objects.create(
+        kind=kind,
+        payload=payload or {},
+        priority=priority,
+        lane=lane,
+        max_attempts=max_attempts,
+        backoff=backoff,
+        not_before=not_before,
+        **fields,
+    )
+    if actor:
+        record(
+            "job.created",
+            f"Job {job.pk} ({kind}) queued in lane {lane} at {priority} priority",
+            subject=f"job:{job.pk}",
+            data={"job_id": job.pk, "kind": kind, "lane": lane, "priority": priority},
+            actor=actor,
+        )
+    if dispatch_now:
+        transaction.on_commit(dispatch)
+    return job
+
+
+# --- dispatch -----------------------------------------------------------------
+def _lane_limits(lanes: set[str]) -> dict[str, int]:
+    """Concurrency limits for these lanes; locks their Lane rows where the backend can.
+
+    On PostgreSQL the row lock serialises dispatchers per lane, so the capacity count
+    that follows cannot be stale. On SQLite the IMMEDIATE transaction already holds
+    the database's write lock.
+    """
+    rows = dict(Lane.objects.select_for_update().filter(name__in=lanes).values_list("name", "concurrency_limit"))
+    default = settings.JOB_DEFAULT_LANE_LIMIT
+    return {lane: rows.get(lane, default) for lane in lanes if rows.get(lane, default)}
+
+
+def dispatch(limit: int = 200) -> list[int]:
+    """Claim the most urgent due jobs that fit their lanes and hand them to django-q2.
+
+    Returns the ids claimed. Order: priority (critical first), then age.
+    """
+    now = timezone.now()
+    claimed: list[tuple[int, str]] = []
+    with transaction.atomic():
+        due = Q(not_before__isnull=True) | Q(not_before__lte=now)
+        candidates = list(
+            Job.objects.select_for_update(skip_locked=True)
+            .filter(due, status__in=CLAIMABLE_STATUSES)
+            .order_by("-priority_rank", "created_at", "id")
+            .values_list("id", "lane")[:limit]
+        )
+        if not candidates:
+            return []
+        limits = _lane_limits({lane for _, lane in candidates})
+        in_flight: dict[str, int] = {}
+        if limits:
+            in_flight = dict(
+                Job.objects.filter(status=JobStatus.PROCESSING, lane__in=list(limits))
+                .values_list("lane")
+                .annotate(n=Count("id"))
+                .values_list("lane", "n")
+            )
+        chosen: list[int] = []
+        for job_id, lane in candidates:
+            if lane in limits:
+                if in_flight.get(lane, 0) >= limits[lane]:
+                    continue
+                in_flight[lane] = in_flight.get(lane, 0) + 1
+            chosen.append(job_id)
+        if not chosen:
+            return []
+        # One token per dispatch batch: a task is valid for (job id, token) only, so
+        # a redelivered or stale task finds a different token and does nothing.
+        token = uuid.uuid4().hex
+        Job.objects.filter(pk__in=chosen, status__in=CLAIMABLE_STATUSES).update(
+            status=JobStatus.PROCESSING,
+            lease_token=token,
+            lease_owner="",
+            lease_expires_at=now + timedelta(seconds=DISPATCH_LEASE_SECONDS),
+            dispatched_at=now,
+            started_at=None,
+        )
+        claimed = [
+            (pk, token) for pk in Job.objects.filter(pk__in=chosen, lease_token=token).values_list("pk", flat=True)
+        ]
+        transaction.on_commit(lambda: _send(claimed))
+    return [pk for pk, _ in claimed]
+
+
+def _send(claimed: list[tuple[int, str]]) -> None:
+    from django_q.tasks import async_task
+
+    for job_id, token in claimed:
+        async_task("orchestration.jobs.tasks.execute_job", job_id, token, task_name=f"job-{job_id}")
+
+
+# --- execute ----------------------------------------------------------------------
+@dataclass
+class JobContext:
+    """What a handler may ask of the queue while it runs."""
+
+    job: Job
+    _stop: threading.Event
+
+    def should_stop(self) -> bool:
+        """True once a person cancelled the job (seen at the next heartbeat)."""
+        return self._stop.is_set()
+
+    def heartbeat(self) -> bool:
+        """Extend the lease now; False if the job was taken away from this run."""
+        return _extend_lease(self.job.pk, self.job.lease_token, self._stop)
+
+
+def _extend_lease(job_id: int, token: str, stop: threading.Event) -> bool:
+    expires = timezone.now() + timedelta(seconds=settings.JOB_LEASE_SECONDS)
+    ok = Job.objects.filter(pk=job_id, lease_token=token, status=JobStatus.PROCESSING).update(lease_expires_at=expires)
+    if not ok or Job.objects.filter(pk=job_id, cancel_requested=True).exists():
+        stop.set()
+    return bool(ok)
+
+
+class _Heartbeat(threading.Thread):
+    def __init__(self, job_id: int, token: str, stop: threading.Event):
+        super().__init__(daemon=True, name=f"heartbeat-job-{job_id}")
+        self.job_id, self.token, self.stop_flag = job_id, token, stop
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        interval = max(0.5, settings.JOB_LEASE_SECONDS / 3)
+        try:
+            while not self.done.wait(interval):
+                _extend_lease(self.job_id, self.token, self.stop_flag)
+        finally:
+            connection.close()
+
+
+def execute(job_id: int, token: str) -> str:
+    """Run one dispatched job. Returns the status it ended in, or "stale".
+
+    The start is itself a claim: only the first delivery of (job, token) passes it.
+    """
+    now = timezone.now()
+    started = Job.objects.filter(
+        pk=job_id, lease_token=token, status=JobStatus.PROCESSING, started_at__isnull=True
+    ).update(
+        started_at=now,
+        attempts=F("attempts") + 1,
+        lease_owner=worker_identity(),
+        lease_expires_at=now + timedelta(seconds=settings.JOB_LEASE_SECONDS),
+    )
+    if not started:
+        log.info("job %s: delivery for token %s is stale, ignored", job_id, token[:8])
+        return "stale"
+    job = Job.objects.get(pk=job_id)
+    stop = threading.Event()
+    if job.cancel_requested:
+        stop.set()
+    beat = _Heartbeat(job_id, token, stop)
+    beat.start()
+    try:
+        result = get_kind(job.kind).handler(job.payload, JobContext(job, stop))
+        outcome = _finish(job, token, ok=True, result=result)
+    except PermanentJobError as exc:
+        outcome = _finish(job, token, ok=False, error=str(exc), permanent=True)
+    except Exception as exc:  # any handler failure is retried with backoff
+        detail = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
+        outcome = _finish(job, token, ok=False, error=detail)
+    finally:
+        beat.done.set()
+        beat.join(timeout=5)
+    # A slot in this lane may have just freed up.
+    dispatch()
+    return outcome
+
+
+def _finish(job: Job, token: str, *, ok: bool, result: Any = None, error: str = "", permanent: bool = False) -> str:
+    now = timezone.now()
+    current = Job.objects.filter(pk=job.pk).values("attempts", "cancel_requested").first() or {}
+    attempts = current.get("attempts", job.attempts + 1)
+    if current.get("cancel_requested"):
+        status, fields = JobStatus.CANCELED, {"finished_at": now, "error": error or "canceled while running"}
+    elif ok:
+        status, fields = JobStatus.COMPLETED, {"finished_at": now, "result": _jsonable(result), "error": ""}
+    elif permanent or attempts >= job.max_attempts:
+        status, fields = JobStatus.FAILED, {"finished_at": now, "error": error}
+    else:
+        delay = retry_delay(attempts, job.backoff)
+        status, fields = JobStatus.RETRY, {"not_before": now + timedelta(seconds=delay), "error": error}
+    changed = Job.objects.filter(pk=job.pk, lease_token=token, status=JobStatus.PROCESSING).update(
+        status=status, lease_owner="", lease_expires_at=None, **fields
+    )
+    if not changed:
+        # The lease expired and the loop reclaimed the job while we ran; the other
+        # attempt owns it now and this result is dropped.
+        log.warning("job %s finished after losing its lease; result dropped", job.pk)
+        return "stale"
+    if status == JobStatus.FAILED:
+        record(
+            "job.failed",
+            f"Job {job.pk} ({job.kind}) failed after {attempts} attempt(s): {error.splitlines()[0] if error else ''}",
+            severity=Severity.WARNING,
+            subject=f"job:{job.pk}",
+            data={"job_id": job.pk, "kind": job.kind, "attempts": attempts, "permanent": permanent},
+        )
+    if status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED):
+        job.refresh_from_db()
+        job_finished.send(sender=Job, job=job)
+    return status
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, dict | list | str | int | float | bool):
+        return value
+    return {"value": repr(value)}
+
+
+# --- people's actions -----------------------------------------------------------------
+class JobStateError(Exception):
+    """The job is not in a state that allows this (API answers 409)."""
+
+
+def cancel(job: Job, *, actor: str = "system") -> Job:
+    """Cancel a job; a running one is told to stop and ends canceled when it does."""
+    now = timezone.now()
+    if Job.objects.filter(pk=job.pk, status__in=CLAIMABLE_STATUSES).update(
+        status=JobStatus.CANCELED, finished_at=now, lease_token="", lease_expires_at=None
+    ):
+        message = f"Job {job.pk} canceled"
+    elif Job.objects.filter(pk=job.pk, status=JobStatus.PROCESSING).update(cancel_requested=True):
+        message = f"Job {job.pk} told to stop"
+    else:
+        job.refresh_from_db()
+        raise JobStateError(f"job {job.pk} is {job.status}; only pending, retry or processing jobs can be canceled")
+    record("job.canceled", message, subject=f"job:{job.pk}", data={"job_id": job.pk}, actor=actor)
+    job.refresh_from_db()
+    if job.status == JobStatus.CANCELED:
+        job_finished.send(sender=Job, job=job)
+    return job
+
+
+def retry(job: Job, *, actor: str = "system", extra_attempts: int = 1) -> Job:
+    """Queue a failed or canceled job again with ``extra_attempts`` more tries."""
+    changed = Job.objects.filter(pk=job.pk, status__in=(JobStatus.FAILED, JobStatus.CANCELED)).update(
+        status=JobStatus.RETRY,
+        not_before=None,
+        finished_at=None,
+        cancel_requested=False,
+        max_attempts=F("attempts") + extra_attempts,
+    )
+    if not changed:
+        job.refresh_from_db()
+        raise JobStateError(f"job {job.pk} is {job.status}; only failed or canceled jobs can be retried")
+    record("job.retried", f"Job {job.pk} queued again", subject=f"job:{job.pk}", data={"job_id": job.pk}, actor=actor)
+    transaction.on_commit(dispatch)
+    job.refresh_from_db()
+    return job
+
+
+# --- reclaim ----------------------------------------------------------------------
+def reclaim_expired(now: datetime | None = None, limit: int = 500) -> dict[str, int]:
+    """Give back jobs whose lease ran out (their process died or the task was lost).
+
+    A job that never started goes back to the queue without using an attempt; one
+    that started is retried if attempts remain, else failed.
+    """
+    now = now or timezone.now()
+    rows = list(
+        Job.objects.filter(status=JobStatus.PROCESSING, lease_expires_at__lt=now).values(
+            "pk", "lease_token", "started_at", "attempts", "max_attempts", "cancel_requested"
+        )[:limit]
+    )
+    counts = {"requeued": 0, "retried": 0, "failed": 0, "canceled": 0}
+    finished: list[int] = []
+    for row in rows:
+        if row["cancel_requested"]:
+            key, fields = "canceled", {"status": JobStatus.CANCELED, "finished_at": now}
+        elif row["started_at"] is None:
+            key, fields = "requeued", {"status": JobStatus.PENDING}
+        elif row["attempts"] < row["max_attempts"]:
+            key, fields = "retried", {"status": JobStatus.RETRY, "not_before": now}
+        else:
+            key, fields = "failed", {"status": JobStatus.FAILED, "finished_at": now}
+        changed = Job.objects.filter(pk=row["pk"], lease_token=row["lease_token"], status=JobStatus.PROCESSING).update(
+            lease_owner="",
+            lease_expires_at=None,
+            error="lease expired: the process running this job stopped answering",
+            **fields,
+        )
+        if changed:
+            counts[key] += 1
+            if key in ("failed", "canceled"):
+                finished.append(row["pk"])
+    total = sum(counts.values())
+    if total:
+        record(
+            "jobs.reclaimed",
+            f"Reclaimed {total} job(s) whose lease expired",
+            severity=Severity.WARNING,
+            data={**counts, "job_ids": [r["pk"] for r in rows][:50]},
+        )
+        for job in Job.objects.filter(pk__in=finished):
+            job_finished.send(sender=Job, job=job)
+    return counts
+
+
+def maintain(now: datetime | None = None) -> dict[str, Any]:
+    """One pass of queue upkeep: reclaim dead leases, then dispatch what is due."""
+    close_old_connections()
+    reclaimed = reclaim_expired(now)
+    dispatched = dispatch()
+    return {"reclaimed": reclaimed, "dispatched": len(dispatched)}

@@ -1,0 +1,162 @@
+"""Monitor: one snapshot of the whole system, with a constant number of queries.
+
+Each capability contributes a section through ``snapshot_section``. A section must
+use aggregate queries only, so the query count does not grow with the data; the test
+suite checks that with large tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Avg, Count, Min, Q
+from django.utils import timezone
+
+from orchestration.choices import CLAIMABLE_STATUSES, JobStatus
+from orchestration.loop.health_score import health_score
+from orchestration.loop.windows import window_state
+from orchestration.models import Campaign, ChannelWindow, Job, LedgerEntry
+
+Section = Callable[[datetime], dict[str, Any]]
+
+_SECTIONS: dict[str, Section] = {}
+
+HIGH_SCORE = 80
+LOW_SCORE = 40
+STUCK_PENDING_MINUTES = 60
+EMERGENCY_PENDING_MINUTES = 120
+MAX_AUTO_RETRIES = 1
+HIGH_VALUE_BUDGET = 100
+
+
+def snapshot_section(name: str) -> Callable[[Section], Section]:
+    """Register ``func(now) -> dict`` as the snapshot's ``name`` section."""
+
+    def register(func: Section) -> Section:
+        _SECTIONS[name] = func
+        return func
+
+    return register
+
+
+def empty_section(name: str, **defaults: Any) -> None:
+    """Reserve a section that a later capability fills, so clients can rely on it."""
+    _SECTIONS.setdefault(name, lambda now: dict(defaults))
+
+
+def build_snapshot(now: datetime | None = None) -> dict[str, Any]:
+    now = now or timezone.now()
+    snapshot: dict[str, Any] = {"taken_at": now.isoformat()}
+    for name, section in _SECTIONS.items():
+        snapshot[name] = section(now)
+    snapshot["system"] = health_score(snapshot)
+    return snapshot
+
+
+@snapshot_section("jobs")
+def jobs_section(now: datetime) -> dict[str, Any]:
+    by_status = dict(Job.objects.order_by().values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+    # One pass over the live part of the queue (pending, retry, processing).
+    live = (
+        Job.objects.order_by()
+        .filter(status__in=(*CLAIMABLE_STATUSES, JobStatus.PROCESSING))
+        .aggregate(
+            oldest_pending=Min("created_at", filter=Q(status=JobStatus.PENDING)),
+            stuck_pending=Count(
+                "id",
+                filter=Q(
+                    status=JobStatus.PENDING,
+                    forced=False,
+                    created_at__lt=now - timedelta(minutes=STUCK_PENDING_MINUTES),
+                ),
+            ),
+            very_old_pending=Count(
+                "id",
+                filter=Q(status=JobStatus.PENDING, created_at__lt=now - timedelta(minutes=EMERGENCY_PENDING_MINUTES)),
+            ),
+            high_score=Count("id", filter=Q(status__in=CLAIMABLE_STATUSES, score__gt=HIGH_SCORE)),
+            high_score_unpromoted=Count(
+                "id", filter=Q(status__in=CLAIMABLE_STATUSES, score__gt=HIGH_SCORE, promoted=False)
+            ),
+            low_score=Count("id", filter=Q(status__in=CLAIMABLE_STATUSES, score__lt=LOW_SCORE, downgraded=False)),
+            avg_score=Avg("score", filter=Q(status__in=CLAIMABLE_STATUSES)),
+            expired_leases=Count("id", filter=Q(status=JobStatus.PROCESSING, lease_expires_at__lt=now)),
+        )
+    )
+    failed = (
+        Job.objects.order_by()
+        .filter(status=JobStatus.FAILED, finished_at__gte=now - timedelta(hours=1))
+        .aggregate(
+            failed_last_hour=Count("id"),
+            retryable_failed=Count("id", filter=Q(auto_retries__lt=MAX_AUTO_RETRIES)),
+        )
+    )
+    oldest = live.pop("oldest_pending")
+    avg = live.pop("avg_score")
+    section = {status: by_status.get(status, 0) for status in JobStatus.values}
+    section.update(
+        total=sum(by_status.values()),
+        oldest_pending_minutes=round((now - oldest).total_seconds() / 60, 1) if oldest else 0,
+        avg_score=round(avg, 1) if avg is not None else None,
+        queue_saturated=section[JobStatus.PENDING] > 50,
+        **live,
+        **failed,
+    )
+    return section
+
+
+@snapshot_section("scheduler")
+def scheduler_section(now: datetime) -> dict[str, Any]:
+    windows = {
+        w.channel: window_state(w.start_hour, w.end_hour, now) for w in ChannelWindow.objects.filter(enabled=True)
+    }
+    return {
+        "windows": windows,
+        "active_windows": sum(1 for w in windows.values() if w["active"]),
+        "active_channels": sorted(c for c, w in windows.items() if w["active"]),
+        "closing_soon": sum(1 for w in windows.values() if w["closing_soon"]),
+    }
+
+
+@snapshot_section("campaigns")
+def campaigns_section(now: datetime) -> dict[str, Any]:
+    running = (
+        Q(active=True)
+        & (Q(starts_at__isnull=True) | Q(starts_at__lte=now))
+        & (Q(ends_at__isnull=True) | Q(ends_at__gt=now))
+    )
+    rows = list(
+        Campaign.objects.filter(running)
+        .annotate(pending_jobs=Count("jobs", filter=Q(jobs__status__in=CLAIMABLE_STATUSES)))
+        .values("name", "channel", "budget", "pending_jobs")[:50]
+    )
+    for row in rows:
+        row["budget"] = float(row["budget"])
+    return {
+        "active": len(rows),
+        "total_budget": round(sum(r["budget"] for r in rows), 2),
+        "high_value_active": sum(1 for r in rows if r["budget"] > HIGH_VALUE_BUDGET and r["pending_jobs"]),
+        "campaigns": rows,
+    }
+
+
+@snapshot_section("ledger")
+def ledger_section(now: datetime) -> dict[str, Any]:
+    counts = (
+        LedgerEntry.objects.order_by()
+        .filter(created_at__gte=now - timedelta(hours=1))
+        .aggregate(
+            errors_last_hour=Count("id", filter=Q(severity__in=("error", "critical"))),
+            warnings_last_hour=Count("id", filter=Q(severity="warning")),
+        )
+    )
+    return counts
+
+
+# Filled in by the capabilities that own them; present from day one so clients and
+# rules can rely on the keys.
+empty_section("workers", total=0, enabled=0, running=0, failed_last_hour=0, open_anomalies=0)
+empty_section("services", total=0, overall_health="unknown")
+empty_section("pipeline", total=0, awaiting_approval=0)

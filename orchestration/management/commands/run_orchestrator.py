@@ -1,0 +1,34 @@
+"""The dedicated control-loop runner. SIGTERM/SIGINT finish the current tick, then exit."""
+
+from __future__ import annotations
+
+import signal
+
+from django.core.management.base import BaseCommand
+
+from orchestration.loop.runner import LoopRunner
+from orchestration.models import LoopState
+
+
+class Command(BaseCommand):
+    help = "Run the control loop until stopped (cycles at the interval stored in the loop state)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--max-seconds", type=float, default=None, help="Stop after this long (tests, demos).")
+
+    def handle(self, *args, max_seconds=None, **options):
+        runner = LoopRunner(dedicated=True)
+
+        def shutdown(signum, frame):
+            runner.shutdown.set()
+
+        signal.signal(signal.SIGTERM, shutdown)
+        signal.signal(signal.SIGINT, shutdown)
+        state = LoopState.get()
+        self.stdout.write(
+            f"Orchestrator loop started as {runner.owner} — every {state.interval_seconds:g}s "
+            f"({'enabled' if state.enabled else 'disabled: enable it in the admin or POST /orchestrator/enable'})"
+        )
+        cycles = runner.run(max_seconds=max_seconds)
+        LoopState.objects.filter(pk=LoopState.SINGLETON_ID, runner_owner=runner.owner).update(runner_seen_at=None)
+        self.stdout.write(f"Orchestrator loop stopped after {cycles} cycle(s)")

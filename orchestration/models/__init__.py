@@ -1,0 +1,5 @@
+from orchestration.models.jobs import Campaign, Job, Lane
+from orchestration.models.ledger import LedgerEntry
+from orchestration.models.loop import Action, ChannelWindow, LoopState, Rule
+
+__all__ = ["Action", "Campaign", "ChannelWindow", "Job", "Lane", "LedgerEntry", "LoopState", "Rule"]

@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.utils import timezone
+
+from orchestration.choices import PRIORITY_RANK, Backoff, JobStatus, Priority
+
+
+class Lane(models.Model):
+    """A named queue with a concurrency limit enforced across every process.
+
+    A lane with limit 1 is single-lane: at most one of its jobs is processing at any
+    moment, whichever cluster node runs it. Lanes without a row use
+    ``JOB_DEFAULT_LANE_LIMIT`` (0 = unlimited).
+    """
+
+    name = models.SlugField(max_length=64, unique=True)
+    concurrency_limit = models.PositiveIntegerField(
+        default=0, help_text="Most jobs of this lane processing at once; 0 means unlimited."
+    )
+    description = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        limit = self.concurrency_limit or "∞"
+        return f"{self.name} (limit {limit})"
+
+
+class Campaign(models.Model):
+    """A group of jobs with a budget and an active period; high-value ones go first."""
+
+    name = models.CharField(max_length=120, unique=True)
+    channel = models.CharField(max_length=40, blank=True)
+    budget = models.DecimalField(max_digits=12, decimal_places=2, default=0)
+    starts_at = models.DateTimeField(null=True, blank=True)
+    ends_at = models.DateTimeField(null=True, blank=True)
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def is_running(self, now=None) -> bool:
+        now = now or timezone.now()
+        return (
+            self.active
+            and (self.starts_at is None or self.starts_at <= now)
+            and (self.ends_at is None or self.ends_at > now)
+        )
+
+
+class Job(models.Model):
+    """The orchestrator's own record of one unit of queued work.
+
+    django-q2 only carries "execute job N with token T"; everything a person can see
+    (status, attempts, lease, result) lives here, so the queue survives a broker that
+    loses tasks (Redis) or delivers them twice (ORM broker).
+    """
+
+    kind = models.CharField(max_length=100)
+    payload = models.JSONField(default=dict, blank=True)
+    priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)
+    # Denormalised from priority so the dispatcher can ORDER BY an indexed integer.
+    priority_rank = models.PositiveSmallIntegerField(default=PRIORITY_RANK[Priority.NORMAL], editable=False)
+    lane = models.SlugField(max_length=64, default="default")
+    status = models.CharField(max_length=12, choices=JobStatus.choices, default=JobStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=3, validators=[MinValueValidator(1), MaxValueValidator(100)])
+    backoff = models.CharField(max_length=12, choices=Backoff.choices, default=Backoff.EXPONENTIAL)
+    not_before = models.DateTimeField(null=True, blank=True)
+
+    # Lease: the token names one dispatch; the execution that picks it up keeps
+    # lease_expires_at in the future with heartbeats. An expired lease means the
+    # process died and the loop reclaims the job.
+    lease_token = models.CharField(max_length=32, blank=True)
+    lease_owner = models.CharField(max_length=200, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    score = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+        help_text="Optional quality score 0-100 (> 80 high performer, < 40 low).",
+    )
+    channel = models.CharField(max_length=40, blank=True)
+    campaign = models.ForeignKey(Campaign, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
+    reference = models.CharField(
+        max_length=200, blank=True, help_text="What this job works for, e.g. pipeline:12:outline."
+    )
+
+    # Marks left by the loop's actions so one action does not re-apply every cycle.
+    auto_retries = models.PositiveSmallIntegerField(default=0)
+    promoted = models.BooleanField(default=False)
+    downgraded = models.BooleanField(default=False)
+    forced = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # dispatch(): claimable jobs by priority then age; also GROUP BY status.
+            models.Index(fields=["status", "-priority_rank", "created_at"], name="job_dispatch_idx"),
+            # monitor: oldest pending.
+            models.Index(fields=["status", "created_at"], name="job_status_created_idx"),
+            # monitor: failures in the last hour; retry_failed.
+            models.Index(fields=["status", "finished_at"], name="job_status_finished_idx"),
+            # reclaim_expired(): processing jobs whose lease ran out.
+            models.Index(fields=["status", "lease_expires_at"], name="job_status_lease_idx"),
+            # lane capacity in dispatch().
+            models.Index(fields=["lane", "status"], name="job_lane_status_idx"),
+            models.Index(fields=["kind", "status"], name="job_kind_status_idx"),
+            models.Index(fields=["reference"], name="job_reference_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Job {self.pk} {self.kind} [{self.status}]"
+
+    def save(self, *args, **kwargs):
+        self.priority_rank = PRIORITY_RANK[Priority(self.priority)]
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and "priority" in update_fields:
+            kwargs["update_fields"] = set(update_fields) | {"priority_rank"}
+        super().save(*args, **kwargs)
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED)

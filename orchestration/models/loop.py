@@ -1,0 +1,184 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+
+from orchestration.choices import ActionStatus
+
+
+class LoopState(models.Model):
+    """The control loop's singleton row: switch, interval, cycle lease, last summary.
+
+    The cycle lease is the only thing that lets a process run a cycle. It is taken
+    with a conditional UPDATE, so however many runners exist, cycles never overlap.
+    """
+
+    SINGLETON_ID = 1
+
+    enabled = models.BooleanField(default=True)
+    interval_seconds = models.FloatField(default=2.0, validators=[MinValueValidator(0.1), MaxValueValidator(3600)])
+    dry_run = models.BooleanField(default=False, help_text="Decide and record, but execute nothing.")
+
+    lease_owner = models.CharField(max_length=200, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+
+    cycle_count = models.PositiveBigIntegerField(default=0)
+    last_cycle_started_at = models.DateTimeField(null=True, blank=True)
+    next_cycle_due_at = models.DateTimeField(null=True, blank=True)
+    last_cycle_finished_at = models.DateTimeField(null=True, blank=True)
+    last_cycle = models.JSONField(null=True, blank=True)
+    last_health_score = models.PositiveSmallIntegerField(null=True, blank=True)
+
+    # A dedicated runner (run_orchestrator) reports here; the django-q2 fallback
+    # schedule stays idle while one is alive.
+    runner_owner = models.CharField(max_length=200, blank=True)
+    runner_seen_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "control loop"
+        verbose_name_plural = "control loop"
+
+    def __str__(self) -> str:
+        return f"Control loop ({'enabled' if self.enabled else 'disabled'}, every {self.interval_seconds:g}s)"
+
+    @classmethod
+    def get(cls) -> LoopState:
+        state, _ = cls.objects.get_or_create(
+            pk=cls.SINGLETON_ID,
+            defaults={
+                "enabled": settings.ORCHESTRATOR_ENABLED,
+                "interval_seconds": settings.ORCHESTRATOR_INTERVAL_SECONDS,
+                "dry_run": settings.ORCHESTRATOR_DRY_RUN,
+            },
+        )
+        return state
+
+    # --- cycle lease -------------------------------------------------------------
+    @classmethod
+    def acquire_cycle_lease(cls, owner: str, ttl_seconds: float, *, respect_interval: bool) -> bool:
+        """Take the cycle lease if it is free or expired; True when this caller won.
+
+        With ``respect_interval`` (the periodic runners) the lease is only granted to
+        an enabled loop whose next cycle is due, so several runners together still
+        produce one cycle per interval. A manual run-once ignores both.
+        """
+        now = timezone.now()
+        free = Q(lease_owner="") | Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True)
+        query = cls.objects.filter(free, pk=cls.SINGLETON_ID)
+        if respect_interval:
+            query = query.filter(Q(next_cycle_due_at__isnull=True) | Q(next_cycle_due_at__lte=now), enabled=True)
+        return bool(query.update(lease_owner=owner, lease_expires_at=now + timedelta(seconds=ttl_seconds)))
+
+    @classmethod
+    def release_cycle_lease(cls, owner: str, **fields) -> bool:
+        return bool(
+            cls.objects.filter(pk=cls.SINGLETON_ID, lease_owner=owner).update(
+                lease_owner="", lease_expires_at=None, **fields
+            )
+        )
+
+    @classmethod
+    def beat_runner(cls, owner: str) -> None:
+        cls.objects.filter(pk=cls.SINGLETON_ID).update(runner_owner=owner, runner_seen_at=timezone.now())
+
+    @classmethod
+    def count_cycle(cls) -> None:
+        cls.objects.filter(pk=cls.SINGLETON_ID).update(cycle_count=F("cycle_count") + 1)
+
+    def dedicated_runner_alive(self, now=None) -> bool:
+        now = now or timezone.now()
+        if not self.runner_seen_at:
+            return False
+        return (now - self.runner_seen_at).total_seconds() < max(10.0, self.interval_seconds * 5)
+
+    @property
+    def running(self) -> bool:
+        """Enabled and a cycle happened recently enough that someone is running them."""
+        if not self.enabled or not self.last_cycle_started_at:
+            return False
+        age = (timezone.now() - self.last_cycle_started_at).total_seconds()
+        return age < max(10.0, self.interval_seconds * 5)
+
+
+class Rule(models.Model):
+    """One decider heuristic as data: ANDed conditions over snapshot fields → action.
+
+    ``conditions`` is a list of ``{"field": "jobs.pending", "op": ">", "value": 50}``;
+    the decider evaluates it without ``eval``. ``cooldown_seconds`` keeps a rule whose
+    condition stays true from re-firing every cycle.
+    """
+
+    name = models.SlugField(max_length=80, unique=True)
+    description = models.CharField(max_length=300, blank=True, help_text="The reason recorded with each action.")
+    conditions = models.JSONField(default=list)
+    action_type = models.CharField(max_length=64)
+    action_params = models.JSONField(default=dict, blank=True)
+    priority = models.PositiveSmallIntegerField(default=5, validators=[MaxValueValidator(100)])
+    enabled = models.BooleanField(default=True)
+    cooldown_seconds = models.PositiveIntegerField(default=0)
+    last_fired_at = models.DateTimeField(null=True, blank=True)
+    builtin = models.BooleanField(default=False, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-priority", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def cooling_down(self, now) -> bool:
+        return bool(
+            self.cooldown_seconds
+            and self.last_fired_at
+            and (now - self.last_fired_at).total_seconds() < self.cooldown_seconds
+        )
+
+
+class Action(models.Model):
+    """What a cycle decided, why, and what came of it."""
+
+    cycle = models.PositiveBigIntegerField(db_index=True)
+    rule = models.ForeignKey(Rule, null=True, blank=True, on_delete=models.SET_NULL, related_name="actions")
+    rule_name = models.CharField(max_length=80, blank=True)
+    action_type = models.CharField(max_length=64)
+    priority = models.PositiveSmallIntegerField(default=5)
+    reason = models.CharField(max_length=300, blank=True)
+    target = models.CharField(max_length=200, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    trigger = models.JSONField(default=dict, blank=True, help_text="Snapshot values that fired the rule.")
+    status = models.CharField(max_length=12, choices=ActionStatus.choices)
+    result = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    duration_ms = models.FloatField(default=0)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["action_type", "status"], name="action_type_status_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.action_type} (cycle {self.cycle}, {self.status})"
+
+
+class ChannelWindow(models.Model):
+    """A daily window (UTC hours) in which a channel's jobs are best run."""
+
+    channel = models.CharField(max_length=40, unique=True)
+    start_hour = models.PositiveSmallIntegerField(validators=[MaxValueValidator(23)])
+    end_hour = models.PositiveSmallIntegerField(
+        validators=[MinValueValidator(1), MaxValueValidator(24)], help_text="Exclusive; 24 means midnight."
+    )
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["channel"]
+
+    def __str__(self) -> str:
+        return f"{self.channel} {self.start_hour:02d}–{self.end_hour:02d} h UTC"

@@ -1,0 +1,214 @@
+"""Orchestrator settings. Everything that differs between deployments comes from the
+environment (see README "Configuration"); nothing secret is committed."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from orchestrator_site.env import env_bool, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+# Under pytest the queue runs tasks inline (django-q2 reads its Conf once at import)
+# and writes are not throttled; real subprocesses started by tests are not "TESTING".
+TESTING = "pytest" in sys.modules
+VAR_DIR = Path(env_str("ORCHESTRATOR_VAR_DIR", str(BASE_DIR / "var")))
+
+DEV_SECRET_KEY = "dev-insecure-orchestrator-key-change-me-0123456789abcdef"
+SECRET_KEY = env_str("SECRET_KEY", DEV_SECRET_KEY)
+DEBUG = env_bool("DEBUG", False)
+if SECRET_KEY == DEV_SECRET_KEY and not TESTING:
+    warnings.warn(
+        "SECRET_KEY is not set: using the built-in development key. "
+        "Set SECRET_KEY in the environment before exposing this server.",
+        stacklevel=1,
+    )
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_q",
+    "orchestration",
+    "health",
+    "pipeline",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "orchestrator_site.urls"
+WSGI_APPLICATION = "orchestrator_site.wsgi.application"
+ASGI_APPLICATION = "orchestrator_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------
+# Default: one SQLite file in WAL mode. IMMEDIATE transactions take the write lock at
+# BEGIN, so read-then-write transactions from several processes queue up instead of
+# failing with "database is locked". The busy timeout is set once, through "timeout".
+DEFAULT_SQLITE_PATH = VAR_DIR / "orchestrator.sqlite3"
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{DEFAULT_SQLITE_PATH}")
+try:
+    _db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
+except Exception as exc:  # dj_database_url raises several types for bad URLs
+    raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    Path(_db["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    _db["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
+    # A file (not :memory:) so end-to-end tests can share it with real subprocesses.
+    _db["TEST"] = {"NAME": env_str("TEST_DATABASE_PATH", str(VAR_DIR / "test-orchestrator.sqlite3"))}
+elif _db["ENGINE"].startswith("django.db.backends.postgresql"):
+    _db["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 0, minimum=0)
+    _db["CONN_HEALTH_CHECKS"] = True
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+if TESTING:
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
+
+LOGIN_URL = "/admin/login/"
+LOGIN_REDIRECT_URL = "/"
+
+# --- Orchestrator -----------------------------------------------------------
+ORCHESTRATOR_ENABLED = env_bool("ORCHESTRATOR_ENABLED", True)
+ORCHESTRATOR_INTERVAL_SECONDS = env_float("ORCHESTRATOR_INTERVAL_SECONDS", 2.0, minimum=0.1)
+ORCHESTRATOR_DRY_RUN = env_bool("ORCHESTRATOR_DRY_RUN", False)
+# How long a processing job may go without a heartbeat before the loop reclaims it.
+JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 30, minimum=2)
+# Lanes not listed in the Lane table get this concurrency limit (0 = unlimited).
+JOB_DEFAULT_LANE_LIMIT = env_int("JOB_DEFAULT_LANE_LIMIT", 0, minimum=0)
+# Dotted-path prefixes that the "python.call" job kind may import.
+PYTHON_JOB_ALLOWED_PREFIXES = env_list(
+    "PYTHON_JOB_ALLOWED_PREFIXES", ["orchestration.", "health.", "pipeline.", "examples."]
+)
+RUNS_DIR = Path(env_str("RUNS_DIR", str(BASE_DIR / "runs")))
+ADMIN_TOKEN = env_str("ORCHESTRATOR_ADMIN_TOKEN", "")
+LEDGER_RETENTION_DAYS = env_int("LEDGER_RETENTION_DAYS", 30, minimum=1)
+
+# --- django-q2 ----------------------------------------------------------------
+# The embedded profile uses the database as broker; Q_BROKER=redis://… switches to
+# Redis. Retries of failed work are the Job model's business, so django-q2 itself
+# never re-runs a failing task (max_attempts=1); "retry" stays above "timeout" so a
+# task is only redelivered when its worker really died.
+Q_BROKER = env_str("Q_BROKER", "orm")
+Q_TIMEOUT = env_int("Q_TIMEOUT", 600, minimum=1)
+Q_CLUSTER: dict = {
+    "name": env_str("Q_CLUSTER_NAME", "orchestrator"),
+    "workers": env_int("Q_WORKERS", 2, minimum=1),
+    "timeout": Q_TIMEOUT,
+    "retry": Q_TIMEOUT + 60,
+    "max_attempts": 1,
+    "poll": env_float("Q_POLL", 0.1, minimum=0.01),
+    "save_limit": env_int("Q_SAVE_LIMIT", 250, minimum=-1),
+    "queue_limit": env_int("Q_QUEUE_LIMIT", 50, minimum=1),
+    "catch_up": False,
+    "ack_failures": True,
+    "label": "Task queue",
+    "sync": env_bool("Q_SYNC", TESTING),
+}
+if Q_BROKER == "orm":
+    Q_CLUSTER["orm"] = "default"
+elif Q_BROKER.startswith(("redis://", "rediss://", "unix://")):
+    Q_CLUSTER["redis"] = Q_BROKER
+else:
+    raise ImproperlyConfigured(f"Q_BROKER must be 'orm' or a redis:// URL (got {Q_BROKER!r})")
+
+# --- REST API ---------------------------------------------------------------------
+REST_FRAMEWORK = {
+    # Token first: its WWW-Authenticate header makes DRF answer 401 (not 403) to
+    # requests without credentials.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "orchestration.api.auth.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["orchestration.api.permissions.ReadAuthenticatedWriteStaff"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_CLASSES": ["orchestration.api.throttles.WriteRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"writes": env_str("API_WRITE_RATE", "100000/min" if TESTING else "600/min")},
+    "EXCEPTION_HANDLER": "orchestration.api.errors.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Orchestrator API",
+    "DESCRIPTION": "Control loop, job queue, service health, pipelines, workers and routing.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Logging ------------------------------------------------------------------------
+LOG_FORMAT = env_str("LOG_FORMAT", "text")
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s [%(name)s] %(message)s"},
+        "json": {"()": "orchestration.logformat.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json" if LOG_FORMAT == "json" else "text"}
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
