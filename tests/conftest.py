@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+
+def _client_for(user) -> APIClient:
+    client = APIClient()
+    token, _ = Token.objects.get_or_create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token.key}")
+    return client
+
+
+@pytest.fixture
+def staff_user(db):
+    return get_user_model().objects.create_user("ops", password="pw-ops-123", is_staff=True)
+
+
+@pytest.fixture
+def plain_user(db):
+    return get_user_model().objects.create_user("viewer", password="pw-viewer-123")
+
+
+@pytest.fixture
+def anon_client() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def staff_client(staff_user) -> APIClient:
+    return _client_for(staff_user)
+
+
+@pytest.fixture
+def user_client(plain_user) -> APIClient:
+    """Signed in, not staff: may read, may not write."""
+    return _client_for(plain_user)
+
+
+@pytest.fixture(autouse=True)
+def _runs_dir(tmp_path, settings):
+    settings.RUNS_DIR = tmp_path / "runs"
