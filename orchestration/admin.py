@@ -157,7 +157,16 @@ class RuleAdminForm(forms.ModelForm):
 
     class Meta:
         model = Rule
-        fields = "__all__"
+        fields = [
+            "name",
+            "description",
+            "conditions",
+            "action_type",
+            "action_params",
+            "priority",
+            "enabled",
+            "cooldown_seconds",
+        ]
 
     def clean_conditions(self):
         value = self.cleaned_data["conditions"]
