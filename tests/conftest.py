@@ -42,3 +42,12 @@ def user_client(plain_user) -> APIClient:
 @pytest.fixture(autouse=True)
 def _runs_dir(tmp_path, settings):
     settings.RUNS_DIR = tmp_path / "runs"
+
+
+@pytest.fixture
+def broker_only(monkeypatch):
+    """Tasks go to the real (ORM) broker instead of running inline, as they do when a
+    cluster is running elsewhere; for tests that drive execution themselves."""
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", False)

@@ -352,7 +352,7 @@ def reclaim_expired(now: datetime | None = None, limit: int = 500) -> dict[str, 
         elif row["started_at"] is None:
             key, fields = "requeued", {"status": JobStatus.PENDING}
         elif row["attempts"] < row["max_attempts"]:
-            key, fields = "retried", {"status": JobStatus.RETRY, "not_before": now}
+            key, fields = "retried", {"status": JobStatus.RETRY, "not_before": None}
         else:
             key, fields = "failed", {"status": JobStatus.FAILED, "finished_at": now}
         changed = Job.objects.filter(pk=row["pk"], lease_token=row["lease_token"], status=JobStatus.PROCESSING).update(

@@ -1,0 +1,301 @@
+"""The job queue on the real database: claims, lanes, retries, leases."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.db import connection
+from django.utils import timezone
+
+from orchestration.choices import JobStatus
+from orchestration.jobs import queue
+from orchestration.jobs.registry import PermanentJobError, UnknownJobKind, job_kind
+from orchestration.models import Job, Lane, LedgerEntry
+
+CALLS: list[dict] = []
+
+
+@job_kind("test.record", description="Records its payload; fails while payload['fail_times'] > attempts so far.")
+def record_call(payload: dict, ctx) -> dict:
+    CALLS.append(payload)
+    failures = sum(1 for c in CALLS if c.get("id") == payload.get("id"))
+    if failures <= payload.get("fail_times", 0):
+        raise RuntimeError(f"transient failure {failures}")
+    if payload.get("permanent"):
+        raise PermanentJobError("bad payload")
+    return {"seen": len(CALLS)}
+
+
+@pytest.fixture(autouse=True)
+def _clear_calls():
+    CALLS.clear()
+
+
+def make(kind="noop", **kw) -> Job:
+    return queue.enqueue(kind, kw.pop("payload", {}), dispatch_now=False, **kw)
+
+
+def dispatch_and_run() -> list[str]:
+    """What the cluster does: dispatch, then execute each delivered (job, token)."""
+    ids = queue.dispatch()
+    return [queue.execute(pk, Job.objects.get(pk=pk).lease_token) for pk in ids]
+
+
+@pytest.mark.django_db
+class TestLifecycle:
+    def test_it_runs_a_job_to_completion(self):
+        job = make("test.record", payload={"id": 1})
+        assert dispatch_and_run() == ["completed"]
+        job.refresh_from_db()
+        assert job.status == JobStatus.COMPLETED
+        assert job.attempts == 1
+        assert job.result == {"seen": 1}
+        assert job.finished_at and job.started_at and not job.lease_token == ""
+        assert job.lease_expires_at is None
+
+    def test_unknown_kind_is_refused_before_writing(self):
+        with pytest.raises(UnknownJobKind):
+            queue.enqueue("nope", {})
+        assert Job.objects.count() == 0
+
+    def test_a_failure_is_retried_with_exponential_backoff_then_completes(self):
+        job = make("test.record", payload={"id": 2, "fail_times": 2}, max_attempts=3)
+        start = timezone.now()
+        with time_machine.travel(start, tick=False) as clock:
+            assert dispatch_and_run() == ["retry"]
+            job.refresh_from_db()
+            assert job.not_before == start + timedelta(seconds=1)
+            assert dispatch_and_run() == []  # not due yet
+            clock.shift(1)
+            assert dispatch_and_run() == ["retry"]
+            job.refresh_from_db()
+            assert job.not_before == start + timedelta(seconds=1 + 2)
+            clock.shift(2)
+            assert dispatch_and_run() == ["completed"]
+        job.refresh_from_db()
+        assert job.attempts == 3 and job.status == JobStatus.COMPLETED
+
+    def test_linear_backoff_waits_5_then_10_seconds(self):
+        job = make("test.record", payload={"id": 3, "fail_times": 5}, max_attempts=3, backoff="linear")
+        start = timezone.now()
+        with time_machine.travel(start, tick=False) as clock:
+            dispatch_and_run()
+            job.refresh_from_db()
+            assert job.not_before == start + timedelta(seconds=5)
+            clock.shift(5)
+            dispatch_and_run()
+            job.refresh_from_db()
+            assert job.not_before == start + timedelta(seconds=15)
+
+    def test_it_fails_after_max_attempts_and_says_so_in_the_ledger(self):
+        job = make("fail", payload={"message": "boom"}, max_attempts=1)
+        assert dispatch_and_run() == ["failed"]
+        job.refresh_from_db()
+        assert job.status == JobStatus.FAILED and "boom" in job.error
+        entry = LedgerEntry.objects.get(event_type="job.failed")
+        assert entry.subject == f"job:{job.pk}"
+
+    def test_a_permanent_error_is_not_retried(self):
+        job = make("test.record", payload={"id": 4, "permanent": True}, max_attempts=5)
+        assert dispatch_and_run() == ["failed"]
+        job.refresh_from_db()
+        assert job.attempts == 1
+
+    def test_not_before_holds_a_job_back(self):
+        make(not_before=timezone.now() + timedelta(minutes=5))
+        assert queue.dispatch() == []
+
+
+@pytest.mark.django_db
+class TestOrderAndLanes:
+    def test_priority_then_age(self):
+        low = make(priority="low")
+        normal_old = make(priority="normal")
+        critical = make(priority="critical")
+        normal_new = make(priority="normal")
+        high = make(priority="high")
+        Lane.objects.create(name="default", concurrency_limit=1)
+        order = []
+        queue.dispatch()
+        for _ in range(5):
+            # Finishing a job frees the lane, and execute() dispatches the next one.
+            running = Job.objects.get(status=JobStatus.PROCESSING)
+            order.append(running.pk)
+            queue.execute(running.pk, running.lease_token)
+        assert order == [critical.pk, high.pk, normal_old.pk, normal_new.pk, low.pk]
+
+    def test_a_lane_never_exceeds_its_limit(self):
+        Lane.objects.create(name="narrow", concurrency_limit=2)
+        for _ in range(5):
+            make(lane="narrow")
+        make(lane="wide")
+        claimed = queue.dispatch()
+        lanes = list(Job.objects.filter(pk__in=claimed).values_list("lane", flat=True))
+        assert sorted(lanes) == ["narrow", "narrow", "wide"]
+        assert queue.dispatch() == []  # narrow is full until one finishes
+        first_narrow = next(pk for pk in claimed if Job.objects.get(pk=pk).lane == "narrow")
+        queue.execute(first_narrow, Job.objects.get(pk=first_narrow).lease_token)
+        assert Job.objects.filter(lane="narrow", status=JobStatus.PROCESSING).count() == 2
+
+    def test_a_full_lane_does_not_block_other_lanes(self):
+        Lane.objects.create(name="single", concurrency_limit=1)
+        make(lane="single", priority="critical")
+        make(lane="single", priority="critical")
+        other = make(lane="other", priority="low")
+        first = queue.dispatch()
+        assert other.pk in first and len(first) == 2
+
+
+@pytest.mark.django_db
+class TestAtLeastOnceDelivery:
+    def test_a_redelivered_task_does_nothing(self):
+        job = make("test.record", payload={"id": 5})
+        (pk,) = queue.dispatch()
+        token = Job.objects.get(pk=pk).lease_token
+        assert queue.execute(pk, token) == "completed"
+        assert queue.execute(pk, token) == "stale"
+        assert len(CALLS) == 1
+        job.refresh_from_db()
+        assert job.attempts == 1
+
+    def test_a_task_with_an_old_token_does_nothing(self):
+        make("test.record", payload={"id": 6})
+        (pk,) = queue.dispatch()
+        assert queue.execute(pk, "0" * 32) == "stale"
+        assert CALLS == []
+
+
+@pytest.mark.django_db
+class TestLeases:
+    def test_an_expired_lease_is_reclaimed_and_retried(self):
+        job = make("noop")
+        (pk,) = queue.dispatch()
+        # The worker picked it up, then its process died: no heartbeat, no finish.
+        Job.objects.filter(pk=pk).update(started_at=timezone.now(), attempts=1)
+        with time_machine.travel(timezone.now() + timedelta(minutes=10)):
+            counts = queue.reclaim_expired()
+        assert counts["retried"] == 1
+        job.refresh_from_db()
+        assert job.status == JobStatus.RETRY and "lease expired" in job.error
+        assert LedgerEntry.objects.filter(event_type="jobs.reclaimed").exists()
+        # The retry runs under a new token; the dead worker's token is now stale.
+        assert dispatch_and_run() == ["completed"]
+
+    def test_a_lost_task_that_never_started_goes_back_without_using_an_attempt(self):
+        job = make("noop")
+        queue.dispatch()
+        with time_machine.travel(timezone.now() + timedelta(minutes=10)):
+            assert queue.reclaim_expired()["requeued"] == 1
+        job.refresh_from_db()
+        assert job.status == JobStatus.PENDING and job.attempts == 0
+
+    def test_an_expired_last_attempt_fails(self):
+        job = make("noop", max_attempts=1)
+        (pk,) = queue.dispatch()
+        Job.objects.filter(pk=pk).update(started_at=timezone.now(), attempts=1)
+        with time_machine.travel(timezone.now() + timedelta(minutes=10)):
+            assert queue.reclaim_expired()["failed"] == 1
+        job.refresh_from_db()
+        assert job.status == JobStatus.FAILED
+
+    def test_a_live_lease_is_left_alone(self):
+        make("noop")
+        queue.dispatch()
+        assert sum(queue.reclaim_expired().values()) == 0
+
+    def test_a_late_finish_after_reclaim_is_dropped(self):
+        job = make("noop")
+        (pk,) = queue.dispatch()
+        old_token = Job.objects.get(pk=pk).lease_token
+        Job.objects.filter(pk=pk).update(started_at=timezone.now(), attempts=1)
+        with time_machine.travel(timezone.now() + timedelta(minutes=10)):
+            queue.reclaim_expired()
+        queue.dispatch()
+        job.refresh_from_db()
+        assert queue._finish(job, old_token, ok=True, result={"late": True}) == "stale"
+        job.refresh_from_db()
+        assert job.result is None
+
+
+@pytest.mark.django_db
+class TestPeopleActions:
+    def test_cancel_a_pending_job(self):
+        job = make()
+        queue.cancel(job, actor="ops")
+        assert job.status == JobStatus.CANCELED
+        assert LedgerEntry.objects.get(event_type="job.canceled").actor == "ops"
+
+    def test_cancel_a_running_job_tells_it_to_stop(self):
+        job = make("sleep", payload={"seconds": 30})
+        (pk,) = queue.dispatch()
+        queue.cancel(job, actor="ops")
+        job.refresh_from_db()
+        assert job.status == JobStatus.PROCESSING and job.cancel_requested
+        # The handler sees the flag at once and the job ends canceled.
+        assert queue.execute(pk, job.lease_token) == JobStatus.CANCELED
+
+    def test_cancel_a_finished_job_is_a_conflict(self):
+        job = make()
+        dispatch_and_run()
+        job.refresh_from_db()
+        with pytest.raises(queue.JobStateError):
+            queue.cancel(job)
+
+    def test_retry_a_failed_job_gives_one_more_attempt(self):
+        job = make("fail", max_attempts=1)
+        dispatch_and_run()
+        job.refresh_from_db()
+        queue.retry(job, actor="ops")
+        assert job.status == JobStatus.RETRY and job.max_attempts == 2
+        with pytest.raises(queue.JobStateError):
+            queue.retry(job)
+
+
+def _race(n: int, target) -> list:
+    """Run target in n threads that start together; each has its own DB connection."""
+    barrier = threading.Barrier(n)
+    results: list = [None] * n
+
+    def run(i):
+        try:
+            barrier.wait()
+            results[i] = target()
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("broker_only")
+class TestRaces:
+    def test_two_dispatchers_never_claim_the_same_job(self):
+        for _ in range(30):
+            make()
+        results = _race(4, lambda: queue.dispatch(limit=30))
+        claimed = [pk for ids in results for pk in ids]
+        assert len(claimed) == 30 and len(set(claimed)) == 30
+
+    def test_a_single_lane_holds_one_job_however_many_dispatchers(self):
+        Lane.objects.create(name="single", concurrency_limit=1)
+        for _ in range(10):
+            make(lane="single")
+        results = _race(4, queue.dispatch)
+        assert sum(len(ids) for ids in results) == 1
+        assert Job.objects.filter(lane="single", status=JobStatus.PROCESSING).count() == 1
+
+    def test_two_deliveries_of_one_task_run_it_once(self):
+        make("test.record", payload={"id": 7})
+        (pk,) = queue.dispatch()
+        token = Job.objects.get(pk=pk).lease_token
+        results = _race(2, lambda: queue.execute(pk, token))
+        assert sorted(results) == ["completed", "stale"]
+        assert len(CALLS) == 1
