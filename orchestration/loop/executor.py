@@ -48,7 +48,8 @@ class UnknownAction(LookupError):
 
 def action_handler(name: str, *, description: str = "") -> Callable[[Handler], Handler]:
     def register(func: Handler) -> Handler:
-        _HANDLERS[name] = ActionKind(name, func, description or (func.__doc__ or "").strip().splitlines()[0])
+        doc = (func.__doc__ or "").strip()
+        _HANDLERS[name] = ActionKind(name, func, description or (doc.splitlines()[0] if doc else name))
         return func
 
     return register
