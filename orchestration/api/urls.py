@@ -1,12 +1,10 @@
 from django.urls import path
-from rest_framework.routers import DefaultRouter
-
 from orchestration.api import views
+from orchestration.api.routers import OptionalSlashRouter
 
 app_name = "orchestration-api"
 
-router = DefaultRouter(trailing_slash=True)
-router.include_root_view = False
+router = OptionalSlashRouter()
 router.register("jobs", views.JobViewSet, basename="job")
 router.register("lanes", views.LaneViewSet, basename="lane")
 router.register("ledger", views.LedgerViewSet, basename="ledger")
