@@ -8,8 +8,8 @@ import pytest
 from django.utils import timezone
 
 from orchestration.choices import JobStatus
-from orchestration.loop.decider import PlannedAction
 from orchestration.loop import executor
+from orchestration.loop.decider import PlannedAction
 from orchestration.loop.executor import ActionContext, action_handler, execute
 from orchestration.loop.monitor import build_snapshot
 from orchestration.models import Campaign, Job, LedgerEntry
@@ -79,7 +79,13 @@ def test_force_publish_runs_stuck_jobs_now():
 
 def test_reconciliation_reclaims_and_repairs():
     now = timezone.now()
-    dead = job(status=JobStatus.PROCESSING, lease_token="t", lease_expires_at=now - timedelta(minutes=1), started_at=now, attempts=1)
+    dead = job(
+        status=JobStatus.PROCESSING,
+        lease_token="t",
+        lease_expires_at=now - timedelta(minutes=1),
+        started_at=now,
+        attempts=1,
+    )
     no_time = job(status=JobStatus.COMPLETED)
     stray = job(status=JobStatus.FAILED, finished_at=now, lease_expires_at=now)
     result = run("trigger_reconciliation")

@@ -67,8 +67,11 @@ def test_a_dry_run_decides_but_changes_nothing():
 
 def test_a_failing_action_is_recorded_and_the_cycle_completes():
     Rule.objects.create(
-        name="broken", conditions=[{"field": "jobs.total", "op": ">=", "value": 0}], action_type="schedule_job",
-        action_params={"target": "nonsense"}, priority=4,
+        name="broken",
+        conditions=[{"field": "jobs.total", "op": ">=", "value": 0}],
+        action_type="schedule_job",
+        action_params={"target": "nonsense"},
+        priority=4,
     )
     result = run_cycle()
     assert result["execution"]["failed"] == 1
@@ -78,8 +81,11 @@ def test_a_failing_action_is_recorded_and_the_cycle_completes():
 
 def test_a_cooldown_keeps_a_rule_from_firing_every_cycle():
     Rule.objects.create(
-        name="noisy", conditions=[{"field": "jobs.total", "op": ">=", "value": 0}], action_type="ledger_alert",
-        priority=1, cooldown_seconds=600,
+        name="noisy",
+        conditions=[{"field": "jobs.total", "op": ">=", "value": 0}],
+        action_type="ledger_alert",
+        priority=1,
+        cooldown_seconds=600,
     )
     run_cycle()
     run_cycle()

@@ -126,7 +126,9 @@ class TestHealthScore:
     def test_it_never_goes_below_zero(self):
         assert health_score({"ledger": {"errors_last_hour": 1000}})["health_score"] == 0
 
-    @pytest.mark.parametrize("score,status", [(100, "healthy"), (80, "healthy"), (79, "degraded"), (50, "degraded"), (49, "critical")])
+    @pytest.mark.parametrize(
+        "score,status", [(100, "healthy"), (80, "healthy"), (79, "degraded"), (50, "degraded"), (49, "critical")]
+    )
     def test_status_bands(self, score, status):
         assert status_for(score) == status
 
