@@ -1,4 +1,5 @@
 from django.urls import path
+
 from orchestration.api import views
 from orchestration.api.routers import OptionalSlashRouter
 
