@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from orchestration.choices import JobStatus
@@ -57,7 +59,7 @@ def test_cluster_runs_jobs_and_the_loop_cycles_and_reclaims(tmp_path, broker_onl
     assert dead.status == JobStatus.COMPLETED and dead.attempts == 2
     # The single lane never ran two jobs at once.
     spans = sorted(Job.objects.filter(lane="single").values_list("started_at", "finished_at"))
-    for (_, first_end), (second_start, _) in zip(spans, spans[1:], strict=False):
+    for (_, first_end), (second_start, _) in itertools.pairwise(spans):
         assert second_start >= first_end
     kinds = set(LedgerEntry.objects.values_list("event_type", flat=True))
     assert {"jobs.reclaimed", "job.failed", "orchestrator.action_executed"} <= kinds
