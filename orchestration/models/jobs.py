@@ -113,8 +113,12 @@ class Job(models.Model):
         indexes = [
             # dispatch(): claimable jobs by priority then age; also GROUP BY status.
             models.Index(fields=["status", "-priority_rank", "created_at"], name="job_dispatch_idx"),
-            # monitor: oldest pending.
-            models.Index(fields=["status", "created_at"], name="job_status_created_idx"),
+            # monitor.jobs_section(): its one pass over the live queue reads only this
+            # covering index, never the table.
+            models.Index(
+                fields=["status", "created_at", "score", "forced", "promoted", "downgraded", "lease_expires_at"],
+                name="job_live_snapshot_idx",
+            ),
             # monitor: failures in the last hour; retry_failed.
             models.Index(fields=["status", "finished_at"], name="job_status_finished_idx"),
             # reclaim_expired(): processing jobs whose lease ran out.
