@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
 from orchestration.choices import ActionStatus, Severity
@@ -187,21 +188,24 @@ def _run_with_lease(owner: str, *, dry_run: bool | None, actor: str, manual: boo
                     actor=actor,
                 )
             )
-        if action_rows:
-            Action.objects.bulk_create(action_rows)
-            fired = [a.rule_id for a in planned if a.rule_id]
-            if fired and not dry:
-                Rule.objects.filter(pk__in=fired, cooldown_seconds__gt=0).update(last_fired_at=started)
-        LedgerEntry.objects.bulk_create(entries)
-        LoopState.release_cycle_lease(
-            owner,
-            cycle_count=cycle,
-            last_cycle_started_at=started,
-            last_cycle_finished_at=timezone.now(),
-            next_cycle_due_at=started + timedelta(seconds=state.interval_seconds),
-            last_cycle=summary,
-            last_health_score=system["health_score"],
-        )
+        # One transaction for everything the cycle writes: its actions, the rules'
+        # cooldown marks, the ledger entries and the loop state (lease released).
+        with transaction.atomic():
+            if action_rows:
+                Action.objects.bulk_create(action_rows)
+                fired = [a.rule_id for a in planned if a.rule_id]
+                if fired and not dry:
+                    Rule.objects.filter(pk__in=fired, cooldown_seconds__gt=0).update(last_fired_at=started)
+            LedgerEntry.objects.bulk_create(entries)
+            LoopState.release_cycle_lease(
+                owner,
+                cycle_count=cycle,
+                last_cycle_started_at=started,
+                last_cycle_finished_at=timezone.now(),
+                next_cycle_due_at=started + timedelta(seconds=state.interval_seconds),
+                last_cycle=summary,
+                last_health_score=system["health_score"],
+            )
         log.info("cycle %s: %s (%.1f ms)", cycle, summary_line, duration_ms)
         return result
     except Exception as exc:
