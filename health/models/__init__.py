@@ -1,0 +1,3 @@
+from health.models.circuit import CircuitBreaker
+
+__all__ = ["CircuitBreaker"]

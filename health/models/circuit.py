@@ -1,0 +1,220 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from django.core.validators import MinValueValidator
+from django.db import models, transaction
+from django.utils import timezone
+
+from health import breaker
+from health.choices import BreakerState
+from orchestration.choices import Severity
+from orchestration.models.ledger import record as ledger_record
+
+_TRANSITION_SEVERITY = {
+    breaker.OPENED: Severity.WARNING,
+    breaker.HALF_OPENED: Severity.INFO,
+    breaker.CLOSED_TRANSITION: Severity.INFO,
+}
+
+
+class CircuitBreaker(models.Model):
+    """A persisted circuit breaker, shared by every process through the database.
+
+    Keyed by a unique ``name``: ``service:<service name>`` for services,
+    ``worker:<worker name>`` for workers. The rules are in ``health.breaker``; this
+    model stores the status and applies changes with a compare-and-swap on
+    ``version`` inside a transaction, so two processes recording at once neither
+    lose a count nor both perform the same transition.
+    """
+
+    name = models.CharField(max_length=200, unique=True)
+    state = models.CharField(max_length=10, choices=BreakerState.choices, default=BreakerState.CLOSED)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    consecutive_successes = models.PositiveIntegerField(default=0)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    trial_started_at = models.DateTimeField(
+        null=True, blank=True, help_text="Set while the single half-open trial request is in flight."
+    )
+    failure_threshold = models.PositiveIntegerField(
+        default=breaker.DEFAULT_FAILURE_THRESHOLD, validators=[MinValueValidator(1)]
+    )
+    success_threshold = models.PositiveIntegerField(
+        default=breaker.DEFAULT_SUCCESS_THRESHOLD, validators=[MinValueValidator(1)]
+    )
+    open_timeout_seconds = models.FloatField(
+        default=breaker.DEFAULT_OPEN_TIMEOUT_SECONDS, validators=[MinValueValidator(0)]
+    )
+    last_failure_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    version = models.PositiveBigIntegerField(default=0, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.state})"
+
+    # --- construction ---------------------------------------------------------------
+    @classmethod
+    def for_name(cls, name: str, **defaults: Any) -> CircuitBreaker:
+        """The breaker called ``name``, created with ``defaults`` if it does not exist."""
+        obj, _ = cls.objects.get_or_create(name=name, defaults=defaults)
+        return obj
+
+    # --- pure views -----------------------------------------------------------------
+    @property
+    def config(self) -> breaker.BreakerConfig:
+        return breaker.BreakerConfig(
+            failure_threshold=self.failure_threshold,
+            success_threshold=self.success_threshold,
+            open_timeout_seconds=self.open_timeout_seconds,
+        )
+
+    @property
+    def status(self) -> breaker.BreakerStatus:
+        return breaker.BreakerStatus(
+            state=self.state,
+            consecutive_failures=self.consecutive_failures,
+            consecutive_successes=self.consecutive_successes,
+            opened_at=self.opened_at,
+            trial_started_at=self.trial_started_at,
+        )
+
+    @property
+    def retry_at(self) -> datetime | None:
+        return breaker.retry_at(self.status, self.config)
+
+    def is_open(self) -> bool:
+        return self.state == BreakerState.OPEN
+
+    # --- operations -----------------------------------------------------------------
+    def allow(self, now: datetime | None = None) -> bool:
+        """False while open. Once the open timeout has passed, the first caller moves
+        the breaker to half-open and is let through for the single trial; everyone
+        else is refused until that trial is recorded."""
+        now = now or timezone.now()
+        outcome: dict[str, Any] = {}
+
+        def compute(row: CircuitBreaker) -> tuple[breaker.BreakerStatus, str | None, dict[str, Any]]:
+            decision = breaker.allow(row.status, row.config, now)
+            outcome["allowed"] = decision.allowed
+            return decision.status, decision.transition, {}
+
+        self._swap(compute, now, actor="system")
+        return bool(outcome["allowed"])
+
+    def record(
+        self,
+        success: bool,
+        now: datetime | None = None,
+        *,
+        actor: str = "system",
+        context: dict[str, Any] | None = None,
+    ) -> str | None:
+        """Apply one result atomically; returns "opened", "half_opened", "closed" or None.
+
+        ``context`` is merged into the ledger entry of a transition (e.g. the root
+        cause of a dependent's failure) and may lower its severity with a
+        ``"severity"`` key.
+        """
+        now = now or timezone.now()
+
+        def compute(row: CircuitBreaker) -> tuple[breaker.BreakerStatus, str | None, dict[str, Any]]:
+            status, transition = breaker.apply_result(row.status, row.config, success, now)
+            stamp = {"last_success_at": now} if success else {"last_failure_at": now}
+            return status, transition, stamp
+
+        return self._swap(compute, now, actor=actor, context=context)
+
+    def reset(self, *, actor: str) -> None:
+        """Back to closed with clean counters, whatever the state; ledgered with the actor."""
+        now = timezone.now()
+        previous = {}
+
+        def compute(row: CircuitBreaker) -> tuple[breaker.BreakerStatus, str | None, dict[str, Any]]:
+            previous["state"] = row.state
+            return breaker.reset(), None, {}
+
+        self._swap(compute, now, actor=actor, force=True)
+        ledger_record(
+            "health.circuit_reset",
+            f"Circuit {self.name} reset to closed by {actor} (was {previous['state']})",
+            subject=self.name,
+            actor=actor,
+            data={"previous_state": previous["state"]},
+        )
+
+    # --- internals ------------------------------------------------------------------
+    def _swap(
+        self,
+        compute: Callable[[CircuitBreaker], tuple[breaker.BreakerStatus, str | None, dict[str, Any]]],
+        now: datetime,
+        *,
+        actor: str,
+        context: dict[str, Any] | None = None,
+        force: bool = False,
+    ) -> str | None:
+        """Read the row, compute the next status, write it only if nobody else wrote in
+        between (version compare-and-swap); retry on a lost race. The ledger entry of a
+        transition is written in the same transaction, so it exists exactly once."""
+        model = type(self)
+        for _attempt in range(100):
+            with transaction.atomic():
+                # Row lock on PostgreSQL; on SQLite the IMMEDIATE transaction serializes.
+                row = model.objects.select_for_update().get(pk=self.pk)
+                status, transition, extra = compute(row)
+                fields: dict[str, Any] = {
+                    "state": status.state,
+                    "consecutive_failures": status.consecutive_failures,
+                    "consecutive_successes": status.consecutive_successes,
+                    "opened_at": status.opened_at,
+                    "trial_started_at": status.trial_started_at,
+                    **extra,
+                }
+                if not force and not extra and status == row.status:
+                    self._copy_from(row)
+                    return None
+                fields["version"] = row.version + 1
+                fields["updated_at"] = now
+                won = model.objects.filter(pk=self.pk, version=row.version).update(**fields)
+                if not won:
+                    continue
+                self._copy_from(row)
+                for key, value in fields.items():
+                    setattr(self, key, value)
+                if transition:
+                    self._ledger_transition(transition, actor, context)
+                return transition
+        raise RuntimeError(f"circuit breaker {self.name}: too much contention")
+
+    def _copy_from(self, row: CircuitBreaker) -> None:
+        for field in self._meta.concrete_fields:
+            setattr(self, field.attname, getattr(row, field.attname))
+
+    def _ledger_transition(self, transition: str, actor: str, context: dict[str, Any] | None) -> None:
+        data: dict[str, Any] = {
+            "state": self.state,
+            "consecutive_failures": self.consecutive_failures,
+            "consecutive_successes": self.consecutive_successes,
+            "failure_threshold": self.failure_threshold,
+            "success_threshold": self.success_threshold,
+            "open_timeout_seconds": self.open_timeout_seconds,
+        }
+        context = dict(context or {})
+        severity = context.pop("severity", None) or _TRANSITION_SEVERITY[transition]
+        data.update(context)
+        messages = {
+            breaker.OPENED: f"Circuit {self.name} opened after {self.consecutive_failures} consecutive failures",
+            breaker.HALF_OPENED: f"Circuit {self.name} half-open: one trial request allowed",
+            breaker.CLOSED_TRANSITION: f"Circuit {self.name} closed after {self.consecutive_successes} successes",
+        }
+        message = messages[transition]
+        if context.get("root_cause"):
+            message += f" (root cause: {context['root_cause']})"
+        ledger_record(
+            f"health.circuit_{transition}", message, severity=severity, subject=self.name, actor=actor, data=data
+        )
