@@ -156,6 +156,7 @@ def _run_with_lease(owner: str, *, dry_run: bool | None, actor: str, manual: boo
             "execution": {"succeeded": succeeded, "failed": failed, "results": [r.as_dict() for r in results]},
             "duration_ms": duration_ms,
             "timestamp": started.isoformat(),
+            "next_cycle_due_at": (started + timedelta(seconds=state.interval_seconds)).isoformat(),
         }
         summary = {
             "cycle": cycle,

@@ -13,8 +13,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 from django.db import close_old_connections
+from django.utils import timezone
 
 from orchestration.jobs import queue
 from orchestration.jobs.queue import worker_identity
@@ -50,6 +52,9 @@ class LoopRunner:
         self.tick_seconds = tick_seconds
         self.shutdown = threading.Event()
         self.cycles = 0
+        # When this runner's last cycle says the next one is due; lets it wake up on
+        # time instead of up to one tick late.
+        self.next_due: datetime | None = None
 
     def tick(self) -> None:
         close_old_connections()
@@ -61,11 +66,21 @@ class LoopRunner:
             except Exception:  # one failing step must not stop the loop
                 log.exception("runner step %s failed", getattr(step, "__name__", step))
         try:
-            if run_cycle(manual=False, owner=self.owner) is not None:
-                self.cycles += 1
+            result = run_cycle(manual=False, owner=self.owner)
         except Exception:
             # Already in the ledger as orchestrator.cycle_error; keep going.
-            pass
+            result = None
+        if result is not None:
+            self.cycles += 1
+            self.next_due = datetime.fromisoformat(result["next_cycle_due_at"])
+
+    def sleep_seconds(self, tick_began: float) -> float:
+        remaining_tick = self.tick_seconds - (time.monotonic() - tick_began)
+        if self.next_due is not None:
+            until_due = (self.next_due - timezone.now()).total_seconds()
+            if 0 < until_due < remaining_tick:
+                return until_due
+        return max(0.0, remaining_tick)
 
     def run(self, *, max_seconds: float | None = None, should_continue: Callable[[], bool] | None = None) -> int:
         started = time.monotonic()
@@ -76,7 +91,7 @@ class LoopRunner:
                 break
             began = time.monotonic()
             self.tick()
-            self.shutdown.wait(max(0.0, self.tick_seconds - (time.monotonic() - began)))
+            self.shutdown.wait(self.sleep_seconds(began))
         close_old_connections()
         return self.cycles
 

@@ -85,7 +85,9 @@ class LoopState(models.Model):
 
     @classmethod
     def beat_runner(cls, owner: str) -> None:
-        cls.objects.filter(pk=cls.SINGLETON_ID).update(runner_owner=owner, runner_seen_at=timezone.now())
+        if not cls.objects.filter(pk=cls.SINGLETON_ID).update(runner_owner=owner, runner_seen_at=timezone.now()):
+            cls.get()
+            cls.objects.filter(pk=cls.SINGLETON_ID).update(runner_owner=owner, runner_seen_at=timezone.now())
 
     @classmethod
     def count_cycle(cls) -> None:
