@@ -213,3 +213,36 @@ LOGGING = {
 }
 
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+
+# --- Worker fleet ---
+# HTTP targets of the fleet write their URL as "{base_url}/…"; this fills it in.
+FLEET_BASE_URL = env_str("FLEET_BASE_URL", "http://127.0.0.1:8100").rstrip("/")
+# Lane of the job queue that worker runs go through.
+FLEET_LANE = env_str("FLEET_LANE", "workers")
+# A running worker writes a heartbeat this often; a run silent for FLEET_CRASH_AFTER_SECONDS crashed.
+FLEET_HEARTBEAT_SECONDS = env_float("FLEET_HEARTBEAT_SECONDS", 10.0, minimum=0.2)
+FLEET_CRASH_AFTER_SECONDS = env_float("FLEET_CRASH_AFTER_SECONDS", 45.0, minimum=1.0)
+# SIGTERM lets a running worker finish for this long, then marks it interrupted and queues a re-run.
+FLEET_SHUTDOWN_GRACE_SECONDS = env_float("FLEET_SHUTDOWN_GRACE_SECONDS", 30.0, minimum=0.0)
+# How often the loop runner sweeps the fleet for anomalies (crashes, failure rates, staleness).
+FLEET_SWEEP_SECONDS = env_float("FLEET_SWEEP_SECONDS", 15.0, minimum=0.5)
+# Recovery: wait between attempts, give up after N, escalate when an anomaly outlives its recovery.
+FLEET_RECOVERY_COOLDOWN_SECONDS = env_int("FLEET_RECOVERY_COOLDOWN_SECONDS", 300, minimum=0)
+FLEET_MAX_RECOVERY_ATTEMPTS = env_int("FLEET_MAX_RECOVERY_ATTEMPTS", 3, minimum=1)
+FLEET_ESCALATE_AFTER_SECONDS = env_int("FLEET_ESCALATE_AFTER_SECONDS", 600, minimum=0)
+FLEET_RUN_RETENTION_DAYS = env_int("FLEET_RUN_RETENTION_DAYS", 14, minimum=1)
+# Built-in workers that call into the health app (dotted paths, imported when they run).
+FLEET_HEALTH_SWEEP_PATH = env_str("FLEET_HEALTH_SWEEP_PATH", "health.sweep.run_sweep")
+FLEET_CHECK_RETENTION_PATH = env_str("FLEET_CHECK_RETENTION_PATH", "health.maintenance.prune_checks")
+# Alerts: channels per severity (comma-separated names of registered channels).
+FLEET_ALERT_ROUTES = {
+    "critical": env_list("FLEET_ALERT_ROUTE_CRITICAL", ["ledger", "webhook", "email"]),
+    "high": env_list("FLEET_ALERT_ROUTE_HIGH", ["ledger", "webhook"]),
+    "medium": env_list("FLEET_ALERT_ROUTE_MEDIUM", ["ledger"]),
+    "escalation": env_list("FLEET_ALERT_ROUTE_ESCALATION", ["ledger", "webhook", "email"]),
+}
+FLEET_ALERT_WEBHOOK_URL = env_str("FLEET_ALERT_WEBHOOK_URL", "")
+FLEET_ALERT_WEBHOOK_RETRIES = env_int("FLEET_ALERT_WEBHOOK_RETRIES", 3, minimum=1, maximum=10)
+FLEET_ALERT_WEBHOOK_TIMEOUT = env_float("FLEET_ALERT_WEBHOOK_TIMEOUT", 5.0, minimum=0.1)
+FLEET_ALERT_EMAILS = env_list("FLEET_ALERT_EMAILS", [])
+FLEET_ALERT_EMAIL_FROM = env_str("FLEET_ALERT_EMAIL_FROM", "orchestrator@localhost")
