@@ -6,6 +6,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/v1/pipeline/", include("pipeline.api.urls")),
     path("api/v1/", include("orchestration.api.urls")),
     path("", include("orchestration.api.loop_urls")),
     path("", include("health.urls")),

@@ -5,3 +5,12 @@ class PipelineConfig(AppConfig):
     name = "pipeline"
     verbose_name = "Pipelines"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Registries fill themselves on import: the stage job kind, the snapshot
+        # section, the loop's actions and the demo loader.
+        from orchestration.api.errors import register_conflict
+        from pipeline import demo, loop, stages  # noqa: F401
+        from pipeline.transitions import TransitionError
+
+        register_conflict(TransitionError)

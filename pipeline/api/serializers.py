@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from pipeline.definitions import DefinitionError, parse
+from pipeline.models import Artifact, PipelineDefinition, PipelineEvent, PipelineJob
+
+
+class PipelineDefinitionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = PipelineDefinition
+        fields = [
+            "id",
+            "name",
+            "description",
+            "stages",
+            "gates",
+            "stage_timeouts",
+            "runners",
+            "lane",
+            "stage_attempts",
+            "retry_timed_out_stages",
+            "is_default",
+            "created_at",
+        ]
+        read_only_fields = ["id", "is_default", "created_at"]
+
+    def validate(self, attrs):
+        # The same rules as a YAML file, so the API cannot store what load_pipeline refuses.
+        document = {
+            "gates": attrs.get("gates", {}),
+            "pipeline": {
+                "stages": attrs.get("stages"),
+                "stage_timeouts": attrs.get("stage_timeouts"),
+                "runners": attrs.get("runners", {}),
+                "lane": attrs.get("lane", "pipeline"),
+                "stage_attempts": attrs.get("stage_attempts", 3),
+                "retry_timed_out_stages": attrs.get("retry_timed_out_stages", False),
+            },
+        }
+        try:
+            spec = parse(document, name=attrs.get("name"))
+        except DefinitionError as exc:
+            raise serializers.ValidationError({"definition": exc.errors})
+        attrs.update(gates=spec.gates, stage_timeouts=spec.stage_timeouts, stages=spec.stages)
+        return attrs
+
+
+class PipelineJobCreateSerializer(serializers.Serializer):
+    slug = serializers.SlugField(max_length=100)
+    intent = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
+    definition = serializers.SlugRelatedField(
+        slug_field="name", queryset=PipelineDefinition.objects.all(), required=False, allow_null=True
+    )
+
+
+class PipelineJobSerializer(serializers.ModelSerializer):
+    definition = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    gates = serializers.SerializerMethodField()
+    progress = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PipelineJob
+        fields = [
+            "id",
+            "slug",
+            "intent",
+            "definition",
+            "status",
+            "stage",
+            "progress",
+            "gates",
+            "error",
+            "waiting_since",
+            "gate_deadline",
+            "created_by",
+            "created_at",
+            "updated_at",
+            "finished_at",
+        ]
+
+    def get_gates(self, job: PipelineJob) -> list[dict]:
+        return job.gates_view()
+
+    def get_progress(self, job: PipelineJob) -> dict:
+        done, total = job.progress()
+        return {"done": done, "total": total}
+
+
+class GateDecisionInputSerializer(serializers.Serializer):
+    stage = serializers.CharField(max_length=40)
+    notes = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
+
+
+class PipelineEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = PipelineEvent
+        fields = ["id", "type", "stage", "data", "created_at"]
+
+
+class ArtifactSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Artifact
+        fields = ["stage", "path", "kind", "metadata", "created_at"]

@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
+from rest_framework.response import Response
+
+from orchestration.api.views import AuditedModelViewSet, actor_of
+from pipeline import engine
+from pipeline import transitions as t
+from pipeline.api import serializers as s
+from pipeline.api.sse import EventStreamRenderer, stream
+from pipeline.models import PipelineDefinition, PipelineJob
+
+
+class PipelineDefinitionViewSet(AuditedModelViewSet):
+    queryset = PipelineDefinition.objects.all()
+    serializer_class = s.PipelineDefinitionSerializer
+    lookup_field = "name"
+    ledger_prefix = "pipeline.definition"
+    http_method_names = ["get", "post", "put", "patch", "head", "options"]
+
+
+class PipelineJobViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
+):
+    """Pipeline jobs. Approve/reject need staff or ``pipeline.approve_gate``; other writes
+    need staff or the matching model permission."""
+
+    serializer_class = s.PipelineJobSerializer
+
+    @property
+    def write_permissions(self) -> list[str]:
+        if self.action in ("approve", "reject"):
+            return ["pipeline.approve_gate"]
+        if self.action == "create":
+            return ["pipeline.add_pipelinejob"]
+        return ["pipeline.change_pipelinejob"]
+
+    def get_queryset(self):
+        qs = PipelineJob.objects.select_related("definition").prefetch_related("decisions")
+        wanted = self.request.query_params.get("status")
+        if wanted:
+            unknown = set(wanted.split(",")) - set(t.STATUSES)
+            if unknown:
+                raise serializers.ValidationError(
+                    {"status": f"unknown status {', '.join(sorted(unknown))}; use one of {', '.join(t.STATUSES)}"}
+                )
+            qs = qs.filter(status__in=wanted.split(","))
+        active = self.request.query_params.get("active")
+        if active is not None:
+            if active.lower() not in ("true", "false", "1", "0"):
+                raise serializers.ValidationError({"active": "use true or false"})
+            flag = active.lower() in ("true", "1")
+            qs = qs.filter(status__in=t.ACTIVE) if flag else qs.exclude(status__in=t.ACTIVE)
+        return qs
+
+    @extend_schema(request=s.PipelineJobCreateSerializer, responses={201: s.PipelineJobSerializer})
+    def create(self, request, *args, **kwargs):
+        incoming = s.PipelineJobCreateSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        data = incoming.validated_data
+        job = engine.create_job(
+            data["slug"], data.get("intent", ""), definition=data.get("definition"), actor=actor_of(request)
+        )
+        return Response(self.get_serializer(job).data, status=status.HTTP_201_CREATED)
+
+    def _decide(self, request, verb: str):
+        job = self.get_object()
+        incoming = s.GateDecisionInputSerializer(data=request.data)
+        incoming.is_valid(raise_exception=True)
+        data = incoming.validated_data
+        if data["stage"] not in job.config.get("stages", []):
+            raise serializers.ValidationError(
+                {"stage": f"unknown stage {data['stage']!r}; stages are {', '.join(job.config.get('stages', []))}"}
+            )
+        job = getattr(engine, verb)(job, data["stage"], actor=actor_of(request), notes=data["notes"])
+        return Response(self.get_serializer(job).data)
+
+    @extend_schema(
+        request=s.GateDecisionInputSerializer,
+        responses={200: s.PipelineJobSerializer, 409: OpenApiResponse(description="Not waiting at that gate")},
+    )
+    @action(detail=True, methods=["post"])
+    def approve(self, request, pk=None):
+        return self._decide(request, "approve")
+
+    @extend_schema(
+        request=s.GateDecisionInputSerializer,
+        responses={200: s.PipelineJobSerializer, 409: OpenApiResponse(description="Not waiting at that gate")},
+    )
+    @action(detail=True, methods=["post"])
+    def reject(self, request, pk=None):
+        return self._decide(request, "reject")
+
+    @extend_schema(
+        request=None, responses={200: s.PipelineJobSerializer, 409: OpenApiResponse(description="Not paused")}
+    )
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        return Response(self.get_serializer(engine.resume(self.get_object(), actor=actor_of(request))).data)
+
+    @extend_schema(request=None, responses={200: s.PipelineJobSerializer, 409: OpenApiResponse(description="Final")})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        return Response(self.get_serializer(engine.cancel(self.get_object(), actor=actor_of(request))).data)
+
+    @extend_schema(responses={200: s.PipelineEventSerializer(many=True)})
+    @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, BrowsableAPIRenderer, EventStreamRenderer])
+    def events(self, request, pk=None):
+        job = self.get_object()
+        if "text/event-stream" in request.META.get("HTTP_ACCEPT", ""):
+            after = request.META.get("HTTP_LAST_EVENT_ID") or request.query_params.get("after") or "0"
+            if not after.isdigit():
+                raise serializers.ValidationError({"after": "Last-Event-ID must be an event id"})
+            response = StreamingHttpResponse(stream(job.pk, int(after)), content_type="text/event-stream")
+            response["Cache-Control"] = "no-cache"
+            response["X-Accel-Buffering"] = "no"
+            return response
+        events = job.events.order_by("id")
+        return Response(s.PipelineEventSerializer(events, many=True).data)
+
+    @extend_schema(responses={200: s.ArtifactSerializer(many=True)})
+    @action(detail=True, methods=["get"])
+    def artifacts(self, request, pk=None):
+        job = self.get_object()
+        return Response(s.ArtifactSerializer(job.artifacts.order_by("created_at", "id"), many=True).data)
