@@ -246,3 +246,10 @@ FLEET_ALERT_WEBHOOK_RETRIES = env_int("FLEET_ALERT_WEBHOOK_RETRIES", 3, minimum=
 FLEET_ALERT_WEBHOOK_TIMEOUT = env_float("FLEET_ALERT_WEBHOOK_TIMEOUT", 5.0, minimum=0.1)
 FLEET_ALERT_EMAILS = env_list("FLEET_ALERT_EMAILS", [])
 FLEET_ALERT_EMAIL_FROM = env_str("FLEET_ALERT_EMAIL_FROM", "orchestrator@localhost")
+
+# --- Pipelines ---
+# How long the placeholder stage runner takes after writing its files (seconds).
+PIPELINE_PLACEHOLDER_SECONDS = env_float("PIPELINE_PLACEHOLDER_SECONDS", 0.5, minimum=0.0)
+# Longest an SSE event stream stays open, and how often it polls for new events.
+PIPELINE_SSE_MAX_SECONDS = env_float("PIPELINE_SSE_MAX_SECONDS", 300.0, minimum=1.0)
+PIPELINE_SSE_POLL_SECONDS = env_float("PIPELINE_SSE_POLL_SECONDS", 0.25, minimum=0.05)
