@@ -2,30 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from orchestration.demo import DEMO_PREFIX, register_demo
 
 
-def run_inline(job_id: int, *, until=None) -> None:
-    """Execute the queued stage jobs of this process right here (no cluster needed),
-    until ``until(job)`` is true or nothing is runnable. For the demo and the tour."""
+@contextmanager
+def inline_execution() -> Iterator[None]:
+    """Within the block django-q2 runs dispatched tasks in this process, so stages run
+    here through the real queue and lane without a cluster (demo and tour only)."""
     from django_q.conf import Conf
 
+    previous = Conf.SYNC
+    Conf.SYNC = True
+    try:
+        yield
+    finally:
+        Conf.SYNC = previous
+
+
+def run_inline(job_id: int) -> None:
+    """Dispatch and execute this job's queued stage runs here until it waits or ends."""
     from orchestration.jobs import queue
     from pipeline.models import PipelineJob
 
-    previous = Conf.SYNC
-    Conf.SYNC = True  # django-q2 runs dispatched tasks in this process
-    try:
+    with inline_execution():
         for _ in range(200):
-            job = PipelineJob.objects.get(pk=job_id)
-            if (until and until(job)) or job.status != "running":
+            if PipelineJob.objects.get(pk=job_id).status != "running" or not queue.dispatch():
                 return
-            if not queue.dispatch():
-                queue.reclaim_expired()
-                if not queue.dispatch():
-                    return
-    finally:
-        Conf.SYNC = previous
 
 
 class PipelineDemo:
@@ -37,7 +42,8 @@ class PipelineDemo:
 
         if PipelineJob.objects.filter(slug=self.slug).exists():
             return "already loaded"
-        job = engine.create_job(self.slug, "A two-minute explainer about how the orchestrator works", actor="demo")
+        with inline_execution():
+            job = engine.create_job(self.slug, "A two-minute explainer about how the orchestrator works", actor="demo")
         run_inline(job.pk)
         job.refresh_from_db()
         return f"pipeline job #{job.pk} {job.status} at {job.stage}"

@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from pipeline import engine
+from pipeline import transitions as t
+from pipeline.choices import STATUS_COLORS
+from pipeline.models import Artifact, GateDecision, PipelineDefinition, PipelineEvent, PipelineJob
+
+
+class _ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class GateDecisionInline(_ReadOnlyInline):
+    model = GateDecision
+    fields = ["stage", "decision", "decided_by", "automatic", "notes", "created_at"]
+    readonly_fields = fields
+
+
+class ArtifactInline(_ReadOnlyInline):
+    model = Artifact
+    fields = ["stage", "path", "kind", "metadata", "created_at"]
+    readonly_fields = fields
+
+
+class PipelineEventInline(_ReadOnlyInline):
+    model = PipelineEvent
+    fields = ["created_at", "type", "stage", "data"]
+    readonly_fields = fields
+    ordering = ["id"]
+
+
+@admin.register(PipelineDefinition)
+class PipelineDefinitionAdmin(admin.ModelAdmin):
+    list_display = ["name", "stage_list", "gate_list", "lane", "is_default"]
+
+    @admin.display(description="stages")
+    def stage_list(self, obj: PipelineDefinition) -> str:
+        return " → ".join(obj.stages)
+
+    @admin.display(description="gates")
+    def gate_list(self, obj: PipelineDefinition) -> str:
+        return ", ".join(stage for stage, gate in obj.gates.items() if gate.get("required", True))
+
+
+@admin.register(PipelineJob)
+class PipelineJobAdmin(admin.ModelAdmin):
+    list_display = ["id", "slug", "status_badge", "stage", "progress_bar", "created_at", "updated_at"]
+    list_filter = ["status", "definition"]
+    search_fields = ["slug", "intent"]
+    readonly_fields = [
+        "definition",
+        "status_badge",
+        "stage",
+        "progress_bar",
+        "stage_run",
+        "stage_job",
+        "waiting_since",
+        "gate_deadline",
+        "escalated_at",
+        "error",
+        "created_by",
+        "created_at",
+        "finished_at",
+    ]
+    fields = ["slug", "intent", *readonly_fields]
+    inlines = [GateDecisionInline, ArtifactInline, PipelineEventInline]
+    actions = ["resume_jobs", "cancel_jobs"]
+    change_form_template = "admin/pipeline/pipelinejob/change_form.html"
+
+    def has_add_permission(self, request) -> bool:
+        return False  # jobs start through the API or pipeline_demo, which run the first stage
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: PipelineJob) -> str:
+        return format_html(
+            '<span style="background:{};color:#fff;padding:2px 8px;border-radius:8px">{}</span>',
+            STATUS_COLORS.get(obj.status, "#6c757d"),
+            obj.get_status_display(),
+        )
+
+    @admin.display(description="progress")
+    def progress_bar(self, obj: PipelineJob) -> str:
+        done, total = obj.progress()
+        return format_html(
+            '<progress value="{}" max="{}" title="{} of {} stages"></progress> {}/{}',
+            done,
+            total,
+            done,
+            total,
+            done,
+            total,
+        )
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:object_id>/decide/",
+                self.admin_site.admin_view(self.decide_view),
+                name="pipeline_pipelinejob_decide",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        job = PipelineJob.objects.filter(pk=object_id).first()
+        extra = extra_context or {}
+        if job is not None:
+            extra["waiting_gate"] = job.stage if job.status == t.NEEDS_APPROVAL else None
+            extra["can_decide"] = request.user.is_superuser or request.user.has_perm("pipeline.approve_gate")
+            extra["decide_url"] = reverse("admin:pipeline_pipelinejob_decide", args=[job.pk])
+        return super().change_view(request, object_id, form_url, extra_context=extra)
+
+    def decide_view(self, request, object_id: int):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not (request.user.is_superuser or request.user.has_perm("pipeline.approve_gate")):
+            raise PermissionDenied
+        job = get_object_or_404(PipelineJob, pk=object_id)
+        decision = request.POST.get("decision")
+        stage = request.POST.get("stage", "")
+        notes = request.POST.get("notes", "")
+        target = reverse("admin:pipeline_pipelinejob_change", args=[job.pk])
+        if decision not in ("approve", "reject"):
+            self.message_user(request, "Choose approve or reject.", messages.ERROR)
+            return HttpResponseRedirect(target)
+        try:
+            job = getattr(engine, decision)(job, stage, actor=request.user.get_username(), notes=notes)
+        except t.TransitionError as exc:
+            self.message_user(request, f"Not done: {exc}", messages.ERROR)
+        else:
+            self.message_user(request, f"Gate {stage} {decision}d; job is now {job.get_status_display().lower()}.")
+        return HttpResponseRedirect(target)
+
+    @admin.action(description="Resume selected paused or failed jobs (re-runs the current stage)")
+    def resume_jobs(self, request, queryset):
+        self._each(request, queryset, engine.resume, "resumed")
+
+    @admin.action(description="Cancel selected jobs")
+    def cancel_jobs(self, request, queryset):
+        self._each(request, queryset, engine.cancel, "canceled")
+
+    def _each(self, request, queryset, func, verb: str) -> None:
+        done, refused = 0, []
+        for job in queryset:
+            try:
+                func(job, actor=request.user.get_username())
+                done += 1
+            except t.TransitionError as exc:
+                refused.append(f"#{job.pk}: {exc}")
+        if done:
+            self.message_user(request, f"{done} job(s) {verb}.")
+        if refused:
+            self.message_user(request, "Not changed: " + "; ".join(refused), messages.WARNING)
