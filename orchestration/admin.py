@@ -358,3 +358,4 @@ class LoopStateAdmin(admin.ModelAdmin):
             f"({system['status']}); {result['decision']['summary']}; "
             f"{execution['succeeded']} succeeded, {execution['failed']} failed.",
         )
+from orchestration.workers import admin as _workers_admin  # noqa: E402,F401

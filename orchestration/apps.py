@@ -16,6 +16,7 @@ class OrchestrationConfig(AppConfig):
         from orchestration.loop import actions  # noqa: F401
         from orchestration.loop.cycle import CycleBusy
         from orchestration.schedules import sync_builtin_schedules
+        from orchestration.workers import registrations  # noqa: F401 - the worker fleet
 
         register_conflict(JobStateError, CycleBusy)
         post_migrate.connect(sync_builtin_schedules, sender=self)

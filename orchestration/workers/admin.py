@@ -1,0 +1,258 @@
+"""Admin for the fleet: a fleet list (last run, last score, next run, breaker state)
+with trigger/enable/disable actions, and read-only runs, reports and anomalies."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import OuterRef, Subquery
+from django.utils.html import format_html
+
+from orchestration.admin import badge, pretty_json
+from orchestration.models import Anomaly, ScoreReport, Worker, WorkerRun
+from orchestration.models.ledger import record
+from orchestration.workers import breaker, specs
+from orchestration.workers.runner import WorkerStateError, trigger
+
+RUN_BADGES = {
+    "queued": "pending",
+    "running": "processing",
+    "succeeded": "completed",
+    "timed_out": "failed",
+    "crashed": "critical",
+    "interrupted": "retry",
+    "skipped": "canceled",
+    "failed": "failed",
+}
+
+
+def score_badge(value: float | None):
+    if value is None:
+        return "—"
+    key = "completed" if value >= 80 else "retry" if value >= 50 else "failed"
+    return badge(key, f"{value:.0f}")
+
+
+class WorkerForm(forms.ModelForm):
+    class Meta:
+        model = Worker
+        fields = [
+            "name",
+            "description",
+            "category",
+            "execution_model",
+            "interval_seconds",
+            "cron",
+            "timeout_seconds",
+            "max_timeout_seconds",
+            "expected_duration_seconds",
+            "freshness_seconds",
+            "depends_on",
+            "optional_depends_on",
+            "run_after_upstream",
+            "target",
+            "enabled",
+            "priority",
+            "rate_factor",
+            "lock_timeout_seconds",
+        ]
+
+    def clean(self):
+        data = super().clean()
+        try:
+            data["target"] = specs.validate_target(data.get("target"))
+            specs.validate_cadence(data.get("interval_seconds"), data.get("cron") or "", data.get("execution_model"))
+            names = specs.validate_names(data.get("depends_on"), "depends_on") + specs.validate_names(
+                data.get("optional_depends_on"), "optional_depends_on"
+            )
+            name = data.get("name") or ""
+            others = Worker.objects.exclude(name=name).values_list("name", "depends_on", "optional_depends_on")
+            edges = {n: list(d or []) + list(o or []) for n, d, o in others}
+            specs.validate_graph(name, names, edges, set(edges))
+        except specs.SpecError as exc:
+            for field, message in exc.errors.items():
+                self.add_error(field if field in self.fields else None, message)
+        return data
+
+
+@admin.register(Worker)
+class WorkerAdmin(admin.ModelAdmin):
+    form = WorkerForm
+    list_display = ["name", "category", "enabled_badge", "cadence", "last_run", "score", "next_run", "breaker_badge"]
+    list_filter = ["category", "execution_model", "enabled", "builtin", "last_status"]
+    search_fields = ["name", "description"]
+    actions = ["trigger_workers", "enable_workers", "disable_workers"]
+    readonly_fields = [
+        "builtin",
+        "lock_owner",
+        "lock_expires_at",
+        "lock_failures",
+        "last_run_at",
+        "last_status",
+        "last_success_at",
+        "last_score",
+        "created_at",
+        "updated_at",
+    ]
+    exclude = ["lock_token"]
+
+    def get_queryset(self, request):
+        from django_q.models import Schedule
+
+        next_run = Schedule.objects.filter(name=OuterRef("schedule_key")).values("next_run")[:1]
+        from django.db.models import Value
+        from django.db.models.functions import Concat
+
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(schedule_key=Concat(Value("worker:"), "name"))
+            .annotate(next_run_at=Subquery(next_run))
+        )
+
+    def changelist_view(self, request, extra_context=None):
+        self._breakers = breaker.states_by_prefix("worker:")
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description="enabled", ordering="enabled")
+    def enabled_badge(self, obj: Worker):
+        return badge("enabled" if obj.enabled else "disabled")
+
+    @admin.display(description="cadence")
+    def cadence(self, obj: Worker) -> str:
+        return obj.cadence_text()
+
+    @admin.display(description="last run", ordering="last_run_at")
+    def last_run(self, obj: Worker):
+        if not obj.last_run_at:
+            return "never"
+        return format_html(
+            "{} {}",
+            badge(RUN_BADGES.get(obj.last_status, "unknown"), obj.last_status),
+            obj.last_run_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+
+    @admin.display(description="last score", ordering="last_score")
+    def score(self, obj: Worker):
+        return score_badge(obj.last_score)
+
+    @admin.display(description="next run (UTC)", ordering="next_run_at")
+    def next_run(self, obj: Worker) -> str:
+        value = getattr(obj, "next_run_at", None)
+        return value.strftime("%Y-%m-%d %H:%M:%S") if value else "—"
+
+    @admin.display(description="breaker")
+    def breaker_badge(self, obj: Worker):
+        states = getattr(self, "_breakers", None)
+        return badge((states or {}).get(obj.breaker_name, "closed"))
+
+    @admin.action(description="Trigger selected workers now")
+    def trigger_workers(self, request, queryset):
+        done = []
+        for worker in queryset:
+            try:
+                done.append(trigger(worker, actor=request.user.username).execution_id[:8])
+            except WorkerStateError as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+        if done:
+            self.message_user(request, f"{len(done)} run(s) queued: {', '.join(done)}")
+
+    def _switch(self, request, queryset, enabled: bool) -> None:
+        for worker in queryset.exclude(enabled=enabled):
+            worker.enabled = enabled
+            worker.save(update_fields=["enabled", "updated_at"])
+            record(
+                f"worker.{'enabled' if enabled else 'disabled'}",
+                f"Worker {worker.name} {'enabled' if enabled else 'disabled'} from the admin",
+                subject=worker.breaker_name,
+                actor=request.user.username,
+            )
+        self.message_user(request, f"Selected workers {'enabled' if enabled else 'disabled'}.")
+
+    @admin.action(description="Enable selected workers")
+    def enable_workers(self, request, queryset):
+        self._switch(request, queryset, True)
+
+    @admin.action(description="Disable selected workers")
+    def disable_workers(self, request, queryset):
+        self._switch(request, queryset, False)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(WorkerRun)
+class WorkerRunAdmin(ReadOnlyAdmin):
+    list_display = [
+        "execution_short",
+        "worker",
+        "status_badge",
+        "trigger",
+        "queued_at",
+        "duration_ms",
+        "skipped_reason",
+    ]
+    list_filter = ["status", "trigger", "skipped_reason", "worker"]
+    search_fields = ["execution_id", "worker__name", "error"]
+    list_select_related = ["worker"]
+    date_hierarchy = "queued_at"
+
+    @admin.display(description="execution")
+    def execution_short(self, obj: WorkerRun) -> str:
+        return obj.execution_id[:12]
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: WorkerRun):
+        return badge(RUN_BADGES.get(obj.status, "unknown"), obj.status)
+
+
+@admin.register(ScoreReport)
+class ScoreReportAdmin(ReadOnlyAdmin):
+    list_display = [
+        "worker",
+        "period",
+        "created_at",
+        "overall",
+        "reliability_score",
+        "performance_score",
+        "data_quality_score",
+        "resource_score",
+        "runs",
+    ]
+    list_filter = ["period", "success", "worker"]
+    list_select_related = ["worker"]
+
+    @admin.display(description="overall", ordering="overall_score")
+    def overall(self, obj: ScoreReport):
+        return score_badge(obj.overall_score)
+
+
+@admin.register(Anomaly)
+class AnomalyAdmin(ReadOnlyAdmin):
+    list_display = [
+        "code",
+        "severity_badge",
+        "subject",
+        "detected_at",
+        "resolved_at",
+        "occurrences",
+        "recovery_attempts",
+        "alert_state",
+        "escalated_at",
+    ]
+    list_filter = ["severity", "code", "alert_state", ("resolved_at", admin.EmptyFieldListFilter)]
+    search_fields = ["code", "subject"]
+    readonly_fields = ["recovery_pretty"]
+
+    @admin.display(description="severity", ordering="severity")
+    def severity_badge(self, obj: Anomaly):
+        return badge(obj.severity)
+
+    @admin.display(description="recovery")
+    def recovery_pretty(self, obj: Anomaly):
+        return pretty_json(obj.recovery)

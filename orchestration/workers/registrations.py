@@ -1,0 +1,23 @@
+"""Everything the fleet plugs into the rest of the orchestrator; imported once from
+``OrchestrationConfig.ready()``."""
+
+from __future__ import annotations
+
+from django.apps import apps
+from django.db.models.signals import post_delete, post_migrate, post_save
+
+from orchestration.api.errors import register_conflict
+from orchestration.jobs.queue import job_finished
+from orchestration.loop.runner import register_tick_hook
+from orchestration.models import Worker
+from orchestration.workers import alerts, demo, loop, recovery, runner, sync  # noqa: F401 - registries fill on import
+from orchestration.workers.builtins import ensure_builtin_workers
+
+register_conflict(runner.WorkerStateError)
+register_tick_hook(loop.fleet_sweep_tick)
+post_save.connect(sync.on_worker_saved, sender=Worker, dispatch_uid="fleet-schedule-save")
+post_delete.connect(sync.on_worker_deleted, sender=Worker, dispatch_uid="fleet-schedule-delete")
+job_finished.connect(runner.on_job_finished, dispatch_uid="fleet-job-finished")
+post_migrate.connect(
+    ensure_builtin_workers, sender=apps.get_app_config("orchestration"), dispatch_uid="fleet-builtin-workers"
+)
