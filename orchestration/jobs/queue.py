@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from orchestration.choices import CLAIMABLE_STATUSES, Backoff, JobStatus, Priority, Severity
 from orchestration.jobs.backoff import retry_delay
-from orchestration.jobs.registry import PermanentJobError, get_kind
+from orchestration.jobs.registry import PermanentJobError, RetryLater, get_kind
 from orchestration.models import Job, Lane
 from orchestration.models.ledger import record
 
@@ -237,6 +237,8 @@ def execute(job_id: int, token: str) -> str:
         outcome = _finish(job, token, ok=True, result=result)
     except PermanentJobError as exc:
         outcome = _finish(job, token, ok=False, error=str(exc), permanent=True)
+    except RetryLater as exc:
+        outcome = _finish(job, token, ok=False, error=str(exc), delay=exc.delay_seconds)
     except Exception as exc:  # any handler failure is retried with backoff
         detail = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
         outcome = _finish(job, token, ok=False, error=detail)
@@ -248,7 +250,16 @@ def execute(job_id: int, token: str) -> str:
     return outcome
 
 
-def _finish(job: Job, token: str, *, ok: bool, result: Any = None, error: str = "", permanent: bool = False) -> str:
+def _finish(
+    job: Job,
+    token: str,
+    *,
+    ok: bool,
+    result: Any = None,
+    error: str = "",
+    permanent: bool = False,
+    delay: float | None = None,
+) -> str:
     now = timezone.now()
     current = Job.objects.filter(pk=job.pk).values("attempts", "cancel_requested").first() or {}
     attempts = current.get("attempts", job.attempts + 1)
@@ -259,7 +270,8 @@ def _finish(job: Job, token: str, *, ok: bool, result: Any = None, error: str = 
     elif permanent or attempts >= job.max_attempts:
         status, fields = JobStatus.FAILED, {"finished_at": now, "error": error}
     else:
-        delay = retry_delay(attempts, job.backoff)
+        if delay is None:
+            delay = retry_delay(attempts, job.backoff)
         status, fields = JobStatus.RETRY, {"not_before": now + timedelta(seconds=delay), "error": error}
     changed = Job.objects.filter(pk=job.pk, lease_token=token, status=JobStatus.PROCESSING).update(
         status=status, lease_owner="", lease_expires_at=None, **fields

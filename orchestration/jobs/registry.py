@@ -9,7 +9,8 @@ Contract for a handler::
   process dies mid-run (at-least-once): make side effects idempotent or record them.
 * Return a JSON-serialisable dict (stored as ``Job.result``) or None.
 * Raise ``PermanentJobError`` for a failure that retrying cannot fix; any other
-  exception is retried with the job's backoff until ``max_attempts``.
+  exception is retried with the job's backoff until ``max_attempts``
+  (``RetryLater`` chooses the delay itself).
 * Long handlers should check ``ctx.should_stop()`` and return early when a person
   cancelled the job.
 """
@@ -32,6 +33,15 @@ class UnknownJobKind(LookupError):
 
 class PermanentJobError(Exception):
     """A failure that no retry will fix (bad payload, 4xx from a target…)."""
+
+
+class RetryLater(Exception):
+    """A failure to retry after ``delay_seconds`` instead of the job's own backoff
+    (e.g. routing moving on to a fallback service at once). Still uses an attempt."""
+
+    def __init__(self, message: str, delay_seconds: float):
+        super().__init__(message)
+        self.delay_seconds = max(0.0, float(delay_seconds))
 
 
 @dataclass(frozen=True)

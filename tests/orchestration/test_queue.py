@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from orchestration.choices import JobStatus
 from orchestration.jobs import queue
-from orchestration.jobs.registry import PermanentJobError, UnknownJobKind, job_kind
+from orchestration.jobs.registry import PermanentJobError, RetryLater, UnknownJobKind, job_kind
 from orchestration.models import Job, Lane, LedgerEntry
 
 CALLS: list[dict] = []
@@ -27,6 +27,11 @@ def record_call(payload: dict, ctx) -> dict:
     if payload.get("permanent"):
         raise PermanentJobError("bad payload")
     return {"seen": len(CALLS)}
+
+
+@job_kind("test.retry_later")
+def retry_later(payload: dict, ctx) -> dict:
+    raise RetryLater("moving on", payload["delay"])
 
 
 @pytest.fixture(autouse=True)
@@ -103,6 +108,14 @@ class TestLifecycle:
         assert dispatch_and_run() == ["failed"]
         job.refresh_from_db()
         assert job.attempts == 1
+
+    def test_a_handler_may_choose_its_retry_delay(self):
+        job = make("test.retry_later", payload={"delay": 0}, max_attempts=3, backoff="linear")
+        start = timezone.now()
+        with time_machine.travel(start, tick=False):
+            assert dispatch_and_run() == ["retry"]
+        job.refresh_from_db()
+        assert job.not_before == start and job.attempts == 1  # at once, not after 5 s
 
     def test_not_before_holds_a_job_back(self):
         make(not_before=timezone.now() + timedelta(minutes=5))
