@@ -195,7 +195,7 @@ def test_approve_and_reject_racing_on_one_gate_exactly_one_wins(broker_only):
         barrier = threading.Barrier(2)
         results: dict[str, str] = {}
 
-        def decide(verb: str, job_id: int = job.pk):
+        def decide(verb: str, job_id: int = job.pk, barrier=barrier, results=results):
             try:
                 barrier.wait()
                 getattr(engine, verb)(PipelineJob.objects.get(pk=job_id), "script", actor=verb)
