@@ -1,7 +1,29 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_delete, post_migrate
+
+
+def _drop_breaker(sender, instance, **kwargs) -> None:
+    # A deleted service's breaker goes with it, so a new service of that name starts closed.
+    if instance.circuit_id:
+        from health.models import CircuitBreaker
+
+        CircuitBreaker.objects.filter(pk=instance.circuit_id).delete()
 
 
 class HealthConfig(AppConfig):
     name = "health"
     verbose_name = "Service health"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Registries fill themselves on import: snapshot section, penalty, demo.
+        from health import actions, demo, loop  # noqa: F401
+        from health.models import DependencyError, Service
+        from health.tasks import health_tick, sync_schedules
+        from orchestration.api.errors import register_conflict
+        from orchestration.loop.runner import register_tick_hook
+
+        register_conflict(DependencyError)
+        register_tick_hook(health_tick)
+        post_migrate.connect(sync_schedules, sender=self)
+        post_delete.connect(_drop_breaker, sender=Service, dispatch_uid="health.drop_breaker")

@@ -6,4 +6,9 @@ app_name = "health"
 
 urlpatterns = [
     path("health", views.LivenessView.as_view(), name="liveness"),
+    path("health/status", views.HealthStatusView.as_view(), name="status"),
+    path("health/trigger", views.HealthTriggerView.as_view(), name="trigger"),
+    path("demo/health/healthy", views.demo_healthy, name="demo-healthy"),
+    path("demo/health/flaky", views.demo_flaky, name="demo-flaky"),
+    path("demo/health/slow", views.demo_slow, name="demo-slow"),
 ]

@@ -1,11 +1,18 @@
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema, inline_serializer
+import time
+
+from django.http import HttpRequest, JsonResponse
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from health.report import status_report
+from health.sweep import check_services
 from orchestration.api.permissions import PublicEndpoint
+from orchestration.api.views import actor_of
+from orchestration.models.ledger import record
 
 
 class LivenessView(APIView):
@@ -18,3 +25,60 @@ class LivenessView(APIView):
     @extend_schema(responses={200: inline_serializer("Liveness", {"status": serializers.CharField()})}, auth=[])
     def get(self, request):
         return Response({"status": "ok", "service": "orchestrator"})
+
+
+_STATUS_SCHEMA = inline_serializer(
+    "HealthStatus",
+    {
+        "timestamp": serializers.DateTimeField(),
+        "services": serializers.DictField(child=serializers.DictField()),
+        "overall_health": serializers.ChoiceField(choices=["healthy", "degraded", "unhealthy"]),
+    },
+)
+
+
+class HealthStatusView(APIView):
+    """Every enabled service's health, counters and breaker state, and the overall health."""
+
+    @extend_schema(responses={200: _STATUS_SCHEMA})
+    def get(self, request):
+        return Response(status_report())
+
+
+class HealthTriggerView(APIView):
+    """Check every enabled service now (concurrently), then answer like /health/status."""
+
+    @extend_schema(request=None, responses={200: _STATUS_SCHEMA, 403: OpenApiResponse(description="Not staff")})
+    def post(self, request):
+        actor = actor_of(request)
+        sweep = check_services(actor=actor)
+        record(
+            "health.sweep_triggered",
+            f"Health check of {len(sweep.checked)} service(s) triggered by {actor}: {len(sweep.failed)} failed",
+            actor=actor,
+            data=sweep.as_dict(),
+        )
+        return Response({**status_report(), "sweep": sweep.as_dict()})
+
+
+# --- demo endpoints: services the demo registers against this very server ------------
+FLAKY_PERIOD_SECONDS = 300
+FLAKY_DOWN_SECONDS = 90
+
+
+def demo_healthy(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+def demo_flaky(request: HttpRequest) -> JsonResponse:
+    """Down for the first 90 s of every 5 minutes (by the clock, so every flaky demo
+    service fails at the same time, as dependents of one cause do)."""
+    if int(time.time()) % FLAKY_PERIOD_SECONDS < FLAKY_DOWN_SECONDS:
+        return JsonResponse({"status": "down", "error": "demo outage window"}, status=503)
+    return JsonResponse({"status": "ok"})
+
+
+def demo_slow(request: HttpRequest) -> JsonResponse:
+    """Answers after 2 s: past the demo's 1 s timeout."""
+    time.sleep(2.0)
+    return JsonResponse({"status": "ok"})

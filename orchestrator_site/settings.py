@@ -232,8 +232,8 @@ FLEET_MAX_RECOVERY_ATTEMPTS = env_int("FLEET_MAX_RECOVERY_ATTEMPTS", 3, minimum=
 FLEET_ESCALATE_AFTER_SECONDS = env_int("FLEET_ESCALATE_AFTER_SECONDS", 600, minimum=0)
 FLEET_RUN_RETENTION_DAYS = env_int("FLEET_RUN_RETENTION_DAYS", 14, minimum=1)
 # Built-in workers that call into the health app (dotted paths, imported when they run).
-FLEET_HEALTH_SWEEP_PATH = env_str("FLEET_HEALTH_SWEEP_PATH", "health.sweep.run_sweep")
-FLEET_CHECK_RETENTION_PATH = env_str("FLEET_CHECK_RETENTION_PATH", "health.maintenance.prune_checks")
+FLEET_HEALTH_SWEEP_PATH = env_str("FLEET_HEALTH_SWEEP_PATH", "health.tasks.sweep_due")
+FLEET_CHECK_RETENTION_PATH = env_str("FLEET_CHECK_RETENTION_PATH", "health.tasks.prune_checks")
 # Alerts: channels per severity (comma-separated names of registered channels).
 FLEET_ALERT_ROUTES = {
     "critical": env_list("FLEET_ALERT_ROUTE_CRITICAL", ["ledger", "webhook", "email"]),
@@ -253,3 +253,16 @@ PIPELINE_PLACEHOLDER_SECONDS = env_float("PIPELINE_PLACEHOLDER_SECONDS", 0.5, mi
 # Longest an SSE event stream stays open, and how often it polls for new events.
 PIPELINE_SSE_MAX_SECONDS = env_float("PIPELINE_SSE_MAX_SECONDS", 300.0, minimum=1.0)
 PIPELINE_SSE_POLL_SECONDS = env_float("PIPELINE_SSE_POLL_SECONDS", 0.25, minimum=0.05)
+
+# --- Service health ---
+# Concurrent checks: at most this many requests in flight per sweep.
+HEALTH_MAX_WORKERS = env_int("HEALTH_MAX_WORKERS", 64, minimum=1, maximum=512)
+# Check history kept per service (newest) and in days, whichever is smaller.
+HEALTH_CHECK_RETENTION_DAYS = env_int("HEALTH_CHECK_RETENTION_DAYS", 7, minimum=1)
+HEALTH_CHECK_MAX_PER_SERVICE = env_int("HEALTH_CHECK_MAX_PER_SERVICE", 2000, minimum=10)
+# A service is alerted as down after this many consecutive failed checks.
+HEALTH_ALERT_AFTER_FAILURES = env_int("HEALTH_ALERT_AFTER_FAILURES", 2, minimum=1)
+# Largest health response body read (bytes); the rest is ignored.
+HEALTH_MAX_BODY_BYTES = env_int("HEALTH_MAX_BODY_BYTES", 65536, minimum=1024)
+# The demo registers services that point at this server's own /demo/health/ endpoints.
+HEALTH_DEMO_BASE_URL = env_str("HEALTH_DEMO_BASE_URL", f"http://127.0.0.1:{env_int('PORT', 8000)}").rstrip("/")

@@ -8,6 +8,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/pipeline/", include("pipeline.api.urls")),
     path("api/v1/", include("orchestration.api.urls")),
+    path("api/v1/", include("health.api.urls")),
     path("", include("orchestration.api.loop_urls")),
     path("", include("health.urls")),
 ]

@@ -1,0 +1,190 @@
+"""Admin for services, breakers, check history and alerts, with coloured badges."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+
+from health.models import CircuitBreaker, DependencyError, HealthCheck, Service, ServiceAlert
+from health.report import display_health
+from health.sweep import check_services
+from orchestration.admin import badge
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Service)
+class ServiceAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "health_badge",
+        "breaker_badge",
+        "uptime",
+        "last_check_at",
+        "response_time",
+        "short_error",
+        "enabled_badge",
+    ]
+    list_filter = ["enabled", "health", "circuit__state"]
+    search_fields = ["name", "base_url", "description"]
+    filter_horizontal = ["depends_on"]
+    actions = ["check_now", "reset_circuit", "enable", "disable"]
+    readonly_fields = [
+        "health",
+        "total_checks",
+        "successful_checks",
+        "consecutive_failures",
+        "last_check_at",
+        "last_response_time_ms",
+        "last_status_code",
+        "last_error",
+        "next_check_at",
+        "circuit",
+    ]
+    fieldsets = [
+        (None, {"fields": ["name", "description", "base_url", "health_path", "enabled", "depends_on"]}),
+        (
+            "Checks and breaker",
+            {
+                "fields": [
+                    "timeout_seconds",
+                    "check_interval_seconds",
+                    "failure_threshold",
+                    "success_threshold",
+                    "open_timeout_seconds",
+                ]
+            },
+        ),
+        ("Routing", {"fields": ["capabilities", "weight"]}),
+        ("Last results", {"fields": readonly_fields}),
+    ]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("circuit")
+
+    @admin.display(description="health", ordering="health")
+    def health_badge(self, obj: Service):
+        return badge(display_health(obj))
+
+    @admin.display(description="breaker", ordering="circuit__state")
+    def breaker_badge(self, obj: Service):
+        return badge(obj.breaker_state)
+
+    @admin.display(description="uptime")
+    def uptime(self, obj: Service) -> str:
+        value = obj.uptime_percentage
+        return "–" if value is None else f"{value:.2f}% of {obj.total_checks}"
+
+    @admin.display(description="response", ordering="last_response_time_ms")
+    def response_time(self, obj: Service) -> str:
+        return "–" if obj.last_response_time_ms is None else f"{obj.last_response_time_ms:.0f} ms"
+
+    @admin.display(description="last error")
+    def short_error(self, obj: Service) -> str:
+        return (obj.last_error[:80] + "…") if len(obj.last_error) > 80 else obj.last_error
+
+    @admin.display(description="enabled", ordering="enabled")
+    def enabled_badge(self, obj: Service):
+        return badge("enabled" if obj.enabled else "disabled")
+
+    @admin.action(description="Check now")
+    def check_now(self, request, queryset):
+        sweep = check_services(
+            list(queryset.filter(enabled=True).select_related("circuit")), actor=request.user.username
+        )
+        self.message_user(
+            request,
+            f"Checked {len(sweep.checked)}: {len(sweep.failed)} failed, "
+            f"{len(sweep.skipped_circuit_open)} skipped (circuit open).",
+        )
+
+    @admin.action(description="Reset circuit breaker")
+    def reset_circuit(self, request, queryset):
+        for service in queryset:
+            service.ensure_circuit().reset(actor=request.user.username)
+        queryset.filter(health="circuit_open").update(health="unknown", next_check_at=None)
+        self.message_user(request, f"Reset {queryset.count()} breaker(s).")
+
+    @admin.action(description="Enable")
+    def enable(self, request, queryset):
+        changed = sum(s.set_enabled(True, actor=request.user.username) for s in queryset)
+        self.message_user(request, f"Enabled {changed} service(s).")
+
+    @admin.action(description="Disable")
+    def disable(self, request, queryset):
+        changed = 0
+        # Repeated passes, so a whole chain selected together is disabled dependents first.
+        pending = list(queryset)
+        for _ in range(len(pending)):
+            progressed = False
+            for service in list(pending):
+                try:
+                    changed += service.set_enabled(False, actor=request.user.username)
+                    pending.remove(service)
+                    progressed = True
+                except DependencyError:
+                    continue
+            if not progressed:
+                break
+        for service in pending:
+            self.message_user(
+                request, f"{service.name}: Required by {', '.join(service.enabled_dependents())}", messages.ERROR
+            )
+        self.message_user(request, f"Disabled {changed} service(s).")
+
+
+@admin.register(CircuitBreaker)
+class CircuitBreakerAdmin(ReadOnlyAdmin):
+    list_display = ["name", "state_badge", "consecutive_failures", "consecutive_successes", "opened_at", "updated_at"]
+    list_filter = ["state"]
+    search_fields = ["name"]
+    actions = ["reset"]
+
+    @admin.display(description="state", ordering="state")
+    def state_badge(self, obj: CircuitBreaker):
+        return badge(obj.state)
+
+    @admin.action(description="Reset to closed")
+    def reset(self, request, queryset):
+        for circuit in queryset:
+            circuit.reset(actor=request.user.username)
+        self.message_user(request, f"Reset {queryset.count()} breaker(s).")
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        # The reset action needs change permission; the form itself stays read-only.
+        return request.user.is_staff
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in CircuitBreaker._meta.fields]
+
+
+@admin.register(HealthCheck)
+class HealthCheckAdmin(ReadOnlyAdmin):
+    list_display = ["checked_at", "service", "health_badge", "status_code", "response_time_ms", "error_message"]
+    list_filter = ["success", "health", "service"]
+    list_select_related = ["service"]
+    date_hierarchy = "checked_at"
+
+    @admin.display(description="health", ordering="health")
+    def health_badge(self, obj: HealthCheck):
+        return badge(obj.health)
+
+
+@admin.register(ServiceAlert)
+class ServiceAlertAdmin(ReadOnlyAdmin):
+    list_display = ["service", "state_badge", "opened_at", "resolved_at", "affected_list", "error_message"]
+    list_filter = [("resolved_at", admin.EmptyFieldListFilter)]
+    list_select_related = ["service"]
+
+    @admin.display(description="state")
+    def state_badge(self, obj: ServiceAlert):
+        return badge("unhealthy" if obj.is_open else "closed", "open" if obj.is_open else "resolved")
+
+    @admin.display(description="dependents affected")
+    def affected_list(self, obj: ServiceAlert) -> str:
+        return ", ".join(obj.affected) or "–"

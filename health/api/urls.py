@@ -1,0 +1,10 @@
+from health.api import views
+from orchestration.api.routers import OptionalSlashRouter
+
+app_name = "health-api"
+
+router = OptionalSlashRouter()
+router.register("services", views.ServiceViewSet, basename="service")
+router.register("service-alerts", views.ServiceAlertViewSet, basename="service-alert")
+
+urlpatterns = router.urls

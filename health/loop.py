@@ -1,0 +1,65 @@
+"""What the control loop sees of service health: the snapshot's ``services`` section
+and the health-score penalty."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Count, Q
+
+from health import status as pure
+from health.choices import BreakerState, ServiceHealth
+from health.models import Service, ServiceAlert
+from orchestration.loop.health_score import Penalty, register_penalty
+from orchestration.loop.monitor import snapshot_section
+
+DEGRADED_PENALTY = 10
+UNHEALTHY_PENALTY = 30
+OPEN_CIRCUIT_PENALTY = 5
+OPEN_CIRCUIT_PENALTY_CAP = 20
+
+
+@snapshot_section("services")
+def services_section(now: datetime) -> dict[str, Any]:
+    """Two aggregate queries whatever the number of services."""
+    enabled = Q(enabled=True)
+    counts = Service.objects.order_by().aggregate(
+        total=Count("id"),
+        enabled=Count("id", filter=enabled),
+        healthy=Count("id", filter=enabled & Q(health=ServiceHealth.HEALTHY)),
+        unhealthy=Count("id", filter=enabled & Q(health=ServiceHealth.UNHEALTHY)),
+        unknown=Count("id", filter=enabled & Q(health=ServiceHealth.UNKNOWN)),
+        circuit_open=Count("id", filter=enabled & Q(health=ServiceHealth.CIRCUIT_OPEN)),
+        breakers_open=Count("id", filter=enabled & Q(circuit__state=BreakerState.OPEN)),
+        breakers_half_open=Count("id", filter=enabled & Q(circuit__state=BreakerState.HALF_OPEN)),
+        due=Count("id", filter=enabled & (Q(next_check_at__isnull=True) | Q(next_check_at__lte=now))),
+    )
+    open_alerts = ServiceAlert.objects.filter(resolved_at__isnull=True).count()
+    n = counts["enabled"]
+    healthy = counts["healthy"]
+    overall = pure.overall_health([pure.HEALTHY] * healthy + [pure.UNHEALTHY] * (n - healthy))
+    return {
+        **counts,
+        "breakers_closed": n - counts["breakers_open"] - counts["breakers_half_open"],
+        "overall_health": overall,
+        "all_unhealthy": 1 if n and not healthy and n > counts["unknown"] else 0,
+        "open_alerts": open_alerts,
+    }
+
+
+@register_penalty
+def _service_penalties(snapshot: dict[str, Any]) -> list[Penalty]:
+    services = snapshot.get("services", {})
+    found: list[Penalty] = []
+    down = services.get("unhealthy", 0) + services.get("circuit_open", 0)
+    if services.get("all_unhealthy"):
+        found.append((UNHEALTHY_PENALTY, "no service is healthy"))
+    elif down:
+        found.append((DEGRADED_PENALTY, f"{down} of {services.get('enabled', 0)} service(s) down"))
+    opened = services.get("breakers_open", 0)
+    if opened:
+        found.append(
+            (min(OPEN_CIRCUIT_PENALTY * opened, OPEN_CIRCUIT_PENALTY_CAP), f"{opened} service circuit(s) open")
+        )
+    return found

@@ -1,0 +1,232 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from health import status as pure
+from health.choices import BreakerState, ServiceHealth
+from health.models.circuit import CircuitBreaker
+from orchestration.models.ledger import record as ledger_record
+
+SERVICE_NAME = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", "Use letters, digits, '.', '_' and '-' (starting with a letter or digit)."
+)
+
+
+class DependencyError(Exception):
+    """Disabling or deleting a service that enabled services depend on (answered 409)."""
+
+
+def breaker_name(service_name: str) -> str:
+    return f"service:{service_name}"
+
+
+class ServiceQuerySet(models.QuerySet):
+    def enabled(self):
+        return self.filter(enabled=True)
+
+    def due(self, now):
+        # Sweep: enabled services whose next check is due (index service_due_idx).
+        return self.filter(Q(next_check_at__isnull=True) | Q(next_check_at__lte=now), enabled=True)
+
+
+class Service(models.Model):
+    """An HTTP service the orchestrator watches (and routes tasks to).
+
+    Counters are kept on the row so ``/health/status`` reads one row per service and
+    never scans the check history.
+    """
+
+    name = models.CharField(max_length=100, unique=True, validators=[SERVICE_NAME])
+    description = models.CharField(max_length=300, blank=True)
+    base_url = models.URLField(max_length=500, help_text="e.g. http://127.0.0.1:8001")
+    health_path = models.CharField(max_length=300, default="/health")
+    timeout_seconds = models.FloatField(default=5.0, validators=[MinValueValidator(0.05), MaxValueValidator(120)])
+    check_interval_seconds = models.PositiveIntegerField(
+        default=30, validators=[MinValueValidator(1), MaxValueValidator(86400)]
+    )
+    failure_threshold = models.PositiveIntegerField(
+        default=5, validators=[MinValueValidator(1), MaxValueValidator(1000)]
+    )
+    success_threshold = models.PositiveIntegerField(
+        default=2, validators=[MinValueValidator(1), MaxValueValidator(1000)]
+    )
+    open_timeout_seconds = models.FloatField(default=60.0, validators=[MinValueValidator(0), MaxValueValidator(86400)])
+    capabilities = models.JSONField(default=list, blank=True, help_text="Task types this service can process.")
+    weight = models.FloatField(default=1.0, validators=[MinValueValidator(0), MaxValueValidator(1000)])
+    depends_on = models.ManyToManyField("self", symmetrical=False, related_name="dependents", blank=True)
+    enabled = models.BooleanField(default=True)
+    circuit = models.OneToOneField(
+        CircuitBreaker, null=True, blank=True, on_delete=models.SET_NULL, related_name="service", editable=False
+    )
+
+    # Counters and last result, updated by every check.
+    health = models.CharField(max_length=16, choices=ServiceHealth.choices, default=ServiceHealth.UNKNOWN)
+    total_checks = models.PositiveBigIntegerField(default=0)
+    successful_checks = models.PositiveBigIntegerField(default=0)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    last_check_at = models.DateTimeField(null=True, blank=True)
+    last_response_time_ms = models.FloatField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    next_check_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ServiceQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [models.Index(fields=["enabled", "next_check_at"], name="service_due_idx")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        super().save(*args, **kwargs)
+        if kwargs.get("update_fields") is None:
+            self.ensure_circuit()
+
+    # --- derived ------------------------------------------------------------------
+    @property
+    def health_url(self) -> str:
+        path = self.health_path or "/"
+        return self.base_url.rstrip("/") + (path if path.startswith("/") else "/" + path)
+
+    @property
+    def uptime_percentage(self) -> float | None:
+        return pure.uptime_percentage(self.total_checks, self.successful_checks)
+
+    @property
+    def breaker_state(self) -> str:
+        return self.circuit.state if self.circuit_id else BreakerState.CLOSED
+
+    def clean(self) -> None:
+        super().clean()
+        if not isinstance(self.capabilities, list) or not all(
+            isinstance(c, str) and c.strip() for c in self.capabilities
+        ):
+            raise ValidationError({"capabilities": "A list of task type names (non-empty strings)."})
+        if not (self.health_path or "").startswith("/"):
+            raise ValidationError({"health_path": "Must start with '/'."})
+
+    # --- breaker ------------------------------------------------------------------
+    def breaker_defaults(self) -> dict[str, Any]:
+        return {
+            "failure_threshold": self.failure_threshold,
+            "success_threshold": self.success_threshold,
+            "open_timeout_seconds": self.open_timeout_seconds,
+        }
+
+    def ensure_circuit(self) -> CircuitBreaker:
+        """The service's breaker (``service:<name>``), created and kept in line with the
+        service's thresholds."""
+        circuit = self.circuit if self.circuit_id else None
+        if circuit is None:
+            circuit = CircuitBreaker.for_name(breaker_name(self.name), **self.breaker_defaults())
+            type(self).objects.filter(pk=self.pk).update(circuit=circuit)
+            self.circuit = circuit
+        wanted = {"name": breaker_name(self.name), **self.breaker_defaults()}
+        stale = {k: v for k, v in wanted.items() if getattr(circuit, k) != v}
+        if "name" in stale:
+            # Renamed service: a leftover breaker of a deleted service may hold the name.
+            CircuitBreaker.objects.filter(name=wanted["name"], service__isnull=True).exclude(pk=circuit.pk).delete()
+        if stale:
+            CircuitBreaker.objects.filter(pk=circuit.pk).update(**stale)
+            for key, value in stale.items():
+                setattr(circuit, key, value)
+        return circuit
+
+    # --- enable / disable with the dependency guard -----------------------------------
+    def enabled_dependents(self) -> list[str]:
+        return sorted(self.dependents.filter(enabled=True).values_list("name", flat=True))
+
+    def set_enabled(self, enabled: bool, *, actor: str) -> bool:
+        """Enable or disable; refuses to disable while enabled services depend on this
+        one. Returns whether anything changed."""
+        with transaction.atomic():
+            if not enabled:
+                blockers = self.enabled_dependents()
+                if blockers:
+                    raise DependencyError(f"Required by {', '.join(blockers)}")
+            changed = (
+                type(self)
+                .objects.filter(pk=self.pk, enabled=not enabled)
+                .update(enabled=enabled, next_check_at=None, updated_at=timezone.now())
+            )
+            self.enabled = enabled
+            if changed:
+                ledger_record(
+                    f"health.service_{'enabled' if enabled else 'disabled'}",
+                    f"Service {self.name} {'enabled' if enabled else 'disabled'} by {actor}",
+                    subject=breaker_name(self.name),
+                    actor=actor,
+                )
+        return bool(changed)
+
+    def check_now(self, *, actor: str = "system"):
+        from health.sweep import check_services
+
+        return check_services([self], actor=actor)
+
+
+class HealthCheck(models.Model):
+    """One health check result. History is bounded: see ``health.tasks.prune_checks``."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="checks")
+    checked_at = models.DateTimeField(default=timezone.now)
+    success = models.BooleanField()
+    health = models.CharField(max_length=16, choices=ServiceHealth.choices)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_time_ms = models.FloatField(null=True, blank=True)
+    error_message = models.TextField(blank=True)
+    breaker_state = models.CharField(max_length=10, choices=BreakerState.choices, default=BreakerState.CLOSED)
+
+    class Meta:
+        ordering = ["-checked_at", "-id"]
+        indexes = [
+            # checks history endpoint and the per-service retention cap.
+            models.Index(fields=["service", "-checked_at"], name="healthcheck_service_idx"),
+            # retention by age.
+            models.Index(fields=["checked_at"], name="healthcheck_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.service_id} {'ok' if self.success else 'fail'} @ {self.checked_at:%H:%M:%S}"
+
+
+class ServiceAlert(models.Model):
+    """One alert per root cause: a down service, with the dependents failing because of
+    it listed instead of alerted separately. At most one open alert per service."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="alerts")
+    opened_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolution = models.CharField(max_length=200, blank=True)
+    error_message = models.TextField(blank=True)
+    affected = models.JSONField(default=list, blank=True, help_text="Dependents failing because of this service.")
+
+    class Meta:
+        ordering = ["-opened_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["service"], condition=Q(resolved_at__isnull=True), name="servicealert_one_open_per_service"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.service} down since {self.opened_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.resolved_at is None
+
+    @property
+    def duration(self) -> timedelta:
+        return (self.resolved_at or timezone.now()) - self.opened_at

@@ -1,0 +1,337 @@
+"""The health sweep: gate each service through its breaker, probe concurrently, then
+persist results, breaker transitions and alerts.
+
+Probing happens in threads without database access; everything the database needs
+is written afterwards from the calling thread in one transaction, so a sweep of N
+services costs about one timeout of wall time plus a few milliseconds of writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from health import breaker as rules
+from health import status as pure
+from health.checker import Probe, ProbeResult, run_probes
+from health.choices import BreakerState, ServiceHealth
+from health.models import CircuitBreaker, HealthCheck, Service, ServiceAlert, breaker_name
+from orchestration.choices import Severity
+from orchestration.models.ledger import record as ledger_record
+
+log = logging.getLogger("health")
+
+
+@dataclass
+class SweepResult:
+    started_at: datetime
+    duration_ms: float = 0.0
+    checked: list[str] = field(default_factory=list)
+    skipped_circuit_open: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    transitions: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "started_at": self.started_at.isoformat(),
+            "duration_ms": round(self.duration_ms, 1),
+            "checked": self.checked,
+            "failed": self.failed,
+            "skipped_circuit_open": self.skipped_circuit_open,
+            "transitions": self.transitions,
+        }
+
+
+# --- claiming due services -----------------------------------------------------------
+def claim_due(now: datetime | None = None, *, limit: int = 1000) -> list[Service]:
+    """Services whose check is due, each claimed by moving its ``next_check_at`` with a
+    conditional UPDATE: however many runners call this at once, a service is handed to
+    exactly one of them per interval."""
+    now = now or timezone.now()
+    claimed = []
+    for service in Service.objects.due(now).select_related("circuit").order_by("next_check_at", "pk")[:limit]:
+        query = Service.objects.filter(pk=service.pk, enabled=True)
+        if service.next_check_at is None:
+            query = query.filter(next_check_at__isnull=True)
+        else:
+            query = query.filter(next_check_at=service.next_check_at)
+        following = now + timedelta(seconds=service.check_interval_seconds)
+        if query.update(next_check_at=following):
+            service.next_check_at = following
+            claimed.append(service)
+    return claimed
+
+
+# --- the sweep -------------------------------------------------------------------------
+def check_services(
+    services: Iterable[Service] | None = None, *, now: datetime | None = None, actor: str = "system"
+) -> SweepResult:
+    """Check these services (default: every enabled one) now, concurrently."""
+    started = time.perf_counter()
+    now = now or timezone.now()
+    result = SweepResult(started_at=now)
+    targets = list(Service.objects.enabled().select_related("circuit") if services is None else services)
+    if not targets:
+        return result
+
+    circuits = _fresh_circuits(targets)
+    allowed: list[Service] = []
+    for service in targets:
+        circuit = circuits[service.pk]
+        # Closed breakers (the usual case) let everything through without a write.
+        if circuit.state == BreakerState.CLOSED or circuit.allow(now):
+            allowed.append(service)
+            if circuit.state == BreakerState.HALF_OPEN:
+                result.transitions.setdefault(service.name, rules.HALF_OPENED)
+        else:
+            result.skipped_circuit_open.append(service.name)
+    if result.skipped_circuit_open:
+        # No request goes out while the circuit is open; the service reads circuit_open.
+        Service.objects.filter(name__in=result.skipped_circuit_open).update(health=ServiceHealth.CIRCUIT_OPEN)
+
+    probes = [Probe(s.pk, s.health_url, s.timeout_seconds) for s in allowed]
+    outcomes = run_probes(
+        probes, max_workers=settings.HEALTH_MAX_WORKERS, max_body_bytes=settings.HEALTH_MAX_BODY_BYTES
+    )
+    with transaction.atomic():
+        _persist(allowed, outcomes, circuits, now, actor, result)
+        reconcile_alerts(now)
+    result.duration_ms = (time.perf_counter() - started) * 1000
+    log.info(
+        "health sweep: %d checked, %d failed, %d skipped (circuit open) in %.0f ms",
+        len(result.checked),
+        len(result.failed),
+        len(result.skipped_circuit_open),
+        result.duration_ms,
+    )
+    return result
+
+
+def _fresh_circuits(services: Sequence[Service]) -> dict[int, CircuitBreaker]:
+    missing = [s for s in services if not s.circuit_id]
+    for service in missing:
+        service.ensure_circuit()
+    rows = CircuitBreaker.objects.in_bulk([s.circuit_id for s in services])
+    return {s.pk: rows[s.circuit_id] for s in services}
+
+
+def _persist(
+    services: Sequence[Service],
+    outcomes: Sequence[ProbeResult],
+    circuits: dict[int, CircuitBreaker],
+    now: datetime,
+    actor: str,
+    result: SweepResult,
+) -> None:
+    by_pk = {s.pk: s for s in services}
+    failing_now = {by_pk[o.key].name for o in outcomes if not o.success}
+    roots = _root_causes(failing_now, checked={s.name for s in services})
+
+    # Breakers. Successes on closed breakers are one conditional UPDATE for all of
+    # them; the row locks (PostgreSQL) or the IMMEDIATE transaction (SQLite) make the
+    # "still closed" test and the write one step. Everything else goes through
+    # CircuitBreaker.record, which detects and ledgers transitions.
+    ok_pks = [circuits[o.key].pk for o in outcomes if o.success]
+    still_closed = set(
+        CircuitBreaker.objects.select_for_update()
+        .filter(pk__in=ok_pks, state=BreakerState.CLOSED)
+        .values_list("pk", flat=True)
+    )
+    if still_closed:
+        CircuitBreaker.objects.filter(pk__in=still_closed, state=BreakerState.CLOSED).update(
+            consecutive_failures=0,
+            consecutive_successes=F("consecutive_successes") + 1,
+            last_success_at=now,
+            version=F("version") + 1,
+            updated_at=now,
+        )
+    states: dict[int, str] = {}
+    for outcome in outcomes:
+        service = by_pk[outcome.key]
+        circuit = circuits[outcome.key]
+        if outcome.success and circuit.pk in still_closed:
+            states[service.pk] = BreakerState.CLOSED
+            continue
+        context = None
+        blamed = roots.get(service.name, [service.name])
+        if blamed != [service.name]:
+            context = {"root_cause": ", ".join(blamed), "severity": Severity.INFO}
+        transition = circuit.record(outcome.success, now, actor=actor, context=context)
+        states[service.pk] = circuit.state
+        if transition:
+            result.transitions[service.name] = transition
+
+    updates = []
+    history = []
+    for outcome in outcomes:
+        service = by_pk[outcome.key]
+        if outcome.success:
+            health = ServiceHealth.HEALTHY
+        elif states[service.pk] == BreakerState.OPEN:
+            health = ServiceHealth.CIRCUIT_OPEN
+        else:
+            health = ServiceHealth.UNHEALTHY
+        updates.append(
+            Service(
+                pk=service.pk,
+                health=health,
+                total_checks=F("total_checks") + 1,
+                successful_checks=F("successful_checks") + (1 if outcome.success else 0),
+                consecutive_failures=0 if outcome.success else F("consecutive_failures") + 1,
+                last_check_at=now,
+                last_response_time_ms=outcome.response_time_ms,
+                last_status_code=outcome.status_code,
+                last_error=outcome.error_message,
+                updated_at=now,
+            )
+        )
+        history.append(
+            HealthCheck(
+                service_id=service.pk,
+                checked_at=now,
+                success=outcome.success,
+                health=health,
+                status_code=outcome.status_code,
+                response_time_ms=outcome.response_time_ms,
+                error_message=outcome.error_message,
+                breaker_state=states[service.pk],
+            )
+        )
+        result.checked.append(service.name)
+        if not outcome.success:
+            result.failed.append(service.name)
+    Service.objects.bulk_update(
+        updates,
+        [
+            "health",
+            "total_checks",
+            "successful_checks",
+            "consecutive_failures",
+            "last_check_at",
+            "last_response_time_ms",
+            "last_status_code",
+            "last_error",
+            "updated_at",
+        ],
+        batch_size=200,
+    )
+    HealthCheck.objects.bulk_create(history, batch_size=500)
+
+
+def _dependency_graph() -> dict[str, list[str]]:
+    through = Service.depends_on.through
+    graph: dict[str, list[str]] = {}
+    for src, dst in through.objects.filter(from_service__enabled=True).values_list(
+        "from_service__name", "to_service__name"
+    ):
+        graph.setdefault(src, []).append(dst)
+    return graph
+
+
+def _root_causes(failing_now: set[str], *, checked: set[str]) -> dict[str, list[str]]:
+    """Root causes over the services failing after this sweep: those that just failed
+    plus those not checked now whose last known health is down."""
+    stored_down = set(Service.objects.enabled().filter(health__in=pure.DOWN).values_list("name", flat=True))
+    failing = failing_now | (stored_down - checked)
+    return pure.root_causes(_dependency_graph(), failing)
+
+
+# --- dependency-aware alerts ---------------------------------------------------------
+def reconcile_alerts(now: datetime | None = None) -> dict[str, list[str]]:
+    """Make open alerts match what is down: one alert per root cause, naming the
+    dependents that fail because of it; resolve alerts whose service is fine (or is
+    now explained by a deeper failure). Returns {"opened", "resolved", "updated"}."""
+    now = now or timezone.now()
+    threshold = settings.HEALTH_ALERT_AFTER_FAILURES
+    rows = list(Service.objects.enabled().values_list("pk", "name", "health", "consecutive_failures", "last_error"))
+    by_name = {name: (pk, health, failures, error) for pk, name, health, failures, error in rows}
+    failing = {name for name, (_, health, _, _) in by_name.items() if health in pure.DOWN}
+    alerting = {
+        name for name in failing if by_name[name][1] == ServiceHealth.CIRCUIT_OPEN or by_name[name][2] >= threshold
+    }
+    roots = pure.root_causes(_dependency_graph(), failing)
+    wanted: dict[str, list[str]] = {}
+    for name in sorted(alerting):
+        for root in roots[name]:
+            wanted.setdefault(root, [])
+    for name in sorted(failing):
+        for root in roots[name]:
+            if root in wanted and name != root:
+                wanted[root].append(name)
+
+    changes: dict[str, list[str]] = {"opened": [], "resolved": [], "updated": []}
+    open_alerts = {
+        a.service.name: a for a in ServiceAlert.objects.filter(resolved_at__isnull=True).select_related("service")
+    }
+
+    for name, alert in open_alerts.items():
+        if name in wanted:
+            continue
+        if name in failing:
+            reason = f"now explained by {', '.join(roots[name])} (root cause)"
+        else:
+            reason = "recovered"
+        if ServiceAlert.objects.filter(pk=alert.pk, resolved_at__isnull=True).update(
+            resolved_at=now, resolution=reason
+        ):
+            changes["resolved"].append(name)
+            ledger_record(
+                "health.alert_resolved",
+                f"{name}: alert resolved, {reason} after {_human(now - alert.opened_at)}",
+                subject=breaker_name(name),
+                data={"service": name, "resolution": reason, "affected": alert.affected},
+            )
+
+    for root, affected in sorted(wanted.items()):
+        error = by_name[root][3] if root in by_name else ""
+        alert = open_alerts.get(root)
+        if alert is None:
+            try:
+                with transaction.atomic():
+                    ServiceAlert.objects.create(
+                        service_id=by_name[root][0], opened_at=now, affected=affected, error_message=error
+                    )
+            except IntegrityError:
+                continue  # another process opened it first; it will keep it current
+            changes["opened"].append(root)
+            message = f"{root} is down: {error or 'failing'}"
+            if affected:
+                message += f"; {len(affected)} dependent(s) failing because of it: {', '.join(affected)}"
+            ledger_record(
+                "health.alert_opened",
+                message,
+                severity=Severity.ERROR,
+                subject=breaker_name(root),
+                data={"service": root, "root_cause": root, "affected": affected, "error": error},
+            )
+            continue
+        added = sorted(set(affected) - set(alert.affected))
+        if affected != alert.affected:
+            ServiceAlert.objects.filter(pk=alert.pk).update(affected=affected, error_message=error)
+        if added:
+            changes["updated"].append(root)
+            ledger_record(
+                "health.alert_updated",
+                f"{', '.join(added)} failing because {root} is down (covered by the open alert on {root})",
+                subject=breaker_name(root),
+                data={"service": root, "root_cause": root, "added": added, "affected": affected},
+            )
+    return changes
+
+
+def _human(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"

@@ -1,0 +1,89 @@
+"""Entry points for the cadence: the loop runner's tick hook, django-q2 tasks and the
+schedules that call them."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from health.models import HealthCheck, Service
+from health.sweep import check_services, claim_due
+
+log = logging.getLogger("health")
+
+
+def sweep_due() -> dict[str, Any]:
+    """Check every service whose interval has elapsed (django-q2 schedule fallback)."""
+    due = claim_due()
+    if not due:
+        return {"checked": []}
+    return check_services(due).as_dict()
+
+
+def check_service_ids(ids: list[int]) -> dict[str, Any]:
+    """Check services claimed by the tick hook (runs on a django-q2 worker)."""
+    services = list(Service.objects.enabled().filter(pk__in=ids).select_related("circuit"))
+    return check_services(services).as_dict()
+
+
+def health_tick() -> int:
+    """Loop runner hook, every tick: claim due services and hand them to the cluster,
+    so a slow sweep never holds up the loop. Returns how many were claimed."""
+    from django_q.tasks import async_task
+
+    due = claim_due()
+    if due:
+        async_task("health.tasks.check_service_ids", [s.pk for s in due], task_name="health.sweep", group="health")
+    return len(due)
+
+
+def prune_checks(days: int | None = None, keep: int | None = None, batch: int = 5000) -> dict[str, int]:
+    """Bounded history: drop checks older than the retention period, and beyond the
+    newest ``keep`` of each service. In batches, so writers are never blocked long."""
+    days = days or settings.HEALTH_CHECK_RETENTION_DAYS
+    keep = keep or settings.HEALTH_CHECK_MAX_PER_SERVICE
+    deleted = {"by_age": 0, "over_cap": 0}
+    cutoff = timezone.now() - timedelta(days=days)
+    while True:
+        ids = list(HealthCheck.objects.filter(checked_at__lt=cutoff).values_list("pk", flat=True)[:batch])
+        if not ids:
+            break
+        deleted["by_age"] += HealthCheck.objects.filter(pk__in=ids).delete()[0]
+    over = (
+        HealthCheck.objects.order_by()
+        .values("service_id")
+        .annotate(n=Count("id"))
+        .filter(n__gt=keep)
+        .values_list("service_id", flat=True)
+    )
+    for service_id in list(over):
+        # The newest ``keep`` checks stay: everything ordered after the keep-th newest goes.
+        pivot = HealthCheck.objects.filter(service_id=service_id).order_by("-checked_at", "-id")[keep - 1]
+        older = HealthCheck.objects.filter(
+            Q(checked_at__lt=pivot.checked_at) | Q(checked_at=pivot.checked_at, id__lt=pivot.pk),
+            service_id=service_id,
+        )
+        while True:
+            ids = list(older.values_list("pk", flat=True)[:batch])
+            if not ids:
+                break
+            deleted["over_cap"] += HealthCheck.objects.filter(pk__in=ids).delete()[0]
+    if any(deleted.values()):
+        log.info("pruned health checks: %s", deleted)
+    return deleted
+
+
+def sync_schedules(**kwargs: Any) -> None:
+    from django_q.models import Schedule
+
+    from orchestration.schedules import ensure_schedule
+
+    # The loop runner's tick hook checks due services within half a second; this
+    # schedule keeps checks going on deployments that run only cluster nodes.
+    ensure_schedule("health.sweep", "health.tasks.sweep_due", schedule_type=Schedule.MINUTES, minutes=1, repeats=-1)
+    ensure_schedule("health.check_retention", "health.tasks.prune_checks", schedule_type=Schedule.HOURLY, repeats=-1)
