@@ -143,7 +143,8 @@ class PipelineJobAdmin(admin.ModelAdmin):
         except t.TransitionError as exc:
             self.message_user(request, f"Not done: {exc}", messages.ERROR)
         else:
-            self.message_user(request, f"Gate {stage} {decision}d; job is now {job.get_status_display().lower()}.")
+            verb = "approved" if decision == "approve" else "rejected"
+            self.message_user(request, f"Gate {stage} {verb}; job is now {job.get_status_display().lower()}.")
         return HttpResponseRedirect(target)
 
     @admin.action(description="Resume selected paused or failed jobs (re-runs the current stage)")

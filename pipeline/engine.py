@@ -18,6 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from orchestration.jobs import queue
+from orchestration.models import Lane
 from orchestration.models.ledger import record
 from pipeline import disk
 from pipeline import transitions as t
@@ -45,6 +46,9 @@ def create_job(
 ) -> PipelineJob:
     definition = definition or PipelineDefinition.default()
     with transaction.atomic():
+        # Single-lane by default: a pipeline lane nobody configured gets limit 1 (the
+        # migration creates the default one; people may raise a limit on purpose).
+        Lane.objects.get_or_create(name=definition.lane, defaults={"concurrency_limit": 1})
         job = PipelineJob.objects.create(
             slug=slug,
             intent=intent,
@@ -135,7 +139,7 @@ def apply(
                 "gate %s of pipeline job %s %s by %s",
                 stage,
                 job.pk,
-                event + "d",
+                "approved" if event == "approve" else "rejected",
                 actor,
                 extra={"pipeline_job": job.pk, "stage": stage},
             )

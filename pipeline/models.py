@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from pipeline import transitions as t
 from pipeline.choices import Decision, EventType, PipelineStatus
-from pipeline.definitions import DEFAULT_LANE, DefinitionSpec, to_machine
+from pipeline.definitions import DEFAULT_LANE, DefinitionSpec, default_spec, to_machine
 
 
 class PipelineDefinition(models.Model):
@@ -69,8 +69,14 @@ class PipelineDefinition(models.Model):
 
     @classmethod
     def default(cls) -> PipelineDefinition:
-        found = cls.objects.filter(is_default=True).order_by("id").first()
-        return found or cls.objects.get(name="default")
+        found = cls.objects.filter(is_default=True).order_by("id").first() or cls.objects.filter(name="default").first()
+        if found is None:
+            # Migration 0002 seeds it; recreate it if someone deleted it rather than
+            # refuse to start jobs.
+            found, _ = cls.from_spec(
+                default_spec(), description="Seeded default: nine stages, four approval gates", is_default=True
+            )
+        return found
 
 
 class PipelineJob(models.Model):
@@ -109,7 +115,9 @@ class PipelineJob(models.Model):
         return f"{self.slug} #{self.pk}"
 
     def machine(self) -> t.Definition:
-        return to_machine(self.config["stages"], self.config.get("gates", {}))
+        # config is the definition as it was at start; rows made elsewhere may lack it.
+        config = self.config or self.definition.snapshot()
+        return to_machine(config.get("stages", []), config.get("gates", {}))
 
     def state(self) -> t.State:
         return t.State(self.status, self.stage, self.stage_run)
