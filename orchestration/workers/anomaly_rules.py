@@ -22,6 +22,8 @@ QUEUE_OVERFLOW_DEPTH = 1000
 MEMORY_EXHAUSTED_PERCENT = 90.0
 DISK_FULL_PERCENT = 99.0
 HIGH_FAILURE_RATE = 0.10
+# Below this many runs in the hour a rate says little (one crash would be 100 %).
+MIN_RUNS_FOR_RATE = 3
 SLOW_FACTOR = 2.0
 QUOTA_LOW_PERCENT = 20.0
 LOCK_CONTENTION_FAILURES = 3
@@ -185,7 +187,7 @@ def minor_validation_issue(f: RunFacts):
 
 # --- worker scope -----------------------------------------------------------------
 def high_failure_rate(f: WorkerFacts):
-    if not f.runs_last_hour:
+    if f.runs_last_hour < MIN_RUNS_FOR_RATE:
         return None
     rate = f.failures_last_hour / f.runs_last_hour
     if rate > HIGH_FAILURE_RATE:

@@ -159,8 +159,6 @@ def check_gates(worker: Worker, run: WorkerRun, now: datetime) -> tuple[str, dic
 
         if Anomaly.objects.filter(code="QUEUE_OVERFLOW", resolved_at__isnull=True).exists():
             return SkipReason.QUEUE_PAUSED, {}
-    if not breaker.allows(worker.breaker_name):
-        return SkipReason.CIRCUIT_OPEN, {"breaker": worker.breaker_name}
     required, optional = list(worker.depends_on or []), list(worker.optional_depends_on or [])
     if required or optional:
         upstreams = {w.name: w for w in Worker.objects.filter(name__in=required + optional)}
@@ -181,6 +179,10 @@ def check_gates(worker: Worker, run: WorkerRun, now: datetime) -> tuple[str, dic
             newest = max((u.last_success_at for u in upstreams.values() if u.last_success_at), default=None)
             if newest is not None and worker.last_success_at and worker.last_success_at >= newest:
                 return SkipReason.ALREADY_FRESH, {"last_success_at": worker.last_success_at.isoformat()}
+    # Last: a half-open breaker lets exactly one trial through, which must not be
+    # spent on a run that another gate would stop.
+    if not breaker.allows(worker.breaker_name):
+        return SkipReason.CIRCUIT_OPEN, {"breaker": worker.breaker_name}
     return None
 
 
