@@ -45,7 +45,6 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_q",
     "orchestration",
-    "orchestration.routing",
     "health",
     "pipeline",
 ]
