@@ -23,18 +23,20 @@ OPEN_CIRCUIT_PENALTY_CAP = 20
 @snapshot_section("services")
 def services_section(now: datetime) -> dict[str, Any]:
     """Two aggregate queries whatever the number of services."""
-    enabled = Q(enabled=True)
-    counts = Service.objects.order_by().aggregate(
-        total=Count("id"),
-        enabled=Count("id", filter=enabled),
-        healthy=Count("id", filter=enabled & Q(health=ServiceHealth.HEALTHY)),
-        unhealthy=Count("id", filter=enabled & Q(health=ServiceHealth.UNHEALTHY)),
-        unknown=Count("id", filter=enabled & Q(health=ServiceHealth.UNKNOWN)),
-        circuit_open=Count("id", filter=enabled & Q(health=ServiceHealth.CIRCUIT_OPEN)),
-        breakers_open=Count("id", filter=enabled & Q(circuit__state=BreakerState.OPEN)),
-        breakers_half_open=Count("id", filter=enabled & Q(circuit__state=BreakerState.HALF_OPEN)),
-        due=Count("id", filter=enabled & (Q(next_check_at__isnull=True) | Q(next_check_at__lte=now))),
+    on = Q(enabled=True)
+    # Aggregate aliases must not shadow field names, hence the n_ prefix.
+    raw = Service.objects.order_by().aggregate(
+        n_total=Count("id"),
+        n_enabled=Count("id", filter=on),
+        n_healthy=Count("id", filter=on & Q(health=ServiceHealth.HEALTHY)),
+        n_unhealthy=Count("id", filter=on & Q(health=ServiceHealth.UNHEALTHY)),
+        n_unknown=Count("id", filter=on & Q(health=ServiceHealth.UNKNOWN)),
+        n_circuit_open=Count("id", filter=on & Q(health=ServiceHealth.CIRCUIT_OPEN)),
+        n_breakers_open=Count("id", filter=on & Q(circuit__state=BreakerState.OPEN)),
+        n_breakers_half_open=Count("id", filter=on & Q(circuit__state=BreakerState.HALF_OPEN)),
+        n_due=Count("id", filter=on & (Q(next_check_at__isnull=True) | Q(next_check_at__lte=now))),
     )
+    counts = {key[2:]: value for key, value in raw.items()}
     open_alerts = ServiceAlert.objects.filter(resolved_at__isnull=True).count()
     n = counts["enabled"]
     healthy = counts["healthy"]

@@ -25,6 +25,14 @@ class ServiceViewSet(AuditedModelViewSet):
     ledger_prefix = "service"
     filterset_fields = ["enabled", "health"]
 
+    def _record(self, verb: str, instance, data=None) -> None:
+        # Ledger data is JSON: related services are written by name.
+        clean = {
+            key: [getattr(v, "name", v) for v in value] if isinstance(value, list | tuple) else value
+            for key, value in (data or {}).items()
+        }
+        super()._record(verb, instance, clean)
+
     def perform_update(self, serializer):
         instance = serializer.instance
         if instance.enabled and serializer.validated_data.get("enabled") is False:

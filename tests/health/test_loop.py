@@ -1,0 +1,84 @@
+"""What the control loop sees and does about service health."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from health.loop import services_section
+from health.models import CircuitBreaker, Service
+from health.sweep import check_services
+from orchestration.loop.cycle import run_cycle
+from orchestration.loop.health_score import health_score
+from orchestration.loop.monitor import build_snapshot
+from orchestration.models import LedgerEntry, Rule
+from tests.health.servers import Behaviour
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_section_counts_health_and_breakers(server):
+    for name in ("a", "b", "c"):
+        Service.objects.create(name=name, base_url=server.base_url, health_path=f"/{name}", failure_threshold=1)
+    Service.objects.create(name="off", base_url=server.base_url, enabled=False)
+    server.behaviour["/c"] = Behaviour.ERROR
+    check_services()
+    section = build_snapshot()["services"]
+    assert section["total"] == 4 and section["enabled"] == 3
+    assert (section["healthy"], section["circuit_open"], section["unknown"]) == (2, 1, 0)
+    assert (section["breakers_open"], section["breakers_closed"]) == (1, 2)
+    assert section["overall_health"] == "degraded" and section["all_unhealthy"] == 0
+
+
+def test_the_section_uses_a_constant_number_of_queries():
+    services = Service.objects.bulk_create(
+        Service(name=f"s{i}", base_url="http://127.0.0.1:9", health="unhealthy" if i % 3 else "healthy")
+        for i in range(1500)
+    )
+    circuits = CircuitBreaker.objects.bulk_create(
+        CircuitBreaker(name=f"service:{s.name}", state="open") for s in services[:300]
+    )
+    for service, circuit in zip(services, circuits, strict=False):
+        service.circuit = circuit
+    Service.objects.bulk_update(services[:300], ["circuit"])
+    with CaptureQueriesContext(connection) as ctx:
+        section = services_section(timezone.now())
+    assert len(ctx.captured_queries) == 2
+    assert section["enabled"] == 1500 and section["healthy"] == 500 and section["breakers_open"] == 300
+
+
+def test_health_score_pays_for_down_services_and_open_circuits():
+    degraded = {"services": {"enabled": 4, "healthy": 2, "unhealthy": 1, "circuit_open": 1, "breakers_open": 1}}
+    result = health_score(degraded)
+    assert result["health_score"] == 100 - 10 - 5
+    dead = {"services": {"enabled": 2, "unhealthy": 2, "all_unhealthy": 1, "breakers_open": 6}}
+    assert health_score(dead)["health_score"] == 100 - 30 - 20
+    assert health_score({"services": {"enabled": 3, "healthy": 3}})["health_score"] == 100
+
+
+def test_default_rules_are_seeded():
+    rules = {r.name: r for r in Rule.objects.filter(name__in=["service-circuit-open", "services-all-unhealthy"])}
+    assert rules["service-circuit-open"].builtin and rules["service-circuit-open"].action_type == "service_alert"
+    assert rules["services-all-unhealthy"].priority == 10
+
+
+def test_a_cycle_alerts_when_a_breaker_opens_and_when_nothing_is_healthy(server):
+    db = Service.objects.create(name="db", base_url=server.base_url, health_path="/db", failure_threshold=1)
+    api = Service.objects.create(name="api", base_url=server.base_url, health_path="/api", failure_threshold=1)
+    api.depends_on.add(db)
+    server.behaviour.update({"/db": Behaviour.ERROR, "/api": Behaviour.ERROR})
+    check_services()
+    check_services()  # alert threshold (2 failures) reached while open
+
+    result = run_cycle()
+    types = {a["type"]: a for a in result["decision"]["actions"]}
+    assert "service_alert" in types
+    alerts = LedgerEntry.objects.filter(event_type="health.alert").order_by("id")
+    severities = sorted(alerts.values_list("severity", flat=True))
+    assert severities == ["critical", "warning"]
+    critical = alerts.get(severity="critical")
+    assert critical.data["open_circuits"] == ["api", "db"]
+    assert critical.data["root_causes"] == [{"service": "db", "affected": ["api"]}]
+    assert "root causes: db (also failing because of it: api)" in critical.message
