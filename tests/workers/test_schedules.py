@@ -1,0 +1,121 @@
+"""Cadence as django-q2 schedules: kept in sync with the worker row, fired once per due time."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+from django_q.models import Schedule
+
+from orchestration.models import Worker, WorkerRun
+from orchestration.workers.runner import scheduled_run
+
+
+def schedule_of(name: str) -> Schedule | None:
+    rows = list(Schedule.objects.filter(name=f"worker:{name}"))
+    assert len(rows) <= 1, "schedule names must stay unique"
+    return rows[0] if rows else None
+
+
+def test_the_schedule_follows_the_worker_row(make_worker):
+    worker = make_worker(interval_seconds=900)
+    schedule = schedule_of("collector")
+    assert (schedule.schedule_type, schedule.minutes, schedule.func) == (
+        "I",
+        15,
+        "orchestration.workers.runner.scheduled_run",
+    )
+    assert schedule.intended_date_kwarg == "due_at" and schedule.args == "'collector'"
+    assert schedule.next_run.minute % 15 == 0 and schedule.next_run > timezone.now()
+
+    # Saving an unrelated field keeps the pending due time.
+    due = schedule.next_run
+    worker.description = "polls"
+    worker.save()
+    assert schedule_of("collector").next_run == due
+
+    worker.interval_seconds, worker.cron = None, "5 * * * *"
+    worker.save()
+    schedule = schedule_of("collector")
+    assert (schedule.schedule_type, schedule.cron, schedule.next_run.minute) == ("C", "5 * * * *", 5)
+
+    worker.enabled = False
+    worker.save()
+    assert schedule_of("collector") is None
+    worker.enabled = True
+    worker.save()
+    assert schedule_of("collector") is not None
+    worker.delete()
+    assert schedule_of("collector") is None
+
+
+def test_on_demand_workers_have_no_schedule(make_worker):
+    make_worker("generation", category="generation", execution_model="on_demand", interval_seconds=None)
+    assert schedule_of("generation") is None
+
+
+def test_a_due_time_fired_twice_makes_one_run(make_worker):
+    worker = make_worker()
+    due = "2026-03-10T10:15:00+00:00"
+    scheduled_run("collector", due_at=due)
+    scheduled_run("collector", due_at=due)
+    runs = WorkerRun.objects.filter(worker=worker)
+    assert runs.count() == 1 and runs.get().trigger == "schedule"
+    scheduled_run("collector", due_at="2026-03-10T10:30:00+00:00")
+    assert runs.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_schedulers_racing_fire_a_due_schedule_exactly_once(make_worker, broker_only):
+    """Two cluster schedulers look at the same due row at the same moment: django-q2
+    locks due rows, and the (worker, due_at) constraint backs it up."""
+    from django_q.brokers import get_broker
+    from django_q.models import OrmQ
+    from django_q.scheduler import scheduler
+
+    make_worker()
+    due = timezone.now().replace(microsecond=0) - timedelta(seconds=1)
+    Schedule.objects.filter(name="worker:collector").update(next_run=due)
+    barrier = threading.Barrier(2)
+    errors = []
+
+    def fire() -> None:
+        try:
+            barrier.wait()
+            scheduler(broker=get_broker())
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=fire) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    # Exactly one task went to the broker for that due time; the schedule moved on.
+    tasks = [t for t in OrmQ.objects.all() if t.func() == "orchestration.workers.runner.scheduled_run"]
+    assert len(tasks) == 1
+    assert tasks[0].task["kwargs"]["due_at"] == due.isoformat()
+    assert Schedule.objects.get(name="worker:collector").next_run > due
+    # Delivering that task (even twice) yields one run.
+    for _ in range(2):
+        scheduled_run(*tasks[0].task["args"], due_at=tasks[0].task["kwargs"]["due_at"])
+    assert WorkerRun.objects.filter(worker__name="collector", due_at=due).count() == 1
+
+
+def test_builtin_workers_exist_with_their_schedules(db):
+    names = set(Worker.objects.filter(builtin=True).values_list("name", flat=True))
+    assert names == {
+        "ledger-retention",
+        "check-history-retention",
+        "stale-run-cleanup",
+        "score-rollup-hourly",
+        "score-rollup-daily",
+        "health-sweep",
+    }
+    assert all(schedule_of(n) is not None for n in names)
