@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_q",
     "orchestration",
+    "orchestration.routing",
     "health",
     "pipeline",
 ]

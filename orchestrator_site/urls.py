@@ -9,6 +9,7 @@ urlpatterns = [
     path("api/v1/pipeline/", include("pipeline.api.urls")),
     path("api/v1/", include("orchestration.api.urls")),
     path("api/v1/", include("health.api.urls")),
+    path("api/v1/", include("orchestration.routing.urls")),
     path("", include("orchestration.api.loop_urls")),
     path("", include("health.urls")),
 ]

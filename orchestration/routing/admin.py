@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+from django.contrib import admin, messages
+
+from orchestration.admin import badge, pretty_json
+from orchestration.routing import improvement
+from orchestration.routing.learning import confidence
+from orchestration.routing.models import (
+    RouteStat,
+    Suggestion,
+    SuggestionStateError,
+    SuggestionStatus,
+    TaskContext,
+    TaskOutcome,
+    TypeMultiplier,
+)
+
+_SUGGESTION_COLORS = {"pending": "warning", "approved": "succeeded", "rejected": "failed", "applied": "completed"}
+
+
+@admin.register(RouteStat)
+class RouteStatAdmin(admin.ModelAdmin):
+    """What routing has learned: one row per (task type, service)."""
+
+    list_display = ["task_type", "service_name", "count", "rate", "avg", "confidence_display", "last_outcome_at"]
+    list_filter = ["task_type", "service_name"]
+    search_fields = ["task_type", "service_name"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="success rate")
+    def rate(self, obj: RouteStat) -> str:
+        return "—" if obj.success_rate is None else f"{obj.success_rate * 100:.1f}%"
+
+    @admin.display(description="avg ms")
+    def avg(self, obj: RouteStat):
+        return obj.avg_ms if obj.avg_ms is not None else "—"
+
+    @admin.display(description="confidence")
+    def confidence_display(self, obj: RouteStat) -> str:
+        return f"{confidence(obj.successes, obj.count):.2f}"
+
+
+@admin.register(TaskOutcome)
+class TaskOutcomeAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "task_type", "service_name", "ok", "execution_ms", "status_code", "attempt", "job"]
+    list_filter = ["success", "task_type", "service_name", "strategy"]
+    search_fields = ["task_type", "service_name", "error", "context"]
+    date_hierarchy = "created_at"
+    raw_id_fields = ["job"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="result", ordering="success")
+    def ok(self, obj: TaskOutcome):
+        return badge("succeeded" if obj.success else "failed")
+
+
+@admin.register(Suggestion)
+class SuggestionAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "title", "priority_badge", "status_badge", "kind", "decided_by"]
+    list_filter = ["status", "priority", "kind"]
+    search_fields = ["title", "subject", "description"]
+    readonly_fields = [
+        "kind",
+        "subject",
+        "title",
+        "description",
+        "action",
+        "evidence_pretty",
+        "priority",
+        "status",
+        "auto_apply",
+        "decided_by",
+        "decided_at",
+        "impact_pretty",
+        "created_at",
+    ]
+    fields = [*readonly_fields, "notes"]
+    actions = ["approve", "reject", "track"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.display(description="priority", ordering="priority")
+    def priority_badge(self, obj: Suggestion):
+        return badge({"high": "high", "medium": "warning", "low": "low"}[obj.priority], obj.priority)
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: Suggestion):
+        return badge(_SUGGESTION_COLORS.get(obj.status, "unknown"), obj.status)
+
+    @admin.display(description="evidence")
+    def evidence_pretty(self, obj: Suggestion):
+        return pretty_json(obj.evidence)
+
+    @admin.display(description="impact")
+    def impact_pretty(self, obj: Suggestion):
+        return pretty_json(obj.impact)
+
+    def _decide(self, request, queryset, approve: bool) -> None:
+        done = 0
+        for suggestion in queryset.filter(status=SuggestionStatus.PENDING):
+            before = improvement.current_metrics(suggestion) if approve else None
+            try:
+                suggestion.decide(approve, actor=request.user.username, before=before)
+                done += 1
+            except SuggestionStateError as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+        self.message_user(request, f"{done} suggestion(s) {'approved' if approve else 'rejected'}.")
+
+    @admin.action(description="Approve selected suggestions")
+    def approve(self, request, queryset):
+        self._decide(request, queryset, True)
+
+    @admin.action(description="Reject selected suggestions")
+    def reject(self, request, queryset):
+        self._decide(request, queryset, False)
+
+    @admin.action(description="Record impact of selected approved suggestions")
+    def track(self, request, queryset):
+        done = 0
+        for suggestion in queryset.filter(status__in=(SuggestionStatus.APPROVED, SuggestionStatus.APPLIED)):
+            suggestion.track_impact(improvement.current_metrics(suggestion), actor=request.user.username)
+            done += 1
+        self.message_user(request, f"Impact recorded for {done} suggestion(s).")
+
+
+@admin.register(TaskContext)
+class TaskContextAdmin(admin.ModelAdmin):
+    list_display = ["name", "updated_at"]
+    search_fields = ["name"]
+
+
+@admin.register(TypeMultiplier)
+class TypeMultiplierAdmin(admin.ModelAdmin):
+    list_display = ["task_type", "multiplier"]
+    list_editable = ["multiplier"]

@@ -1,0 +1,22 @@
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+class RoutingConfig(AppConfig):
+    """Task routing and learning. Lives inside ``orchestration/`` but is its own app
+    (label ``routing``) so its tables and migrations stand apart from the queue's."""
+
+    name = "orchestration.routing"
+    label = "routing"
+    verbose_name = "Task routing"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from orchestration.api.errors import register_conflict
+        from orchestration.routing import executor, loop  # noqa: F401  (registries)
+        from orchestration.routing.models import SuggestionStateError
+        from orchestration.routing.router import NoRoute
+
+        register_conflict(SuggestionStateError)
+        register_conflict(NoRoute)
+        post_migrate.connect(loop.sync_schedules, sender=self)

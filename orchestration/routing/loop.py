@@ -1,0 +1,45 @@
+"""Routing in the control loop: the snapshot's ``routing`` section and its schedule."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Count, Q
+
+from orchestration.choices import JobStatus
+from orchestration.loop.monitor import snapshot_section
+
+
+@snapshot_section("routing")
+def routing_section(now: datetime) -> dict[str, Any]:
+    from orchestration.models import Job
+    from orchestration.routing.models import Suggestion, TaskOutcome
+    from orchestration.routing.router import ROUTED_KIND
+
+    in_flight = Job.objects.filter(
+        kind=ROUTED_KIND, status__in=(JobStatus.PENDING, JobStatus.PROCESSING, JobStatus.RETRY)
+    ).count()
+    hour = TaskOutcome.objects.filter(created_at__gte=now - timedelta(hours=1)).aggregate(
+        n=Count("id"), ok=Count("id", filter=Q(success=True))
+    )
+    pending = Suggestion.objects.filter(status="pending").count()
+    return {
+        "in_flight": in_flight,
+        "outcomes_last_hour": hour["n"],
+        "success_rate_last_hour": round(hour["ok"] / hour["n"], 4) if hour["n"] else None,
+        "pending_suggestions": pending,
+    }
+
+
+def sync_schedules(**kwargs: Any) -> None:
+    from django_q.models import Schedule
+
+    from orchestration.schedules import ensure_schedule
+
+    ensure_schedule(
+        "routing.analyze",
+        "orchestration.routing.improvement.analyze",
+        schedule_type=Schedule.HOURLY,
+        repeats=-1,
+    )

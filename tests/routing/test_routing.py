@@ -1,0 +1,204 @@
+"""Routing against real local services on 127.0.0.1, the real database and job queue."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from health.models import Service
+from orchestration.choices import JobStatus
+from orchestration.jobs import queue
+from orchestration.models import Job, LedgerEntry
+from orchestration.routing import executor, improvement
+from orchestration.routing.models import RouteStat, Suggestion, TaskOutcome
+from orchestration.routing.router import NoRoute, route
+from tests.support.http_services import FakeService
+from tests.support.processes import ROOT, subprocess_env
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("broker_only")]
+
+
+@pytest.fixture
+def services(request):
+    started: list[FakeService] = []
+
+    def make(name: str, behaviour: str = "fast", caps=("email_campaign",), **fields) -> tuple[Service, FakeService]:
+        fake = FakeService(behaviour, delay=fields.pop("delay", 0.0))
+        started.append(fake)
+        service = Service.objects.create(name=name, base_url=fake.url, capabilities=list(caps), **fields)
+        return service, fake
+
+    yield make
+    for fake in started:
+        fake.stop()
+
+
+def drain(max_rounds: int = 200) -> None:
+    """Run the queue to quiescence, jumping the clock over retry delays."""
+    with time_machine.travel(timezone.now(), tick=True) as clock:
+        for _ in range(max_rounds):
+            queue.dispatch()
+            # Every dispatched job not yet started, whoever dispatched it (execute()
+            # dispatches the next due job itself when it finishes).
+            ids = list(
+                Job.objects.filter(status=JobStatus.PROCESSING, started_at__isnull=True).values_list("pk", flat=True)
+            )
+            for pk in ids:
+                queue.execute(pk, Job.objects.get(pk=pk).lease_token)
+            waiting = Job.objects.filter(status=JobStatus.RETRY).order_by("not_before").first()
+            if not ids and waiting is None:
+                return
+            if not ids and waiting:
+                clock.move_to(waiting.not_before + timedelta(milliseconds=1))
+    raise AssertionError("queue did not settle")
+
+
+def run_task(task_type="email_campaign", priority="normal", strategy=None, data=None) -> Job:
+    job, _ = executor.submit(task_type, priority, data or {"n": 1}, strategy=strategy)
+    drain()
+    job.refresh_from_db()
+    return job
+
+
+def test_round_robin_is_an_exact_rotation_across_two_processes(transactional_db, services):
+    for name in ("a", "b", "c"):
+        services(name)
+    script = (
+        "import django; django.setup()\n"
+        "from orchestration.routing.router import route\n"
+        "print(' '.join(route('email_campaign', strategy='round_robin', advance=True).primary_service "
+        "for _ in range(15)))\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script],
+            cwd=ROOT,
+            env=subprocess_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    picks = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        picks += out.split()
+    assert Counter(picks) == {"a": 10, "b": 10, "c": 10}
+
+
+def test_least_loaded_follows_in_flight_counts(services):
+    services("a")
+    services("b")
+    services("c")
+    for ref, n in (("route:a", 3), ("route:b", 1), ("route:c", 2)):
+        Job.objects.bulk_create(Job(kind="routing.task", reference=ref) for _ in range(n))
+    decision = route("email_campaign", strategy="least_loaded")
+    assert decision.primary_service == "b" and decision.fallback_services == ["c", "a"]
+    Job.objects.filter(reference="route:b").update(status=JobStatus.COMPLETED)
+    Job.objects.filter(reference="route:a").update(status=JobStatus.FAILED)
+    assert route("email_campaign", strategy="least_loaded").primary_service == "a"
+
+
+def test_fallback_after_the_primary_fails_and_the_task_still_succeeds(services):
+    _, broken = services("a-broken", "failing")
+    _, good = services("b-good")
+    job = run_task(strategy="round_robin")  # rotation 0 → a-broken first
+    assert job.status == JobStatus.COMPLETED
+    assert job.result["service"] == "b-good" and job.result["fallbacks_used"] == 1
+    # normal priority: 3 retries with linear backoff on the primary, then the fallback.
+    assert broken.count == 4 and good.count == 1
+    assert good.requests[0] == {"n": 1}
+    outcomes = list(TaskOutcome.objects.order_by("id").values_list("service_name", "success"))
+    assert outcomes == [("a-broken", False)] * 4 + [("b-good", True)]
+    stat = RouteStat.objects.get(service_name="a-broken")
+    assert (stat.count, stat.successes) == (4, 0)
+
+
+def test_every_attempt_feeds_the_breaker_and_an_open_circuit_gets_no_task(services):
+    broken, broken_server = services("a-broken", "failing", failure_threshold=3)
+    services("b-good")
+    run_task(strategy="round_robin")
+    broken.refresh_from_db()
+    assert broken.circuit.state == "open"
+    assert LedgerEntry.objects.filter(event_type="health.circuit_opened", subject="service:a-broken").exists()
+    before = broken_server.count
+    for _ in range(6):
+        assert run_task(strategy="round_robin").status == JobStatus.COMPLETED
+    assert broken_server.count == before  # not one request while open
+    with pytest.raises(NoRoute):
+        route("email_campaign", requirements={"capabilities": ["something_else"]})
+
+
+def test_disabled_and_unhealthy_services_are_not_routed_to(services):
+    a, _ = services("a")
+    b, _ = services("b")
+    services("c")
+    a.enabled = False
+    a.save()
+    Service.objects.filter(pk=b.pk).update(health="unhealthy")
+    decision = route("email_campaign")
+    assert decision.primary_service == "c" and decision.fallback_services == []
+    assert decision.excluded == {"a": "disabled", "b": "unhealthy"}
+
+
+def test_best_shifts_traffic_to_the_better_service(services):
+    services("flaky", "flapping")
+    services("solid")
+    primaries = []
+    for i in range(50):
+        _job, decision = executor.submit("email_campaign", "high", {"i": i})
+        primaries.append(decision.primary_service)
+        drain()
+    assert primaries[0] in ("flaky", "solid")
+    assert Counter(primaries[-25:])["solid"] >= 20
+    stats = {s.service_name: s for s in RouteStat.objects.filter(task_type="email_campaign")}
+    assert stats["solid"].success_rate == 1.0 and stats["flaky"].success_rate < 0.7
+
+
+def test_confidence_rises_with_successes(services):
+    services("solid")
+    assert route("email_campaign").confidence == 0.7
+    for _ in range(10):
+        run_task()
+    assert route("email_campaign").confidence >= 0.9
+
+
+def test_a_client_error_is_not_retried_and_not_blamed_on_the_service(services):
+    rejecting, server = services("picky", "reject")
+    job = run_task()
+    assert job.status == JobStatus.FAILED and "rejected the task" in job.error
+    assert server.count == 1
+    rejecting.refresh_from_db()
+    assert rejecting.circuit.consecutive_failures == 0
+
+
+def test_a_slow_service_yields_a_suggestion_and_nothing_changes_until_approved(services):
+    _fast, _ = services("fast")
+    slow, _ = services("slow")
+    for _ in range(12):
+        executor.remember(task_type="email_campaign", service="fast", success=True, execution_ms=120)
+        executor.remember(task_type="email_campaign", service="slow", success=True, execution_ms=2400)
+    result = improvement.analyze(24)
+    suggestion = Suggestion.objects.get(kind="slow_service")
+    assert suggestion.pk in result["created"] and suggestion.subject == "slow:email_campaign"
+    assert suggestion.status == "pending" and suggestion.auto_apply is False
+    assert suggestion.evidence["avg_ms"] == 2400 and suggestion.evidence["fastest_ms"] == 120
+    slow.refresh_from_db()
+    assert slow.weight == 1.0 and slow.enabled  # nothing applied
+    improvement.analyze(24)
+    assert Suggestion.objects.filter(kind="slow_service").count() == 1  # not duplicated while pending
+    suggestion.decide(True, actor="ops", before=improvement.current_metrics(suggestion))
+    assert suggestion.status == "approved" and suggestion.impact["before"]["avg_ms"] == 2400
+    slow.refresh_from_db()
+    assert slow.weight == 1.0  # approval records the decision; a person makes the change
+    executor.remember(task_type="email_campaign", service="slow", success=True, execution_ms=600)
+    suggestion.track_impact(improvement.current_metrics(suggestion), actor="ops")
+    assert suggestion.status == "applied" and suggestion.impact["change"]["avg_ms"].startswith("-")
