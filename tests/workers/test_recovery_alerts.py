@@ -1,0 +1,220 @@
+"""Recovery strategies (each an Action with its outcome in the ledger), escalation,
+alert routing and delivery (webhook to a real local HTTP server)."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from django.core import mail
+from django.utils import timezone
+from werkzeug import Response
+
+from orchestration.models import Action, Anomaly, Job, LedgerEntry, Worker
+from orchestration.workers import alerts, detection, recovery
+from orchestration.workers.detection import open_anomaly
+from orchestration.workers.sync import next_run_at
+
+
+def anomaly(code: str, worker: Worker | None = None, **details) -> Anomaly:
+    subject = f"worker:{worker.name}" if worker else "fleet"
+    created, _ = open_anomaly(code, subject, details, worker=worker)
+    return created
+
+
+def test_every_recovery_is_an_action_with_its_outcome_in_the_ledger(make_worker):
+    worker = make_worker(timeout_seconds=100)
+    action = recovery.recover(anomaly("SLOW_EXECUTION", worker, duration_s=30))
+    assert (
+        action.action_type == "raise_timeout" and action.status == "succeeded" and action.target == "worker:collector"
+    )
+    assert action.result["timeout_seconds"] == [100, 150]
+    entry = LedgerEntry.objects.get(event_type="worker.recovery")
+    assert entry.data["action_id"] == action.pk
+    row = Anomaly.objects.get(code="SLOW_EXECUTION")
+    assert row.recovery_attempts == 1 and row.recovery[0]["strategy"] == "raise_timeout"
+
+
+def test_raising_the_timeout_stops_at_the_cap(make_worker):
+    worker = make_worker(timeout_seconds=100)
+    found = anomaly("SLOW_EXECUTION", worker)
+    for _ in range(4):
+        recovery.recover(found)
+    worker.refresh_from_db()
+    assert worker.timeout_seconds == 200 and worker.max_timeout_seconds == 200
+
+
+def test_high_failure_rate_opens_the_breaker_and_reduces_the_rate(make_worker):
+    from health.models import CircuitBreaker
+
+    worker = make_worker(interval_seconds=300)
+    action = recovery.recover(anomaly("HIGH_FAILURE_RATE", worker))
+    assert action.status == "succeeded", action.error
+    assert CircuitBreaker.for_name("worker:collector").state == "open"
+    worker.refresh_from_db()
+    assert worker.rate_factor == 2.0
+    assert next_run_at(worker).minute % 10 == 0  # 5 min → 10 min schedule
+    from django_q.models import Schedule
+
+    assert Schedule.objects.get(name="worker:collector").minutes == 10
+
+
+def test_api_quota_low_reduces_fetch_frequency_up_to_a_limit(make_worker):
+    worker = make_worker(interval_seconds=300)
+    found = anomaly("API_QUOTA_LOW", worker, quota_remaining_pct=10)
+    for _ in range(5):
+        recovery.recover(found)
+    worker.refresh_from_db()
+    assert worker.rate_factor == recovery.MAX_RATE_FACTOR
+
+
+def test_queue_overflow_pauses_new_scheduled_runs_and_defers_low_priority_jobs(make_worker):
+    from orchestration.jobs.queue import enqueue
+    from orchestration.workers.runner import execute_run, request_run
+
+    low = enqueue("noop", priority="low")
+    normal = enqueue("noop", priority="normal")
+    worker = make_worker()
+    action = recovery.recover(anomaly("QUEUE_OVERFLOW", queue_depth=1500))
+    assert action.result == {"scheduled_runs_paused": True, "deferred_low_priority_jobs": 1}
+    assert Job.objects.get(pk=low.pk).not_before > timezone.now()
+    assert Job.objects.get(pk=normal.pk).not_before is None
+    assert execute_run(request_run(worker, trigger="schedule").pk)["reason"] == "queue_paused"
+    assert execute_run(request_run(worker, trigger="manual").pk)["status"] == "succeeded"  # people still may
+    detection.resolve("QUEUE_OVERFLOW", "fleet")
+    assert execute_run(request_run(worker, trigger="schedule").pk)["status"] == "succeeded"
+
+
+def test_a_failing_recovery_is_a_failed_action(make_worker):
+    worker = make_worker(enabled=False)
+    action = recovery.recover(anomaly("STALE_DATA", worker))
+    assert action.status == "failed" and "disabled" in action.error
+    assert LedgerEntry.objects.filter(event_type="worker.recovery_failed", severity="error").exists()
+
+
+def test_anomalies_without_a_strategy_are_only_alerted(make_worker):
+    assert recovery.recover(anomaly("CACHE_MISS", make_worker())) is None
+    assert "CACHE_MISS" not in recovery.strategies()
+
+
+def test_recovery_is_retried_after_the_cooldown_then_escalated(make_worker, settings):
+    settings.FLEET_RECOVERY_COOLDOWN_SECONDS = 60
+    settings.FLEET_ESCALATE_AFTER_SECONDS = 120
+    settings.FLEET_MAX_RECOVERY_ATTEMPTS = 2
+    worker = make_worker(timeout_seconds=100)
+    found = anomaly("SLOW_EXECUTION", worker)
+    now = timezone.now()
+    recovery.recover(found, now=now)
+    assert recovery.retry_open(now + timedelta(seconds=30)) == []  # cooling down
+    assert len(recovery.retry_open(now + timedelta(seconds=61))) == 1
+    assert recovery.retry_open(now + timedelta(seconds=200)) == []  # attempts exhausted
+    assert recovery.escalate_due(now + timedelta(seconds=100)) == []
+    assert recovery.escalate_due(now + timedelta(seconds=200)) == [found.pk]
+    assert recovery.escalate_due(now + timedelta(seconds=300)) == []  # once
+    found.refresh_from_db()
+    assert found.escalated_at is not None
+    assert LedgerEntry.objects.filter(event_type="worker.anomaly_escalated", severity="critical").exists()
+    assert LedgerEntry.objects.filter(event_type="worker.alert", message__startswith="ESCALATED").exists()
+
+
+def test_a_recovery_that_clears_the_anomaly_is_not_escalated(make_worker, settings):
+    settings.FLEET_ESCALATE_AFTER_SECONDS = 0
+    found = anomaly("SLOW_EXECUTION", make_worker())
+    recovery.recover(found)
+    detection.resolve("SLOW_EXECUTION", "worker:collector")
+    assert recovery.escalate_due(timezone.now() + timedelta(seconds=5)) == []
+
+
+# --- alerts -----------------------------------------------------------------------------
+def test_alerts_are_routed_by_severity_and_delayed_by_it(make_worker, settings):
+    settings.FLEET_ALERT_EMAILS = ["oncall@example.org"]
+    worker = make_worker()
+    critical = anomaly("DATA_CORRUPTION", worker)
+    high = anomaly("API_QUOTA_LOW", worker)
+    medium = anomaly("PARTIAL_SUCCESS", worker)
+    low = anomaly("MINOR_VALIDATION_ISSUE", worker)
+    assert low.alert_state == "log_only" and low.alert_due_at is None
+    now = timezone.now()
+    assert alerts.deliver_due(now) == 1  # only the critical one is due at once
+    critical.refresh_from_db()
+    assert critical.alert_state == "sent"
+    assert critical.alert_result["email"]["ok"] and critical.alert_result["webhook"] == {
+        "ok": False,
+        "skipped": "not configured",
+    }
+    assert len(mail.outbox) == 1 and "DATA_CORRUPTION" in mail.outbox[0].subject
+    assert alerts.deliver_due(now + timedelta(minutes=4)) == 0
+    assert alerts.deliver_due(now + timedelta(minutes=5, seconds=1)) == 1
+    high.refresh_from_db()
+    assert set(high.alert_result) == {"ledger", "webhook"}
+    # A medium anomaly that resolves before its 15 minutes is never alerted.
+    detection.resolve("PARTIAL_SUCCESS", "worker:collector")
+    assert alerts.deliver_due(now + timedelta(minutes=16)) == 0
+    medium.refresh_from_db()
+    assert medium.alert_state == "suppressed"
+
+
+def test_a_webhook_alert_reaches_a_real_http_server_after_a_retry(make_worker, settings, httpserver):
+    received = []
+    calls = {"n": 0}
+
+    def handler(request):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return Response("busy", status=503)
+        received.append(json.loads(request.data))
+        return Response("ok", status=200)
+
+    httpserver.expect_request("/hooks/oncall", method="POST").respond_with_handler(handler)
+    settings.FLEET_ALERT_WEBHOOK_URL = httpserver.url_for("/hooks/oncall")
+    crash = anomaly("WORKER_CRASH", make_worker())
+    assert alerts.deliver_due() == 1
+    crash.refresh_from_db()
+    assert crash.alert_state == "sent" and crash.alert_result["webhook"]["attempts"] == 2
+    assert received[0]["code"] == "WORKER_CRASH" and received[0]["subject"] == "worker:collector"
+    assert received[0]["severity"] == "critical" and received[0]["source"] == "orchestrator"
+
+
+def test_a_webhook_that_keeps_failing_is_reported_and_other_channels_still_send(make_worker, settings, httpserver):
+    httpserver.expect_request("/down").respond_with_data("no", status=500)
+    settings.FLEET_ALERT_WEBHOOK_URL = httpserver.url_for("/down")
+    settings.FLEET_ALERT_WEBHOOK_RETRIES = 2
+    crash = anomaly("WORKER_CRASH", make_worker())
+    alerts.deliver_due()
+    crash.refresh_from_db()
+    assert crash.alert_state == "sent"  # the ledger channel worked
+    assert (
+        crash.alert_result["webhook"]["ok"] is False and "after 2 attempt(s)" in crash.alert_result["webhook"]["error"]
+    )
+
+
+def test_one_open_anomaly_per_code_and_subject(make_worker):
+    worker = make_worker()
+    first, created = open_anomaly("CACHE_MISS", "worker:collector", {"n": 1}, worker=worker)
+    again, created_again = open_anomaly("CACHE_MISS", "worker:collector", {"n": 2}, worker=worker)
+    assert created and not created_again and first.pk == again.pk and again.occurrences == 2
+    detection.resolve("CACHE_MISS", "worker:collector")
+    later, created_later = open_anomaly("CACHE_MISS", "worker:collector", {}, worker=worker)
+    assert created_later and later.pk != first.pk
+
+
+def test_the_sweep_detects_fleet_anomalies_and_resolves_them(make_worker, settings):
+    from orchestration.workers import anomaly_rules
+
+    worker = make_worker(freshness_seconds=600)
+    result = detection.sweep()
+    assert "STALE_DATA:worker:collector" in result["opened"]  # never succeeded
+    monkey = anomaly_rules.QUEUE_OVERFLOW_DEPTH
+    try:
+        anomaly_rules.QUEUE_OVERFLOW_DEPTH = 1
+        from orchestration.jobs.queue import enqueue
+
+        enqueue("noop", dispatch_now=False)
+        enqueue("noop", dispatch_now=False)
+        assert "QUEUE_OVERFLOW:fleet" in detection.sweep()["opened"]
+    finally:
+        anomaly_rules.QUEUE_OVERFLOW_DEPTH = monkey
+    Job.objects.all().delete()
+    Worker.objects.filter(pk=worker.pk).update(last_success_at=timezone.now())
+    detection.sweep()
+    assert not Anomaly.objects.filter(resolved_at__isnull=True, code__in=["QUEUE_OVERFLOW", "STALE_DATA"]).exists()
