@@ -32,7 +32,7 @@ from orchestration.jobs.queue import enqueue, worker_identity
 from orchestration.jobs.registry import PermanentJobError, job_kind
 from orchestration.models import Worker, WorkerRun
 from orchestration.models.ledger import record
-from orchestration.workers import breaker, shutdown
+from orchestration.workers import anomaly_rules, breaker, shutdown
 from orchestration.workers.choices import (
     FAILED_RUN_STATUSES,
     AnomalySeverity,
@@ -384,7 +384,9 @@ def finish(
         data={"run_id": run.pk, "execution_id": run.execution_id, "status": status, "score": report.overall_score},
     )
     opened = detection.after_run(run)
-    codes = [a.code for a in opened]
+    # The report lists what this run showed, whether it opened a new anomaly or
+    # confirmed one already open.
+    codes = [a.code for a in opened] + list(anomaly_rules.evaluate("run", detection.run_facts(run)).fired)
     if codes:
         report.anomalies = sorted(set(report.anomalies) | set(codes))
         report.save(update_fields=["anomalies"])

@@ -10,7 +10,7 @@ from django.core import mail
 from django.utils import timezone
 from werkzeug import Response
 
-from orchestration.models import Action, Anomaly, Job, LedgerEntry, Worker
+from orchestration.models import Anomaly, Job, LedgerEntry, Worker
 from orchestration.workers import alerts, detection, recovery
 from orchestration.workers.detection import open_anomaly
 from orchestration.workers.sync import next_run_at

@@ -1,0 +1,128 @@
+"""The fleet in the control loop: the workers snapshot section (constant queries),
+the default rules and their actions, rollups, built-ins and the demo."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from orchestration.loop.cycle import run_cycle
+from orchestration.models import Action, Anomaly, Rule, ScoreReport, Worker, WorkerRun
+from orchestration.workers import builtins, scores
+from orchestration.workers.loop import workers_section
+from orchestration.workers.runner import execute_run, request_run
+
+
+def _bulk_history(workers: int, runs_each: int) -> None:
+    now = timezone.now()
+    fleet = Worker.objects.bulk_create(
+        [Worker(name=f"w{i}", category="collection", target={"type": "python", "path": "x.y"}) for i in range(workers)]
+    )
+    WorkerRun.objects.bulk_create(
+        [
+            WorkerRun(
+                worker=w,
+                execution_id=f"{w.pk:08d}{n:024d}",
+                status="failed" if n % 7 == 0 else "succeeded",
+                completed_at=now - timedelta(minutes=n % 90),
+            )
+            for w in fleet
+            for n in range(runs_each)
+        ]
+    )
+    Anomaly.objects.bulk_create(
+        [Anomaly(code="CACHE_MISS", severity="medium", subject=f"worker:{w.name}") for w in fleet]
+    )
+
+
+def test_the_workers_section_uses_a_constant_number_of_queries(db):
+    _bulk_history(3, 5)
+    with CaptureQueriesContext(connection) as small:
+        workers_section(timezone.now())
+    Worker.objects.all().delete()
+    Anomaly.objects.all().delete()
+    _bulk_history(60, 50)
+    with CaptureQueriesContext(connection) as large:
+        section = workers_section(timezone.now())
+    assert len(large) == len(small) <= 5
+    assert section["open_anomalies"] == 60 and section["runs_last_hour"] > 0 and section["failed_last_hour"] > 0
+    assert section["total"] == 60
+
+
+def test_the_snapshot_carries_the_fleet_and_dead_runs_trigger_a_sweep(db, make_worker, settings):
+    settings.FLEET_CRASH_AFTER_SECONDS = 10
+    worker = make_worker()
+    run = request_run(worker)
+    WorkerRun.objects.filter(pk=run.pk).update(status="running", heartbeat_at=timezone.now() - timedelta(minutes=5))
+    assert Rule.objects.filter(name__startswith="fleet-", builtin=True).count() == 5
+    result = run_cycle(manual=True, actor="ops")
+    assert result["snapshot"]["workers"]["dead_runs"] == 1
+    assert "sweep_workers" in [a["type"] for a in result["decision"]["actions"]]
+    run.refresh_from_db()
+    assert run.status == "crashed"
+    crash = Anomaly.objects.get(code="WORKER_CRASH")
+    # The restart is an Action recorded with the cycle that caused it.
+    restart = Action.objects.get(action_type="restart_worker")
+    assert restart.cycle == result["cycle"] - 1 or restart.cycle == result["cycle"]
+    assert crash.recovery[0]["action_id"] == restart.pk
+
+
+def test_recovery_and_escalation_rules_run_from_the_loop(db, make_worker, settings):
+    settings.FLEET_RECOVERY_COOLDOWN_SECONDS = 0
+    settings.FLEET_ESCALATE_AFTER_SECONDS = 0
+    from orchestration.workers.detection import open_anomaly
+
+    open_anomaly("SLOW_EXECUTION", "worker:collector", {}, worker=make_worker())
+    first = run_cycle(manual=True)
+    assert "recover_workers" in [a["type"] for a in first["decision"]["actions"]]
+    second = run_cycle(manual=True)
+    assert "escalate_worker_anomalies" in [a["type"] for a in second["decision"]["actions"]]
+    assert Anomaly.objects.get(code="SLOW_EXECUTION").escalated_at is not None
+
+
+def test_hourly_and_daily_rollups(db, make_worker):
+    worker = make_worker()
+    for _ in range(2):
+        execute_run(request_run(worker).pk)
+    now = timezone.now()
+    ScoreReport.objects.filter(period="run").update(created_at=now - timedelta(hours=1))
+    result = scores.rollup("hourly", now)
+    assert result["workers"] == 1
+    hourly = ScoreReport.objects.get(period="hourly")
+    assert hourly.runs == 2 and hourly.overall_score == 100
+    scores.rollup("hourly", now)  # again: updated, not duplicated
+    assert ScoreReport.objects.filter(period="hourly").count() == 1
+    ScoreReport.objects.filter(period="run").update(created_at=now - timedelta(days=1))
+    assert scores.rollup("daily", now)["workers"] == 1
+
+
+def test_builtin_cleanup_detects_crashes_and_prunes_old_history(db, make_worker, settings):
+    worker = make_worker()
+    old = request_run(worker)
+    execute_run(old.pk)
+    WorkerRun.objects.filter(pk=old.pk).update(queued_at=timezone.now() - timedelta(days=30))
+    ScoreReport.objects.update(created_at=timezone.now() - timedelta(days=30))
+    result = builtins.cleanup_stale_runs()
+    assert result["deleted_runs"] == 1 and result["deleted_score_reports"] == 1
+    cleanup = Worker.objects.get(name="stale-run-cleanup")
+    run = request_run(cleanup)
+    execute_run(run.pk)
+    run.refresh_from_db()
+    assert run.status == "succeeded" and "deleted_runs" in run.metrics
+
+
+def test_the_demo_loads_runs_and_scores_and_removes_cleanly(db):
+    from orchestration.workers.demo import WorkersDemo
+
+    demo = WorkersDemo()
+    message = demo.load()
+    assert "5 demo workers" in message
+    assert WorkerRun.objects.filter(worker__name__startswith="demo-", status="succeeded").count() >= 6
+    assert ScoreReport.objects.filter(worker__name__startswith="demo-").exists()
+    assert WorkerRun.objects.filter(worker__name="demo-creator-intel", trigger="upstream").exists()
+    assert demo.load() == "already loaded"
+    assert demo.remove() > 0
+    assert not Worker.objects.filter(name__startswith="demo-").exists()
