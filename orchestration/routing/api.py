@@ -37,6 +37,7 @@ class RouteRequest(serializers.Serializer):
 class TaskRequest(RouteRequest):
     data = serializers.DictField(required=False, default=dict)
     wait = serializers.BooleanField(required=False, default=False)
+    wait_seconds = serializers.FloatField(required=False, default=30, min_value=0.1, max_value=300)
     context = serializers.SlugField(required=False, allow_blank=True, default="")
 
 
@@ -80,7 +81,7 @@ class TaskView(APIView):
             actor=actor_of(request),
         )
         if d["wait"]:
-            job = executor.wait_for_job(job)
+            job = executor.wait_for_job(job, timeout=d["wait_seconds"])
         job.refresh_from_db()
         result = job.result or {}
         return Response(
