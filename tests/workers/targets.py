@@ -22,3 +22,15 @@ def sleep(seconds: float = 1.0, **metrics) -> dict:
     started.set()
     time.sleep(seconds)
     return {"slept": seconds, **metrics}
+
+
+def hang_first_time(marker: str, seconds: float = 60) -> dict:
+    """Hangs on the first call (the test kills the process meanwhile), returns at once after."""
+    from pathlib import Path
+
+    path = Path(marker)
+    if not path.exists():
+        path.write_text("started")
+        time.sleep(seconds)
+        return {"first": True}
+    return {"first": False}

@@ -1,0 +1,93 @@
+"""End to end with real processes: loop runners fire worker schedules on time and
+once, cluster nodes execute the runs; a node killed mid-run is detected and the
+worker restarted on the surviving node."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from django_q.models import Schedule
+
+from orchestration.models import Anomaly, LoopState, Worker, WorkerRun
+from tests.support.processes import manage, running, wait_for
+from tests.workers.conftest import target
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+ENV = {
+    "PYTHON_JOB_ALLOWED_PREFIXES": "orchestration.,health.,tests.",
+    "FLEET_HEARTBEAT_SECONDS": "0.5",
+    "FLEET_CRASH_AFTER_SECONDS": "3",
+    "FLEET_SWEEP_SECONDS": "1",
+    "JOB_LEASE_SECONDS": "4",
+}
+
+
+def test_a_schedule_fires_within_two_seconds_and_once_with_two_runners_and_two_clusters(tmp_path, broker_only):
+    LoopState.get()
+    # Keep the built-in workers out of the way: only ours is due.
+    Worker.objects.filter(builtin=True).update(enabled=False)
+    for w in Worker.objects.filter(builtin=True):
+        w.save()
+    worker = Worker.objects.create(
+        name="clock", category="collection", interval_seconds=60, timeout_seconds=10, target=target("ok", items_total=1)
+    )
+    due = (timezone.now() + timedelta(seconds=6)).replace(microsecond=0)
+    Schedule.objects.filter(name="worker:clock").update(next_run=due)
+    with running(
+        ("runner-a", manage("run_orchestrator")),
+        ("runner-b", manage("run_orchestrator")),
+        ("cluster-a", manage("qcluster")),
+        ("cluster-b", manage("qcluster")),
+        log_dir=tmp_path,
+        **ENV,
+    ):
+        run = wait_for(
+            lambda: WorkerRun.objects.filter(worker=worker, due_at=due, status="succeeded").first(),
+            timeout=45,
+            message="the scheduled run to succeed",
+        )
+        # Give a second scheduler every chance to fire the same due time again.
+        wait_for(lambda: LoopState.get().cycle_count >= 4, timeout=20, message="a few loop cycles")
+    assert WorkerRun.objects.filter(worker=worker).count() == 1
+    late = (run.started_at - due).total_seconds()
+    assert 0 <= late <= 2, f"started {late:.2f} s after its due time"
+    assert Schedule.objects.get(name="worker:clock").next_run >= due + timedelta(seconds=60)
+
+
+def test_a_node_killed_mid_run_is_detected_and_the_worker_restarts_elsewhere(tmp_path, broker_only):
+    from orchestration.workers.runner import request_run
+
+    LoopState.get()
+    Worker.objects.filter(builtin=True).update(enabled=False)
+    marker = tmp_path / "started"
+    worker = Worker.objects.create(
+        name="fragile",
+        category="collection",
+        execution_model="on_demand",
+        timeout_seconds=120,
+        target=target("hang_first_time", marker=str(marker)),
+    )
+    with running(("doomed", manage("qcluster")), log_dir=tmp_path, **ENV) as (doomed,):
+        request_run(worker, actor="ops")
+        wait_for(
+            lambda: WorkerRun.objects.filter(worker=worker, status="running").exists(),
+            timeout=30,
+            message="the run to start",
+        )
+        doomed.kill_group()
+    first = WorkerRun.objects.get(worker=worker, trigger="manual")
+    assert first.status == "running"  # nobody knows yet
+    with running(("survivor", manage("qcluster")), ("runner", manage("run_orchestrator")), log_dir=tmp_path, **ENV):
+        wait_for(
+            lambda: WorkerRun.objects.filter(worker=worker, trigger="recovery", status="succeeded").exists(),
+            timeout=60,
+            message="the restarted run to succeed",
+        )
+    first.refresh_from_db()
+    assert first.status == "crashed"
+    crash = Anomaly.objects.get(code="WORKER_CRASH", subject="worker:fragile")
+    assert crash.recovery[0]["strategy"] == "restart_worker" and crash.alert_state == "sent"
+    assert crash.resolved_at is not None  # the restart succeeded
