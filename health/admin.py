@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.db import models
 
 from health.models import CircuitBreaker, DependencyError, HealthCheck, Service, ServiceAlert
 from health.report import display_health
@@ -33,6 +34,7 @@ class ServiceAdmin(admin.ModelAdmin):
     list_filter = ["enabled", "health", "circuit__state"]
     search_fields = ["name", "base_url", "description"]
     filter_horizontal = ["depends_on"]
+    formfield_overrides = {models.URLField: {"assume_scheme": "http"}}
     actions = ["check_now", "reset_circuit", "enable", "disable"]
     readonly_fields = [
         "health",

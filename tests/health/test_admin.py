@@ -1,0 +1,73 @@
+"""Admin pages render with badges, and the actions do what they say."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from health.models import CircuitBreaker, HealthCheck, Service
+from health.sweep import check_services
+from orchestration.models import LedgerEntry
+from tests.health.servers import Behaviour
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(client, django_user_model):
+    user = django_user_model.objects.create_superuser("root", "root@example.com", "pw-root-123")
+    client.force_login(user)
+    return client
+
+
+def act(admin_client, action: str, *names: str):
+    ids = list(Service.objects.filter(name__in=names).values_list("pk", flat=True))
+    return admin_client.post(
+        reverse("admin:health_service_changelist"), {"action": action, "_selected_action": ids}, follow=True
+    )
+
+
+def test_the_service_list_shows_badges_uptime_and_errors(admin_client, server):
+    Service.objects.create(name="api", base_url=server.base_url, health_path="/api")
+    Service.objects.create(name="bad", base_url=server.base_url, health_path="/bad", failure_threshold=1)
+    server.behaviour["/bad"] = Behaviour.ERROR
+    check_services()
+    page = admin_client.get(reverse("admin:health_service_changelist")).content.decode()
+    assert "#198754" in page and "#dc3545" in page  # healthy and circuit_open/open badges
+    assert "100.00% of 1" in page and "0.00% of 1" in page and "HTTP 500" in page
+    for name in ("healthcheck", "circuitbreaker", "servicealert"):
+        assert admin_client.get(reverse(f"admin:health_{name}_changelist")).status_code == 200
+    svc = Service.objects.get(name="api")
+    assert admin_client.get(reverse("admin:health_service_change", args=[svc.pk])).status_code == 200
+
+
+def test_check_now_and_reset_circuit_actions(admin_client, server):
+    Service.objects.create(name="bad", base_url=server.base_url, health_path="/bad", failure_threshold=1)
+    server.behaviour["/bad"] = Behaviour.ERROR
+    act(admin_client, "check_now", "bad")
+    assert HealthCheck.objects.count() == 1 and CircuitBreaker.objects.get(name="service:bad").state == "open"
+    act(admin_client, "reset_circuit", "bad")
+    assert CircuitBreaker.objects.get(name="service:bad").state == "closed"
+    assert LedgerEntry.objects.get(event_type="health.circuit_reset").actor == "root"
+
+
+def test_disable_respects_dependencies_and_enable_restores(admin_client):
+    db = Service.objects.create(name="db", base_url="http://127.0.0.1:9")
+    api = Service.objects.create(name="api", base_url="http://127.0.0.1:9")
+    api.depends_on.add(db)
+    page = act(admin_client, "disable", "db").content.decode()
+    assert "Required by api" in page and Service.objects.get(name="db").enabled
+    # Selected together, the chain is disabled dependents first.
+    act(admin_client, "disable", "db", "api")
+    assert not Service.objects.filter(enabled=True).exists()
+    act(admin_client, "enable", "db", "api")
+    assert Service.objects.filter(enabled=True).count() == 2
+
+
+def test_the_api_schema_includes_the_health_endpoints(staff_client):
+    response = staff_client.get("/api/schema/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    paths = response.json()["paths"] if response["Content-Type"].startswith("application/json") else None
+    text = response.content.decode()
+    assert "/api/v1/services/{name}/reset-circuit" in text and "/health/trigger" in text
+    assert paths is None or "/health/status" in paths
