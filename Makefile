@@ -25,6 +25,7 @@ run: $(VENV)/.runtime
 	@exec $(PY) manage.py serve --port $(PORT)
 
 test: $(VENV)/.dev
+	@bash scripts/ensure_chromium.sh
 	$(PY) -m pytest
 
 lint: $(VENV)/.dev
