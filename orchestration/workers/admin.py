@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import OuterRef, Subquery
+from django.db.models import CharField, OuterRef, Subquery, Value
+from django.db.models.functions import Concat
 from django.utils.html import format_html
 
 from orchestration.admin import badge, pretty_json
@@ -99,16 +100,9 @@ class WorkerAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         from django_q.models import Schedule
 
+        key = Concat(Value("worker:"), "name", output_field=CharField())
         next_run = Schedule.objects.filter(name=OuterRef("schedule_key")).values("next_run")[:1]
-        from django.db.models import Value
-        from django.db.models.functions import Concat
-
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(schedule_key=Concat(Value("worker:"), "name"))
-            .annotate(next_run_at=Subquery(next_run))
-        )
+        return super().get_queryset(request).annotate(schedule_key=key).annotate(next_run_at=Subquery(next_run))
 
     def changelist_view(self, request, extra_context=None):
         self._breakers = breaker.states_by_prefix("worker:")
