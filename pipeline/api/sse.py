@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterator
 
 from django.conf import settings
-from django.db import close_old_connections
 from rest_framework.renderers import BaseRenderer
 
 from pipeline import transitions as t
@@ -44,26 +43,25 @@ def stream(job_id: int, after_id: int = 0, *, max_seconds: float | None = None) 
     deadline = time.monotonic() + max_seconds
     last_sent = time.monotonic()
     yield "retry: 2000\n\n"
-    try:
-        while True:
-            status = PipelineJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
-            new = list(PipelineEvent.objects.filter(job_id=job_id, pk__gt=after_id).order_by("id")[:500])
-            for event in new:
-                after_id = event.pk
-                yield format_event(event)
-            if new:
-                last_sent = time.monotonic()
-            # Read status before events: a final status seen here means its final
-            # event was committed before the events query above.
-            if (status is None or status in t.FINAL) and len(new) < 500:
-                yield f"event: end\ndata: {json.dumps({'job_id': job_id, 'status': status})}\n\n"
-                return
-            if time.monotonic() >= deadline:
-                yield f"event: timeout\ndata: {json.dumps({'job_id': job_id, 'reconnect': True})}\n\n"
-                return
-            if time.monotonic() - last_sent >= KEEPALIVE_SECONDS:
-                last_sent = time.monotonic()
-                yield ": keep-alive\n\n"
-            time.sleep(poll)
-    finally:
-        close_old_connections()
+    # The database connection is released by Django's request_finished handler when
+    # the server closes the response, however the stream ends.
+    while True:
+        status = PipelineJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
+        new = list(PipelineEvent.objects.filter(job_id=job_id, pk__gt=after_id).order_by("id")[:500])
+        for event in new:
+            after_id = event.pk
+            yield format_event(event)
+        if new:
+            last_sent = time.monotonic()
+        # Read status before events: a final status seen here means its final
+        # event was committed before the events query above.
+        if (status is None or status in t.FINAL) and len(new) < 500:
+            yield f"event: end\ndata: {json.dumps({'job_id': job_id, 'status': status})}\n\n"
+            return
+        if time.monotonic() >= deadline:
+            yield f"event: timeout\ndata: {json.dumps({'job_id': job_id, 'reconnect': True})}\n\n"
+            return
+        if time.monotonic() - last_sent >= KEEPALIVE_SECONDS:
+            last_sent = time.monotonic()
+            yield ": keep-alive\n\n"
+        time.sleep(poll)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 
 from orchestration.models import LedgerEntry
 from pipeline import transitions as t
-from pipeline.models import GateDecision, PipelineDefinition, PipelineJob
+from pipeline.models import GateDecision, PipelineDefinition, PipelineEvent, PipelineJob
 from tests.conftest import _client_for
 
 pytestmark = pytest.mark.django_db
@@ -161,3 +163,21 @@ def test_the_json_events_endpoint_accepts_event_stream_without_406(staff_client,
     assert response.status_code == 200 and response["Content-Type"].startswith("text/event-stream")
     body = b"".join(response.streaming_content).decode()
     assert "event: job_started" in body and "event: end" in body
+
+
+def test_the_stream_is_bounded_and_resumes_after_the_last_event_id(staff_client, waiting_job, settings):
+    from pipeline.api.sse import stream
+
+    job_id = waiting_job["id"]
+    settings.PIPELINE_SSE_POLL_SECONDS = 0.05
+    started = time.monotonic()
+    chunks = list(stream(job_id, max_seconds=0.3))  # the job waits at a gate: it never ends by itself
+    assert time.monotonic() - started < 3
+    assert chunks[-1].startswith("event: timeout") and sum(c.startswith("id: ") for c in chunks) == 8
+    last_id = PipelineEvent.objects.filter(job_id=job_id).order_by("id").values_list("id", flat=True)[5]
+    rest = list(stream(job_id, after_id=last_id, max_seconds=0.2))
+    assert [c.split("\n")[1] for c in rest if c.startswith("id: ")] == ["event: stage_completed", "event: gate_pause"]
+    response = staff_client.get(
+        f"{BASE}/jobs/{job_id}/events/", HTTP_ACCEPT="text/event-stream", HTTP_LAST_EVENT_ID="abc"
+    )
+    assert response.status_code == 400
