@@ -20,7 +20,7 @@ from django.utils import timezone
 from orchestration.jobs import queue
 from orchestration.models import Lane
 from orchestration.models.ledger import record
-from pipeline import disk
+from pipeline import alerts, disk
 from pipeline import transitions as t
 from pipeline.choices import Decision
 from pipeline.models import GateDecision, PipelineDefinition, PipelineEvent, PipelineJob
@@ -171,6 +171,9 @@ def apply(
             "at": now.isoformat(),
         }
         transaction.on_commit(lambda: _after_transition(job.pk, transition))
+        if job.escalated_at is not None:
+            # The overdue gate was decided (or the job left it): its anomaly is over.
+            transaction.on_commit(lambda: alerts.resolve_gate_anomaly(job.pk))
         job.refresh_from_db()
     return job
 

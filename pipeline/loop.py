@@ -14,7 +14,7 @@ from orchestration.loop.decider import PlannedAction
 from orchestration.loop.executor import ActionContext, action_handler
 from orchestration.loop.monitor import snapshot_section
 from orchestration.models.ledger import record
-from pipeline import engine
+from pipeline import alerts, engine
 from pipeline import transitions as t
 from pipeline.models import PipelineJob
 
@@ -47,7 +47,7 @@ def pipeline_section(now: datetime) -> dict[str, Any]:
 @action_handler("escalate_pipeline_gates")
 def escalate_pipeline_gates(action: PlannedAction, ctx: ActionContext) -> dict:
     """Gates waiting past their timeout: escalate once; approve by the system where auto_approve."""
-    escalated, auto_approved = [], []
+    escalated, auto_approved, anomalies = [], [], []
     overdue = PipelineJob.objects.filter(
         status=t.NEEDS_APPROVAL, gate_deadline__lt=ctx.now, escalated_at__isnull=True
     ).values_list("pk", "stage", "slug", "waiting_since", "config")[:BATCH]
@@ -75,6 +75,11 @@ def escalate_pipeline_gates(action: PlannedAction, ctx: ActionContext) -> dict:
             actor=ctx.actor,
         )
         log.warning("gate %s of pipeline job %s overdue", stage, pk, extra={"pipeline_job": pk, "stage": stage})
+        anomalies.append(
+            alerts.open_gate_anomaly(
+                pk, {"stage": stage, "waited_minutes": minutes, "timeout_minutes": gate.get("timeout_minutes")}
+            )
+        )
         if gate.get("auto_approve"):
             try:
                 engine.apply(
@@ -88,7 +93,7 @@ def escalate_pipeline_gates(action: PlannedAction, ctx: ActionContext) -> dict:
                 auto_approved.append(pk)
             except t.TransitionError:
                 pass  # a person decided in the meantime
-    return {"escalated": escalated, "auto_approved": auto_approved}
+    return {"escalated": escalated, "auto_approved": auto_approved, "anomalies": anomalies}
 
 
 @action_handler("fail_overdue_pipeline_stages")

@@ -16,7 +16,7 @@ from orchestration.choices import JobStatus
 from orchestration.jobs import queue
 from orchestration.loop.cycle import run_cycle
 from orchestration.loop.monitor import build_snapshot
-from orchestration.models import Job, LedgerEntry
+from orchestration.models import Anomaly, Job, LedgerEntry
 from pipeline import engine
 from pipeline import transitions as t
 from pipeline.models import Artifact, GateDecision, PipelineDefinition, PipelineEvent, PipelineJob
@@ -242,13 +242,19 @@ def test_a_gate_waiting_past_its_timeout_is_escalated_once_by_the_loop(run_commi
     assert section["overdue_gates"] == 1 and section["oldest_waiting_minutes"] >= 61
     result = run_cycle()
     executed = [r for r in result["execution"]["results"] if r["type"] == "escalate_pipeline_gates"]
-    assert executed and executed[0]["result"] == {"escalated": [job.pk], "auto_approved": []}
+    assert executed and executed[0]["result"]["escalated"] == [job.pk]
+    assert executed[0]["result"]["auto_approved"] == []
     entry = LedgerEntry.objects.get(event_type="pipeline.gate_escalated")
     assert entry.severity == "warning" and entry.data["stage"] == "script"
     job.refresh_from_db()
     assert job.status == t.NEEDS_APPROVAL and job.escalated_at is not None
+    anomaly = Anomaly.objects.get(subject=f"pipeline:{job.pk}")
+    assert anomaly.code == "TIMEOUT_WARNING" and anomaly.resolved_at is None and anomaly.details["stage"] == "script"
     run_cycle()  # escalated once per wait, not every cycle
     assert LedgerEntry.objects.filter(event_type="pipeline.gate_escalated").count() == 1
+    run_commits(engine.approve, job, "script", actor="ops")  # a decision ends the anomaly
+    anomaly.refresh_from_db()
+    assert anomaly.resolved_at is not None
 
 
 @pytest.mark.django_db
