@@ -98,6 +98,7 @@ def apply(
             fields["error"] = (data or {}).get("error", "stage failed")[:4000]
         elif outcome.run_stage:
             fields["error"] = ""
+        if outcome.run_stage:
             minutes = job.config.get("stage_timeouts", {}).get(new.stage, 60)
             fields["stage_deadline"] = now + timedelta(minutes=minutes)
         changed = PipelineJob.objects.filter(

@@ -38,6 +38,28 @@ class PipelineDefinition(models.Model):
     def machine(self) -> t.Definition:
         return to_machine(self.stages, self.gates)
 
+    def clean(self) -> None:
+        # The admin form checks the same rules as the API and load_pipeline.
+        from django.core.exceptions import ValidationError
+
+        from pipeline.definitions import DefinitionError, parse
+
+        document = {
+            "gates": self.gates,
+            "pipeline": {
+                "stages": self.stages,
+                "stage_timeouts": self.stage_timeouts,
+                "runners": self.runners,
+                "lane": self.lane,
+                "stage_attempts": self.stage_attempts,
+                "retry_timed_out_stages": self.retry_timed_out_stages,
+            },
+        }
+        try:
+            parse(document, name=self.name)
+        except DefinitionError as exc:
+            raise ValidationError({"stages": exc.errors})
+
     def snapshot(self) -> dict:
         """What a job keeps of its definition, so later edits do not change running jobs."""
         return {

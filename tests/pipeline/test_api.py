@@ -181,3 +181,11 @@ def test_the_stream_is_bounded_and_resumes_after_the_last_event_id(staff_client,
         f"{BASE}/jobs/{job_id}/events/", HTTP_ACCEPT="text/event-stream", HTTP_LAST_EVENT_ID="abc"
     )
     assert response.status_code == 400
+
+
+def test_the_api_schema_documents_the_pipeline_endpoints(staff_client):
+    response = staff_client.get("/api/schema/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    for path in ("/api/v1/pipeline/jobs/", "/api/v1/pipeline/jobs/{id}/approve", "/api/v1/pipeline/jobs/{id}/events/"):
+        assert any(p.rstrip("/") == path.rstrip("/") for p in paths), path

@@ -312,3 +312,48 @@ def test_the_snapshot_section_uses_one_query_whatever_the_number_of_jobs(django_
     assert section["total"] == 3000 and section["awaiting_approval"] == 600
     assert section["by_status"]["completed"] == 600 and section["active"] == 2400
     assert section["overdue_gates"] == 300 and 80 <= section["oldest_waiting_minutes"] <= 90
+
+
+@pytest.mark.django_db
+def test_a_timed_out_stage_runs_again_where_the_definition_says_so():
+    definition = PipelineDefinition.objects.create(
+        name="patient",
+        stages=["render", "publish"],
+        gates={},
+        stage_timeouts={"render": 10, "publish": 1},
+        stage_attempts=2,
+        retry_timed_out_stages=True,
+    )
+    job = engine.create_job("patient", definition=definition)
+    first_stage_job = job.stage_job_id
+    PipelineJob.objects.filter(pk=job.pk).update(stage_deadline=timezone.now() - timedelta(seconds=1))
+    run_cycle()
+    job.refresh_from_db()
+    assert (job.status, job.stage, job.stage_run) == (t.RUNNING, "render", 2)
+    assert job.stage_job_id != first_stage_job and Job.objects.get(pk=first_stage_job).status == JobStatus.CANCELED
+    assert job.stage_deadline > timezone.now() + timedelta(minutes=9)
+    # The second timeout uses up the attempts: the job fails.
+    PipelineJob.objects.filter(pk=job.pk).update(stage_deadline=timezone.now() - timedelta(seconds=1))
+    run_cycle()
+    job.refresh_from_db()
+    assert job.status == t.FAILED
+    assert [e for e, _ in types(job)] == ["job_started", "stage_failed", "stage_failed", "job_failed"]
+
+
+@pytest.mark.django_db
+def test_a_runner_that_cannot_be_imported_fails_the_stage_with_a_clear_error(run_commits):
+    definition = PipelineDefinition.objects.create(
+        name="typo", stages=["only"], gates={}, stage_timeouts={"only": 1}, runners={"only": "pipeline.nope.run"}
+    )
+    job = run_commits(engine.create_job, "typo", definition=definition)
+    assert job.status == t.FAILED and "runner 'pipeline.nope.run' cannot be imported" in job.error
+    assert Job.objects.get(pk=job.stage_job_id).attempts == 1  # permanent: not retried
+
+
+@pytest.mark.django_db
+def test_a_definition_is_validated_in_the_admin_form_too():
+    from django.core.exceptions import ValidationError
+
+    bad = PipelineDefinition(name="bad", stages=["a"], gates={"b": {}}, stage_timeouts={"a": 1})
+    with pytest.raises(ValidationError, match="gate for unknown stage 'b'"):
+        bad.full_clean()
