@@ -155,7 +155,8 @@ class PipelineJob(models.Model):
         """Each gate with where the job stands at it (API field ``gates``)."""
         stages = self.config.get("stages", [])
         decisions: dict[str, GateDecision] = {}
-        for decision in self.decisions.order_by("created_at", "id"):
+        # .all() so a list view's prefetch_related("decisions") serves every job.
+        for decision in sorted(self.decisions.all(), key=lambda d: (d.created_at, d.pk)):
             decisions[decision.stage] = decision
         out = []
         for stage, gate in self.config.get("gates", {}).items():

@@ -189,3 +189,25 @@ def test_the_api_schema_documents_the_pipeline_endpoints(staff_client):
     paths = response.json()["paths"]
     for path in ("/api/v1/pipeline/jobs/", "/api/v1/pipeline/jobs/{id}/approve", "/api/v1/pipeline/jobs/{id}/events/"):
         assert any(p.rstrip("/") == path.rstrip("/") for p in paths), path
+
+
+def test_the_job_list_uses_a_constant_number_of_queries(staff_client, django_assert_max_num_queries):
+    definition = PipelineDefinition.default()
+    jobs = PipelineJob.objects.bulk_create(
+        PipelineJob(slug=f"j{i}", definition=definition, config=definition.snapshot(), stage="storyboard",
+                    status=t.NEEDS_APPROVAL)
+        for i in range(40)
+    )  # fmt: skip
+    GateDecision.objects.bulk_create(
+        GateDecision(job=job, stage="script", decision="approved", decided_by="ops") for job in jobs
+    )
+    staff_client.get(f"{BASE}/jobs/")  # warm up auth/session queries
+    with django_assert_max_num_queries(6):
+        response = staff_client.get(f"{BASE}/jobs/?limit=40")
+    results = response.json()["results"]
+    assert len(results) == 40 and all(r["gates"][0]["state"] == "approved" for r in results)
+
+
+def test_an_anonymous_event_stream_request_is_refused_with_401(anon_client, waiting_job):
+    response = anon_client.get(f"{BASE}/jobs/{waiting_job['id']}/events/", HTTP_ACCEPT="text/event-stream")
+    assert response.status_code == 401
