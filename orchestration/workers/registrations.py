@@ -10,10 +10,11 @@ from orchestration.api.errors import register_conflict
 from orchestration.jobs.queue import job_finished
 from orchestration.loop.runner import register_tick_hook
 from orchestration.models import Worker
-from orchestration.workers import alerts, demo, loop, recovery, runner, sync  # noqa: F401 - registries fill on import
+from orchestration.workers import alerts, demo, loop, recovery, runner, shutdown, sync  # noqa: F401 - registries fill on import
 from orchestration.workers.builtins import ensure_builtin_workers
 
 register_conflict(runner.WorkerStateError)
+shutdown.install_cluster_drain()
 register_tick_hook(loop.fleet_sweep_tick)
 post_save.connect(sync.on_worker_saved, sender=Worker, dispatch_uid="fleet-schedule-save")
 post_delete.connect(sync.on_worker_deleted, sender=Worker, dispatch_uid="fleet-schedule-delete")

@@ -246,6 +246,7 @@ class _Heartbeat(threading.Thread):
             while not self.done.wait(settings.FLEET_HEARTBEAT_SECONDS):
                 now = timezone.now()
                 self.peak_memory = max(self.peak_memory, psutil.virtual_memory().percent)
+                shutdown.check_drain()
                 WorkerRun.objects.filter(pk=self.run_id, status=RunStatus.RUNNING).update(heartbeat_at=now)
                 Worker.objects.filter(pk=self.worker_id, lock_owner=self.owner).update(
                     lock_expires_at=now + timedelta(seconds=self.lock_seconds)

@@ -77,17 +77,70 @@ def test_a_node_killed_mid_run_is_detected_and_the_worker_restarts_elsewhere(tmp
             timeout=30,
             message="the run to start",
         )
+        # Killed inside the target, not before it (the marker is its first act).
+        wait_for(marker.exists, timeout=10, message="the target to begin")
         doomed.kill_group()
     first = WorkerRun.objects.get(worker=worker, trigger="manual")
     assert first.status == "running"  # nobody knows yet
+    slow = Worker.objects.create(
+        name="slow",
+        category="collection",
+        execution_model="on_demand",
+        timeout_seconds=1,
+        target=target("sleep", seconds=20),
+    )
     with running(("survivor", manage("qcluster")), ("runner", manage("run_orchestrator")), log_dir=tmp_path, **ENV):
+        slow_run = request_run(slow, actor="ops")
         wait_for(
             lambda: WorkerRun.objects.filter(worker=worker, trigger="recovery", status="succeeded").exists(),
             timeout=60,
             message="the restarted run to succeed",
+        )
+        # The timeout is enforced inside a real cluster worker too.
+        wait_for(
+            lambda: WorkerRun.objects.get(pk=slow_run.pk).status == "timed_out",
+            timeout=20,
+            message="the slow run to time out",
         )
     first.refresh_from_db()
     assert first.status == "crashed"
     crash = Anomaly.objects.get(code="WORKER_CRASH", subject="worker:fragile")
     assert crash.recovery[0]["strategy"] == "restart_worker" and crash.alert_state == "sent"
     assert crash.resolved_at is not None  # the restart succeeded
+
+
+@pytest.mark.parametrize(("sleep_s", "grace_s", "expected"), [(1.5, 8, "succeeded"), (30, 1, "interrupted")])
+def test_sigterm_to_a_cluster_lets_the_run_finish_within_grace_else_interrupts_and_requeues(
+    tmp_path, broker_only, sleep_s, grace_s, expected
+):
+    import time
+
+    from orchestration.workers.runner import request_run
+
+    Worker.objects.filter(builtin=True).update(enabled=False)
+    worker = Worker.objects.create(
+        name="long",
+        category="maintenance",
+        execution_model="on_demand",
+        timeout_seconds=120,
+        target=target("sleep", seconds=sleep_s),
+    )
+    env = {**ENV, "FLEET_SHUTDOWN_GRACE_SECONDS": str(grace_s), "FLEET_HEARTBEAT_SECONDS": "0.2"}
+    with running(("cluster", manage("qcluster")), log_dir=tmp_path, **env) as (cluster,):
+        run = request_run(worker, actor="ops")
+        wait_for(
+            lambda: WorkerRun.objects.filter(pk=run.pk, status="running").exists(),
+            timeout=30,
+            message="the run to start",
+        )
+        stopped_at = time.monotonic()
+        assert cluster.stop(timeout=20) == 0
+        took = time.monotonic() - stopped_at
+    run.refresh_from_db()
+    assert run.status == expected, run.error
+    assert took < grace_s + 6, f"cluster took {took:.1f} s to stop"
+    if expected == "interrupted":
+        rerun = WorkerRun.objects.get(worker=worker, trigger="rerun")
+        assert rerun.status == "queued" and rerun.job_id
+    else:
+        assert not WorkerRun.objects.filter(worker=worker, trigger="rerun").exists()
