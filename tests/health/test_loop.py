@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from health.loop import services_section
-from health.models import CircuitBreaker, Service
+from health.models import CircuitBreaker, Service, ServiceAlert
 from health.sweep import check_services
 from orchestration.loop.cycle import run_cycle
 from orchestration.loop.health_score import health_score
@@ -43,10 +43,16 @@ def test_the_section_uses_a_constant_number_of_queries():
     for service, circuit in zip(services, circuits, strict=False):
         service.circuit = circuit
     Service.objects.bulk_update(services[:300], ["circuit"])
+    # Resolved history must not multiply rows; open alerts are counted once.
+    ServiceAlert.objects.bulk_create(
+        ServiceAlert(service=s, resolved_at=timezone.now()) for s in services[:50] for _ in range(3)
+    )
+    ServiceAlert.objects.bulk_create(ServiceAlert(service=s) for s in services[:7])
     with CaptureQueriesContext(connection) as ctx:
         section = services_section(timezone.now())
-    assert len(ctx.captured_queries) == 2
+    assert len(ctx.captured_queries) == 1
     assert section["enabled"] == 1500 and section["healthy"] == 500 and section["breakers_open"] == 300
+    assert section["open_alerts"] == 7
 
 
 def test_health_score_pays_for_down_services_and_open_circuits():
