@@ -9,6 +9,11 @@ import logging
 log = logging.getLogger("orchestration.workers")
 
 
+def model():
+    """The breaker model, or None without the health app."""
+    return _model()
+
+
 def _model():
     try:
         from health.models import CircuitBreaker

@@ -47,7 +47,7 @@ def test_the_workers_section_uses_a_constant_number_of_queries(db):
     _bulk_history(60, 50)
     with CaptureQueriesContext(connection) as large:
         section = workers_section(timezone.now())
-    assert len(large) == len(small) <= 5
+    assert len(large) == len(small) <= 3
     assert section["open_anomalies"] == 60 and section["runs_last_hour"] > 0 and section["failed_last_hour"] > 0
     assert section["total"] == 60
 
@@ -126,3 +126,19 @@ def test_the_demo_loads_runs_and_scores_and_removes_cleanly(db):
     assert demo.load() == "already loaded"
     assert demo.remove() > 0
     assert not Worker.objects.filter(name__startswith="demo-").exists()
+
+
+def test_an_open_worker_circuit_is_counted_and_probed(db, make_worker):
+    from orchestration.workers import breaker
+
+    make_worker()
+    make_worker("other")
+    assert workers_section(timezone.now())["circuits_open"] == 0
+    assert breaker.trip("worker:collector") == "open"
+    assert workers_section(timezone.now())["circuits_open"] == 1
+    result = run_cycle(manual=True)
+    assert "probe_open_circuits" in [a["type"] for a in result["decision"]["actions"]]
+    probe = WorkerRun.objects.get(worker__name="collector")
+    assert probe.trigger == "recovery"
+    # Still open (its timeout has not passed): the probe is skipped, not run.
+    assert execute_run(probe.pk)["reason"] == "circuit_open"
