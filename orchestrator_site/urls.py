@@ -12,4 +12,10 @@ urlpatterns = [
     path("api/v1/", include("orchestration.routing.urls")),
     path("", include("orchestration.api.loop_urls")),
     path("", include("health.urls")),
+    path("", include("orchestration.console.metrics_urls")),
+    path("", include("orchestration.console.urls")),
 ]
+
+handler403 = "orchestration.console.views.permission_denied"
+handler404 = "orchestration.console.views.page_not_found"
+handler500 = "orchestration.console.views.server_error"

@@ -1,0 +1,292 @@
+"""What the console shows, read with a fixed number of queries per panel.
+
+Each function returns plain values for one panel of a page. Lists are capped (the
+newest/most urgent rows first), so a panel costs the same whether a table holds ten
+rows or a million; tests/console/test_queries.py holds them to that.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import CharField, Count, OuterRef, Q, Subquery, Value
+from django.db.models.functions import Concat
+from django.utils import timezone
+
+from health.choices import BreakerState
+from health.models import CircuitBreaker, Service
+from health.report import display_health
+from orchestration.choices import JobStatus
+from orchestration.console import charts
+from orchestration.models import Action, Anomaly, LedgerEntry, LoopState, ScoreReport, Worker
+from orchestration.workers.choices import AnomalySeverity, ReportPeriod
+from pipeline import transitions as t
+from pipeline.models import PipelineJob
+
+HISTORY_CYCLES = 120
+LIST_LIMIT = 50
+CYCLE_EVENTS = ("orchestrator.cycle_completed", "orchestrator.cycle_idle")
+SEVERITY_ORDER = [s.value for s in AnomalySeverity]
+
+
+# --- dashboard ------------------------------------------------------------------------
+def loop_panel(now: datetime) -> dict[str, Any]:
+    """The loop switch, the last cycle and the health score with its history."""
+    state = LoopState.get()
+    rows = list(
+        LedgerEntry.objects.filter(event_type__in=CYCLE_EVENTS)
+        .order_by("-created_at", "-id")
+        .values_list("created_at", "data")[:HISTORY_CYCLES]
+    )
+    rows.reverse()
+    scores = [_number((data or {}).get("health_score")) for _, data in rows]
+    history = charts.line_chart(
+        scores,
+        floor=0,
+        ceiling=100,
+        height=110,
+        bands=[(0, 50, "band-critical"), (50, 80, "band-degraded")],
+    )
+    last = state.last_cycle or {}
+    score = state.last_health_score
+    return {
+        "state": state,
+        "running": state.running,
+        "score": score,
+        "status": last.get("health_status") or charts.health_status(score),
+        "last_cycle": last,
+        "history": history,
+        "history_from": rows[0][0] if rows else None,
+        "history_to": rows[-1][0] if rows else None,
+        "dedicated_runner": state.runner_owner if state.dedicated_runner_alive(now) else "",
+    }
+
+
+def queue_panel(now: datetime) -> dict[str, Any]:
+    by_status: dict[str, int] = {s: 0 for s in JobStatus.values}
+    lanes: dict[str, dict[str, int]] = {}
+    from orchestration.models import Job
+
+    for status, lane, n in Job.objects.order_by().values_list("status", "lane").annotate(n=Count("id")):
+        by_status[status] = by_status.get(status, 0) + n
+        if status in (JobStatus.PENDING, JobStatus.RETRY, JobStatus.PROCESSING):
+            lanes.setdefault(lane or "default", {"pending": 0, "retry": 0, "processing": 0})[status] += n
+    return {
+        "counts": [(s, JobStatus(s).label, by_status.get(s, 0)) for s in JobStatus.values],
+        "by_status": by_status,
+        "total": sum(by_status.values()),
+        "lanes": sorted(lanes.items()),
+    }
+
+
+def services_panel(now: datetime) -> dict[str, Any]:
+    services = list(Service.objects.select_related("circuit").order_by("-enabled", "name")[:LIST_LIMIT])
+    total = Service.objects.count()
+    rows = []
+    for s in services:
+        health = display_health(s) if s.enabled else "disabled"
+        rows.append(
+            {
+                "service": s,
+                "health": health,
+                "health_label": health.replace("_", " "),
+                "breaker": s.breaker_state,
+                "uptime": s.uptime_percentage,
+            }
+        )
+    healthy = sum(1 for r in rows if r["health"] == "healthy")
+    return {"rows": rows, "total": total, "healthy": healthy, "more": max(0, total - len(rows))}
+
+
+def _next_run_annotation():
+    from django_q.models import Schedule
+
+    key = Concat(Value("worker:"), "name", output_field=CharField())
+    next_run = Schedule.objects.filter(name=OuterRef("schedule_key")).values("next_run")[:1]
+    return {"schedule_key": key}, {"next_run_at": Subquery(next_run)}
+
+
+def workers_panel(now: datetime) -> dict[str, Any]:
+    first, second = _next_run_annotation()
+    workers = list(Worker.objects.annotate(**first).annotate(**second).order_by("-enabled", "name")[:LIST_LIMIT])
+    total = Worker.objects.count()
+    breakers = dict(CircuitBreaker.objects.filter(name__startswith="worker:").values_list("name", "state"))
+    rows = [
+        {
+            "worker": w,
+            "next_run_at": w.next_run_at,
+            "breaker": breakers.get(w.breaker_name, BreakerState.CLOSED),
+            "fresh": w.is_fresh(now),
+        }
+        for w in workers
+    ]
+    return {"rows": rows, "total": total, "more": max(0, total - len(rows))}
+
+
+def anomalies_panel(now: datetime) -> dict[str, Any]:
+    open_ = Anomaly.objects.filter(resolved_at__isnull=True)
+    counts = dict(open_.order_by().values_list("severity").annotate(n=Count("id")).values_list("severity", "n"))
+    latest = list(open_.select_related("worker").order_by("-detected_at", "-id")[:10])
+    return {
+        "by_severity": [(s, counts.get(s, 0)) for s in SEVERITY_ORDER],
+        "total": sum(counts.values()),
+        "latest": latest,
+    }
+
+
+def gates_panel(now: datetime) -> dict[str, Any]:
+    waiting = list(PipelineJob.objects.filter(status=t.NEEDS_APPROVAL).order_by("waiting_since", "id")[:20])
+    active = PipelineJob.objects.filter(status__in=t.ACTIVE).count()
+    return {
+        "waiting": [{"job": job, "wait_seconds": _age(job.waiting_since, now)} for job in waiting],
+        "active": active,
+    }
+
+
+def activity_panel(now: datetime) -> dict[str, Any]:
+    return {
+        "ledger": list(LedgerEntry.objects.exclude(event_type__in=CYCLE_EVENTS).order_by("-created_at", "-id")[:15]),
+        "actions": list(Action.objects.order_by("-created_at", "-id")[:10]),
+    }
+
+
+def summary(now: datetime | None = None) -> dict[str, Any]:
+    """The numbers of the dashboard, for scripts and for the live test (few queries)."""
+    now = now or timezone.now()
+    loop = loop_panel(now)
+    queue = queue_panel(now)
+    anomalies = anomalies_panel(now)
+    gates = gates_panel(now)
+    return {
+        "timestamp": now.isoformat(),
+        "health_score": loop["score"],
+        "health_status": loop["status"],
+        "loop": {
+            "enabled": loop["state"].enabled,
+            "running": loop["running"],
+            "cycle_count": loop["state"].cycle_count,
+            "interval_seconds": loop["state"].interval_seconds,
+        },
+        "jobs": queue["by_status"],
+        "open_anomalies": dict(anomalies["by_severity"]),
+        "gates_waiting": len(gates["waiting"]),
+    }
+
+
+# --- per-object pages ---------------------------------------------------------------------
+def service_page(service: Service, now: datetime) -> dict[str, Any]:
+    checks = list(service.checks.order_by("-checked_at", "-id")[:200])
+    checks.reverse()
+    chart = charts.line_chart(
+        [c.response_time_ms if c.success else None for c in checks],
+        floor=0,
+        failures=[not c.success for c in checks],
+    )
+    subject = f"service:{service.name}"
+    transitions = list(
+        LedgerEntry.objects.filter(subject=subject, event_type__startswith="health.circuit_").order_by(
+            "-created_at", "-id"
+        )[:LIST_LIMIT]
+    )
+    day = now - timedelta(hours=24)
+    last_day = service.checks.filter(checked_at__gte=day).aggregate(
+        n=Count("id"), ok=Count("id", filter=Q(success=True))
+    )
+    return {
+        "service": service,
+        "health": display_health(service) if service.enabled else "disabled",
+        "breaker": service.circuit if service.circuit_id else None,
+        "checks": list(reversed(checks))[:LIST_LIMIT],
+        "chart": chart,
+        "transitions": transitions,
+        "depends_on": list(service.depends_on.order_by("name").values_list("name", flat=True)),
+        "dependents": list(service.dependents.order_by("name").values_list("name", flat=True)),
+        "uptime_24h": round(100.0 * last_day["ok"] / last_day["n"], 2) if last_day["n"] else None,
+        "checks_24h": last_day["n"],
+    }
+
+
+def worker_page(worker: Worker, now: datetime) -> dict[str, Any]:
+    from django_q.models import Schedule
+
+    runs = list(worker.runs.order_by("-queued_at", "-id")[:LIST_LIMIT])
+    reports = list(
+        ScoreReport.objects.filter(worker=worker, period=ReportPeriod.RUN).order_by("-created_at", "-id")[:60]
+    )
+    reports.reverse()
+    chart = charts.line_chart(
+        [r.overall_score for r in reports],
+        floor=0,
+        ceiling=100,
+        bands=[(0, 40, "band-critical"), (40, 70, "band-degraded")],
+    )
+    durations = charts.line_chart(
+        [r.duration_ms for r in runs[::-1] if r.duration_ms is not None],
+        floor=0,
+        height=80,
+    )
+    schedule = Schedule.objects.filter(name=worker.schedule_name).first()
+    circuit = CircuitBreaker.objects.filter(name=worker.breaker_name).first()
+    anomalies = list(worker.anomalies.order_by("resolved_at", "-detected_at")[:LIST_LIMIT])
+    return {
+        "worker": worker,
+        "runs": runs,
+        "score_chart": chart,
+        "duration_chart": durations,
+        "last_report": reports[-1] if reports else None,
+        "schedule": schedule,
+        "circuit": circuit,
+        "anomalies": anomalies,
+        "open_anomalies": sum(1 for a in anomalies if a.resolved_at is None),
+        "fresh": worker.is_fresh(now),
+        "active_run": next((r for r in runs if r.status in ("queued", "running")), None),
+    }
+
+
+def pipeline_job_page(job: PipelineJob, now: datetime) -> dict[str, Any]:
+    config = job.config or job.definition.snapshot()
+    stages = config.get("stages", [])
+    gates = config.get("gates", {})
+    done, total = job.progress()
+    try:
+        current = stages.index(job.stage)
+    except ValueError:
+        current = 0
+    steps = []
+    for index, stage in enumerate(stages):
+        if job.status == t.COMPLETED or index < current:
+            state = "done"
+        elif index == current:
+            state = {
+                t.NEEDS_APPROVAL: "waiting",
+                t.RUNNING: "running",
+                t.QUEUED: "queued",
+                t.PAUSED: "paused",
+                t.FAILED: "failed",
+                t.CANCELED: "canceled",
+            }.get(job.status, "pending")
+        else:
+            state = "pending"
+        steps.append({"name": stage, "state": state, "gate": stage in gates})
+    return {
+        "job": job,
+        "steps": steps,
+        "done": done,
+        "total": total,
+        "percent": round(100 * done / total) if total else 0,
+        "gates": job.gates_view(),
+        "events": list(job.events.order_by("-id")[:100]),
+        "artifacts": list(job.artifacts.order_by("created_at", "id")),
+        "wait_seconds": _age(job.waiting_since, now) if job.status == t.NEEDS_APPROVAL else None,
+        "final": job.is_final,
+    }
+
+
+# --- helpers ------------------------------------------------------------------------------
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _age(since: datetime | None, now: datetime) -> float | None:
+    return max(0.0, (now - since).total_seconds()) if since else None

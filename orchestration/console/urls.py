@@ -1,0 +1,28 @@
+"""The console's pages and forms (mounted at the site root)."""
+
+from django.urls import path, re_path
+
+from orchestration.console import views
+
+app_name = "console"
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("logout/", views.logout_view, name="logout"),
+    path("console/summary", views.summary, name="summary"),
+    path("console/loop/enable", views.loop_enable, name="loop-enable"),
+    path("console/loop/disable", views.loop_disable, name="loop-disable"),
+    path("console/loop/run-once", views.loop_run_once, name="loop-run-once"),
+    path("services/<str:name>/", views.service_detail, name="service"),
+    path("services/<str:name>/check", views.service_check, name="service-check"),
+    path("services/<str:name>/reset-circuit", views.service_reset_circuit, name="service-reset"),
+    path("workers/<slug:name>/", views.worker_detail, name="worker"),
+    path("workers/<slug:name>/trigger", views.worker_trigger, name="worker-trigger"),
+    path("pipelines/<int:pk>/", views.pipeline_job_detail, name="pipeline-job"),
+    path("pipelines/<int:pk>/decide", views.pipeline_decide, name="pipeline-decide"),
+    path("pipelines/<int:pk>/resume", views.pipeline_resume, name="pipeline-resume"),
+    path("pipelines/<int:pk>/cancel", views.pipeline_cancel, name="pipeline-cancel"),
+    # Static files when DEBUG is off (see views.static_files for why).
+    re_path(r"^static/(?P<path>.+)$", views.static_files, name="static"),
+]

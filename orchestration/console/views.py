@@ -1,0 +1,462 @@
+"""The console: server-rendered pages over the same models and service functions the
+API uses. Every page is made of named panels; ``?live=1`` returns those panels as
+JSON (HTML fragments plus a few numbers), which static/console/console.js polls to
+update the page without a reload.
+
+Writes are plain HTML forms (CSRF-protected), checked against the same permissions
+as the API (staff, or the specific permission such as ``pipeline.approve_gate``),
+and they go through the domain functions (pipeline.engine, queue, breaker), so the
+ledger records them with the person who clicked.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.views import redirect_to_login
+from django.contrib.staticfiles.views import serve as staticfiles_serve
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import mark_safe
+from django.views.decorators.http import require_POST
+
+from health.models import Service
+from orchestration.console import data
+from orchestration.console.forms import GateDecisionForm, LoopIntervalForm
+from orchestration.console.palette import badge_css
+from orchestration.loop.cycle import CycleBusy, run_cycle
+from orchestration.models import LoopState, Worker
+from orchestration.models.ledger import record
+from orchestration.workers.runner import WorkerStateError
+from orchestration.workers.runner import trigger as trigger_worker
+from pipeline import engine
+from pipeline import transitions as t
+from pipeline.models import PipelineJob
+
+log = logging.getLogger("orchestrator.console")
+
+LOGIN_URL = "/login/"
+# How often pages poll for fresh panels (milliseconds); short enough to feel live,
+# long enough that a handful of open tabs cost the database nothing noticeable.
+POLL_MS = 2500
+
+
+# --- access -------------------------------------------------------------------------------
+def console_login_required(view: Callable) -> Callable:
+    """Anonymous people go to the login page; a live poll gets a 401 JSON instead (the
+    script then reloads the page, which lands on the login page)."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            if request.GET.get("live"):
+                return JsonResponse({"detail": "Authentication credentials were not provided."}, status=401)
+            return redirect_to_login(request.get_full_path(), LOGIN_URL)
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def can_control(user) -> bool:
+    """Loop, services, workers: the API lets staff write these."""
+    return bool(user.is_staff)
+
+
+def can_decide(user) -> bool:
+    return bool(user.is_staff or user.has_perm("pipeline.approve_gate"))
+
+
+def can_change_pipeline(user) -> bool:
+    return bool(user.is_staff or user.has_perm("pipeline.change_pipelinejob"))
+
+
+def _require(allowed: bool, what: str) -> None:
+    if not allowed:
+        raise PermissionDenied(f"You are signed in without permission to {what}. Ask an administrator for access.")
+
+
+def actor(request: HttpRequest) -> str:
+    return request.user.get_username() or "anonymous"
+
+
+# --- rendering ----------------------------------------------------------------------------
+def _permissions(request: HttpRequest) -> dict[str, bool]:
+    return {
+        "can_control": can_control(request.user),
+        "can_decide": can_decide(request.user),
+        "can_change_pipeline": can_change_pipeline(request.user),
+    }
+
+
+def render_page(
+    request: HttpRequest,
+    template: str,
+    panels: dict[str, str],
+    context: dict[str, Any],
+    *,
+    status: int = 200,
+    extra_json: dict[str, Any] | None = None,
+) -> HttpResponse:
+    context = {
+        **_permissions(request),
+        "poll_ms": POLL_MS,
+        "now": timezone.now(),
+        "badge_css": mark_safe(badge_css()),  # built from constant palettes, no user input
+        **context,
+    }
+    if request.GET.get("live"):
+        body = {
+            "generated_at": context["now"].isoformat(),
+            "panels": {name: render_to_string(tpl, context, request) for name, tpl in panels.items()},
+            **(extra_json or {}),
+        }
+        response = JsonResponse(body)
+        response["Cache-Control"] = "no-store"
+        return response
+    return render(request, template, context, status=status)
+
+
+def _back(request: HttpRequest, fallback: str) -> HttpResponse:
+    target = request.POST.get("next") or ""
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        target = fallback
+    return redirect(target or fallback)
+
+
+# --- dashboard ----------------------------------------------------------------------------
+DASHBOARD_PANELS = {
+    "health": "console/panels/health.html",
+    "queue": "console/panels/queue.html",
+    "services": "console/panels/services.html",
+    "workers": "console/panels/workers.html",
+    "anomalies": "console/panels/anomalies.html",
+    "gates": "console/panels/gates.html",
+    "activity": "console/panels/activity.html",
+}
+
+
+def _dashboard(
+    request: HttpRequest,
+    *,
+    status: int = 200,
+    loop_form: LoopIntervalForm | None = None,
+    gate_forms: dict[int, GateDecisionForm] | None = None,
+) -> HttpResponse:
+    now = timezone.now()
+    gates = data.gates_panel(now)
+    bound = gate_forms or {}
+    for row in gates["waiting"]:
+        job = row["job"]
+        row["form"] = bound.get(job.pk) or GateDecisionForm(initial={"stage": job.stage}, auto_id=f"gate-{job.pk}-%s")
+    loop = data.loop_panel(now)
+    context = {
+        "loop": loop,
+        "loop_form": loop_form or LoopIntervalForm(initial={"interval_seconds": loop["state"].interval_seconds}),
+        "queue": data.queue_panel(now),
+        "services": data.services_panel(now),
+        "workers": data.workers_panel(now),
+        "anomalies": data.anomalies_panel(now),
+        "gates": gates,
+        "activity": data.activity_panel(now),
+        "page": "dashboard",
+    }
+    extra = {
+        "summary": {
+            "health_score": loop["score"],
+            "health_status": loop["status"],
+            "cycle_count": loop["state"].cycle_count,
+            "jobs": context["queue"]["by_status"],
+            "gates_waiting": len(gates["waiting"]),
+        }
+    }
+    return render_page(request, "console/dashboard.html", DASHBOARD_PANELS, context, status=status, extra_json=extra)
+
+
+@console_login_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    return _dashboard(request)
+
+
+@console_login_required
+def summary(request: HttpRequest) -> JsonResponse:
+    """The dashboard's numbers as JSON (no HTML)."""
+    return JsonResponse(data.summary())
+
+
+# --- loop control -------------------------------------------------------------------------
+@require_POST
+@console_login_required
+def loop_enable(request: HttpRequest) -> HttpResponse:
+    _require(can_control(request.user), "control the loop")
+    form = LoopIntervalForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "The loop was not enabled: fix the interval below.")
+        return _dashboard(request, status=400, loop_form=form)
+    state = LoopState.get()
+    fields: dict[str, Any] = {"enabled": True, "next_cycle_due_at": None, "updated_at": timezone.now()}
+    if form.cleaned_data.get("interval_seconds") is not None:
+        fields["interval_seconds"] = form.cleaned_data["interval_seconds"]
+    LoopState.objects.filter(pk=state.pk).update(**fields)
+    state.refresh_from_db()
+    record(
+        "orchestrator.enabled",
+        f"Control loop enabled from the console, every {state.interval_seconds:g}s",
+        data={"interval_seconds": state.interval_seconds},
+        actor=actor(request),
+    )
+    messages.success(request, f"Loop enabled: a cycle every {state.interval_seconds:g} s.")
+    return _back(request, reverse("console:dashboard"))
+
+
+@require_POST
+@console_login_required
+def loop_disable(request: HttpRequest) -> HttpResponse:
+    _require(can_control(request.user), "control the loop")
+    LoopState.get()
+    LoopState.objects.filter(pk=LoopState.SINGLETON_ID).update(enabled=False, updated_at=timezone.now())
+    record("orchestrator.disabled", "Control loop disabled from the console", actor=actor(request))
+    messages.success(request, "Loop disabled: no cycles run until it is enabled again.")
+    return _back(request, reverse("console:dashboard"))
+
+
+@require_POST
+@console_login_required
+def loop_run_once(request: HttpRequest) -> HttpResponse:
+    _require(can_control(request.user), "control the loop")
+    dry_run = request.POST.get("dry_run") in ("1", "on", "true")
+    try:
+        result = run_cycle(dry_run=dry_run, manual=True, actor=actor(request))
+    except CycleBusy as exc:
+        messages.warning(request, f"No cycle run: {exc}.")
+        return _back(request, reverse("console:dashboard"))
+    system = result["snapshot"]["system"]
+    execution = result["execution"]
+    messages.success(
+        request,
+        f"Cycle {result['cycle']}{' (dry run)' if dry_run else ''}: health {system['health_score']} "
+        f"({system['status']}) — {result['decision']['summary']}; "
+        f"{execution['succeeded']} succeeded, {execution['failed']} failed.",
+    )
+    return _back(request, reverse("console:dashboard"))
+
+
+# --- services -------------------------------------------------------------------------------
+SERVICE_PANELS = {"service": "console/panels/service.html"}
+
+
+@console_login_required
+def service_detail(request: HttpRequest, name: str) -> HttpResponse:
+    service = get_object_or_404(Service.objects.select_related("circuit"), name=name)
+    context = {**data.service_page(service, timezone.now()), "page": "service"}
+    return render_page(request, "console/service.html", SERVICE_PANELS, context)
+
+
+@require_POST
+@console_login_required
+def service_check(request: HttpRequest, name: str) -> HttpResponse:
+    _require(can_control(request.user), "check services")
+    service = get_object_or_404(Service, name=name)
+    if not service.enabled:
+        messages.warning(request, f"{service.name} is disabled; enable it before checking it.")
+    else:
+        sweep = service.check_now(actor=actor(request))
+        outcome = sweep.as_dict()
+        messages.success(
+            request,
+            f"Checked {service.name}: {len(outcome.get('failed', []))} failed, "
+            f"{len(outcome.get('skipped_circuit_open', []))} skipped (circuit open).",
+        )
+    return _back(request, reverse("console:service", args=[service.name]))
+
+
+@require_POST
+@console_login_required
+def service_reset_circuit(request: HttpRequest, name: str) -> HttpResponse:
+    _require(can_control(request.user), "reset circuit breakers")
+    service = get_object_or_404(Service, name=name)
+    service.ensure_circuit().reset(actor=actor(request))
+    # Same as the API: the service reads as not re-checked until its next check.
+    Service.objects.filter(pk=service.pk, health="circuit_open").update(health="unknown", next_check_at=None)
+    messages.success(request, f"Circuit of {service.name} reset to closed.")
+    return _back(request, reverse("console:service", args=[service.name]))
+
+
+# --- workers --------------------------------------------------------------------------------
+WORKER_PANELS = {"worker": "console/panels/worker.html"}
+
+
+@console_login_required
+def worker_detail(request: HttpRequest, name: str) -> HttpResponse:
+    worker = get_object_or_404(Worker, name=name)
+    context = {**data.worker_page(worker, timezone.now()), "page": "worker"}
+    return render_page(request, "console/worker.html", WORKER_PANELS, context)
+
+
+@require_POST
+@console_login_required
+def worker_trigger(request: HttpRequest, name: str) -> HttpResponse:
+    _require(can_control(request.user), "trigger workers")
+    worker = get_object_or_404(Worker, name=name)
+    try:
+        with transaction.atomic():
+            run = trigger_worker(worker, actor=actor(request))
+    except WorkerStateError as exc:
+        messages.error(request, f"Not triggered: {exc}.")
+        return _back(request, reverse("console:worker", args=[worker.name]))
+    messages.success(request, f"Run {run.execution_id[:8]} of {worker.name} queued.")
+    return _back(request, reverse("console:worker", args=[worker.name]))
+
+
+# --- pipeline jobs --------------------------------------------------------------------------
+PIPELINE_PANELS = {"pipeline": "console/panels/pipeline.html"}
+
+
+def _pipeline_page(
+    request: HttpRequest, job: PipelineJob, *, status: int = 200, form: GateDecisionForm | None = None
+) -> HttpResponse:
+    context = {**data.pipeline_job_page(job, timezone.now()), "page": "pipeline"}
+    context["form"] = form or GateDecisionForm(initial={"stage": job.stage}, auto_id=f"gate-{job.pk}-%s")
+    return render_page(request, "console/pipeline_job.html", PIPELINE_PANELS, context, status=status)
+
+
+@console_login_required
+def pipeline_job_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    job = get_object_or_404(PipelineJob.objects.select_related("definition"), pk=pk)
+    return _pipeline_page(request, job)
+
+
+@require_POST
+@console_login_required
+def pipeline_decide(request: HttpRequest, pk: int) -> HttpResponse:
+    """Approve or reject a waiting gate through pipeline.engine (the API's path)."""
+    _require(can_decide(request.user), "approve or reject pipeline gates")
+    job = get_object_or_404(PipelineJob.objects.select_related("definition"), pk=pk)
+    from_page = request.POST.get("from") == "job"
+    form = GateDecisionForm(request.POST, auto_id=f"gate-{job.pk}-%s")
+    if form.is_valid() and form.cleaned_data["stage"] not in (job.config or {}).get("stages", []):
+        form.add_error(None, f"Unknown stage {form.cleaned_data['stage']!r} for this job.")
+    if not form.is_valid():
+        messages.error(request, f"Nothing decided for {job}: see the form.")
+        if from_page:
+            return _pipeline_page(request, job, status=400, form=form)
+        return _dashboard(request, status=400, gate_forms={job.pk: form})
+    verb = form.cleaned_data["decision"]
+    stage = form.cleaned_data["stage"]
+    try:
+        getattr(engine, verb)(job, stage, actor=actor(request), notes=form.cleaned_data["notes"])
+    except t.TransitionError as exc:
+        # Someone else decided first, or the job moved on: say so, change nothing.
+        messages.error(request, f"{job} was not {verb}d at {stage}: {exc}")
+        if from_page:
+            return _pipeline_page(request, job, status=409)
+        return _dashboard(request, status=409)
+    messages.success(request, f"{job}: {stage} {'approved' if verb == 'approve' else 'rejected'}.")
+    fallback = reverse("console:pipeline-job", args=[job.pk]) if from_page else reverse("console:dashboard")
+    return _back(request, fallback)
+
+
+def _pipeline_action(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
+    _require(can_change_pipeline(request.user), f"{verb} pipeline jobs")
+    job = get_object_or_404(PipelineJob.objects.select_related("definition"), pk=pk)
+    try:
+        getattr(engine, verb)(job, actor=actor(request))
+    except t.TransitionError as exc:
+        messages.error(request, f"{job} was not {verb}d: {exc}")
+        return _pipeline_page(request, job, status=409)
+    messages.success(request, f"{job} {'resumed' if verb == 'resume' else 'canceled'}.")
+    return _back(request, reverse("console:pipeline-job", args=[job.pk]))
+
+
+@require_POST
+@console_login_required
+def pipeline_resume(request: HttpRequest, pk: int) -> HttpResponse:
+    return _pipeline_action(request, pk, "resume")
+
+
+@require_POST
+@console_login_required
+def pipeline_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    return _pipeline_action(request, pk, "cancel")
+
+
+# --- sign in / out ------------------------------------------------------------------------
+class LoginView(auth_views.LoginView):
+    template_name = "registration/login.html"
+    redirect_authenticated_user = True
+
+
+@require_POST
+def logout_view(request: HttpRequest) -> HttpResponse:
+    from django.contrib.auth import logout
+
+    logout(request)
+    messages.info(request, "Signed out.")
+    return redirect(LOGIN_URL)
+
+
+# --- static files -------------------------------------------------------------------------
+def static_files(request: HttpRequest, path: str) -> HttpResponse:
+    """Serve /static/ from the app and project static folders through Django's
+    staticfiles finders when DEBUG is off.
+
+    The embedded profile is one `runserver` process with no web server in front
+    (the machine may have no internet, so no CDN either), and whitenoise is not a
+    dependency; the finders are what `runserver` itself uses under DEBUG. A deployment
+    behind nginx can `collectstatic` and let nginx answer /static/ before Django.
+    """
+    response = staticfiles_serve(request, path, insecure=True)
+    response["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+# --- error pages --------------------------------------------------------------------------
+def _error(request: HttpRequest, status: int, title: str, message: str) -> HttpResponse:
+    wants_json = "application/json" in request.headers.get("Accept", "") or request.path.startswith(
+        ("/api/", "/orchestrator/", "/metrics")
+    )
+    if wants_json or request.GET.get("live"):
+        return JsonResponse({"detail": message}, status=status)
+    context = {"status": status, "title": title, "message": message, "badge_css": mark_safe(badge_css())}
+    return render(request, "error.html", context, status=status)
+
+
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return _error(
+        request,
+        404,
+        "Page not found",
+        f"Nothing lives at {request.path}. It may have been renamed or deleted.",
+    )
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    detail = str(exception) if exception and str(exception) else "You do not have permission to do that."
+    return _error(request, 403, "Not allowed", detail)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    # Rendered without the request context on purpose: whatever broke may be in it.
+    try:
+        html = render_to_string(
+            "error.html",
+            {
+                "status": 500,
+                "title": "Something went wrong",
+                "message": "The orchestrator hit an unexpected error while answering. It has been logged; "
+                "try again in a moment.",
+            },
+        )
+    except Exception:  # the template system itself may be what failed
+        html = "<h1>Server error</h1><p>The orchestrator hit an unexpected error.</p>"
+    return HttpResponse(html, status=500)
