@@ -84,7 +84,8 @@ def apply(
             log.info("pipeline job %s: %s ignored (%s)", job_id, event, outcome.ignored)
             return job
         new = outcome.state
-        fields: dict[str, Any] = {"status": new.status, "stage": new.stage, "stage_run": new.run}
+        # update() skips auto_now, so updated_at is set here.
+        fields: dict[str, Any] = {"status": new.status, "stage": new.stage, "stage_run": new.run, "updated_at": now}
         if new.status == t.NEEDS_APPROVAL:
             minutes = job.config.get("gates", {}).get(new.stage, {}).get("timeout_minutes", 60)
             fields.update(waiting_since=now, gate_deadline=now + timedelta(minutes=minutes), escalated_at=None)

@@ -58,7 +58,8 @@ def test_approve_reject_resume_cancel_through_the_api(staff_client, waiting_job,
     assert approved.status_code == 200
     body = staff_client.get(f"{url}/").json()
     assert (body["status"], body["stage"]) == ("needs_approval", "storyboard")
-    assert body["gates"][0] | {} == body["gates"][0] and body["gates"][0]["state"] == "approved"
+    assert body["updated_at"] > body["created_at"]
+    assert body["gates"][0]["state"] == "approved"
     assert body["gates"][0]["decided_by"] == "ops" and body["gates"][0]["notes"] == "good"
     canceled = staff_client.post(f"{url}/cancel")
     assert canceled.status_code == 200 and canceled.json()["status"] == "canceled"
