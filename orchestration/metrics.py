@@ -132,14 +132,20 @@ class OrchestratorCollector(Collector):
             .values("service_id")
             .annotate(avg=Avg("response_time_ms"), max=Max("response_time_ms"), n=Count("id"))
         }
-        up = GaugeMetricFamily("orchestrator_service_up", "1 when the service's last check was healthy.", ["service"])
+        up = GaugeMetricFamily(
+            "orchestrator_service_up", "1 when the service's last check was healthy.", labels=["service"]
+        )
         health = GaugeMetricFamily(
             "orchestrator_service_health", "1 for the service's current health.", labels=["service", "health"]
         )
         breaker = GaugeMetricFamily(
-            "orchestrator_service_circuit_state", "1 for the state of the service's breaker.", ["service", "state"]
+            "orchestrator_service_circuit_state",
+            "1 for the state of the service's breaker.",
+            labels=["service", "state"],
         )
-        uptime = GaugeMetricFamily("orchestrator_service_uptime_ratio", "Successful checks / all checks.", ["service"])
+        uptime = GaugeMetricFamily(
+            "orchestrator_service_uptime_ratio", "Successful checks / all checks.", labels=["service"]
+        )
         checks = CounterMetricFamily("orchestrator_service_checks", "Health checks run.", labels=["service", "result"])
         failures = GaugeMetricFamily(
             "orchestrator_service_consecutive_failures", "Failed checks in a row.", labels=["service"]
@@ -148,10 +154,12 @@ class OrchestratorCollector(Collector):
             "orchestrator_service_response_time_seconds", "Response time of the last check.", labels=["service"]
         )
         avg_rt = GaugeMetricFamily(
-            "orchestrator_service_check_latency_avg_seconds", "Mean check latency over the last hour.", ["service"]
+            "orchestrator_service_check_latency_avg_seconds",
+            "Mean check latency over the last hour.",
+            labels=["service"],
         )
         max_rt = GaugeMetricFamily(
-            "orchestrator_service_check_latency_max_seconds", "Slowest check over the last hour.", ["service"]
+            "orchestrator_service_check_latency_max_seconds", "Slowest check over the last hour.", labels=["service"]
         )
         for service in Service.objects.filter(enabled=True).select_related("circuit").order_by("name")[:MAX_OBJECTS]:
             name = service.name
@@ -194,18 +202,18 @@ class OrchestratorCollector(Collector):
         for name, status, n in by_status:
             runs.add_metric([name, status], n)
         enabled = GaugeMetricFamily("orchestrator_worker_enabled", "1 when the worker is enabled.", labels=["worker"])
-        score = GaugeMetricFamily("orchestrator_worker_last_score", "Overall score of the last run.", ["worker"])
+        score = GaugeMetricFamily("orchestrator_worker_last_score", "Overall score of the last run.", labels=["worker"])
         last = GaugeMetricFamily(
-            "orchestrator_worker_last_run_duration_seconds", "Duration of the last finished run.", ["worker"]
+            "orchestrator_worker_last_run_duration_seconds", "Duration of the last finished run.", labels=["worker"]
         )
         avg = GaugeMetricFamily(
-            "orchestrator_worker_run_duration_avg_seconds", "Mean run duration over the last hour.", ["worker"]
+            "orchestrator_worker_run_duration_avg_seconds", "Mean run duration over the last hour.", labels=["worker"]
         )
         slowest = GaugeMetricFamily(
-            "orchestrator_worker_run_duration_max_seconds", "Slowest run over the last hour.", ["worker"]
+            "orchestrator_worker_run_duration_max_seconds", "Slowest run over the last hour.", labels=["worker"]
         )
         last_success = GaugeMetricFamily(
-            "orchestrator_worker_last_success_timestamp_seconds", "When the worker last succeeded.", ["worker"]
+            "orchestrator_worker_last_success_timestamp_seconds", "When the worker last succeeded.", labels=["worker"]
         )
         workers = Worker.objects.annotate(last_duration=Subquery(last_duration)).order_by("name")[:MAX_OBJECTS]
         for worker in workers:

@@ -422,10 +422,7 @@ def static_files(request: HttpRequest, path: str) -> HttpResponse:
 
 # --- error pages --------------------------------------------------------------------------
 def _error(request: HttpRequest, status: int, title: str, message: str) -> HttpResponse:
-    wants_json = "application/json" in request.headers.get("Accept", "") or request.path.startswith(
-        ("/api/", "/orchestrator/", "/metrics")
-    )
-    if wants_json or request.GET.get("live"):
+    if _wants_json(request):
         return JsonResponse({"detail": message}, status=status)
     context = {"status": status, "title": title, "message": message, "badge_css": mark_safe(badge_css())}
     return render(request, "error.html", context, status=status)
@@ -445,7 +442,17 @@ def permission_denied(request: HttpRequest, exception: Exception | None = None) 
     return _error(request, 403, "Not allowed", detail)
 
 
+def _wants_json(request: HttpRequest) -> bool:
+    return (
+        "application/json" in request.headers.get("Accept", "")
+        or request.path.startswith(("/api/", "/orchestrator/", "/metrics", "/health"))
+        or bool(request.GET.get("live"))
+    )
+
+
 def server_error(request: HttpRequest) -> HttpResponse:
+    if _wants_json(request):
+        return JsonResponse({"detail": "Internal error; it has been logged."}, status=500)
     # Rendered without the request context on purpose: whatever broke may be in it.
     try:
         html = render_to_string(

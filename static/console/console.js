@@ -5,7 +5,6 @@
   "use strict";
   var body = document.body;
   var url = body.getAttribute("data-live-url");
-  if (!url) return;
   var interval = parseInt(body.getAttribute("data-poll-ms"), 10) || 2500;
   var indicator = document.getElementById("live-indicator");
   var statusText = document.getElementById("live-status");
@@ -44,6 +43,7 @@
       last[name] = html;
       if (first && node.innerHTML.trim() === html.trim()) return;
       node.innerHTML = html;
+      refreshTimes();
       node.classList.remove("swapped");
       void node.offsetWidth; // restart the highlight animation
       node.classList.add("swapped");
@@ -81,6 +81,28 @@
       });
   }
 
+  /* "3 s ago" instead of the server's "0 minutes ago"; data-rel="for" gives "3 s". */
+  function ago(seconds) {
+    if (seconds < 60) return Math.max(0, Math.round(seconds)) + " s";
+    if (seconds < 3600) return Math.floor(seconds / 60) + " min";
+    if (seconds < 86400) return Math.floor(seconds / 3600) + " h " + Math.floor((seconds % 3600) / 60) + " min";
+    return Math.floor(seconds / 86400) + " d";
+  }
+  function refreshTimes() {
+    var now = Date.now();
+    var nodes = document.querySelectorAll("time[data-rel]");
+    for (var i = 0; i < nodes.length; i++) {
+      var at = Date.parse(nodes[i].getAttribute("datetime"));
+      if (isNaN(at)) continue;
+      var text = ago((now - at) / 1000);
+      nodes[i].textContent = nodes[i].getAttribute("data-rel") === "for" ? text : text + " ago";
+      nodes[i].title = new Date(at).toISOString().replace("T", " ").slice(0, 19) + " UTC";
+    }
+  }
+  refreshTimes();
+  setInterval(refreshTimes, 1000);
+
+  if (!url) return;
   document.addEventListener("visibilitychange", function () { if (!document.hidden) schedule(0); });
   schedule(interval);
 })();
