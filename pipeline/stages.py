@@ -58,13 +58,18 @@ def run_stage(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
 
 @receiver(job_finished, dispatch_uid="pipeline.stage_job_finished")
 def stage_job_finished(sender, job: Job, **kwargs) -> None:
-    """A stage job that failed for good (attempts used up, lease lost) fails its stage."""
-    if job.kind != engine.STAGE_KIND or job.status != JobStatus.FAILED:
+    """A stage job that failed for good (attempts used up, lease lost), or was canceled
+    from the job queue rather than through the pipeline, fails its stage. Pipeline
+    cancels and timeouts move the pipeline job first, so their stage job is stale here."""
+    if job.kind != engine.STAGE_KIND or job.status not in (JobStatus.FAILED, JobStatus.CANCELED):
         return
     payload = job.payload or {}
     if _current(payload) is None:
         return
-    error = (job.error or "stage failed").splitlines()[0]
+    if job.status == JobStatus.CANCELED:
+        error = f"stage job {job.pk} was canceled in the job queue"
+    else:
+        error = (job.error or "stage failed").splitlines()[0]
     engine.apply(
         payload["pipeline_job"],
         "stage_failed",

@@ -357,3 +357,12 @@ def test_a_definition_is_validated_in_the_admin_form_too():
     bad = PipelineDefinition(name="bad", stages=["a"], gates={"b": {}}, stage_timeouts={"a": 1})
     with pytest.raises(ValidationError, match="gate for unknown stage 'b'"):
         bad.full_clean()
+
+
+@pytest.mark.django_db
+def test_canceling_the_stage_job_in_the_queue_fails_the_stage_instead_of_hanging():
+    job = engine.create_job("orphan")  # nothing commits here, so the stage job stays pending
+    queue.cancel(Job.objects.get(pk=job.stage_job_id), actor="ops")
+    job.refresh_from_db()
+    assert job.status == t.FAILED and "was canceled in the job queue" in job.error
+    assert [e for e, _ in types(job)] == ["job_started", "stage_failed", "job_failed"]
