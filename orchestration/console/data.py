@@ -210,7 +210,7 @@ def service_page(service: Service, now: datetime) -> dict[str, Any]:
 def worker_page(worker: Worker, now: datetime) -> dict[str, Any]:
     from django_q.models import Schedule
 
-    runs = list(worker.runs.order_by("-queued_at", "-id")[:LIST_LIMIT])
+    runs = list(worker.runs.select_related("score").order_by("-queued_at", "-id")[:LIST_LIMIT])
     reports = list(
         ScoreReport.objects.filter(worker=worker, period=ReportPeriod.RUN).order_by("-created_at", "-id")[:60]
     )
