@@ -1,0 +1,134 @@
+"""Worker-run overhead and the cost of the fleet's snapshot section.
+
+1. Per-run cost of an orchestrated worker run (request → gates → lock → target →
+   run row, score report, anomaly rules, ledger) for a no-op python target, against
+   a baseline measured in the same process: the same no-op as a plain queue job.
+2. The ``workers`` snapshot section (three aggregate queries) on a small and a large
+   history, with the ratio of the two.
+
+    python bench/fleet_runs.py [--runs 200] [--workers 200] [--history 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import median_ms, progress, setup_django, table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=200)
+    parser.add_argument("--history", type=int, default=100_000)
+    args = parser.parse_args()
+    db = Path(__file__).resolve().parent.parent / "var" / "bench-fleet.sqlite3"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    progress("migrating a fresh benchmark database")
+    setup_django("bench-fleet.sqlite3")
+
+    from django.conf import settings
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    from orchestration.jobs import queue
+    from orchestration.models import Anomaly, Job, Worker, WorkerRun
+    from orchestration.workers.loop import workers_section
+    from orchestration.workers.runner import execute_run, request_run
+
+    settings.PYTHON_JOB_ALLOWED_PREFIXES = [*settings.PYTHON_JOB_ALLOWED_PREFIXES, "bench."]
+    worker = Worker.objects.create(
+        name="bench-noop",
+        category="maintenance",
+        execution_model="on_demand",
+        timeout_seconds=30,
+        target={"type": "python", "path": "bench.fleet_runs.noop_target"},
+    )
+
+    progress(f"baseline: {args.runs} plain no-op jobs through the queue")
+    base = []
+    for _ in range(args.runs):
+        job = queue.enqueue("noop", dispatch_now=False)
+        t = time.perf_counter()
+        Job.objects.filter(pk=job.pk).update(status="processing", lease_token="b")
+        queue.execute(job.pk, "b")
+        base.append(time.perf_counter() - t)
+
+    progress(f"{args.runs} orchestrated worker runs")
+    runs = []
+    for _ in range(args.runs):
+        t = time.perf_counter()
+        execute_run(request_run(worker).pk)
+        runs.append(time.perf_counter() - t)
+    assert WorkerRun.objects.filter(worker=worker, status="succeeded").count() == args.runs
+
+    def section_cost() -> tuple[float, int]:
+        samples = []
+        for _ in range(7):
+            with CaptureQueriesContext(connection) as ctx:
+                t = time.perf_counter()
+                workers_section(timezone.now())
+                samples.append(time.perf_counter() - t)
+        return median_ms(samples), len(ctx.captured_queries)
+
+    small_ms, small_q = section_cost()
+    progress(f"building a large history: {args.workers} workers, {args.history} runs")
+    now = timezone.now()
+    fleet = Worker.objects.bulk_create(
+        [
+            Worker(name=f"bench-{i}", category="collection", target={"type": "python", "path": "x.y"})
+            for i in range(args.workers)
+        ]
+    )
+    per = max(1, args.history // args.workers)
+    for start in range(0, len(fleet), 20):
+        WorkerRun.objects.bulk_create(
+            [
+                WorkerRun(
+                    worker=w,
+                    execution_id=f"{w.pk:08d}{n:024d}",
+                    status="failed" if n % 9 == 0 else "succeeded",
+                    completed_at=now - timedelta(minutes=n % 180),
+                )
+                for w in fleet[start : start + 20]
+                for n in range(per)
+            ],
+            batch_size=2000,
+        )
+    Anomaly.objects.bulk_create(
+        [Anomaly(code="CACHE_MISS", severity="medium", subject=f"worker:{w.name}") for w in fleet]
+    )
+    large_ms, large_q = section_cost()
+
+    print()
+    print(
+        table(
+            ["measure", "median ms", "queries", "ratio"],
+            [
+                ["no-op queue job (baseline)", median_ms(base), "", "1.0"],
+                ["no-op worker run", median_ms(runs), "", f"{median_ms(runs) / median_ms(base):.1f}"],
+                [f"workers section, {args.runs} runs / 1 worker", small_ms, small_q, "1.0"],
+                [
+                    f"workers section, {args.history} runs / {args.workers} workers",
+                    large_ms,
+                    large_q,
+                    f"{large_ms / small_ms:.1f}",
+                ],
+            ],
+        )
+    )
+
+
+def noop_target() -> dict:
+    return {}
+
+
+if __name__ == "__main__":
+    main()
