@@ -39,9 +39,7 @@ class Worker(models.Model):
     name = models.SlugField(max_length=80, unique=True)
     description = models.CharField(max_length=300, blank=True)
     category = models.CharField(max_length=20, choices=WorkerCategory.choices)
-    execution_model = models.CharField(
-        max_length=20, choices=ExecutionModel.choices, default=ExecutionModel.SCHEDULED
-    )
+    execution_model = models.CharField(max_length=20, choices=ExecutionModel.choices, default=ExecutionModel.SCHEDULED)
     interval_seconds = models.PositiveIntegerField(null=True, blank=True)
     cron = models.CharField(max_length=100, blank=True, help_text="Five fields, read in UTC.")
     timeout_seconds = models.PositiveIntegerField(default=300, validators=[MinValueValidator(1)])

@@ -142,3 +142,18 @@ def test_an_open_worker_circuit_is_counted_and_probed(db, make_worker):
     assert probe.trigger == "recovery"
     # Still open (its timeout has not passed): the probe is skipped, not run.
     assert execute_run(probe.pk)["reason"] == "circuit_open"
+
+
+def test_every_builtin_worker_runs_successfully(db):
+    for name in (
+        "ledger-retention",
+        "check-history-retention",
+        "health-sweep",
+        "score-rollup-hourly",
+        "score-rollup-daily",
+        "stale-run-cleanup",
+    ):
+        run = request_run(Worker.objects.get(name=name))
+        execute_run(run.pk)
+        run.refresh_from_db()
+        assert run.status == "succeeded", (name, run.error)
