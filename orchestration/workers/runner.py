@@ -164,6 +164,7 @@ def check_gates(worker: Worker, run: WorkerRun, now: datetime) -> tuple[str, dic
         upstreams = {w.name: w for w in Worker.objects.filter(name__in=required + optional)}
         running = sorted(
             WorkerRun.objects.filter(worker__name__in=list(upstreams), status=RunStatus.RUNNING)
+            .order_by()
             .values_list("worker__name", flat=True)
             .distinct()
         )
