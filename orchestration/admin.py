@@ -6,12 +6,15 @@ import json
 
 from django import forms
 from django.contrib import admin, messages
+from django.urls import reverse
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 from rest_framework import serializers
 
-from orchestration.api.serializers import RuleSerializer
+from orchestration.api.serializers import JobCreateSerializer, RuleSerializer
 from orchestration.choices import BADGE_COLORS, JobStatus
 from orchestration.jobs import queue
+from orchestration.jobs.registry import kind_names
 from orchestration.loop.cycle import CycleBusy, run_cycle
 from orchestration.models import Action, Campaign, ChannelWindow, Job, Lane, LedgerEntry, LoopState, Rule
 from orchestration.models.ledger import record
@@ -30,13 +33,84 @@ def badge(value: str, label: str | None = None):
     )
 
 
+def admin_link(obj, label: str | None = None):
+    """A link to ``obj``'s change page in the admin ("—" for None)."""
+    if obj is None:
+        return "—"
+    opts = obj._meta
+    url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+    return format_html('<a href="{}">{}</a>', url, label or str(obj))
+
+
+def subject_link(subject: str):
+    """Ledger subjects name what they are about (``service:api``, ``worker:x``,
+    ``job:12``, ``pipeline:3``…); link the ones that have a page."""
+    kind, _, name = (subject or "").partition(":")
+    targets = {
+        "service": lambda n: f"/services/{n}/",
+        "worker": lambda n: f"/workers/{n}/",
+        "job": lambda n: reverse("admin:orchestration_job_change", args=[n]) if n.isdigit() else None,
+        "pipeline": lambda n: f"/pipelines/{n}/" if n.isdigit() else None,
+        "rule": lambda n: reverse("admin:orchestration_rule_changelist") + f"?name={n}",
+    }
+    url = targets[kind](name) if kind in targets and name else None
+    return format_html('<a href="{}">{}</a>', url, subject) if url else (subject or "—")
+
+
 def pretty_json(value) -> str:
     return format_html("<pre style='white-space:pre-wrap;margin:0'>{}</pre>", json.dumps(value, indent=2, default=str))
 
 
+class JobAddForm(forms.ModelForm):
+    """Adding a job in the admin means queueing it: the API's validation (known kind,
+    payload an object) with errors by the field, then ``queue.enqueue``."""
+
+    kind = forms.ChoiceField(choices=())
+
+    class Meta:
+        model = Job
+        fields = [
+            "kind",
+            "payload",
+            "priority",
+            "lane",
+            "max_attempts",
+            "backoff",
+            "not_before",
+            "score",
+            "channel",
+            "reference",
+            "campaign",
+        ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["kind"].choices = [(k, k) for k in kind_names()]
+        self.fields["payload"].initial = dict
+
+    def clean(self):
+        data = super().clean()
+        incoming = {k: v for k, v in data.items() if k != "campaign" and v is not None}
+        checked = JobCreateSerializer(data=incoming)
+        if not checked.is_valid():
+            for field, errors in checked.errors.items():
+                self.add_error(field if field in self.fields else None, [str(e) for e in errors])
+        return data
+
+
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ["id", "kind", "status_badge", "priority_badge", "lane", "attempts_display", "score", "created_at"]
+    list_display = [
+        "id",
+        "kind",
+        "status_badge",
+        "priority_badge",
+        "lane",
+        "attempts_display",
+        "score",
+        "campaign_link",
+        "created_at",
+    ]
     list_filter = ["status", "priority", "lane", "kind", "channel"]
     search_fields = ["id", "kind", "reference", "error", "lane"]
     date_hierarchy = "created_at"
@@ -63,10 +137,50 @@ class JobAdmin(admin.ModelAdmin):
     ]
     exclude = ["result"]
     raw_id_fields = ["campaign"]
+    list_select_related = ["campaign"]
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = JobAddForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return JobAddForm.Meta.fields
+        return super().get_fields(request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        data = form.cleaned_data
+        job = queue.enqueue(
+            data["kind"],
+            data.get("payload") or {},
+            priority=data["priority"],
+            lane=data["lane"],
+            max_attempts=data["max_attempts"],
+            backoff=data["backoff"],
+            not_before=data.get("not_before"),
+            score=data.get("score"),
+            channel=data.get("channel") or "",
+            reference=data.get("reference") or "",
+            campaign=data.get("campaign"),
+            actor=request.user.username,
+        )
+        # The admin redirects to the object it saved: hand it the queued job.
+        obj.__dict__.update({k: v for k, v in job.__dict__.items() if k != "_state"})
+        obj._state.adding = False
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: Job):
         return badge(obj.status)
+
+    @admin.display(description="campaign", ordering="campaign__name")
+    def campaign_link(self, obj: Job):
+        return admin_link(obj.campaign) if obj.campaign_id else "—"
 
     @admin.display(description="priority", ordering="-priority_rank")
     def priority_badge(self, obj: Job):
@@ -100,15 +214,39 @@ class JobAdmin(admin.ModelAdmin):
 
 @admin.register(Lane)
 class LaneAdmin(admin.ModelAdmin):
-    list_display = ["name", "concurrency_limit", "description"]
+    list_display = ["name", "concurrency_limit", "jobs_link", "description"]
     search_fields = ["name"]
+
+    def get_queryset(self, request):
+        from django.db.models import Count, OuterRef, Subquery
+
+        live = (
+            Job.objects.filter(
+                lane=OuterRef("name"), status__in=(JobStatus.PENDING, JobStatus.RETRY, JobStatus.PROCESSING)
+            )
+            .order_by()
+            .values("lane")
+            .annotate(n=Count("id"))
+            .values("n")
+        )
+        return super().get_queryset(request).annotate(live_jobs=Subquery(live))
+
+    @admin.display(description="live jobs", ordering="live_jobs")
+    def jobs_link(self, obj: Lane):
+        url = reverse("admin:orchestration_job_changelist") + f"?lane={obj.name}"
+        return format_html('<a href="{}">{} pending/processing</a>', url, obj.live_jobs or 0)
 
 
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
-    list_display = ["name", "channel", "budget", "active", "starts_at", "ends_at"]
+    list_display = ["name", "channel", "budget", "active", "starts_at", "ends_at", "jobs_link"]
     list_filter = ["active", "channel"]
     search_fields = ["name"]
+
+    @admin.display(description="jobs")
+    def jobs_link(self, obj: Campaign):
+        url = reverse("admin:orchestration_job_changelist") + f"?campaign={obj.pk}"
+        return format_html('<a href="{}">jobs →</a>', url)
 
 
 @admin.register(ChannelWindow)
@@ -121,7 +259,7 @@ class ChannelWindowAdmin(admin.ModelAdmin):
 class LedgerEntryAdmin(admin.ModelAdmin):
     """Read-only: the ledger is an audit trail."""
 
-    list_display = ["created_at", "event_type", "severity_badge", "subject", "short_message", "actor"]
+    list_display = ["created_at", "event_type", "severity_badge", "subject_display", "short_message", "actor"]
     list_filter = ["severity", "event_type", "actor"]
     search_fields = ["event_type", "subject", "message", "actor"]
     date_hierarchy = "created_at"
@@ -142,6 +280,10 @@ class LedgerEntryAdmin(admin.ModelAdmin):
     @admin.display(description="severity", ordering="severity")
     def severity_badge(self, obj: LedgerEntry):
         return badge(obj.severity)
+
+    @admin.display(description="subject", ordering="subject")
+    def subject_display(self, obj: LedgerEntry):
+        return subject_link(obj.subject)
 
     @admin.display(description="message")
     def short_message(self, obj: LedgerEntry) -> str:
@@ -194,6 +336,7 @@ class RuleAdmin(admin.ModelAdmin):
         "conditions_text",
         "cooldown_seconds",
         "last_fired_at",
+        "actions_link",
     ]
     list_filter = ["enabled", "action_type", "builtin"]
     search_fields = ["name", "description", "action_type"]
@@ -203,6 +346,11 @@ class RuleAdmin(admin.ModelAdmin):
     @admin.display(description="enabled", ordering="enabled")
     def enabled_badge(self, obj: Rule):
         return badge("enabled" if obj.enabled else "disabled")
+
+    @admin.display(description="actions")
+    def actions_link(self, obj: Rule):
+        url = reverse("admin:orchestration_action_changelist") + f"?rule_name={obj.name}"
+        return format_html('<a href="{}">history →</a>', url)
 
     @admin.display(description="conditions")
     def conditions_text(self, obj: Rule) -> str:
@@ -217,13 +365,32 @@ class RuleAdmin(admin.ModelAdmin):
             actor=request.user.username,
         )
 
+    def delete_model(self, request, obj):
+        record(
+            "rule.deleted",
+            f"Rule {obj.name} deleted in the admin",
+            subject=f"rule:{obj.name}",
+            actor=request.user.username,
+        )
+        super().delete_model(request, obj)
+
     @admin.action(description="Enable selected rules")
     def enable_rules(self, request, queryset):
-        self.message_user(request, f"{queryset.update(enabled=True)} rule(s) enabled.")
+        self._switch(request, queryset, True)
 
     @admin.action(description="Disable selected rules")
     def disable_rules(self, request, queryset):
-        self.message_user(request, f"{queryset.update(enabled=False)} rule(s) disabled.")
+        self._switch(request, queryset, False)
+
+    def _switch(self, request, queryset, enabled: bool) -> None:
+        names = list(queryset.filter(enabled=not enabled).values_list("name", flat=True))
+        queryset.filter(name__in=names).update(enabled=enabled)
+        verb = "enabled" if enabled else "disabled"
+        for name in names:
+            record(
+                f"rule.{verb}", f"Rule {name} {verb} in the admin", subject=f"rule:{name}", actor=request.user.username
+            )
+        self.message_user(request, f"{len(names)} rule(s) {verb}.")
 
 
 @admin.register(Action)
@@ -235,10 +402,12 @@ class ActionAdmin(admin.ModelAdmin):
         "status_badge",
         "priority",
         "reason",
-        "rule_name",
+        "rule_link",
+        "target_display",
         "duration_ms",
     ]
     list_filter = ["status", "action_type", "rule_name"]
+    list_select_related = ["rule"]
     search_fields = ["action_type", "reason", "rule_name", "target"]
     date_hierarchy = "created_at"
     show_full_result_count = False
@@ -253,6 +422,14 @@ class ActionAdmin(admin.ModelAdmin):
     def status_badge(self, obj: Action):
         return badge(obj.status)
 
+    @admin.display(description="rule", ordering="rule_name")
+    def rule_link(self, obj: Action):
+        return admin_link(obj.rule) if obj.rule_id else (obj.rule_name or "—")
+
+    @admin.display(description="target", ordering="target")
+    def target_display(self, obj: Action):
+        return subject_link(obj.target)
+
 
 @admin.register(LoopState)
 class LoopStateAdmin(admin.ModelAdmin):
@@ -265,6 +442,7 @@ class LoopStateAdmin(admin.ModelAdmin):
         "health",
         "last_cycle_started_at",
         "runner_owner",
+        "dashboard",
     ]
     fields = [
         "enabled",
@@ -309,6 +487,10 @@ class LoopStateAdmin(admin.ModelAdmin):
             return "—"
         status = (obj.last_cycle or {}).get("health_status", "unknown")
         return badge(status, f"{obj.last_health_score} {status}")
+
+    @admin.display(description="console")
+    def dashboard(self, obj: LoopState):
+        return mark_safe('<a href="/">dashboard →</a>')
 
     @admin.display(description="last cycle")
     def last_cycle_pretty(self, obj: LoopState):
@@ -358,4 +540,6 @@ class LoopStateAdmin(admin.ModelAdmin):
             f"({system['status']}); {result['decision']['summary']}; "
             f"{execution['succeeded']} succeeded, {execution['failed']} failed.",
         )
+
+
 from orchestration.workers import admin as _workers_admin  # noqa: E402,F401
