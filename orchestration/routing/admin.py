@@ -1,8 +1,14 @@
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.views.decorators.http import require_POST
 
-from orchestration.admin import badge, pretty_json
+from orchestration.admin import admin_link, badge, pretty_json
 from orchestration.routing import improvement
 from orchestration.routing.learning import confidence
 from orchestration.routing.models import (
@@ -18,11 +24,23 @@ from orchestration.routing.models import (
 _SUGGESTION_COLORS = {"pending": "warning", "approved": "succeeded", "rejected": "failed", "applied": "completed"}
 
 
+def service_link(name: str):
+    """A routed-to service's console page (check history, breaker)."""
+    return format_html('<a href="/services/{}/">{}</a>', name, name) if name else "—"
+
+
+def rate_badge(rate: float | None):
+    if rate is None:
+        return "—"
+    state = "succeeded" if rate >= 0.9 else "warning" if rate >= 0.6 else "failed"
+    return badge(state, f"{rate * 100:.1f}%")
+
+
 @admin.register(RouteStat)
 class RouteStatAdmin(admin.ModelAdmin):
     """What routing has learned: one row per (task type, service)."""
 
-    list_display = ["task_type", "service_name", "count", "rate", "avg", "confidence_display", "last_outcome_at"]
+    list_display = ["task_type", "service", "count", "rate", "avg", "confidence_display", "last_outcome_at", "history"]
     list_filter = ["task_type", "service_name"]
     search_fields = ["task_type", "service_name"]
 
@@ -32,9 +50,20 @@ class RouteStatAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None) -> bool:
         return False
 
+    @admin.display(description="service", ordering="service_name")
+    def service(self, obj: RouteStat):
+        return service_link(obj.service_name)
+
     @admin.display(description="success rate")
-    def rate(self, obj: RouteStat) -> str:
-        return "—" if obj.success_rate is None else f"{obj.success_rate * 100:.1f}%"
+    def rate(self, obj: RouteStat):
+        return rate_badge(obj.success_rate)
+
+    @admin.display(description="outcomes")
+    def history(self, obj: RouteStat):
+        url = reverse("admin:routing_taskoutcome_changelist")
+        return format_html(
+            '<a href="{}?task_type={}&service_name={}">history →</a>', url, obj.task_type, obj.service_name
+        )
 
     @admin.display(description="avg ms")
     def avg(self, obj: RouteStat):
@@ -47,7 +76,18 @@ class RouteStatAdmin(admin.ModelAdmin):
 
 @admin.register(TaskOutcome)
 class TaskOutcomeAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "task_type", "service_name", "ok", "execution_ms", "status_code", "attempt", "job"]
+    list_display = [
+        "created_at",
+        "task_type",
+        "service",
+        "ok",
+        "execution_ms",
+        "status_code",
+        "attempt",
+        "strategy",
+        "job_link",
+    ]
+    list_select_related = ["job"]
     list_filter = ["success", "task_type", "service_name", "strategy"]
     search_fields = ["task_type", "service_name", "error", "context"]
     date_hierarchy = "created_at"
@@ -63,6 +103,18 @@ class TaskOutcomeAdmin(admin.ModelAdmin):
     @admin.display(description="result", ordering="success")
     def ok(self, obj: TaskOutcome):
         return badge("succeeded" if obj.success else "failed")
+
+    @admin.display(description="service", ordering="service_name")
+    def service(self, obj: TaskOutcome):
+        return service_link(obj.service_name)
+
+    @admin.display(description="job", ordering="job")
+    def job_link(self, obj: TaskOutcome):
+        return admin_link(obj.job, f"job {obj.job_id}") if obj.job_id else "—"
+
+
+class AnalyzeForm(forms.Form):
+    time_window_hours = forms.FloatField(min_value=0.01, max_value=24 * 90, initial=24)
 
 
 @admin.register(Suggestion)
@@ -87,6 +139,33 @@ class SuggestionAdmin(admin.ModelAdmin):
     ]
     fields = [*readonly_fields, "notes"]
     actions = ["approve", "reject", "track"]
+    change_list_template = "admin/routing/suggestion/change_list.html"
+
+    def get_urls(self):
+        analyze = self.admin_site.admin_view(require_POST(self.analyze_view))
+        return [path("analyze/", analyze, name="routing_suggestion_analyze"), *super().get_urls()]
+
+    def changelist_view(self, request, extra_context=None):
+        extra = {"analyze_form": AnalyzeForm(), **(extra_context or {})}
+        return super().changelist_view(request, extra)
+
+    def analyze_view(self, request):
+        """POST /api/v1/suggestions/analyze, from the admin: staff with change permission."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        form = AnalyzeForm(request.POST)
+        if not form.is_valid():
+            errors = "; ".join(f"{field}: {', '.join(e)}" for field, e in form.errors.items())
+            self.message_user(request, f"Nothing analysed — {errors}", messages.ERROR)
+        else:
+            hours = form.cleaned_data["time_window_hours"]
+            result = improvement.analyze(hours, actor=request.user.username)
+            self.message_user(
+                request,
+                f"Analysed {result['outcomes']} outcome(s) over {hours:g} h: "
+                f"{len(result['created'])} new suggestion(s) waiting for approval.",
+            )
+        return redirect("admin:routing_suggestion_changelist")
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -91,3 +91,37 @@ def test_rule_switches_are_ledgered(admin_browser):
     rule.refresh_from_db()
     assert rule.enabled is False
     assert LedgerEntry.objects.filter(event_type="rule.disabled", subject=f"rule:{rule.name}", actor="root").exists()
+
+
+def test_routing_stats_link_to_services_and_their_outcome_history(admin_browser):
+    from orchestration.routing.executor import remember
+
+    for ok in (True, True, False):
+        remember(task_type="research", service="api", success=ok, execution_ms=120)
+    html = admin_browser.get("/admin/routing/routestat/").content.decode()
+    assert '<a href="/services/api/">api</a>' in html
+    assert "66.7%" in html
+    history = admin_browser.get("/admin/routing/taskoutcome/?task_type=research&service_name=api")
+    assert history.status_code == 200 and "3 task outcomes" in history.content.decode()
+
+
+def test_suggestion_analysis_runs_from_the_admin(admin_browser):
+    page = admin_browser.get("/admin/routing/suggestion/").content.decode()
+    assert "Analyse outcomes now" in page
+    response = admin_browser.post("/admin/routing/suggestion/analyze/", {"time_window_hours": "12"}, follow=True)
+    assert "Analysed 0 outcome(s) over 12 h" in response.content.decode()
+    assert LedgerEntry.objects.filter(event_type="routing.analysis", actor="root").exists()
+    bad = admin_browser.post("/admin/routing/suggestion/analyze/", {"time_window_hours": "0"}, follow=True)
+    assert "Nothing analysed" in bad.content.decode()
+    assert admin_browser.get("/admin/routing/suggestion/analyze/").status_code == 405
+
+
+def test_suggestion_analysis_needs_the_change_permission(client, plain_user):
+    from django.contrib.auth.models import Permission
+
+    plain_user.is_staff = True
+    plain_user.save()
+    plain_user.user_permissions.add(Permission.objects.get(codename="view_suggestion"))
+    client.force_login(plain_user)
+    assert client.post("/admin/routing/suggestion/analyze/", {"time_window_hours": "1"}).status_code == 403
+    assert not LedgerEntry.objects.filter(event_type="routing.analysis").exists()
