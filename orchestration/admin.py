@@ -542,4 +542,7 @@ class LoopStateAdmin(admin.ModelAdmin):
         )
 
 
+# The console's demo part (routed-task history) registers with `load_demo` here, since
+# admin autodiscovery imports this module in every process at start-up, commands included.
+from orchestration.console import demo as _console_demo  # noqa: E402,F401
 from orchestration.workers import admin as _workers_admin  # noqa: E402,F401

@@ -144,6 +144,20 @@ def gates_panel(now: datetime) -> dict[str, Any]:
     }
 
 
+def routing_panel(now: datetime) -> dict[str, Any]:
+    """What routing has learned (busiest routes) and suggestions waiting for a person."""
+    from orchestration.routing.learning import confidence
+    from orchestration.routing.models import RouteStat, Suggestion, SuggestionStatus
+
+    routes = list(RouteStat.objects.order_by("-count", "task_type", "service_name")[:8])
+    pending = Suggestion.objects.filter(status=SuggestionStatus.PENDING)
+    return {
+        "routes": [{"stat": r, "rate": r.success_rate, "confidence": confidence(r.successes, r.count)} for r in routes],
+        "pending_suggestions": pending.count(),
+        "suggestions": list(pending.order_by("-created_at", "-id")[:3]),
+    }
+
+
 def activity_panel(now: datetime) -> dict[str, Any]:
     return {
         "ledger": list(LedgerEntry.objects.exclude(event_type__in=CYCLE_EVENTS).order_by("-created_at", "-id")[:15]),

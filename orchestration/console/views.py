@@ -142,6 +142,7 @@ DASHBOARD_PANELS = {
     "workers": "console/panels/workers.html",
     "anomalies": "console/panels/anomalies.html",
     "gates": "console/panels/gates.html",
+    "routing": "console/panels/routing.html",
     "activity": "console/panels/activity.html",
 }
 
@@ -168,6 +169,7 @@ def _dashboard(
         "workers": data.workers_panel(now),
         "anomalies": data.anomalies_panel(now),
         "gates": gates,
+        "routing": data.routing_panel(now),
         "activity": data.activity_panel(now),
         "page": "dashboard",
     }

@@ -81,7 +81,16 @@ def test_approvers_get_gate_buttons_but_no_loop_controls(approver_browser, world
 
 def test_live_json_returns_every_panel_and_the_numbers(staff_browser, world):
     body = staff_browser.get("/?live=1").json()
-    assert set(body["panels"]) == {"health", "queue", "services", "workers", "anomalies", "gates", "activity"}
+    assert set(body["panels"]) == {
+        "health",
+        "queue",
+        "services",
+        "workers",
+        "anomalies",
+        "gates",
+        "routing",
+        "activity",
+    }
     assert body["summary"]["jobs"]["pending"] == _pending() >= 3
     assert body["summary"]["gates_waiting"] == 1
     assert body["summary"]["cycle_count"] == 2
