@@ -98,6 +98,12 @@ class JobAddForm(forms.ModelForm):
         return data
 
 
+admin.site.site_header = "Orchestrator administration"
+admin.site.site_title = "Orchestrator admin"
+admin.site.index_title = "Loop, queue, fleet, services, pipelines and routing"
+admin.site.site_url = "/"  # "View site" opens the console dashboard
+
+
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
     list_display = [
