@@ -138,10 +138,21 @@ def anomalies_panel(now: datetime) -> dict[str, Any]:
 def gates_panel(now: datetime) -> dict[str, Any]:
     waiting = list(PipelineJob.objects.filter(status=t.NEEDS_APPROVAL).order_by("waiting_since", "id")[:20])
     active = PipelineJob.objects.filter(status__in=t.ACTIVE).count()
+    moving = list(
+        PipelineJob.objects.filter(status__in=[s for s in t.ACTIVE if s != t.NEEDS_APPROVAL])
+        .select_related("definition")
+        .order_by("-updated_at", "-id")[:8]
+    )
     return {
         "waiting": [{"job": job, "wait_seconds": _age(job.waiting_since, now)} for job in waiting],
         "active": active,
+        "moving": [_progress_row(job) for job in moving],
     }
+
+
+def _progress_row(job: PipelineJob) -> dict[str, Any]:
+    done, total = job.progress()
+    return {"job": job, "done": done, "total": total, "percent": round(100 * done / total) if total else 0}
 
 
 def routing_panel(now: datetime) -> dict[str, Any]:

@@ -156,3 +156,12 @@ def test_unknown_objects_get_the_sites_404_page(staff_browser, world, url):
     html = response.content.decode()
     assert "Page not found" in html and "Back to the dashboard" in html
     assert "console.css" in html
+
+
+def test_jobs_on_the_move_are_listed_with_their_progress(staff_browser, world):
+    from pipeline import engine
+
+    engine.reject(world["job"], "script", actor="ops", notes="shorter please")
+    html = staff_browser.get("/").content.decode()
+    assert f'data-pipeline-job="{world["job"].pk}"' in html
+    assert "Paused" in html and "2/9" in html
