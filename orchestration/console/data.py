@@ -10,8 +10,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import CharField, Count, OuterRef, Q, Subquery, Value
-from django.db.models.functions import Concat
+from django.db.models import Avg, CharField, Count, FloatField, OuterRef, Q, Subquery, Value
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast, Concat, TruncMinute
 from django.utils import timezone
 
 from health.choices import BreakerState
@@ -24,7 +25,7 @@ from orchestration.workers.choices import AnomalySeverity, ReportPeriod
 from pipeline import transitions as t
 from pipeline.models import PipelineJob
 
-HISTORY_CYCLES = 120
+HISTORY_MINUTES = 60
 LIST_LIMIT = 50
 CYCLE_EVENTS = ("orchestrator.cycle_completed", "orchestrator.cycle_idle")
 SEVERITY_ORDER = [s.value for s in AnomalySeverity]
@@ -32,22 +33,9 @@ SEVERITY_ORDER = [s.value for s in AnomalySeverity]
 
 # --- dashboard ------------------------------------------------------------------------
 def loop_panel(now: datetime) -> dict[str, Any]:
-    """The loop switch, the last cycle and the health score with its history."""
+    """The loop switch, the last cycle and the health score with an hour of history."""
     state = LoopState.get()
-    rows = list(
-        LedgerEntry.objects.filter(event_type__in=CYCLE_EVENTS)
-        .order_by("-created_at", "-id")
-        .values_list("created_at", "data")[:HISTORY_CYCLES]
-    )
-    rows.reverse()
-    scores = [_number((data or {}).get("health_score")) for _, data in rows]
-    history = charts.line_chart(
-        scores,
-        floor=0,
-        ceiling=100,
-        height=110,
-        bands=[(0, 50, "band-critical"), (50, 80, "band-degraded")],
-    )
+    history, since = health_history(now)
     last = state.last_cycle or {}
     score = state.last_health_score
     return {
@@ -56,11 +44,35 @@ def loop_panel(now: datetime) -> dict[str, Any]:
         "score": score,
         "status": last.get("health_status") or charts.health_status(score),
         "last_cycle": last,
-        "history": history,
-        "history_from": rows[0][0] if rows else None,
-        "history_to": rows[-1][0] if rows else None,
+        "history": charts.line_chart(
+            history,
+            floor=0,
+            ceiling=100,
+            height=110,
+            bands=[(0, 50, "band-critical"), (50, 80, "band-degraded")],
+        ),
+        "history_minutes": HISTORY_MINUTES,
+        "history_from": since,
+        "history_to": now,
         "dedicated_runner": state.runner_owner if state.dedicated_runner_alive(now) else "",
     }
+
+
+def health_history(now: datetime) -> tuple[list[float | None], datetime]:
+    """Per-minute average health score of the last HISTORY_MINUTES, from the cycles'
+    ledger entries (one grouped query); a minute without cycles is a gap, so a stopped
+    loop shows as one."""
+    since = (now - timedelta(minutes=HISTORY_MINUTES - 1)).replace(second=0, microsecond=0)
+    score = Cast(KeyTextTransform("health_score", "data"), FloatField())
+    rows = (
+        LedgerEntry.objects.filter(event_type__in=CYCLE_EVENTS, created_at__gte=since)
+        .annotate(minute=TruncMinute("created_at"))
+        .order_by()
+        .values("minute")
+        .annotate(avg=Avg(score))
+    )
+    by_minute = {row["minute"]: row["avg"] for row in rows}
+    return [by_minute.get(since + timedelta(minutes=i)) for i in range(HISTORY_MINUTES)], since
 
 
 def queue_panel(now: datetime) -> dict[str, Any]:
@@ -309,9 +321,5 @@ def pipeline_job_page(job: PipelineJob, now: datetime) -> dict[str, Any]:
 
 
 # --- helpers ------------------------------------------------------------------------------
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
 def _age(since: datetime | None, now: datetime) -> float | None:
     return max(0.0, (now - since).total_seconds()) if since else None

@@ -165,3 +165,23 @@ def test_jobs_on_the_move_are_listed_with_their_progress(staff_browser, world):
     html = staff_browser.get("/").content.decode()
     assert f'data-pipeline-job="{world["job"].pk}"' in html
     assert "Paused" in html and "2/9" in html
+
+
+def test_the_health_history_is_a_per_minute_average_with_gaps(db, time_machine):
+    from datetime import UTC, datetime, timedelta
+
+    from orchestration.console.data import HISTORY_MINUTES, health_history
+    from orchestration.models.ledger import record
+
+    start = datetime(2026, 1, 1, 12, 0, 10, tzinfo=UTC)
+    time_machine.move_to(start)
+    record("orchestrator.cycle_idle", "", data={"health_score": 100})
+    record("orchestrator.cycle_completed", "", data={"health_score": 60})
+    record("orchestrator.action_executed", "", data={"health_score": 0})  # not a cycle: ignored
+    time_machine.move_to(start + timedelta(minutes=2))
+    record("orchestrator.cycle_idle", "", data={"health_score": 45})
+    values, since = health_history(start + timedelta(minutes=2, seconds=5))
+    assert len(values) == HISTORY_MINUTES
+    assert since == datetime(2026, 1, 1, 11, 3, tzinfo=UTC)
+    assert values[-3:] == [80.0, None, 45.0]
+    assert values[:-3] == [None] * (HISTORY_MINUTES - 3)
