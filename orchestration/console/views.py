@@ -30,6 +30,10 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from health.models import Service
 from orchestration.console import data
@@ -190,10 +194,13 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     return _dashboard(request)
 
 
-@console_login_required
-def summary(request: HttpRequest) -> JsonResponse:
-    """The dashboard's numbers as JSON (no HTML)."""
-    return JsonResponse(data.summary())
+class SummaryView(APIView):
+    """The dashboard's numbers as JSON (no HTML), for scripts: a session or a Bearer
+    token, like the rest of the API (no credentials → 401)."""
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT}, summary="Console summary")
+    def get(self, request):
+        return Response(data.summary())
 
 
 # --- loop control -------------------------------------------------------------------------

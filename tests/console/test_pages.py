@@ -6,7 +6,7 @@ import pytest
 
 pytestmark = pytest.mark.django_db
 
-PAGES = ["/", "/services/api/", "/workers/collector/", "/pipelines/{job}/", "/console/summary"]
+PAGES = ["/", "/services/api/", "/workers/collector/", "/pipelines/{job}/"]
 
 
 def _pending() -> int:
@@ -111,7 +111,9 @@ def test_live_json_follows_the_database(staff_browser, world):
     assert f'data-metric="jobs.pending">{before + 1}<' in after["panels"]["queue"]
 
 
-def test_summary_endpoint(staff_browser, world):
+def test_the_summary_endpoint_takes_a_session_or_a_token(staff_browser, user_client, anon_client, world):
+    assert anon_client.get("/console/summary").status_code == 401
+    assert user_client.get("/console/summary").status_code == 200  # Bearer token
     body = staff_browser.get("/console/summary").json()
     assert body["jobs"]["pending"] == _pending() >= 3
     assert body["open_anomalies"]["high"] == 1
