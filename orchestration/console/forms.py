@@ -36,3 +36,23 @@ class LoopIntervalForm(forms.Form):
         widget=forms.NumberInput(attrs={"step": "0.1", "placeholder": "seconds"}),
         help_text="Between 0.1 and 3600 seconds; empty keeps the current interval.",
     )
+
+
+class StartPipelineForm(forms.Form):
+    """Start a pipeline job (POST /api/v1/pipeline/jobs/ from a browser)."""
+
+    slug = forms.SlugField(max_length=100, help_text="Letters, digits, '-' and '_' — names the job's run folder.")
+    intent = forms.CharField(
+        required=False,
+        max_length=5000,
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "What should this job produce?"}),
+    )
+    definition = forms.ModelChoiceField(
+        queryset=None, required=False, to_field_name="name", empty_label="default definition"
+    )
+
+    def __init__(self, *args, **kwargs):
+        from pipeline.models import PipelineDefinition
+
+        super().__init__(*args, **kwargs)
+        self.fields["definition"].queryset = PipelineDefinition.objects.order_by("name")

@@ -35,9 +35,9 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from health.models import Service
+from health.models import DependencyError, Service
 from orchestration.console import data
-from orchestration.console.forms import GateDecisionForm, LoopIntervalForm
+from orchestration.console.forms import GateDecisionForm, LoopIntervalForm, StartPipelineForm
 from orchestration.console.palette import badge_css
 from orchestration.loop.cycle import CycleBusy, run_cycle
 from orchestration.models import LoopState, Worker
@@ -85,6 +85,10 @@ def can_change_pipeline(user) -> bool:
     return bool(user.is_staff or user.has_perm("pipeline.change_pipelinejob"))
 
 
+def can_start_pipeline(user) -> bool:
+    return bool(user.is_staff or user.has_perm("pipeline.add_pipelinejob"))
+
+
 def _require(allowed: bool, what: str) -> None:
     if not allowed:
         raise PermissionDenied(f"You are signed in without permission to {what}. Ask an administrator for access.")
@@ -100,6 +104,7 @@ def _permissions(request: HttpRequest) -> dict[str, bool]:
         "can_control": can_control(request.user),
         "can_decide": can_decide(request.user),
         "can_change_pipeline": can_change_pipeline(request.user),
+        "can_start_pipeline": can_start_pipeline(request.user),
     }
 
 
@@ -157,6 +162,7 @@ def _dashboard(
     status: int = 200,
     loop_form: LoopIntervalForm | None = None,
     gate_forms: dict[int, GateDecisionForm] | None = None,
+    start_form: StartPipelineForm | None = None,
 ) -> HttpResponse:
     now = timezone.now()
     gates = data.gates_panel(now)
@@ -173,6 +179,7 @@ def _dashboard(
         "workers": data.workers_panel(now),
         "anomalies": data.anomalies_panel(now),
         "gates": gates,
+        "start_form": start_form or StartPipelineForm(auto_id="start-%s"),
         "routing": data.routing_panel(now),
         "activity": data.activity_panel(now),
         "page": "dashboard",
@@ -260,6 +267,24 @@ def loop_run_once(request: HttpRequest) -> HttpResponse:
     return _back(request, reverse("console:dashboard"))
 
 
+@require_POST
+@console_login_required
+def pipeline_start(request: HttpRequest) -> HttpResponse:
+    _require(can_start_pipeline(request.user), "start pipeline jobs")
+    form = StartPipelineForm(request.POST, auto_id="start-%s")
+    if not form.is_valid():
+        messages.error(request, "No job started: see the form.")
+        return _dashboard(request, status=400, start_form=form)
+    job = engine.create_job(
+        form.cleaned_data["slug"],
+        form.cleaned_data["intent"],
+        definition=form.cleaned_data["definition"],
+        actor=actor(request),
+    )
+    messages.success(request, f"Pipeline job {job} started at {job.stage}.")
+    return redirect("console:pipeline-job", pk=job.pk)
+
+
 # --- services -------------------------------------------------------------------------------
 SERVICE_PANELS = {"service": "console/panels/service.html"}
 
@@ -301,6 +326,22 @@ def service_reset_circuit(request: HttpRequest, name: str) -> HttpResponse:
     return _back(request, reverse("console:service", args=[service.name]))
 
 
+@require_POST
+@console_login_required
+def service_switch(request: HttpRequest, name: str, enabled: bool) -> HttpResponse:
+    _require(can_control(request.user), "enable or disable services")
+    service = get_object_or_404(Service, name=name)
+    try:
+        changed = service.set_enabled(enabled, actor=actor(request))
+    except DependencyError as exc:
+        # The API's 409: dependents first.
+        messages.error(request, f"{service.name} stays enabled: {exc}.")
+        return _back(request, reverse("console:service", args=[service.name]))
+    state = "enabled" if enabled else "disabled"
+    messages.success(request, f"{service.name} {state}." if changed else f"{service.name} was already {state}.")
+    return _back(request, reverse("console:service", args=[service.name]))
+
+
 # --- workers --------------------------------------------------------------------------------
 WORKER_PANELS = {"worker": "console/panels/worker.html"}
 
@@ -324,6 +365,23 @@ def worker_trigger(request: HttpRequest, name: str) -> HttpResponse:
         messages.error(request, f"Not triggered: {exc}.")
         return _back(request, reverse("console:worker", args=[worker.name]))
     messages.success(request, f"Run {run.execution_id[:8]} of {worker.name} queued.")
+    return _back(request, reverse("console:worker", args=[worker.name]))
+
+
+@require_POST
+@console_login_required
+def worker_switch(request: HttpRequest, name: str, enabled: bool) -> HttpResponse:
+    _require(can_control(request.user), "enable or disable workers")
+    worker = get_object_or_404(Worker, name=name)
+    # Same write as the API's enable/disable: a conditional UPDATE, ledgered once.
+    state = "enabled" if enabled else "disabled"
+    if Worker.objects.filter(pk=worker.pk, enabled=not enabled).update(enabled=enabled, updated_at=timezone.now()):
+        worker.refresh_from_db()
+        worker.save(update_fields=["enabled", "updated_at"])  # keeps its django-q2 schedule in step
+        record(f"worker.{state}", f"Worker {worker.name} {state}", subject=worker.breaker_name, actor=actor(request))
+        messages.success(request, f"{worker.name} {state}.")
+    else:
+        messages.info(request, f"{worker.name} was already {state}.")
     return _back(request, reverse("console:worker", args=[worker.name]))
 
 

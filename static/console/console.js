@@ -13,7 +13,7 @@
   var timer = null;
 
   function busy(panel) {
-    if (panel.querySelector("[data-hold]")) return true;
+    if (panel.querySelector("[data-hold], details[open]")) return true;
     var active = document.activeElement;
     if (active && active !== body && panel.contains(active) && /^(INPUT|TEXTAREA|SELECT)$/.test(active.tagName)) return true;
     var fields = panel.querySelectorAll("textarea, input[type=text], input[type=number]");

@@ -204,3 +204,71 @@ def test_triggering_a_disabled_worker_says_why(staff_browser, world):
 def test_next_only_redirects_within_the_site(staff_browser, db):
     response = staff_browser.post("/console/loop/disable", {"next": "https://evil.example/"})
     assert response["Location"] == "/"
+
+
+# --- starting pipeline jobs, switching services and workers ------------------------------------
+def test_start_a_pipeline_job_from_the_dashboard(staff_browser, db, django_capture_on_commit_callbacks):
+    from pipeline.models import PipelineJob
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_browser.post("/pipelines/start", {"slug": "teaser", "intent": "A teaser", "definition": ""})
+    job = PipelineJob.objects.get(slug="teaser")
+    assert response.status_code == 302 and response["Location"] == f"/pipelines/{job.pk}/"
+    assert job.created_by == "ops" and job.definition.name == "default"
+    assert LedgerEntry.objects.filter(event_type="pipeline.start", actor="ops").exists()
+
+
+def test_a_bad_slug_is_shown_next_to_the_field(staff_browser, db):
+    from pipeline.models import PipelineJob
+
+    response = staff_browser.post("/pipelines/start", {"slug": "not a slug!", "definition": "nope"})
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert 'data-field-error="slug"' in html and 'data-field-error="definition"' in html
+    assert '<details class="start-box" open' in html
+    assert not PipelineJob.objects.exists()
+
+
+def test_viewers_may_not_start_pipeline_jobs(viewer_browser, db):
+    from pipeline.models import PipelineJob
+
+    assert viewer_browser.post("/pipelines/start", {"slug": "x"}).status_code == 403
+    assert not PipelineJob.objects.exists()
+    assert 'data-action="start-pipeline"' not in viewer_browser.get("/").content.decode()
+
+
+def test_a_service_others_depend_on_stays_enabled(staff_browser, world):
+    from health.models import Service
+
+    response = staff_browser.post("/services/db/disable", follow=True)
+    assert "db stays enabled: Required by api" in response.content.decode()
+    assert Service.objects.get(name="db").enabled is True
+    assert staff_browser.post("/services/api/disable").status_code == 302
+    assert Service.objects.get(name="api").enabled is False
+    assert staff_browser.post("/services/api/enable").status_code == 302
+    assert Service.objects.get(name="api").enabled is True
+    assert LedgerEntry.objects.filter(event_type="health.service_disabled", actor="ops").count() == 1
+
+
+def test_switch_a_worker_and_its_schedule_follows(staff_browser, world):
+    from django_q.models import Schedule
+
+    from orchestration.models import Worker
+
+    assert staff_browser.post("/workers/collector/disable").status_code == 302
+    assert Worker.objects.get(name="collector").enabled is False
+    assert not Schedule.objects.filter(name="worker:collector").exists()
+    again = staff_browser.post("/workers/collector/disable", follow=True)
+    assert "was already disabled" in again.content.decode()
+    assert staff_browser.post("/workers/collector/enable").status_code == 302
+    assert Schedule.objects.filter(name="worker:collector").exists()
+    assert LedgerEntry.objects.filter(event_type="worker.disabled", actor="ops").count() == 1
+
+
+def test_viewers_may_not_switch_services_or_workers(viewer_browser, world):
+    from health.models import Service
+    from orchestration.models import Worker
+
+    assert viewer_browser.post("/services/api/disable").status_code == 403
+    assert viewer_browser.post("/workers/collector/disable").status_code == 403
+    assert Service.objects.get(name="api").enabled and Worker.objects.get(name="collector").enabled
