@@ -39,15 +39,25 @@ PASSWORD = "pw-browser-123"
 TIMEOUT_MS = 20_000
 
 
-@pytest.fixture
-def chromium_path() -> str:
-    if not CHROMIUM.exists():
+def require_chromium(path: Path = CHROMIUM) -> str:
+    """The browser's path; a missing browser is a failure that says what to do, never a skip."""
+    if not path.exists():
         pytest.fail(
-            f"Chromium is not installed at {CHROMIUM}: the browser tests need it. "
+            f"Chromium is not installed at {path}: the browser tests need it. "
             "Run `bash scripts/ensure_chromium.sh` (or `apt-get install chromium`), then run the tests again.",
             pytrace=False,
         )
-    return str(CHROMIUM)
+    return str(path)
+
+
+@pytest.fixture
+def chromium_path() -> str:
+    return require_chromium()
+
+
+def test_a_missing_browser_fails_with_instructions(tmp_path):
+    with pytest.raises(pytest.fail.Exception, match="Chromium is not installed at .*ensure_chromium.sh"):
+        require_chromium(tmp_path / "no-chromium")
 
 
 @pytest.fixture
