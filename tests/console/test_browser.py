@@ -56,7 +56,7 @@ def chromium_path() -> str:
 
 
 def test_a_missing_browser_fails_with_instructions(tmp_path):
-    with pytest.raises(pytest.fail.Exception, match="Chromium is not installed at .*ensure_chromium.sh"):
+    with pytest.raises(pytest.fail.Exception, match=r"Chromium is not installed at .*ensure_chromium\.sh"):
         require_chromium(tmp_path / "no-chromium")
 
 
