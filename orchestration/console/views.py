@@ -12,7 +12,6 @@ ledger records them with the person who clicked.
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -47,8 +46,6 @@ from orchestration.workers.runner import trigger as trigger_worker
 from pipeline import engine
 from pipeline import transitions as t
 from pipeline.models import PipelineJob
-
-log = logging.getLogger("orchestrator.console")
 
 LOGIN_URL = "/login/"
 # How often pages poll for fresh panels (milliseconds); short enough to feel live,
