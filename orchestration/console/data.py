@@ -211,6 +211,20 @@ def summary(now: datetime | None = None) -> dict[str, Any]:
     }
 
 
+def pipelines_page(now: datetime, status: str | None = None) -> dict[str, Any]:
+    """The newest pipeline jobs (optionally of one status), with their progress."""
+    jobs = PipelineJob.objects.select_related("definition").order_by("-created_at", "-id")
+    if status:
+        jobs = jobs.filter(status=status)
+    counts = dict(PipelineJob.objects.order_by().values_list("status").annotate(n=Count("id")))
+    return {
+        "rows": [_progress_row(job) for job in jobs[:100]],
+        "counts": [(s, counts.get(s, 0)) for s in t.STATUSES],
+        "status": status or "",
+        "total": sum(counts.values()),
+    }
+
+
 # --- per-object pages ---------------------------------------------------------------------
 def service_page(service: Service, now: datetime) -> dict[str, Any]:
     checks = list(service.checks.order_by("-checked_at", "-id")[:200])

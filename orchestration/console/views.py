@@ -282,6 +282,31 @@ def pipeline_start(request: HttpRequest) -> HttpResponse:
     return redirect("console:pipeline-job", pk=job.pk)
 
 
+# --- lists ----------------------------------------------------------------------------------
+@console_login_required
+def services_list(request: HttpRequest) -> HttpResponse:
+    context = {"services": data.services_panel(timezone.now()), "page": "services"}
+    return render_page(request, "console/services.html", {"services": "console/panels/services.html"}, context)
+
+
+@console_login_required
+def workers_list(request: HttpRequest) -> HttpResponse:
+    context = {"workers": data.workers_panel(timezone.now()), "page": "workers"}
+    return render_page(request, "console/workers.html", {"workers": "console/panels/workers.html"}, context)
+
+
+@console_login_required
+def pipelines_list(request: HttpRequest) -> HttpResponse:
+    status = request.GET.get("status") or None
+    if status and status not in t.STATUSES:
+        return _error(
+            request, 400, "Unknown status", f"There is no status {status!r}; use one of {', '.join(t.STATUSES)}."
+        )
+    context = {"pipelines": data.pipelines_page(timezone.now(), status), "page": "pipelines"}
+    panels = {"pipelines": "console/panels/pipelines.html"}
+    return render_page(request, "console/pipelines.html", panels, context)
+
+
 # --- services -------------------------------------------------------------------------------
 SERVICE_PANELS = {"service": "console/panels/service.html"}
 

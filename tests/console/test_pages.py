@@ -6,7 +6,15 @@ import pytest
 
 pytestmark = pytest.mark.django_db
 
-PAGES = ["/", "/services/api/", "/workers/collector/", "/pipelines/{job}/"]
+PAGES = [
+    "/",
+    "/services/",
+    "/services/api/",
+    "/workers/",
+    "/workers/collector/",
+    "/pipelines/",
+    "/pipelines/{job}/",
+]
 
 
 def _pending() -> int:
@@ -187,3 +195,14 @@ def test_the_health_history_is_a_per_minute_average_with_gaps(db, time_machine):
     assert since == datetime(2026, 1, 1, 11, 3, tzinfo=UTC)
     assert values[-3:] == [80.0, None, 45.0]
     assert values[:-3] == [None] * (HISTORY_MINUTES - 3)
+
+
+def test_the_pipelines_list_filters_by_status(staff_browser, world):
+    job = world["job"]
+    html = staff_browser.get("/pipelines/?status=needs_approval").content.decode()
+    assert f'data-pipeline-job="{job.pk}"' in html
+    assert f'data-pipeline-job="{job.pk}"' not in staff_browser.get("/pipelines/?status=completed").content.decode()
+    bad = staff_browser.get("/pipelines/?status=sleeping")
+    assert bad.status_code == 400 and "There is no status &#x27;sleeping&#x27;" in bad.content.decode()
+    live = staff_browser.get("/pipelines/?live=1&status=needs_approval").json()
+    assert f'data-pipeline-job="{job.pk}"' in live["panels"]["pipelines"]

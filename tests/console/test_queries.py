@@ -43,7 +43,17 @@ def grow(world) -> None:
         world["worker"].runs.create(status="succeeded", success=True, duration_ms=i, completed_at=now - timedelta(i))
 
 
-PAGES = ["/", "/?live=1", "/services/api/", "/workers/collector/", "/pipelines/{job}/", "/console/summary"]
+PAGES = [
+    "/",
+    "/?live=1",
+    "/services/",
+    "/services/api/",
+    "/workers/",
+    "/workers/collector/",
+    "/pipelines/",
+    "/pipelines/{job}/",
+    "/console/summary",
+]
 
 
 def test_page_queries_do_not_grow_with_the_data(staff_browser, world):
