@@ -23,6 +23,7 @@ from orchestration.console import charts
 from orchestration.models import Action, Anomaly, LedgerEntry, LoopState, ScoreReport, Worker
 from orchestration.workers.choices import AnomalySeverity, ReportPeriod
 from pipeline import transitions as t
+from pipeline.choices import PipelineStatus
 from pipeline.models import PipelineJob
 
 HISTORY_MINUTES = 60
@@ -219,7 +220,7 @@ def pipelines_page(now: datetime, status: str | None = None) -> dict[str, Any]:
     counts = dict(PipelineJob.objects.order_by().values_list("status").annotate(n=Count("id")))
     return {
         "rows": [_progress_row(job) for job in jobs[:100]],
-        "counts": [(s, counts.get(s, 0)) for s in t.STATUSES],
+        "counts": [(s, PipelineStatus(s).label, counts.get(s, 0)) for s in t.STATUSES],
         "status": status or "",
         "total": sum(counts.values()),
     }
