@@ -16,7 +16,9 @@ import json
 from collections.abc import Iterator
 from datetime import timedelta
 
-from django.db.models import Avg, Count, Max, Min, OuterRef, Q, Subquery
+from django.db.models import Avg, Count, FloatField, Max, Min, OuterRef, Q, Subquery
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
@@ -32,8 +34,9 @@ from health.choices import BreakerState, ServiceHealth
 from health.models import HealthCheck, Service
 from health.report import display_health
 from orchestration.choices import JobStatus
+from orchestration.console.data import CYCLE_EVENTS
 from orchestration.loop.health_score import status_for
-from orchestration.models import Action, Anomaly, Job, LoopState, Worker, WorkerRun
+from orchestration.models import Action, Anomaly, Job, LedgerEntry, LoopState, Worker, WorkerRun
 from orchestration.workers.choices import AnomalySeverity, RunStatus
 from pipeline import transitions as t
 from pipeline.models import PipelineJob
@@ -58,6 +61,7 @@ class OrchestratorCollector(Collector):
         yield from self._workers()
         yield from self._anomalies()
         yield from self._pipeline()
+        yield from self._routing()
 
     # --- control loop ---------------------------------------------------------------
     def _loop(self) -> Iterator:
@@ -86,6 +90,21 @@ class OrchestratorCollector(Collector):
         if isinstance(last.get("duration_ms"), int | float):
             duration.add_metric([], last["duration_ms"] / 1000.0)
         yield duration
+        # The last hour of cycles, from their ledger entries (one aggregate query).
+        duration_ms = Cast(KeyTextTransform("duration_ms", "data"), FloatField())
+        hour = (
+            LedgerEntry.objects.filter(event_type__in=CYCLE_EVENTS, created_at__gte=self.now - timedelta(hours=1))
+            .order_by()
+            .aggregate(avg=Avg(duration_ms), max=Max(duration_ms), n=Count("id"))
+        )
+        yield _gauge("orchestrator_cycles_last_hour", "Cycles completed in the last hour.", hour["n"])
+        avg = GaugeMetricFamily("orchestrator_cycle_duration_avg_seconds", "Mean cycle duration over the last hour.")
+        slowest = GaugeMetricFamily("orchestrator_cycle_duration_max_seconds", "Slowest cycle in the last hour.")
+        if hour["n"]:
+            avg.add_metric([], (hour["avg"] or 0) / 1000.0)
+            slowest.add_metric([], (hour["max"] or 0) / 1000.0)
+        yield avg
+        yield slowest
         if state.last_cycle_finished_at:
             yield _gauge(
                 "orchestrator_last_cycle_timestamp_seconds",
@@ -272,6 +291,31 @@ class OrchestratorCollector(Collector):
             wait.add_metric([stage], max(0.0, (self.now - since).total_seconds()) if since else 0)
         yield waiting
         yield wait
+
+    # --- routing ----------------------------------------------------------------------------
+    def _routing(self) -> Iterator:
+        from orchestration.routing.models import RouteStat, Suggestion, SuggestionStatus
+
+        tasks = CounterMetricFamily(
+            "orchestrator_routed_tasks",
+            "Routed task attempts by type, service and result.",
+            labels=["task_type", "service", "result"],
+        )
+        latency = GaugeMetricFamily(
+            "orchestrator_routed_task_avg_seconds",
+            "Mean execution time learned per route.",
+            labels=["task_type", "service"],
+        )
+        for stat in RouteStat.objects.order_by("task_type", "service_name")[:MAX_OBJECTS]:
+            labels = [stat.task_type, stat.service_name]
+            tasks.add_metric([*labels, "success"], stat.successes)
+            tasks.add_metric([*labels, "failure"], max(0, stat.count - stat.successes))
+            if stat.avg_ms is not None:
+                latency.add_metric(labels, stat.avg_ms / 1000.0)
+        yield tasks
+        yield latency
+        pending = Suggestion.objects.filter(status=SuggestionStatus.PENDING).count()
+        yield _gauge("orchestrator_suggestions_pending", "Routing suggestions waiting for a person.", pending)
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

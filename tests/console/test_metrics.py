@@ -55,6 +55,12 @@ def test_every_capability_is_exported(user_client, world):
         state.last_cycle["duration_ms"] / 1000
     )
     assert value(families, "orchestrator_loop_enabled") == (1 if state.enabled else 0)
+    assert value(families, "orchestrator_cycles_last_hour") == 2
+    assert (
+        0
+        < value(families, "orchestrator_cycle_duration_avg_seconds")
+        <= value(families, "orchestrator_cycle_duration_max_seconds")
+    )
     # queue by status and lane
     pending_default = Job.objects.filter(status="pending", lane="default").count()
     assert value(families, "orchestrator_jobs", status="pending", lane="default") == pending_default == 3
@@ -101,6 +107,19 @@ def test_every_capability_is_exported(user_client, world):
     assert value(families, "orchestrator_pipeline_jobs", status="needs_approval") == 1
     assert value(families, "orchestrator_pipeline_gate_waiting", stage="script") == 1
     assert value(families, "orchestrator_pipeline_gate_wait_seconds_max", stage="script") >= 0
+
+
+def test_routing_is_exported(user_client, db):
+    from orchestration.routing.executor import remember
+
+    for ok in (True, True, False):
+        remember(task_type="research", service="api", success=ok, execution_ms=200 if ok else None)
+    families = parse(user_client.get("/metrics").content.decode())
+    sample = "orchestrator_routed_tasks_total"
+    assert value(families, "orchestrator_routed_tasks", sample, task_type="research", result="success") == 2
+    assert value(families, "orchestrator_routed_tasks", sample, task_type="research", result="failure") == 1
+    assert value(families, "orchestrator_routed_task_avg_seconds", task_type="research") == pytest.approx(0.2)
+    assert value(families, "orchestrator_suggestions_pending") == 0
 
 
 def test_the_query_count_does_not_grow_with_the_data(user_client, world):
