@@ -101,7 +101,9 @@ def test_deciding_a_gate_the_job_is_no_longer_at_is_a_409(staff_browser, waiting
 def test_forms_are_csrf_protected(staff_user, waiting_job):
     client = Client(enforce_csrf_checks=True)
     client.force_login(staff_user)
-    assert decide(client, waiting_job, "approve").status_code == 403
+    refused = decide(client, waiting_job, "approve")
+    assert refused.status_code == 403
+    assert "This form has expired" in refused.content.decode()  # in the site's style
     assert client.post("/console/loop/disable").status_code == 403
     waiting_job.refresh_from_db()
     assert waiting_job.status == "needs_approval"
