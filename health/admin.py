@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.db import models
+from django.urls import reverse
+from django.utils.html import format_html
 
 from health.models import CircuitBreaker, DependencyError, HealthCheck, Service, ServiceAlert
 from health.report import display_health
 from health.sweep import check_services
 from orchestration.admin import badge
+from orchestration.models.ledger import record
+
+
+def console_link(service: Service):
+    return format_html(
+        '<a href="/services/{}/" title="Console page: checks, chart, transitions">{}</a>', service.name, service.name
+    )
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -30,6 +39,7 @@ class ServiceAdmin(admin.ModelAdmin):
         "response_time",
         "short_error",
         "enabled_badge",
+        "links",
     ]
     list_filter = ["enabled", "health", "circuit__state"]
     search_fields = ["name", "base_url", "description"]
@@ -68,6 +78,48 @@ class ServiceAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("circuit")
+
+    def view_on_site(self, obj: Service) -> str:
+        return f"/services/{obj.name}/"
+
+    @admin.display(description="")
+    def links(self, obj: Service):
+        checks = reverse("admin:health_healthcheck_changelist") + f"?service__id__exact={obj.pk}"
+        breaker = reverse("admin:health_circuitbreaker_change", args=[obj.circuit_id]) if obj.circuit_id else None
+        return format_html(
+            '<a href="/services/{}/">console</a> · <a href="{}">checks</a>{}',
+            obj.name,
+            checks,
+            format_html(' · <a href="{}">breaker</a>', breaker) if breaker else "",
+        )
+
+    def save_model(self, request, obj, form, change):
+        if change and "enabled" in form.changed_data and not obj.enabled:
+            blockers = obj.enabled_dependents()
+            if blockers:
+                # Same guard as the API's 409: keep it enabled and say why.
+                obj.enabled = True
+                self.message_user(
+                    request, f"{obj.name} stays enabled: required by {', '.join(blockers)}", messages.ERROR
+                )
+        super().save_model(request, obj, form, change)
+        verb = "updated" if change else "created"
+        record(
+            f"service.{verb}",
+            f"Service {obj.name} {verb} in the admin",
+            subject=f"service:{obj.name}",
+            data={"changed": form.changed_data},
+            actor=request.user.username,
+        )
+
+    def delete_model(self, request, obj):
+        record(
+            "service.deleted",
+            f"Service {obj.name} deleted in the admin",
+            subject=f"service:{obj.name}",
+            actor=request.user.username,
+        )
+        super().delete_model(request, obj)
 
     @admin.display(description="health", ordering="health")
     def health_badge(self, obj: Service):
@@ -142,10 +194,27 @@ class ServiceAdmin(admin.ModelAdmin):
 
 @admin.register(CircuitBreaker)
 class CircuitBreakerAdmin(ReadOnlyAdmin):
-    list_display = ["name", "state_badge", "consecutive_failures", "consecutive_successes", "opened_at", "updated_at"]
+    list_display = [
+        "name",
+        "state_badge",
+        "guards",
+        "consecutive_failures",
+        "consecutive_successes",
+        "opened_at",
+        "updated_at",
+    ]
     list_filter = ["state"]
     search_fields = ["name"]
     actions = ["reset"]
+
+    @admin.display(description="guards")
+    def guards(self, obj: CircuitBreaker):
+        kind, _, name = obj.name.partition(":")
+        if kind == "service":
+            return format_html('<a href="/services/{}/">service {}</a>', name, name)
+        if kind == "worker":
+            return format_html('<a href="/workers/{}/">worker {}</a>', name, name)
+        return "—"
 
     @admin.display(description="state", ordering="state")
     def state_badge(self, obj: CircuitBreaker):
@@ -167,7 +236,7 @@ class CircuitBreakerAdmin(ReadOnlyAdmin):
 
 @admin.register(HealthCheck)
 class HealthCheckAdmin(ReadOnlyAdmin):
-    list_display = ["checked_at", "service", "health_badge", "status_code", "response_time_ms", "error_message"]
+    list_display = ["checked_at", "service_link", "health_badge", "status_code", "response_time_ms", "error_message"]
     list_filter = ["success", "health", "service"]
     list_select_related = ["service"]
     date_hierarchy = "checked_at"
@@ -176,12 +245,20 @@ class HealthCheckAdmin(ReadOnlyAdmin):
     def health_badge(self, obj: HealthCheck):
         return badge(obj.health)
 
+    @admin.display(description="service", ordering="service__name")
+    def service_link(self, obj: HealthCheck):
+        return console_link(obj.service)
+
 
 @admin.register(ServiceAlert)
 class ServiceAlertAdmin(ReadOnlyAdmin):
-    list_display = ["service", "state_badge", "opened_at", "resolved_at", "affected_list", "error_message"]
+    list_display = ["service_link", "state_badge", "opened_at", "resolved_at", "affected_list", "error_message"]
     list_filter = [("resolved_at", admin.EmptyFieldListFilter)]
     list_select_related = ["service"]
+
+    @admin.display(description="service", ordering="service__name")
+    def service_link(self, obj: ServiceAlert):
+        return console_link(obj.service)
 
     @admin.display(description="state")
     def state_badge(self, obj: ServiceAlert):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
@@ -7,6 +8,8 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from orchestration.admin import admin_link
+from orchestration.models.ledger import record
 from pipeline import engine
 from pipeline import transitions as t
 from pipeline.choices import STATUS_COLORS
@@ -44,9 +47,61 @@ class PipelineEventInline(_ReadOnlyInline):
     ordering = ["id"]
 
 
+class PipelineDefinitionForm(forms.ModelForm):
+    """The API's (and the YAML loader's) validation, with errors shown on the form."""
+
+    class Meta:
+        model = PipelineDefinition
+        fields = [
+            "name",
+            "description",
+            "stages",
+            "gates",
+            "stage_timeouts",
+            "runners",
+            "lane",
+            "stage_attempts",
+            "retry_timed_out_stages",
+        ]
+
+    def clean(self):
+        from pipeline.api.serializers import PipelineDefinitionSerializer
+
+        data = super().clean()
+        if self.errors:
+            return data
+        checked = PipelineDefinitionSerializer(instance=self.instance if self.instance.pk else None, data=data)
+        if not checked.is_valid():
+            for field, errors in checked.errors.items():
+                target = field if field in self.fields else None
+                self.add_error(target, [str(e) for e in (errors if isinstance(errors, list) else [errors])])
+            return data
+        for key in ("gates", "stage_timeouts", "stages"):
+            data[key] = checked.validated_data[key]
+        return data
+
+
 @admin.register(PipelineDefinition)
 class PipelineDefinitionAdmin(admin.ModelAdmin):
-    list_display = ["name", "stage_list", "gate_list", "lane", "is_default"]
+    form = PipelineDefinitionForm
+    list_display = ["name", "stage_list", "gate_list", "lane", "is_default", "jobs_link"]
+    search_fields = ["name", "description"]
+    list_filter = ["is_default", "builtin", "lane"]
+
+    @admin.display(description="jobs")
+    def jobs_link(self, obj: PipelineDefinition):
+        url = reverse("admin:pipeline_pipelinejob_changelist") + f"?definition__id__exact={obj.pk}"
+        return format_html('<a href="{}">jobs →</a>', url)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        verb = "updated" if change else "created"
+        record(
+            f"pipeline.definition.{verb}",
+            f"Pipeline definition {obj.name} {verb} in the admin",
+            subject=f"pipeline.definition:{obj.name}",
+            actor=request.user.username,
+        )
 
     @admin.display(description="stages")
     def stage_list(self, obj: PipelineDefinition) -> str:
@@ -59,8 +114,18 @@ class PipelineDefinitionAdmin(admin.ModelAdmin):
 
 @admin.register(PipelineJob)
 class PipelineJobAdmin(admin.ModelAdmin):
-    list_display = ["id", "slug", "status_badge", "stage", "progress_bar", "created_at", "updated_at"]
+    list_display = [
+        "id",
+        "slug",
+        "status_badge",
+        "stage",
+        "progress_bar",
+        "definition_link",
+        "created_at",
+        "updated_at",
+    ]
     list_filter = ["status", "definition"]
+    list_select_related = ["definition"]
     search_fields = ["slug", "intent"]
     readonly_fields = [
         "definition",
@@ -84,6 +149,13 @@ class PipelineJobAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False  # jobs start through the API or pipeline_demo, which run the first stage
+
+    def view_on_site(self, obj: PipelineJob) -> str:
+        return f"/pipelines/{obj.pk}/"
+
+    @admin.display(description="definition", ordering="definition__name")
+    def definition_link(self, obj: PipelineJob):
+        return admin_link(obj.definition)
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: PipelineJob) -> str:

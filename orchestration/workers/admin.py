@@ -7,9 +7,10 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import CharField, OuterRef, Subquery, Value
 from django.db.models.functions import Concat
+from django.urls import reverse
 from django.utils.html import format_html
 
-from orchestration.admin import badge, pretty_json
+from orchestration.admin import admin_link, badge, pretty_json
 from orchestration.models import Anomaly, ScoreReport, Worker, WorkerRun
 from orchestration.models.ledger import record
 from orchestration.workers import breaker, specs
@@ -25,6 +26,13 @@ RUN_BADGES = {
     "skipped": "canceled",
     "failed": "failed",
 }
+
+
+def worker_link(worker: Worker | None):
+    """The worker's console page (runs, score trend, anomalies)."""
+    if worker is None:
+        return "—"
+    return format_html('<a href="/workers/{}/">{}</a>', worker.name, worker.name)
 
 
 def score_badge(value: float | None):
@@ -79,7 +87,17 @@ class WorkerForm(forms.ModelForm):
 @admin.register(Worker)
 class WorkerAdmin(admin.ModelAdmin):
     form = WorkerForm
-    list_display = ["name", "category", "enabled_badge", "cadence", "last_run", "score", "next_run", "breaker_badge"]
+    list_display = [
+        "name",
+        "category",
+        "enabled_badge",
+        "cadence",
+        "last_run",
+        "score",
+        "next_run",
+        "breaker_badge",
+        "links",
+    ]
     list_filter = ["category", "execution_model", "enabled", "builtin", "last_status"]
     search_fields = ["name", "description"]
     actions = ["trigger_workers", "enable_workers", "disable_workers"]
@@ -96,6 +114,53 @@ class WorkerAdmin(admin.ModelAdmin):
         "updated_at",
     ]
     exclude = ["lock_token"]
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        return [*fields, "schedule_link", "related_links"] if obj is not None else fields
+
+    def view_on_site(self, obj: Worker) -> str:
+        return f"/workers/{obj.name}/"
+
+    @admin.display(description="django-q2 schedule")
+    def schedule_link(self, obj: Worker):
+        from django_q.models import Schedule
+
+        schedule = Schedule.objects.filter(name=obj.schedule_name).first()
+        if schedule is None:
+            return "none (on demand, or disabled)"
+        url = reverse("admin:django_q_schedule_change", args=[schedule.pk])
+        when = schedule.next_run.strftime("%Y-%m-%d %H:%M:%S UTC") if schedule.next_run else "—"
+        return format_html('<a href="{}">{}</a> · next run {}', url, schedule.name, when)
+
+    @admin.display(description="related")
+    def related_links(self, obj: Worker):
+        return self.links(obj)
+
+    @admin.display(description="")
+    def links(self, obj: Worker):
+        runs = reverse("admin:orchestration_workerrun_changelist") + f"?worker__id__exact={obj.pk}"
+        reports = reverse("admin:orchestration_scorereport_changelist") + f"?worker__id__exact={obj.pk}"
+        anomalies = reverse("admin:orchestration_anomaly_changelist") + f"?worker={obj.pk}"
+        return format_html(
+            '<a href="/workers/{}/">console</a> · <a href="{}">runs</a> · <a href="{}">scores</a> · '
+            '<a href="{}">anomalies</a>',
+            obj.name,
+            runs,
+            reports,
+            anomalies,
+        )
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        verb = "updated" if change else "created"
+        record(
+            f"worker.{verb}",
+            f"Worker {obj.name} {verb} in the admin",
+            subject=obj.breaker_name,
+            data={"changed": form.changed_data},
+            actor=request.user.username,
+        )
 
     def get_queryset(self, request):
         from django_q.models import Schedule
@@ -184,21 +249,30 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class WorkerRunAdmin(ReadOnlyAdmin):
     list_display = [
         "execution_short",
-        "worker",
+        "worker_console",
         "status_badge",
         "trigger",
         "queued_at",
         "duration_ms",
         "skipped_reason",
+        "job_link",
     ]
     list_filter = ["status", "trigger", "skipped_reason", "worker"]
     search_fields = ["execution_id", "worker__name", "error"]
-    list_select_related = ["worker"]
+    list_select_related = ["worker", "job"]
     date_hierarchy = "queued_at"
 
     @admin.display(description="execution")
     def execution_short(self, obj: WorkerRun) -> str:
         return obj.execution_id[:12]
+
+    @admin.display(description="worker", ordering="worker__name")
+    def worker_console(self, obj: WorkerRun):
+        return worker_link(obj.worker)
+
+    @admin.display(description="queue job")
+    def job_link(self, obj: WorkerRun):
+        return admin_link(obj.job, f"job {obj.job_id}") if obj.job_id else "—"
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: WorkerRun):
@@ -208,7 +282,7 @@ class WorkerRunAdmin(ReadOnlyAdmin):
 @admin.register(ScoreReport)
 class ScoreReportAdmin(ReadOnlyAdmin):
     list_display = [
-        "worker",
+        "worker_console",
         "period",
         "created_at",
         "overall",
@@ -225,13 +299,17 @@ class ScoreReportAdmin(ReadOnlyAdmin):
     def overall(self, obj: ScoreReport):
         return score_badge(obj.overall_score)
 
+    @admin.display(description="worker", ordering="worker__name")
+    def worker_console(self, obj: ScoreReport):
+        return worker_link(obj.worker)
+
 
 @admin.register(Anomaly)
 class AnomalyAdmin(ReadOnlyAdmin):
     list_display = [
         "code",
         "severity_badge",
-        "subject",
+        "subject_link",
         "detected_at",
         "resolved_at",
         "occurrences",
@@ -242,6 +320,11 @@ class AnomalyAdmin(ReadOnlyAdmin):
     list_filter = ["severity", "code", "alert_state", ("resolved_at", admin.EmptyFieldListFilter)]
     search_fields = ["code", "subject"]
     readonly_fields = ["recovery_pretty"]
+    list_select_related = ["worker"]
+
+    @admin.display(description="subject", ordering="subject")
+    def subject_link(self, obj: Anomaly):
+        return worker_link(obj.worker) if obj.worker_id else obj.subject
 
     @admin.display(description="severity", ordering="severity")
     def severity_badge(self, obj: Anomaly):
