@@ -20,7 +20,7 @@ OPEN_CIRCUIT_PENALTY = 5
 OPEN_CIRCUIT_PENALTY_CAP = 20
 
 
-@snapshot_section("services")
+@snapshot_section("services", queries=1)
 def services_section(now: datetime) -> dict[str, Any]:
     """One aggregate query whatever the number of services."""
     on = Q(enabled=True)

@@ -22,7 +22,7 @@ log = logging.getLogger("pipeline.gates")
 BATCH = 200
 
 
-@snapshot_section("pipeline")
+@snapshot_section("pipeline", queries=1)
 def pipeline_section(now: datetime) -> dict[str, Any]:
     """One aggregate query whatever the number of jobs."""
     counts = PipelineJob.objects.order_by().aggregate(

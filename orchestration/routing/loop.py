@@ -11,7 +11,7 @@ from orchestration.choices import JobStatus
 from orchestration.loop.monitor import snapshot_section
 
 
-@snapshot_section("routing")
+@snapshot_section("routing", queries=3)
 def routing_section(now: datetime) -> dict[str, Any]:
     from orchestration.models import Job
     from orchestration.routing.models import Suggestion, TaskOutcome

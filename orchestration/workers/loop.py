@@ -20,7 +20,7 @@ from orchestration.workers import breaker
 from orchestration.workers.choices import FAILED_RUN_STATUSES, AlertState, RunStatus
 
 
-@snapshot_section("workers")
+@snapshot_section("workers", queries=3)
 def workers_section(now: datetime) -> dict[str, Any]:
     """Three aggregate queries whatever the size of the fleet and its history."""
     from orchestration.workers.recovery import strategies

@@ -11,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from orchestration.choices import JobStatus
+from orchestration.loop import monitor
 from orchestration.loop.monitor import build_snapshot
 from orchestration.models import Campaign, Job, LedgerEntry
 from orchestration.models.ledger import record
@@ -95,13 +96,18 @@ def test_it_reports_channel_windows():
     assert scheduler["windows"]["youtube"]["closes_in_minutes"] == 30
 
 
-def test_query_count_does_not_grow_with_the_data():
-    def count_queries() -> int:
+def _section_queries() -> dict[str, int]:
+    now = timezone.now()
+    counts = {}
+    for name, section in monitor.sections().items():
         with CaptureQueriesContext(connection) as ctx:
-            build_snapshot()
-        return len(ctx.captured_queries)
+            section(now)
+        counts[name] = len(ctx.captured_queries)
+    return counts
 
-    small = count_queries()
+
+def test_query_count_does_not_grow_with_the_data():
+    small = _section_queries()
     now = timezone.now()
     statuses = [JobStatus.PENDING, JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.RETRY, JobStatus.PROCESSING]
     Job.objects.bulk_create(
@@ -110,5 +116,9 @@ def test_query_count_does_not_grow_with_the_data():
     LedgerEntry.objects.bulk_create(LedgerEntry(event_type="x", severity="error") for _ in range(2000))
     campaign = Campaign.objects.create(name="c", budget=200)
     Job.objects.filter(pk__in=Job.objects.values("pk")[:500]).update(campaign=campaign)
-    assert count_queries() == small
-    assert small <= 10
+    assert _section_queries() == small
+    for name, n in small.items():
+        assert n <= monitor.query_budget(name), f"section {name} ran {n} queries, budget {monitor.query_budget(name)}"
+    with CaptureQueriesContext(connection) as ctx:
+        build_snapshot()
+    assert len(ctx.captured_queries) == sum(small.values()) <= monitor.query_budget()
