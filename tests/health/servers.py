@@ -26,6 +26,9 @@ class TestServer:
         self.sequence: dict[str, list[str]] = {}
         self.delay = 2.0
         self.hits: Counter[str] = Counter()
+        # (path, time.time()) of every request, in arrival order: tests that must show
+        # no request arrived during some window (an open circuit) read this.
+        self.hit_times: list[tuple[str, float]] = []
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
@@ -40,6 +43,7 @@ class TestServer:
                 path = self.path.split("?")[0]
                 with server._lock:
                     server.hits[path] += 1
+                    server.hit_times.append((path, time.time()))
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                     queue = server.sequence.get(path)
