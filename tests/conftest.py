@@ -51,3 +51,15 @@ def broker_only(monkeypatch):
     from django_q.conf import Conf
 
     monkeypatch.setattr(Conf, "SYNC", False)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Transactional tests flush the database when they end, which would also remove
+    what the data migrations seeded (default rules, channel windows, the default
+    pipeline, routing multipliers): a later end-to-end test would then run a loop with
+    no rules. Serialized rollback puts the migrated state back before each of them."""
+    for item in items:
+        marker = item.get_closest_marker("django_db")
+        if marker and marker.kwargs.get("transaction") and "serialized_rollback" not in marker.kwargs:
+            restored = pytest.mark.django_db(*marker.args, **marker.kwargs, serialized_rollback=True)
+            item.add_marker(restored, append=False)

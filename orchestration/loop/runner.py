@@ -68,7 +68,9 @@ class LoopRunner:
         try:
             result = run_cycle(manual=False, owner=self.owner)
         except Exception:
-            # Already in the ledger as orchestrator.cycle_error; keep going.
+            # Usually already in the ledger as orchestrator.cycle_error, but not when the
+            # database itself failed (e.g. locked): say it here too, and keep going.
+            log.exception("cycle failed")
             result = None
         if result is not None:
             self.cycles += 1

@@ -54,7 +54,7 @@ class Proc:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path):
         self.name = name
         self.log_path = log_dir / f"{name}-{int(time.time() * 1000)}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "wb")
         self.popen = subprocess.Popen(
             argv, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -68,6 +68,13 @@ class Proc:
                 self.kill_group()
         self._log.close()
         return self.popen.returncode
+
+    def dump_stacks(self) -> None:
+        """Ask the process for its threads' stacks (manage.py answers SIGUSR1 with them),
+        so the log of a failed test shows where a stuck process was."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGUSR1)
+            time.sleep(0.3)
 
     def kill_group(self) -> None:
         """SIGKILL the whole process group: the node dies with all its children."""
@@ -96,11 +103,14 @@ def running(*specs: tuple[str, list[str]], log_dir: Path, **env: str) -> Iterato
         yield procs
         failed = False
     finally:
+        if failed:
+            for proc in procs:
+                proc.dump_stacks()
         for proc in procs:
             proc.stop()
         if failed:
             for proc in procs:
-                print(f"----- {proc.name} log -----\n{proc.output()[-4000:]}")
+                print(f"----- {proc.name} log -----\n{proc.output()[-8000:]}")
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 30, interval: float = 0.1, message: str = ""):

@@ -44,6 +44,7 @@ class Command(BaseCommand):
         if not no_demo:
             call_command("load_demo", verbosity=options.get("verbosity", 1))
         self.stdout.write("")
+        self.stdout.write(self.style.SUCCESS(f"Dashboard: http://127.0.0.1:{port}/"))
         self.stdout.write(self.style.SUCCESS(f"Admin:     http://127.0.0.1:{port}/admin/"))
         self.stdout.write(self.style.SUCCESS(f"Login:     {username} / {password}"))
         self.stdout.write(f"API token: python manage.py create_api_token {username} --staff")
