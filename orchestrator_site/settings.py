@@ -131,6 +131,11 @@ ORCHESTRATOR_DRY_RUN = env_bool("ORCHESTRATOR_DRY_RUN", False)
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 30, minimum=2)
 # Lanes not listed in the Lane table get this concurrency limit (0 = unlimited).
 JOB_DEFAULT_LANE_LIMIT = env_int("JOB_DEFAULT_LANE_LIMIT", 0, minimum=0)
+# Backpressure: at most this many jobs handed to the broker and not yet started. Without
+# it every finished job would hand over another batch, the broker's queue would grow
+# past what the cluster can start within JOB_DISPATCH_LEASE_SECONDS, and those jobs
+# would be taken back and handed over again, over and over. 0 means no cap.
+JOB_DISPATCH_BACKLOG = env_int("JOB_DISPATCH_BACKLOG", 100, minimum=0)
 # Dotted-path prefixes that the "python.call" job kind may import.
 PYTHON_JOB_ALLOWED_PREFIXES = env_list(
     "PYTHON_JOB_ALLOWED_PREFIXES", ["orchestration.", "health.", "pipeline.", "examples."]

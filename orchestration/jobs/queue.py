@@ -118,6 +118,13 @@ def dispatch(limit: int = 200) -> list[int]:
     claimed: list[tuple[int, str]] = []
     with transaction.atomic():
         due = Q(not_before__isnull=True) | Q(not_before__lte=now)
+        if settings.JOB_DISPATCH_BACKLOG:
+            # Soft cap (concurrent dispatchers on PostgreSQL may overshoot it by one
+            # batch): claims stay correct either way, this only keeps the broker short.
+            waiting = Job.objects.filter(status=JobStatus.PROCESSING, started_at__isnull=True).count()
+            limit = min(limit, settings.JOB_DISPATCH_BACKLOG - waiting)
+            if limit <= 0:
+                return []
         candidates = list(
             Job.objects.select_for_update(skip_locked=True)
             .filter(due, status__in=CLAIMABLE_STATUSES)

@@ -161,6 +161,19 @@ class TestOrderAndLanes:
         first = queue.dispatch()
         assert other.pk in first and len(first) == 2
 
+    def test_the_broker_backlog_is_capped(self, settings):
+        # Jobs handed over but not started count against the cap; started ones do not.
+        settings.JOB_DISPATCH_BACKLOG = 5
+        for _ in range(20):
+            make()
+        first = queue.dispatch()
+        assert len(first) == 5
+        assert queue.dispatch() == []
+        Job.objects.filter(pk__in=first[:2]).update(started_at=timezone.now())
+        assert len(queue.dispatch()) == 2
+        settings.JOB_DISPATCH_BACKLOG = 0  # no cap
+        assert len(queue.dispatch()) == 13
+
 
 @pytest.mark.django_db
 class TestAtLeastOnceDelivery:
