@@ -220,7 +220,10 @@ def test_restart_keeps_gates_breakers_queue_and_leases(tmp_path, how):
         held.refresh_from_db()
         assert held.lease_expires_at is not None
         lease_ran_out_at = held.lease_expires_at
-        cycles_at_stop = LoopState.get().cycle_count
+        loop_state = LoopState.get()
+        cycles_at_stop = loop_state.cycle_count
+        if how == "sigterm":
+            assert loop_state.runner_seen_at is None  # the runner said goodbye
         state_file = settings.RUNS_DIR / str(pipeline_id) / "state.json"
         assert '"status": "needs_approval"' in state_file.read_text()
 
@@ -300,6 +303,8 @@ def test_restart_keeps_gates_breakers_queue_and_leases(tmp_path, how):
     assert half_opened_at >= opened_at + OPEN_TIMEOUT
     # The quiet window spans the stop and the restart.
     assert quiet_from < stopped_at and half_opened_at > restarted_at, "OPEN_TIMEOUT is too short here"
+    failures = [t for path, t in hits if path == "/health" and t < quiet_from]
+    assert len(failures) >= 2  # failure_threshold failures reached the service and opened it
     while_open = [t for path, t in hits if path == "/health" and quiet_from <= t < half_opened_at]
     assert while_open == [], f"{len(while_open)} request(s) reached the service while its circuit was open"
     trials = [t for path, t in hits if path == "/health" and t >= half_opened_at]
