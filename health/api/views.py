@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 from django.db import transaction
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import mixins, viewsets
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -13,6 +13,28 @@ from health.report import service_status
 from orchestration.api.views import AuditedModelViewSet, actor_of
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
+
+# POST …/{name}/check answers with the service's status line (as in /health/status) and
+# what the sweep did, not with the service's record.
+_CHECKED = inline_serializer(
+    "ServiceChecked",
+    {
+        "name": serializers.CharField(),
+        "health": serializers.CharField(),
+        "enabled": serializers.BooleanField(),
+        "last_check": serializers.DateTimeField(allow_null=True),
+        "response_time_ms": serializers.FloatField(allow_null=True),
+        "status_code": serializers.IntegerField(allow_null=True),
+        "error_message": serializers.CharField(allow_null=True),
+        "consecutive_failures": serializers.IntegerField(),
+        "total_checks": serializers.IntegerField(),
+        "successful_checks": serializers.IntegerField(),
+        "uptime_percentage": serializers.FloatField(allow_null=True),
+        "circuit_breaker_state": serializers.CharField(),
+        "depends_on": serializers.ListField(child=serializers.CharField()),
+        "sweep": serializers.DictField(),
+    },
+)
 
 
 class ServiceViewSet(AuditedModelViewSet):
@@ -76,7 +98,7 @@ class ServiceViewSet(AuditedModelViewSet):
         Service.objects.filter(pk=service.pk, health="circuit_open").update(health="unknown", next_check_at=None)
         return Response(self.get_serializer(self.get_queryset().get(pk=service.pk)).data)
 
-    @extend_schema(request=None)
+    @extend_schema(request=None, responses={200: _CHECKED})
     @action(detail=True, methods=["post"])
     def check(self, request, name=None):
         """Check this one service now (its breaker still applies)."""

@@ -9,7 +9,7 @@ import django_filters
 from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -46,6 +46,8 @@ class WorkerSerializer(serializers.ModelSerializer):
     cadence = serializers.SerializerMethodField()
     next_run_at = serializers.SerializerMethodField()
     breaker_state = serializers.SerializerMethodField()
+    # Blank until the first run: the schema must list "" beside the run statuses.
+    last_status = serializers.ChoiceField(choices=RunStatus.choices, allow_blank=True, read_only=True)
 
     class Meta:
         model = Worker
@@ -95,7 +97,8 @@ class WorkerSerializer(serializers.ModelSerializer):
     def get_cadence(self, obj: Worker) -> str:
         return obj.cadence_text()
 
-    def get_next_run_at(self, obj: Worker):
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_next_run_at(self, obj: Worker) -> str | None:
         value = next_run_at(obj)
         return value.isoformat() if value else None
 

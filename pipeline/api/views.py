@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -107,8 +108,21 @@ class PipelineJobViewSet(
     def cancel(self, request, pk=None):
         return Response(self.get_serializer(engine.cancel(self.get_object(), actor=actor_of(request))).data)
 
-    @extend_schema(responses={200: s.PipelineEventSerializer(many=True)})
-    @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, BrowsableAPIRenderer, EventStreamRenderer])
+    @extend_schema(
+        responses={
+            (200, "application/json"): s.PipelineEventSerializer(many=True),
+            (200, "text/event-stream"): OpenApiResponse(
+                response=OpenApiTypes.STR, description="Live stream of the same events (Accept: text/event-stream)"
+            ),
+        }
+    )
+    # The events are one plain list, oldest first (not paginated), or a live stream.
+    @action(
+        detail=True,
+        methods=["get"],
+        renderer_classes=[JSONRenderer, BrowsableAPIRenderer, EventStreamRenderer],
+        pagination_class=None,
+    )
     def events(self, request, pk=None):
         job = self.get_object()
         if "text/event-stream" in request.META.get("HTTP_ACCEPT", ""):
@@ -123,7 +137,7 @@ class PipelineJobViewSet(
         return Response(s.PipelineEventSerializer(events, many=True).data)
 
     @extend_schema(responses={200: s.ArtifactSerializer(many=True)})
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)
     def artifacts(self, request, pk=None):
         job = self.get_object()
         return Response(s.ArtifactSerializer(job.artifacts.order_by("created_at", "id"), many=True).data)
