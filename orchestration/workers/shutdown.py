@@ -169,11 +169,15 @@ def install_cluster_drain() -> None:
             path = mark_draining()
         except OSError:
             log.exception("could not write the drain marker")
-        else:
-            import atexit
-
-            atexit.register(lambda: path.unlink(missing_ok=True))
-        return original(self, signum, frame)
+            path = None
+        try:
+            # The original handler returns once the cluster has stopped (its workers
+            # are gone), so the marker is no longer needed. (An atexit hook registered
+            # here would never run: the process is already shutting down.)
+            return original(self, signum, frame)
+        finally:
+            if path is not None:
+                path.unlink(missing_ok=True)
 
     sig_handler._fleet_drain = True  # type: ignore[attr-defined]
     Cluster.sig_handler = sig_handler
