@@ -202,7 +202,8 @@ class ScoreReportSerializer(serializers.ModelSerializer):
 
 
 class AnomalySerializer(serializers.ModelSerializer):
-    worker = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    # Null for anomalies about the system rather than one worker (a queue overflow).
+    worker = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
     open = serializers.BooleanField(source="is_open", read_only=True)
 
     class Meta:

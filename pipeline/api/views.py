@@ -1,8 +1,7 @@
 from __future__ import annotations
 
 from django.http import StreamingHttpResponse
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
@@ -14,6 +13,17 @@ from pipeline import transitions as t
 from pipeline.api import serializers as s
 from pipeline.api.sse import EventStreamRenderer, stream
 from pipeline.models import PipelineDefinition, PipelineJob
+
+# One server-sent event of GET …/events/ as a client parses it.
+SSE_EVENT = inline_serializer(
+    "PipelineEventStreamItem",
+    {
+        "event": serializers.CharField(help_text="The event type, or end / timeout / error"),
+        "data": serializers.CharField(help_text="JSON text"),
+        "id": serializers.CharField(required=False, help_text="Event id, for Last-Event-ID"),
+        "retry": serializers.IntegerField(required=False),
+    },
+)
 
 
 class PipelineDefinitionViewSet(AuditedModelViewSet):
@@ -112,7 +122,9 @@ class PipelineJobViewSet(
         responses={
             (200, "application/json"): s.PipelineEventSerializer(many=True),
             (200, "text/event-stream"): OpenApiResponse(
-                response=OpenApiTypes.STR, description="Live stream of the same events (Accept: text/event-stream)"
+                response=SSE_EVENT,
+                description="Live stream of the same events (Accept: text/event-stream or ?format=sse); "
+                "each event's data is one event as JSON, then an `end` (job final) or `timeout` event.",
             ),
         }
     )
@@ -125,7 +137,9 @@ class PipelineJobViewSet(
     )
     def events(self, request, pk=None):
         job = self.get_object()
-        if "text/event-stream" in request.META.get("HTTP_ACCEPT", ""):
+        # Content negotiation picked the stream: Accept: text/event-stream or ?format=sse
+        # (before, ?format=sse rendered the JSON list as one "error" event).
+        if request.accepted_renderer.format == EventStreamRenderer.format:
             after = request.META.get("HTTP_LAST_EVENT_ID") or request.query_params.get("after") or "0"
             if not after.isdigit():
                 raise serializers.ValidationError({"after": "Last-Event-ID must be an event id"})

@@ -1,19 +1,11 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import timedelta
-
 import pytest
 from django.test import Client
-from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from health.models import HealthCheck, Service, ServiceAlert
-from orchestration.jobs.queue import enqueue
-from orchestration.models import Action, Anomaly, Job, Lane, LedgerEntry, Rule, ScoreReport, Worker, WorkerRun
-from orchestration.routing.models import Suggestion, TaskContext, TypeMultiplier
-from pipeline.models import PipelineDefinition, PipelineJob
 from tests.security.contract import Contract
+from tests.security.world import World, build_world
 
 
 @pytest.fixture(autouse=True)
@@ -24,83 +16,12 @@ def _quiet_side_effects(settings):
     settings.FLEET_ALERT_EMAILS = []
 
 
-@dataclass
-class World:
-    """One object of every kind the API addresses by id or name."""
-
-    job: Job
-    failed_job: Job
-    lane: Lane
-    rule: Rule
-    action: Action
-    entry: LedgerEntry
-    worker: Worker
-    report: ScoreReport
-    anomaly: Anomaly
-    service: Service
-    alert: ServiceAlert
-    definition: PipelineDefinition
-    pipeline_job: PipelineJob
-    suggestion: Suggestion
-    approved_suggestion: Suggestion
-    context: TaskContext
-    multiplier: TypeMultiplier
-
-
 @pytest.fixture
 def world(db, django_capture_on_commit_callbacks) -> World:
-    from pipeline import engine
-
-    # Nothing listens on port 9 ("discard"): checks of this service fail at once.
-    service = Service.objects.create(name="billing", base_url="http://127.0.0.1:9", capabilities=["render"])
-    HealthCheck.objects.create(service=service, success=False, health="unhealthy", error_message="refused")
-    worker = Worker.objects.create(
-        name="collector",
-        category="collection",
-        interval_seconds=300,
-        timeout_seconds=30,
-        target={"type": "python", "path": "tests.workers.targets.ok"},
-    )
-    run = WorkerRun.objects.create(worker=worker, status="succeeded", success=True, duration_ms=5)
-    scores = dict.fromkeys(
-        ("reliability_score", "performance_score", "data_quality_score", "resource_score", "overall_score"), 90.0
-    )
-    report = ScoreReport.objects.create(
-        worker=worker, run=run, execution_id=run.execution_id, success=True, duration_ms=5, **scores
-    )
-    job = enqueue("noop", {}, not_before=timezone.now() + timedelta(hours=1))
-    failed_job = enqueue("noop", {}, not_before=timezone.now() + timedelta(hours=1))
-    Job.objects.filter(pk=failed_job.pk).update(status="failed", finished_at=timezone.now())
-    failed_job.refresh_from_db()
     with django_capture_on_commit_callbacks(execute=True):
-        pipeline_job = engine.create_job("explainer", "Explain the orchestrator", actor="tests")
-    pipeline_job.refresh_from_db()
-    rule = Rule.objects.create(
-        name="too-many",
-        conditions=[{"field": "jobs.pending", "op": ">", "value": 1000}],
-        action_type="retry_failed",
-    )
-    return World(
-        job=job,
-        failed_job=failed_job,
-        lane=Lane.objects.create(name="render", concurrency_limit=2),
-        rule=rule,
-        action=Action.objects.create(cycle=1, rule=rule, rule_name=rule.name, action_type="retry_failed"),
-        entry=LedgerEntry.objects.create(event_type="tests.entry", message="a ledger entry"),
-        worker=worker,
-        report=report,
-        anomaly=Anomaly.objects.create(code="HIGH_FAILURE_RATE", severity="high", subject="worker:collector"),
-        service=service,
-        alert=ServiceAlert.objects.create(service=service, error_message="refused"),
-        definition=pipeline_job.definition,
-        pipeline_job=pipeline_job,
-        suggestion=Suggestion.objects.create(kind="routing", subject="render", title="Prefer billing"),
-        approved_suggestion=Suggestion.objects.create(
-            kind="routing", subject="render", title="Drop slow", status="approved", impact={"before": {}}
-        ),
-        context=TaskContext.objects.create(name="campaign-a", data={"region": "eu"}),
-        multiplier=TypeMultiplier.objects.create(task_type="render", multiplier=2),
-    )
+        built = build_world()
+    built.pipeline_job.refresh_from_db()
+    return built
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
-from orchestration.models import Worker
+from orchestration.models import Anomaly, Worker
 from tests.security.contract import Contract
 
 pytestmark = pytest.mark.django_db
@@ -101,3 +101,24 @@ def test_a_worker_that_never_ran_reads_back(contract: Contract, world):
     contract.call("GET", "/api/v1/workers/")
     Worker.objects.filter(name="idle").update(last_status="succeeded", last_run_at=timezone.now())
     assert contract.call("GET", "/api/v1/workers/{name}/", path_parameters={"name": "idle"}).json()["last_status"]
+
+
+def test_an_anomaly_about_no_single_worker_reads_back(contract: Contract, world):
+    """A system anomaly (a queue overflow) has no worker: null, where the schema
+    documented a worker name only."""
+    Anomaly.objects.create(code="QUEUE_OVERFLOW", severity="high", subject="queue:default")
+    rows = contract.call("GET", "/api/v1/anomalies/").json()["results"]
+    assert {row["worker"] for row in rows} == {None}
+    contract.call("GET", "/api/v1/anomalies/{id}/", path_parameters={"id": rows[0]["id"]})
+
+
+def test_format_sse_streams_the_events(contract: Contract, world, settings):
+    """?format=sse picked the stream renderer, but the view looked only at the Accept
+    header and sent the JSON list as one "error" event."""
+    settings.PIPELINE_SSE_MAX_SECONDS = 1
+    job = {"id": world.pipeline_job.pk}
+    response = contract.call("GET", "/api/v1/pipeline/jobs/{id}/events/", path_parameters=job, query={"format": "sse"})
+    text = response.content.decode()
+    assert response.headers["content-type"][0].startswith("text/event-stream")
+    assert "event: job_started" in text and "event: gate_pause" in text
+    assert "event: error" not in text and text.rstrip().endswith('"reconnect": true}')
