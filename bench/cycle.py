@@ -5,7 +5,10 @@ and the ratio of the largest to the smallest. Measured cycles are dry runs so ev
 sample sees the same data (an executing cycle's cost depends on what its actions do,
 which is bounded by their batch size); one executing cycle per size is shown too.
 
-    python bench/cycle.py [--ledger 1000000] [--sizes 1000,10000,100000] [--cycles 15]
+Targets: largest/smallest median ≤ 3, queries per cycle constant and ≤ 15, median
+cycle at the largest size ≤ 100 ms. ``--quick``: 100k ledger rows, 1k and 10k jobs.
+
+    python bench/cycle.py [--ledger 1000000] [--sizes 1000,10000,100000] [--cycles 15] [--quick]
 """
 
 from __future__ import annotations
@@ -18,19 +21,20 @@ from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import median_ms, progress, save, setup_django, table
+from bench.common import Report, Row, check, finish, median_ms, progress, setup_django, table
 
 BATCH = 5000
 STATUS_MIX = [("completed", 70), ("failed", 10), ("pending", 10), ("retry", 5), ("processing", 5)]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--ledger", type=int, default=1_000_000)
-    parser.add_argument("--sizes", default="1000,10000,100000")
-    parser.add_argument("--cycles", type=int, default=15)
-    args = parser.parse_args()
-    setup_django("bench-cycle.sqlite3")
+def run(
+    *, quick: bool = False, ledger: int | None = None, sizes: str | None = None, cycles: int | None = None
+) -> Report:
+    ledger = ledger if ledger is not None else (100_000 if quick else 1_000_000)
+    job_sizes = [int(x) for x in (sizes or ("1000,10000" if quick else "1000,10000,100000")).split(",")]
+    cycles = cycles or (5 if quick else 15)
+    # Not fresh: the ledger rows are written once and reused by later runs.
+    setup_django("cycle")
 
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -45,11 +49,13 @@ def main() -> None:
     now = timezone.now()
     Job.objects.all().delete()
     Action.objects.all().delete()
+    # Entries the measured cycles wrote last time go; the seeded ones stay.
+    LedgerEntry.objects.exclude(message="bench").delete()
     have = LedgerEntry.objects.count()
-    if have != args.ledger:
-        progress(f"writing {args.ledger:,} ledger rows over 30 days (once; reused by later runs)")
+    if have != ledger:
+        progress(f"writing {ledger:,} ledger rows over 30 days (once; reused by later runs)")
         LedgerEntry.objects.all().delete()
-        for start in range(0, args.ledger, BATCH):
+        for start in range(0, ledger, BATCH):
             LedgerEntry.objects.bulk_create(
                 LedgerEntry(
                     event_type=rng.choice(["orchestrator.cycle_idle", "job.failed", "health.check"]),
@@ -57,14 +63,14 @@ def main() -> None:
                     message="bench",
                     created_at=now - timedelta(seconds=rng.uniform(0, 30 * 86400)),
                 )
-                for _ in range(min(BATCH, args.ledger - start))
+                for _ in range(min(BATCH, ledger - start))
             )
             if (start // BATCH) % 40 == 0:
-                progress(f"ledger {start + BATCH:,}/{args.ledger:,}")
+                progress(f"ledger {start + BATCH:,}/{ledger:,}")
     LoopState.get()
     statuses = [s for s, weight in STATUS_MIX for _ in range(weight)]
     rows = []
-    for size in [int(s) for s in args.sizes.split(",")]:
+    for size in job_sizes:
         missing = size - Job.objects.count()
         progress(f"growing the queue to {size:,} jobs")
         for start in range(0, missing, BATCH):
@@ -86,7 +92,7 @@ def main() -> None:
             Job.objects.bulk_create(batch)
         run_cycle(dry_run=True)  # warm caches
         samples, queries = [], set()
-        for _ in range(args.cycles):
+        for _ in range(cycles):
             with CaptureQueriesContext(connection) as ctx:
                 started = time.perf_counter()
                 run_cycle(dry_run=True)
@@ -115,7 +121,7 @@ def main() -> None:
             [
                 [
                     f"{r['jobs']:,}",
-                    f"{args.ledger:,}",
+                    f"{ledger:,}",
                     ",".join(map(str, r["queries"])),
                     r["median_ms"],
                     f"{r['executing_cycle_ms']} ({r['executing_actions']})",
@@ -125,10 +131,58 @@ def main() -> None:
         )
     )
     constant = len({q for r in rows for q in r["queries"]}) == 1
+    most = max(q for r in rows for q in r["queries"])
+    largest = rows[-1]
     print(f"\nratio largest/smallest median: {ratio}  (target ≤ 3)")
-    print(f"queries constant: {constant}; max {max(q for r in rows for q in r['queries'])} (target ≤ 15)")
-    print(f"median at {rows[-1]['jobs']:,} jobs: {rows[-1]['median_ms']} ms (target ≤ 100 ms)")
-    save("cycle", {"ledger_rows": args.ledger, "rows": rows, "ratio": ratio, "queries_constant": constant})
+    print(f"queries constant: {constant}; max {most} (target ≤ 15)")
+    print(f"median at {largest['jobs']:,} jobs: {largest['median_ms']} ms (target ≤ 100 ms)")
+    at = f"{largest['jobs']:,} jobs + {ledger:,} ledger rows"
+    return Report(
+        "cycle",
+        {"ledger_rows": ledger, "rows": rows, "ratio": ratio, "queries_constant": constant},
+        [
+            Row(
+                "cycle",
+                f"median cycle, {at}",
+                largest["median_ms"],
+                "ms",
+                baseline=rows[0]["median_ms"],
+                ratio=ratio,
+                target="ratio ≤ 3",
+                passed=check(ratio, "≤", 3),
+            ),
+            Row(
+                "cycle",
+                f"median cycle, {at}",
+                largest["median_ms"],
+                "ms",
+                target="≤ 100 ms",
+                passed=check(largest["median_ms"], "≤", 100),
+            ),
+            Row(
+                "cycle",
+                "queries per cycle, every size",
+                most,
+                "",
+                target="constant, ≤ 15",
+                passed=constant and check(most, "≤", 15),
+            ),
+        ],
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ledger", type=int)
+    parser.add_argument("--sizes")
+    parser.add_argument("--cycles", type=int)
+    parser.add_argument("--quick", action="store_true", help="smaller ledger and queue, fewer cycles")
+    parser.add_argument("--report", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    started = time.monotonic()
+    report = run(quick=args.quick, ledger=args.ledger, sizes=args.sizes, cycles=args.cycles)
+    report.figures["seconds"] = round(time.monotonic() - started, 1)
+    finish(report, args.report)
 
 
 if __name__ == "__main__":

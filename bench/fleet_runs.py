@@ -6,7 +6,11 @@
 2. The ``workers`` snapshot section (three aggregate queries) on a small and a large
    history, with the ratio of the two.
 
-    python bench/fleet_runs.py [--runs 200] [--workers 200] [--history 100000]
+No targets: the figures show what a worker run adds over a plain job, and that the
+section's cost does not follow the size of the history. ``--quick``: 50 runs, a
+history of 10,000 runs.
+
+    python bench/fleet_runs.py [--runs 200] [--workers 200] [--history 100000] [--quick]
 """
 
 from __future__ import annotations
@@ -18,20 +22,14 @@ from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import median_ms, progress, setup_django, table
+from bench.common import Report, Row, finish, median_ms, progress, setup_django, table
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--workers", type=int, default=200)
-    parser.add_argument("--history", type=int, default=100_000)
-    args = parser.parse_args()
-    db = Path(__file__).resolve().parent.parent / "var" / "bench-fleet.sqlite3"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
+def run(*, quick: bool = False, runs: int | None = None, workers: int = 200, history: int | None = None) -> Report:
+    runs = runs or (50 if quick else 200)
+    history = history or (10_000 if quick else 100_000)
     progress("migrating a fresh benchmark database")
-    setup_django("bench-fleet.sqlite3")
+    setup_django("fleet", fresh=True)
 
     from django.conf import settings
     from django.db import connection
@@ -52,22 +50,22 @@ def main() -> None:
         target={"type": "python", "path": "bench.fleet_runs.noop_target"},
     )
 
-    progress(f"baseline: {args.runs} plain no-op jobs through the queue")
+    progress(f"baseline: {runs} plain no-op jobs through the queue")
     base = []
-    for _ in range(args.runs):
+    for _ in range(runs):
         job = queue.enqueue("noop", dispatch_now=False)
         t = time.perf_counter()
         Job.objects.filter(pk=job.pk).update(status="processing", lease_token="b")
         queue.execute(job.pk, "b")
         base.append(time.perf_counter() - t)
 
-    progress(f"{args.runs} orchestrated worker runs")
-    runs = []
-    for _ in range(args.runs):
+    progress(f"{runs} orchestrated worker runs")
+    samples = []
+    for _ in range(runs):
         t = time.perf_counter()
         execute_run(request_run(worker).pk)
-        runs.append(time.perf_counter() - t)
-    assert WorkerRun.objects.filter(worker=worker, status="succeeded").count() == args.runs
+        samples.append(time.perf_counter() - t)
+    assert WorkerRun.objects.filter(worker=worker, status="succeeded").count() == runs
 
     def section_cost() -> tuple[float, int]:
         samples = []
@@ -79,15 +77,15 @@ def main() -> None:
         return median_ms(samples), len(ctx.captured_queries)
 
     small_ms, small_q = section_cost()
-    progress(f"building a large history: {args.workers} workers, {args.history} runs")
+    progress(f"building a large history: {workers} workers, {history} runs")
     now = timezone.now()
     fleet = Worker.objects.bulk_create(
         [
             Worker(name=f"bench-{i}", category="collection", target={"type": "python", "path": "x.y"})
-            for i in range(args.workers)
+            for i in range(workers)
         ]
     )
-    per = max(1, args.history // args.workers)
+    per = max(1, history // workers)
     for start in range(0, len(fleet), 20):
         WorkerRun.objects.bulk_create(
             [
@@ -113,10 +111,10 @@ def main() -> None:
             ["measure", "median ms", "queries", "ratio"],
             [
                 ["no-op queue job (baseline)", median_ms(base), "", "1.0"],
-                ["no-op worker run", median_ms(runs), "", f"{median_ms(runs) / median_ms(base):.1f}"],
-                [f"workers section, {args.runs} runs / 1 worker", small_ms, small_q, "1.0"],
+                ["no-op worker run", median_ms(samples), "", f"{median_ms(samples) / median_ms(base):.1f}"],
+                [f"workers section, {runs} runs / 1 worker", small_ms, small_q, "1.0"],
                 [
-                    f"workers section, {args.history} runs / {args.workers} workers",
+                    f"workers section, {history} runs / {workers} workers",
                     large_ms,
                     large_q,
                     f"{large_ms / small_ms:.1f}",
@@ -124,6 +122,50 @@ def main() -> None:
             ],
         )
     )
+
+    run_ms, base_ms = median_ms(samples), median_ms(base)
+    return Report(
+        "fleet_runs",
+        {
+            "runs": runs,
+            "worker_run_median_ms": run_ms,
+            "queue_job_median_ms": base_ms,
+            "section_small": {"runs": runs, "workers": 1, "median_ms": small_ms, "queries": small_q},
+            "section_large": {"runs": history, "workers": workers, "median_ms": large_ms, "queries": large_q},
+        },
+        [
+            Row(
+                "fleet_runs",
+                "no-op worker run (baseline: no-op queue job)",
+                run_ms,
+                "ms",
+                baseline=base_ms,
+                ratio=round(run_ms / base_ms, 2),
+            ),
+            Row(
+                "fleet_runs",
+                f"workers section, {history:,} runs / {workers} workers (baseline: {runs} / 1)",
+                large_ms,
+                "ms",
+                baseline=small_ms,
+                ratio=round(large_ms / small_ms, 2),
+            ),
+        ],
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int)
+    parser.add_argument("--workers", type=int, default=200)
+    parser.add_argument("--history", type=int)
+    parser.add_argument("--quick", action="store_true", help="fewer runs, a smaller history")
+    parser.add_argument("--report", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    started = time.monotonic()
+    report = run(quick=args.quick, runs=args.runs, workers=args.workers, history=args.history)
+    report.figures["seconds"] = round(time.monotonic() - started, 1)
+    finish(report, args.report)
 
 
 def noop_target() -> dict:

@@ -4,7 +4,9 @@
 sweep is the real ``check_services`` (bounded thread pool, then the database writes);
 the sequential baseline is the same sweep with a pool of one. Target: sweep ≤ 1.5 s.
 
-    python bench/health_sweep.py [--services 200] [--hanging 20] [--timeout 1] [--repeat 3]
+``--quick``: 100 services of which 5 hang, one concurrent sweep.
+
+    python bench/health_sweep.py [--services 200] [--hanging 20] [--timeout 1] [--repeat 3] [--quick]
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.common import progress, save, setup_django, table
+from bench.common import Report, Row, check, finish, progress, setup_django, table
 
 HANG_SECONDS = 3.0
 
@@ -53,14 +55,18 @@ def start_server(release: threading.Event) -> _Server:
     return server
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--services", type=int, default=200)
-    parser.add_argument("--hanging", type=int, default=20)
-    parser.add_argument("--timeout", type=float, default=1.0)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
-    setup_django("bench-health.sqlite3")
+def run(
+    *,
+    quick: bool = False,
+    services: int | None = None,
+    hanging: int | None = None,
+    timeout: float = 1.0,
+    repeat: int | None = None,
+) -> Report:
+    services = services or (100 if quick else 200)
+    hanging = hanging if hanging is not None else (5 if quick else 20)
+    repeat = repeat or (1 if quick else 3)
+    setup_django("health")
 
     from django.conf import settings
 
@@ -68,41 +74,41 @@ def main() -> None:
     from health.models import CircuitBreaker, HealthCheck, Service
     from health.sweep import check_services
 
-    print(f"Health sweep benchmark on {profile_name()}: {args.services} services, {args.hanging} hanging")
+    print(f"Health sweep benchmark on {profile_name()}: {services} services, {hanging} hanging")
     release = threading.Event()
     server = start_server(release)
     base = f"http://127.0.0.1:{server.server_address[1]}"
     progress(f"test server on {base}; registering services")
     Service.objects.filter(name__startswith="bench-").delete()
-    for i in range(args.services):
-        path = f"/hang/{i}" if i < args.hanging else f"/ok/{i}"
-        Service.objects.create(name=f"bench-{i:03d}", base_url=base, health_path=path, timeout_seconds=args.timeout)
-    services = Service.objects.filter(name__startswith="bench-")
+    for i in range(services):
+        path = f"/hang/{i}" if i < hanging else f"/ok/{i}"
+        Service.objects.create(name=f"bench-{i:03d}", base_url=base, health_path=path, timeout_seconds=timeout)
+    registered = Service.objects.filter(name__startswith="bench-")
 
     def reset() -> None:
         # Every run starts from the same state: closed breakers, zero counters.
         CircuitBreaker.objects.filter(name__startswith="service:bench-").update(
             state="closed", consecutive_failures=0, consecutive_successes=0, opened_at=None, trial_started_at=None
         )
-        services.update(total_checks=0, successful_checks=0, consecutive_failures=0, health="unknown")
+        registered.update(total_checks=0, successful_checks=0, consecutive_failures=0, health="unknown")
         HealthCheck.objects.filter(service__name__startswith="bench-").delete()
 
     def sweep() -> tuple[float, int, int]:
         reset()
-        targets = list(services.select_related("circuit"))
+        targets = list(registered.select_related("circuit"))
         began = time.perf_counter()
         result = check_services(targets)
         elapsed = time.perf_counter() - began
         return elapsed, len(result.checked), len(result.failed)
 
     concurrent = []
-    for n in range(args.repeat):
+    for n in range(repeat):
         elapsed, checked, failed = sweep()
         concurrent.append(elapsed)
-        progress(f"concurrent sweep {n + 1}/{args.repeat}: {elapsed:.3f} s ({checked} checked, {failed} failed)")
-        assert checked == args.services and failed == args.hanging, "unexpected results"
+        progress(f"concurrent sweep {n + 1}/{repeat}: {elapsed:.3f} s ({checked} checked, {failed} failed)")
+        assert checked == services and failed == hanging, "unexpected results"
 
-    expected = (args.services - args.hanging) * 0.002 + args.hanging * args.timeout
+    expected = (services - hanging) * 0.002 + hanging * timeout
     progress(f"sequential sweep (pool of 1), about {expected:.0f} s…")
     pool = settings.HEALTH_MAX_WORKERS
     settings.HEALTH_MAX_WORKERS = 1
@@ -130,22 +136,49 @@ def main() -> None:
         )
     )
     verdict = "meets" if median <= 1.5 else "MISSES"
-    print(
-        f"\nTarget sweep ≤ 1.5 s: {verdict} ({median:.3f} s for {args.services} services, {args.timeout:g} s timeout)"
-    )
-    save(
+    print(f"\nTarget sweep ≤ 1.5 s: {verdict} ({median:.3f} s for {services} services, {timeout:g} s timeout)")
+    return Report(
         "health_sweep",
         {
-            "services": args.services,
-            "hanging": args.hanging,
-            "timeout_s": args.timeout,
+            "services": services,
+            "hanging": hanging,
+            "timeout_s": timeout,
             "pool": pool,
             "concurrent_s": [round(x, 3) for x in concurrent],
             "concurrent_median_s": round(median, 3),
             "sequential_s": round(sequential, 3),
             "ratio": round(ratio, 1),
         },
+        [
+            Row(
+                "health_sweep",
+                f"sweep of {services} services, {hanging} hanging past {timeout:g} s",
+                round(median, 3),
+                "s",
+                baseline=round(sequential, 3),
+                ratio=round(median / sequential, 3),
+                target="≤ 1.5 s",
+                passed=check(median, "≤", 1.5),
+            )
+        ],
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--services", type=int)
+    parser.add_argument("--hanging", type=int)
+    parser.add_argument("--timeout", type=float, default=1.0)
+    parser.add_argument("--repeat", type=int)
+    parser.add_argument("--quick", action="store_true", help="fewer services, one concurrent sweep")
+    parser.add_argument("--report", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    started = time.monotonic()
+    report = run(
+        quick=args.quick, services=args.services, hanging=args.hanging, timeout=args.timeout, repeat=args.repeat
+    )
+    report.figures["seconds"] = round(time.monotonic() - started, 1)
+    finish(report, args.report)
 
 
 if __name__ == "__main__":
