@@ -38,6 +38,32 @@ def fail(payload: dict, ctx) -> dict:
     raise RuntimeError(message)
 
 
+@job_kind("mark", description='Appends "<job id> <attempt>" to RUNS_DIR/marks/<name>: a countable side effect.')
+def mark(payload: dict, ctx) -> dict:
+    """A side effect that can be counted afterwards: fault tests use it to prove no job
+    is lost and none runs more than once per attempt."""
+    line = append_mark(str(payload.get("name", "default")), f"{ctx.job.pk} {ctx.job.attempts}")
+    if payload.get("sleep"):
+        time.sleep(min(float(payload["sleep"]), 60))
+    return {"marked": line}
+
+
+def append_mark(name: str, text: str) -> str:
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise PermanentJobError("name may hold letters, digits, '-' and '_' only")
+    folder = settings.RUNS_DIR / "marks"
+    folder.mkdir(parents=True, exist_ok=True)
+    # One small O_APPEND write: atomic, so concurrent workers never interleave lines.
+    with open(folder / name, "a") as handle:
+        handle.write(text + "\n")
+    return text
+
+
+def mark_schedule(name: str) -> str:
+    """A schedule target for fault tests: each firing leaves one line."""
+    return append_mark(name, "fired")
+
+
 @job_kind("http.request", description="Makes one HTTP request; 2xx (or expected_status) is success.")
 def http_request(payload: dict, ctx) -> dict:
     url = payload.get("url")
