@@ -23,6 +23,7 @@ import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
@@ -46,6 +47,9 @@ job_finished = Signal()
 # How long a dispatched job may wait in the broker before the loop assumes the task
 # was lost (Redis broker on a killed node) and dispatches it again.
 DISPATCH_LEASE_SECONDS = int(os.environ.get("JOB_DISPATCH_LEASE_SECONDS", "120"))
+
+# How many jobs one dispatch claims at most.
+DISPATCH_BATCH = 200
 
 _HOST = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -99,7 +103,7 @@ def enqueue(
                 actor=actor,
             )
         if own_transaction:
-            dispatch()
+            _claim(timezone.now(), DISPATCH_BATCH)
         elif dispatch_now:
             transaction.on_commit(dispatch)
     return job
@@ -118,80 +122,88 @@ def _lane_limits(lanes: set[str]) -> dict[str, int]:
     return {lane: rows.get(lane, default) for lane in lanes if rows.get(lane, default)}
 
 
-def dispatch(limit: int = 200) -> list[int]:
+def dispatch(limit: int = DISPATCH_BATCH) -> list[int]:
     """Claim the most urgent due jobs that fit their lanes and hand them to django-q2.
 
     Returns the ids claimed. Order: priority (critical first), then age.
     """
     now = timezone.now()
-    claimed: list[tuple[int, str]] = []
-    due = Q(not_before__isnull=True) | Q(not_before__lte=now)
     # Every finished job calls dispatch(); most find nothing to do. A plain read
     # answers that without the transaction below, which on SQLite takes the
     # database's write lock. A job queued just after this read is dispatched by
     # whoever queued it, or by the loop's next tick.
-    if not Job.objects.filter(due, status__in=CLAIMABLE_STATUSES).exists():
+    if not Job.objects.filter(_due(now), status__in=CLAIMABLE_STATUSES).exists():
         return []
     with transaction.atomic():
-        if settings.JOB_DISPATCH_BACKLOG:
-            # Soft cap (concurrent dispatchers on PostgreSQL may overshoot it by one
-            # batch): claims stay correct either way, this only keeps the broker short.
-            waiting = Job.objects.filter(status=JobStatus.PROCESSING, started_at__isnull=True).count()
-            limit = min(limit, settings.JOB_DISPATCH_BACKLOG - waiting)
-            if limit <= 0:
-                return []
-        candidates = list(
-            Job.objects.select_for_update(skip_locked=True)
-            .filter(due, status__in=CLAIMABLE_STATUSES)
-            .order_by("-priority_rank", "created_at", "id")
-            .values_list("id", "lane")[:limit]
-        )
-        if not candidates:
+        return _claim(now, limit)
+
+
+def _due(now: datetime) -> Q:
+    return Q(not_before__isnull=True) | Q(not_before__lte=now)
+
+
+def _claim(now: datetime, limit: int) -> list[int]:
+    """dispatch() inside a transaction the caller holds (so its claims commit with it)."""
+    due = _due(now)
+    if settings.JOB_DISPATCH_BACKLOG:
+        # Soft cap (concurrent dispatchers on PostgreSQL may overshoot it by one
+        # batch): claims stay correct either way, this only keeps the broker short.
+        waiting = Job.objects.filter(status=JobStatus.PROCESSING, started_at__isnull=True).count()
+        limit = min(limit, settings.JOB_DISPATCH_BACKLOG - waiting)
+        if limit <= 0:
             return []
-        limits = _lane_limits({lane for _, lane in candidates})
-        in_flight: dict[str, int] = {}
-        if limits:
-            in_flight = dict(
-                Job.objects.filter(status=JobStatus.PROCESSING, lane__in=list(limits))
-                .values_list("lane")
-                .annotate(n=Count("id"))
-                .values_list("lane", "n")
-            )
-        chosen: list[int] = []
-        for job_id, lane in candidates:
-            if lane in limits:
-                if in_flight.get(lane, 0) >= limits[lane]:
-                    continue
-                in_flight[lane] = in_flight.get(lane, 0) + 1
-            chosen.append(job_id)
-        if not chosen:
-            return []
-        # One token per dispatch batch: a task is valid for (job id, token) only, so
-        # a redelivered or stale task finds a different token and does nothing.
-        token = uuid.uuid4().hex
-        changed = Job.objects.filter(pk__in=chosen, status__in=CLAIMABLE_STATUSES).update(
-            status=JobStatus.PROCESSING,
-            lease_token=token,
-            lease_owner="",
-            lease_expires_at=now + timedelta(seconds=DISPATCH_LEASE_SECONDS),
-            dispatched_at=now,
-            started_at=None,
+    candidates = list(
+        Job.objects.select_for_update(skip_locked=True)
+        .filter(due, status__in=CLAIMABLE_STATUSES)
+        .order_by("-priority_rank", "created_at", "id")
+        .values_list("id", "lane")[:limit]
+    )
+    if not candidates:
+        return []
+    limits = _lane_limits({lane for _, lane in candidates})
+    in_flight: dict[str, int] = {}
+    if limits:
+        in_flight = dict(
+            Job.objects.filter(status=JobStatus.PROCESSING, lane__in=list(limits))
+            .values_list("lane")
+            .annotate(n=Count("id"))
+            .values_list("lane", "n")
         )
-        if changed == len(chosen):
-            claimed = [(pk, token) for pk in chosen]
-        else:  # someone else claimed some of them first: send only what is ours
-            claimed = [
-                (pk, token) for pk in Job.objects.filter(pk__in=chosen, lease_token=token).values_list("pk", flat=True)
-            ]
-        if _broker_in_database():
-            # The task rows commit with the claim, or neither does. Outside a
-            # transaction the ORM broker would also close and reopen the database
-            # connection around every task and commit each one: 200 jobs took 1-2.4 s.
-            _send(claimed)
-        else:
-            # Redis is not part of the transaction: send once the claim is visible,
-            # or a fast worker could find the job not yet claimed and drop the task.
-            transaction.on_commit(lambda: _send(claimed))
+    chosen: list[int] = []
+    for job_id, lane in candidates:
+        if lane in limits:
+            if in_flight.get(lane, 0) >= limits[lane]:
+                continue
+            in_flight[lane] = in_flight.get(lane, 0) + 1
+        chosen.append(job_id)
+    if not chosen:
+        return []
+    # One token per dispatch batch: a task is valid for (job id, token) only, so
+    # a redelivered or stale task finds a different token and does nothing.
+    token = uuid.uuid4().hex
+    changed = Job.objects.filter(pk__in=chosen, status__in=CLAIMABLE_STATUSES).update(
+        status=JobStatus.PROCESSING,
+        lease_token=token,
+        lease_owner="",
+        lease_expires_at=now + timedelta(seconds=DISPATCH_LEASE_SECONDS),
+        dispatched_at=now,
+        started_at=None,
+    )
+    if changed == len(chosen):
+        claimed = [(pk, token) for pk in chosen]
+    else:  # someone else claimed some of them first: send only what is ours
+        claimed = [
+            (pk, token) for pk in Job.objects.filter(pk__in=chosen, lease_token=token).values_list("pk", flat=True)
+        ]
+    if _broker_in_database():
+        # The task rows commit with the claim, or neither does. Outside a
+        # transaction the ORM broker would also close and reopen the database
+        # connection around every task and commit each one: 200 jobs took 1-2.4 s.
+        _send(claimed)
+    else:
+        # Redis is not part of the transaction: send once the claim is visible,
+        # or a fast worker could find the job not yet claimed and drop the task.
+        transaction.on_commit(lambda: _send(claimed))
     return [pk for pk, _ in claimed]
 
 
@@ -204,11 +216,19 @@ def _broker_in_database() -> bool:
     return Conf.ORM == Job.objects.db and not Conf.SYNC
 
 
-def _send(claimed: list[tuple[int, str]]) -> None:
+@lru_cache(maxsize=1)
+def _broker(pid: int) -> Any:
+    """One broker per process (keyed by pid, so a forked child makes its own): a new
+    Redis broker per dispatch meant a new connection pool and TCP connection each time."""
     from django_q.brokers import get_broker
+
+    return get_broker()
+
+
+def _send(claimed: list[tuple[int, str]]) -> None:
     from django_q.tasks import async_task
 
-    broker = get_broker()
+    broker = _broker(os.getpid())
     for job_id, token in claimed:
         async_task("orchestration.jobs.tasks.execute_job", job_id, token, task_name=f"job-{job_id}", broker=broker)
 
