@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 export PORT
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench bench-scale clean
 
 $(VENV)/.runtime: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,8 +36,13 @@ format: $(VENV)/.dev
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# Every benchmark on the embedded profile; BENCH_ARGS="--quick" or "--only throughput".
+# bench-scale: the same on a throwaway PostgreSQL + Redis (bench/scale_profile.sh).
 bench: $(VENV)/.dev
-	$(PY) bench/run_all.py
+	$(PY) bench/run_all.py $(BENCH_ARGS)
+
+bench-scale: $(VENV)/.dev
+	PY=$(abspath $(PY)) bash bench/scale_profile.sh $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var runs .pytest_cache
