@@ -171,9 +171,25 @@ class Service(models.Model):
         return bool(changed)
 
     def check_now(self, *, actor: str = "system"):
+        """Check this one service now; a person asking for it is in the ledger, like a
+        sweep triggered through /health/trigger."""
         from health.sweep import check_services
 
-        return check_services([self], actor=actor)
+        sweep = check_services([self], actor=actor)
+        if self.name in sweep.failed:
+            outcome = "failed"
+        elif self.name in sweep.checked:
+            outcome = "passed"
+        else:
+            outcome = "skipped (circuit open)"
+        ledger_record(
+            "health.check_triggered",
+            f"Health check of {self.name} triggered by {actor}: {outcome}",
+            subject=breaker_name(self.name),
+            actor=actor,
+            data=sweep.as_dict(),
+        )
+        return sweep
 
 
 class HealthCheck(models.Model):

@@ -27,19 +27,23 @@ class PipelineDefinitionSerializer(serializers.ModelSerializer):
 
     def validate(self, attrs):
         # The same rules as a YAML file, so the API cannot store what load_pipeline refuses.
+        # A PATCH names only what changes: the rest is the stored definition (before,
+        # PATCH {"description": …} was refused for "missing" stage timeouts).
+        current = {f: getattr(self.instance, f) for f in self.Meta.fields if hasattr(self.instance, f)}
+        merged = {**current, **attrs} if self.instance is not None else attrs
         document = {
-            "gates": attrs.get("gates", {}),
+            "gates": merged.get("gates", {}),
             "pipeline": {
-                "stages": attrs.get("stages"),
-                "stage_timeouts": attrs.get("stage_timeouts"),
-                "runners": attrs.get("runners", {}),
-                "lane": attrs.get("lane", "pipeline"),
-                "stage_attempts": attrs.get("stage_attempts", 3),
-                "retry_timed_out_stages": attrs.get("retry_timed_out_stages", False),
+                "stages": merged.get("stages"),
+                "stage_timeouts": merged.get("stage_timeouts"),
+                "runners": merged.get("runners", {}),
+                "lane": merged.get("lane", "pipeline"),
+                "stage_attempts": merged.get("stage_attempts", 3),
+                "retry_timed_out_stages": merged.get("retry_timed_out_stages", False),
             },
         }
         try:
-            spec = parse(document, name=attrs.get("name"))
+            spec = parse(document, name=merged.get("name"))
         except DefinitionError as exc:
             raise serializers.ValidationError({"definition": exc.errors})
         attrs.update(gates=spec.gates, stage_timeouts=spec.stage_timeouts, stages=spec.stages)

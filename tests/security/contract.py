@@ -34,6 +34,8 @@ class Contract:
         """Send one request for the operation ``method path`` (the schema's path template),
         raise if the answer breaks the schema or is a server error, return the answer."""
         operation = self.schema[path][method.upper()]
+        if "body" in case:
+            case.setdefault("media_type", "application/json")
         built = operation.Case(**case)
         with in_process():
             response = built.call(headers=self.auth)

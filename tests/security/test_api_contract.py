@@ -122,3 +122,24 @@ def test_format_sse_streams_the_events(contract: Contract, world, settings):
     assert response.headers["content-type"][0].startswith("text/event-stream")
     assert "event: job_started" in text and "event: gate_pause" in text
     assert "event: error" not in text and text.rstrip().endswith('"reconnect": true}')
+
+
+def test_patching_a_definition_keeps_what_it_does_not_name(contract: Contract, world):
+    """PATCH {"description": …} was validated as if stages and timeouts were missing:
+    400 "stage_timeouts must map each stage to minutes" (the fuzzer's "positive data
+    rejected" warning pointed at it)."""
+    name = {"name": world.definition.name}
+    before = contract.call("GET", "/api/v1/pipeline/definitions/{name}/", path_parameters=name).json()
+    response = contract.call(
+        "PATCH", "/api/v1/pipeline/definitions/{name}/", path_parameters=name, body={"description": "patched"}
+    )
+    assert response.status_code == 200, response.content
+    after = response.json()
+    assert after["description"] == "patched"
+    assert {k: after[k] for k in ("stages", "gates", "stage_timeouts")} == {
+        k: before[k] for k in ("stages", "gates", "stage_timeouts")
+    }
+    broken = contract.call(
+        "PATCH", "/api/v1/pipeline/definitions/{name}/", path_parameters=name, body={"stage_timeouts": {"outline": 0}}
+    )
+    assert broken.status_code == 400 and "definition" in broken.json()
