@@ -7,6 +7,7 @@ from orchestration.jobs.registry import kind_names
 from orchestration.loop.decider import ConditionError, validate_condition
 from orchestration.loop.executor import action_types
 from orchestration.models import Action, Job, Lane, LedgerEntry, Rule
+from orchestration.redaction import redact
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -39,6 +40,12 @@ class JobSerializer(serializers.ModelSerializer):
             "finished_at",
         ]
         read_only_fields = fields
+
+    def to_representation(self, instance: Job) -> dict:
+        data = super().to_representation(instance)
+        # An http.request payload may carry Authorization & co.: shown masked.
+        data["payload"] = redact(data["payload"])
+        return data
 
 
 class JobCreateSerializer(serializers.Serializer):
@@ -75,6 +82,12 @@ class LedgerEntrySerializer(serializers.ModelSerializer):
         model = LedgerEntry
         fields = ["id", "event_type", "severity", "subject", "message", "data", "actor", "created_at"]
         read_only_fields = fields
+
+    def to_representation(self, instance: LedgerEntry) -> dict:
+        data = super().to_representation(instance)
+        # New entries are stored masked; entries written before that are masked here.
+        data["data"] = redact(data["data"])
+        return data
 
 
 class RuleSerializer(serializers.ModelSerializer):

@@ -6,6 +6,7 @@ from django.db import models
 from django.utils import timezone
 
 from orchestration.choices import Severity
+from orchestration.redaction import redact
 
 
 class LedgerEntryQuerySet(models.QuerySet):
@@ -55,7 +56,8 @@ def ledger_entry(
         severity=severity,
         subject=subject[:200],
         message=message,
-        data=data or {},
+        # Secret header values (a worker target's Authorization…) never reach the ledger.
+        data=redact(data or {}),
         actor=(actor or "system")[:150],
         created_at=timezone.now(),
     )

@@ -3,6 +3,7 @@ anomalies and the fleet summary. Views are thin: behaviour lives in runner/specs
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 
 import django_filters
@@ -19,6 +20,7 @@ from orchestration.api.views import AuditedModelViewSet, actor_of
 from orchestration.choices import Priority
 from orchestration.models import Anomaly, ScoreReport, Worker, WorkerRun
 from orchestration.models.ledger import record
+from orchestration.redaction import MaskedSecretError, redact, restore_headers
 from orchestration.workers import breaker, specs
 from orchestration.workers.choices import (
     FAILED_RUN_STATUSES,
@@ -108,6 +110,11 @@ class WorkerSerializer(serializers.ModelSerializer):
             return states.get(obj.breaker_name, "closed")
         return breaker.state(obj.breaker_name)
 
+    def to_representation(self, instance: Worker) -> dict:
+        data = super().to_representation(instance)
+        data["target"] = redact(data["target"])
+        return data
+
     def validate_name(self, value: str) -> str:
         if value in RESERVED_NAMES:
             raise serializers.ValidationError(f"{value!r} is reserved.")
@@ -122,6 +129,14 @@ class WorkerSerializer(serializers.ModelSerializer):
             else {}
         )
         merged.update(attrs)
+        target = merged.get("target")
+        if isinstance(target, Mapping) and isinstance(target.get("headers"), Mapping):
+            # Reads mask secret headers; writing a read back sends the mask: keep the stored value.
+            stored = (self.instance.target or {}).get("headers") if self.instance is not None else None
+            try:
+                merged["target"] = {**target, "headers": restore_headers(target["headers"], stored)}
+            except MaskedSecretError as exc:
+                raise serializers.ValidationError({"target": str(exc)}) from None
         try:
             attrs["target"] = specs.validate_target(merged.get("target"))
             specs.validate_cadence(

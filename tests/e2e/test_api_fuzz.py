@@ -22,7 +22,8 @@ endpoint by endpoint, anonymous and non-staff).
 Phases: explicit examples and fuzzing, 8 examples per operation with a fixed seed,
 deterministic generation: about a thousand requests, a couple of minutes on two cores.
 The coverage phase (every boundary of every field) takes over ten minutes here; run it
-by hand when the schema changes a lot: ``FUZZ_PHASES=examples,coverage,fuzzing``.
+by hand when the schema changes a lot: ``FUZZ_PHASES=examples,coverage,fuzzing
+FUZZ_MAX_EXAMPLES=25 FUZZ_TIMEOUT_SECONDS=3600 pytest tests/e2e/test_api_fuzz.py -o timeout=3600``.
 
 Nothing is excluded. The SSE stream of pipeline events (``Accept: text/event-stream``)
 is bounded by PIPELINE_SSE_MAX_SECONDS, set to 1 s for the server, so it ends.
@@ -49,6 +50,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 SEED = 20261202
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "8"))
 PHASES = os.environ.get("FUZZ_PHASES", "examples,fuzzing")
+TIMEOUT_SECONDS = int(os.environ.get("FUZZ_TIMEOUT_SECONDS", "900"))
 CHECKS = "not_a_server_error,status_code_conformance,response_schema_conformance"
 ST = str(Path(sys.executable).with_name("st"))
 
@@ -143,7 +145,7 @@ def test_every_operation_survives_fuzzing_within_its_schema(fuzz_world, tmp_path
     ]
     with running(web, log_dir=tmp_path, **env) as procs:
         wait_for(lambda: _answers(base), timeout=60, message="the web server to answer")
-        done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=900, check=False)
+        done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT_SECONDS, check=False)
         server_log = procs[0].output()
 
     report = done.stdout + done.stderr

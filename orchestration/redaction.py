@@ -1,0 +1,60 @@
+"""Secret header values (``Authorization``, ``X-Api-Key``, cookies, tokens…) inside
+stored JSON — a worker's HTTP target, an ``http.request`` job's payload — are never
+shown: reads get a mask in their place, the ledger stores the mask.
+
+The header's name stays visible (a reader can tell a worker sends ``Authorization``),
+only its value is hidden. A client that reads an object and writes it back unchanged
+sends the mask, which ``restore_headers`` turns back into the stored value, so a
+round trip cannot wipe a credential.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+MASK = "********"
+
+_SECRET_NAME = re.compile(
+    r"authorization|cookie|token|secret|password|passwd|api[-_]?key|credential|session|signature", re.IGNORECASE
+)
+
+
+def is_secret_header(name: str) -> bool:
+    return bool(_SECRET_NAME.search(str(name)))
+
+
+def mask_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: MASK if is_secret_header(name) else value for name, value in headers.items()}
+
+
+def redact(value: Any) -> Any:
+    """A copy of a JSON value where every ``headers`` mapping, at any depth, has its
+    secret values masked."""
+    if isinstance(value, Mapping):
+        return {
+            key: mask_headers(item) if key == "headers" and isinstance(item, Mapping) else redact(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(item) for item in value]
+    return value
+
+
+class MaskedSecretError(ValueError):
+    """The mask came back for a header that has no stored value to stand for."""
+
+
+def restore_headers(incoming: Mapping[str, Any], stored: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Headers as written by a client: a masked value keeps the stored one."""
+    stored = stored or {}
+    restored: dict[str, Any] = {}
+    for name, value in incoming.items():
+        if value == MASK:
+            if name not in stored or stored[name] == MASK:
+                raise MaskedSecretError(f"header {name!r}: send its real value ({MASK} only stands for a stored one)")
+            restored[name] = stored[name]
+        else:
+            restored[name] = value
+    return restored
