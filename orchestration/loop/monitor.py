@@ -7,11 +7,12 @@ suite checks that with large tables.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Avg, Count, Min, Q
+from django.db import connections
+from django.db.models import Aggregate, Avg, Count, Min, Q, QuerySet
 from django.utils import timezone
 
 from orchestration.choices import CLAIMABLE_STATUSES, JobStatus
@@ -71,49 +72,112 @@ def build_snapshot(now: datetime | None = None) -> dict[str, Any]:
     return snapshot
 
 
-@snapshot_section("jobs", queries=3)
+Aggregation = tuple[QuerySet, Mapping[str, Aggregate]]
+
+
+def aggregate_together(*parts: Aggregation) -> list[dict[str, Any]]:
+    """``[queryset.aggregate(**aggregates) for queryset, aggregates in parts]`` in one query.
+
+    Each part is compiled by Django exactly as ``aggregate()`` would compile it (so
+    each keeps its own WHERE clause and index), becomes a single-row derived table,
+    and the parts are cross-joined: one row, one round trip. Values go through the
+    same converters as ``aggregate()`` (on SQLite a MIN over a datetime comes back as
+    a string from the database and leaves here as an aware datetime).
+
+    A part is a plain filtered queryset: annotations, slicing, DISTINCT or GROUP BY
+    would need ``aggregate()``'s subquery form, so they are refused rather than
+    silently compiled into something else.
+    """
+    if not parts:
+        return []
+    connection = connections[parts[0][0].db]
+    sqls: list[str] = []
+    params: list[Any] = []
+    decoders = []
+    for index, (queryset, aggregates) in enumerate(parts):
+        query = queryset.query.chain()
+        if query.annotations or query.is_sliced or query.distinct or query.combinator or query.group_by is not None:
+            raise ValueError("aggregate_together() takes plain filtered querysets")
+        if queryset.db != parts[0][0].db:
+            raise ValueError("aggregate_together() parts must share one database")
+        query.select = ()
+        query.default_cols = False
+        query.clear_ordering(force=True)
+        for alias, aggregate in aggregates.items():
+            query.add_annotation(aggregate, alias, select=True)
+        # elide_empty=False: a WHERE that can match nothing (``status__in=[]``)
+        # compiles to ``0 = 1`` so the part still yields its one row (COUNT 0, MIN
+        # NULL), as aggregate() answers for an empty result.
+        compiler = query.get_compiler(connection=connection, elide_empty=False)
+        sql, part_params = compiler.as_sql()
+        sqls.append(f"({sql}) AS part{index}")
+        params.extend(part_params)
+        columns = list(query.annotation_select.values())
+        decoders.append((list(query.annotation_select), compiler, compiler.get_converters(columns)))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM " + " CROSS JOIN ".join(sqls), params)
+        row = cursor.fetchone()
+    results = []
+    start = 0
+    for aliases, compiler, converters in decoders:
+        values = row[start : start + len(aliases)]
+        start += len(aliases)
+        (converted,) = compiler.apply_converters((values,), converters)
+        results.append(dict(zip(aliases, converted, strict=True)))
+    return results
+
+
+@snapshot_section("jobs", queries=1)
 def jobs_section(now: datetime) -> dict[str, Any]:
-    by_status = dict(Job.objects.order_by().values_list("status").annotate(n=Count("id")).values_list("status", "n"))
-    # One pass over the live part of the queue (pending, retry, processing).
-    live = (
-        Job.objects.order_by()
-        .filter(status__in=(*CLAIMABLE_STATUSES, JobStatus.PROCESSING))
-        .aggregate(
-            oldest_pending=Min("created_at", filter=Q(status=JobStatus.PENDING)),
-            stuck_pending=Count(
-                "id",
-                filter=Q(
-                    status=JobStatus.PENDING,
-                    forced=False,
-                    created_at__lt=now - timedelta(minutes=STUCK_PENDING_MINUTES),
+    """One query made of three parts, each on the index that suits it."""
+    by_status, live, failed = aggregate_together(
+        # Counts per status, all in one pass over an index led by ``status``.
+        (Job.objects.all(), {"total": Count("*"), **{s: Count("id", filter=Q(status=s)) for s in JobStatus.values}}),
+        # One pass over the live part of the queue (pending, retry, processing) that
+        # reads only job_live_snapshot_idx, never the table.
+        (
+            Job.objects.filter(status__in=(*CLAIMABLE_STATUSES, JobStatus.PROCESSING)),
+            {
+                "oldest_pending": Min("created_at", filter=Q(status=JobStatus.PENDING)),
+                "stuck_pending": Count(
+                    "id",
+                    filter=Q(
+                        status=JobStatus.PENDING,
+                        forced=False,
+                        created_at__lt=now - timedelta(minutes=STUCK_PENDING_MINUTES),
+                    ),
                 ),
-            ),
-            very_old_pending=Count(
-                "id",
-                filter=Q(status=JobStatus.PENDING, created_at__lt=now - timedelta(minutes=EMERGENCY_PENDING_MINUTES)),
-            ),
-            high_score=Count("id", filter=Q(status__in=CLAIMABLE_STATUSES, score__gt=HIGH_SCORE)),
-            high_score_unpromoted=Count(
-                "id", filter=Q(status__in=CLAIMABLE_STATUSES, score__gt=HIGH_SCORE, promoted=False)
-            ),
-            low_score=Count("id", filter=Q(status__in=CLAIMABLE_STATUSES, score__lt=LOW_SCORE, downgraded=False)),
-            avg_score=Avg("score", filter=Q(status__in=CLAIMABLE_STATUSES)),
-            expired_leases=Count("id", filter=Q(status=JobStatus.PROCESSING, lease_expires_at__lt=now)),
-        )
-    )
-    failed = (
-        Job.objects.order_by()
-        .filter(status=JobStatus.FAILED, finished_at__gte=now - timedelta(hours=1))
-        .aggregate(
-            failed_last_hour=Count("id"),
-            retryable_failed=Count("id", filter=Q(auto_retries__lt=MAX_AUTO_RETRIES)),
-        )
+                "very_old_pending": Count(
+                    "id",
+                    filter=Q(
+                        status=JobStatus.PENDING, created_at__lt=now - timedelta(minutes=EMERGENCY_PENDING_MINUTES)
+                    ),
+                ),
+                "high_score": Count("id", filter=Q(status__in=CLAIMABLE_STATUSES, score__gt=HIGH_SCORE)),
+                "high_score_unpromoted": Count(
+                    "id", filter=Q(status__in=CLAIMABLE_STATUSES, score__gt=HIGH_SCORE, promoted=False)
+                ),
+                "low_score": Count(
+                    "id", filter=Q(status__in=CLAIMABLE_STATUSES, score__lt=LOW_SCORE, downgraded=False)
+                ),
+                "avg_score": Avg("score", filter=Q(status__in=CLAIMABLE_STATUSES)),
+                "expired_leases": Count("id", filter=Q(status=JobStatus.PROCESSING, lease_expires_at__lt=now)),
+            },
+        ),
+        # Failures of the last hour: a range of job_status_finished_idx.
+        (
+            Job.objects.filter(status=JobStatus.FAILED, finished_at__gte=now - timedelta(hours=1)),
+            {
+                "failed_last_hour": Count("id"),
+                "retryable_failed": Count("id", filter=Q(auto_retries__lt=MAX_AUTO_RETRIES)),
+            },
+        ),
     )
     oldest = live.pop("oldest_pending")
     avg = live.pop("avg_score")
-    section = {status: by_status.get(status, 0) for status in JobStatus.values}
+    section = {status: by_status[status] for status in JobStatus.values}
     section.update(
-        total=sum(by_status.values()),
+        total=by_status["total"],
         oldest_pending_minutes=round((now - oldest).total_seconds() / 60, 1) if oldest else 0,
         avg_score=round(avg, 1) if avg is not None else None,
         queue_saturated=section[JobStatus.PENDING] > 50,

@@ -8,27 +8,32 @@ from typing import Any
 from django.db.models import Count, Q
 
 from orchestration.choices import JobStatus
-from orchestration.loop.monitor import snapshot_section
+from orchestration.loop.monitor import aggregate_together, snapshot_section
 
 
-@snapshot_section("routing", queries=3)
+@snapshot_section("routing", queries=1)
 def routing_section(now: datetime) -> dict[str, Any]:
+    """One query: three counts on three tables, each on its own index."""
     from orchestration.models import Job
     from orchestration.routing.models import Suggestion, TaskOutcome
     from orchestration.routing.router import ROUTED_KIND
 
-    in_flight = Job.objects.filter(
-        kind=ROUTED_KIND, status__in=(JobStatus.PENDING, JobStatus.PROCESSING, JobStatus.RETRY)
-    ).count()
-    hour = TaskOutcome.objects.filter(created_at__gte=now - timedelta(hours=1)).aggregate(
-        n=Count("id"), ok=Count("id", filter=Q(success=True))
+    in_flight, hour, pending = aggregate_together(
+        (
+            Job.objects.filter(kind=ROUTED_KIND, status__in=(JobStatus.PENDING, JobStatus.PROCESSING, JobStatus.RETRY)),
+            {"n": Count("id")},
+        ),
+        (
+            TaskOutcome.objects.filter(created_at__gte=now - timedelta(hours=1)),
+            {"n": Count("id"), "ok": Count("id", filter=Q(success=True))},
+        ),
+        (Suggestion.objects.filter(status="pending"), {"n": Count("id")}),
     )
-    pending = Suggestion.objects.filter(status="pending").count()
     return {
-        "in_flight": in_flight,
+        "in_flight": in_flight["n"],
         "outcomes_last_hour": hour["n"],
         "success_rate_last_hour": round(hour["ok"] / hour["n"], 4) if hour["n"] else None,
-        "pending_suggestions": pending,
+        "pending_suggestions": pending["n"],
     }
 
 

@@ -14,15 +14,16 @@ from django.utils import timezone
 
 from orchestration.loop.decider import PlannedAction
 from orchestration.loop.executor import ActionContext, action_handler
-from orchestration.loop.monitor import snapshot_section
+from orchestration.loop.monitor import aggregate_together, snapshot_section
 from orchestration.models import Anomaly, Worker, WorkerRun
 from orchestration.workers import breaker
 from orchestration.workers.choices import FAILED_RUN_STATUSES, AlertState, RunStatus
 
 
-@snapshot_section("workers", queries=3)
+@snapshot_section("workers", queries=1)
 def workers_section(now: datetime) -> dict[str, Any]:
-    """Three aggregate queries whatever the size of the fleet and its history."""
+    """One query (the fleet, its runs and its open anomalies side by side) whatever
+    the size of the fleet and its history."""
     from orchestration.workers.recovery import strategies
 
     counts = {
@@ -31,56 +32,55 @@ def workers_section(now: datetime) -> dict[str, Any]:
         "locks_held": Count("id", filter=Q(lock_expires_at__gt=now)),
         "lock_contention": Count("id", filter=Q(lock_failures__gte=3)),
     }
-    qs = Worker.objects.order_by()
     breakers = breaker.model()
     if breakers is not None:
-        # The breaker lives in the health app; joined here so it costs no extra query.
+        # The breaker lives in the health app; tested per worker inside the count so
+        # it costs no extra query.
         is_open = breakers.objects.filter(
             name=Concat(Value("worker:"), OuterRef("name"), output_field=CharField()), state="open"
         )
-        qs = qs.annotate(circuit_open=Exists(is_open))
-        counts["circuits_open"] = Count("id", filter=Q(circuit_open=True))
-    workers = qs.aggregate(**counts)
-    workers.setdefault("circuits_open", 0)
+        counts["circuits_open"] = Count("id", filter=Exists(is_open))
     hour = now - timedelta(hours=1)
-    runs = (
-        WorkerRun.objects.order_by()
-        .filter(Q(status__in=(RunStatus.QUEUED, RunStatus.RUNNING)) | Q(completed_at__gte=hour))
-        .aggregate(
-            running=Count("id", filter=Q(status=RunStatus.RUNNING)),
-            queued=Count("id", filter=Q(status=RunStatus.QUEUED)),
-            dead_runs=Count(
-                "id",
-                filter=Q(
-                    status=RunStatus.RUNNING,
-                    heartbeat_at__lt=now - timedelta(seconds=settings.FLEET_CRASH_AFTER_SECONDS),
-                ),
-            ),
-            runs_last_hour=Count("id", filter=Q(completed_at__gte=hour) & ~Q(status=RunStatus.SKIPPED)),
-            failed_last_hour=Count("id", filter=Q(completed_at__gte=hour, status__in=FAILED_RUN_STATUSES)),
-            skipped_last_hour=Count("id", filter=Q(completed_at__gte=hour, status=RunStatus.SKIPPED)),
-        )
-    )
     cooldown = now - timedelta(seconds=settings.FLEET_RECOVERY_COOLDOWN_SECONDS)
     escalate = now - timedelta(seconds=settings.FLEET_ESCALATE_AFTER_SECONDS)
-    anomalies = (
-        Anomaly.objects.order_by()
-        .filter(resolved_at__isnull=True)
-        .aggregate(
-            open_anomalies=Count("id"),
-            critical_anomalies=Count("id", filter=Q(severity="critical")),
-            high_anomalies=Count("id", filter=Q(severity="high")),
-            recovery_due=Count(
-                "id",
-                filter=Q(code__in=list(strategies()), recovery_attempts__lt=settings.FLEET_MAX_RECOVERY_ATTEMPTS)
-                & (Q(last_recovery_at__isnull=True) | Q(last_recovery_at__lte=cooldown)),
-            ),
-            escalations_due=Count(
-                "id", filter=Q(escalated_at__isnull=True, recovery_attempts__gte=1, last_recovery_at__lte=escalate)
-            ),
-            alerts_due=Count("id", filter=Q(alert_state=AlertState.PENDING, alert_due_at__lte=now)),
-        )
+    workers, runs, anomalies = aggregate_together(
+        (Worker.objects.all(), counts),
+        (
+            WorkerRun.objects.filter(Q(status__in=(RunStatus.QUEUED, RunStatus.RUNNING)) | Q(completed_at__gte=hour)),
+            {
+                "running": Count("id", filter=Q(status=RunStatus.RUNNING)),
+                "queued": Count("id", filter=Q(status=RunStatus.QUEUED)),
+                "dead_runs": Count(
+                    "id",
+                    filter=Q(
+                        status=RunStatus.RUNNING,
+                        heartbeat_at__lt=now - timedelta(seconds=settings.FLEET_CRASH_AFTER_SECONDS),
+                    ),
+                ),
+                "runs_last_hour": Count("id", filter=Q(completed_at__gte=hour) & ~Q(status=RunStatus.SKIPPED)),
+                "failed_last_hour": Count("id", filter=Q(completed_at__gte=hour, status__in=FAILED_RUN_STATUSES)),
+                "skipped_last_hour": Count("id", filter=Q(completed_at__gte=hour, status=RunStatus.SKIPPED)),
+            },
+        ),
+        (
+            Anomaly.objects.filter(resolved_at__isnull=True),
+            {
+                "open_anomalies": Count("id"),
+                "critical_anomalies": Count("id", filter=Q(severity="critical")),
+                "high_anomalies": Count("id", filter=Q(severity="high")),
+                "recovery_due": Count(
+                    "id",
+                    filter=Q(code__in=list(strategies()), recovery_attempts__lt=settings.FLEET_MAX_RECOVERY_ATTEMPTS)
+                    & (Q(last_recovery_at__isnull=True) | Q(last_recovery_at__lte=cooldown)),
+                ),
+                "escalations_due": Count(
+                    "id", filter=Q(escalated_at__isnull=True, recovery_attempts__gte=1, last_recovery_at__lte=escalate)
+                ),
+                "alerts_due": Count("id", filter=Q(alert_state=AlertState.PENDING, alert_due_at__lte=now)),
+            },
+        ),
     )
+    workers.setdefault("circuits_open", 0)
     return {**workers, **runs, **anomalies}
 
 
