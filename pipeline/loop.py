@@ -12,7 +12,7 @@ from django.db.models import Count, Min, Q
 from orchestration.choices import Severity
 from orchestration.loop.decider import PlannedAction
 from orchestration.loop.executor import ActionContext, action_handler
-from orchestration.loop.monitor import snapshot_section
+from orchestration.loop.monitor import Aggregation, aggregate_section
 from orchestration.models.ledger import record
 from pipeline import alerts, engine
 from pipeline import transitions as t
@@ -22,17 +22,28 @@ log = logging.getLogger("pipeline.gates")
 BATCH = 200
 
 
-@snapshot_section("pipeline", queries=1)
-def pipeline_section(now: datetime) -> dict[str, Any]:
-    """One aggregate query whatever the number of jobs."""
-    counts = PipelineJob.objects.order_by().aggregate(
-        total=Count("id"),
-        **{status: Count("id", filter=Q(status=status)) for status in t.STATUSES},
-        oldest_waiting=Min("waiting_since", filter=Q(status=t.NEEDS_APPROVAL)),
-        overdue_gates=Count("id", filter=Q(status=t.NEEDS_APPROVAL, gate_deadline__lt=now, escalated_at__isnull=True)),
-        escalated_gates=Count("id", filter=Q(status=t.NEEDS_APPROVAL, escalated_at__isnull=False)),
-        overdue_stages=Count("id", filter=Q(status=t.RUNNING, stage_deadline__lt=now)),
-    )
+def _pipeline_parts(now: datetime) -> list[Aggregation]:
+    """One aggregate whatever the number of jobs."""
+    return [
+        (
+            PipelineJob.objects.all(),
+            {
+                "total": Count("id"),
+                **{status: Count("id", filter=Q(status=status)) for status in t.STATUSES},
+                "oldest_waiting": Min("waiting_since", filter=Q(status=t.NEEDS_APPROVAL)),
+                "overdue_gates": Count(
+                    "id", filter=Q(status=t.NEEDS_APPROVAL, gate_deadline__lt=now, escalated_at__isnull=True)
+                ),
+                "escalated_gates": Count("id", filter=Q(status=t.NEEDS_APPROVAL, escalated_at__isnull=False)),
+                "overdue_stages": Count("id", filter=Q(status=t.RUNNING, stage_deadline__lt=now)),
+            },
+        )
+    ]
+
+
+@aggregate_section("pipeline", _pipeline_parts)
+def pipeline_section(now: datetime, results: list[dict[str, Any]]) -> dict[str, Any]:
+    (counts,) = results
     oldest = counts.pop("oldest_waiting")
     by_status = {status: counts.pop(status) for status in t.STATUSES}
     return {

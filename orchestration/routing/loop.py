@@ -8,17 +8,16 @@ from typing import Any
 from django.db.models import Count, Q
 
 from orchestration.choices import JobStatus
-from orchestration.loop.monitor import aggregate_together, snapshot_section
+from orchestration.loop.monitor import Aggregation, aggregate_section
 
 
-@snapshot_section("routing", queries=1)
-def routing_section(now: datetime) -> dict[str, Any]:
-    """One query: three counts on three tables, each on its own index."""
+def _routing_parts(now: datetime) -> list[Aggregation]:
+    """Three counts on three tables, each on its own index."""
     from orchestration.models import Job
     from orchestration.routing.models import Suggestion, TaskOutcome
     from orchestration.routing.router import ROUTED_KIND
 
-    in_flight, hour, pending = aggregate_together(
+    return [
         (
             Job.objects.filter(kind=ROUTED_KIND, status__in=(JobStatus.PENDING, JobStatus.PROCESSING, JobStatus.RETRY)),
             {"n": Count("id")},
@@ -28,7 +27,12 @@ def routing_section(now: datetime) -> dict[str, Any]:
             {"n": Count("id"), "ok": Count("id", filter=Q(success=True))},
         ),
         (Suggestion.objects.filter(status="pending"), {"n": Count("id")}),
-    )
+    ]
+
+
+@aggregate_section("routing", _routing_parts)
+def routing_section(now: datetime, results: list[dict[str, Any]]) -> dict[str, Any]:
+    in_flight, hour, pending = results
     return {
         "in_flight": in_flight["n"],
         "outcomes_last_hour": hour["n"],

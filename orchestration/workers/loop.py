@@ -14,15 +14,14 @@ from django.utils import timezone
 
 from orchestration.loop.decider import PlannedAction
 from orchestration.loop.executor import ActionContext, action_handler
-from orchestration.loop.monitor import aggregate_together, snapshot_section
+from orchestration.loop.monitor import Aggregation, aggregate_section
 from orchestration.models import Anomaly, Worker, WorkerRun
 from orchestration.workers import breaker
 from orchestration.workers.choices import FAILED_RUN_STATUSES, AlertState, RunStatus
 
 
-@snapshot_section("workers", queries=1)
-def workers_section(now: datetime) -> dict[str, Any]:
-    """One query (the fleet, its runs and its open anomalies side by side) whatever
+def _workers_parts(now: datetime) -> list[Aggregation]:
+    """The fleet, its runs and its open anomalies: three parts of one query whatever
     the size of the fleet and its history."""
     from orchestration.workers.recovery import strategies
 
@@ -43,7 +42,7 @@ def workers_section(now: datetime) -> dict[str, Any]:
     hour = now - timedelta(hours=1)
     cooldown = now - timedelta(seconds=settings.FLEET_RECOVERY_COOLDOWN_SECONDS)
     escalate = now - timedelta(seconds=settings.FLEET_ESCALATE_AFTER_SECONDS)
-    workers, runs, anomalies = aggregate_together(
+    return [
         (Worker.objects.all(), counts),
         (
             WorkerRun.objects.filter(Q(status__in=(RunStatus.QUEUED, RunStatus.RUNNING)) | Q(completed_at__gte=hour)),
@@ -79,7 +78,12 @@ def workers_section(now: datetime) -> dict[str, Any]:
                 "alerts_due": Count("id", filter=Q(alert_state=AlertState.PENDING, alert_due_at__lte=now)),
             },
         ),
-    )
+    ]
+
+
+@aggregate_section("workers", _workers_parts)
+def workers_section(now: datetime, results: list[dict[str, Any]]) -> dict[str, Any]:
+    workers, runs, anomalies = results
     workers.setdefault("circuits_open", 0)
     return {**workers, **runs, **anomalies}
 

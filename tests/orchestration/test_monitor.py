@@ -121,4 +121,5 @@ def test_query_count_does_not_grow_with_the_data():
         assert n <= monitor.query_budget(name), f"section {name} ran {n} queries, budget {monitor.query_budget(name)}"
     with CaptureQueriesContext(connection) as ctx:
         build_snapshot()
-    assert len(ctx.captured_queries) == sum(small.values()) <= monitor.query_budget()
+    # The aggregate sections share one query in the snapshot.
+    assert len(ctx.captured_queries) == monitor.query_budget() < sum(small.values())
