@@ -331,7 +331,9 @@ def save(name: str, figures: dict) -> None:
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     section = data.setdefault(profile_name(), {})
     section.setdefault("profile", profile())
-    section.setdefault("benchmarks", {})[name] = {**figures, "measured_at": now_iso()}
+    # The same shape as bench/run_all.py writes: the figures, then the summary rows.
+    entry = {"measured_at": now_iso(), "quick": False, **figures.get("figures", {}), "rows": figures.get("rows", [])}
+    section.setdefault("benchmarks", {})[name] = entry
     RESULTS.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
