@@ -2,7 +2,10 @@
 
 Each capability contributes a section through ``snapshot_section``. A section must
 use aggregate queries only, so the query count does not grow with the data; the test
-suite checks that with large tables.
+suite checks that with large tables. A section made of aggregates alone registers
+through ``aggregate_section`` instead: the snapshot reads all such sections in a
+single query (``aggregate_together``), which keeps a control-loop cycle within its
+15 queries as capabilities add sections.
 """
 
 from __future__ import annotations
@@ -34,58 +37,6 @@ _QUERY_BUDGETS: dict[str, int] = {}
 # Sections registered through aggregate_section(): build_snapshot reads all their
 # parts in a single query.
 _AGGREGATE_SECTIONS: dict[str, tuple[Parts, Finish]] = {}
-
-
-def aggregate_together(*parts: Aggregation) -> list[dict[str, Any]]:
-    """``[queryset.aggregate(**aggregates) for queryset, aggregates in parts]`` in one query.
-
-    Each part is compiled by Django exactly as ``aggregate()`` would compile it (so
-    each keeps its own WHERE clause and index), becomes a single-row derived table,
-    and the parts are cross-joined: one row, one round trip. Values go through the
-    same converters as ``aggregate()`` (on SQLite a MIN over a datetime comes back as
-    a string from the database and leaves here as an aware datetime).
-
-    A part is a plain filtered queryset: annotations, slicing, DISTINCT or GROUP BY
-    would need ``aggregate()``'s subquery form, so they are refused rather than
-    silently compiled into something else.
-    """
-    if not parts:
-        return []
-    connection = connections[parts[0][0].db]
-    sqls: list[str] = []
-    params: list[Any] = []
-    decoders = []
-    for index, (queryset, aggregates) in enumerate(parts):
-        query = queryset.query.chain()
-        if query.annotations or query.is_sliced or query.distinct or query.combinator or query.group_by is not None:
-            raise ValueError("aggregate_together() takes plain filtered querysets")
-        if queryset.db != parts[0][0].db:
-            raise ValueError("aggregate_together() parts must share one database")
-        query.select = ()
-        query.default_cols = False
-        query.clear_ordering(force=True)
-        for alias, aggregate in aggregates.items():
-            query.add_annotation(aggregate, alias, select=True)
-        # elide_empty=False: a WHERE that can match nothing (``status__in=[]``)
-        # compiles to ``0 = 1`` so the part still yields its one row (COUNT 0, MIN
-        # NULL), as aggregate() answers for an empty result.
-        compiler = query.get_compiler(connection=connection, elide_empty=False)
-        sql, part_params = compiler.as_sql()
-        sqls.append(f"({sql}) AS part{index}")
-        params.extend(part_params)
-        columns = list(query.annotation_select.values())
-        decoders.append((list(query.annotation_select), compiler, compiler.get_converters(columns)))
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT * FROM " + " CROSS JOIN ".join(sqls), params)
-        row = cursor.fetchone()
-    results = []
-    start = 0
-    for aliases, compiler, converters in decoders:
-        values = row[start : start + len(aliases)]
-        start += len(aliases)
-        (converted,) = compiler.apply_converters((values,), converters)
-        results.append(dict(zip(aliases, converted, strict=True)))
-    return results
 
 
 HIGH_SCORE = 80
@@ -152,6 +103,58 @@ def query_budget(name: str | None = None) -> int:
         return _QUERY_BUDGETS[name]
     own = sum(budget for section, budget in _QUERY_BUDGETS.items() if section not in _AGGREGATE_SECTIONS)
     return own + (1 if _AGGREGATE_SECTIONS else 0)
+
+
+def aggregate_together(*parts: Aggregation) -> list[dict[str, Any]]:
+    """``[queryset.aggregate(**aggregates) for queryset, aggregates in parts]`` in one query.
+
+    Each part is compiled by Django exactly as ``aggregate()`` would compile it (so
+    each keeps its own WHERE clause and index), becomes a single-row derived table,
+    and the parts are cross-joined: one row, one round trip. Values go through the
+    same converters as ``aggregate()`` (on SQLite a MIN over a datetime comes back as
+    a string from the database and leaves here as an aware datetime).
+
+    A part is a plain filtered queryset: annotations, slicing, DISTINCT or GROUP BY
+    would need ``aggregate()``'s subquery form, so they are refused rather than
+    silently compiled into something else.
+    """
+    if not parts:
+        return []
+    connection = connections[parts[0][0].db]
+    sqls: list[str] = []
+    params: list[Any] = []
+    decoders: list[tuple[list[str], Any, dict]] = []
+    for index, (queryset, aggregates) in enumerate(parts):
+        query = queryset.query.chain()
+        if query.annotations or query.is_sliced or query.distinct or query.combinator or query.group_by is not None:
+            raise ValueError("aggregate_together() takes plain filtered querysets")
+        if queryset.db != parts[0][0].db:
+            raise ValueError("aggregate_together() parts must share one database")
+        query.select = ()
+        query.default_cols = False
+        query.clear_ordering(force=True)
+        for alias, aggregate in aggregates.items():
+            query.add_annotation(aggregate, alias, select=True)
+        # elide_empty=False: a WHERE that can match nothing (``status__in=[]``)
+        # compiles to ``0 = 1`` so the part still yields its one row (COUNT 0, MIN
+        # NULL), as aggregate() answers for an empty result.
+        compiler = query.get_compiler(connection=connection, elide_empty=False)
+        sql, part_params = compiler.as_sql()
+        sqls.append(f"({sql}) AS part{index}")
+        params.extend(part_params)
+        columns = list(query.annotation_select.values())
+        decoders.append((list(query.annotation_select), compiler, compiler.get_converters(columns)))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM " + " CROSS JOIN ".join(sqls), params)
+        row = cursor.fetchone()
+    results = []
+    start = 0
+    for aliases, compiler, converters in decoders:
+        values = row[start : start + len(aliases)]
+        start += len(aliases)
+        (converted,) = compiler.apply_converters((values,), converters)
+        results.append(dict(zip(aliases, converted, strict=True)))
+    return results
 
 
 def build_snapshot(now: datetime | None = None) -> dict[str, Any]:
