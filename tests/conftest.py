@@ -60,6 +60,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     no rules. Serialized rollback puts the migrated state back before each of them."""
     for item in items:
         marker = item.get_closest_marker("django_db")
-        if marker and marker.kwargs.get("transaction") and "serialized_rollback" not in marker.kwargs:
-            restored = pytest.mark.django_db(*marker.args, **marker.kwargs, serialized_rollback=True)
+        kwargs = dict(marker.kwargs) if marker else {}
+        # Every transactional test must restore, or the next one that does would find the
+        # content types that a plain flush's post_migrate re-created under new ids.
+        transactional = kwargs.get("transaction") or "transactional_db" in getattr(item, "fixturenames", ())
+        if transactional and "serialized_rollback" not in kwargs:
+            kwargs.update(transaction=True, serialized_rollback=True)
+            restored = pytest.mark.django_db(*(marker.args if marker else ()), **kwargs)
             item.add_marker(restored, append=False)
