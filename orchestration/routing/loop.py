@@ -12,7 +12,8 @@ from orchestration.loop.monitor import Aggregation, aggregate_section
 
 
 def _routing_parts(now: datetime) -> list[Aggregation]:
-    """Three counts on three tables, each on its own index."""
+    """Three counts on three tables, each on its own index (COUNT(*) as ``.count()``
+    has it, so PostgreSQL can answer from the index alone)."""
     from orchestration.models import Job
     from orchestration.routing.models import Suggestion, TaskOutcome
     from orchestration.routing.router import ROUTED_KIND
@@ -20,13 +21,13 @@ def _routing_parts(now: datetime) -> list[Aggregation]:
     return [
         (
             Job.objects.filter(kind=ROUTED_KIND, status__in=(JobStatus.PENDING, JobStatus.PROCESSING, JobStatus.RETRY)),
-            {"n": Count("id")},
+            {"n": Count("*")},
         ),
         (
             TaskOutcome.objects.filter(created_at__gte=now - timedelta(hours=1)),
             {"n": Count("id"), "ok": Count("id", filter=Q(success=True))},
         ),
-        (Suggestion.objects.filter(status="pending"), {"n": Count("id")}),
+        (Suggestion.objects.filter(status="pending"), {"n": Count("*")}),
     ]
 
 
