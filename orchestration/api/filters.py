@@ -1,9 +1,36 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import django_filters
+from django import forms
+from django_filters.fields import IsoDateTimeField
 
 from orchestration.choices import JobStatus, Severity
 from orchestration.models import Action, Job, LedgerEntry
+
+
+class UtcIsoDateTimeField(IsoDateTimeField):
+    """An ISO 8601 date-time, compared in UTC.
+
+    Any offset Python parses (up to ±23:59) is accepted in the query string, but
+    PostgreSQL refuses offsets past ±15:59 ("time zone displacement out of range"),
+    which made ``?since=…+23:36`` a server error on the scale profile. In UTC the
+    offset is gone; a date that UTC cannot hold (year 1 minus an offset) is a 400.
+    """
+
+    def to_python(self, value):
+        parsed = super().to_python(value)
+        if not isinstance(parsed, datetime) or parsed.tzinfo is None:
+            return parsed
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:
+            raise forms.ValidationError("Date-time out of range.", code="invalid") from None
+
+
+class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UtcIsoDateTimeField
 
 
 class JobFilter(django_filters.FilterSet):
@@ -19,7 +46,7 @@ class LedgerFilter(django_filters.FilterSet):
         lookup_expr="startswith", help_text="Prefix match: 'orchestrator.' matches every loop event."
     )
     severity = django_filters.ChoiceFilter(choices=Severity.choices)
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    since = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     subject = django_filters.CharFilter()
     actor = django_filters.CharFilter()
 

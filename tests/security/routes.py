@@ -11,6 +11,8 @@ from typing import Any
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from rest_framework.views import APIView
 
+from tests.security.world import World
+
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
 # Public on purpose; everything else needs a signed-in user.
@@ -104,3 +106,40 @@ def all_routes() -> list[Route]:
 
 def unnamed_routes() -> list[str]:
     return [route for route, _ns, pattern in _walk(get_resolver().url_patterns) if pattern.name is None]
+
+
+def values_for(route: Route, world: World | None) -> dict[str, object]:
+    """Path parameters: the world's objects, or unknown ones without a world."""
+    if world is None:
+        return {"pk": 987654, "name": "no-such-thing", "task_type": "no-such-type", "path": "no/such.css"}
+    name = route.name
+    by_route = {
+        "health-api:service": world.service.name,
+        "console:service": world.service.name,
+        "console:worker": world.worker.name,
+        "orchestration-api:worker": world.worker.name,
+        "orchestration-api:lane": world.lane.name,
+        "pipeline-api:definition": world.definition.name,
+        "routing-api:context": world.context.name,
+        "orchestration-api:job": world.job.pk,
+        "orchestration-api:rule": world.rule.pk,
+        "orchestration-api:action": world.action.pk,
+        "orchestration-api:ledger": world.entry.pk,
+        "orchestration-api:score-report": world.report.pk,
+        "orchestration-api:anomaly": world.anomaly.pk,
+        "health-api:service-alert": world.alert.pk,
+        "pipeline-api:job": world.pipeline_job.pk,
+        "console:pipeline": world.pipeline_job.pk,
+        "routing-api:suggestion": world.suggestion.pk,
+    }
+    value: object = None
+    for prefix, candidate in sorted(by_route.items(), key=lambda kv: -len(kv[0])):
+        if name.startswith(prefix):
+            value = candidate
+            break
+    return {
+        "pk": value,
+        "name": value,
+        "task_type": world.multiplier.task_type,
+        "path": "console/console.css",
+    }

@@ -5,6 +5,8 @@ documented schema)."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from django.utils import timezone
 
@@ -143,3 +145,20 @@ def test_patching_a_definition_keeps_what_it_does_not_name(contract: Contract, w
         "PATCH", "/api/v1/pipeline/definitions/{name}/", path_parameters=name, body={"stage_timeouts": {"outline": 0}}
     )
     assert broken.status_code == 400 and "definition" in broken.json()
+
+
+def test_since_with_any_utc_offset_is_compared_in_utc(contract: Contract, world):
+    """?since=0288-02-23T12:26:55+23:36 (a valid ISO offset) was a 500 on PostgreSQL,
+    which refuses offsets past ±15:59; since=0001-01-01T00:00:00+23:00 (before year 1
+    in UTC) was a 500 on SQLite."""
+    entry = world.entry
+    at = entry.created_at.astimezone(dt.timezone(dt.timedelta(hours=23, minutes=36)))
+    found = contract.call("GET", "/api/v1/ledger/", query={"since": at.isoformat(), "limit": 1000}).json()
+    assert entry.pk in {row["id"] for row in found["results"]}
+    later = (at + dt.timedelta(seconds=1)).isoformat()
+    after = contract.call("GET", "/api/v1/ledger/", query={"since": later, "event_type": "tests."}).json()
+    assert after["count"] == 0
+    early = contract.call("GET", "/api/v1/ledger/", query={"since": "0288-02-23T12:26:55.619034+23:36"})
+    assert early.status_code == 200 and early.json()["count"] >= 1
+    too_early = contract.call("GET", "/api/v1/ledger/", query={"since": "0001-01-01T00:00:00+23:00"})
+    assert too_early.status_code == 400 and "since" in too_early.json()

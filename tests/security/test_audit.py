@@ -19,8 +19,7 @@ from rest_framework.test import APIClient
 from health.models import Service
 from orchestration.models import LedgerEntry, Worker
 from pipeline import engine
-from tests.security.routes import PUBLIC, Route, all_routes
-from tests.security.test_authentication import values_for
+from tests.security.routes import PUBLIC, Route, all_routes, values_for
 from tests.security.world import World
 
 pytestmark = pytest.mark.django_db

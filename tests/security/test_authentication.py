@@ -16,8 +16,7 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
-from tests.security.routes import PUBLIC, Route, all_routes, unnamed_routes
-from tests.security.world import World
+from tests.security.routes import PUBLIC, Route, all_routes, unnamed_routes, values_for
 
 pytestmark = pytest.mark.django_db
 
@@ -25,43 +24,6 @@ ROUTES = all_routes()
 API = [r for r in ROUTES if r.is_api and r.name not in PUBLIC]
 CONSOLE = [r for r in ROUTES if not r.is_api and not r.is_admin and r.name not in PUBLIC]
 ADMIN = [r for r in ROUTES if r.is_admin and r.name not in PUBLIC]
-
-
-def values_for(route: Route, world: World | None) -> dict[str, object]:
-    """Path parameters: the world's objects, or unknown ones without a world."""
-    if world is None:
-        return {"pk": 987654, "name": "no-such-thing", "task_type": "no-such-type", "path": "no/such.css"}
-    name = route.name
-    by_route = {
-        "health-api:service": world.service.name,
-        "console:service": world.service.name,
-        "console:worker": world.worker.name,
-        "orchestration-api:worker": world.worker.name,
-        "orchestration-api:lane": world.lane.name,
-        "pipeline-api:definition": world.definition.name,
-        "routing-api:context": world.context.name,
-        "orchestration-api:job": world.job.pk,
-        "orchestration-api:rule": world.rule.pk,
-        "orchestration-api:action": world.action.pk,
-        "orchestration-api:ledger": world.entry.pk,
-        "orchestration-api:score-report": world.report.pk,
-        "orchestration-api:anomaly": world.anomaly.pk,
-        "health-api:service-alert": world.alert.pk,
-        "pipeline-api:job": world.pipeline_job.pk,
-        "console:pipeline": world.pipeline_job.pk,
-        "routing-api:suggestion": world.suggestion.pk,
-    }
-    value: object = None
-    for prefix, candidate in sorted(by_route.items(), key=lambda kv: -len(kv[0])):
-        if name.startswith(prefix):
-            value = candidate
-            break
-    return {
-        "pk": value,
-        "name": value,
-        "task_type": world.multiplier.task_type,
-        "path": "console/console.css",
-    }
 
 
 def send(client, method: str, path: str, **extra):

@@ -12,9 +12,8 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
-from tests.security.routes import PUBLIC, Route, all_routes
-from tests.security.test_authentication import values_for
-from tests.security.test_permissions import state
+from tests.security.routes import PUBLIC, Route, all_routes, values_for
+from tests.security.world import state
 
 pytestmark = pytest.mark.django_db
 

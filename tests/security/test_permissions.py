@@ -7,11 +7,8 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from health.models import Service
-from orchestration.models import Job, LedgerEntry, LoopState, Rule, Worker
-from pipeline.models import PipelineJob
-from tests.security.routes import PUBLIC, Route, all_routes
-from tests.security.test_authentication import values_for
+from tests.security.routes import PUBLIC, Route, all_routes, values_for
+from tests.security.world import state
 
 pytestmark = pytest.mark.django_db
 
@@ -19,20 +16,6 @@ ROUTES = all_routes()
 API_WRITES = [(route, method) for route in ROUTES if route.is_api for method in route.writes]
 API_READS = [r for r in ROUTES if r.is_api and "GET" in r.methods and r.name not in PUBLIC]
 CONSOLE = [r for r in ROUTES if not r.is_api and not r.is_admin and r.name not in PUBLIC]
-
-
-def state() -> tuple:
-    """What a write would change, in one comparable value."""
-    loop = LoopState.get()
-    return (
-        Job.objects.count(),
-        Rule.objects.count(),
-        LedgerEntry.objects.count(),
-        list(Worker.objects.values_list("name", "enabled").order_by("name")),
-        list(Service.objects.values_list("name", "enabled", "base_url").order_by("name")),
-        list(PipelineJob.objects.values_list("pk", "status", "stage").order_by("pk")),
-        (loop.enabled, loop.interval_seconds, loop.cycle_count),
-    )
 
 
 def test_the_lists_are_not_empty():

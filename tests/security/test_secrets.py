@@ -20,8 +20,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from orchestration.models import Job, LedgerEntry, Worker
-from tests.security.routes import PUBLIC, all_routes
-from tests.security.test_authentication import values_for
+from tests.security.routes import PUBLIC, all_routes, values_for
 
 pytestmark = pytest.mark.django_db
 

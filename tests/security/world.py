@@ -10,7 +10,18 @@ from django.utils import timezone
 
 from health.models import HealthCheck, Service, ServiceAlert
 from orchestration.jobs.queue import enqueue
-from orchestration.models import Action, Anomaly, Job, Lane, LedgerEntry, Rule, ScoreReport, Worker, WorkerRun
+from orchestration.models import (
+    Action,
+    Anomaly,
+    Job,
+    Lane,
+    LedgerEntry,
+    LoopState,
+    Rule,
+    ScoreReport,
+    Worker,
+    WorkerRun,
+)
 from orchestration.routing.models import Suggestion, TaskContext, TypeMultiplier
 from pipeline.models import PipelineDefinition, PipelineJob
 
@@ -93,4 +104,18 @@ def build_world() -> World:
         ),
         context=TaskContext.objects.create(name="campaign-a", data={"region": "eu"}),
         multiplier=TypeMultiplier.objects.create(task_type="render", multiplier=2),
+    )
+
+
+def state() -> tuple:
+    """What a write would change, in one comparable value."""
+    loop = LoopState.get()
+    return (
+        Job.objects.count(),
+        Rule.objects.count(),
+        LedgerEntry.objects.count(),
+        list(Worker.objects.values_list("name", "enabled").order_by("name")),
+        list(Service.objects.values_list("name", "enabled", "base_url").order_by("name")),
+        list(PipelineJob.objects.values_list("pk", "status", "stage").order_by("pk")),
+        (loop.enabled, loop.interval_seconds, loop.cycle_count),
     )
