@@ -181,6 +181,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["orchestration.api.permissions.ReadAuthenticatedWriteStaff"],
+    # DRF's parsers, refusing NUL characters (PostgreSQL cannot store them).
+    "DEFAULT_PARSER_CLASSES": [
+        "orchestration.api.parsers.JSONParser",
+        "orchestration.api.parsers.FormParser",
+        "orchestration.api.parsers.MultiPartParser",
+    ],
     "DEFAULT_PAGINATION_CLASS": "orchestration.api.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],

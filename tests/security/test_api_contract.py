@@ -6,6 +6,7 @@ documented schema)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 from django.utils import timezone
@@ -162,3 +163,19 @@ def test_since_with_any_utc_offset_is_compared_in_utc(contract: Contract, world)
     assert early.status_code == 200 and early.json()["count"] >= 1
     too_early = contract.call("GET", "/api/v1/ledger/", query={"since": "0001-01-01T00:00:00+23:00"})
     assert too_early.status_code == 400 and "since" in too_early.json()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/api/v1/jobs/", {"kind": "noop", "payload": {"note": "a\x00b"}}),
+        ("POST", "/api/v1/routing/contexts/", {"name": "nul", "data": {"k\x00": 1}}),
+        ("POST", "/api/v1/lanes/", {"name": "nul", "concurrency_limit": 1, "description": "a\x00b"}),
+    ],
+)
+def test_a_nul_character_in_a_body_is_a_400(contract: Contract, world, method, path, body):
+    """PostgreSQL cannot store U+0000 in text or jsonb: a NUL inside a JSON field was a
+    500 on the scale profile (and stored on SQLite). Text fields already refused it."""
+    response = contract.call(method, path, body=body)
+    assert response.status_code == 400, response.content
+    assert "NUL" in json.dumps(response.json())
