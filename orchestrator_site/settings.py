@@ -52,6 +52,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before anything reads the URL into a query: PostgreSQL refuses NUL characters.
+    "orchestration.middleware.RefuseNulMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -127,6 +129,8 @@ LOGIN_REDIRECT_URL = "/"
 ORCHESTRATOR_ENABLED = env_bool("ORCHESTRATOR_ENABLED", True)
 ORCHESTRATOR_INTERVAL_SECONDS = env_float("ORCHESTRATOR_INTERVAL_SECONDS", 2.0, minimum=0.1)
 ORCHESTRATOR_DRY_RUN = env_bool("ORCHESTRATOR_DRY_RUN", False)
+# /orchestrator/snapshot shares one snapshot per process for this long (0: always fresh).
+SNAPSHOT_MAX_AGE_SECONDS = env_float("SNAPSHOT_MAX_AGE_SECONDS", 0.0 if TESTING else 1.0, minimum=0.0)
 # How long a processing job may go without a heartbeat before the loop reclaims it.
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 30, minimum=2)
 # Lanes not listed in the Lane table get this concurrency limit (0 = unlimited).

@@ -21,7 +21,7 @@ from orchestration.api.serializers import (
 )
 from orchestration.jobs import queue
 from orchestration.loop.cycle import run_cycle
-from orchestration.loop.monitor import build_snapshot
+from orchestration.loop.snapshot_cache import current_snapshot
 from orchestration.models import Action, Job, Lane, LedgerEntry, LoopState, Rule
 from orchestration.models.ledger import record
 
@@ -129,7 +129,7 @@ def loop_status_body(state: LoopState) -> dict:
 class SnapshotView(APIView):
     @extend_schema(responses={200: _OK})
     def get(self, request):
-        return Response({"status": "ok", "snapshot": build_snapshot()})
+        return Response({"status": "ok", "snapshot": current_snapshot()})
 
 
 class RunOnceView(APIView):

@@ -1,0 +1,67 @@
+"""The read API's snapshot: shared within SNAPSHOT_MAX_AGE_SECONDS, fresh when it is 0."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from orchestration.loop import snapshot_cache
+from orchestration.models import Job
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    snapshot_cache.forget()
+    yield
+    snapshot_cache.forget()
+
+
+def _queries(client) -> tuple[int, dict]:
+    with CaptureQueriesContext(connection) as ctx:
+        response = client.get("/orchestrator/snapshot")
+    assert response.status_code == 200
+    return len(ctx.captured_queries), response.json()["snapshot"]
+
+
+def test_within_the_max_age_requests_share_one_snapshot(staff_client, settings):
+    settings.SNAPSHOT_MAX_AGE_SECONDS = 60
+    first_queries, first = _queries(staff_client)
+    Job.objects.create(kind="noop")
+    second_queries, second = _queries(staff_client)
+    assert second == first and second["jobs"]["pending"] == 0
+    assert second_queries < first_queries  # only authentication, no snapshot queries
+    snapshot_cache.forget()
+    assert _queries(staff_client)[1]["jobs"]["pending"] == 1
+
+
+def test_zero_means_always_fresh(staff_client, settings):
+    settings.SNAPSHOT_MAX_AGE_SECONDS = 0
+    assert _queries(staff_client)[1]["jobs"]["pending"] == 0
+    Job.objects.create(kind="noop")
+    assert _queries(staff_client)[1]["jobs"]["pending"] == 1
+
+
+def test_concurrent_requests_on_a_stale_copy_build_it_once(monkeypatch, settings):
+    settings.SNAPSHOT_MAX_AGE_SECONDS = 60
+    builds = []
+    gate = threading.Event()
+
+    def slow_build():
+        builds.append(1)
+        gate.wait(5)
+        return {"taken_at": "now"}
+
+    monkeypatch.setattr(snapshot_cache, "build_snapshot", slow_build)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(snapshot_cache.current_snapshot())) for _ in range(5)]
+    for t in threads:
+        t.start()
+    gate.set()
+    for t in threads:
+        t.join()
+    assert len(builds) == 1 and len(results) == 5
