@@ -177,10 +177,14 @@ def build_snapshot(now: datetime | None = None) -> dict[str, Any]:
 
 
 def _jobs_parts(now: datetime) -> list[Aggregation]:
-    """Three parts, each on the index that suits it."""
+    """The counts per status, the live queue and the last hour's failures, each part
+    on the index that suits it."""
     return [
-        # Counts per status, all in one pass over an index led by ``status``.
-        (Job.objects.all(), {"total": Count("*"), **{s: Count("id", filter=Q(status=s)) for s in JobStatus.values}}),
+        # The total, then one range of an index led by ``status`` per status: together
+        # cheaper than a GROUP BY, and far cheaper than a FILTER per status evaluated
+        # on every row (measured at 100k jobs on SQLite).
+        (Job.objects.all(), {"total": Count("*")}),
+        *((Job.objects.filter(status=status), {"n": Count("*")}) for status in JobStatus.values),
         # One pass over the live part of the queue (pending, retry, processing) that
         # reads only job_live_snapshot_idx, never the table.
         (
@@ -225,12 +229,12 @@ def _jobs_parts(now: datetime) -> list[Aggregation]:
 
 @aggregate_section("jobs", _jobs_parts)
 def jobs_section(now: datetime, results: list[dict[str, Any]]) -> dict[str, Any]:
-    by_status, live, failed = results
+    total, *per_status, live, failed = results
     oldest = live.pop("oldest_pending")
     avg = live.pop("avg_score")
-    section = {status: by_status[status] for status in JobStatus.values}
+    section = {status: count["n"] for status, count in zip(JobStatus.values, per_status, strict=True)}
     section.update(
-        total=by_status["total"],
+        total=total["total"],
         oldest_pending_minutes=round((now - oldest).total_seconds() / 60, 1) if oldest else 0,
         avg_score=round(avg, 1) if avg is not None else None,
         queue_saturated=section[JobStatus.PENDING] > 50,
