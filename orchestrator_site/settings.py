@@ -101,7 +101,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # A file (not :memory:) so end-to-end tests can share it with real subprocesses.
     _db["TEST"] = {"NAME": env_str("TEST_DATABASE_PATH", str(VAR_DIR / "test-orchestrator.sqlite3"))}
 elif _db["ENGINE"].startswith("django.db.backends.postgresql"):
-    _db["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 0, minimum=0)
+    # Keep connections between requests and tasks: a new PostgreSQL connection costs
+    # more than a whole no-op job. Health checks drop one the server has closed.
+    _db["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60, minimum=0)
     _db["CONN_HEALTH_CHECKS"] = True
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

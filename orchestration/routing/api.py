@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.db.models import Count, Q
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -142,8 +142,11 @@ def stats_body(task_type: str | None = None) -> dict:
     }
 
 
+_TYPE_PARAM = OpenApiParameter("type", str, description="Only this task type")
+
+
 class StatsView(APIView):
-    @extend_schema(responses={200: _ANY})
+    @extend_schema(parameters=[_TYPE_PARAM], responses={200: _ANY})
     def get(self, request):
         return Response(stats_body(request.query_params.get("type") or None))
 
@@ -169,7 +172,7 @@ class OutcomeSerializer(serializers.ModelSerializer):
 
 
 class MemoryView(APIView):
-    @extend_schema(responses={200: _ANY})
+    @extend_schema(parameters=[_TYPE_PARAM], responses={200: _ANY})
     def get(self, request):
         task_type = request.query_params.get("type") or None
         recent = TaskOutcome.objects.all()

@@ -179,3 +179,19 @@ def test_a_nul_character_in_a_body_is_a_400(contract: Contract, world, method, p
     response = contract.call(method, path, body=body)
     assert response.status_code == 400, response.content
     assert "NUL" in json.dumps(response.json())
+
+
+@pytest.mark.parametrize(
+    ("path", "case"),
+    [
+        ("/api/v1/routing/stats", {"query": {"type": "a\x00b"}}),
+        ("/api/v1/routing/memory", {"query": {"type": "a\x00b"}}),
+        ("/api/v1/jobs/", {"query": {"kind": "a\x00b"}}),
+        ("/api/v1/lanes/{name}/", {"path_parameters": {"name": "a\x00b"}}),
+        ("/api/v1/routing/contexts/{name}/", {"path_parameters": {"name": "a\x00b"}}),
+        ("/api/v1/pipeline/definitions/{name}/", {"path_parameters": {"name": "a\x00b"}}),
+    ],
+)
+def test_a_nul_character_in_the_url_is_a_4xx(contract: Contract, world, path, case):
+    response = contract.call("GET", path, **case)
+    assert response.status_code in {400, 404}, response.content

@@ -1,0 +1,29 @@
+"""Requests whose URL holds a NUL character are answered before any view runs.
+
+PostgreSQL cannot compare text with U+0000 in it ("PostgreSQL text fields cannot
+contain NUL (0x00) bytes"): ``/api/v1/lanes/%00/`` or ``?type=%00`` reached a query
+and came back as a 500 on the scale profile (SQLite just found nothing). No name or
+id can hold a NUL, so such a path is a 404, and such a query string a 400 — on both
+databases, for every view, present and future.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse
+
+
+class RefuseNulMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        from orchestration.console import views
+
+        if "\x00" in request.path:
+            return views.page_not_found(request)
+        if any("\x00" in key or any("\x00" in v for v in values) for key, values in request.GET.lists()):
+            # The site's error answer: JSON for the API, the error page for the console.
+            return views._error(request, 400, "Bad request", "The query string holds a NUL character (%00).")
+        return self.get_response(request)
