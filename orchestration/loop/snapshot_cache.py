@@ -3,8 +3,8 @@
 Dashboards and scrapers poll ``/orchestrator/snapshot`` from many clients at once;
 each snapshot costs a few aggregate queries plus their Python work. Within
 ``SNAPSHOT_MAX_AGE_SECONDS`` (default 1 s, half the loop's interval) every request of a
-process shares one snapshot, and concurrent requests that find it stale wait for a
-single rebuild instead of each building their own. It is derived data: nothing is lost
+process shares one snapshot; when it is stale one request rebuilds it while the others
+answer with the previous copy (only the very first requests wait for a build). It is derived data: nothing is lost
 on restart, and ``taken_at`` in the snapshot says how old it is. 0 turns it off.
 """
 
@@ -37,13 +37,18 @@ def current_snapshot() -> dict[str, Any]:
     cached = _fresh(max_age)
     if cached is not None:
         return cached
-    with _lock:
-        cached = _fresh(max_age)  # another request may have rebuilt it while we waited
+    if not _lock.acquire(blocking=_snapshot is None):
+        # Another request is rebuilding it: the copy we have is at most one build older.
+        return _snapshot
+    try:
+        cached = _fresh(max_age)  # rebuilt while we waited for the lock
         if cached is not None:
             return cached
         snapshot = build_snapshot()
         _snapshot, _built_at = snapshot, time.monotonic()
         return snapshot
+    finally:
+        _lock.release()
 
 
 def forget() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from django.db import connection
@@ -65,3 +66,26 @@ def test_concurrent_requests_on_a_stale_copy_build_it_once(monkeypatch, settings
     for t in threads:
         t.join()
     assert len(builds) == 1 and len(results) == 5
+
+
+def test_while_one_request_rebuilds_the_others_answer_with_the_previous_copy(monkeypatch, settings):
+    settings.SNAPSHOT_MAX_AGE_SECONDS = 0.05
+    monkeypatch.setattr(snapshot_cache, "build_snapshot", lambda: {"taken_at": "old"})
+    assert snapshot_cache.current_snapshot() == {"taken_at": "old"}
+    time.sleep(0.1)  # now stale
+    started, gate = threading.Event(), threading.Event()
+
+    def slow_build():
+        started.set()
+        gate.wait(5)
+        return {"taken_at": "new"}
+
+    monkeypatch.setattr(snapshot_cache, "build_snapshot", slow_build)
+    rebuilt = []
+    rebuilder = threading.Thread(target=lambda: rebuilt.append(snapshot_cache.current_snapshot()))
+    rebuilder.start()
+    assert started.wait(5)
+    assert snapshot_cache.current_snapshot() == {"taken_at": "old"}  # did not wait for the build
+    gate.set()
+    rebuilder.join()
+    assert rebuilt == [{"taken_at": "new"}]
