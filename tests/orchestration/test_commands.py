@@ -66,7 +66,7 @@ class TestEnvHelpers:
         with pytest.raises(ImproperlyConfigured, match=">= 1"):
             env.env_int("X_NUM", 1, minimum=1)
         monkeypatch.setenv("X_NUM", "0.05")
-        with pytest.raises(ImproperlyConfigured, match=">= 0.1"):
+        with pytest.raises(ImproperlyConfigured, match=r">= 0\.1"):
             env.env_float("X_NUM", 2.0, minimum=0.1)
 
     def test_list(self, monkeypatch):

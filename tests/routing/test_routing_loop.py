@@ -21,8 +21,12 @@ def test_the_section_reports_in_flight_and_the_last_hours_success_rate():
     for ok in (True, True, True, False):
         executor.remember(task_type="t", service="a", success=ok, execution_ms=10)
     section = build_snapshot()["routing"]
-    assert section == {"in_flight": 1, "outcomes_last_hour": 4, "success_rate_last_hour": 0.75,
-                       "pending_suggestions": 0}
+    assert section == {
+        "in_flight": 1,
+        "outcomes_last_hour": 4,
+        "success_rate_last_hour": 0.75,
+        "pending_suggestions": 0,
+    }
 
 
 def test_the_section_uses_a_constant_number_of_queries():
