@@ -160,8 +160,10 @@ class Process:
         self.name = name
         self.log_path = LOGS / f"{name}.log"
         self._log = open(self.log_path, "wb")  # closed in stop()
+        # ["-m", module, …] runs a module (e.g. gunicorn) instead of a manage.py command.
+        argv = [sys.executable, *args] if args[:1] == ["-m"] else [sys.executable, str(ROOT / "manage.py"), *args]
         self.popen = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), *args],
+            argv,
             cwd=ROOT,
             env=process_env(**env),
             stdout=self._log,

@@ -1,15 +1,17 @@
 """``/orchestrator/snapshot`` under concurrent load, against a trivial endpoint.
 
-A live web server process (``manage.py runserver --noreload``, what ``make run``
-serves with) on a database holding 1,000 registered services (mixed health, some
-breakers open) and some queue history. 20 clients, each with its own keep-alive
-connection and Bearer token, request the snapshot back to back; the baseline is the
-same load on ``/health`` (no database, no authentication) in the same run, so the
+A live web server (gunicorn with 2 workers × 10 threads, as the README deploys the
+web tier; ``--server runserver`` for the single process ``make run`` serves with) on a
+database holding 1,000 registered services (mixed health, some breakers open) and some
+queue history. 20 clients, each with its own keep-alive connection and Bearer token,
+request the snapshot back to back; the baseline is the same load on ``/health`` (no
+database, no authentication) on the same server in the same run, so the
 ratio isolates what the snapshot itself costs. Latency is per request, p50/p99.
 
 Target: snapshot p99 ≤ 200 ms.
 
     python bench/snapshot_load.py [--services 1000] [--clients 20] [--requests 25] [--quick]
+                                  [--server gunicorn|runserver]
 """
 
 from __future__ import annotations
@@ -121,21 +123,34 @@ def load(url: str, clients: int, per_client: int, token: str) -> tuple[list[floa
     return samples, wall
 
 
+def _web(server: str, port: int) -> list[str]:
+    if server == "runserver":
+        return ["runserver", f"127.0.0.1:{port}", "--noreload"]
+    return ["-m", "gunicorn", "orchestrator_site.wsgi", "-b", f"127.0.0.1:{port}", "--workers", "2", "--threads", "10"]
+
+
 def run(
-    *, quick: bool = False, services: int = 1000, clients: int = 20, requests_per_client: int | None = None
+    *,
+    quick: bool = False,
+    services: int = 1000,
+    clients: int = 20,
+    requests_per_client: int | None = None,
+    server: str = "gunicorn",
 ) -> Report:
     per_client = requests_per_client or (8 if quick else 25)
     setup_django("snapshot", fresh=True)
 
     from bench.common import profile_name
 
-    print(f"Snapshot load benchmark on {profile_name()}: {services} services, {clients} clients × {per_client}")
+    print(
+        f"Snapshot load benchmark on {profile_name()} ({server}): {services} services, {clients} clients × {per_client}"
+    )
     progress(f"registering {services} services")
     token = populate(services)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     results: dict[str, tuple[list[float], float]] = {}
-    with running(("web", ["runserver", f"127.0.0.1:{port}", "--noreload"]), DEBUG="false") as procs:
+    with running(("web", _web(server, port)), DEBUG="false") as procs:
         wait_for(lambda: _up(f"{base}/health"), timeout=60, what="the web server", procs=procs)
         snapshot = requests.get(f"{base}/orchestrator/snapshot", headers={"Authorization": f"Bearer {token}"}).json()
         assert snapshot["snapshot"]["services"]["total"] == services, snapshot["snapshot"]["services"]
@@ -171,7 +186,14 @@ def run(
     ratio = snap["p99_ms"] / health["p99_ms"]
     return Report(
         "snapshot_load",
-        {"services": services, "clients": clients, "per_client": per_client, "snapshot": snap, "health": health},
+        {
+            "server": server,
+            "services": services,
+            "clients": clients,
+            "per_client": per_client,
+            "snapshot": snap,
+            "health": health,
+        },
         [
             Row(
                 "snapshot_load",
@@ -208,10 +230,17 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--requests", type=int, help="requests per client (default 25, quick 8)")
     parser.add_argument("--quick", action="store_true", help="fewer requests")
+    parser.add_argument("--server", choices=("gunicorn", "runserver"), default="gunicorn")
     parser.add_argument("--report", help=argparse.SUPPRESS)
     args = parser.parse_args()
     started = time.monotonic()
-    report = run(quick=args.quick, services=args.services, clients=args.clients, requests_per_client=args.requests)
+    report = run(
+        quick=args.quick,
+        services=args.services,
+        clients=args.clients,
+        requests_per_client=args.requests,
+        server=args.server,
+    )
     report.figures["seconds"] = round(time.monotonic() - started, 1)
     finish(report, args.report)
 
