@@ -41,7 +41,7 @@ class ServiceAdmin(admin.ModelAdmin):
         "enabled_badge",
         "links",
     ]
-    list_filter = ["enabled", "health", "circuit__state"]
+    list_filter = ["enabled", "health", "circuit__state", "category"]
     search_fields = ["name", "base_url", "description"]
     filter_horizontal = ["depends_on"]
     formfield_overrides = {models.URLField: {"assume_scheme": "http"}}

@@ -9,11 +9,21 @@ from orchestration.demo import DEMO_PREFIX, register_demo
 
 # name, endpoint, depends_on, extra fields
 DEMO_SERVICES = [
-    ("demo-database", "healthy", [], {"capabilities": ["storage"]}),
-    ("demo-api", "healthy", ["demo-database"], {"capabilities": ["research", "analysis"]}),
-    ("demo-search", "flaky", [], {"capabilities": ["search"], "failure_threshold": 3, "open_timeout_seconds": 30}),
-    ("demo-web", "flaky", ["demo-api", "demo-search"], {"capabilities": ["render"]}),
-    ("demo-reports", "slow", ["demo-database"], {"timeout_seconds": 1.0, "capabilities": ["reporting"]}),
+    ("demo-database", "healthy", [], {"category": "storage", "capabilities": ["storage"]}),
+    ("demo-api", "healthy", ["demo-database"], {"category": "backend", "capabilities": ["research", "analysis"]}),
+    (
+        "demo-search",
+        "flaky",
+        [],
+        {"category": "backend", "capabilities": ["search"], "failure_threshold": 3, "open_timeout_seconds": 30},
+    ),
+    ("demo-web", "flaky", ["demo-api", "demo-search"], {"category": "frontend", "capabilities": ["render"]}),
+    (
+        "demo-reports",
+        "slow",
+        ["demo-database"],
+        {"category": "reporting", "timeout_seconds": 1.0, "capabilities": ["reporting"]},
+    ),
 ]
 
 

@@ -9,6 +9,7 @@ from health.report import display_health
 WRITE_FIELDS = [
     "name",
     "description",
+    "category",
     "base_url",
     "health_path",
     "timeout_seconds",

@@ -45,6 +45,9 @@ class Service(models.Model):
 
     name = models.CharField(max_length=100, unique=True, validators=[SERVICE_NAME])
     description = models.CharField(max_length=300, blank=True)
+    category = models.SlugField(
+        max_length=50, blank=True, help_text="Groups services in the module manager, e.g. storage, ai, media."
+    )
     base_url = models.URLField(max_length=500, help_text="e.g. http://127.0.0.1:8001")
     health_path = models.CharField(max_length=300, default="/health")
     timeout_seconds = models.FloatField(default=5.0, validators=[MinValueValidator(0.05), MaxValueValidator(120)])

@@ -312,7 +312,7 @@ class ModulesView(APIView):
         services = list(Service.objects.order_by("name"))
         by_category: dict[str, list] = {}
         for s in services:
-            by_category.setdefault(getattr(s, "category", "") or "uncategorised", []).append(
+            by_category.setdefault(s.category or "uncategorised", []).append(
                 {"name": s.name, "enabled": s.enabled, "health": s.health, "capabilities": s.capabilities}
             )
         return Response(

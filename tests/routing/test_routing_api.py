@@ -172,3 +172,23 @@ def test_contexts_are_shared_by_name(staff_client):
 def test_modules_health_summary(staff_client, service):
     body = staff_client.get("/api/v1/routing/modules").json()
     assert body["health_summary"] == {"total": 1, "enabled": 1, "healthy": 0}
+
+
+def test_modules_are_grouped_by_category(staff_client, service):
+    created = staff_client.post(
+        "/api/v1/services/",
+        {"name": "vault", "base_url": "http://127.0.0.1:9", "category": "storage", "capabilities": ["finance"]},
+        format="json",
+    )
+    assert created.status_code == 201 and created.json()["category"] == "storage"
+    assert (
+        staff_client.post(
+            "/api/v1/services/",
+            {"name": "bad", "base_url": "http://127.0.0.1:9", "category": "no spaces"},
+            format="json",
+        ).status_code
+        == 400
+    )
+    groups = staff_client.get("/api/v1/routing/modules").json()["by_category"]
+    assert [m["name"] for m in groups["storage"]] == ["vault"]
+    assert [m["name"] for m in groups["uncategorised"]] == ["email-ai"]
