@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -21,6 +22,21 @@ def staff_user(db):
 @pytest.fixture
 def plain_user(db):
     return get_user_model().objects.create_user("viewer", password="pw-viewer-123")
+
+
+@pytest.fixture
+def staff_session(staff_user) -> Client:
+    """Signed in through a session, as a browser is."""
+    client = Client()
+    client.force_login(staff_user)
+    return client
+
+
+@pytest.fixture
+def viewer_session(plain_user) -> Client:
+    client = Client()
+    client.force_login(plain_user)
+    return client
 
 
 @pytest.fixture

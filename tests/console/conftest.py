@@ -19,18 +19,14 @@ def _fast_pipeline(settings):
 
 
 @pytest.fixture
-def staff_browser(staff_user) -> Client:
+def staff_browser(staff_session) -> Client:
     """A session-signed-in staff member (the console uses sessions, not tokens)."""
-    client = Client()
-    client.force_login(staff_user)
-    return client
+    return staff_session
 
 
 @pytest.fixture
-def viewer_browser(plain_user) -> Client:
-    client = Client()
-    client.force_login(plain_user)
-    return client
+def viewer_browser(viewer_session) -> Client:
+    return viewer_session
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-from django.test import Client
 from rest_framework.authtoken.models import Token
 
 from tests.security.contract import Contract
@@ -32,17 +31,3 @@ def staff_token(staff_user) -> str:
 @pytest.fixture
 def contract(staff_token) -> Contract:
     return Contract(staff_token)
-
-
-@pytest.fixture
-def staff_session(staff_user) -> Client:
-    client = Client()
-    client.force_login(staff_user)
-    return client
-
-
-@pytest.fixture
-def viewer_session(plain_user) -> Client:
-    client = Client()
-    client.force_login(plain_user)
-    return client
