@@ -100,13 +100,18 @@ class LoopRunner:
 
 def loop_tick_task(window_seconds: float = 55.0) -> str:
     """django-q2 fallback (scheduled every minute): run the loop for a minute when no
-    dedicated runner is alive, so a deployment with only cluster nodes still loops."""
+    dedicated runner is alive, so a deployment with only cluster nodes still loops.
+    It holds one cluster worker while it runs."""
     state = LoopState.get()
     if state.dedicated_runner_alive():
         return "dedicated runner alive; nothing to do"
+    from orchestration.workers.shutdown import drain_requested
+
     runner = LoopRunner(dedicated=False)
     cycles = runner.run(
         max_seconds=window_seconds,
-        should_continue=lambda: not LoopState.get().dedicated_runner_alive(),
+        # Give the cluster worker back at once when the cluster is stopping (it waits
+        # for its workers' tasks) or a dedicated runner has appeared.
+        should_continue=lambda: not drain_requested() and not LoopState.get().dedicated_runner_alive(),
     )
     return f"ran {cycles} cycle(s)"

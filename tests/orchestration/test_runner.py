@@ -44,6 +44,14 @@ def test_the_fallback_schedule_stays_idle_while_a_dedicated_runner_lives():
     assert loop_tick_task() == "dedicated runner alive; nothing to do"
 
 
+def test_the_fallback_gives_its_worker_back_when_the_cluster_stops(monkeypatch):
+    from orchestration.workers import shutdown
+
+    LoopState.get()
+    monkeypatch.setattr(shutdown, "drain_requested", lambda: True)
+    assert loop_tick_task(window_seconds=30) == "ran 0 cycle(s)"
+
+
 def test_the_fallback_schedule_runs_the_loop_when_no_runner_lives():
     LoopState.get()
     Job.objects.create(kind="noop")

@@ -72,7 +72,8 @@ def test_two_jobs_run_all_stages_and_gates_one_stage_at_a_time_with_a_live_event
         ("web", manage("runserver", f"127.0.0.1:{port}", "--noreload")),
         log_dir=tmp_path,
         PIPELINE_PLACEHOLDER_SECONDS="0.2",
-        Q_WORKERS="2",
+        # No dedicated loop runner here: the cluster's fallback loop holds one worker.
+        Q_WORKERS="3",
     ):
         wait_for(lambda: _answers(f"http://127.0.0.1:{port}/health"), timeout=30, message="the web server")
         ids = []
