@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.apps import apps
 from django.db.models.signals import post_delete, post_migrate, post_save
+from django_q.signals import pre_enqueue
 
 from orchestration.api.errors import register_conflict
 from orchestration.jobs.queue import job_finished
@@ -19,6 +20,7 @@ register_tick_hook(loop.fleet_sweep_tick)
 post_save.connect(sync.on_worker_saved, sender=Worker, dispatch_uid="fleet-schedule-save")
 post_delete.connect(sync.on_worker_deleted, sender=Worker, dispatch_uid="fleet-schedule-delete")
 job_finished.connect(runner.on_job_finished, dispatch_uid="fleet-job-finished")
+pre_enqueue.connect(runner.record_firing, dispatch_uid="fleet-record-firing")
 post_migrate.connect(
     ensure_builtin_workers, sender=apps.get_app_config("orchestration"), dispatch_uid="fleet-builtin-workers"
 )

@@ -116,6 +116,26 @@ def scheduled_run(name: str, due_at: str | None = None) -> str:
     return f"run {run.execution_id}"
 
 
+def record_firing(sender, task: dict, **kwargs) -> None:
+    """``pre_enqueue`` receiver: a worker's due time becomes its run inside the
+    scheduler's own transaction, the one that moves the schedule on.
+
+    Without this the firing existed only as a broker message until a cluster worker
+    ran ``scheduled_run``; a node killed while holding that message (Redis hands
+    messages out without acknowledgement) lost the due time for good. Now the run and
+    its job are committed with the schedule's new ``next_run``, or neither is; the
+    broker message that follows finds the run and does nothing more.
+    """
+    from orchestration.workers.sync import SCHEDULE_FUNC
+
+    if task.get("func") != SCHEDULE_FUNC or task.get("sync"):
+        return  # (a synchronous task runs scheduled_run right away anyway)
+    args = task.get("args") or ()
+    due_at = (task.get("kwargs") or {}).get("due_at")
+    if len(args) == 1 and isinstance(args[0], str) and due_at:
+        scheduled_run(args[0], due_at=due_at)
+
+
 # --- execute ----------------------------------------------------------------------
 @job_kind(JOB_KIND, description="Runs one worker of the fleet (payload: run_id).")
 def worker_run_job(payload: dict, ctx) -> dict:

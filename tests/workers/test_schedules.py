@@ -111,7 +111,11 @@ def test_two_schedulers_racing_fire_a_due_schedule_exactly_once(make_worker, bro
     assert len(tasks) == 1
     assert tasks[0]["kwargs"]["due_at"] == due.isoformat()
     assert Schedule.objects.get(name="worker:collector").next_run > due
-    # Delivering that task (even twice) yields one run.
+    # The run and its job were committed with the schedule's new next_run, before any
+    # cluster worker took the message: a node that dies holding it loses nothing.
+    fired = WorkerRun.objects.get(worker__name="collector", due_at=due)
+    assert fired.trigger == "schedule" and fired.job is not None
+    # Delivering that task (even twice) yields no second run.
     for _ in range(2):
         scheduled_run(*tasks[0]["args"], due_at=tasks[0]["kwargs"]["due_at"])
     assert WorkerRun.objects.filter(worker__name="collector", due_at=due).count() == 1
