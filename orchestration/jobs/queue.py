@@ -27,12 +27,13 @@ from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections, connection, connections, transaction
 from django.db.models import Count, F, Q
 from django.dispatch import Signal
 from django.utils import timezone
 
 from orchestration.choices import CLAIMABLE_STATUSES, Backoff, JobStatus, Priority, Severity
+from orchestration.jobs import statements
 from orchestration.jobs.backoff import retry_delay
 from orchestration.jobs.registry import PermanentJobError, RetryLater, get_kind
 from orchestration.models import Job, Lane
@@ -78,35 +79,88 @@ def enqueue(
     create many jobs leave it out.
     """
     get_kind(kind)  # refuse unknown kinds before anything is written
-    # Called on its own (not inside the caller's transaction), the job is created and
-    # dispatched in one transaction: one commit instead of two, and no moment where
-    # the row is visible but unclaimed. Inside a caller's transaction the dispatch
-    # waits for that transaction to commit, so its locks are not held any longer.
     own_transaction = dispatch_now and transaction.get_autocommit()
+    create = {
+        "kind": kind,
+        "payload": payload or {},
+        "priority": priority,
+        "lane": lane,
+        "max_attempts": max_attempts,
+        "backoff": backoff,
+        "not_before": not_before,
+        **fields,
+    }
+    if own_transaction and not _broker_in_database():
+        # Redis broker: create the row (with its ledger entry, when a person asked),
+        # then claim it in one conditional UPDATE when nothing should go before it.
+        # Two statements instead of a locking transaction of six.
+        with transaction.atomic() if actor else nullcontext():
+            job = _create(create, actor)
+        if not _claim_at_birth(job, timezone.now()):
+            dispatch()
+        return job
+    # Called on its own with the ORM broker, the job is created and dispatched in one
+    # transaction: one commit instead of two, and no moment where the row is visible
+    # but unclaimed. Inside a caller's transaction the dispatch waits for that
+    # transaction to commit, so its locks are not held any longer.
     with transaction.atomic() if own_transaction else nullcontext():
-        job = Job.objects.create(
-            kind=kind,
-            payload=payload or {},
-            priority=priority,
-            lane=lane,
-            max_attempts=max_attempts,
-            backoff=backoff,
-            not_before=not_before,
-            **fields,
-        )
-        if actor:
-            record(
-                "job.created",
-                f"Job {job.pk} ({kind}) queued in lane {lane} at {priority} priority",
-                subject=f"job:{job.pk}",
-                data={"job_id": job.pk, "kind": kind, "lane": lane, "priority": priority},
-                actor=actor,
-            )
+        job = _create(create, actor)
         if own_transaction:
             _claim(timezone.now(), DISPATCH_BATCH)
         elif dispatch_now:
             transaction.on_commit(dispatch)
     return job
+
+
+def _create(fields: dict[str, Any], actor: str | None) -> Job:
+    job = Job.objects.create(**fields)
+    if actor:
+        record(
+            "job.created",
+            f"Job {job.pk} ({job.kind}) queued in lane {job.lane} at {job.priority} priority",
+            subject=f"job:{job.pk}",
+            data={"job_id": job.pk, "kind": job.kind, "lane": job.lane, "priority": job.priority},
+            actor=actor,
+        )
+    return job
+
+
+def _claim_at_birth(job: Job, now: datetime) -> bool:
+    """Claim a job just created, in one conditional UPDATE, when nothing should go
+    before it; False leaves it to dispatch().
+
+    The UPDATE holds every condition, so it is decided against the table as it is
+    when it runs: the job is still pending (no dispatcher took it meanwhile) and
+    due, no due job that dispatch() would take first waits (a higher priority, or the
+    same one and older), its lane has no concurrency limit (limited lanes are counted
+    under the lane's row lock in _claim()), and the broker backlog has room.
+    """
+    if settings.JOB_DEFAULT_LANE_LIMIT or (job.not_before is not None and job.not_before > now):
+        return False
+    fields = _claimed_fields(uuid.uuid4().hex, now)
+    claimed = statements.birth_claim(
+        job,
+        now,
+        token=fields["lease_token"],
+        lease_expires_at=fields["lease_expires_at"],
+        backlog=settings.JOB_DISPATCH_BACKLOG,
+    )
+    if claimed:
+        _send([(job.pk, fields["lease_token"])])
+    return claimed
+
+
+def _claimed_fields(token: str, now: datetime) -> dict[str, Any]:
+    # One token per dispatch batch: a task is valid for (job id, token) only, so a
+    # redelivered or stale task finds a different token and does nothing.
+    return {
+        "status": JobStatus.PROCESSING,
+        "lease_token": token,
+        "lease_owner": "",
+        "lease_expires_at": now + timedelta(seconds=DISPATCH_LEASE_SECONDS),
+        "dispatched_at": now,
+        "started_at": None,
+    }
 
 
 # --- dispatch -----------------------------------------------------------------
@@ -122,26 +176,26 @@ def _lane_limits(lanes: set[str]) -> dict[str, int]:
     return {lane: rows.get(lane, default) for lane in lanes if rows.get(lane, default)}
 
 
-def dispatch(limit: int = DISPATCH_BATCH) -> list[int]:
+def dispatch(limit: int = DISPATCH_BATCH, *, outlook: tuple[bool, int] | None = None) -> list[int]:
     """Claim the most urgent due jobs that fit their lanes and hand them to django-q2.
 
-    Returns the ids claimed. Order: priority (critical first), then age.
+    Returns the ids claimed. Order: priority (critical first), then age. ``outlook``
+    is (any job due, jobs waiting in the broker) when the caller already knows it.
     """
     now = timezone.now()
-    # Every finished job calls dispatch(); most find nothing to do. A plain read
-    # answers that without the transaction below, which on SQLite takes the
-    # database's write lock. A job queued just after this read is dispatched by
-    # whoever queued it, or by the loop's next tick.
-    if not Job.objects.filter(_due(now), status__in=CLAIMABLE_STATUSES).exists():
+    # Every finished job calls dispatch(); most find nothing to do. One plain read
+    # (or the finishing statement itself) answers that without the transaction
+    # below, which on SQLite takes the database's write lock. A job queued just after
+    # this read is dispatched by whoever queued it, or by the loop's next tick.
+    due, waiting = outlook or statements.outlook(now)
+    if not due:
         return []
-    if settings.JOB_DISPATCH_BACKLOG:
-        # Refill the broker in batches: while at least half the backlog still waits
-        # there, the workers have enough to do and this finish need not take the
-        # write lock. (Claiming one job per finished job made every job pay for a
-        # second locking transaction.)
-        waiting = Job.objects.filter(status=JobStatus.PROCESSING, started_at__isnull=True).count()
-        if waiting * 2 >= settings.JOB_DISPATCH_BACKLOG:
-            return []
+    # Refill the broker in batches: while at least half the backlog still waits
+    # there, the workers have enough to do and this finish need not take the write
+    # lock. (Claiming one job per finished job made every job pay for a second
+    # locking transaction.)
+    if settings.JOB_DISPATCH_BACKLOG and waiting * 2 >= settings.JOB_DISPATCH_BACKLOG:
+        return []
     with transaction.atomic():
         return _claim(now, limit)
 
@@ -186,17 +240,8 @@ def _claim(now: datetime, limit: int) -> list[int]:
         chosen.append(job_id)
     if not chosen:
         return []
-    # One token per dispatch batch: a task is valid for (job id, token) only, so
-    # a redelivered or stale task finds a different token and does nothing.
     token = uuid.uuid4().hex
-    changed = Job.objects.filter(pk__in=chosen, status__in=CLAIMABLE_STATUSES).update(
-        status=JobStatus.PROCESSING,
-        lease_token=token,
-        lease_owner="",
-        lease_expires_at=now + timedelta(seconds=DISPATCH_LEASE_SECONDS),
-        dispatched_at=now,
-        started_at=None,
-    )
+    changed = Job.objects.filter(pk__in=chosen, status__in=CLAIMABLE_STATUSES).update(**_claimed_fields(token, now))
     if changed == len(chosen):
         claimed = [(pk, token) for pk in chosen]
     else:  # someone else claimed some of them first: send only what is ours
@@ -238,7 +283,16 @@ def _send(claimed: list[tuple[int, str]]) -> None:
 
     broker = _broker(os.getpid())
     for job_id, token in claimed:
-        async_task("orchestration.jobs.tasks.execute_job", job_id, token, task_name=f"job-{job_id}", broker=broker)
+        # save=False: the Job row is the record of the run, so django-q2 keeps no
+        # success row of its own (it still keeps a failure of execute_job itself).
+        async_task(
+            "orchestration.jobs.tasks.execute_job",
+            job_id,
+            token,
+            task_name=f"job-{job_id}",
+            broker=broker,
+            save=False,
+        )
 
 
 # --- execute ----------------------------------------------------------------------
@@ -286,19 +340,10 @@ def execute(job_id: int, token: str) -> str:
 
     The start is itself a claim: only the first delivery of (job, token) passes it.
     """
-    now = timezone.now()
-    started = Job.objects.filter(
-        pk=job_id, lease_token=token, status=JobStatus.PROCESSING, started_at__isnull=True
-    ).update(
-        started_at=now,
-        attempts=F("attempts") + 1,
-        lease_owner=worker_identity(),
-        lease_expires_at=now + timedelta(seconds=settings.JOB_LEASE_SECONDS),
-    )
-    if not started:
+    job = _start(job_id, token, timezone.now())
+    if job is None:
         log.info("job %s: delivery for token %s is stale, ignored", job_id, token[:8])
         return "stale"
-    job = Job.objects.get(pk=job_id)
     stop = threading.Event()
     if job.cancel_requested:
         stop.set()
@@ -306,20 +351,33 @@ def execute(job_id: int, token: str) -> str:
     beat.start()
     try:
         result = get_kind(job.kind).handler(job.payload, JobContext(job, stop))
-        outcome = _finish(job, token, ok=True, result=result)
+        outcome, outlook = _finish(job, token, ok=True, result=result)
     except PermanentJobError as exc:
-        outcome = _finish(job, token, ok=False, error=str(exc), permanent=True)
+        outcome, outlook = _finish(job, token, ok=False, error=str(exc), permanent=True)
     except RetryLater as exc:
-        outcome = _finish(job, token, ok=False, error=str(exc), delay=exc.delay_seconds)
+        outcome, outlook = _finish(job, token, ok=False, error=str(exc), delay=exc.delay_seconds)
     except Exception as exc:  # any handler failure is retried with backoff
         detail = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
-        outcome = _finish(job, token, ok=False, error=detail)
+        outcome, outlook = _finish(job, token, ok=False, error=detail)
     finally:
         beat.done.set()
         beat.join(timeout=5)
     # A slot in this lane may have just freed up.
-    dispatch()
+    dispatch(outlook=outlook)
     return outcome
+
+
+def _start(job_id: int, token: str, now: datetime) -> Job | None:
+    """Claim the start of a delivered job and read it back: only the first delivery
+    of (job, token) passes; None for any other."""
+    owner, expires = worker_identity(), now + timedelta(seconds=settings.JOB_LEASE_SECONDS)
+    if connections[Job.objects.db].features.can_return_columns_from_insert:
+        return statements.start(job_id, token, now, owner=owner, lease_expires_at=expires)
+    # (An SQLite older than 3.35 has no UPDATE … RETURNING: claim, then read.)
+    started = Job.objects.filter(
+        pk=job_id, lease_token=token, status=JobStatus.PROCESSING, started_at__isnull=True
+    ).update(started_at=now, attempts=F("attempts") + 1, lease_owner=owner, lease_expires_at=expires)
+    return Job.objects.get(pk=job_id) if started else None
 
 
 def _finish(
@@ -331,7 +389,9 @@ def _finish(
     error: str = "",
     permanent: bool = False,
     delay: float | None = None,
-) -> str:
+) -> tuple[str, tuple[bool, int] | None]:
+    """Record the run's outcome; returns the status it ended in (or "stale") and,
+    when the finishing statement could tell, dispatch()'s outlook."""
     now = timezone.now()
     # ``job`` was read after execute() counted this attempt, and nothing else changes
     # the count while this run holds the lease, so no fresh read is needed for it.
@@ -346,8 +406,15 @@ def _finish(
         status, fields = JobStatus.RETRY, {"not_before": now + timedelta(seconds=delay), "error": error}
     held = Job.objects.filter(pk=job.pk, lease_token=token, status=JobStatus.PROCESSING)
     # A cancel requested while the job ran wins over its outcome; testing the flag in
-    # the same UPDATE means a request arriving at the last moment is never lost.
-    changed = held.filter(cancel_requested=False).update(status=status, lease_owner="", lease_expires_at=None, **fields)
+    # the same UPDATE means a request arriving at the last moment is never lost. The
+    # statement also answers what dispatch() would ask next.
+    written = {"status": status, "lease_owner": "", "lease_expires_at": None, **fields}
+    outlook = None
+    if connections[Job.objects.db].features.can_return_columns_from_insert:
+        outlook = statements.finish(job.pk, token, now, written)
+        changed = outlook is not None
+    else:  # (an SQLite older than 3.35 has no UPDATE … RETURNING)
+        changed = held.filter(cancel_requested=False).update(**written)
     if not changed:
         status, fields = JobStatus.CANCELED, {"finished_at": now, "error": error or "canceled while running"}
         changed = held.filter(cancel_requested=True).update(
@@ -357,7 +424,7 @@ def _finish(
         # The lease expired and the loop reclaimed the job while we ran; the other
         # attempt owns it now and this result is dropped.
         log.warning("job %s finished after losing its lease; result dropped", job.pk)
-        return "stale"
+        return "stale", None
     # What the UPDATE wrote, without reading the row back.
     for name, value in {"status": status, "lease_owner": "", "lease_expires_at": None, **fields}.items():
         setattr(job, name, value)
@@ -371,7 +438,7 @@ def _finish(
         )
     if status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED):
         job_finished.send(sender=Job, job=job)
-    return status
+    return status, outlook
 
 
 def _jsonable(value: Any) -> Any:

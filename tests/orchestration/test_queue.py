@@ -11,7 +11,7 @@ from django.db import connection
 from django.utils import timezone
 
 from orchestration.choices import JobStatus
-from orchestration.jobs import queue
+from orchestration.jobs import queue, statements
 from orchestration.jobs.registry import PermanentJobError, RetryLater, UnknownJobKind, job_kind
 from orchestration.models import Job, Lane, LedgerEntry
 
@@ -245,7 +245,7 @@ class TestLeases:
             queue.reclaim_expired()
         queue.dispatch()
         job.refresh_from_db()
-        assert queue._finish(job, old_token, ok=True, result={"late": True}) == "stale"
+        assert queue._finish(job, old_token, ok=True, result={"late": True}) == ("stale", None)
         job.refresh_from_db()
         assert job.result is None
 
@@ -322,6 +322,12 @@ class TestRaces:
         assert sum(len(ids) for ids in results) == 1
         assert Job.objects.filter(lane="single", status=JobStatus.PROCESSING).count() == 1
 
+    def test_two_claims_at_birth_of_one_job_one_wins(self):
+        job = make()
+        results = _race(4, lambda: queue._claim_at_birth(job, timezone.now()))
+        assert sorted(results) == [False, False, False, True]
+        assert Job.objects.get(pk=job.pk).status == JobStatus.PROCESSING
+
     def test_two_deliveries_of_one_task_run_it_once(self):
         make("test.record", payload={"id": 7})
         (pk,) = queue.dispatch()
@@ -329,3 +335,94 @@ class TestRaces:
         results = _race(2, lambda: queue.execute(pk, token))
         assert sorted(results) == ["completed", "stale"]
         assert len(CALLS) == 1
+
+
+@pytest.mark.django_db
+class TestStartAndBirthClaim:
+    """The one-statement paths: the start claim that reads the row back, and the
+    claim of a job at its creation when nothing should go before it."""
+
+    def test_the_start_claim_returns_the_row_as_updated(self):
+        job = make("test.record", payload={"id": 11, "nested": {"a": [1, 2]}}, priority="high")
+        (pk,) = queue.dispatch()
+        token = Job.objects.get(pk=pk).lease_token
+        started = queue._start(pk, token, timezone.now())
+        stored = Job.objects.get(pk=job.pk)
+        assert started is not None and started.pk == job.pk
+        # Every field converted as a normal read converts it (JSON, datetimes, choices).
+        for field in Job._meta.concrete_fields:
+            assert getattr(started, field.attname) == getattr(stored, field.attname), field.name
+        assert started.payload == {"id": 11, "nested": {"a": [1, 2]}}
+        assert started.attempts == 1 and started.started_at is not None
+        assert started.lease_expires_at > timezone.now()
+        # A second delivery of the same (job, token) is not a start.
+        assert queue._start(pk, token, timezone.now()) is None
+        assert Job.objects.get(pk=job.pk).attempts == 1
+
+    @pytest.mark.usefixtures("broker_only")
+    def test_a_new_job_with_nothing_before_it_is_claimed_at_birth(self):
+        job = make()
+        assert queue._claim_at_birth(job, timezone.now())
+        job.refresh_from_db()
+        assert job.status == JobStatus.PROCESSING and job.lease_token and job.started_at is None
+        assert not queue._claim_at_birth(job, timezone.now())  # claimed once only
+
+    @pytest.mark.usefixtures("broker_only")
+    def test_an_older_due_job_of_the_same_or_higher_priority_goes_first(self):
+        make(priority="high")
+        same = make(priority="high")
+        assert not queue._claim_at_birth(same, timezone.now())
+        # A more urgent newcomer does not wait behind it.
+        urgent = make(priority="critical")
+        assert queue._claim_at_birth(urgent, timezone.now())
+        # An older job held back by not_before is not due, so it is not ahead.
+        Job.objects.exclude(pk=urgent.pk).update(not_before=timezone.now() + timedelta(minutes=5))
+        assert queue._claim_at_birth(same, timezone.now()) is False  # itself not due now
+        later = make(priority="low")
+        assert queue._claim_at_birth(later, timezone.now())
+
+    @pytest.mark.usefixtures("broker_only")
+    def test_limited_lanes_and_a_full_backlog_are_left_to_dispatch(self, settings):
+        Lane.objects.create(name="single", concurrency_limit=1)
+        assert not queue._claim_at_birth(make(lane="single"), timezone.now())
+        settings.JOB_DISPATCH_BACKLOG = 2
+        first, second, third = make(lane="a"), make(lane="b"), make(lane="c")
+        Job.objects.filter(lane="single").delete()
+        assert queue._claim_at_birth(first, timezone.now())
+        assert not queue._claim_at_birth(third, timezone.now())  # second is older and due
+        assert queue._claim_at_birth(second, timezone.now())
+        assert not queue._claim_at_birth(third, timezone.now())  # two wait in the broker
+        Job.objects.filter(pk=first.pk).update(started_at=timezone.now())
+        assert queue._claim_at_birth(third, timezone.now())
+        settings.JOB_DEFAULT_LANE_LIMIT = 5  # every lane limited: always dispatch()'s job
+        assert not queue._claim_at_birth(make(lane="d"), timezone.now())
+
+    def test_the_dispatch_outlook_is_one_query(self, django_assert_num_queries, settings):
+        settings.JOB_DISPATCH_BACKLOG = 10
+        with django_assert_num_queries(1):
+            assert statements.outlook(timezone.now()) == (False, 0)
+        make()
+        make(not_before=timezone.now() + timedelta(minutes=1))
+        queue.dispatch(limit=1)
+        make()
+        with django_assert_num_queries(1):
+            assert statements.outlook(timezone.now()) == (True, 1)
+
+
+@pytest.mark.django_db
+def test_the_finishing_statement_answers_dispatch_s_question(settings):
+    """The outcome and the queue's outlook in one round trip: the job's own row as
+    written (JSON result, timestamps) and what dispatch() would have read after it."""
+    settings.JOB_DISPATCH_BACKLOG = 10
+    running = make("noop")
+    waiting = make("noop")
+    queue.dispatch(limit=2)
+    Job.objects.filter(pk=running.pk).update(started_at=timezone.now(), attempts=1)
+    make("noop")  # due, not dispatched
+    job = Job.objects.get(pk=running.pk)
+    status, outlook = queue._finish(job, job.lease_token, ok=True, result={"rows": [1, 2], "ok": True})
+    assert (status, outlook) == (JobStatus.COMPLETED, (True, 1))
+    stored = Job.objects.get(pk=running.pk)
+    assert stored.result == {"rows": [1, 2], "ok": True} and stored.finished_at is not None
+    assert (stored.status, stored.lease_owner, stored.lease_expires_at) == (JobStatus.COMPLETED, "", None)
+    assert Job.objects.get(pk=waiting.pk).status == JobStatus.PROCESSING
