@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import traceback
 import uuid
 from contextlib import nullcontext
@@ -320,19 +321,62 @@ def _extend_lease(job_id: int, token: str, stop: threading.Event) -> bool:
     return bool(ok)
 
 
-class _Heartbeat(threading.Thread):
-    def __init__(self, job_id: int, token: str, stop: threading.Event):
-        super().__init__(daemon=True, name=f"heartbeat-job-{job_id}")
-        self.job_id, self.token, self.stop_flag = job_id, token, stop
-        self.done = threading.Event()
+class _Heartbeats:
+    """Extends the leases of the jobs this process runs, all from one thread.
 
-    def run(self) -> None:
-        interval = max(0.5, settings.JOB_LEASE_SECONDS / 3)
-        try:
-            while not self.done.wait(interval):
-                _extend_lease(self.job_id, self.token, self.stop_flag)
-        finally:
-            connection.close()
+    A thread of its own per job cost a start and a join on every job, and most jobs
+    finish long before their first beat is due. The thread starts with the first job
+    of a process (a forked cluster worker starts its own: threads do not survive a
+    fork) and sleeps while no job is running.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._jobs: dict[int, tuple[str, threading.Event, float]] = {}
+        self._pid: int | None = None
+
+    @staticmethod
+    def interval() -> float:
+        return max(0.5, settings.JOB_LEASE_SECONDS / 3)
+
+    def add(self, job_id: int, token: str, stop: threading.Event) -> None:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._pid, self._jobs = os.getpid(), {}
+                threading.Thread(target=self._run, args=(self._pid,), daemon=True, name="job-heartbeats").start()
+            self._jobs[job_id] = (token, stop, time.monotonic() + self.interval())
+            self._changed.notify()
+
+    def discard(self, job_id: int) -> None:
+        with self._lock:
+            self._jobs.pop(job_id, None)
+
+    def _run(self, pid: int) -> None:
+        while True:
+            with self._lock:
+                if self._pid != pid:
+                    return
+                now = time.monotonic()
+                due = [(job_id, token, stop) for job_id, (token, stop, at) in self._jobs.items() if at <= now]
+                if not due:
+                    next_at = min((at for _, _, at in self._jobs.values()), default=None)
+                    self._changed.wait(None if next_at is None else next_at - now)
+                    continue
+                for job_id, token, stop in due:
+                    self._jobs[job_id] = (token, stop, now + self.interval())
+            # Outside the lock: a job that finishes meanwhile may get one more beat,
+            # which changes nothing (its row is no longer processing under its token).
+            close_old_connections()
+            for job_id, token, stop in due:
+                try:
+                    _extend_lease(job_id, token, stop)
+                except Exception:  # the database went away: the next beat tries again
+                    log.exception("job %s: heartbeat failed", job_id)
+                    connection.close()
+
+
+_heartbeats = _Heartbeats()
 
 
 def execute(job_id: int, token: str) -> str:
@@ -347,8 +391,7 @@ def execute(job_id: int, token: str) -> str:
     stop = threading.Event()
     if job.cancel_requested:
         stop.set()
-    beat = _Heartbeat(job_id, token, stop)
-    beat.start()
+    _heartbeats.add(job_id, token, stop)
     try:
         result = get_kind(job.kind).handler(job.payload, JobContext(job, stop))
         outcome, outlook = _finish(job, token, ok=True, result=result)
@@ -360,8 +403,7 @@ def execute(job_id: int, token: str) -> str:
         detail = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
         outcome, outlook = _finish(job, token, ok=False, error=detail)
     finally:
-        beat.done.set()
-        beat.join(timeout=5)
+        _heartbeats.discard(job_id)
     # A slot in this lane may have just freed up.
     dispatch(outlook=outlook)
     return outcome

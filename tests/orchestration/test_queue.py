@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta
 
 import pytest
 import time_machine
@@ -32,6 +33,16 @@ def record_call(payload: dict, ctx) -> dict:
 @job_kind("test.retry_later")
 def retry_later(payload: dict, ctx) -> dict:
     raise RetryLater("moving on", payload["delay"])
+
+
+@job_kind("test.hold", description="Runs until told to stop (or 5 s), reporting its lease as it goes.")
+def hold(payload: dict, ctx) -> dict:
+    leases = []
+    deadline = time.monotonic() + payload.get("seconds", 5)
+    while time.monotonic() < deadline and not ctx.should_stop():
+        leases.append(Job.objects.get(pk=ctx.job.pk).lease_expires_at.isoformat())
+        time.sleep(0.2)
+    return {"leases": leases, "stopped": ctx.should_stop()}
 
 
 @pytest.fixture(autouse=True)
@@ -426,3 +437,38 @@ def test_the_finishing_statement_answers_dispatch_s_question(settings):
     assert stored.result == {"rows": [1, 2], "ok": True} and stored.finished_at is not None
     assert (stored.status, stored.lease_owner, stored.lease_expires_at) == (JobStatus.COMPLETED, "", None)
     assert Job.objects.get(pk=waiting.pk).status == JobStatus.PROCESSING
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("broker_only")
+class TestHeartbeats:
+    """One thread per process beats for every job the process runs."""
+
+    def test_a_long_job_keeps_its_lease_and_hears_a_cancel(self, settings):
+        settings.JOB_LEASE_SECONDS = 1  # a beat every 0.5 s
+        long = make("test.hold", payload={"seconds": 2})
+        cancelled = make("test.hold", payload={"seconds": 5})
+        ids = queue.dispatch()
+        tokens = dict(Job.objects.filter(pk__in=ids).values_list("pk", "lease_token"))
+        outcomes = {}
+
+        def run(pk):
+            try:
+                outcomes[pk] = queue.execute(pk, tokens[pk])
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=run, args=(pk,)) for pk in (long.pk, cancelled.pk)]
+        for t in threads:
+            t.start()
+        time.sleep(0.6)
+        queue.cancel(Job.objects.get(pk=cancelled.pk), actor="tester")
+        for t in threads:
+            t.join(timeout=15)
+        assert outcomes == {long.pk: JobStatus.COMPLETED, cancelled.pk: JobStatus.CANCELED}
+        long.refresh_from_db()
+        leases = [datetime.fromisoformat(x) for x in long.result["leases"]]
+        # Extended several times while it ran, though it ran twice its lease.
+        assert len(set(leases)) >= 3 and leases[-1] > leases[0] + timedelta(seconds=1)
+        stopped = Job.objects.get(pk=cancelled.pk)
+        assert stopped.finished_at - stopped.started_at < timedelta(seconds=3)
