@@ -29,7 +29,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connection, connections, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, F, Q, QuerySet
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -92,9 +92,21 @@ def enqueue(
         **fields,
     }
     if own_transaction and not _broker_in_database():
-        # Redis broker: create the row (with its ledger entry, when a person asked),
-        # then claim it in one conditional UPDATE when nothing should go before it.
-        # Two statements instead of a locking transaction of six.
+        # Redis broker: when nothing should go before it, the job is inserted already
+        # claimed, one statement (a person's job first gets its ledger entry, then
+        # is claimed by one conditional UPDATE). Otherwise it is queued pending and
+        # dispatch() takes the jobs in order.
+        if not actor:
+            now = timezone.now()
+            job = Job(**create)
+            job.set_priority_rank()
+            if not settings.JOB_DEFAULT_LANE_LIMIT and not (not_before and not_before > now):
+                token = uuid.uuid4().hex
+                for name, value in _claimed_fields(token, now).items():
+                    setattr(job, name, value)
+                if statements.insert_claimed(job, backlog=settings.JOB_DISPATCH_BACKLOG):
+                    _send([(job.pk, token)])
+                    return job
         with transaction.atomic() if actor else nullcontext():
             job = _create(create, actor)
         if not _claim_at_birth(job, timezone.now()):
@@ -335,6 +347,7 @@ class _Heartbeats:
         self._changed = threading.Condition(self._lock)
         self._jobs: dict[int, tuple[str, threading.Event, float]] = {}
         self._pid: int | None = None
+        self._wakes_at: float | None = None  # when the thread wakes next; None: when told
 
     @staticmethod
     def interval() -> float:
@@ -343,10 +356,12 @@ class _Heartbeats:
     def add(self, job_id: int, token: str, stop: threading.Event) -> None:
         with self._lock:
             if self._pid != os.getpid():
-                self._pid, self._jobs = os.getpid(), {}
+                self._pid, self._jobs, self._wakes_at = os.getpid(), {}, None
                 threading.Thread(target=self._run, args=(self._pid,), daemon=True, name="job-heartbeats").start()
-            self._jobs[job_id] = (token, stop, time.monotonic() + self.interval())
-            self._changed.notify()
+            at = time.monotonic() + self.interval()
+            self._jobs[job_id] = (token, stop, at)
+            if self._wakes_at is None or at < self._wakes_at:
+                self._changed.notify()  # (otherwise it is awake by then anyway)
 
     def discard(self, job_id: int) -> None:
         with self._lock:
@@ -360,8 +375,9 @@ class _Heartbeats:
                 now = time.monotonic()
                 due = [(job_id, token, stop) for job_id, (token, stop, at) in self._jobs.items() if at <= now]
                 if not due:
-                    next_at = min((at for _, _, at in self._jobs.values()), default=None)
-                    self._changed.wait(None if next_at is None else next_at - now)
+                    self._wakes_at = min((at for _, _, at in self._jobs.values()), default=None)
+                    self._changed.wait(None if self._wakes_at is None else self._wakes_at - now)
+                    self._wakes_at = None
                     continue
                 for job_id, token, stop in due:
                     self._jobs[job_id] = (token, stop, now + self.interval())
@@ -446,7 +462,6 @@ def _finish(
         if delay is None:
             delay = retry_delay(attempts, job.backoff)
         status, fields = JobStatus.RETRY, {"not_before": now + timedelta(seconds=delay), "error": error}
-    held = Job.objects.filter(pk=job.pk, lease_token=token, status=JobStatus.PROCESSING)
     # A cancel requested while the job ran wins over its outcome; testing the flag in
     # the same UPDATE means a request arriving at the last moment is never lost. The
     # statement also answers what dispatch() would ask next.
@@ -456,11 +471,13 @@ def _finish(
         outlook = statements.finish(job.pk, token, now, written)
         changed = outlook is not None
     else:  # (an SQLite older than 3.35 has no UPDATE … RETURNING)
-        changed = held.filter(cancel_requested=False).update(**written)
+        changed = _held(job, token).filter(cancel_requested=False).update(**written)
     if not changed:
         status, fields = JobStatus.CANCELED, {"finished_at": now, "error": error or "canceled while running"}
-        changed = held.filter(cancel_requested=True).update(
-            status=status, lease_owner="", lease_expires_at=None, **fields
+        changed = (
+            _held(job, token)
+            .filter(cancel_requested=True)
+            .update(status=status, lease_owner="", lease_expires_at=None, **fields)
         )
     if not changed:
         # The lease expired and the loop reclaimed the job while we ran; the other
@@ -481,6 +498,11 @@ def _finish(
     if status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED):
         job_finished.send(sender=Job, job=job)
     return status, outlook
+
+
+def _held(job: Job, token: str) -> QuerySet:
+    """The job's row while this run still holds it."""
+    return Job.objects.filter(pk=job.pk, lease_token=token, status=JobStatus.PROCESSING)
 
 
 def _jsonable(value: Any) -> Any:

@@ -26,6 +26,7 @@ from orchestration.models import Job, Lane
 class _Sql:
     outlook: str
     outlook_columns: str  # the outlook as two columns a statement can return
+    waiting: str  # how many jobs wait in the broker unstarted (a scalar subquery)
     birth_claim: str
     birth_claim_backlog: str
     start: str
@@ -59,6 +60,7 @@ def _sql(quote: Any) -> _Sql:
     return _Sql(
         outlook=f"SELECT {outlook_columns}",
         outlook_columns=outlook_columns,
+        waiting=waiting,
         birth_claim=birth_claim,
         birth_claim_backlog=f"{birth_claim} AND {waiting} < %s",
         start=(
@@ -139,6 +141,50 @@ def birth_claim(job: Job, now: datetime, *, token: str, lease_expires_at: dateti
     with connection.cursor() as cursor:
         cursor.execute(statement, params)
         return cursor.rowcount == 1
+
+
+_INSERT_TEXT: dict[tuple[str, bool], str] = {}
+
+
+def insert_claimed(job: Job, *, backlog: int) -> bool:
+    """INSERT the unsaved ``job`` (its claim fields already set by the caller) only if
+    nothing should go before it: no due job of its priority or a higher one waits (all
+    of them are older), its lane has no limit, and (``backlog`` > 0) fewer than
+    ``backlog`` jobs wait in the broker. True, and ``job`` is saved with its id; False,
+    and nothing was written. The row is never visible unclaimed.
+    """
+    connection, sql = _prepared()
+    fields = [f for f in Job._meta.concrete_fields if not f.primary_key]
+    text = _INSERT_TEXT.get((connection.vendor, bool(backlog)))
+    if text is None:
+        quote = connection.ops.quote_name
+        columns = ", ".join(quote(f.column) for f in fields)
+        placeholders = ", ".join(["%s"] * len(fields))
+        c = {f.name: quote(f.column) for f in Job._meta.concrete_fields}
+        text = (
+            f"INSERT INTO {quote(Job._meta.db_table)} ({columns}) SELECT {placeholders} "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {quote(Job._meta.db_table)} a "
+            f"WHERE a.{c['status']} IN ({', '.join(['%s'] * len(CLAIMABLE_STATUSES))}) "
+            f"AND (a.{c['not_before']} IS NULL OR a.{c['not_before']} <= %s) AND a.{c['priority_rank']} >= %s) "
+            f"AND NOT EXISTS (SELECT 1 FROM {quote(Lane._meta.db_table)} l "
+            f"WHERE l.{quote('name')} = %s AND l.{quote('concurrency_limit')} > 0)"
+            + (f" AND {sql.waiting} < %s" if backlog else "")
+            + f" RETURNING {c['id']}"
+        )
+        _INSERT_TEXT[(connection.vendor, bool(backlog))] = text
+    # Each value prepared as a save() prepares it (defaults, JSON, datetimes).
+    params = [f.get_db_prep_save(f.pre_save(job, True), connection) for f in fields]
+    params += [*CLAIMABLE_STATUSES, _at(connection, job.dispatched_at), job.priority_rank, job.lane]
+    if backlog:
+        params += [JobStatus.PROCESSING, backlog]
+    with connection.cursor() as cursor:
+        cursor.execute(text, params)
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    job.pk = row[0]
+    job._state.adding, job._state.db = False, connection.alias
+    return True
 
 
 def start(job_id: int, token: str, now: datetime, *, owner: str, lease_expires_at: datetime) -> Job | None:

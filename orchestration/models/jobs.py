@@ -133,11 +133,15 @@ class Job(models.Model):
         return f"Job {self.pk} {self.kind} [{self.status}]"
 
     def save(self, *args, **kwargs):
-        self.priority_rank = PRIORITY_RANK[Priority(self.priority)]
+        self.set_priority_rank()
         update_fields = kwargs.get("update_fields")
         if update_fields is not None and "priority" in update_fields:
             kwargs["update_fields"] = set(update_fields) | {"priority_rank"}
         super().save(*args, **kwargs)
+
+    def set_priority_rank(self) -> None:
+        """The sortable form of ``priority`` (dispatch orders by it, critical first)."""
+        self.priority_rank = PRIORITY_RANK[Priority(self.priority)]
 
     @property
     def is_final(self) -> bool:

@@ -408,6 +408,31 @@ class TestStartAndBirthClaim:
         settings.JOB_DEFAULT_LANE_LIMIT = 5  # every lane limited: always dispatch()'s job
         assert not queue._claim_at_birth(make(lane="d"), timezone.now())
 
+    def test_a_job_inserted_claimed_only_when_nothing_goes_before_it(self, settings):
+        def claimed_job(**fields) -> Job | None:
+            now = timezone.now()
+            job = Job(kind="noop", payload={"n": 1}, **fields)
+            job.set_priority_rank()
+            for name, value in queue._claimed_fields("t" * 32, now).items():
+                setattr(job, name, value)
+            return job if statements.insert_claimed(job, backlog=settings.JOB_DISPATCH_BACKLOG) else None
+
+        first = claimed_job()
+        stored = Job.objects.get(pk=first.pk)
+        assert (stored.status, stored.lease_token, stored.payload) == (JobStatus.PROCESSING, "t" * 32, {"n": 1})
+        assert stored.priority_rank == first.priority_rank and stored.created_at == first.created_at
+        count = Job.objects.count()
+        older = make(priority="high")  # pending and due
+        assert claimed_job(priority="high") is None and claimed_job() is None
+        assert Job.objects.count() == count + 1  # nothing half-written
+        assert claimed_job(priority="critical") is not None
+        Job.objects.filter(pk=older.pk).update(not_before=timezone.now() + timedelta(minutes=1))
+        assert claimed_job(priority="high") is not None
+        Lane.objects.create(name="single", concurrency_limit=1)
+        assert claimed_job(lane="single") is None
+        settings.JOB_DISPATCH_BACKLOG = Job.objects.filter(status=JobStatus.PROCESSING).count()
+        assert claimed_job() is None  # the broker backlog is full
+
     def test_the_dispatch_outlook_is_one_query(self, django_assert_num_queries, settings):
         settings.JOB_DISPATCH_BACKLOG = 10
         with django_assert_num_queries(1):
@@ -472,3 +497,23 @@ class TestHeartbeats:
         assert len(set(leases)) >= 3 and leases[-1] > leases[0] + timedelta(seconds=1)
         stopped = Job.objects.get(pk=cancelled.pk)
         assert stopped.finished_at - stopped.started_at < timedelta(seconds=3)
+
+
+@pytest.mark.django_db(transaction=True)
+class TestEnqueueOnItsOwn:
+    """enqueue() outside a transaction with a broker outside the database (Redis; the
+    test suite's inline mode takes the same path): claimed in the statement that
+    creates it, or queued pending behind what goes first."""
+
+    def test_with_nothing_before_it_a_job_runs_at_once(self):
+        job = queue.enqueue("test.record", {"id": 21})
+        stored = Job.objects.get(pk=job.pk)
+        assert (stored.status, stored.attempts, stored.result) == (JobStatus.COMPLETED, 1, {"seen": 1})
+
+    def test_behind_an_older_job_it_waits_its_turn(self):
+        older = make("test.record", payload={"id": 22})  # pending, never dispatched
+        newer = queue.enqueue("test.record", {"id": 23})
+        assert [c["id"] for c in CALLS] == [22, 23]  # dispatch() took them in order
+        assert set(Job.objects.filter(pk__in=[older.pk, newer.pk]).values_list("status", flat=True)) == {
+            JobStatus.COMPLETED
+        }
