@@ -98,6 +98,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }
+    # Keep each thread's connection between requests: opening one per request (and
+    # running the PRAGMAs above) was a large part of a short API request under load.
+    _db["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60, minimum=0)
     # A file (not :memory:) so end-to-end tests can share it with real subprocesses.
     _db["TEST"] = {"NAME": env_str("TEST_DATABASE_PATH", str(VAR_DIR / "test-orchestrator.sqlite3"))}
 elif _db["ENGINE"].startswith("django.db.backends.postgresql"):

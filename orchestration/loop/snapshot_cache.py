@@ -3,52 +3,95 @@
 Dashboards and scrapers poll ``/orchestrator/snapshot`` from many clients at once;
 each snapshot costs a few aggregate queries plus their Python work. Within
 ``SNAPSHOT_MAX_AGE_SECONDS`` (default 1 s, half the loop's interval) every request of a
-process shares one snapshot; when it is stale one request rebuilds it while the others
-answer with the previous copy (only the very first requests wait for a build). It is derived data: nothing is lost
-on restart, and ``taken_at`` in the snapshot says how old it is. 0 turns it off.
+process shares one snapshot. Once it is older, requests still answer with it at once
+while a background thread of the process rebuilds it: no request waits for a build
+(the request that did used to be the slowest of all under load), except the first
+ones of a process and any after a quiet spell, when the copy is too old to show
+(older than ``STALE_LIMIT`` max ages). It is derived data: nothing is lost on restart,
+and ``taken_at`` in the snapshot says how old it is. 0 turns it off.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 from typing import Any
 
 from django.conf import settings
+from django.db import close_old_connections, connection
 
 from orchestration.loop.monitor import build_snapshot
 
-_lock = threading.Lock()
+log = logging.getLogger("orchestration.loop")
+
+# A copy up to this many max ages old is served while the next one is built.
+STALE_LIMIT = 5
+
+_lock = threading.Lock()  # held while a request builds the snapshot itself
 _built_at: float | None = None
 _snapshot: dict[str, Any] | None = None
 
+_refresh_wanted = threading.Event()
+_refresher_lock = threading.Lock()
+_refresher_pid: int | None = None
 
-def _fresh(max_age: float) -> dict[str, Any] | None:
-    if _snapshot is not None and _built_at is not None and time.monotonic() - _built_at < max_age:
-        return _snapshot
-    return None
+
+def _age() -> float | None:
+    return None if _snapshot is None or _built_at is None else time.monotonic() - _built_at
 
 
 def current_snapshot() -> dict[str, Any]:
-    global _built_at, _snapshot
     max_age = settings.SNAPSHOT_MAX_AGE_SECONDS
     if max_age <= 0:
         return build_snapshot()
-    cached = _fresh(max_age)
-    if cached is not None:
-        return cached
-    if not _lock.acquire(blocking=_snapshot is None):
-        # Another request is rebuilding it: the copy we have is at most one build older.
-        return _snapshot
-    try:
-        cached = _fresh(max_age)  # rebuilt while we waited for the lock
-        if cached is not None:
-            return cached
-        snapshot = build_snapshot()
-        _snapshot, _built_at = snapshot, time.monotonic()
-        return snapshot
-    finally:
-        _lock.release()
+    age = _age()
+    if age is not None and age < max_age:
+        return _snapshot  # type: ignore[return-value]
+    if age is not None and age < max_age * STALE_LIMIT:
+        _request_refresh()
+        return _snapshot  # type: ignore[return-value]
+    with _lock:
+        age = _age()  # built while we waited for the lock?
+        if age is not None and age < max_age:
+            return _snapshot  # type: ignore[return-value]
+        return _build_and_store()
+
+
+def _build_and_store() -> dict[str, Any]:
+    """Under ``_lock`` (so forget() never races a build that would then land)."""
+    global _built_at, _snapshot
+    snapshot = build_snapshot()
+    _snapshot, _built_at = snapshot, time.monotonic()
+    return snapshot
+
+
+def _request_refresh() -> None:
+    """Wake this process's refresher thread (started on first use: threads do not
+    survive the fork of a server's worker processes)."""
+    global _refresher_pid
+    with _refresher_lock:
+        if _refresher_pid != os.getpid():
+            _refresher_pid = os.getpid()
+            threading.Thread(target=_refresh_forever, daemon=True, name="snapshot-refresh").start()
+    _refresh_wanted.set()
+
+
+def _refresh_forever() -> None:
+    while True:
+        _refresh_wanted.wait()
+        _refresh_wanted.clear()
+        age = _age()
+        if age is not None and age < settings.SNAPSHOT_MAX_AGE_SECONDS:
+            continue  # a request built it meanwhile
+        try:
+            close_old_connections()
+            with _lock:
+                _build_and_store()
+        except Exception:  # the next stale request asks again
+            log.exception("snapshot refresh failed")
+            connection.close()
 
 
 def forget() -> None:
