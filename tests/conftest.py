@@ -7,6 +7,25 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """The test database as migrated, with the seeded channel windows switched off.
+
+    Those windows (UTC 16:00–24:00) make the loop schedule work in the last hour of each,
+    so with them on, every test that runs a cycle would pass or fail by the hour it runs
+    at. A test about windows switches them on and sets the time of day itself.
+    """
+    from django.db import connection
+
+    from orchestration.models import ChannelWindow
+
+    with django_db_blocker.unblock():
+        ChannelWindow.objects.update(enabled=False)
+        # Transactional tests restore the copy taken when the database was created
+        # (serialized rollback, below); take it again so it has the windows off too.
+        connection._test_serialized_contents = connection.creation.serialize_db_to_string()
+
+
 def _client_for(user) -> APIClient:
     client = APIClient()
     token, _ = Token.objects.get_or_create(user=user)

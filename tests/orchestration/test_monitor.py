@@ -13,7 +13,7 @@ from django.utils import timezone
 from orchestration.choices import JobStatus
 from orchestration.loop import monitor
 from orchestration.loop.monitor import build_snapshot
-from orchestration.models import Campaign, Job, LedgerEntry
+from orchestration.models import Campaign, ChannelWindow, Job, LedgerEntry
 from orchestration.models.ledger import record
 
 pytestmark = pytest.mark.django_db
@@ -88,7 +88,8 @@ def test_it_reports_running_campaigns_with_budgets():
 
 
 def test_it_reports_channel_windows():
-    # Seeded windows: instagram 18–23, tiktok 16–24, youtube 17–22 (UTC).
+    # Seeded windows: instagram 18–23, tiktok 16–24, youtube 17–22 (UTC); off in tests.
+    ChannelWindow.objects.update(enabled=True)
     with time_machine.travel(timezone.now().replace(hour=21, minute=30, second=0, microsecond=0), tick=False):
         scheduler = build_snapshot()["scheduler"]
     assert scheduler["active_channels"] == ["instagram", "tiktok", "youtube"]
