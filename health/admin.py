@@ -148,8 +148,15 @@ class ServiceAdmin(admin.ModelAdmin):
 
     @admin.action(description="Check now")
     def check_now(self, request, queryset):
-        sweep = check_services(
-            list(queryset.filter(enabled=True).select_related("circuit")), actor=request.user.username
+        actor = request.user.username
+        sweep = check_services(list(queryset.filter(enabled=True).select_related("circuit")), actor=actor)
+        # Who asked, as POST /health/trigger records it.
+        record(
+            "health.sweep_triggered",
+            f"Health check of {len(sweep.checked)} service(s) triggered by {actor} in the admin: "
+            f"{len(sweep.failed)} failed",
+            actor=actor,
+            data=sweep.as_dict(),
         )
         self.message_user(
             request,

@@ -46,6 +46,8 @@ def test_check_now_and_reset_circuit_actions(admin_client, server):
     server.behaviour["/bad"] = Behaviour.ERROR
     act(admin_client, "check_now", "bad")
     assert HealthCheck.objects.count() == 1 and CircuitBreaker.objects.get(name="service:bad").state == "open"
+    triggered = LedgerEntry.objects.get(event_type="health.sweep_triggered")
+    assert triggered.actor == "root" and triggered.data["failed"] == ["bad"]
     act(admin_client, "reset_circuit", "bad")
     assert CircuitBreaker.objects.get(name="service:bad").state == "closed"
     assert LedgerEntry.objects.get(event_type="health.circuit_reset").actor == "root"
