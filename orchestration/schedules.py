@@ -46,9 +46,6 @@ def sync_builtin_schedules(**kwargs: Any) -> None:
         minutes=1,
         repeats=-1,
     )
-    ensure_schedule(
-        "orchestrator.ledger_retention",
-        "orchestration.maintenance.prune_ledger",
-        schedule_type=Schedule.HOURLY,
-        repeats=-1,
-    )
+    # The ledger is pruned by the fleet's built-in ledger-retention worker (scored,
+    # alerting, visible in the fleet); this older schedule did the same work again.
+    delete_schedule("orchestrator.ledger_retention")

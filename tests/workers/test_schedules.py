@@ -132,3 +132,14 @@ def test_builtin_workers_exist_with_their_schedules(db):
         "health-sweep",
     }
     assert all(schedule_of(n) is not None for n in names)
+
+
+def test_the_ledger_is_pruned_by_its_worker_only(db):
+    """One owner per chore: the built-in worker, not also a schedule of its own."""
+    from orchestration.schedules import ensure_schedule, sync_builtin_schedules
+
+    ensure_schedule("orchestrator.ledger_retention", "orchestration.maintenance.prune_ledger", schedule_type="H")
+    sync_builtin_schedules()  # as every migrate does
+    funcs = list(Schedule.objects.values_list("func", flat=True))
+    assert "orchestration.maintenance.prune_ledger" not in funcs
+    assert schedule_of("ledger-retention") is not None
