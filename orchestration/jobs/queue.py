@@ -91,37 +91,52 @@ def enqueue(
         "not_before": not_before,
         **fields,
     }
-    if own_transaction and not _broker_in_database():
-        # Redis broker: when nothing should go before it, the job is inserted already
-        # claimed, one statement (a person's job first gets its ledger entry, then
-        # is claimed by one conditional UPDATE). Otherwise it is queued pending and
-        # dispatch() takes the jobs in order.
-        if not actor:
-            now = timezone.now()
-            job = Job(**create)
-            job.set_priority_rank()
-            if not settings.JOB_DEFAULT_LANE_LIMIT and not (not_before and not_before > now):
-                token = uuid.uuid4().hex
-                for name, value in _claimed_fields(token, now).items():
-                    setattr(job, name, value)
-                if statements.insert_claimed(job, backlog=settings.JOB_DISPATCH_BACKLOG):
-                    _send([(job.pk, token)])
-                    return job
+    if own_transaction:
+        # Queued on its own (no person to record first), the job is inserted by one
+        # statement: already claimed when nothing should go before it, its task sent
+        # once that has committed (a task lost between the two is found by its
+        # dispatch lease and sent again), else pending, for dispatch() to take in
+        # order. Each write is its own short transaction: on SQLite a longer one,
+        # held while the task was built, kept the cluster's workers from the write
+        # lock while jobs arrived. A person's job first gets its ledger entry, then is
+        # claimed by one conditional UPDATE.
+        job = None if actor else _insert(create)
+        if job is not None:
+            return job
         with transaction.atomic() if actor else nullcontext():
             job = _create(create, actor)
         if not _claim_at_birth(job, timezone.now()):
             dispatch()
         return job
-    # Called on its own with the ORM broker, the job is created and dispatched in one
-    # transaction: one commit instead of two, and no moment where the row is visible
-    # but unclaimed. Inside a caller's transaction the dispatch waits for that
-    # transaction to commit, so its locks are not held any longer.
-    with transaction.atomic() if own_transaction else nullcontext():
-        job = _create(create, actor)
-        if own_transaction:
-            _claim(timezone.now(), DISPATCH_BATCH)
-        elif dispatch_now:
-            transaction.on_commit(dispatch)
+    # Inside a caller's transaction the dispatch waits for that transaction to
+    # commit, so its locks are not held any longer.
+    job = _create(create, actor)
+    if dispatch_now:
+        transaction.on_commit(dispatch)
+    return job
+
+
+def _insert(fields: dict[str, Any]) -> Job | None:
+    """Insert the job with statements.insert() and send or dispatch it; None, and
+    nothing written, where that statement does not apply (a job not yet due, lanes
+    limited by default, no RETURNING)."""
+    now = timezone.now()
+    not_before = fields.get("not_before")
+    if (
+        settings.JOB_DEFAULT_LANE_LIMIT
+        or (not_before and not_before > now)
+        or not connections[Job.objects.db].features.can_return_columns_from_insert
+    ):
+        return None
+    job = Job(**fields)
+    job.set_priority_rank()
+    token = uuid.uuid4().hex
+    claim = {name: value for name, value in _claimed_fields(token, now).items() if name in statements.CLAIM_COLUMNS}
+    claimed, waiting = statements.insert(job, claim, backlog=settings.JOB_DISPATCH_BACKLOG)
+    if claimed:
+        _send([(job.pk, token)])
+    else:  # something goes before it: dispatch() takes the queue in order
+        dispatch(outlook=(True, waiting))
     return job
 
 
@@ -223,7 +238,7 @@ def _claim(now: datetime, limit: int) -> list[int]:
     if settings.JOB_DISPATCH_BACKLOG:
         # Soft cap (concurrent dispatchers on PostgreSQL may overshoot it by one
         # batch): claims stay correct either way, this only keeps the broker short.
-        waiting = Job.objects.filter(status=JobStatus.PROCESSING, started_at__isnull=True).count()
+        waiting = statements.waiting(connections[Job.objects.db])
         limit = min(limit, settings.JOB_DISPATCH_BACKLOG - waiting)
         if limit <= 0:
             return []
@@ -261,25 +276,13 @@ def _claim(now: datetime, limit: int) -> list[int]:
         claimed = [
             (pk, token) for pk in Job.objects.filter(pk__in=chosen, lease_token=token).values_list("pk", flat=True)
         ]
-    if _broker_in_database():
-        # The task rows commit with the claim, or neither does. Outside a
-        # transaction the ORM broker would also close and reopen the database
-        # connection around every task and commit each one: 200 jobs took 1-2.4 s.
-        _send(claimed)
-    else:
-        # Redis is not part of the transaction: send once the claim is visible,
-        # or a fast worker could find the job not yet claimed and drop the task.
-        transaction.on_commit(lambda: _send(claimed))
+    # Sent once the claim is visible, or a fast worker could find the job not yet
+    # claimed and drop the task; a task lost in between is found by its dispatch
+    # lease. With the ORM broker too: sending inside the claim's transaction held
+    # SQLite's write lock while every task was built, and the cluster's own writes
+    # (taking a task, starting and finishing jobs) waited behind it.
+    transaction.on_commit(lambda: _send(claimed))
     return [pk for pk, _ in claimed]
-
-
-def _broker_in_database() -> bool:
-    """True when django-q2's queue is a table of our database (the ORM broker) and
-    tasks are queued rather than run inline (sync mode runs them right away, which
-    must not happen inside the claim's transaction)."""
-    from django_q.conf import Conf
-
-    return Conf.ORM == Job.objects.db and not Conf.SYNC
 
 
 @lru_cache(maxsize=1)

@@ -1,13 +1,15 @@
 """The SQL of the queue's per-job hot path, written once per database.
 
-Every job passes through three statements on its way: the claim at its birth, the
-start claim of its delivery, and the look at the queue after it finishes. Built
+Every job passes through three statements on its way: its insert (claimed at birth
+when nothing goes before it), the start claim of its delivery, and its finish, which
+also looks at the queue for dispatch(). Built
 through the ORM, each cost more to construct and compile than the database took to
 run it (2-7 ms against 1-2 ms on PostgreSQL): expressions with subqueries are cloned
 and resolved on every call. Here their text is made once per connection vendor from
 the model's own table and column names; only the parameters change between calls.
 The SQL is the common subset PostgreSQL and SQLite (3.35+, for RETURNING) both
-speak, and the queue's tests run it on both.
+speak (bar one cast PostgreSQL needs), and the queue's tests run it on both. Rows
+read back are converted as the ORM converts them, by converters worked out once.
 """
 
 from __future__ import annotations
@@ -145,46 +147,98 @@ def birth_claim(job: Job, now: datetime, *, token: str, lease_expires_at: dateti
 
 _INSERT_TEXT: dict[tuple[str, bool], str] = {}
 
+# What a job inserted already claimed has in place of its pending values.
+CLAIM_COLUMNS = ("status", "lease_token", "lease_expires_at", "dispatched_at")
 
-def insert_claimed(job: Job, *, backlog: int) -> bool:
-    """INSERT the unsaved ``job`` (its claim fields already set by the caller) only if
-    nothing should go before it: no due job of its priority or a higher one waits (all
-    of them are older), its lane has no limit, and (``backlog`` > 0) fewer than
-    ``backlog`` jobs wait in the broker. True, and ``job`` is saved with its id; False,
-    and nothing was written. The row is never visible unclaimed.
-    """
-    connection, sql = _prepared()
+
+def _insert_text(connection, backlog: bool) -> str:
+    quote = connection.ops.quote_name
+    c = {f.name: quote(f.column) for f in Job._meta.concrete_fields}
     fields = [f for f in Job._meta.concrete_fields if not f.primary_key]
-    text = _INSERT_TEXT.get((connection.vendor, bool(backlog)))
+
+    def value(field) -> str:
+        if field.name not in CLAIM_COLUMNS:
+            return "%s"
+        # PostgreSQL types a CASE of two bare parameters as text; name the column's type.
+        typed = f"CAST(%s AS {field.db_type(connection)})" if connection.vendor == "postgresql" else "%s"
+        return f"CASE WHEN c.ok THEN {typed} ELSE {typed} END"
+
+    _, sql = _prepared()
+    job, lane = quote(Job._meta.db_table), quote(Lane._meta.db_table)
+    ok = (
+        f"NOT EXISTS (SELECT 1 FROM {job} a WHERE a.{c['status']} IN ({', '.join(['%s'] * len(CLAIMABLE_STATUSES))}) "
+        f"AND (a.{c['not_before']} IS NULL OR a.{c['not_before']} <= %s) AND a.{c['priority_rank']} >= %s) "
+        f"AND NOT EXISTS (SELECT 1 FROM {lane} l WHERE l.{quote('name')} = %s AND l.{quote('concurrency_limit')} > 0)"
+        + (f" AND {sql.waiting} < %s" if backlog else "")
+    )
+    return (
+        f"INSERT INTO {job} ({', '.join(quote(f.column) for f in fields)}) "
+        f"SELECT {', '.join(value(f) for f in fields)} FROM (SELECT ({ok}) AS ok) c "
+        f"RETURNING {c['id']}, {c['status']}, {sql.waiting}"
+    )
+
+
+def insert(job: Job, claim: dict[str, Any], *, backlog: int) -> tuple[bool, int]:
+    """INSERT the unsaved pending ``job`` in one statement, already claimed (with the
+    values of ``claim``) when nothing should go before it: no due job of its priority
+    or a higher one waits (all of them are older), its lane has no limit, and
+    (``backlog`` > 0) fewer than ``backlog`` jobs wait in the broker. ``job`` gets its
+    id and the values it was stored with. Returns (claimed, jobs waiting in the broker).
+    A claimed row is never visible unclaimed.
+    """
+    connection, _ = _prepared()
+    key = (connection.vendor, bool(backlog))
+    text = _INSERT_TEXT.get(key)
     if text is None:
-        quote = connection.ops.quote_name
-        columns = ", ".join(quote(f.column) for f in fields)
-        placeholders = ", ".join(["%s"] * len(fields))
-        c = {f.name: quote(f.column) for f in Job._meta.concrete_fields}
-        text = (
-            f"INSERT INTO {quote(Job._meta.db_table)} ({columns}) SELECT {placeholders} "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {quote(Job._meta.db_table)} a "
-            f"WHERE a.{c['status']} IN ({', '.join(['%s'] * len(CLAIMABLE_STATUSES))}) "
-            f"AND (a.{c['not_before']} IS NULL OR a.{c['not_before']} <= %s) AND a.{c['priority_rank']} >= %s) "
-            f"AND NOT EXISTS (SELECT 1 FROM {quote(Lane._meta.db_table)} l "
-            f"WHERE l.{quote('name')} = %s AND l.{quote('concurrency_limit')} > 0)"
-            + (f" AND {sql.waiting} < %s" if backlog else "")
-            + f" RETURNING {c['id']}"
-        )
-        _INSERT_TEXT[(connection.vendor, bool(backlog))] = text
-    # Each value prepared as a save() prepares it (defaults, JSON, datetimes).
-    params = [f.get_db_prep_save(f.pre_save(job, True), connection) for f in fields]
-    params += [*CLAIMABLE_STATUSES, _at(connection, job.dispatched_at), job.priority_rank, job.lane]
+        text = _INSERT_TEXT[key] = _insert_text(connection, bool(backlog))
+    params: list[Any] = []
+    for field in Job._meta.concrete_fields:
+        if field.primary_key:
+            continue
+        # Each value prepared as a save() prepares it (defaults, JSON, datetimes).
+        pending = field.get_db_prep_save(field.pre_save(job, True), connection)
+        if field.name in CLAIM_COLUMNS:
+            params += [field.get_db_prep_save(claim[field.name], connection), pending]
+        else:
+            params.append(pending)
+    params += [*CLAIMABLE_STATUSES, _at(connection, claim["dispatched_at"]), job.priority_rank, job.lane]
     if backlog:
         params += [JobStatus.PROCESSING, backlog]
+    params.append(JobStatus.PROCESSING)
     with connection.cursor() as cursor:
         cursor.execute(text, params)
-        row = cursor.fetchone()
-    if row is None:
-        return False
-    job.pk = row[0]
+        job_id, status, waiting = cursor.fetchone()
+    job.pk = job_id
     job._state.adding, job._state.db = False, connection.alias
-    return True
+    claimed = status == JobStatus.PROCESSING
+    if claimed:
+        for name, value in claim.items():
+            setattr(job, name, value)
+    return claimed, int(waiting or 0)
+
+
+def waiting(connection) -> int:
+    """How many jobs wait in the broker unstarted (dispatch()'s backlog)."""
+    _, sql = _prepared()
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {sql.waiting}", [JobStatus.PROCESSING])
+        return int(cursor.fetchone()[0] or 0)
+
+
+def _converters(connection) -> list[tuple[int, list[Any], Any]]:
+    """(column position, converters, expression) of every Job column that has any, as a
+    normal read applies them (datetimes and JSON on SQLite, JSON on PostgreSQL): worked
+    out once per connection instead of on every row, as raw() did."""
+    cached = connection.__dict__.get("_job_row_converters")
+    if cached is None:
+        cached = []
+        for position, field in enumerate(Job._meta.concrete_fields):
+            col = field.get_col(Job._meta.db_table)
+            found = connection.ops.get_db_converters(col) + field.get_db_converters(connection)
+            if found:
+                cached.append((position, found, col))
+        connection.__dict__["_job_row_converters"] = cached
+    return cached
 
 
 def start(job_id: int, token: str, now: datetime, *, owner: str, lease_expires_at: datetime) -> Job | None:
@@ -192,6 +246,13 @@ def start(job_id: int, token: str, now: datetime, *, owner: str, lease_expires_a
     None when this (job, token) was already started or is no longer the job's."""
     connection, sql = _prepared()
     params = [_at(connection, now), owner, _at(connection, lease_expires_at), job_id, token, JobStatus.PROCESSING]
-    # raw() applies each field's converters, as a normal read would.
-    rows = list(Job.objects.db_manager(Job.objects.db).raw(sql.start, params))
-    return rows[0] if rows else None
+    with connection.cursor() as cursor:
+        cursor.execute(sql.start, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = list(row)
+    for position, converters, expression in _converters(connection):
+        for convert in converters:
+            values[position] = convert(values[position], expression, connection)
+    return Job.from_db(connection.alias, [f.attname for f in Job._meta.concrete_fields], values)
