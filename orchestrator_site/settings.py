@@ -157,9 +157,15 @@ LEDGER_RETENTION_DAYS = env_int("LEDGER_RETENTION_DAYS", 30, minimum=1)
 # The embedded profile uses the database as broker; Q_BROKER=redis://… switches to
 # Redis. Retries of failed work are the Job model's business, so django-q2 itself
 # never re-runs a failing task (max_attempts=1); "retry" stays above "timeout" so a
-# task is only redelivered when its worker really died.
+# task is only redelivered when its worker really died. (A job does not wait for that
+# redelivery: the loop reclaims it once its lease expires.)
 Q_BROKER = env_str("Q_BROKER", "orm")
-Q_TIMEOUT = env_int("Q_TIMEOUT", 600, minimum=1)
+# The cluster kills a task running past Q_TIMEOUT. Jobs keep their own, shorter limits
+# (a pipeline stage's timeout, up to 180 minutes in the seeded definition; a worker's
+# timeout and its cap, checked against this when a worker is saved), so the cluster's
+# limit only ends what hangs past all of them: 4 h by default (it was 600 s, which cut
+# off long stages and the fleet's 30- and 60-minute workers).
+Q_TIMEOUT = env_int("Q_TIMEOUT", 14400, minimum=1)
 Q_CLUSTER: dict = {
     "name": env_str("Q_CLUSTER_NAME", "orchestrator"),
     "workers": env_int("Q_WORKERS", 2, minimum=1),

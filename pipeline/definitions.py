@@ -107,8 +107,12 @@ def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
-def parse(data: Any, *, name: str | None = None) -> DefinitionSpec:
-    """Validate a mapping in the YAML format; raise DefinitionError listing every problem."""
+def parse(data: Any, *, name: str | None = None, task_timeout_seconds: int | None = None) -> DefinitionSpec:
+    """Validate a mapping in the YAML format; raise DefinitionError listing every problem.
+
+    ``task_timeout_seconds``: the cluster's task timeout (Q_TIMEOUT), which kills a stage
+    running longer, so no stage may be given a longer timeout than that.
+    """
     errors: list[str] = []
     if not isinstance(data, dict):
         raise DefinitionError(
@@ -137,6 +141,11 @@ def parse(data: Any, *, name: str | None = None) -> DefinitionSpec:
             errors.append(f"stage_timeouts names unknown stage {stage!r}")
         elif not _positive_int(minutes):
             errors.append(f"stage_timeouts.{stage} must be a positive whole number of minutes, got {minutes!r}")
+        elif task_timeout_seconds and minutes * 60 >= task_timeout_seconds:
+            errors.append(
+                f"stage_timeouts.{stage} ({minutes} min) must be shorter than the cluster's task timeout "
+                f"(Q_TIMEOUT = {task_timeout_seconds} s), which would cut the stage off first"
+            )
     for stage in stages:
         if stage not in timeouts:
             errors.append(f"stage {stage!r} has no entry in stage_timeouts")

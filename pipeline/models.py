@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -56,7 +57,7 @@ class PipelineDefinition(models.Model):
             },
         }
         try:
-            parse(document, name=self.name)
+            parse(document, name=self.name, task_timeout_seconds=settings.Q_CLUSTER["timeout"])
         except DefinitionError as exc:
             raise ValidationError({"stages": exc.errors})
 

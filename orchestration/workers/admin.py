@@ -4,6 +4,7 @@ with trigger/enable/disable actions, and read-only runs, reports and anomalies."
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import CharField, OuterRef, Subquery, Value
 from django.db.models.functions import Concat
@@ -71,6 +72,10 @@ class WorkerForm(forms.ModelForm):
         try:
             data["target"] = specs.validate_target(data.get("target"))
             specs.validate_cadence(data.get("interval_seconds"), data.get("cron") or "", data.get("execution_model"))
+            if data.get("timeout_seconds"):
+                specs.validate_timeouts(
+                    data["timeout_seconds"], data.get("max_timeout_seconds"), settings.Q_CLUSTER["timeout"]
+                )
             names = specs.validate_names(data.get("depends_on"), "depends_on") + specs.validate_names(
                 data.get("optional_depends_on"), "optional_depends_on"
             )

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 
 import django_filters
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -154,9 +155,12 @@ class WorkerSerializer(serializers.ModelSerializer):
             attrs["depends_on"] = required
         if "optional_depends_on" in attrs:
             attrs["optional_depends_on"] = optional
-        timeout, cap = merged.get("timeout_seconds") or 300, merged.get("max_timeout_seconds")
-        if cap is not None and cap < timeout:
-            raise serializers.ValidationError({"max_timeout_seconds": "must be at least timeout_seconds"})
+        try:
+            specs.validate_timeouts(
+                merged.get("timeout_seconds") or 300, merged.get("max_timeout_seconds"), settings.Q_CLUSTER["timeout"]
+            )
+        except specs.SpecError as exc:
+            raise serializers.ValidationError(exc.errors) from None
         return attrs
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from django.conf import settings
 from django.db import transaction
 
 from orchestration.choices import Priority
@@ -107,6 +108,7 @@ def parse(text: str, source: str = "fleet file") -> list[dict[str, Any]]:
         try:
             spec["target"] = specs.validate_target(spec["target"])
             specs.validate_cadence(spec["interval_seconds"], spec["cron"], spec["execution_model"])
+            specs.validate_timeouts(spec["timeout_seconds"], spec["max_timeout_seconds"], settings.Q_CLUSTER["timeout"])
             spec["depends_on"] = specs.validate_names(spec["depends_on"], "depends_on")
             spec["optional_depends_on"] = specs.validate_names(spec["optional_depends_on"], "optional_depends_on")
         except specs.SpecError as exc:

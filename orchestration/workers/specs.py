@@ -54,6 +54,25 @@ def validate_cadence(interval_seconds: int | None, cron: str, execution_model: s
         raise SpecError({"interval_seconds": "a scheduled or time-triggered worker needs interval_seconds or cron"})
 
 
+def validate_timeouts(timeout: int, cap: int | None, task_timeout: int) -> None:
+    """A run may last up to its cap (``cap``, else twice ``timeout``: recovery raises a
+    slow worker's timeout that far). The cluster kills any task older than
+    ``task_timeout`` (Q_TIMEOUT), so a run allowed longer would be cut off by it instead
+    of ending as timed out, and retried into the same wall."""
+    if cap is not None and cap < timeout:
+        raise SpecError({"max_timeout_seconds": "must be at least timeout_seconds"})
+    longest, why = (cap, "max_timeout_seconds") if cap is not None else (timeout * 2, "twice timeout_seconds")
+    if longest >= task_timeout:
+        raise SpecError(
+            {
+                "max_timeout_seconds" if cap is not None else "timeout_seconds": (
+                    f"a run may last up to {longest} s ({why}), which the cluster's task timeout "
+                    f"(Q_TIMEOUT = {task_timeout} s) would cut off; lower it or raise Q_TIMEOUT"
+                )
+            }
+        )
+
+
 def validate_names(value: Any, field: str) -> list[str]:
     if value in (None, ""):
         return []

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from rest_framework import serializers
 
 from pipeline.definitions import DefinitionError, parse
@@ -43,7 +44,7 @@ class PipelineDefinitionSerializer(serializers.ModelSerializer):
             },
         }
         try:
-            spec = parse(document, name=merged.get("name"))
+            spec = parse(document, name=merged.get("name"), task_timeout_seconds=settings.Q_CLUSTER["timeout"])
         except DefinitionError as exc:
             raise serializers.ValidationError({"definition": exc.errors})
         attrs.update(gates=spec.gates, stage_timeouts=spec.stage_timeouts, stages=spec.stages)

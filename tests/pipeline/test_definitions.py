@@ -59,6 +59,19 @@ def test_it_says_what_is_wrong_with_a_bad_definition(doc, message):
     assert message in str(caught.value)
 
 
+def test_no_stage_may_outlast_the_clusters_task_timeout():
+    doc = {"pipeline": {"stage_timeouts": {"a": 30, "b": 240}}}
+    assert parse(doc, task_timeout_seconds=4 * 3600 + 1).stage_timeouts == {"a": 30, "b": 240}
+    with pytest.raises(DefinitionError) as caught:
+        parse(doc, task_timeout_seconds=4 * 3600)
+    assert "stage_timeouts.b (240 min) must be shorter than the cluster's task timeout" in str(caught.value)
+    assert "stage_timeouts.a" not in str(caught.value)
+    # The seeded definition (stages of up to 180 minutes) fits the default of 4 h.
+    from django.conf import settings
+
+    assert 180 * 60 < settings.Q_CLUSTER["timeout"]
+
+
 @pytest.mark.django_db
 def test_the_migration_seeds_the_default_definition_lane_and_rules():
     default = PipelineDefinition.default()

@@ -58,6 +58,10 @@ def test_bad_input_is_a_400_that_says_what_is_wrong(staff_client, make_worker):
         ({**NEW, "category": "poetry"}, "category"),
         ({**NEW, "name": "status"}, "name"),
         ({**NEW, "interval_seconds": None}, "interval_seconds"),
+        # Longer than the cluster lets a task run (Q_TIMEOUT, 4 h by default).
+        ({**NEW, "timeout_seconds": 7200}, "timeout_seconds"),
+        ({**NEW, "timeout_seconds": 600, "max_timeout_seconds": 14400}, "max_timeout_seconds"),
+        ({**NEW, "timeout_seconds": 600, "max_timeout_seconds": 300}, "max_timeout_seconds"),
     ]
     for payload, field in cases:
         response = staff_client.post("/api/v1/workers/", payload, format="json")

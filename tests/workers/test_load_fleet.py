@@ -104,6 +104,11 @@ def test_changes_show_as_a_diff_and_apply(db, tmp_path):
             "  - {name: a, category: collection, interval_seconds: 300, target: {type: python, path: x.y}}\n",
             "declared twice",
         ),
+        (
+            "workers:\n  - {name: a, category: collection, interval_seconds: 300, timeout_seconds: 3600, "
+            "max_timeout_seconds: 20000, target: {type: python, path: x.y}}\n",
+            "would cut off",
+        ),
     ],
 )
 def test_bad_files_are_refused_with_a_clear_error_and_nothing_written(db, tmp_path, text, message):

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from orchestration.workers import anomaly_rules as rules
-from orchestration.workers import cadence, graph, scoring
+from orchestration.workers import cadence, graph, scoring, specs
 
 DAY = datetime(2026, 3, 10, 0, 0, tzinfo=UTC)  # an ordinary UTC day
 
@@ -253,3 +253,14 @@ def test_rules_stay_silent_when_the_facts_cannot_tell():
     assert "HIGH_FAILURE_RATE" not in fired("worker", rules.WorkerFacts(2, 2, 0))
     assert "HIGH_FAILURE_RATE" in fired("worker", rules.WorkerFacts(3, 3, 0))
     assert "WORKER_CRASH" in rules.evaluate("run", run()).cleared
+
+
+def test_a_run_may_not_outlast_the_clusters_task_timeout():
+    specs.validate_timeouts(3600, None, 7201)  # up to twice the timeout: 7,200 s
+    specs.validate_timeouts(3600, 3600, 3601)  # a cap pins it
+    for timeout, cap, field in ((3600, None, "timeout_seconds"), (600, 7200, "max_timeout_seconds")):
+        with pytest.raises(specs.SpecError) as caught:
+            specs.validate_timeouts(timeout, cap, 7200)
+        assert "Q_TIMEOUT = 7200 s" in caught.value.errors[field]
+    with pytest.raises(specs.SpecError, match="must be at least timeout_seconds"):
+        specs.validate_timeouts(600, 300, 7200)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
@@ -31,7 +32,7 @@ class Command(BaseCommand):
         except yaml.YAMLError as exc:
             raise CommandError(f"{file}: not valid YAML: {exc}")
         try:
-            spec = parse(data, name=name)
+            spec = parse(data, name=name, task_timeout_seconds=settings.Q_CLUSTER["timeout"])
         except DefinitionError as exc:
             raise CommandError(f"{file}: " + "\n  ".join(["invalid pipeline definition:", *exc.errors]))
         with transaction.atomic():
