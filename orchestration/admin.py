@@ -18,6 +18,7 @@ from orchestration.jobs.registry import kind_names
 from orchestration.loop.cycle import CycleBusy, run_cycle
 from orchestration.models import Action, Campaign, ChannelWindow, Job, Lane, LedgerEntry, LoopState, Rule
 from orchestration.models.ledger import record
+from orchestration.secret_forms import MaskedSecretsForm
 
 
 def badge(value: str, label: str | None = None):
@@ -59,6 +60,12 @@ def subject_link(subject: str):
 
 def pretty_json(value) -> str:
     return format_html("<pre style='white-space:pre-wrap;margin:0'>{}</pre>", json.dumps(value, indent=2, default=str))
+
+
+class JobChangeForm(MaskedSecretsForm):
+    """A queued job's page: its payload with secret header values masked."""
+
+    masked_fields = ("payload",)
 
 
 class JobAddForm(forms.ModelForm):
@@ -142,6 +149,7 @@ class JobAdmin(admin.ModelAdmin):
         "forced",
     ]
     exclude = ["result"]
+    form = JobChangeForm
     raw_id_fields = ["campaign"]
     list_select_related = ["campaign"]
 

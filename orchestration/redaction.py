@@ -58,3 +58,23 @@ def restore_headers(incoming: Mapping[str, Any], stored: Mapping[str, Any] | Non
         else:
             restored[name] = value
     return restored
+
+
+def restore(value: Any, stored: Any) -> Any:
+    """``redact`` undone where a client sent a read back: every masked header value, at
+    any depth, becomes the stored value at the same place (MaskedSecretError where there
+    is none)."""
+    if isinstance(value, Mapping):
+        old = stored if isinstance(stored, Mapping) else {}
+        restored: dict[str, Any] = {}
+        for key, item in value.items():
+            if key == "headers" and isinstance(item, Mapping):
+                headers = old.get("headers")
+                restored[key] = restore_headers(item, headers if isinstance(headers, Mapping) else None)
+            else:
+                restored[key] = restore(item, old.get(key))
+        return restored
+    if isinstance(value, list):
+        old_items = stored if isinstance(stored, list) else []
+        return [restore(item, old_items[i] if i < len(old_items) else None) for i, item in enumerate(value)]
+    return value

@@ -3,7 +3,6 @@ with trigger/enable/disable actions, and read-only runs, reports and anomalies."
 
 from __future__ import annotations
 
-from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import CharField, OuterRef, Subquery, Value
@@ -14,6 +13,7 @@ from django.utils.html import format_html
 from orchestration.admin import admin_link, badge, pretty_json
 from orchestration.models import Anomaly, ScoreReport, Worker, WorkerRun
 from orchestration.models.ledger import record
+from orchestration.secret_forms import MaskedSecretsForm
 from orchestration.workers import breaker, specs
 from orchestration.workers.runner import WorkerStateError, trigger
 
@@ -43,7 +43,9 @@ def score_badge(value: float | None):
     return badge(key, f"{value:.0f}")
 
 
-class WorkerForm(forms.ModelForm):
+class WorkerForm(MaskedSecretsForm):
+    masked_fields = ("target",)
+
     class Meta:
         model = Worker
         fields = [

@@ -146,3 +146,37 @@ def test_ledger_data_never_stores_a_secret_header(staff_client: APIClient, world
     payload = {"url": "http://127.0.0.1:9/", "headers": {"Authorization": "Bearer in-ledger-0c1d"}}
     assert staff_client.post("/api/v1/jobs/", {"kind": "http.request", "payload": payload}, format="json").status_code
     assert "in-ledger-0c1d" not in json.dumps(list(LedgerEntry.objects.values_list("data", flat=True)))
+
+
+def test_admin_change_pages_mask_secret_headers_and_saving_keeps_them(secret_run, django_user_model):
+    """A worker's target and a job's payload on their admin pages: the header names show,
+    their secret values do not; saving the page unchanged keeps the stored secrets."""
+    admin_user = django_user_model.objects.create_superuser("root-secrets", password="pw-root-123")
+    browser = Client()
+    browser.force_login(admin_user)
+    worker, job = Worker.objects.get(name="secret-holder"), Job.objects.get(kind="http.request")
+    for url in (f"/admin/orchestration/worker/{worker.pk}/change/", f"/admin/orchestration/job/{job.pk}/change/"):
+        page = browser.get(url).content.decode()
+        assert "Authorization" in page and MASK in page, url
+        assert not leaks(page, secret_run), (url, leaks(page, secret_run))
+    # Save the worker's form back as the page shows it (masked), changing only its description.
+    form = browser.get(f"/admin/orchestration/worker/{worker.pk}/change/").context["adminform"].form
+    data = {name: form[name].value() for name in form.fields}
+    data.update(description="edited in admin", target=json.dumps(form.initial["target"]))
+    data = {k: v for k, v in data.items() if v is not None and v is not False}
+    response = browser.post(f"/admin/orchestration/worker/{worker.pk}/change/", data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    worker.refresh_from_db()
+    assert worker.description == "edited in admin"
+    assert worker.target["headers"] == {
+        "Authorization": f"Bearer {WORKER_TOKEN}",
+        "X-Api-Key": WORKER_API_KEY,
+        "Accept": "text/json",
+    }
+    # The mask for a header that has no stored value is refused, next to the field.
+    target = {**form.initial["target"], "headers": {"X-New-Token": MASK}}
+    response = browser.post(f"/admin/orchestration/worker/{worker.pk}/change/", {**data, "target": json.dumps(target)})
+    assert response.status_code == 200
+    assert "X-New-Token" in str(response.context["adminform"].form.errors["target"])
+    worker.refresh_from_db()
+    assert worker.target["headers"]["Authorization"] == f"Bearer {WORKER_TOKEN}"
