@@ -48,11 +48,20 @@ class TestServer:
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                     queue = server.sequence.get(path)
                     mode = queue.pop(0) if queue else server.behaviour.get(path, Behaviour.OK)
+                self._counted = True
                 try:
                     self._answer(mode)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
                 finally:
+                    self._uncount()
+
+            def _uncount(self) -> None:
+                # Before the answer is written: once a client has read it, its next
+                # request may arrive while this thread has not yet run its finally,
+                # and would be counted beside a request that is over.
+                if self._counted:
+                    self._counted = False
                     with server._lock:
                         server.in_flight -= 1
 
@@ -72,6 +81,7 @@ class TestServer:
                     self._send(200, "application/json", b'{"status": "ok"}')
 
             def _send(self, code: int, content_type: str, body: bytes) -> None:
+                self._uncount()
                 self.send_response(code)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
