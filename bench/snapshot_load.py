@@ -1,7 +1,8 @@
 """``/orchestrator/snapshot`` under concurrent load, against a trivial endpoint.
 
-A live web server (gunicorn with 2 workers × 10 threads, as the README deploys the
-web tier; ``--server runserver`` for the single process ``make run`` serves with) on a
+A live web server (gunicorn, as the README deploys the web tier, sized for this
+benchmark's 2-core machine at 2 workers × 10 threads where the README's example says
+4 × 8; ``--server runserver`` for the single process ``make run`` serves with) on a
 database holding 1,000 registered services (mixed health, some breakers open) and some
 queue history. 20 clients, each with its own keep-alive connection and Bearer token,
 request the snapshot back to back; the baseline is the same load on ``/health`` (no
