@@ -24,6 +24,15 @@ def django_db_setup(django_db_setup, django_db_blocker):
         # Transactional tests restore the copy taken when the database was created
         # (serialized rollback, below); take it again so it has the windows off too.
         connection._test_serialized_contents = connection.creation.serialize_db_to_string()
+    yield
+    if connection.vendor == "postgresql":
+        # Threads of this process that keep a connection of their own (the job-lease
+        # heartbeat, the snapshot rebuild) would make dropping the test database fail.
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
 
 
 def _client_for(user) -> APIClient:
