@@ -118,3 +118,8 @@ def test_a_killed_node_loses_nothing(tmp_path, broker_only):
     assert len({c for _, _, c in cycles}) == len(cycles)  # one entry per cycle number
     for (start, duration, _), (next_start, _, _) in itertools.pairwise(cycles):
         assert start + timedelta(milliseconds=duration) <= next_start, "two cycles overlapped"
+    print(
+        f"{JOBS} jobs: {marked.filter(status=JobStatus.COMPLETED).count()} completed, 0 lost, 0 left processing, "
+        f"0 side effects twice in one attempt; {len(cycles)} cycles from 2 runners, 0 overlapping; "
+        f"{SCHEDULES} schedules, each fired once for its due time"
+    )
