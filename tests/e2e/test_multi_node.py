@@ -82,6 +82,9 @@ def test_a_killed_node_loses_nothing(tmp_path, broker_only):
             timeout=60,
             message="every worker's scheduled run to succeed",
         )
+        # Enough cycles from the two runners to show they never overlap, however fast
+        # the jobs went (a quick run once ended after 4 cycles).
+        wait_for(lambda: LoopState.get().cycle_count >= 8, timeout=60, message="eight loop cycles")
     assert 0 < killed_at < JOBS
     assert marked.count() == JOBS
     assert not marked.exclude(status=JobStatus.COMPLETED).exists()  # none lost, none left processing
