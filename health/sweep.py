@@ -27,6 +27,9 @@ from health.choices import BreakerState, ServiceHealth
 from health.models import CircuitBreaker, HealthCheck, Service, ServiceAlert, breaker_name
 from orchestration.choices import Severity
 from orchestration.models.ledger import record as ledger_record
+from orchestration.workers import detection
+
+SERVICE_DOWN = "SERVICE_DOWN"
 
 log = logging.getLogger("health")
 
@@ -293,6 +296,7 @@ def reconcile_alerts(now: datetime | None = None) -> dict[str, list[str]]:
             resolved_at=now, resolution=reason
         ):
             changes["resolved"].append(name)
+            detection.resolve(SERVICE_DOWN, service_subject(name), now)
             ledger_record(
                 "health.alert_resolved",
                 f"{name}: alert resolved, {reason} after {_human(now - alert.opened_at)}",
@@ -312,6 +316,7 @@ def reconcile_alerts(now: datetime | None = None) -> dict[str, list[str]]:
             except IntegrityError:
                 continue  # another process opened it first; it will keep it current
             changes["opened"].append(root)
+            _open_anomaly(root, error, affected, now)
             message = f"{root} is down: {error or 'failing'}"
             if affected:
                 message += f"; {len(affected)} dependent(s) failing because of it: {', '.join(affected)}"
@@ -326,6 +331,7 @@ def reconcile_alerts(now: datetime | None = None) -> dict[str, list[str]]:
         added = sorted(set(affected) - set(alert.affected))
         if affected != alert.affected:
             ServiceAlert.objects.filter(pk=alert.pk).update(affected=affected, error_message=error)
+            _open_anomaly(root, error, affected, now)  # (refreshes the open one's details)
         if added:
             changes["updated"].append(root)
             ledger_record(
@@ -335,6 +341,19 @@ def reconcile_alerts(now: datetime | None = None) -> dict[str, list[str]]:
                 data={"service": root, "root_cause": root, "added": added, "affected": affected},
             )
     return changes
+
+
+def service_subject(name: str) -> str:
+    return f"service:{name}"
+
+
+def _open_anomaly(root: str, error: str, affected: list[str], now: datetime) -> None:
+    """The alert as a fleet anomaly too, so a service outage reaches the alert channels
+    (webhook, e-mail) and the open anomalies like every other incident, once per root
+    cause. Health's own checks are its recovery: no fleet strategy is tried on it."""
+    detection.open_anomaly(
+        SERVICE_DOWN, service_subject(root), {"service": root, "error": error, "affected": affected}, now=now
+    )
 
 
 def _human(delta: timedelta) -> str:

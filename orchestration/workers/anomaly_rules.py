@@ -256,8 +256,20 @@ RULES: list[AnomalyRule] = [
 RUN_EXTRA: list[AnomalyRule] = [
     AnomalyRule("ELEVATED_RETRIES", "medium", "run", "> 5 % of the run's requests retried", run_retries),
 ]
-BY_CODE: dict[str, AnomalyRule] = {rule.code: rule for rule in RULES}
-CODES = [rule.code for rule in RULES]
+# Anomalies raised by other capabilities through the same rows and alert channels; no
+# fleet facts are evaluated for them. A service that health monitoring finds down (the
+# root cause, its failing dependents named in the details) is one.
+OTHER: list[AnomalyRule] = [
+    AnomalyRule(
+        "SERVICE_DOWN",
+        "critical",
+        "service",
+        "A monitored service is down (the root cause; dependents failing because of it are listed)",
+        lambda facts: None,
+    ),
+]
+BY_CODE: dict[str, AnomalyRule] = {rule.code: rule for rule in [*RULES, *OTHER]}
+CODES = [rule.code for rule in RULES]  # the fleet's seventeen
 
 
 @dataclass

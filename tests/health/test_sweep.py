@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from health.models import CircuitBreaker, HealthCheck, Service, ServiceAlert
 from health.sweep import check_services, claim_due, reconcile_alerts
-from orchestration.models import LedgerEntry
+from orchestration.models import Anomaly, LedgerEntry
 from tests.health.servers import Behaviour
 
 pytestmark = pytest.mark.django_db
@@ -166,6 +166,29 @@ def test_dependency_aware_alert_names_the_root_cause_once(server, settings):
     resolved = ServiceAlert.objects.get(service__name="db")
     assert resolved.resolution == "recovered"
     assert ServiceAlert.objects.get(service__name="api", resolved_at__isnull=True).affected == ["web"]
+
+
+def test_a_service_outage_is_one_critical_anomaly_per_root_cause(server, settings):
+    """What reaches the alert channels (webhook, e-mail) and the open anomalies: one
+    SERVICE_DOWN per root cause, its dependents in the details, resolved on recovery."""
+    settings.HEALTH_ALERT_AFTER_FAILURES = 1
+    db, api = make(server, "db"), make(server, "api")
+    api.depends_on.add(db)
+    server.behaviour.update({"/db": Behaviour.ERROR, "/api": Behaviour.ERROR})
+    check_services()
+    check_services()  # a second sweep refreshes, never duplicates
+    open_ = Anomaly.objects.filter(resolved_at__isnull=True)
+    assert list(open_.values_list("code", "subject", "severity")) == [("SERVICE_DOWN", "service:db", "critical")]
+    anomaly = open_.get()
+    assert anomaly.details == {"service": "db", "error": "HTTP 500", "affected": ["api"]}
+    assert anomaly.alert_state == "pending" and anomaly.alert_due_at <= timezone.now()  # critical: at once
+    assert anomaly.worker is None and anomaly.recovery_attempts == 0
+
+    server.behaviour.update({"/db": Behaviour.OK, "/api": Behaviour.OK})
+    check_services()
+    anomaly.refresh_from_db()
+    assert anomaly.resolved_at is not None
+    assert not Anomaly.objects.filter(resolved_at__isnull=True).exists()
 
 
 def test_dependents_breakers_open_quietly_with_the_root_cause(server):
