@@ -14,6 +14,7 @@ from django.utils import timezone
 from health.models import CircuitBreaker, HealthCheck, Service, ServiceAlert
 from health.sweep import check_services, claim_due, reconcile_alerts
 from orchestration.models import Anomaly, LedgerEntry
+from orchestration.workers import alerts
 from tests.health.servers import Behaviour
 
 pytestmark = pytest.mark.django_db
@@ -183,6 +184,12 @@ def test_a_service_outage_is_one_critical_anomaly_per_root_cause(server, setting
     assert anomaly.details == {"service": "db", "error": "HTTP 500", "affected": ["api"]}
     assert anomaly.alert_state == "pending" and anomaly.alert_due_at <= timezone.now()  # critical: at once
     assert anomaly.worker is None and anomaly.recovery_attempts == 0
+    # The fleet's alert delivery sends it like any other anomaly (here: the ledger channel).
+    assert alerts.deliver_due() == 1
+    anomaly.refresh_from_db()
+    assert anomaly.alert_state == "sent" and "ledger" in anomaly.alert_result
+    sent = LedgerEntry.objects.get(event_type="worker.alert", subject="service:db")
+    assert "SERVICE_DOWN on service:db" in sent.message
 
     server.behaviour.update({"/db": Behaviour.OK, "/api": Behaviour.OK})
     check_services()
