@@ -10,6 +10,14 @@ def _drop_breaker(sender, instance, **kwargs) -> None:
         CircuitBreaker.objects.filter(pk=instance.circuit_id).delete()
 
 
+def _resolve_outage(sender, instance, **kwargs) -> None:
+    # Its outage anomaly ends with it: no later sweep would see the service to resolve it.
+    from health.sweep import SERVICE_DOWN, service_subject
+    from orchestration.workers.detection import resolve
+
+    resolve(SERVICE_DOWN, service_subject(instance.name))
+
+
 class HealthConfig(AppConfig):
     name = "health"
     verbose_name = "Service health"
@@ -27,3 +35,4 @@ class HealthConfig(AppConfig):
         register_tick_hook(health_tick)
         post_migrate.connect(sync_schedules, sender=self)
         post_delete.connect(_drop_breaker, sender=Service, dispatch_uid="health.drop_breaker")
+        post_delete.connect(_resolve_outage, sender=Service, dispatch_uid="health.resolve_outage")

@@ -49,8 +49,10 @@ class HealthDemo:
 
     def remove(self) -> int:
         from health.models import Service
+        from orchestration.models import Anomaly
 
-        return Service.objects.filter(name__startswith=f"{DEMO_PREFIX}-").delete()[0]
+        services = Service.objects.filter(name__startswith=f"{DEMO_PREFIX}-").delete()[0]
+        return services + Anomaly.objects.filter(subject__startswith=f"service:{DEMO_PREFIX}-").delete()[0]
 
 
 register_demo("services", HealthDemo())

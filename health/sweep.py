@@ -26,6 +26,7 @@ from health.checker import Probe, ProbeResult, run_probes
 from health.choices import BreakerState, ServiceHealth
 from health.models import CircuitBreaker, HealthCheck, Service, ServiceAlert, breaker_name
 from orchestration.choices import Severity
+from orchestration.models import Anomaly
 from orchestration.models.ledger import record as ledger_record
 from orchestration.workers import detection
 
@@ -296,7 +297,6 @@ def reconcile_alerts(now: datetime | None = None) -> dict[str, list[str]]:
             resolved_at=now, resolution=reason
         ):
             changes["resolved"].append(name)
-            detection.resolve(SERVICE_DOWN, service_subject(name), now)
             ledger_record(
                 "health.alert_resolved",
                 f"{name}: alert resolved, {reason} after {_human(now - alert.opened_at)}",
@@ -316,7 +316,6 @@ def reconcile_alerts(now: datetime | None = None) -> dict[str, list[str]]:
             except IntegrityError:
                 continue  # another process opened it first; it will keep it current
             changes["opened"].append(root)
-            _open_anomaly(root, error, affected, now)
             message = f"{root} is down: {error or 'failing'}"
             if affected:
                 message += f"; {len(affected)} dependent(s) failing because of it: {', '.join(affected)}"
@@ -340,7 +339,21 @@ def reconcile_alerts(now: datetime | None = None) -> dict[str, list[str]]:
                 subject=breaker_name(root),
                 data={"service": root, "root_cause": root, "added": added, "affected": affected},
             )
+    _sync_anomalies(wanted, by_name, now)
     return changes
+
+
+def _sync_anomalies(wanted: dict[str, list[str]], by_name: dict[str, tuple], now: datetime) -> None:
+    """One open SERVICE_DOWN anomaly per open alert, none for anything else (a service
+    recovered, renamed, disabled or deleted since)."""
+    open_now = set(
+        Anomaly.objects.filter(code=SERVICE_DOWN, resolved_at__isnull=True).values_list("subject", flat=True)
+    )
+    for root, affected in wanted.items():
+        if service_subject(root) not in open_now:
+            _open_anomaly(root, by_name[root][3] if root in by_name else "", affected, now)
+    for subject in open_now - {service_subject(root) for root in wanted}:
+        detection.resolve(SERVICE_DOWN, subject, now)
 
 
 def service_subject(name: str) -> str:

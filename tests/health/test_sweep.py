@@ -198,6 +198,21 @@ def test_a_service_outage_is_one_critical_anomaly_per_root_cause(server, setting
     assert not Anomaly.objects.filter(resolved_at__isnull=True).exists()
 
 
+def test_a_renamed_or_deleted_service_leaves_no_outage_open(server, settings):
+    settings.HEALTH_ALERT_AFTER_FAILURES = 1
+    db = make(server, "db")
+    server.behaviour["/db"] = Behaviour.ERROR
+    check_services()
+    db.name = "primary-db"
+    db.save()
+    check_services()
+    open_ = Anomaly.objects.filter(code="SERVICE_DOWN", resolved_at__isnull=True)
+    assert list(open_.values_list("subject", flat=True)) == ["service:primary-db"]
+    db.delete()
+    assert not open_.exists()
+    assert Anomaly.objects.filter(code="SERVICE_DOWN").count() == 2  # both kept, resolved
+
+
 def test_dependents_breakers_open_quietly_with_the_root_cause(server):
     db = make(server, "db", failure_threshold=1)
     api = make(server, "api", failure_threshold=1)
