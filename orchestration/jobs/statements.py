@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import connections
 
 from orchestration.choices import CLAIMABLE_STATUSES, JobStatus
@@ -37,12 +38,19 @@ class _Sql:
 _BY_VENDOR: dict[str, _Sql] = {}
 
 
-def _sql(quote: Any) -> _Sql:
+def _sql(quote: Any, vendor: str) -> _Sql:
     j = {f.name: quote(f.column) for f in Job._meta.concrete_fields}
     job, lane = quote(Job._meta.db_table), quote(Lane._meta.db_table)
     claimable = ", ".join(["%s"] * len(CLAIMABLE_STATUSES))
     due = "({c} IS NULL OR {c} <= %s)"
-    waiting = f"(SELECT COUNT(*) FROM {job} w WHERE w.{j['status']} = %s AND w.{j['started_at']} IS NULL)"
+    # Counted up to a cap (dispatch() needs no more than the backlog). On PostgreSQL in
+    # id order, so it is read from job_waiting_idx by an ordered scan (migration 0006
+    # says why that matters there).
+    newest_first = f"ORDER BY w.{j['id']} DESC " if vendor == "postgresql" else ""
+    waiting = (
+        f"(SELECT COUNT(*) FROM (SELECT 1 FROM {job} w WHERE w.{j['status']} = %s AND w.{j['started_at']} IS NULL "
+        f"{newest_first}LIMIT %s) w)"
+    )
     birth_claim = (
         f"UPDATE {job} SET {j['status']} = %s, {j['lease_token']} = %s, {j['lease_owner']} = '', "
         f"{j['lease_expires_at']} = %s, {j['dispatched_at']} = %s, {j['started_at']} = NULL "
@@ -78,7 +86,7 @@ def _prepared() -> tuple[Any, _Sql]:
     connection = connections[Job.objects.db]
     sql = _BY_VENDOR.get(connection.vendor)
     if sql is None:  # (a race here only builds the same text twice)
-        sql = _BY_VENDOR[connection.vendor] = _sql(connection.ops.quote_name)
+        sql = _BY_VENDOR[connection.vendor] = _sql(connection.ops.quote_name, connection.vendor)
     return connection, sql
 
 
@@ -86,8 +94,18 @@ def _at(connection, value: datetime) -> Any:
     return connection.ops.adapt_datetimefield_value(value)
 
 
+def waiting_cap() -> int:
+    """How far the waiting count goes: the backlog (a larger count changes nothing in
+    dispatch()), or a generous bound where there is no backlog."""
+    return settings.JOB_DISPATCH_BACKLOG or 10_000
+
+
+def _waiting_params() -> tuple[Any, ...]:
+    return (JobStatus.PROCESSING, waiting_cap())
+
+
 def _outlook_params(connection, now: datetime) -> tuple[Any, ...]:
-    return (*CLAIMABLE_STATUSES, _at(connection, now), JobStatus.PROCESSING)
+    return (*CLAIMABLE_STATUSES, _at(connection, now), *_waiting_params())
 
 
 def outlook(now: datetime) -> tuple[bool, int]:
@@ -139,7 +157,7 @@ def birth_claim(job: Job, now: datetime, *, token: str, lease_expires_at: dateti
     statement = sql.birth_claim
     if backlog:
         statement = sql.birth_claim_backlog
-        params += [JobStatus.PROCESSING, backlog]
+        params += [*_waiting_params(), backlog]
     with connection.cursor() as cursor:
         cursor.execute(statement, params)
         return cursor.rowcount == 1
@@ -203,8 +221,8 @@ def insert(job: Job, claim: dict[str, Any], *, backlog: int) -> tuple[bool, int]
             params.append(pending)
     params += [*CLAIMABLE_STATUSES, _at(connection, claim["dispatched_at"]), job.priority_rank, job.lane]
     if backlog:
-        params += [JobStatus.PROCESSING, backlog]
-    params.append(JobStatus.PROCESSING)
+        params += [*_waiting_params(), backlog]
+    params += _waiting_params()
     with connection.cursor() as cursor:
         cursor.execute(text, params)
         job_id, status, waiting = cursor.fetchone()
@@ -221,7 +239,7 @@ def waiting(connection) -> int:
     """How many jobs wait in the broker unstarted (dispatch()'s backlog)."""
     _, sql = _prepared()
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {sql.waiting}", [JobStatus.PROCESSING])
+        cursor.execute(f"SELECT {sql.waiting}", _waiting_params())
         return int(cursor.fetchone()[0] or 0)
 
 

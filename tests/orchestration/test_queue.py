@@ -464,6 +464,33 @@ class TestStartAndBirthClaim:
 
 
 @pytest.mark.django_db
+def test_the_waiting_count_stops_at_the_backlog_and_reads_its_own_index(settings):
+    """dispatch() needs the count of jobs in the broker only up to its backlog. On
+    PostgreSQL it is read from the partial index job_waiting_idx in id order: a bitmap
+    scan of the status index visited every dead row version since the last vacuum."""
+    settings.JOB_DISPATCH_BACKLOG = 3
+    now = timezone.now()
+    Job.objects.bulk_create(
+        Job(kind="noop", status=JobStatus.PROCESSING, lease_token="t", dispatched_at=now) for _ in range(5)
+    )
+    Job.objects.bulk_create([Job(kind="noop", status=JobStatus.PROCESSING, lease_token="t", started_at=now)])
+    assert statements.waiting(connection) == 3
+    settings.JOB_DISPATCH_BACKLOG = 0  # no backlog: counted in full (up to a large bound)
+    assert statements.waiting(connection) == 5
+    _, sql = statements._prepared()
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET enable_seqscan = off")  # (a tiny table would be scanned whole)
+            cursor.execute(f"EXPLAIN SELECT {sql.waiting}", list(statements._waiting_params()))
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            cursor.execute("RESET enable_seqscan")
+            assert "job_waiting_idx" in plan and "Bitmap" not in plan, plan
+        else:  # SQLite keeps no dead row versions: no such index to maintain
+            cursor.execute("SELECT count(*) FROM sqlite_master WHERE name = 'job_waiting_idx'")
+            assert cursor.fetchone()[0] == 0
+
+
+@pytest.mark.django_db
 def test_the_finishing_statement_answers_dispatch_s_question(settings):
     """The outcome and the queue's outlook in one round trip: the job's own row as
     written (JSON result, timestamps) and what dispatch() would have read after it."""
