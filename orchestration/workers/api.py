@@ -21,7 +21,7 @@ from orchestration.api.views import AuditedModelViewSet, actor_of
 from orchestration.choices import Priority
 from orchestration.models import Anomaly, ScoreReport, Worker, WorkerRun
 from orchestration.models.ledger import record
-from orchestration.redaction import MaskedSecretError, redact, restore_headers
+from orchestration.redaction import MaskedSecretError, redact, restore
 from orchestration.workers import breaker, specs
 from orchestration.workers.choices import (
     FAILED_RUN_STATUSES,
@@ -131,11 +131,10 @@ class WorkerSerializer(serializers.ModelSerializer):
         )
         merged.update(attrs)
         target = merged.get("target")
-        if isinstance(target, Mapping) and isinstance(target.get("headers"), Mapping):
+        if isinstance(target, Mapping):
             # Reads mask secret headers; writing a read back sends the mask: keep the stored value.
-            stored = (self.instance.target or {}).get("headers") if self.instance is not None else None
             try:
-                merged["target"] = {**target, "headers": restore_headers(target["headers"], stored)}
+                merged["target"] = restore(target, self.instance.target if self.instance is not None else None)
             except MaskedSecretError as exc:
                 raise serializers.ValidationError({"target": str(exc)}) from None
         try:
