@@ -92,7 +92,7 @@ class JobAddForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["kind"].choices = [(k, k) for k in kind_names()]
+        self.fields["kind"].choices = [(k, k) for k in kind_names(client=True)]
         self.fields["payload"].initial = dict
 
     def clean(self):

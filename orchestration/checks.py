@@ -20,8 +20,14 @@ def orchestrator_settings(app_configs, **kwargs):
                 id="orchestration.E001",
             )
         )
-    if "orm" not in q and "redis" not in q:
-        problems.append(Error("Q_CLUSTER has no broker", hint="Set Q_BROKER.", id="orchestration.E002"))
+    if q.get("broker_class") != "orchestration.jobs.broker.JobBroker" and not settings.BASELINE_BROKER:
+        problems.append(
+            Error(
+                "Q_CLUSTER must use the Job-table broker",
+                hint="Set Q_CLUSTER['broker_class'] = 'orchestration.jobs.broker.JobBroker'.",
+                id="orchestration.E002",
+            )
+        )
     if not settings.DEBUG and settings.SECRET_KEY == DEV_SECRET_KEY:
         problems.append(
             Warning(
@@ -30,19 +36,51 @@ def orchestrator_settings(app_configs, **kwargs):
                 id="orchestration.W001",
             )
         )
-    engine = settings.DATABASES["default"]["ENGINE"]
-    if engine.endswith("sqlite3") and "redis" in q:
-        problems.append(
-            Warning(
-                "Redis broker with a SQLite database",
-                hint="The scale profile pairs Q_BROKER=redis://… with DATABASE_URL=postgres://….",
-                id="orchestration.W002",
-            )
-        )
     if settings.JOB_LEASE_SECONDS >= q.get("retry", 10**9):
         problems.append(Error("JOB_LEASE_SECONDS must be below Q_CLUSTER retry", id="orchestration.E003"))
     try:
         settings.RUNS_DIR.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         problems.append(Error(f"RUNS_DIR {settings.RUNS_DIR} is not writable: {exc}", id="orchestration.E004"))
+    problems.extend(database_version())
     return problems
+
+
+# The queue's statements need UPDATE … RETURNING (SQLite 3.35) and FOR UPDATE SKIP
+# LOCKED with NOTIFY (PostgreSQL; 14 is the oldest release still supported upstream).
+MIN_SQLITE = (3, 35, 0)
+MIN_POSTGRESQL = 140000
+
+
+def supported_database(vendor: str, version: tuple[int, ...] | int) -> str | None:
+    """Why this database cannot hold the queue, or None when it can."""
+    if vendor == "sqlite":
+        if tuple(version) < MIN_SQLITE:  # type: ignore[arg-type]
+            return f"SQLite {'.'.join(map(str, version))} is older than 3.35"  # type: ignore[arg-type]
+        return None
+    if vendor == "postgresql":
+        if int(version) < MIN_POSTGRESQL:  # type: ignore[arg-type]
+            return f"PostgreSQL {int(version) // 10000} is older than 14"  # type: ignore[arg-type]
+        return None
+    return f"{vendor} is not supported (SQLite 3.35+ or PostgreSQL 14+)"
+
+
+def database_version() -> list[Error]:
+    from django.db import connection
+
+    if connection.vendor == "sqlite":
+        import sqlite3
+
+        version: tuple[int, ...] | int = sqlite3.sqlite_version_info
+    elif connection.vendor == "postgresql":
+        try:
+            connection.ensure_connection()
+        except Exception:  # no database yet: nothing to say about its version
+            return []
+        version = connection.pg_version
+    else:
+        version = 0
+    why = supported_database(connection.vendor, version)
+    if why is None:
+        return []
+    return [Error(f"The database cannot hold the job queue: {why}", id="orchestration.E005")]

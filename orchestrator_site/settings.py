@@ -3,6 +3,7 @@ environment (see README "Configuration"); nothing secret is committed."""
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -140,11 +141,10 @@ SNAPSHOT_MAX_AGE_SECONDS = env_float("SNAPSHOT_MAX_AGE_SECONDS", 0.0 if TESTING 
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 30, minimum=2)
 # Lanes not listed in the Lane table get this concurrency limit (0 = unlimited).
 JOB_DEFAULT_LANE_LIMIT = env_int("JOB_DEFAULT_LANE_LIMIT", 0, minimum=0)
-# Backpressure: at most this many jobs handed to the broker and not yet started. Without
-# it every finished job would hand over another batch, the broker's queue would grow
-# past what the cluster can start within JOB_DISPATCH_LEASE_SECONDS, and those jobs
-# would be taken back and handed over again, over and over. 0 means no cap.
-JOB_DISPATCH_BACKLOG = env_int("JOB_DISPATCH_BACKLOG", 100, minimum=0)
+# An idle node on SQLite looks for new jobs at most this far apart (its interval
+# starts at 2 ms after work and doubles while the queue stays empty). PostgreSQL
+# nodes are woken by NOTIFY instead.
+JOB_POLL_SECONDS = env_float("JOB_POLL_SECONDS", 0.02, minimum=0.001)
 # Dotted-path prefixes that the "python.call" job kind may import.
 PYTHON_JOB_ALLOWED_PREFIXES = env_list(
     "PYTHON_JOB_ALLOWED_PREFIXES", ["orchestration.", "health.", "pipeline.", "examples."]
@@ -154,38 +154,61 @@ ADMIN_TOKEN = env_str("ORCHESTRATOR_ADMIN_TOKEN", "")
 LEDGER_RETENTION_DAYS = env_int("LEDGER_RETENTION_DAYS", 30, minimum=1)
 
 # --- django-q2 ----------------------------------------------------------------
-# The embedded profile uses the database as broker; Q_BROKER=redis://… switches to
-# Redis. Retries of failed work are the Job model's business, so django-q2 itself
-# never re-runs a failing task (max_attempts=1); "retry" stays above "timeout" so a
-# task is only redelivered when its worker really died. (A job does not wait for that
-# redelivery: the loop reclaims it once its lease expires.)
-Q_BROKER = env_str("Q_BROKER", "orm")
+# The Job table is the only queue, on every profile: django-q2's broker is
+# JobBroker, whose dequeue claims Job rows (orchestration/jobs/broker.py). django-q2
+# runs them (cluster, worker processes, time limits, schedules). Retries are the Job
+# model's business, so django-q2 itself never re-runs a task (max_attempts=1).
+if "Q_BROKER" in os.environ:
+    raise ImproperlyConfigured(
+        "Q_BROKER is no longer read: jobs are queued in the database on every profile, so there is "
+        "no broker to set. Unset Q_BROKER; to share the cache (write throttle, snapshot) between web "
+        "processes through Redis, set CACHE_URL=redis://host:6379/0 instead."
+    )
 # The cluster kills a task running past Q_TIMEOUT. Jobs keep their own, shorter limits
 # (a pipeline stage's timeout, up to 180 minutes in the seeded definition; a worker's
 # timeout and its cap, checked against this when a worker is saved), so the cluster's
-# limit only ends what hangs past all of them: 4 h by default (it was 600 s, which cut
-# off long stages and the fleet's 30- and 60-minute workers).
+# limit only ends what hangs past all of them: 4 h by default.
 Q_TIMEOUT = env_int("Q_TIMEOUT", 14400, minimum=1)
+_Q_WORKERS = env_int("Q_WORKERS", 2, minimum=1)
 Q_CLUSTER: dict = {
     "name": env_str("Q_CLUSTER_NAME", "orchestrator"),
-    "workers": env_int("Q_WORKERS", 2, minimum=1),
+    "workers": _Q_WORKERS,
     "timeout": Q_TIMEOUT,
     "retry": Q_TIMEOUT + 60,
     "max_attempts": 1,
-    "poll": env_float("Q_POLL", 0.1, minimum=0.01),
     "save_limit": env_int("Q_SAVE_LIMIT", 250, minimum=-1),
-    "queue_limit": env_int("Q_QUEUE_LIMIT", 50, minimum=1),
+    # A node claims at most "bulk" jobs at a time and holds at most "queue_limit"
+    # claimed jobs that no worker process has taken yet: enough to keep its workers
+    # busy, few enough that other nodes get their share.
+    "bulk": env_int("Q_BULK", _Q_WORKERS, minimum=1),
+    "queue_limit": env_int("Q_QUEUE_LIMIT", _Q_WORKERS, minimum=1),
     "catch_up": False,
     "ack_failures": True,
     "label": "Task queue",
     "sync": env_bool("Q_SYNC", TESTING),
+    "broker_class": "orchestration.jobs.broker.JobBroker",
 }
-if Q_BROKER == "orm":
-    Q_CLUSTER["orm"] = "default"
-elif Q_BROKER.startswith(("redis://", "rediss://", "unix://")):
-    Q_CLUSTER["redis"] = Q_BROKER
+# Benchmarks only: bare django-q2 on one of its own brokers ("orm" or a redis:// URL),
+# the baseline the Job-table queue is measured against (bench/throughput.py).
+BASELINE_BROKER = env_str("DJANGO_Q_BASELINE_BROKER", "")
+if BASELINE_BROKER:
+    del Q_CLUSTER["broker_class"]
+    Q_CLUSTER["poll"] = 0.1
+    Q_CLUSTER["queue_limit"] = 50
+    if BASELINE_BROKER == "orm":
+        Q_CLUSTER["orm"] = "default"
+    else:
+        Q_CLUSTER["redis"] = BASELINE_BROKER
+
+# Redis, when CACHE_URL names it, is the cache every web process shares: the write
+# throttle counts and the snapshot are then per deployment, not per process.
+CACHE_URL = env_str("CACHE_URL", "")
+if CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
+elif CACHE_URL:
+    raise ImproperlyConfigured(f"CACHE_URL must be a redis:// URL (got {CACHE_URL!r})")
 else:
-    raise ImproperlyConfigured(f"Q_BROKER must be 'orm' or a redis:// URL (got {Q_BROKER!r})")
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- REST API ---------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -23,13 +23,13 @@ def inline_execution() -> Iterator[None]:
 
 
 def run_inline(job_id: int) -> None:
-    """Dispatch and execute this job's queued stage runs here until it waits or ends."""
+    """Claim and execute this job's queued stage runs here until it waits or ends."""
     from orchestration.jobs import queue
     from pipeline.models import PipelineJob
 
     with inline_execution():
         for _ in range(200):
-            if PipelineJob.objects.get(pk=job_id).status != "running" or not queue.dispatch():
+            if PipelineJob.objects.get(pk=job_id).status != "running" or not queue.wake():
                 return
 
 

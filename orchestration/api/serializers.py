@@ -61,8 +61,8 @@ class JobCreateSerializer(serializers.Serializer):
     reference = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
 
     def validate_kind(self, value: str) -> str:
-        if value not in kind_names():
-            raise serializers.ValidationError(f"Unknown job kind. Known kinds: {', '.join(kind_names())}.")
+        if value not in kind_names(client=True):
+            raise serializers.ValidationError(f"Unknown job kind. Known kinds: {', '.join(kind_names(client=True))}.")
         return value
 
     def validate_payload(self, value):

@@ -118,3 +118,21 @@ def python_call(payload: dict, ctx) -> dict:
     func = import_callable(str(payload.get("path", "")))
     result = func(*payload.get("args", []), **payload.get("kwargs", {}))
     return result if isinstance(result, dict) else {"value": result}
+
+
+@job_kind(
+    "django_q.task",
+    description="A task django-q2 queued (a schedule's firing, async_task): its function, run once per attempt.",
+    internal=True,
+)
+def django_q_task(payload: dict, ctx) -> dict:
+    import json
+
+    from orchestration.jobs.broker import run_package
+
+    result = run_package(payload)
+    try:
+        json.dumps(result)
+    except (TypeError, ValueError):
+        result = repr(result)
+    return {"result": result}

@@ -50,14 +50,18 @@ class JobKind:
     handler: Handler
     description: str = ""
     payload_schema: dict[str, Any] = field(default_factory=dict)
+    # Created by the orchestrator itself only (the API refuses it as a client's kind).
+    internal: bool = False
 
 
 _KINDS: dict[str, JobKind] = {}
 
 
-def job_kind(name: str, *, description: str = "", payload_schema: dict[str, Any] | None = None):
+def job_kind(
+    name: str, *, description: str = "", payload_schema: dict[str, Any] | None = None, internal: bool = False
+):
     def register(func: Handler) -> Handler:
-        _KINDS[name] = JobKind(name, func, description or (func.__doc__ or "").strip(), payload_schema or {})
+        _KINDS[name] = JobKind(name, func, description or (func.__doc__ or "").strip(), payload_schema or {}, internal)
         return func
 
     return register
@@ -70,5 +74,6 @@ def get_kind(name: str) -> JobKind:
         raise UnknownJobKind(f"unknown job kind {name!r}; known kinds: {', '.join(sorted(_KINDS))}") from None
 
 
-def kind_names() -> list[str]:
-    return sorted(_KINDS)
+def kind_names(*, client: bool = False) -> list[str]:
+    """Every kind's name; ``client=True``: only those a person or client may create."""
+    return sorted(name for name, kind in _KINDS.items() if not (client and kind.internal))

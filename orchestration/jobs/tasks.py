@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from orchestration.jobs import queue
+from orchestration.jobs import broker, queue
 
 
-def execute_job(job_id: int, token: str) -> str:
-    return queue.execute(job_id, token)
+def execute_job(job_id: int, token: str, node: str | None = None) -> str:
+    with broker.running(job_id):
+        return queue.execute(job_id, token, node)
 
 
 def maintain_queue() -> dict:

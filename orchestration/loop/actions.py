@@ -38,7 +38,7 @@ def retry_failed(action: PlannedAction, ctx: ActionContext) -> dict:
         max_attempts=F("attempts") + 1,
         auto_retries=F("auto_retries") + 1,
     )
-    queue.dispatch()
+    queue.wake()
     return {"retried": changed, "job_ids": ids[:50]}
 
 
@@ -62,8 +62,8 @@ def rebalance_queue(action: PlannedAction, ctx: ActionContext) -> dict:
         .order_by("created_at")
     )
     deferred = Job.objects.filter(pk__in=ids).update(not_before=ctx.now + deferral)
-    dispatched = queue.dispatch()
-    return {"mode": "normal", "deferred_low_priority": deferred, "dispatched": len(dispatched)}
+    queue.wake()
+    return {"mode": "normal", "deferred_low_priority": deferred}
 
 
 @action_handler("force_publish")
@@ -74,8 +74,8 @@ def force_publish(action: PlannedAction, ctx: ActionContext) -> dict:
     rank = PRIORITY_RANK[Priority.HIGH]
     Job.objects.filter(pk__in=ids, priority_rank__lt=rank).update(priority=Priority.HIGH, priority_rank=rank)
     forced = Job.objects.filter(pk__in=ids).update(forced=True, not_before=None)
-    dispatched = queue.dispatch()
-    return {"forced": forced, "dispatched": len(dispatched), "job_ids": ids[:50]}
+    queue.wake()
+    return {"forced": forced, "job_ids": ids[:50]}
 
 
 @action_handler("trigger_reconciliation")
@@ -112,8 +112,8 @@ def promote_high_score(action: PlannedAction, ctx: ActionContext) -> dict:
     Job.objects.filter(pk__in=ids).update(
         priority=Priority.CRITICAL, priority_rank=rank, promoted=True, not_before=None
     )
-    dispatched = queue.dispatch()
-    return {"promoted": len(ids), "channels": channels, "dispatched": len(dispatched), "job_ids": ids[:50]}
+    queue.wake()
+    return {"promoted": len(ids), "channels": channels, "job_ids": ids[:50]}
 
 
 @action_handler("downgrade_low_score")
@@ -159,8 +159,8 @@ def schedule_job(action: PlannedAction, ctx: ActionContext) -> dict:
     rank = PRIORITY_RANK[Priority.HIGH]
     raised = Job.objects.filter(pk__in=ids, priority_rank__lt=rank).update(priority=Priority.HIGH, priority_rank=rank)
     Job.objects.filter(pk__in=ids, not_before__gt=ctx.now).update(not_before=None)
-    dispatched = queue.dispatch()
-    return {"target": target, "scheduled": len(ids), "raised": raised, "dispatched": len(dispatched)}
+    queue.wake()
+    return {"target": target, "scheduled": len(ids), "raised": raised}
 
 
 @action_handler("ledger_alert")

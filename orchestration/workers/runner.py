@@ -123,8 +123,8 @@ def record_firing(sender, task: dict, **kwargs) -> None:
     Without this the firing existed only as a broker message until a cluster worker
     ran ``scheduled_run``; a node killed while holding that message (Redis hands
     messages out without acknowledgement) lost the due time for good. Now the run and
-    its job are committed with the schedule's new ``next_run``, or neither is; the
-    broker message that follows finds the run and does nothing more.
+    its job are committed with the schedule's new ``next_run``, or neither is, and the
+    broker queues no second job for the firing.
     """
     from orchestration.workers.sync import SCHEDULE_FUNC
 
@@ -134,6 +134,8 @@ def record_firing(sender, task: dict, **kwargs) -> None:
     due_at = (task.get("kwargs") or {}).get("due_at")
     if len(args) == 1 and isinstance(args[0], str) and due_at:
         scheduled_run(args[0], due_at=due_at)
+        # The run's own job is the durable record: the broker queues nothing more.
+        task["orchestrator_recorded"] = True
 
 
 # --- execute ----------------------------------------------------------------------

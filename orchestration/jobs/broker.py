@@ -1,0 +1,325 @@
+"""django-q2's broker on the Job table: the one queue.
+
+django-q2 stays the executor (cluster, worker processes, time limits, schedules,
+monitor); the Job row is the one truth. ``dequeue`` claims due Job rows directly (one
+statement per batch, see statements.claim) and hands the cluster's workers "execute
+job N with token T". There is no second copy of a job to keep in step, so nothing is
+lost between two queues and nothing waits out a dispatch lease.
+
+Whatever django-q2 itself enqueues (schedule firings, ``async_task`` from anywhere)
+becomes a durable Job of kind ``django_q.task`` through ``enqueue``: retried, leased
+and reclaimed like any other job, and visible in the admin and the API.
+
+A node (one cluster: its sentinel, pusher and worker processes) renews the leases of
+all it holds in one statement per beat, from a thread of its pusher process. A job
+whose worker process died is left out of the next beat, so its lease runs out and it
+is reclaimed within one beat of that; a killed node's jobs likewise.
+
+Wake-up: on PostgreSQL an idle node LISTENs for the NOTIFY every enqueue sends; on
+SQLite it polls with a short interval that grows while the queue stays empty.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connections, transaction
+from django.utils import timezone
+from django_q.brokers import Broker
+from django_q.conf import Conf
+from django_q.signing import BadSignature, SignedPackage
+
+from orchestration.choices import CLAIMABLE_STATUSES, JobStatus
+from orchestration.jobs import queue, statements
+
+log = logging.getLogger("orchestration.jobs.broker")
+
+EXECUTE = "orchestration.jobs.tasks.execute_job"
+TASK_KIND = "django_q.task"
+# Idle polling on SQLite: from the first to the last interval, doubling while empty.
+POLL_FIRST_SECONDS = 0.002
+# On PostgreSQL a NOTIFY wakes the node at once; the wait is bounded so a job whose
+# not_before passes is claimed within it, and the pusher sees the cluster stop.
+LISTEN_SECONDS = 0.5
+
+
+# --- the jobs this node's worker processes are running -------------------------------
+class RunningJobs:
+    """(pid, job id) per busy worker process, in memory shared by one node's processes.
+
+    Created in the cluster's parent before it forks the sentinel, pusher and workers,
+    so they all see the same slots. The heartbeat renews the leases of the jobs in
+    here whose process is alive, and of the jobs claimed and not yet started.
+    """
+
+    SLOTS = 256
+
+    def __init__(self) -> None:
+        self._slots = multiprocessing.Array("q", self.SLOTS * 2)
+
+    def add(self, job_id: int) -> int:
+        pid = os.getpid()
+        with self._slots.get_lock():
+            for i in range(0, self.SLOTS * 2, 2):
+                if self._slots[i] == 0:
+                    self._slots[i], self._slots[i + 1] = pid, job_id
+                    return i
+        return -1  # full: the job is still renewed as a claimed one until it finishes
+
+    def remove(self, slot: int) -> None:
+        if slot >= 0:
+            with self._slots.get_lock():
+                self._slots[slot], self._slots[slot + 1] = 0, 0
+
+    def alive(self) -> list[int]:
+        """Job ids being run by live processes; slots of dead processes are freed."""
+        ids = []
+        with self._slots.get_lock():
+            for i in range(0, self.SLOTS * 2, 2):
+                pid, job_id = self._slots[i], self._slots[i + 1]
+                if not pid:
+                    continue
+                if _pid_alive(pid):
+                    ids.append(job_id)
+                else:
+                    self._slots[i], self._slots[i + 1] = 0, 0
+        return ids
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_running: RunningJobs | None = None
+
+
+@contextmanager
+def running(job_id: int) -> Iterator[None]:
+    """Within the block this process counts as running ``job_id`` (for the heartbeat)."""
+    slot = _running.add(job_id) if _running is not None else -1
+    try:
+        yield
+    finally:
+        if _running is not None:
+            _running.remove(slot)
+
+
+# --- the broker ---------------------------------------------------------------------
+def node_identity() -> str:
+    """The node a process belongs to: its host and the cluster's sentinel (the
+    parent of the pusher and of every worker process)."""
+    return f"{queue.HOST}:{os.getppid()}"
+
+
+class JobBroker(Broker):
+    def __init__(self, list_key: str | None = None) -> None:
+        global _running
+        super().__init__(list_key)
+        if _running is None:
+            _running = RunningJobs()
+        self._poll = POLL_FIRST_SECONDS
+        self._listener: Any = None
+        self._heartbeat: _Heartbeat | None = None
+
+    @staticmethod
+    def get_connection(list_key: str | None = None) -> None:
+        return None
+
+    def info(self) -> str:
+        return "Job table"
+
+    def ping(self) -> bool:
+        return True
+
+    # What django-q2 queues (schedules, async_task) becomes a Job.
+    def enqueue(self, task: str) -> int:
+        package = SignedPackage.loads(task)
+        if package.get("orchestrator_recorded"):
+            return 0  # already a job of its own (a fleet worker's firing, see workers.runner)
+        job = queue.enqueue(TASK_KIND, describe(package, task), max_attempts=3)
+        return job.pk
+
+    def dequeue(self) -> list[tuple[int, str]] | None:
+        node = node_identity()
+        if self._heartbeat is None or not self._heartbeat.is_alive():
+            self._heartbeat = _Heartbeat(node)
+            self._heartbeat.start()
+        if transaction.get_autocommit():
+            close_old_connections()
+        try:
+            claimed = queue.claim(max(1, Conf.BULK), owner=node)
+        except DatabaseError as exc:  # the database went away: try again shortly
+            log.warning("claiming jobs failed (%s); retrying", exc)
+            _close()
+            time.sleep(1.0)
+            return None
+        if claimed:
+            self._poll = POLL_FIRST_SECONDS
+            now = timezone.now()
+            return [(job_id, SignedPackage.dumps(_package(job_id, token, node, now))) for job_id, token in claimed]
+        self._wait()
+        return None
+
+    def _wait(self) -> None:
+        connection = connections["default"]
+        if connection.vendor == "postgresql":
+            try:
+                self._listen()
+                return
+            except Exception as exc:  # listening is an optimisation: fall back to polling
+                log.warning("listening for new jobs failed (%s); polling", exc)
+                self._close_listener()
+        time.sleep(self._poll)
+        self._poll = min(self._poll * 2, settings.JOB_POLL_SECONDS)
+
+    def _listen(self) -> None:
+        if self._listener is None:
+            import psycopg
+
+            params = connections["default"].get_connection_params()
+            params.pop("cursor_factory", None)
+            params.pop("context", None)
+            self._listener = psycopg.connect(**params, autocommit=True)
+            self._listener.execute(f"LISTEN {queue.NOTIFY_CHANNEL}")
+        for _ in self._listener.notifies(timeout=LISTEN_SECONDS, stop_after=1):
+            break
+
+    def _close_listener(self) -> None:
+        if self._listener is not None:
+            try:
+                self._listener.close()
+            except Exception:
+                pass
+            self._listener = None
+
+    # The Job row is the record of every run: there is nothing else to acknowledge.
+    def acknowledge(self, task_id: Any) -> None:
+        return None
+
+    def fail(self, task_id: Any) -> None:
+        return None
+
+    def delete(self, task_id: Any) -> None:
+        return None
+
+    def queue_size(self) -> int:
+        from django.db.models import Q
+
+        from orchestration.models import Job
+
+        now = timezone.now()
+        return Job.objects.filter(
+            Q(not_before__isnull=True) | Q(not_before__lte=now), status__in=CLAIMABLE_STATUSES
+        ).count()
+
+    def lock_size(self) -> int:
+        from orchestration.models import Job
+
+        return Job.objects.filter(status=JobStatus.PROCESSING).count()
+
+    def purge_queue(self) -> None:
+        return None  # jobs are canceled one by one, by a person, with a reason
+
+    def delete_queue(self) -> None:
+        return None
+
+
+def _package(job_id: int, token: str, node: str, now: Any) -> dict[str, Any]:
+    # save=False: the Job row is the record of the run, so django-q2 keeps no
+    # success row of its own (it still keeps a failure of execute_job itself).
+    return {
+        "id": uuid.uuid4().hex,
+        "name": f"job-{job_id}",
+        "func": EXECUTE,
+        "args": (job_id, token, node),
+        "kwargs": {},
+        "started": now,
+        "save": False,
+        "ack_failure": True,
+    }
+
+
+def describe(package: dict[str, Any], signed: str) -> dict[str, Any]:
+    """The payload of a django-q2 task's job: what a person reads (function, name,
+    arguments as text) and the signed package the job runs."""
+    func = package.get("func")
+    name = func if isinstance(func, str) else f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', '?')}"
+    return {
+        "func": name,
+        "task_name": str(package.get("name") or ""),
+        "args": repr(package.get("args") or ())[:500],
+        "kwargs": repr(package.get("kwargs") or {})[:500],
+        "package": signed,
+    }
+
+
+def run_package(payload: dict[str, Any]) -> Any:
+    """Run a django-q2 task stored as a job (its signature checked with this
+    install's key, so a package written by anyone else does not run)."""
+    import pydoc
+
+    try:
+        package = SignedPackage.loads(payload.get("package", ""))
+    except (BadSignature, TypeError, ValueError) as exc:
+        from orchestration.jobs.registry import PermanentJobError
+
+        raise PermanentJobError(f"the task package does not carry this installation's signature: {exc}")
+    func = package["func"]
+    if not callable(func):
+        func = pydoc.locate(func)
+    if func is None:
+        from orchestration.jobs.registry import PermanentJobError
+
+        raise PermanentJobError(f"function {package['func']!r} is not defined")
+    return func(*package.get("args", ()), **package.get("kwargs", {}))
+
+
+def _close() -> None:
+    try:
+        connections["default"].close()
+    except Exception:
+        pass
+
+
+class _Heartbeat(threading.Thread):
+    """One statement per beat renews every lease this node holds; then expired leases
+    (of any node) are reclaimed, so a dead node's jobs come back within one beat of
+    their expiry whether or not a loop runner is up."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__(daemon=True, name="job-lease-heartbeat")
+        self.node = node
+
+    def run(self) -> None:
+        interval = max(0.5, settings.JOB_LEASE_SECONDS / 3)
+        while True:
+            time.sleep(interval)
+            try:
+                self.beat()
+            except Exception as exc:  # the database went away: the next beat tries again
+                log.warning("lease heartbeat of %s failed: %s", self.node, exc)
+                _close()
+
+    def beat(self) -> None:
+        close_old_connections()
+        now = timezone.now()
+        running_ids = _running.alive() if _running is not None else []
+        expires = now + timedelta(seconds=settings.JOB_LEASE_SECONDS)
+        statements.renew(self.node, running_ids, expires)
+        queue.maintain(now)

@@ -1,0 +1,115 @@
+"""django-q2's broker on the Job table: what django-q2 queues becomes a job, and
+dequeue claims jobs directly."""
+
+from __future__ import annotations
+
+import pytest
+from django.core import signing
+from django_q.conf import Conf
+from django_q.signing import PickleSerializer, SignedPackage
+from django_q.tasks import async_task
+
+from orchestration.choices import JobStatus
+from orchestration.jobs import queue
+from orchestration.jobs.broker import EXECUTE, TASK_KIND, JobBroker, node_identity
+from orchestration.models import Job
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("broker_only")]
+
+
+def test_the_cluster_is_configured_with_this_broker():
+    from django_q.brokers import get_broker
+
+    assert isinstance(get_broker(), JobBroker)
+    assert Conf.BROKER_CLASS == "orchestration.jobs.broker.JobBroker"
+
+
+def test_an_async_task_becomes_a_durable_job_that_runs_its_function(settings, tmp_path):
+    settings.RUNS_DIR = tmp_path
+    async_task("orchestration.jobs.kinds.append_mark", "broker-test", "hello")
+    job = Job.objects.get(kind=TASK_KIND)
+    assert job.status == JobStatus.PENDING
+    assert job.payload["func"] == "orchestration.jobs.kinds.append_mark"
+    assert "broker-test" in job.payload["args"]
+    broker = JobBroker()
+    ((ack_id, package),) = broker.dequeue()
+    assert ack_id == job.pk
+    task = SignedPackage.loads(package)
+    assert task["func"] == EXECUTE and task["args"][0] == job.pk and task["save"] is False
+    job.refresh_from_db()
+    assert job.status == JobStatus.PROCESSING and job.lease_owner == node_identity()
+    # What a cluster worker does with the package.
+    from orchestration.jobs.tasks import execute_job
+
+    assert execute_job(*task["args"]) == JobStatus.COMPLETED
+    job.refresh_from_db()
+    assert job.result == {"result": "hello"}
+    assert (tmp_path / "marks" / "broker-test").read_text() == "hello\n"
+
+
+def test_dequeue_takes_a_batch_in_queue_order_and_nothing_twice(monkeypatch):
+    monkeypatch.setattr(Conf, "BULK", 3)
+    low = queue.enqueue("noop", priority="low", wake_nodes=False)
+    normal = [queue.enqueue("noop", wake_nodes=False) for _ in range(3)]
+    critical = queue.enqueue("noop", priority="critical", wake_nodes=False)
+    broker = JobBroker()
+    first = [ack for ack, _ in broker.dequeue()]
+    second = [ack for ack, _ in broker.dequeue()]
+    assert sorted(first) == sorted([critical.pk, normal[0].pk, normal[1].pk])
+    assert second == [normal[2].pk] or sorted(second) == sorted([normal[2].pk, low.pk])
+    assert not set(first) & set(second)
+
+
+def test_an_empty_queue_dequeues_nothing_after_a_short_wait(settings):
+    settings.JOB_POLL_SECONDS = 0.01
+    assert JobBroker().dequeue() is None
+
+
+def test_a_package_signed_with_another_key_does_not_run(tmp_path, settings):
+    """A task package written into the queue by anyone without this install's key is
+    a permanent failure: its function is never called."""
+    settings.RUNS_DIR = tmp_path
+    forged = signing.dumps(
+        {"func": "orchestration.jobs.kinds.append_mark", "args": ("forged", "x"), "kwargs": {}},
+        key="not-this-installation-s-key",
+        salt=Conf.PREFIX,
+        serializer=PickleSerializer,
+    )
+    job = queue.enqueue(TASK_KIND, {"func": "x", "package": forged}, wake_nodes=False)
+    ((pk, token),) = queue.claim(1, owner="n:1")
+    assert queue.execute(pk, token) == JobStatus.FAILED
+    job.refresh_from_db()
+    assert "signature" in job.error and job.attempts == 1
+    assert not (tmp_path / "marks" / "forged").exists()
+
+
+def test_clients_cannot_queue_django_q_tasks(staff_client):
+    response = staff_client.post("/api/v1/jobs/", {"kind": TASK_KIND, "payload": {}}, format="json")
+    assert response.status_code == 400 and "kind" in response.json()
+    assert not Job.objects.filter(kind=TASK_KIND).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_scheduled_firing_is_a_job_committed_with_the_schedule(settings, tmp_path):
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_q.models import Schedule
+
+    from orchestration.loop.runner import fire_due_schedules
+
+    settings.RUNS_DIR = tmp_path
+    Schedule.objects.create(
+        name="broker-test",
+        func="orchestration.jobs.kinds.mark_schedule",
+        args="'sched'",
+        schedule_type=Schedule.MINUTES,
+        minutes=60,
+        next_run=timezone.now() - timedelta(seconds=1),
+    )
+    fire_due_schedules()
+    job = Job.objects.get(kind=TASK_KIND, payload__func="orchestration.jobs.kinds.mark_schedule")
+    assert job.status == JobStatus.PENDING
+    assert Schedule.objects.get(name="broker-test").next_run > timezone.now()
+    fire_due_schedules()  # not due again: no second job
+    assert Job.objects.filter(kind=TASK_KIND, payload__func="orchestration.jobs.kinds.mark_schedule").count() == 1
