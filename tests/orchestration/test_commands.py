@@ -79,7 +79,8 @@ class TestEnvHelpers:
     [
         ("ORCHESTRATOR_INTERVAL_SECONDS", "soon", "ORCHESTRATOR_INTERVAL_SECONDS must be a number"),
         ("DEBUG", "perhaps", "DEBUG must be true or false"),
-        ("Q_BROKER", "amqp://x", "Q_BROKER must be 'orm' or a redis:// URL"),
+        ("Q_BROKER", "redis://127.0.0.1:6379/0", "Q_BROKER is no longer read"),
+        ("CACHE_URL", "memcached://x", "CACHE_URL must be a redis:// URL"),
         ("DATABASE_URL", "nonsense://", "DATABASE_URL"),
     ],
 )

@@ -16,12 +16,14 @@ from orchestration.models import Job, LoopState
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("broker_only")]
 
 
-def test_a_tick_dispatches_due_jobs_runs_a_cycle_and_reports_itself():
-    job = queue.enqueue("noop", {}, dispatch_now=False)
+def test_a_tick_reclaims_expired_leases_runs_a_cycle_and_reports_itself():
+    job = queue.enqueue("noop", {}, wake_nodes=False)
+    ((pk, _),) = queue.claim(1, owner="dead-node:1")
+    Job.objects.filter(pk=pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
     runner = LoopRunner()
     runner.tick()
     job.refresh_from_db()
-    assert job.status == "processing"
+    assert job.status == "pending" and job.lease_owner == ""  # back in the queue for any node
     state = LoopState.get()
     assert state.cycle_count == 1 and state.runner_owner == runner.owner
     assert state.dedicated_runner_alive()

@@ -156,12 +156,14 @@ def test_cancel_mid_stage_tells_the_running_stage_to_stop(broker_only, settings)
     settings.PIPELINE_PLACEHOLDER_SECONDS = 30
     job = engine.create_job("long", "a long stage")
     stage_job = Job.objects.get(reference=f"pipeline:{job.pk}:outline:1")
-    assert stage_job.status == JobStatus.PROCESSING  # dispatched to the broker
+    assert stage_job.status == JobStatus.PENDING  # queued for a node to claim
+    ((claimed_pk, token),) = queue.claim(1, owner="test:1")
+    assert claimed_pk == stage_job.pk
     outcome = {}
 
     def worker():
         try:
-            outcome["status"] = queue.execute(stage_job.pk, stage_job.lease_token)
+            outcome["status"] = queue.execute(stage_job.pk, token)
         finally:
             close_old_connections()
 

@@ -43,14 +43,10 @@ def drain(max_rounds: int = 200) -> None:
     """Run the queue to quiescence, jumping the clock over retry delays."""
     with time_machine.travel(timezone.now(), tick=True) as clock:
         for _ in range(max_rounds):
-            queue.dispatch()
-            # Every dispatched job not yet started, whoever dispatched it (execute()
-            # dispatches the next due job itself when it finishes).
-            ids = list(
-                Job.objects.filter(status=JobStatus.PROCESSING, started_at__isnull=True).values_list("pk", flat=True)
-            )
-            for pk in ids:
-                queue.execute(pk, Job.objects.get(pk=pk).lease_token)
+            claimed = queue.claim(100, owner="test:1")
+            ids = [pk for pk, _ in claimed]
+            for pk, token in claimed:
+                queue.execute(pk, token)
             waiting = Job.objects.filter(status=JobStatus.RETRY).order_by("not_before").first()
             if not ids and waiting is None:
                 return

@@ -209,8 +209,8 @@ def test_the_sweep_detects_fleet_anomalies_and_resolves_them(make_worker, settin
         anomaly_rules.QUEUE_OVERFLOW_DEPTH = 1
         from orchestration.jobs.queue import enqueue
 
-        enqueue("noop", dispatch_now=False)
-        enqueue("noop", dispatch_now=False)
+        enqueue("noop", wake_nodes=False)
+        enqueue("noop", wake_nodes=False)
         assert "QUEUE_OVERFLOW:fleet" in detection.sweep()["opened"]
     finally:
         anomaly_rules.QUEUE_OVERFLOW_DEPTH = monkey
