@@ -38,11 +38,14 @@ def fail(payload: dict, ctx) -> dict:
     raise RuntimeError(message)
 
 
-@job_kind("mark", description='Appends "<job id> <attempt>" to RUNS_DIR/marks/<name>: a countable side effect.')
+@job_kind(
+    "mark", description='Appends "<job id> <attempt> <lease owner>" to RUNS_DIR/marks/<name>: a countable side effect.'
+)
 def mark(payload: dict, ctx) -> dict:
     """A side effect that can be counted afterwards: fault tests use it to prove no job
-    is lost and none runs more than once per attempt."""
-    line = append_mark(str(payload.get("name", "default")), f"{ctx.job.pk} {ctx.job.attempts}")
+    is lost, none runs more than once per attempt, and which node ran each."""
+    owner = ctx.job.lease_owner or "-"
+    line = append_mark(str(payload.get("name", "default")), f"{ctx.job.pk} {ctx.job.attempts} {owner}")
     if payload.get("sleep"):
         time.sleep(min(float(payload["sleep"]), 60))
     return {"marked": line}

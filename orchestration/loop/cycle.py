@@ -91,7 +91,7 @@ def _run_with_lease(owner: str, *, dry_run: bool | None, actor: str, manual: boo
     cycle = state.cycle_count + 1
     dry = state.dry_run if dry_run is None else dry_run
     entries: list[LedgerEntry] = []
-    base = {"cycle": cycle, "dry_run": dry, "manual": manual}
+    base = {"cycle": cycle, "dry_run": dry, "manual": manual, "owner": owner}
     try:
         snapshot = build_snapshot(started)
         rules = list(Rule.objects.filter(enabled=True))
@@ -169,6 +169,7 @@ def _run_with_lease(owner: str, *, dry_run: bool | None, actor: str, manual: boo
             "failed": failed,
             "dry_run": dry,
             "summary": summary_line,
+            "owner": owner,
         }
         if planned:
             entries.append(

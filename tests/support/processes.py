@@ -76,6 +76,17 @@ class Proc:
             self.popen.send_signal(signal.SIGUSR1)
             time.sleep(0.3)
 
+    def descendants(self) -> set[int]:
+        """The pids of this process and all its children (a qcluster's sentinel, pusher
+        and workers)."""
+        import psutil
+
+        try:
+            main = psutil.Process(self.popen.pid)
+            return {self.popen.pid, *(child.pid for child in main.children(recursive=True))}
+        except psutil.NoSuchProcess:
+            return set()
+
     def kill_group(self) -> None:
         """SIGKILL the whole process group: the node dies with all its children."""
         try:
@@ -113,9 +124,23 @@ def running(*specs: tuple[str, list[str]], log_dir: Path, **env: str) -> Iterato
                 print(f"----- {proc.name} log -----\n{proc.output()[-8000:]}")
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 30, interval: float = 0.1, message: str = ""):
+def wait_for(
+    predicate: Callable[[], object],
+    timeout: float = 30,
+    interval: float = 0.1,
+    message: str = "",
+    alive: list[Proc] | tuple[Proc, ...] = (),
+):
+    """Poll ``predicate`` until it is true; fail at once if a process of ``alive`` died
+    meanwhile (a test must not wait out its timeout on a dead process)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        for proc in alive:
+            if proc.popen.poll() is not None:
+                raise AssertionError(
+                    f"{proc.name} exited with {proc.popen.returncode} while waiting for {message or predicate}:\n"
+                    f"{proc.output()[-4000:]}"
+                )
         value = predicate()
         if value:
             return value
