@@ -1,5 +1,6 @@
 # Start a throwaway PostgreSQL cluster and a Redis server on loopback ports, export
-# DATABASE_URL and Q_BROKER pointing at them, and stop both on exit whatever happened.
+# DATABASE_URL and CACHE_URL (Redis is the shared cache; the queue is the database)
+# pointing at them, and stop both on exit whatever happened.
 # Sourced (not run) by .ci/scale_profile.sh (the test suite) and bench/scale_profile.sh
 # (the benchmarks), after `set -euo pipefail`:
 #
@@ -51,4 +52,6 @@ redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
 for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 export DATABASE_URL="postgres://orchestrator@127.0.0.1:$PG_PORT/orchestrator"
-export Q_BROKER="redis://127.0.0.1:$REDIS_PORT/0"
+export CACHE_URL="redis://127.0.0.1:$REDIS_PORT/0"
+# The benchmarks' baseline, bare django-q2 on its own Redis broker, uses another db.
+export REDIS_URL="redis://127.0.0.1:$REDIS_PORT/1"

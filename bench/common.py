@@ -9,8 +9,8 @@ Databases. A benchmark never touches the database of ``make run``: on the embedd
 profile each one uses its own SQLite file under ``var/``; on the scale profile
 (``BENCH_DATABASE_URL=postgres://…``) each one uses its own PostgreSQL database,
 ``<name>_<benchmark>``, created on first use. ``DATABASE_URL`` is ignored on purpose,
-so an exported production URL cannot be written to by a benchmark. The broker comes
-from ``Q_BROKER`` as usual (``orm`` or ``redis://…``).
+so an exported production URL cannot be written to by a benchmark. The queue is the
+database on both profiles; the scale profile adds Redis as the cache (``CACHE_URL``).
 """
 
 from __future__ import annotations
@@ -109,12 +109,12 @@ def profile() -> dict[str, Any]:
     from django.conf import settings
     from django.db import connection
 
-    broker = "redis" if "redis" in settings.Q_CLUSTER else "orm"
     return {
         "name": profile_name(),
         "database": connection.vendor,
         "database_version": _database_version(),
-        "broker": broker,
+        "queue": "database (Job table)",
+        "cache": "redis" if settings.CACHE_URL else "local memory",
         "cpu_count": os.cpu_count(),
         "python": sys.version.split()[0],
     }
@@ -135,9 +135,8 @@ def profile_name() -> str:
     from django.conf import settings
     from django.db import connection
 
-    broker = "redis" if "redis" in settings.Q_CLUSTER else "orm"
     vendor = "postgresql" if connection.vendor == "postgresql" else connection.vendor
-    return f"{vendor}+{broker}"
+    return f"{vendor}+redis" if settings.CACHE_URL else vendor
 
 
 # --- real processes -------------------------------------------------------------------

@@ -53,7 +53,7 @@ def run(*, quick: bool = False, runs: int | None = None, workers: int = 200, his
     progress(f"baseline: {runs} plain no-op jobs through the queue")
     base = []
     for _ in range(runs):
-        job = queue.enqueue("noop", dispatch_now=False)
+        job = queue.enqueue("noop", wake_nodes=False)
         t = time.perf_counter()
         Job.objects.filter(pk=job.pk).update(status="processing", lease_token="b")
         queue.execute(job.pk, "b")

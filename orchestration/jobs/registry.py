@@ -57,9 +57,7 @@ class JobKind:
 _KINDS: dict[str, JobKind] = {}
 
 
-def job_kind(
-    name: str, *, description: str = "", payload_schema: dict[str, Any] | None = None, internal: bool = False
-):
+def job_kind(name: str, *, description: str = "", payload_schema: dict[str, Any] | None = None, internal: bool = False):
     def register(func: Handler) -> Handler:
         _KINDS[name] = JobKind(name, func, description or (func.__doc__ or "").strip(), payload_schema or {}, internal)
         return func

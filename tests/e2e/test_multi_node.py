@@ -105,7 +105,10 @@ def test_a_killed_node_loses_nothing(tmp_path, broker_only):
                 alive=survivors,
             )
         except AssertionError:
-            print("runs:", list(fired.values("worker__name", "status", "skipped_reason", "error", "job__status", "job__error")))
+            print(
+                "runs:",
+                list(fired.values("worker__name", "status", "skipped_reason", "error", "job__status", "job__error")),
+            )
             raise
         # Enough cycles from the two runners to show they never overlap, however fast
         # the jobs went (a quick run once ended after 4 cycles).
@@ -125,9 +128,7 @@ def test_a_killed_node_loses_nothing(tmp_path, broker_only):
     pairs = Counter((job, attempt) for job, attempt, _ in triples)
     assert {int(job) for job, _ in pairs} == set(marked.values_list("pk", flat=True))
     assert max(pairs.values()) == 1, "a side effect ran twice within one attempt"
-    by_node = Counter(
-        "a" if int(owner.split(":")[1].split("/")[0]) in node_a_pids else "b" for _, _, owner in triples
-    )
+    by_node = Counter("a" if int(owner.split(":")[1].split("/")[0]) in node_a_pids else "b" for _, _, owner in triples)
     assert by_node["a"] > 0, "the killed node had run no job before the kill"
     assert by_node["b"] >= JOBS - killed_at, "the surviving node did not run the rest"
     # A job runs again only in a new attempt (the killed node's running jobs), and its

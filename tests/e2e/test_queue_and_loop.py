@@ -17,9 +17,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 def test_cluster_runs_jobs_and_the_loop_cycles_and_reclaims(tmp_path, broker_only):
     LoopState.get()
     Lane.objects.create(name="single", concurrency_limit=1)
-    ok = [queue.enqueue("noop", {}, dispatch_now=False) for _ in range(20)]
-    flaky = queue.enqueue("fail", {"message": "always"}, max_attempts=2, dispatch_now=False)
-    single = [queue.enqueue("sleep", {"seconds": 0.3}, lane="single", dispatch_now=False) for _ in range(3)]
+    ok = [queue.enqueue("noop", {}, wake_nodes=False) for _ in range(20)]
+    flaky = queue.enqueue("fail", {"message": "always"}, max_attempts=2, wake_nodes=False)
+    single = [queue.enqueue("sleep", {"seconds": 0.3}, lane="single", wake_nodes=False) for _ in range(3)]
     # A job "held" by a worker that died: its lease is long expired.
     from datetime import timedelta
 

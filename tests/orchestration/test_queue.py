@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 import time_machine
@@ -380,12 +380,14 @@ class TestClaimOrder:
         rng = random.Random(7)
         start = timezone.now() - timedelta(hours=1)
         jobs = []
-        for n in range(40):
+        for _ in range(40):
             job = make(priority=rng.choice(["critical", "high", "normal", "low"]))
             # Ages collide on purpose, so the id decides between equals.
             Job.objects.filter(pk=job.pk).update(created_at=start + timedelta(seconds=rng.randrange(5)))
             jobs.append(job.pk)
-        documented = list(Job.objects.filter(pk__in=jobs).order_by(*statements.CLAIM_ORDER).values_list("pk", flat=True))
+        documented = list(
+            Job.objects.filter(pk__in=jobs).order_by(*statements.CLAIM_ORDER).values_list("pk", flat=True)
+        )
         assert statements.CLAIM_ORDER == ("-priority_rank", "created_at", "id")
         claimed = []
         for _ in range(40):
