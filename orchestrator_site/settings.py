@@ -177,11 +177,11 @@ Q_CLUSTER: dict = {
     "retry": Q_TIMEOUT + 60,
     "max_attempts": 1,
     "save_limit": env_int("Q_SAVE_LIMIT", 250, minimum=-1),
-    # A node claims at most "bulk" jobs at a time and holds at most "queue_limit"
-    # claimed jobs that no worker process has taken yet: enough to keep its workers
-    # busy, few enough that other nodes get their share.
-    "bulk": env_int("Q_BULK", _Q_WORKERS, minimum=1),
-    "queue_limit": env_int("Q_QUEUE_LIMIT", _Q_WORKERS, minimum=1),
+    # A node claims at most "bulk" jobs in one statement and holds at most
+    # "queue_limit" claimed jobs that no worker process has taken yet: enough to keep
+    # its workers busy between claims, few enough that other nodes get their share.
+    "bulk": env_int("Q_BULK", 4 * _Q_WORKERS, minimum=1),
+    "queue_limit": env_int("Q_QUEUE_LIMIT", 4 * _Q_WORKERS, minimum=1),
     "catch_up": False,
     "ack_failures": True,
     "label": "Task queue",

@@ -134,6 +134,7 @@ class JobBroker(Broker):
         if _running is None:
             _running = RunningJobs()
         self._poll = POLL_FIRST_SECONDS
+        self._full = False  # the last claim came back full
         self._listener: Any = None
         self._heartbeat: _Heartbeat | None = None
 
@@ -162,13 +163,15 @@ class JobBroker(Broker):
             self._heartbeat.start()
         if transaction.get_autocommit():
             close_old_connections()
+        batch = max(1, Conf.BULK)
         try:
-            claimed = queue.claim(max(1, Conf.BULK), owner=node)
+            claimed = queue.claim(batch, owner=node, look_first=not self._full)
         except DatabaseError as exc:  # the database went away: try again shortly
             log.warning("claiming jobs failed (%s); retrying", exc)
             _close()
             time.sleep(1.0)
             return None
+        self._full = len(claimed) == batch
         if claimed:
             self._poll = POLL_FIRST_SECONDS
             now = timezone.now()

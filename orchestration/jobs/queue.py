@@ -159,14 +159,17 @@ def run_due_inline(limit: int = 500) -> list[int]:
 
 
 # --- claim ------------------------------------------------------------------------
-def claim(limit: int, *, owner: str, now: datetime | None = None) -> list[tuple[int, str]]:
+def claim(limit: int, *, owner: str, now: datetime | None = None, look_first: bool = True) -> list[tuple[int, str]]:
     """Claim up to ``limit`` due jobs for ``owner`` (a node): the most urgent first
     (statements.CLAIM_ORDER), within lane limits, in one statement. Returns
     (job id, token) pairs; the token names this claim, so a stale delivery of an
     earlier claim of the same job finds a different token and does nothing.
+
+    ``look_first``: a plain read first, so an empty queue costs no write transaction;
+    a node whose last claim came back full skips it (more is very likely waiting).
     """
     now = now or timezone.now()
-    if not statements.any_due(now):
+    if look_first and not statements.any_due(now):
         return []
     token = uuid.uuid4().hex
     expires = now + timedelta(seconds=settings.JOB_LEASE_SECONDS)

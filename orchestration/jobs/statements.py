@@ -30,8 +30,8 @@ CLAIM_ORDER: tuple[str, ...] = ("-priority_rank", "created_at", "id")
 
 @dataclass(frozen=True)
 class _Sql:
-    claim: str  # claims a batch, lane limits counted (SQLite, or PostgreSQL under the claim lock)
-    claim_unlimited: str  # PostgreSQL when no lane has a limit: FOR UPDATE SKIP LOCKED, no counting
+    claim: str  # claims a batch, lane limits counted (on PostgreSQL under the claim lock)
+    claim_unlimited: str  # while no lane has a limit: no counting
     any_due: str
     limits_exist: str
     start: str
@@ -129,20 +129,25 @@ def claim(limit: int, now: datetime, *, token: str, owner: str, lease_expires_at
     On PostgreSQL the rows are taken with FOR UPDATE SKIP LOCKED, so claimers never
     wait for each other; while any lane has a limit, claimers take one advisory lock
     first, and the claim (a statement of its own, so with a fresh snapshot) counts
-    every claim committed before it.
+    every claim committed before it. Whether a lane has a limit is read in the same
+    transaction (one small read), so a limit set a moment ago holds from the next claim.
     """
     connection, sql = _prepared()
     at = _at(connection, now)
     head = [JobStatus.PROCESSING, token, owner, _at(connection, lease_expires_at), at, at]
     default_limit = settings.JOB_DEFAULT_LANE_LIMIT
     with connection.cursor() as cursor:
+        # Counting lanes costs a window over the candidates and a count per lane: only
+        # paid while some lane has a limit.
         statement = sql.claim
-        if connection.vendor == "postgresql":
+        limited = bool(default_limit)
+        if not limited:
             cursor.execute(sql.limits_exist)
-            if default_limit or cursor.fetchone() is not None:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CLAIM_LOCK_KEY])
-            else:
-                statement = sql.claim_unlimited
+            limited = cursor.fetchone() is not None
+        if not limited:
+            statement = sql.claim_unlimited
+        elif connection.vendor == "postgresql":
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CLAIM_LOCK_KEY])
         if statement is sql.claim_unlimited:
             params = [*head, *CLAIMABLE_STATUSES, at, limit]
         else:

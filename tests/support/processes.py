@@ -37,7 +37,6 @@ def subprocess_env(**extra: str) -> dict[str, str]:
         Q_SYNC="false",
         RUNS_DIR=str(settings.RUNS_DIR),
         PYTHONUNBUFFERED="1",
-        Q_POLL="0.05",
         ORCHESTRATOR_INTERVAL_SECONDS=str(extra.pop("ORCHESTRATOR_INTERVAL_SECONDS", "0.5")),
     )
     env.update(extra)
