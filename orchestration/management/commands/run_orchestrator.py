@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 
 from django.core.management.base import BaseCommand
+from django.db import DatabaseError
 
 from orchestration.loop.runner import LoopRunner
 from orchestration.models import LoopState
@@ -30,5 +31,8 @@ class Command(BaseCommand):
             f"({'enabled' if state.enabled else 'disabled: enable it in the admin or POST /orchestrator/enable'})"
         )
         cycles = runner.run(max_seconds=max_seconds)
-        LoopState.objects.filter(pk=LoopState.SINGLETON_ID, runner_owner=runner.owner).update(runner_seen_at=None)
+        try:
+            LoopState.objects.filter(pk=LoopState.SINGLETON_ID, runner_owner=runner.owner).update(runner_seen_at=None)
+        except DatabaseError as exc:  # stopping during an outage: the mark simply ages out
+            self.stderr.write(f"could not clear the runner mark: {exc}")
         self.stdout.write(f"Orchestrator loop stopped after {cycles} cycle(s)")
