@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 
 import psutil
 from django.conf import settings
@@ -25,6 +29,7 @@ from django.db import close_old_connections, connection
 
 from orchestration.choices import ProcessRole
 from orchestration.models import OrchestratorProcess
+from orchestration.supervisor import Restart
 
 log = logging.getLogger("orchestration.processes")
 
@@ -157,3 +162,56 @@ def install_cluster_heartbeat() -> None:
     start._process_heartbeat = True  # type: ignore[attr-defined]
     Cluster.start = start
     Cluster.sig_handler = sig_handler
+
+
+class RestartRecorder:
+    """Writes a supervisor's restarts into the registry from a thread of its own, in
+    order, so a slow or unreachable database never holds up supervision. A write that
+    fails is retried (the database is often why the child died)."""
+
+    def __init__(self) -> None:
+        self.host = this_host()
+        self._queue: queue.Queue[Callable[[], object] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="restart-recorder", daemon=True)
+        self._thread.start()
+
+    def restarted(self, restart: Restart) -> None:
+        self._queue.put(
+            partial(
+                OrchestratorProcess.record_restart,
+                role=restart.role,
+                host=self.host,
+                pid=restart.pid,
+                started_at=process_started_at(restart.pid),
+                restarts=restart.restarts,
+                last_exit_code=restart.last_exit_code,
+                replaces=restart.replaces,
+            )
+        )
+
+    def forget(self, pids: list[int]) -> None:
+        if pids:
+            self._queue.put(partial(OrchestratorProcess.forget, self.host, pids))
+
+    def close(self, timeout: float = 3.0) -> None:
+        """Finish what is queued, waiting at most ``timeout`` (a database that is down
+        must not keep the supervisor from exiting)."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            while (task := self._queue.get()) is not None:
+                delay = 0.5
+                while True:
+                    try:
+                        close_old_connections()
+                        task()
+                        break
+                    except Exception as exc:
+                        log.warning("could not record in the process registry (%s); retrying in %gs", exc, delay)
+                        connection.close()
+                        time.sleep(delay)
+                        delay = min(delay * 2, 10.0)
+        finally:
+            connection.close()
