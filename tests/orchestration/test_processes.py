@@ -95,3 +95,46 @@ def test_the_heartbeat_thread_outlives_a_failed_beat(monkeypatch, caplog):
     assert not OrchestratorProcess.objects.exists()
     assert sum("failed" in r.getMessage() for r in caplog.records) == 1  # logged once, not per beat
     assert heartbeat.started_at == process_started_at(os.getpid())
+
+
+# --- where people see them ---------------------------------------------------------------
+def _two_processes() -> None:
+    OrchestratorProcess.register("web", "h1", 10, T0)
+    OrchestratorProcess.record_restart(
+        role="cluster", host="h1", pid=11, started_at=T0, restarts=2, last_exit_code=-9, replaces=None
+    )
+    OrchestratorProcess.objects.filter(pid=11).update(last_seen=timezone.now() - timedelta(minutes=10))
+
+
+def test_the_api_lists_every_process_with_its_liveness_and_restarts(user_client, anon_client):
+    _two_processes()
+    assert anon_client.get("/api/v1/processes/").status_code == 401
+    body = user_client.get("/api/v1/processes/").json()
+    rows = {row["role"]: row for row in body["results"]}
+    assert set(rows["web"]) == {
+        "role", "host", "pid", "started_at", "last_seen", "alive", "restarts", "last_exit_code"
+    }  # fmt: skip
+    assert (rows["web"]["alive"], rows["web"]["restarts"], rows["web"]["last_exit_code"]) == (True, 0, None)
+    assert (rows["cluster"]["alive"], rows["cluster"]["restarts"], rows["cluster"]["last_exit_code"]) == (False, 2, -9)
+    assert user_client.post("/api/v1/processes/", {}, format="json").status_code in (403, 405)
+
+
+def test_metrics_count_restarts_and_live_processes_by_role(user_client):
+    _two_processes()
+    text = user_client.get("/metrics").content.decode()
+    assert 'orchestrator_process_restarts_total{role="cluster"} 2.0' in text
+    assert 'orchestrator_process_restarts_total{role="loop"} 0.0' in text
+    assert 'orchestrator_processes_alive{role="web"} 1.0' in text
+    assert 'orchestrator_processes_alive{role="cluster"} 0.0' in text
+
+
+def test_the_console_page_lists_them_alive_first(viewer_session):
+    _two_processes()
+    page = viewer_session.get("/processes/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'href="/processes/"' in html  # in the navigation
+    assert html.index('data-process="web-10"') < html.index('data-process="cluster-11"')
+    assert "not alive" in html and "-9" in html
+    live = viewer_session.get("/processes/?live=1").json()
+    assert "cluster-11" in live["panels"]["processes"]
