@@ -15,8 +15,10 @@ class OrchestrationConfig(AppConfig):
         from orchestration.jobs.queue import JobStateError
         from orchestration.loop import actions  # noqa: F401
         from orchestration.loop.cycle import CycleBusy
+        from orchestration.process_registry import install_cluster_heartbeat
         from orchestration.schedules import sync_builtin_schedules
         from orchestration.workers import registrations  # noqa: F401 - the worker fleet
 
         register_conflict(JobStateError, CycleBusy)
+        install_cluster_heartbeat()
         post_migrate.connect(sync_builtin_schedules, sender=self)

@@ -92,4 +92,12 @@ BADGE_COLORS = {
     "circuit_open": "#dc3545",
     "enabled": "#198754",
     "disabled": "#6c757d",
+    "alive": "#198754",
+    "gone": "#adb5bd",
 }
+
+
+class ProcessRole(models.TextChoices):
+    WEB = "web", "Web"
+    CLUSTER = "cluster", "Cluster node"
+    LOOP = "loop", "Loop runner"

@@ -36,7 +36,16 @@ from health.report import display_health
 from orchestration.choices import JobStatus
 from orchestration.console.data import CYCLE_EVENTS
 from orchestration.loop.health_score import status_for
-from orchestration.models import Action, Anomaly, Job, LedgerEntry, LoopState, Worker, WorkerRun
+from orchestration.models import (
+    Action,
+    Anomaly,
+    Job,
+    LedgerEntry,
+    LoopState,
+    OrchestratorProcess,
+    Worker,
+    WorkerRun,
+)
 from orchestration.workers.choices import AnomalySeverity, RunStatus
 from pipeline import transitions as t
 from pipeline.models import PipelineJob
@@ -55,6 +64,7 @@ class OrchestratorCollector(Collector):
 
     def collect(self) -> Iterator:
         yield from self._loop()
+        yield from self._processes()
         yield from self._jobs()
         yield from self._actions()
         yield from self._services()
@@ -111,6 +121,25 @@ class OrchestratorCollector(Collector):
                 "When the last cycle finished (Unix time).",
                 state.last_cycle_finished_at.timestamp(),
             )
+
+    # --- processes -----------------------------------------------------------------------
+    def _processes(self) -> Iterator:
+        """From the process registry (one query): restarts by serve of each role's
+        children, and how many of each role are alive."""
+        counts = OrchestratorProcess.by_role(self.now)
+        restarts = CounterMetricFamily(
+            "orchestrator_process_restarts",
+            "Restarts of supervised processes (serve's children), summed over the registered ones, by role.",
+            labels=["role"],
+        )
+        alive = GaugeMetricFamily(
+            "orchestrator_processes_alive", "Registered processes whose heartbeat is recent, by role.", labels=["role"]
+        )
+        for role, row in counts.items():
+            restarts.add_metric([role], row["restarts"])
+            alive.add_metric([role], row["alive"])
+        yield restarts
+        yield alive
 
     # --- job queue ---------------------------------------------------------------------
     def _jobs(self) -> Iterator:

@@ -152,6 +152,9 @@ PYTHON_JOB_ALLOWED_PREFIXES = env_list(
 RUNS_DIR = Path(env_str("RUNS_DIR", str(BASE_DIR / "runs")))
 ADMIN_TOKEN = env_str("ORCHESTRATOR_ADMIN_TOKEN", "")
 LEDGER_RETENTION_DAYS = env_int("LEDGER_RETENTION_DAYS", 30, minimum=1)
+# Every web process, cluster node and loop runner updates its row in the process
+# registry this often; it counts as alive for three intervals.
+PROCESS_HEARTBEAT_SECONDS = env_float("PROCESS_HEARTBEAT_SECONDS", 5.0, minimum=0.2)
 
 # --- django-q2 ----------------------------------------------------------------
 # The Job table is the only queue, on every profile: django-q2's broker is

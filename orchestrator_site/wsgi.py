@@ -6,6 +6,12 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator_site.settings")
 application = get_wsgi_application()
 
+# This web process joins the process registry (GET /api/v1/processes/).
+from orchestration.choices import ProcessRole  # noqa: E402 - needs the apps loaded above
+from orchestration.process_registry import start_heartbeat  # noqa: E402
+
+start_heartbeat(ProcessRole.WEB)
+
 # Everything loaded so far (Django, the apps, their modules) lives as long as the
 # process: move it out of the garbage collector's sight, so a full collection during a
 # request scans what requests allocate, not the whole framework (under load those

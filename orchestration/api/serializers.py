@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+from django.utils import timezone
 from rest_framework import serializers
 
 from orchestration.choices import Backoff, Priority
 from orchestration.jobs.registry import kind_names
 from orchestration.loop.decider import ConditionError, validate_condition
 from orchestration.loop.executor import action_types
-from orchestration.models import Action, Job, Lane, LedgerEntry, Rule
+from orchestration.models import Action, Job, Lane, LedgerEntry, OrchestratorProcess, Rule
 from orchestration.redaction import redact
 
 
@@ -75,6 +76,20 @@ class LaneSerializer(serializers.ModelSerializer):
     class Meta:
         model = Lane
         fields = ["id", "name", "concurrency_limit", "description"]
+
+
+class ProcessSerializer(serializers.ModelSerializer):
+    alive = serializers.SerializerMethodField()
+
+    class Meta:
+        model = OrchestratorProcess
+        fields = ["role", "host", "pid", "started_at", "last_seen", "alive", "restarts", "last_exit_code"]
+        read_only_fields = fields
+
+    def get_alive(self, process: OrchestratorProcess) -> bool:
+        # One reading of the clock per response: every row judged against the same moment.
+        now = self.context.setdefault("now", timezone.now())
+        return process.is_alive(now)
 
 
 class LedgerEntrySerializer(serializers.ModelSerializer):

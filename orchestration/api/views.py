@@ -16,13 +16,14 @@ from orchestration.api.serializers import (
     JobSerializer,
     LaneSerializer,
     LedgerEntrySerializer,
+    ProcessSerializer,
     RuleSerializer,
     RunOnceSerializer,
 )
 from orchestration.jobs import queue
 from orchestration.loop.cycle import run_cycle
 from orchestration.loop.snapshot_cache import current_snapshot
-from orchestration.models import Action, Job, Lane, LedgerEntry, LoopState, Rule
+from orchestration.models import Action, Job, Lane, LedgerEntry, LoopState, OrchestratorProcess, Rule
 from orchestration.models.ledger import record
 
 VERSION = "0.1.0"
@@ -94,6 +95,13 @@ class LedgerViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = LedgerEntry.objects.all()
     serializer_class = LedgerEntrySerializer
     filterset_class = filters.LedgerFilter
+
+
+class ProcessViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """Every web process, cluster node and loop runner that has sent a heartbeat."""
+
+    queryset = OrchestratorProcess.objects.all()
+    serializer_class = ProcessSerializer
 
 
 class RuleViewSet(AuditedModelViewSet):
@@ -197,6 +205,7 @@ class ApiRootView(APIView):
                     "ledger": "/api/v1/ledger/",
                     "rules": "/api/v1/rules/",
                     "actions": "/api/v1/actions/",
+                    "processes": "/api/v1/processes/",
                     "snapshot": "/orchestrator/snapshot",
                     "run_once": "/orchestrator/run-once",
                     "status": "/orchestrator/status",

@@ -20,7 +20,7 @@ from health.models import CircuitBreaker, Service
 from health.report import display_health
 from orchestration.choices import JobStatus
 from orchestration.console import charts
-from orchestration.models import Action, Anomaly, LedgerEntry, LoopState, ScoreReport, Worker
+from orchestration.models import Action, Anomaly, LedgerEntry, LoopState, OrchestratorProcess, ScoreReport, Worker
 from orchestration.workers.choices import AnomalySeverity, ReportPeriod
 from pipeline import transitions as t
 from pipeline.choices import PipelineStatus
@@ -135,6 +135,18 @@ def workers_panel(now: datetime) -> dict[str, Any]:
         for w in workers
     ]
     return {"rows": rows, "total": total, "more": max(0, total - len(rows))}
+
+
+def processes_panel(now: datetime) -> dict[str, Any]:
+    """The process registry: alive ones first, then those gone (until they are pruned)."""
+    processes = list(OrchestratorProcess.objects.order_by("-last_seen", "role", "host", "pid")[: LIST_LIMIT * 4])
+    rows = [{"process": p, "alive": p.is_alive(now)} for p in processes]
+    rows.sort(key=lambda row: (not row["alive"], row["process"].role, row["process"].host, row["process"].pid))
+    return {
+        "rows": rows,
+        "alive": sum(1 for row in rows if row["alive"]),
+        "restarts": sum(row["process"].restarts for row in rows),
+    }
 
 
 def anomalies_panel(now: datetime) -> dict[str, Any]:

@@ -296,6 +296,12 @@ def workers_list(request: HttpRequest) -> HttpResponse:
 
 
 @console_login_required
+def processes_list(request: HttpRequest) -> HttpResponse:
+    context = {"processes": data.processes_panel(timezone.now()), "page": "processes"}
+    return render_page(request, "console/processes.html", {"processes": "console/panels/processes.html"}, context)
+
+
+@console_login_required
 def pipelines_list(request: HttpRequest) -> HttpResponse:
     status = request.GET.get("status") or None
     if status and status not in t.STATUSES:

@@ -15,13 +15,16 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 from django.utils import timezone
 
+from orchestration.choices import Severity
+from orchestration.dbfaults import Outage, describe, is_transient
 from orchestration.jobs import queue
 from orchestration.jobs.queue import worker_identity
 from orchestration.loop.cycle import run_cycle
-from orchestration.models import LoopState
+from orchestration.models import LedgerEntry, LoopState
+from orchestration.models.ledger import ledger_entry
 
 log = logging.getLogger("orchestration.loop")
 
@@ -55,19 +58,37 @@ class LoopRunner:
         # When this runner's last cycle says the next one is due; lets it wake up on
         # time instead of up to one tick late.
         self.next_due: datetime | None = None
+        # A database that went away (restart, failover, SQLite busy past its timeout):
+        # every step of a tick waits it out instead of killing the runner.
+        self.outage = Outage()
 
     def tick(self) -> None:
-        close_old_connections()
+        try:
+            close_old_connections()
+            self._tick()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            self._database_failed(exc)
+            return
+        if self.outage.active:
+            self._database_back()
+
+    def _tick(self) -> None:
         if self.dedicated:
             LoopState.beat_runner(self.owner)
         for step in (queue.maintain, fire_due_schedules, *_TICK_HOOKS):
             try:
                 step()
-            except Exception:  # one failing step must not stop the loop
+            except Exception as exc:  # one failing step must not stop the loop
+                if is_transient(exc):
+                    raise  # the database is gone: the next steps would fail alike
                 log.exception("runner step %s failed", getattr(step, "__name__", step))
         try:
             result = run_cycle(manual=False, owner=self.owner)
-        except Exception:
+        except Exception as exc:
+            if is_transient(exc):
+                raise
             # Usually already in the ledger as orchestrator.cycle_error, but not when the
             # database itself failed (e.g. locked): say it here too, and keep going.
             log.exception("cycle failed")
@@ -76,7 +97,54 @@ class LoopRunner:
             self.cycles += 1
             self.next_due = datetime.fromisoformat(result["next_cycle_due_at"])
 
+    # --- database outages ----------------------------------------------------------
+    def _database_failed(self, exc: Exception) -> None:
+        error = describe(exc)
+        if self.outage.failed(error, now=timezone.now(), monotonic=time.monotonic()):
+            log.warning("database unreachable (%s); retrying with backoff", error)
+        else:
+            log.info("database still unreachable (%s); retry %d", error, self.outage.retries)
+        # A broken connection is never reused: the retry opens a fresh one.
+        for conn in connections.all(initialized_only=True):
+            try:
+                conn.close()
+            except Exception:  # closing a dead connection may raise; it is gone either way
+                log.debug("closing connection %s failed", conn.alias, exc_info=True)
+
+    def _database_back(self) -> None:
+        """One entry for the outage (dated when it began) and one for its end, written
+        together now that the ledger is reachable again."""
+        now = timezone.now()
+        seconds = round(self.outage.duration(now), 3)
+        data = {"error": self.outage.error, "retries": self.outage.retries, "runner": self.owner}
+        went = ledger_entry(
+            "orchestrator.database_unreachable",
+            f"Database unreachable: {self.outage.error}",
+            severity=Severity.ERROR,
+            subject=self.owner,
+            data=data,
+        )
+        went.created_at = self.outage.began_at
+        back = ledger_entry(
+            "orchestrator.database_back",
+            f"Database reachable again after {seconds:g} s ({self.outage.retries} retries)",
+            severity=Severity.WARNING,
+            subject=self.owner,
+            data={**data, "duration_seconds": seconds, "since": self.outage.began_at.isoformat()},
+        )
+        try:
+            LedgerEntry.objects.bulk_create([went, back])
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            self._database_failed(exc)
+            return
+        log.warning("database reachable again after %.1f s", seconds)
+        self.outage.clear()
+
     def sleep_seconds(self, tick_began: float) -> float:
+        if self.outage.active:
+            return self.outage.seconds_until_retry(time.monotonic())
         remaining_tick = self.tick_seconds - (time.monotonic() - tick_began)
         if self.next_due is not None:
             until_due = (self.next_due - timezone.now()).total_seconds()

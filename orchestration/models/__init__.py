@@ -1,7 +1,9 @@
 from orchestration.models.jobs import Campaign, Job, Lane
 from orchestration.models.ledger import LedgerEntry
 from orchestration.models.loop import Action, ChannelWindow, LoopState, Rule
+from orchestration.models.processes import OrchestratorProcess
 from orchestration.models.workers import Anomaly, ScoreReport, Worker, WorkerRun
 
 __all__ = ["Action", "Campaign", "ChannelWindow", "Job", "Lane", "LedgerEntry", "LoopState", "Rule"]
 __all__ += ["Anomaly", "ScoreReport", "Worker", "WorkerRun"]
+__all__ += ["OrchestratorProcess"]

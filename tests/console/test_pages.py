@@ -14,6 +14,7 @@ PAGES = [
     "/workers/collector/",
     "/pipelines/",
     "/pipelines/{job}/",
+    "/processes/",
 ]
 
 

@@ -16,6 +16,7 @@ READS = [
     "/api/v1/ledger/",
     "/api/v1/rules/",
     "/api/v1/actions/",
+    "/api/v1/processes/",
     "/orchestrator/snapshot",
     "/orchestrator/status",
     "/api/schema/",

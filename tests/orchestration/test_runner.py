@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from datetime import timedelta
 
 import pytest
+from django.db import OperationalError, ProgrammingError, connection
 from django.utils import timezone
 
 from orchestration.jobs import queue
 from orchestration.loop.runner import LoopRunner, loop_tick_task
-from orchestration.models import Job, LoopState
+from orchestration.models import Job, LedgerEntry, LoopState
 
 # Transactional: the runner closes stale connections each tick, as a long-lived process must.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("broker_only")]
@@ -58,3 +60,96 @@ def test_the_fallback_schedule_runs_the_loop_when_no_runner_lives():
     LoopState.get()
     Job.objects.create(kind="noop")
     assert loop_tick_task(window_seconds=0.3) == "ran 1 cycle(s)"
+
+
+# --- a database that goes away ---------------------------------------------------------
+class FailingDatabase:
+    """Every query on this thread's connection fails as a restarting server answers,
+    while ``failures`` last (a count, or until a monotonic deadline)."""
+
+    def __init__(self, message: str, *, count: int = 0, until: float = 0.0):
+        self.message, self.count, self.until = message, count, until
+
+    def __call__(self, execute, sql, params, many, context):
+        if self.count > 0 or time.monotonic() < self.until:
+            self.count -= 1
+            raise OperationalError(self.message)
+        return execute(sql, params, many, context)
+
+
+def _outage_entries() -> list[LedgerEntry]:
+    return list(LedgerEntry.objects.filter(event_type__startswith="orchestrator.database_").order_by("created_at"))
+
+
+def test_a_database_blip_at_the_runners_heartbeat_is_waited_out_and_written_down_once():
+    LoopState.get()
+    runner = LoopRunner()
+    with connection.execute_wrapper(FailingDatabase("FATAL:  the database system is starting up", count=3)):
+        runner.tick()  # the first query of a tick is the runner's heartbeat
+        assert runner.outage.active and runner.cycles == 0
+        assert 0 < runner.sleep_seconds(time.monotonic()) <= 0.5  # backs off, not a busy loop
+        runner.tick()
+        runner.tick()
+        assert runner.outage.retries == 2
+        runner.tick()  # reachable again: the tick runs in full
+    assert not runner.outage.active and runner.cycles == 1
+    assert LoopState.get().runner_owner == runner.owner
+    went, back = _outage_entries()
+    assert went.event_type == "orchestrator.database_unreachable" and "starting up" in went.message
+    assert back.event_type == "orchestrator.database_back"
+    assert back.data["retries"] == 2 and back.data["duration_seconds"] >= 0
+    assert went.created_at <= back.created_at
+
+
+def test_the_runner_rides_out_a_refused_connection_and_keeps_cycling(caplog):
+    LoopState.get()
+    runner = LoopRunner(tick_seconds=0.1)
+    blip = FailingDatabase("connection to server at 127.0.0.1 failed: Connection refused", until=0)
+    with connection.execute_wrapper(blip):
+        runner.tick()
+        assert runner.cycles == 1
+        LoopState.objects.update(next_cycle_due_at=timezone.now())
+        blip.until = time.monotonic() + 1.2  # down for 1.2 s, mid-run
+        cycles = runner.run(max_seconds=3.5)
+    assert cycles >= 2 and not runner.outage.active
+    went, back = _outage_entries()  # one pair for the whole outage, not one per retry
+    assert "Connection refused" in went.message
+    assert 1.0 <= back.data["duration_seconds"] < 3.0
+    assert back.data["retries"] >= 1
+    assert sum("database unreachable" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_locked_sqlite_file_is_transient_too(monkeypatch):
+    """A real lock: another connection holds the write lock longer than the busy timeout."""
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's busy lock")
+    LoopState.get()
+    monkeypatch.setitem(connection.settings_dict["OPTIONS"], "timeout", 0.1)
+    connection.close()  # reconnect with the short busy timeout
+    holder = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        runner = LoopRunner()
+        runner.tick()
+        assert runner.outage.active and "database is locked" in runner.outage.error
+        holder.execute("COMMIT")
+        runner.tick()
+        assert not runner.outage.active and runner.cycles == 1
+    finally:
+        holder.close()
+        connection.close()
+    assert [e.event_type for e in _outage_entries()] == [
+        "orchestrator.database_unreachable",
+        "orchestrator.database_back",
+    ]
+
+
+def test_a_bug_is_not_mistaken_for_an_outage(monkeypatch):
+    LoopState.get()
+
+    def broken(owner):
+        raise ProgrammingError("no such column: runner_owner")
+
+    monkeypatch.setattr(LoopState, "beat_runner", broken)
+    with pytest.raises(ProgrammingError):
+        LoopRunner().tick()

@@ -5,9 +5,12 @@ from __future__ import annotations
 import signal
 
 from django.core.management.base import BaseCommand
+from django.db import DatabaseError
 
+from orchestration.choices import ProcessRole
 from orchestration.loop.runner import LoopRunner
 from orchestration.models import LoopState
+from orchestration.process_registry import start_heartbeat
 
 
 class Command(BaseCommand):
@@ -24,11 +27,16 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, shutdown)
         signal.signal(signal.SIGINT, shutdown)
+        heartbeat = start_heartbeat(ProcessRole.LOOP)
         state = LoopState.get()
         self.stdout.write(
             f"Orchestrator loop started as {runner.owner} — every {state.interval_seconds:g}s "
             f"({'enabled' if state.enabled else 'disabled: enable it in the admin or POST /orchestrator/enable'})"
         )
         cycles = runner.run(max_seconds=max_seconds)
-        LoopState.objects.filter(pk=LoopState.SINGLETON_ID, runner_owner=runner.owner).update(runner_seen_at=None)
+        try:
+            LoopState.objects.filter(pk=LoopState.SINGLETON_ID, runner_owner=runner.owner).update(runner_seen_at=None)
+        except DatabaseError as exc:  # stopping during an outage: the mark simply ages out
+            self.stderr.write(f"could not clear the runner mark: {exc}")
+        heartbeat.stop(forget=True)
         self.stdout.write(f"Orchestrator loop stopped after {cycles} cycle(s)")
