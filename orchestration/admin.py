@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from rest_framework import serializers
+from rest_framework.exceptions import PermissionDenied
 
 from orchestration.api.serializers import JobCreateSerializer, RuleSerializer
 from orchestration.choices import BADGE_COLORS, JobStatus
@@ -98,10 +99,16 @@ class JobAddForm(forms.ModelForm):
     def clean(self):
         data = super().clean()
         incoming = {k: v for k, v in data.items() if k != "campaign" and v is not None}
-        checked = JobCreateSerializer(data=incoming)
-        if not checked.is_valid():
+        checked = JobCreateSerializer(data=incoming, context={"user": getattr(self, "user", None)})
+        try:
+            valid = checked.is_valid()
+        except PermissionDenied as exc:
+            self.add_error("payload", str(exc.detail))
+            return data
+        if not valid:
             for field, errors in checked.errors.items():
-                self.add_error(field if field in self.fields else None, [str(e) for e in errors])
+                messages = errors if isinstance(errors, list) else [f"{k}: {v}" for k, v in errors.items()]
+                self.add_error(field if field in self.fields else None, [str(e) for e in messages])
         return data
 
 
@@ -155,7 +162,8 @@ class JobAdmin(admin.ModelAdmin):
 
     def get_form(self, request, obj=None, **kwargs):
         if obj is None:
-            kwargs["form"] = JobAddForm
+            # The add form checks the run_code permission of whoever queues the job.
+            kwargs["form"] = type("JobAddForm", (JobAddForm,), {"user": request.user})
         return super().get_form(request, obj, **kwargs)
 
     def get_fields(self, request, obj=None):

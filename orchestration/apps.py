@@ -8,6 +8,8 @@ class OrchestrationConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.conf import settings
+
         # Registries fill themselves on import.
         from orchestration import checks  # noqa: F401
         from orchestration.api.errors import register_conflict
@@ -15,8 +17,11 @@ class OrchestrationConfig(AppConfig):
         from orchestration.jobs.queue import JobStateError
         from orchestration.loop import actions  # noqa: F401
         from orchestration.loop.cycle import CycleBusy
+        from orchestration.runnables import load_modules
         from orchestration.schedules import sync_builtin_schedules
         from orchestration.workers import registrations  # noqa: F401 - the worker fleet
 
+        # What may run by name, the same in every process (web, cluster nodes, loop).
+        load_modules(settings.RUNNABLE_MODULES)
         register_conflict(JobStateError, CycleBusy)
         post_migrate.connect(sync_builtin_schedules, sender=self)

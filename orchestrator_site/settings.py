@@ -145,10 +145,18 @@ JOB_DEFAULT_LANE_LIMIT = env_int("JOB_DEFAULT_LANE_LIMIT", 0, minimum=0)
 # past what the cluster can start within JOB_DISPATCH_LEASE_SECONDS, and those jobs
 # would be taken back and handed over again, over and over. 0 means no cap.
 JOB_DISPATCH_BACKLOG = env_int("JOB_DISPATCH_BACKLOG", 100, minimum=0)
-# Dotted-path prefixes that the "python.call" job kind may import.
-PYTHON_JOB_ALLOWED_PREFIXES = env_list(
-    "PYTHON_JOB_ALLOWED_PREFIXES", ["orchestration.", "health.", "pipeline.", "examples."]
-)
+# What may run by dotted path (python.call jobs, python worker targets, stage runners):
+# @runnable functions of these modules (imported by every process at start) and the exact
+# paths of RUNNABLE_PATHS. Nothing else is ever imported by name (orchestration/runnables.py).
+RUNNABLE_MODULES = [
+    "orchestration.workers.builtins",
+    "orchestration.workers.demo_targets",
+    "orchestration.jobs.kinds",
+    "health.tasks",
+    "pipeline.runners",
+    *env_list("RUNNABLE_MODULES", []),
+]
+RUNNABLE_PATHS = env_list("RUNNABLE_PATHS", [])
 RUNS_DIR = Path(env_str("RUNS_DIR", str(BASE_DIR / "runs")))
 ADMIN_TOKEN = env_str("ORCHESTRATOR_ADMIN_TOKEN", "")
 LEDGER_RETENTION_DAYS = env_int("LEDGER_RETENTION_DAYS", 30, minimum=1)

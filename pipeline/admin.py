@@ -7,6 +7,7 @@ from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
+from rest_framework.exceptions import PermissionDenied as NotPermitted
 
 from orchestration.admin import admin_link
 from orchestration.models.ledger import record
@@ -70,10 +71,24 @@ class PipelineDefinitionForm(forms.ModelForm):
         data = super().clean()
         if self.errors:
             return data
-        checked = PipelineDefinitionSerializer(instance=self.instance if self.instance.pk else None, data=data)
-        if not checked.is_valid():
+        checked = PipelineDefinitionSerializer(
+            instance=self.instance if self.instance.pk else None,
+            data=data,
+            context={"user": getattr(self, "user", None)},
+        )
+        try:
+            valid = checked.is_valid()
+        except NotPermitted as exc:
+            self.add_error("runners", str(exc.detail))
+            return data
+        if not valid:
             for field, errors in checked.errors.items():
                 target = field if field in self.fields else None
+                if isinstance(errors, dict):
+                    errors = [
+                        f"{key}: {' '.join(map(str, value)) if isinstance(value, list) else value}"
+                        for key, value in errors.items()
+                    ]
                 self.add_error(target, [str(e) for e in (errors if isinstance(errors, list) else [errors])])
             return data
         for key in ("gates", "stage_timeouts", "stages"):
@@ -84,6 +99,12 @@ class PipelineDefinitionForm(forms.ModelForm):
 @admin.register(PipelineDefinition)
 class PipelineDefinitionAdmin(admin.ModelAdmin):
     form = PipelineDefinitionForm
+
+    def get_form(self, request, obj=None, **kwargs):
+        # The form checks the run_code permission of whoever saves a stage runner.
+        form = super().get_form(request, obj, **kwargs)
+        return type(form.__name__, (form,), {"user": request.user})
+
     list_display = ["name", "stage_list", "gate_list", "lane", "is_default", "jobs_link"]
     search_fields = ["name", "description"]
     list_filter = ["is_default", "builtin", "lane"]
