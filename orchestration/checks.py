@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.checks import Error, Warning, register
 
-from orchestrator_site.settings import DEV_SECRET_KEY
+from orchestrator_site.private import private_dir
 
 
 @register()
@@ -22,14 +22,6 @@ def orchestrator_settings(app_configs, **kwargs):
         )
     if "orm" not in q and "redis" not in q:
         problems.append(Error("Q_CLUSTER has no broker", hint="Set Q_BROKER.", id="orchestration.E002"))
-    if not settings.DEBUG and settings.SECRET_KEY == DEV_SECRET_KEY:
-        problems.append(
-            Warning(
-                "SECRET_KEY is the built-in development key",
-                hint="Set SECRET_KEY in the environment before exposing this server.",
-                id="orchestration.W001",
-            )
-        )
     engine = settings.DATABASES["default"]["ENGINE"]
     if engine.endswith("sqlite3") and "redis" in q:
         problems.append(
@@ -42,7 +34,7 @@ def orchestrator_settings(app_configs, **kwargs):
     if settings.JOB_LEASE_SECONDS >= q.get("retry", 10**9):
         problems.append(Error("JOB_LEASE_SECONDS must be below Q_CLUSTER retry", id="orchestration.E003"))
     try:
-        settings.RUNS_DIR.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.RUNS_DIR)
     except OSError as exc:
         problems.append(Error(f"RUNS_DIR {settings.RUNS_DIR} is not writable: {exc}", id="orchestration.E004"))
     return problems

@@ -4,13 +4,13 @@ environment (see README "Configuration"); nothing secret is committed."""
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from orchestrator_site.env import env_bool, env_float, env_int, env_list, env_str
+from orchestrator_site.private import private_dir, secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Under pytest the queue runs tasks inline (django-q2 reads its Conf once at import)
@@ -18,15 +18,13 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 TESTING = "pytest" in sys.modules
 VAR_DIR = Path(env_str("ORCHESTRATOR_VAR_DIR", str(BASE_DIR / "var")))
 
-DEV_SECRET_KEY = "dev-insecure-orchestrator-key-change-me-0123456789abcdef"
-SECRET_KEY = env_str("SECRET_KEY", DEV_SECRET_KEY)
+# var/ holds the database (with token keys and sessions) and the generated key: ours alone.
+private_dir(VAR_DIR)
+# A key per install: from the environment, else generated once into var/secret_key (0600)
+# and read by every later start and every process. django-q2 signs its broker packages
+# with it, so a public constant would let anyone who can write to the broker run code.
+SECRET_KEY = env_str("SECRET_KEY", "").strip() or secret_key(VAR_DIR)
 DEBUG = env_bool("DEBUG", False)
-if SECRET_KEY == DEV_SECRET_KEY and not TESTING:
-    warnings.warn(
-        "SECRET_KEY is not set: using the built-in development key. "
-        "Set SECRET_KEY in the environment before exposing this server.",
-        stacklevel=1,
-    )
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
