@@ -11,7 +11,7 @@ class OrchestrationConfig(AppConfig):
         from django.conf import settings
 
         # Registries fill themselves on import.
-        from orchestration import checks  # noqa: F401
+        from orchestration import checks, signin  # noqa: F401
         from orchestration.api.errors import register_conflict
         from orchestration.jobs import kinds  # noqa: F401
         from orchestration.jobs.queue import JobStateError
@@ -24,4 +24,5 @@ class OrchestrationConfig(AppConfig):
         # What may run by name, the same in every process (web, cluster nodes, loop).
         load_modules(settings.RUNNABLE_MODULES)
         register_conflict(JobStateError, CycleBusy)
+        signin.connect()
         post_migrate.connect(sync_builtin_schedules, sender=self)
