@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from orchestrator_site.env import env_bool, env_float, env_int, env_list, env_str
@@ -26,6 +27,31 @@ private_dir(VAR_DIR)
 # with it, so a public constant would let anyone who can write to the broker run code.
 SECRET_KEY = env_str("SECRET_KEY", "").strip() or secret_key(VAR_DIR)
 DEBUG = env_bool("DEBUG", False)
+
+# --- HTTPS and headers (Django's names; see README "Production settings") ------------
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Load balancers probe liveness over plain HTTP: no redirect for those two.
+SECURE_REDIRECT_EXEMPT = [r"^health$", r"^api/v1/healthz$"]
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+# Behind a proxy that terminates TLS: "HTTP_X_FORWARDED_PROTO,https" (header, value).
+_proxy_ssl = env_list("SECURE_PROXY_SSL_HEADER", [])
+if _proxy_ssl and len(_proxy_ssl) != 2:
+    raise ImproperlyConfigured("SECURE_PROXY_SSL_HEADER must be 'HEADER,value', e.g. HTTP_X_FORWARDED_PROTO,https")
+SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl) if _proxy_ssl else None
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -52,6 +78,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy: default-src 'self' (orchestration/csp.py).
+    "orchestration.csp.ContentSecurityPolicyMiddleware",
     # Before anything reads the URL into a query: PostgreSQL refuses NUL characters.
     "orchestration.middleware.RefuseNulMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -267,7 +295,8 @@ LOGGING = {
         "console": {"class": "logging.StreamHandler", "formatter": "json" if LOG_FORMAT == "json" else "text"}
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # axes.apps announces itself at every start; lockouts still log (axes.handlers) and go to the ledger.
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes.apps": {"level": "WARNING"}},
 }
 
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")

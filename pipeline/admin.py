@@ -13,7 +13,6 @@ from orchestration.admin import admin_link
 from orchestration.models.ledger import record
 from pipeline import engine
 from pipeline import transitions as t
-from pipeline.choices import STATUS_COLORS
 from pipeline.models import Artifact, GateDecision, PipelineDefinition, PipelineEvent, PipelineJob
 
 
@@ -180,11 +179,7 @@ class PipelineJobAdmin(admin.ModelAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: PipelineJob) -> str:
-        return format_html(
-            '<span style="background:{};color:#fff;padding:2px 8px;border-radius:8px">{}</span>',
-            STATUS_COLORS.get(obj.status, "#6c757d"),
-            obj.get_status_display(),
-        )
+        return format_html('<span class="ob-badge b-pl-{}">{}</span>', obj.status, obj.get_status_display())
 
     @admin.display(description="progress")
     def progress_bar(self, obj: PipelineJob) -> str:
