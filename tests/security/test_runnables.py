@@ -189,7 +189,9 @@ def test_staff_without_run_code_may_not_define_code_but_may_do_the_rest(staff_cl
     assert staff_client.patch(url, other, format="json").status_code == 403
 
 
-def test_the_admin_forms_ask_for_run_code_too(tmp_path):
+@pytest.fixture
+def clerk(db) -> Client:
+    """Staff with every permission of the project's apps in the admin, except run_code."""
     from django.contrib.auth.models import Group
 
     admins = Group.objects.create(name="admins")
@@ -202,6 +204,11 @@ def test_the_admin_forms_ask_for_run_code_too(tmp_path):
     user.groups.add(admins)
     client = Client()
     client.force_login(user)
+    return client
+
+
+def test_the_admin_job_form_asks_for_run_code_and_a_registered_path(clerk):
+    client = clerk
     page = client.post(
         "/admin/orchestration/job/add/",
         {"kind": "python.call", "payload": f'{{"path": "{REGISTERED}"}}', "priority": "normal", "lane": "default"}
@@ -215,3 +222,51 @@ def test_the_admin_forms_ask_for_run_code_too(tmp_path):
     )
     assert page.status_code == 200 and "not declared runnable" in page.content.decode()
     assert not Job.objects.filter(kind="python.call").exists()
+
+
+WORKER_FORM = {
+    "name": "w",
+    "description": "",
+    "category": "collection",
+    "execution_model": "on_demand",
+    "cron": "",
+    "timeout_seconds": 30,
+    "depends_on": "[]",
+    "optional_depends_on": "[]",
+    "priority": "normal",
+    "rate_factor": 1.0,
+}
+
+
+def test_the_admin_worker_form_asks_for_run_code_and_a_registered_path(clerk, admin_client):
+    python = f'{{"type": "python", "path": "{REGISTERED}"}}'
+    page = clerk.post("/admin/orchestration/worker/add/", {**WORKER_FORM, "target": python})
+    assert page.status_code == 200 and "run_code" in page.content.decode()
+    http = '{"type": "http", "method": "POST", "url": "{base_url}/x"}'
+    assert clerk.post("/admin/orchestration/worker/add/", {**WORKER_FORM, "target": http}).status_code == 302
+    page = admin_client.post(
+        "/admin/orchestration/worker/add/",
+        {**WORKER_FORM, "name": "v", "target": '{"type": "python", "path": "os.system"}'},
+    )
+    assert page.status_code == 200 and "not declared runnable" in page.content.decode()
+    assert (
+        admin_client.post(
+            "/admin/orchestration/worker/add/", {**WORKER_FORM, "name": "v", "target": python}
+        ).status_code
+        == 302
+    )
+    assert set(Worker.objects.filter(name__in=["v", "w"]).values_list("name", flat=True)) == {"v", "w"}
+
+
+def test_the_admin_definition_form_asks_for_run_code_and_a_registered_runner(clerk, admin_client):
+    form = {"name": "d", "description": "", "stages": '["only"]', "gates": "{}", "stage_timeouts": '{"only": 5}'}
+    form |= {"lane": "pipeline", "stage_attempts": 3}
+    runner = '{"only": "tests.pipeline.stage_runners.count_words"}'
+    page = clerk.post("/admin/pipeline/pipelinedefinition/add/", {**form, "runners": runner})
+    assert page.status_code == 200 and "run_code" in page.content.decode()
+    page = admin_client.post(
+        "/admin/pipeline/pipelinedefinition/add/", {**form, "runners": '{"only": "builtins.print"}'}
+    )
+    assert page.status_code == 200 and "not declared runnable" in page.content.decode()
+    assert not PipelineDefinition.objects.filter(name="d").exists()
+    assert admin_client.post("/admin/pipeline/pipelinedefinition/add/", {**form, "runners": runner}).status_code == 302
