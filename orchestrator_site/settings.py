@@ -20,8 +20,6 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 TESTING = "pytest" in sys.modules
 VAR_DIR = Path(env_str("ORCHESTRATOR_VAR_DIR", str(BASE_DIR / "var")))
 
-# var/ holds the database (with token keys and sessions) and the generated key: ours alone.
-private_dir(VAR_DIR)
 # A key per install: from the environment, else generated once into var/secret_key (0600)
 # and read by every later start and every process. django-q2 signs its broker packages
 # with it, so a public constant would let anyone who can write to the broker run code.
@@ -122,7 +120,12 @@ try:
 except Exception as exc:  # dj_database_url raises several types for bad URLs
     raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
 if _db["ENGINE"] == "django.db.backends.sqlite3":
-    Path(_db["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    # var/ holds the database (with token keys and sessions): created 0700, ours alone.
+    _sqlite_dir = Path(_db["NAME"]).parent
+    if _sqlite_dir == VAR_DIR:
+        private_dir(VAR_DIR)
+    else:
+        _sqlite_dir.mkdir(parents=True, exist_ok=True)
     _db["OPTIONS"] = {
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         "transaction_mode": "IMMEDIATE",
