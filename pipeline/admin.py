@@ -98,15 +98,14 @@ class PipelineDefinitionForm(forms.ModelForm):
 @admin.register(PipelineDefinition)
 class PipelineDefinitionAdmin(admin.ModelAdmin):
     form = PipelineDefinitionForm
+    list_display = ["name", "stage_list", "gate_list", "lane", "is_default", "jobs_link"]
+    search_fields = ["name", "description"]
+    list_filter = ["is_default", "builtin", "lane"]
 
     def get_form(self, request, obj=None, **kwargs):
         # The form checks the run_code permission of whoever saves a stage runner.
         form = super().get_form(request, obj, **kwargs)
         return type(form.__name__, (form,), {"user": request.user})
-
-    list_display = ["name", "stage_list", "gate_list", "lane", "is_default", "jobs_link"]
-    search_fields = ["name", "description"]
-    list_filter = ["is_default", "builtin", "lane"]
 
     @admin.display(description="jobs")
     def jobs_link(self, obj: PipelineDefinition):

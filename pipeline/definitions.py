@@ -11,7 +11,7 @@ YAML format (the seed's ``conf/operator.yaml``)::
     pipeline:
       stages: [outline, research, script]   # optional: else the order of stage_timeouts
       stage_timeouts: {outline: 30, research: 45, script: 60}
-      runners: {outline: mypkg.stages.outline}   # optional dotted paths
+      runners: {outline: mypkg.stages.outline}   # optional: functions declared @runnable
       lane: pipeline                              # optional
       stage_attempts: 3                           # optional
       retry_timed_out_stages: false               # optional

@@ -1,8 +1,9 @@
 """Stage runners: what a stage actually does.
 
 Contract for a runner (configured per stage as a dotted path in the definition's
-``runners``)::
+``runners``; only functions declared runnable, see orchestration/runnables.py)::
 
+    @runnable
     def my_stage(ctx: StageContext) -> dict | None: ...
 
 * Write files under ``ctx.run_dir`` and register each with ``ctx.add_artifact``;
