@@ -33,6 +33,11 @@ def orchestrator_settings(app_configs, **kwargs):
         )
     if settings.JOB_LEASE_SECONDS >= q.get("retry", 10**9):
         problems.append(Error("JOB_LEASE_SECONDS must be below Q_CLUSTER retry", id="orchestration.E003"))
+    from orchestration import runnables
+
+    for path in settings.RUNNABLE_PATHS:
+        if problem := runnables.problem(path):
+            problems.append(Error(f"RUNNABLE_PATHS: {problem}", id="orchestration.E005"))
     try:
         private_dir(settings.RUNS_DIR)
     except OSError as exc:

@@ -50,8 +50,13 @@ def runnable(func: F) -> F:
 
 def load_modules(modules: list[str]) -> None:
     """Import the modules whose ``@runnable`` functions a process must know."""
+    from django.core.exceptions import ImproperlyConfigured
+
     for module in modules:
-        import_module(module)
+        try:
+            import_module(module)
+        except ImportError as exc:
+            raise ImproperlyConfigured(f"RUNNABLE_MODULES names {module!r}, which cannot be imported: {exc}") from exc
 
 
 def resolve(path: Any) -> Callable[..., Any]:

@@ -270,3 +270,15 @@ def test_the_admin_definition_form_asks_for_run_code_and_a_registered_runner(cle
     assert page.status_code == 200 and "not declared runnable" in page.content.decode()
     assert not PipelineDefinition.objects.filter(name="d").exists()
     assert admin_client.post("/admin/pipeline/pipelinedefinition/add/", {**form, "runners": runner}).status_code == 302
+
+
+def test_misdeclared_runnables_are_reported_at_start(settings):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from orchestration.checks import orchestrator_settings
+
+    settings.RUNNABLE_PATHS = ["django.utils.text.slugify", IMPORTED]
+    errors = [e for e in orchestrator_settings(None) if e.id == "orchestration.E005"]
+    assert len(errors) == 1 and IMPORTED in errors[0].msg and "RUNNABLE_PATHS" in errors[0].msg
+    with pytest.raises(ImproperlyConfigured, match="RUNNABLE_MODULES names 'no_such_module'"):
+        runnables.load_modules(["no_such_module"])
