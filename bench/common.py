@@ -93,9 +93,6 @@ def setup_django(bench: str, *, fresh: bool = False) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator_site.settings")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     os.environ["Q_SYNC"] = "false"
-    import warnings
-
-    warnings.filterwarnings("ignore", message="SECRET_KEY is not set")
     import django
 
     django.setup()

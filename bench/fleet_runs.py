@@ -41,7 +41,7 @@ def run(*, quick: bool = False, runs: int | None = None, workers: int = 200, his
     from orchestration.workers.loop import workers_section
     from orchestration.workers.runner import execute_run, request_run
 
-    settings.PYTHON_JOB_ALLOWED_PREFIXES = [*settings.PYTHON_JOB_ALLOWED_PREFIXES, "bench."]
+    settings.RUNNABLE_PATHS = [*settings.RUNNABLE_PATHS, "bench.fleet_runs.noop_target"]
     worker = Worker.objects.create(
         name="bench-noop",
         category="maintenance",

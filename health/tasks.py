@@ -13,10 +13,12 @@ from django.utils import timezone
 
 from health.models import HealthCheck, Service
 from health.sweep import check_services, claim_due
+from orchestration.runnables import runnable
 
 log = logging.getLogger("health")
 
 
+@runnable
 def sweep_due() -> dict[str, Any]:
     """Check every service whose interval has elapsed (django-q2 schedule fallback)."""
     due = claim_due()
@@ -42,6 +44,7 @@ def health_tick() -> int:
     return len(due)
 
 
+@runnable
 def prune_checks(days: int | None = None, keep: int | None = None, batch: int = 5000) -> dict[str, int]:
     """Bounded history: drop checks older than the retention period, and beyond the
     newest ``keep`` of each service. In batches, so writers are never blocked long."""

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import time
+from functools import wraps
 
 from django.http import HttpRequest, JsonResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
@@ -12,6 +13,7 @@ from health.report import status_report
 from health.sweep import check_services
 from orchestration.api.permissions import PublicEndpoint
 from orchestration.api.views import actor_of
+from orchestration.demo import DEMO_PREFIX
 from orchestration.models.ledger import record
 
 
@@ -66,10 +68,27 @@ FLAKY_PERIOD_SECONDS = 300
 FLAKY_DOWN_SECONDS = 90
 
 
+def demo_endpoint(view):
+    """Answer only while the demo has a service checking this endpoint: they stay
+    anonymous (the checker sends no credentials) but are not open on every install."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest) -> JsonResponse:
+        from health.models import Service
+
+        if not Service.objects.filter(name__startswith=f"{DEMO_PREFIX}-", health_path=request.path_info).exists():
+            return JsonResponse({"detail": "Not found."}, status=404)
+        return view(request)
+
+    return wrapper
+
+
+@demo_endpoint
 def demo_healthy(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
+@demo_endpoint
 def demo_flaky(request: HttpRequest) -> JsonResponse:
     """Down for the first 90 s of every 5 minutes (by the clock, so every flaky demo
     service fails at the same time, as dependents of one cause do)."""
@@ -78,6 +97,7 @@ def demo_flaky(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
+@demo_endpoint
 def demo_slow(request: HttpRequest) -> JsonResponse:
     """Answers after 2 s: past the demo's 1 s timeout."""
     time.sleep(2.0)

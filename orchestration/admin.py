@@ -9,10 +9,12 @@ from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
+from django.utils.text import slugify
 from rest_framework import serializers
+from rest_framework.exceptions import PermissionDenied
 
 from orchestration.api.serializers import JobCreateSerializer, RuleSerializer
-from orchestration.choices import BADGE_COLORS, JobStatus
+from orchestration.choices import JobStatus
 from orchestration.jobs import queue
 from orchestration.jobs.registry import kind_names
 from orchestration.loop.cycle import CycleBusy, run_cycle
@@ -22,16 +24,9 @@ from orchestration.secret_forms import MaskedSecretsForm
 
 
 def badge(value: str, label: str | None = None):
-    """A coloured pill for a state; colours come from choices.BADGE_COLORS."""
-    color = BADGE_COLORS.get(str(value), "#6c757d")
-    text_color = "#212529" if color in ("#ffc107", "#0dcaf0", "#adb5bd") else "#fff"
-    return format_html(
-        '<span style="background:{};color:{};padding:2px 8px;border-radius:10px;font-size:11px;'
-        'font-weight:600;white-space:nowrap">{}</span>',
-        color,
-        text_color,
-        label or value,
-    )
+    """A coloured pill for a state; colours come from choices.BADGE_COLORS, as classes of
+    static/console/palette.css (the Content-Security-Policy allows no inline style)."""
+    return format_html('<span class="ob-badge b-{}">{}</span>', slugify(str(value)).replace("-", "_"), label or value)
 
 
 def admin_link(obj, label: str | None = None):
@@ -59,7 +54,7 @@ def subject_link(subject: str):
 
 
 def pretty_json(value) -> str:
-    return format_html("<pre style='white-space:pre-wrap;margin:0'>{}</pre>", json.dumps(value, indent=2, default=str))
+    return format_html('<pre class="ob-json">{}</pre>', json.dumps(value, indent=2, default=str))
 
 
 class JobChangeForm(MaskedSecretsForm):
@@ -98,10 +93,16 @@ class JobAddForm(forms.ModelForm):
     def clean(self):
         data = super().clean()
         incoming = {k: v for k, v in data.items() if k != "campaign" and v is not None}
-        checked = JobCreateSerializer(data=incoming)
-        if not checked.is_valid():
+        checked = JobCreateSerializer(data=incoming, context={"user": getattr(self, "user", None)})
+        try:
+            valid = checked.is_valid()
+        except PermissionDenied as exc:
+            self.add_error("payload", str(exc.detail))
+            return data
+        if not valid:
             for field, errors in checked.errors.items():
-                self.add_error(field if field in self.fields else None, [str(e) for e in errors])
+                messages = errors if isinstance(errors, list) else [f"{k}: {v}" for k, v in errors.items()]
+                self.add_error(field if field in self.fields else None, [str(e) for e in messages])
         return data
 
 
@@ -155,7 +156,8 @@ class JobAdmin(admin.ModelAdmin):
 
     def get_form(self, request, obj=None, **kwargs):
         if obj is None:
-            kwargs["form"] = JobAddForm
+            # The add form checks the run_code permission of whoever queues the job.
+            kwargs["form"] = type("JobAddForm", (JobAddForm,), {"user": request.user})
         return super().get_form(request, obj, **kwargs)
 
     def get_fields(self, request, obj=None):

@@ -8,17 +8,23 @@ class OrchestrationConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.conf import settings
+
         # Registries fill themselves on import.
-        from orchestration import checks  # noqa: F401
+        from orchestration import checks, signin  # noqa: F401
         from orchestration.api.errors import register_conflict
         from orchestration.jobs import kinds  # noqa: F401
         from orchestration.jobs.queue import JobStateError
         from orchestration.loop import actions  # noqa: F401
         from orchestration.loop.cycle import CycleBusy
         from orchestration.process_registry import install_cluster_heartbeat
+        from orchestration.runnables import load_modules
         from orchestration.schedules import sync_builtin_schedules
         from orchestration.workers import registrations  # noqa: F401 - the worker fleet
 
+        # What may run by name, the same in every process (web, cluster nodes, loop).
+        load_modules(settings.RUNNABLE_MODULES)
         register_conflict(JobStateError, CycleBusy)
         install_cluster_heartbeat()
+        signin.connect()
         post_migrate.connect(sync_builtin_schedules, sender=self)

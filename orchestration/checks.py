@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.checks import Error, Warning, register
+from django.core.checks import Error, register
 
-from orchestrator_site.settings import DEV_SECRET_KEY
+from orchestrator_site.private import private_dir
 
 
 @register()
@@ -28,18 +28,15 @@ def orchestrator_settings(app_configs, **kwargs):
                 id="orchestration.E002",
             )
         )
-    if not settings.DEBUG and settings.SECRET_KEY == DEV_SECRET_KEY:
-        problems.append(
-            Warning(
-                "SECRET_KEY is the built-in development key",
-                hint="Set SECRET_KEY in the environment before exposing this server.",
-                id="orchestration.W001",
-            )
-        )
     if settings.JOB_LEASE_SECONDS >= q.get("retry", 10**9):
         problems.append(Error("JOB_LEASE_SECONDS must be below Q_CLUSTER retry", id="orchestration.E003"))
+    from orchestration import runnables
+
+    for path in settings.RUNNABLE_PATHS:
+        if problem := runnables.problem(path):
+            problems.append(Error(f"RUNNABLE_PATHS: {problem}", id="orchestration.E005"))
     try:
-        settings.RUNS_DIR.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.RUNS_DIR)
     except OSError as exc:
         problems.append(Error(f"RUNS_DIR {settings.RUNS_DIR} is not writable: {exc}", id="orchestration.E004"))
     problems.extend(database_version())
@@ -83,4 +80,4 @@ def database_version() -> list[Error]:
     why = supported_database(connection.vendor, version)
     if why is None:
         return []
-    return [Error(f"The database cannot hold the job queue: {why}", id="orchestration.E005")]
+    return [Error(f"The database cannot hold the job queue: {why}", id="orchestration.E006")]

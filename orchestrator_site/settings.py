@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from orchestrator_site.env import env_bool, env_float, env_int, env_list, env_str
+from orchestrator_site.private import private_dir, secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Under pytest the queue runs tasks inline (django-q2 reads its Conf once at import)
@@ -19,15 +21,36 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 TESTING = "pytest" in sys.modules
 VAR_DIR = Path(env_str("ORCHESTRATOR_VAR_DIR", str(BASE_DIR / "var")))
 
-DEV_SECRET_KEY = "dev-insecure-orchestrator-key-change-me-0123456789abcdef"
-SECRET_KEY = env_str("SECRET_KEY", DEV_SECRET_KEY)
+# A key per install: from the environment, else generated once into var/secret_key (0600)
+# and read by every later start and every process. django-q2 signs its broker packages
+# with it, so a public constant would let anyone who can write to the broker run code.
+SECRET_KEY = env_str("SECRET_KEY", "").strip() or secret_key(VAR_DIR)
 DEBUG = env_bool("DEBUG", False)
-if SECRET_KEY == DEV_SECRET_KEY and not TESTING:
-    warnings.warn(
-        "SECRET_KEY is not set: using the built-in development key. "
-        "Set SECRET_KEY in the environment before exposing this server.",
-        stacklevel=1,
-    )
+
+# --- HTTPS and headers (Django's names; see README "Production settings") ------------
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Load balancers probe liveness over plain HTTP: no redirect for those two.
+SECURE_REDIRECT_EXEMPT = [r"^health$", r"^api/v1/healthz$"]
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+# Behind a proxy that terminates TLS: "HTTP_X_FORWARDED_PROTO,https" (header, value).
+_proxy_ssl = env_list("SECURE_PROXY_SSL_HEADER", [])
+if _proxy_ssl and len(_proxy_ssl) != 2:
+    raise ImproperlyConfigured("SECURE_PROXY_SSL_HEADER must be 'HEADER,value', e.g. HTTP_X_FORWARDED_PROTO,https")
+SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl) if _proxy_ssl else None
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -45,6 +68,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_q",
+    "axes",
     "orchestration",
     "orchestration.routing",
     "health",
@@ -53,6 +77,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy: default-src 'self' (orchestration/csp.py).
+    "orchestration.csp.ContentSecurityPolicyMiddleware",
     # Before anything reads the URL into a query: PostgreSQL refuses NUL characters.
     "orchestration.middleware.RefuseNulMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -61,6 +87,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: answers a locked-out sign-in (console and admin) with its lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "orchestrator_site.urls"
@@ -93,7 +121,12 @@ try:
 except Exception as exc:  # dj_database_url raises several types for bad URLs
     raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
 if _db["ENGINE"] == "django.db.backends.sqlite3":
-    Path(_db["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    # var/ holds the database (with token keys and sessions): created 0700, ours alone.
+    _sqlite_dir = Path(_db["NAME"]).parent
+    if _sqlite_dir == VAR_DIR:
+        private_dir(VAR_DIR)
+    else:
+        _sqlite_dir.mkdir(parents=True, exist_ok=True)
     _db["OPTIONS"] = {
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         "transaction_mode": "IMMEDIATE",
@@ -116,8 +149,29 @@ if TESTING:
     PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# --- Sign-in: failed-login throttling and lockout (django-axes) ----------------------
+# Axes first: it refuses a locked-out user or address before any password is checked
+# (it needs the request, which both login forms pass). API tokens and sessions do not
+# go through authenticate(), so they are not affected.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# After AXES_FAILURE_LIMIT failures a username is locked (from any address), and an
+# address is locked (for any username), for AXES_COOLOFF_MINUTES; each lockout is in
+# the ledger (orchestration/signin.py). The client address is REMOTE_ADDR: behind a
+# proxy, have the proxy set it (X-Forwarded-For is not trusted).
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -145,10 +199,18 @@ JOB_DEFAULT_LANE_LIMIT = env_int("JOB_DEFAULT_LANE_LIMIT", 0, minimum=0)
 # starts at 2 ms after work and doubles while the queue stays empty). PostgreSQL
 # nodes are woken by NOTIFY instead.
 JOB_POLL_SECONDS = env_float("JOB_POLL_SECONDS", 0.02, minimum=0.001)
-# Dotted-path prefixes that the "python.call" job kind may import.
-PYTHON_JOB_ALLOWED_PREFIXES = env_list(
-    "PYTHON_JOB_ALLOWED_PREFIXES", ["orchestration.", "health.", "pipeline.", "examples."]
-)
+# What may run by dotted path (python.call jobs, python worker targets, stage runners):
+# @runnable functions of these modules (imported by every process at start) and the exact
+# paths of RUNNABLE_PATHS. Nothing else is ever imported by name (orchestration/runnables.py).
+RUNNABLE_MODULES = [
+    "orchestration.workers.builtins",
+    "orchestration.workers.demo_targets",
+    "orchestration.jobs.kinds",
+    "health.tasks",
+    "pipeline.runners",
+    *env_list("RUNNABLE_MODULES", []),
+]
+RUNNABLE_PATHS = env_list("RUNNABLE_PATHS", [])
 RUNS_DIR = Path(env_str("RUNS_DIR", str(BASE_DIR / "runs")))
 ADMIN_TOKEN = env_str("ORCHESTRATOR_ADMIN_TOKEN", "")
 LEDGER_RETENTION_DAYS = env_int("LEDGER_RETENTION_DAYS", 30, minimum=1)
@@ -262,7 +324,8 @@ LOGGING = {
         "console": {"class": "logging.StreamHandler", "formatter": "json" if LOG_FORMAT == "json" else "text"}
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # axes.apps announces itself at every start; lockouts still log (axes.handlers) and go to the ledger.
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes.apps": {"level": "WARNING"}},
 }
 
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")

@@ -7,12 +7,12 @@ from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
+from rest_framework.exceptions import PermissionDenied as NotPermitted
 
 from orchestration.admin import admin_link
 from orchestration.models.ledger import record
 from pipeline import engine
 from pipeline import transitions as t
-from pipeline.choices import STATUS_COLORS
 from pipeline.models import Artifact, GateDecision, PipelineDefinition, PipelineEvent, PipelineJob
 
 
@@ -70,10 +70,24 @@ class PipelineDefinitionForm(forms.ModelForm):
         data = super().clean()
         if self.errors:
             return data
-        checked = PipelineDefinitionSerializer(instance=self.instance if self.instance.pk else None, data=data)
-        if not checked.is_valid():
+        checked = PipelineDefinitionSerializer(
+            instance=self.instance if self.instance.pk else None,
+            data=data,
+            context={"user": getattr(self, "user", None)},
+        )
+        try:
+            valid = checked.is_valid()
+        except NotPermitted as exc:
+            self.add_error("runners", str(exc.detail))
+            return data
+        if not valid:
             for field, errors in checked.errors.items():
                 target = field if field in self.fields else None
+                if isinstance(errors, dict):
+                    errors = [
+                        f"{key}: {' '.join(map(str, value)) if isinstance(value, list) else value}"
+                        for key, value in errors.items()
+                    ]
                 self.add_error(target, [str(e) for e in (errors if isinstance(errors, list) else [errors])])
             return data
         for key in ("gates", "stage_timeouts", "stages"):
@@ -87,6 +101,11 @@ class PipelineDefinitionAdmin(admin.ModelAdmin):
     list_display = ["name", "stage_list", "gate_list", "lane", "is_default", "jobs_link"]
     search_fields = ["name", "description"]
     list_filter = ["is_default", "builtin", "lane"]
+
+    def get_form(self, request, obj=None, **kwargs):
+        # The form checks the run_code permission of whoever saves a stage runner.
+        form = super().get_form(request, obj, **kwargs)
+        return type(form.__name__, (form,), {"user": request.user})
 
     @admin.display(description="jobs")
     def jobs_link(self, obj: PipelineDefinition):
@@ -159,11 +178,7 @@ class PipelineJobAdmin(admin.ModelAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: PipelineJob) -> str:
-        return format_html(
-            '<span style="background:{};color:#fff;padding:2px 8px;border-radius:8px">{}</span>',
-            STATUS_COLORS.get(obj.status, "#6c757d"),
-            obj.get_status_display(),
-        )
+        return format_html('<span class="ob-badge b-pl-{}">{}</span>', obj.status, obj.get_status_display())
 
     @admin.display(description="progress")
     def progress_bar(self, obj: PipelineJob) -> str:

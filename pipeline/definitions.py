@@ -11,7 +11,7 @@ YAML format (the seed's ``conf/operator.yaml``)::
     pipeline:
       stages: [outline, research, script]   # optional: else the order of stage_timeouts
       stage_timeouts: {outline: 30, research: 45, script: 60}
-      runners: {outline: mypkg.stages.outline}   # optional dotted paths
+      runners: {outline: mypkg.stages.outline}   # optional: functions declared @runnable
       lane: pipeline                              # optional
       stage_attempts: 3                           # optional
       retry_timed_out_stages: false               # optional
@@ -107,6 +107,27 @@ def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
+def runner_problems(runners: Any) -> dict[str, str]:
+    """Stage → why its runner may not run: only functions the deployment declared
+    runnable (orchestration/runnables.py) are stage runners."""
+    from orchestration import runnables
+
+    if not isinstance(runners, dict):
+        return {}
+    return {
+        str(stage): problem
+        for stage, path in runners.items()
+        if isinstance(path, str) and _DOTTED.match(path) and (problem := runnables.problem(path))
+    }
+
+
+def defines_code(runners: Any, stored: Any) -> bool:
+    """True when saving ``runners`` over ``stored`` names a runner that was not there
+    before: that needs the run_code permission, not only staff."""
+    before = stored if isinstance(stored, dict) else {}
+    return isinstance(runners, dict) and any(before.get(stage) != path for stage, path in runners.items())
+
+
 def parse(data: Any, *, name: str | None = None, task_timeout_seconds: int | None = None) -> DefinitionSpec:
     """Validate a mapping in the YAML format; raise DefinitionError listing every problem.
 
@@ -184,6 +205,7 @@ def parse(data: Any, *, name: str | None = None, task_timeout_seconds: int | Non
             errors.append(f"runner for unknown stage {stage!r}")
         elif not isinstance(path, str) or not _DOTTED.match(path):
             errors.append(f"runners.{stage} must be a dotted path like package.module.function, got {path!r}")
+    errors.extend(f"runners.{stage}: {problem}" for stage, problem in runner_problems(runners).items())
     lane = pipeline.get("lane", DEFAULT_LANE)
     if not isinstance(lane, str) or not re.match(r"^[-a-zA-Z0-9_]{1,64}$", lane):
         errors.append(f"pipeline.lane must be a slug, got {lane!r}")

@@ -15,9 +15,12 @@ from typing import Any
 
 from django.conf import settings
 
+from orchestrator_site.private import private_dir
+
 
 def runs_root() -> Path:
-    return Path(settings.RUNS_DIR)
+    # Artifacts and state are the install's own: runs/ is created 0700.
+    return private_dir(Path(settings.RUNS_DIR))
 
 
 def run_dir(job_id: int) -> Path:

@@ -1,8 +1,9 @@
 """Stage runners: what a stage actually does.
 
 Contract for a runner (configured per stage as a dotted path in the definition's
-``runners``)::
+``runners``; only functions declared runnable, see orchestration/runnables.py)::
 
+    @runnable
     def my_stage(ctx: StageContext) -> dict | None: ...
 
 * Write files under ``ctx.run_dir`` and register each with ``ctx.add_artifact``;
@@ -28,9 +29,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.utils.module_loading import import_string
 
+from orchestration import runnables
 from orchestration.jobs.registry import PermanentJobError
+from orchestration.runnables import runnable
 from pipeline.models import Artifact, PipelineJob
 
 Runner = Callable[["StageContext"], "dict | None"]
@@ -93,10 +95,11 @@ def resolve(job: PipelineJob, stage: str) -> Runner:
     path = job.config.get("runners", {}).get(stage)
     if not path:
         return placeholder
+    # Only a declared runner runs: the registry may have changed since the job was queued.
     try:
-        return import_string(path)
-    except ImportError as exc:
-        raise PermanentJobError(f"stage {stage}: runner {path!r} cannot be imported: {exc}") from exc
+        return runnables.resolve(path)
+    except runnables.NotRunnable as exc:
+        raise PermanentJobError(f"stage {stage}: runner {exc}") from None
 
 
 # --- the placeholder runner ---------------------------------------------------------
@@ -161,6 +164,7 @@ def _plan(ctx: StageContext) -> list[tuple[str, str, str, dict[str, Any]]]:
     return [(f"{ctx.stage}.txt", "text", text, {"word_count": _words(text)})]
 
 
+@runnable
 def placeholder(ctx: StageContext) -> dict[str, Any]:
     """Write the stage's placeholder files (each once), then take the configured time."""
     for relpath, kind, content, metadata in _plan(ctx):

@@ -22,7 +22,7 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     os.chdir(ROOT)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator_site.settings")
-    warnings.simplefilter("ignore")  # the development SECRET_KEY warning
+    warnings.simplefilter("ignore")  # third-party deprecation notices are not what this checks
     import django
     from django.core.management import call_command
 

@@ -6,6 +6,10 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+# The tests' own runnable targets and stage runners: importing declares them (@runnable).
+import tests.pipeline.stage_runners
+import tests.workers.targets  # noqa: F401
+
 
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):

@@ -24,3 +24,17 @@ class ReadAuthenticatedWriteStaff(BasePermission):
 class PublicEndpoint(BasePermission):
     def has_permission(self, request, view) -> bool:
         return True
+
+
+def require_run_code(context: dict) -> None:
+    """403 unless the caller may define code that runs by name (``orchestration.run_code``,
+    apart from staff). Serializers take the user from ``request`` (the API) or ``user``
+    (admin forms); with neither, nobody is asking, and nobody is allowed."""
+    from rest_framework.exceptions import PermissionDenied
+
+    from orchestration import runnables
+
+    request = context.get("request")
+    user = context.get("user") or getattr(request, "user", None)
+    if not runnables.may_define(user):
+        raise PermissionDenied(runnables.RUN_CODE_DENIED)

@@ -3,7 +3,9 @@ from __future__ import annotations
 from django.utils import timezone
 from rest_framework import serializers
 
+from orchestration.api.permissions import require_run_code
 from orchestration.choices import Backoff, Priority
+from orchestration.jobs.kinds import python_call_problems
 from orchestration.jobs.registry import kind_names
 from orchestration.loop.decider import ConditionError, validate_condition
 from orchestration.loop.executor import action_types
@@ -70,6 +72,16 @@ class JobCreateSerializer(serializers.Serializer):
         if not isinstance(value, dict):
             raise serializers.ValidationError("payload must be a JSON object.")
         return value
+
+    def validate(self, attrs):
+        if attrs.get("kind") == "python.call":
+            # Only a function the deployment declared runs, and only someone with the
+            # run_code permission (not every staff member) may queue one.
+            problems = python_call_problems(attrs.get("payload") or {})
+            if problems:
+                raise serializers.ValidationError({"payload": problems})
+            require_run_code(self.context)
+        return attrs
 
 
 class LaneSerializer(serializers.ModelSerializer):

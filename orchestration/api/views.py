@@ -66,7 +66,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Create
 
     @extend_schema(request=JobCreateSerializer, responses={201: JobSerializer})
     def create(self, request, *args, **kwargs):
-        incoming = JobCreateSerializer(data=request.data)
+        incoming = JobCreateSerializer(data=request.data, context={"request": request})
         incoming.is_valid(raise_exception=True)
         data = dict(incoming.validated_data)
         job = queue.enqueue(data.pop("kind"), data.pop("payload"), actor=actor_of(request), **data)

@@ -27,7 +27,6 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
@@ -37,7 +36,6 @@ from rest_framework.views import APIView
 from health.models import DependencyError, Service
 from orchestration.console import data
 from orchestration.console.forms import GateDecisionForm, LoopIntervalForm, StartPipelineForm
-from orchestration.console.palette import badge_css
 from orchestration.loop.cycle import CycleBusy, run_cycle
 from orchestration.models import LoopState, Worker
 from orchestration.models.ledger import record
@@ -118,7 +116,6 @@ def render_page(
         **_permissions(request),
         "poll_ms": POLL_MS,
         "now": timezone.now(),
-        "badge_css": mark_safe(badge_css()),  # built from constant palettes, no user input
         **context,
     }
     if request.GET.get("live"):
@@ -519,7 +516,7 @@ def static_files(request: HttpRequest, path: str) -> HttpResponse:
 def _error(request: HttpRequest, status: int, title: str, message: str) -> HttpResponse:
     if _wants_json(request):
         return JsonResponse({"detail": message}, status=status)
-    context = {"status": status, "title": title, "message": message, "badge_css": mark_safe(badge_css())}
+    context = {"status": status, "title": title, "message": message}
     return render(request, "error.html", context, status=status)
 
 

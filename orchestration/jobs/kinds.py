@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from importlib import import_module
 from typing import Any
 
 import requests
 from django.conf import settings
 
+from orchestration import runnables
 from orchestration.jobs.registry import PermanentJobError, job_kind
 
 
@@ -62,6 +62,7 @@ def append_mark(name: str, text: str) -> str:
     return text
 
 
+@runnables.runnable
 def mark_schedule(name: str) -> str:
     """A schedule target for fault tests: each firing leaves one line."""
     return append_mark(name, "fired")
@@ -101,26 +102,36 @@ def http_request(payload: dict, ctx) -> dict:
 
 
 def import_callable(path: str):
-    """Import ``pkg.module.func`` if its prefix is allowed by PYTHON_JOB_ALLOWED_PREFIXES."""
-    if not any(path.startswith(prefix) for prefix in settings.PYTHON_JOB_ALLOWED_PREFIXES):
-        raise PermanentJobError(f"{path!r} is outside the allowed prefixes {settings.PYTHON_JOB_ALLOWED_PREFIXES}")
-    module_name, _, attr = path.rpartition(".")
-    if not module_name:
-        raise PermanentJobError(f"{path!r} is not a dotted path")
+    """The callable declared runnable at exactly ``path`` (orchestration/runnables.py);
+    anything else fails the job for good: the registry may have changed since it was queued."""
     try:
-        func = getattr(import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise PermanentJobError(f"cannot import {path!r}: {exc}") from None
-    if not callable(func):
-        raise PermanentJobError(f"{path!r} is not callable")
-    return func
+        return runnables.resolve(path)
+    except runnables.NotRunnable as exc:
+        raise PermanentJobError(str(exc)) from None
 
 
-@job_kind("python.call", description='Calls payload["path"](*args, **kwargs) from an allowed module.')
+@job_kind("python.call", description='Calls payload["path"](*args, **kwargs), a function declared runnable.')
 def python_call(payload: dict, ctx) -> dict:
-    func = import_callable(str(payload.get("path", "")))
+    problems = python_call_problems(payload)
+    if problems:
+        raise PermanentJobError("; ".join(f"{k}: {v}" for k, v in problems.items()))
+    func = import_callable(payload["path"])
     result = func(*payload.get("args", []), **payload.get("kwargs", {}))
     return result if isinstance(result, dict) else {"value": result}
+
+
+def python_call_problems(payload: dict) -> dict[str, str]:
+    """What is wrong with a python.call payload, by key: checked when the job is created
+    and again when it runs."""
+    problems = {}
+    path_problem = runnables.problem(payload.get("path"))
+    if path_problem:
+        problems["path"] = path_problem
+    if not isinstance(payload.get("args", []), list):
+        problems["args"] = "must be a list"
+    if not isinstance(payload.get("kwargs", {}), dict):
+        problems["kwargs"] = "must be an object"
+    return problems
 
 
 @job_kind(

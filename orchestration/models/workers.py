@@ -85,6 +85,8 @@ class Worker(models.Model):
 
     class Meta:
         ordering = ["name"]
+        # Apart from staff writes: a python target runs code on the host (orchestration/runnables.py).
+        permissions = [("run_code", "Can define code that runs by name (python jobs, worker targets, stage runners)")]
 
     def __str__(self) -> str:
         return self.name

@@ -10,6 +10,7 @@ from django.db.models.functions import Concat
 from django.urls import reverse
 from django.utils.html import format_html
 
+from orchestration import runnables
 from orchestration.admin import admin_link, badge, pretty_json
 from orchestration.models import Anomaly, ScoreReport, Worker, WorkerRun
 from orchestration.models.ledger import record
@@ -85,6 +86,9 @@ class WorkerForm(MaskedSecretsForm):
             others = Worker.objects.exclude(name=name).values_list("name", "depends_on", "optional_depends_on")
             edges = {n: list(d or []) + list(o or []) for n, d, o in others}
             specs.validate_graph(name, names, edges, set(edges))
+            stored = self.instance.target if self.instance.pk is not None else None
+            if specs.defines_code(data["target"], stored) and not runnables.may_define(getattr(self, "user", None)):
+                raise specs.SpecError({"target": runnables.RUN_CODE_DENIED})
         except specs.SpecError as exc:
             for field, message in exc.errors.items():
                 self.add_error(field if field in self.fields else None, message)
@@ -121,6 +125,11 @@ class WorkerAdmin(admin.ModelAdmin):
         "updated_at",
     ]
     exclude = ["lock_token"]
+
+    def get_form(self, request, obj=None, **kwargs):
+        # The form checks the run_code permission of whoever saves a python target.
+        form = super().get_form(request, obj, **kwargs)
+        return type(form.__name__, (form,), {"user": request.user})
 
     def get_readonly_fields(self, request, obj=None):
         fields = list(super().get_readonly_fields(request, obj))

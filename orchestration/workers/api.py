@@ -17,6 +17,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from orchestration.api.permissions import require_run_code
 from orchestration.api.views import AuditedModelViewSet, actor_of
 from orchestration.choices import Priority
 from orchestration.models import Anomaly, ScoreReport, Worker, WorkerRun
@@ -150,6 +151,8 @@ class WorkerSerializer(serializers.ModelSerializer):
             specs.validate_graph(name, required + optional, edges, set(edges))
         except specs.SpecError as exc:
             raise serializers.ValidationError(exc.errors) from None
+        if specs.defines_code(attrs["target"], self.instance.target if self.instance is not None else None):
+            require_run_code(self.context)
         if "depends_on" in attrs:
             attrs["depends_on"] = required
         if "optional_depends_on" in attrs:

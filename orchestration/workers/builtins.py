@@ -10,9 +10,11 @@ from django.db.models import Q
 from django.utils import timezone
 
 from orchestration.choices import Priority
+from orchestration.runnables import runnable
 from orchestration.workers.choices import ExecutionModel, ReportPeriod, RunStatus, WorkerCategory
 
 
+@runnable
 def cleanup_stale_runs() -> dict:
     """Crashed runs (no heartbeat) are detected and restarted; old runs, reports and
     resolved anomalies past the retention period are deleted in batches."""
@@ -36,6 +38,7 @@ def cleanup_stale_runs() -> dict:
     return {"crashed_runs": len(crashed), **{f"deleted_{k}": v for k, v in deleted.items()}}
 
 
+@runnable
 def prune_ledger() -> dict:
     from orchestration.maintenance import prune_ledger as prune
 
@@ -43,12 +46,14 @@ def prune_ledger() -> dict:
     return {"deleted_ledger": result["ledger"], "deleted_actions": result["actions"]}
 
 
+@runnable
 def score_rollup_hourly() -> dict:
     from orchestration.workers.scores import rollup
 
     return rollup(ReportPeriod.HOURLY)
 
 
+@runnable
 def score_rollup_daily() -> dict:
     from orchestration.workers.scores import rollup
 
@@ -62,11 +67,13 @@ def _call_path(path: str) -> dict:
     return result if isinstance(result, dict) else {"value": result}
 
 
+@runnable
 def health_sweep() -> dict:
     """The health app's sweep (``FLEET_HEALTH_SWEEP_PATH``), imported when it runs."""
     return _call_path(settings.FLEET_HEALTH_SWEEP_PATH)
 
 
+@runnable
 def prune_check_history() -> dict:
     """The health app's check-history retention (``FLEET_CHECK_RETENTION_PATH``)."""
     return _call_path(settings.FLEET_CHECK_RETENTION_PATH)

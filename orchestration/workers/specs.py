@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from orchestration import runnables
 from orchestration.workers import cadence, graph
 
 HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"}
@@ -27,6 +28,9 @@ def validate_target(target: Any) -> dict[str, Any]:
         path = target.get("path")
         if not isinstance(path, str) or "." not in path or not all(p.isidentifier() for p in path.split(".")):
             raise SpecError({"target": "python target needs a dotted path, e.g. pkg.module.func"})
+        unrunnable = runnables.problem(path)
+        if unrunnable:
+            raise SpecError({"target": f"path: {unrunnable}"})
         if "kwargs" in target and not isinstance(target["kwargs"], Mapping):
             raise SpecError({"target": "kwargs must be an object"})
         return dict(target)
@@ -43,6 +47,16 @@ def validate_target(target: Any) -> dict[str, Any]:
             raise SpecError({"target": "expected_status must be an HTTP status code"})
         return {**target, "method": method}
     raise SpecError({"target": "type must be 'python' or 'http'"})
+
+
+def defines_code(target: Mapping[str, Any], stored: Any) -> bool:
+    """True when saving ``target`` over ``stored`` sets what python code runs (a new python
+    target, or another path or kwargs): that needs the run_code permission, not only staff."""
+    return target.get("type") == "python" and (
+        not isinstance(stored, Mapping)
+        or stored.get("type") != "python"
+        or (stored.get("path"), stored.get("kwargs") or {}) != (target.get("path"), target.get("kwargs") or {})
+    )
 
 
 def validate_cadence(interval_seconds: int | None, cron: str, execution_model: str) -> None:

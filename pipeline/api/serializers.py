@@ -3,7 +3,8 @@ from __future__ import annotations
 from django.conf import settings
 from rest_framework import serializers
 
-from pipeline.definitions import DefinitionError, parse
+from orchestration.api.permissions import require_run_code
+from pipeline.definitions import DefinitionError, defines_code, parse, runner_problems
 from pipeline.models import Artifact, PipelineDefinition, PipelineEvent, PipelineJob
 
 
@@ -43,10 +44,15 @@ class PipelineDefinitionSerializer(serializers.ModelSerializer):
                 "retry_timed_out_stages": merged.get("retry_timed_out_stages", False),
             },
         }
+        problems = runner_problems(merged.get("runners"))
+        if problems:
+            raise serializers.ValidationError({"runners": problems})
         try:
             spec = parse(document, name=merged.get("name"), task_timeout_seconds=settings.Q_CLUSTER["timeout"])
         except DefinitionError as exc:
             raise serializers.ValidationError({"definition": exc.errors})
+        if defines_code(merged.get("runners"), self.instance.runners if self.instance is not None else None):
+            require_run_code(self.context)
         attrs.update(gates=spec.gates, stage_timeouts=spec.stage_timeouts, stages=spec.stages)
         return attrs
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
@@ -13,6 +15,9 @@ from pipeline import transitions as t
 from pipeline.api import serializers as s
 from pipeline.api.sse import EventStreamRenderer, stream
 from pipeline.models import PipelineDefinition, PipelineJob
+
+# An event id: ASCII digits, few enough to fit a 64-bit key.
+EVENT_ID = re.compile(r"[0-9]{1,18}")
 
 # One server-sent event of GET …/events/ as a client parses it.
 SSE_EVENT = inline_serializer(
@@ -141,7 +146,8 @@ class PipelineJobViewSet(
         # (before, ?format=sse rendered the JSON list as one "error" event).
         if request.accepted_renderer.format == EventStreamRenderer.format:
             after = request.META.get("HTTP_LAST_EVENT_ID") or request.query_params.get("after") or "0"
-            if not after.isdigit():
+            # ASCII digits only: str.isdigit() accepts "²", which int() then refuses (a 500).
+            if not EVENT_ID.fullmatch(after):
                 raise serializers.ValidationError({"after": "Last-Event-ID must be an event id"})
             response = StreamingHttpResponse(stream(job.pk, int(after)), content_type="text/event-stream")
             response["Cache-Control"] = "no-cache"

@@ -102,6 +102,12 @@
   refreshTimes();
   setInterval(refreshTimes, 1000);
 
+  /* A form with data-confirm asks first (no inline onsubmit: the CSP forbids inline script). */
+  document.addEventListener("submit", function (event) {
+    var message = event.target.getAttribute && event.target.getAttribute("data-confirm");
+    if (message && !window.confirm(message)) event.preventDefault();
+  }, true);
+
   if (!url) return;
   document.addEventListener("visibilitychange", function () { if (!document.hidden) schedule(0); });
   schedule(interval);

@@ -113,6 +113,9 @@ def test_an_operator_runs_the_system_from_the_browser(servers, system, chromium_
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(TIMEOUT_MS)
+            # The Content-Security-Policy (default-src 'self') blocks nothing the console needs.
+            blocked: list[str] = []
+            page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
 
             # --- anonymous → login page; sign in; the dashboard --------------------------
             page.goto(f"{base}/")
@@ -189,6 +192,10 @@ def test_an_operator_runs_the_system_from_the_browser(servers, system, chromium_
             shot = ARTIFACTS / "dashboard.png"
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 20_000
+            # Badge colours and progress widths come from static palette.css, not inline styles.
+            badge = page.locator('[data-service="payments"] .badge').nth(1)
+            assert badge.evaluate("e => getComputedStyle(e).backgroundColor") != "rgba(0, 0, 0, 0)"
+            assert not blocked, blocked
         finally:
             browser.close()
     assert PipelineJob.objects.get(pk=job.pk).stage == "storyboard"

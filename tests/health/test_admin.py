@@ -33,7 +33,8 @@ def test_the_service_list_shows_badges_uptime_and_errors(admin_client, server):
     server.behaviour["/bad"] = Behaviour.ERROR
     check_services()
     page = admin_client.get(reverse("admin:health_service_changelist")).content.decode()
-    assert "#198754" in page and "#dc3545" in page  # healthy and circuit_open/open badges
+    # healthy and circuit_open/open badges, coloured by static/console/palette.css (no inline style)
+    assert 'class="ob-badge b-healthy"' in page and 'class="ob-badge b-circuit_open"' in page
     assert "100.00% of 1" in page and "0.00% of 1" in page and "HTTP 500" in page
     for name in ("healthcheck", "circuitbreaker", "servicealert"):
         assert admin_client.get(reverse(f"admin:health_{name}_changelist")).status_code == 200

@@ -105,9 +105,16 @@ def test_the_demo_loads_services_with_dependencies_and_removes_them(settings):
     assert HealthDemo().remove() >= 5 and not Service.objects.filter(name__startswith="demo-").exists()
 
 
-def test_the_demo_endpoints_answer(client):
+def test_the_demo_endpoints_answer_only_while_the_demo_is_loaded(client, settings):
+    from health.demo import HealthDemo
+
+    for endpoint in ("healthy", "flaky", "slow"):
+        assert client.get(f"/demo/health/{endpoint}").status_code == 404
+    HealthDemo().load()
     assert client.get("/demo/health/healthy").json() == {"status": "ok"}
     assert client.get("/demo/health/flaky").status_code in (200, 503)
+    HealthDemo().remove()
+    assert client.get("/demo/health/healthy").status_code == 404
 
 
 @pytest.mark.django_db(transaction=True)

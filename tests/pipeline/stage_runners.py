@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from orchestration.runnables import runnable
 from pipeline.runners import StageContext
 
 
+@runnable
 def boom(ctx: StageContext) -> dict:
     raise RuntimeError(f"renderer crashed in {ctx.stage}")
 
 
+@runnable
 def count_words(ctx: StageContext) -> dict:
     path = "custom.txt"
     if not ctx.has_artifact(path):

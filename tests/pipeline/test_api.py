@@ -182,6 +182,10 @@ def test_the_stream_is_bounded_and_resumes_after_the_last_event_id(staff_client,
         f"{BASE}/jobs/{job_id}/events/", HTTP_ACCEPT="text/event-stream", HTTP_LAST_EVENT_ID="abc"
     )
     assert response.status_code == 400
+    # Digits that are not ASCII ("²" passes str.isdigit) and ids past 64 bits: 400, not 500.
+    for after in ("²", "١٢", "9" * 30):
+        response = staff_client.get(f"{BASE}/jobs/{job_id}/events/?after={after}", HTTP_ACCEPT="text/event-stream")
+        assert response.status_code == 400 and b"after" in response.content, after
 
 
 def test_the_api_schema_documents_the_pipeline_endpoints(staff_client):

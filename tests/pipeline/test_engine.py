@@ -348,8 +348,19 @@ def test_a_runner_that_cannot_be_imported_fails_the_stage_with_a_clear_error(run
         name="typo", stages=["only"], gates={}, stage_timeouts={"only": 1}, runners={"only": "pipeline.nope.run"}
     )
     job = run_commits(engine.create_job, "typo", definition=definition)
-    assert job.status == t.FAILED and "runner 'pipeline.nope.run' cannot be imported" in job.error
+    assert job.status == t.FAILED and "runner 'pipeline.nope.run' is not declared runnable" in job.error
     assert Job.objects.get(pk=job.stage_job_id).attempts == 1  # permanent: not retried
+
+
+@pytest.mark.django_db
+def test_a_runner_outside_the_registry_fails_the_stage_and_does_not_run(run_commits, capsys):
+    # Stored before the registry changed (or straight into the table): refused when it runs.
+    definition = PipelineDefinition.objects.create(
+        name="builtin", stages=["only"], gates={}, stage_timeouts={"only": 1}, runners={"only": "builtins.print"}
+    )
+    job = run_commits(engine.create_job, "builtin", definition=definition)
+    assert job.status == t.FAILED and "'builtins.print' is not declared runnable" in job.error
+    assert "StageContext" not in capsys.readouterr().out
 
 
 @pytest.mark.django_db

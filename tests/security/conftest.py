@@ -10,7 +10,6 @@ from tests.security.world import World, build_world
 @pytest.fixture(autouse=True)
 def _quiet_side_effects(settings):
     settings.PIPELINE_PLACEHOLDER_SECONDS = 0
-    settings.PYTHON_JOB_ALLOWED_PREFIXES = [*settings.PYTHON_JOB_ALLOWED_PREFIXES, "tests."]
     settings.FLEET_ALERT_WEBHOOK_URL = ""
     settings.FLEET_ALERT_EMAILS = []
 

@@ -130,6 +130,11 @@ def test_public_urls_answer_without_credentials():
     assert client.get("/api/v1/healthz").json()["status"] == "ok"
     assert client.get("/login/").status_code == 200
     assert client.get("/admin/login/").status_code == 200
+    # Anonymous (the health checker sends no credentials), but only while the demo is loaded.
+    assert client.get("/demo/health/healthy").status_code == 404
+    from health.demo import HealthDemo
+
+    HealthDemo().load()
     assert client.get("/demo/health/healthy").status_code == 200
     assert client.get("/static/console/console.css").status_code == 200
     # Public, but not an open door: signing out is POST only.

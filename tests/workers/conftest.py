@@ -9,7 +9,6 @@ T = "tests.workers.targets."
 
 @pytest.fixture(autouse=True)
 def _fleet_settings(settings):
-    settings.PYTHON_JOB_ALLOWED_PREFIXES = [*settings.PYTHON_JOB_ALLOWED_PREFIXES, "tests."]
     settings.FLEET_ALERT_WEBHOOK_URL = ""
     settings.FLEET_ALERT_EMAILS = []
 

@@ -1,29 +1,35 @@
-"""Python targets for the fleet tests (allowed through PYTHON_JOB_ALLOWED_PREFIXES)."""
+"""Python targets for the fleet tests (declared @runnable; tests/conftest.py imports them)."""
 
 from __future__ import annotations
 
 import threading
 import time
 
+from orchestration.runnables import runnable
+
 CALLS: list[str] = []
 started = threading.Event()
 
 
+@runnable
 def ok(**metrics) -> dict:
     CALLS.append("ok")
     return dict(metrics)
 
 
+@runnable
 def boom() -> dict:
     raise RuntimeError("target exploded")
 
 
+@runnable
 def sleep(seconds: float = 1.0, **metrics) -> dict:
     started.set()
     time.sleep(seconds)
     return {"slept": seconds, **metrics}
 
 
+@runnable
 def hang_first_time(marker: str, seconds: float = 60) -> dict:
     """Hangs on the first call (the test kills the process meanwhile), returns at once after."""
     from pathlib import Path

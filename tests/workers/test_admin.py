@@ -58,7 +58,7 @@ def test_the_admin_form_refuses_a_dependency_cycle(admin_client, make_worker):
         "timeout_seconds": 30,
         "depends_on": '["b"]',
         "optional_depends_on": "[]",
-        "target": '{"type": "python", "path": "x.y"}',
+        "target": '{"type": "python", "path": "tests.workers.targets.ok"}',
         "enabled": "on",
         "priority": "normal",
         "rate_factor": 1.0,

@@ -17,7 +17,7 @@ from tests.workers.conftest import target
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 ENV = {
-    "PYTHON_JOB_ALLOWED_PREFIXES": "orchestration.,health.,tests.",
+    "RUNNABLE_MODULES": "tests.workers.targets",
     "FLEET_HEARTBEAT_SECONDS": "0.5",
     "FLEET_CRASH_AFTER_SECONDS": "3",
     "FLEET_SWEEP_SECONDS": "1",

@@ -48,14 +48,23 @@ def test_the_example_fleet_loads_its_14_workers_idempotently(db):
         assert Schedule.objects.filter(name=f"worker:{name}").count() == (0 if name in on_demand else 1)
 
 
+def runnable_text(text: str) -> str:
+    """The files below name their python target "x.y" for short: a declared runnable here."""
+    return text.replace("path: x.y", "path: tests.workers.targets.ok")
+
+
 def test_changes_show_as_a_diff_and_apply(db, tmp_path):
     path = tmp_path / "fleet.yaml"
     path.write_text(
-        "workers:\n  - {name: a, category: collection, interval_seconds: 300, target: {type: python, path: x.y}}\n"
+        runnable_text(
+            "workers:\n  - {name: a, category: collection, interval_seconds: 300, target: {type: python, path: x.y}}\n"
+        )
     )
     load(path)
     path.write_text(
-        "workers:\n  - {name: a, category: collection, interval_seconds: 600, target: {type: python, path: x.y}}\n"
+        runnable_text(
+            "workers:\n  - {name: a, category: collection, interval_seconds: 600, target: {type: python, path: x.y}}\n"
+        )
     )
     out = load(path, "--dry-run")
     assert "~ update a" in out and "interval_seconds: 300 → 600" in out
@@ -113,7 +122,7 @@ def test_changes_show_as_a_diff_and_apply(db, tmp_path):
 )
 def test_bad_files_are_refused_with_a_clear_error_and_nothing_written(db, tmp_path, text, message):
     path = tmp_path / "bad.yaml"
-    path.write_text(text)
+    path.write_text(runnable_text(text))
     before = Worker.objects.count()
     with pytest.raises(CommandError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load(path)

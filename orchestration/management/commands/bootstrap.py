@@ -13,10 +13,14 @@ from django.core.management.base import BaseCommand
 from rest_framework.authtoken.models import Token
 
 from orchestration.models import LoopState
+from orchestrator_site.private import write_private
 
 
 class Command(BaseCommand):
-    help = "Create the admin login (printed), the admin API token from ORCHESTRATOR_ADMIN_TOKEN, and the demo data."
+    help = (
+        "Create the admin login (its password in var/admin-password.txt), the admin API token "
+        "from ORCHESTRATOR_ADMIN_TOKEN, and the demo data."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--no-demo", action="store_true", help="Skip the demo data.")
@@ -30,13 +34,13 @@ class Command(BaseCommand):
         if user is None:
             password = os.environ.get("ADMIN_PASSWORD") or secrets.token_urlsafe(12)
             user = User.objects.create_superuser(username, f"{username}@localhost", password)
-            settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
-            password_file.write_text(password + "\n")
-            password_file.chmod(0o600)
-        elif password_file.exists():
-            password = password_file.read_text().strip()
+            # Created 0600 in the 0700 var/; start-up names the file, never the password,
+            # so it stays out of terminals, logs and CI output.
+            write_private(password_file, password + "\n")
+        if password_file.exists():
+            login = f"{username}, password in {password_file}"
         else:
-            password = "(unchanged — set by you earlier; `manage.py changepassword admin` resets it)"
+            login = f"{username} (password set by you earlier; `manage.py changepassword {username}` resets it)"
         if settings.ADMIN_TOKEN:
             Token.objects.filter(user=user).exclude(key=settings.ADMIN_TOKEN).delete()
             Token.objects.get_or_create(user=user, key=settings.ADMIN_TOKEN)
@@ -46,6 +50,6 @@ class Command(BaseCommand):
         self.stdout.write("")
         self.stdout.write(self.style.SUCCESS(f"Dashboard: http://127.0.0.1:{port}/"))
         self.stdout.write(self.style.SUCCESS(f"Admin:     http://127.0.0.1:{port}/admin/"))
-        self.stdout.write(self.style.SUCCESS(f"Login:     {username} / {password}"))
+        self.stdout.write(self.style.SUCCESS(f"Login:     {login}"))
         self.stdout.write(f"API token: python manage.py create_api_token {username} --staff")
         self.stdout.write("")
