@@ -275,8 +275,6 @@ def describe(package: dict[str, Any], signed: str) -> dict[str, Any]:
 def run_package(payload: dict[str, Any]) -> Any:
     """Run a django-q2 task stored as a job (its signature checked with this
     install's key, so a package written by anyone else does not run)."""
-    import pydoc
-
     try:
         package = SignedPackage.loads(payload.get("package", ""))
     except (BadSignature, TypeError, ValueError) as exc:
@@ -285,11 +283,15 @@ def run_package(payload: dict[str, Any]) -> Any:
         raise PermanentJobError(f"the task package does not carry this installation's signature: {exc}")
     func = package["func"]
     if not callable(func):
-        func = pydoc.locate(func)
-    if func is None:
+        # A function named by path (every schedule's) runs only if declared runnable:
+        # a schedule's func is editable in the admin, and must not name any code.
+        from orchestration import runnables
         from orchestration.jobs.registry import PermanentJobError
 
-        raise PermanentJobError(f"function {package['func']!r} is not defined")
+        try:
+            func = runnables.resolve(func)
+        except runnables.NotRunnable as exc:
+            raise PermanentJobError(str(exc))
     return func(*package.get("args", ()), **package.get("kwargs", {}))
 
 

@@ -25,6 +25,7 @@ from orchestration.jobs.queue import worker_identity
 from orchestration.loop.cycle import run_cycle
 from orchestration.models import LedgerEntry, LoopState
 from orchestration.models.ledger import ledger_entry
+from orchestration.runnables import runnable
 
 log = logging.getLogger("orchestration.loop")
 
@@ -166,6 +167,7 @@ class LoopRunner:
         return self.cycles
 
 
+@runnable
 def loop_tick_task(window_seconds: float = 55.0) -> str:
     """django-q2 fallback (scheduled every minute): run the loop for a minute when no
     dedicated runner is alive, so a deployment with only cluster nodes still loops.

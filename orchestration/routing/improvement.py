@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from orchestration.runnables import runnable
+
 SLOW_FACTOR = 2.0  # a service at 2× the type's fastest average is a bottleneck
 SLOW_MIN_MS = 1000.0  # …when it also takes a second or more
 FAILING_RATE = 0.8  # below 80 % success with enough evidence
@@ -126,6 +128,7 @@ def find_findings(stats: list[WindowStat], capable: dict[str, list[str]], window
     return findings
 
 
+@runnable
 def analyze(window_hours: float = 24.0, *, actor: str = "system") -> dict[str, Any]:
     """Analyse the window and write a pending Suggestion for each finding that does not
     already have one waiting."""

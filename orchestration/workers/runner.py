@@ -32,6 +32,7 @@ from orchestration.jobs.queue import enqueue, worker_identity
 from orchestration.jobs.registry import PermanentJobError, job_kind
 from orchestration.models import Worker, WorkerRun
 from orchestration.models.ledger import record
+from orchestration.runnables import runnable
 from orchestration.workers import anomaly_rules, breaker, shutdown
 from orchestration.workers.choices import (
     FAILED_RUN_STATUSES,
@@ -102,6 +103,7 @@ def trigger(worker: Worker, *, actor: str) -> WorkerRun:
     return request_run(worker, trigger=RunTrigger.MANUAL, actor=actor)
 
 
+@runnable
 def scheduled_run(name: str, due_at: str | None = None) -> str:
     """django-q2 schedule entry point: one run for this due time."""
     worker = Worker.objects.filter(name=name).first()

@@ -113,3 +113,31 @@ def test_a_scheduled_firing_is_a_job_committed_with_the_schedule(settings, tmp_p
     assert Schedule.objects.get(name="broker-test").next_run > timezone.now()
     fire_due_schedules()  # not due again: no second job
     assert Job.objects.filter(kind=TASK_KIND, payload__func="orchestration.jobs.kinds.mark_schedule").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_schedule_naming_undeclared_code_fails_without_running_it(settings, tmp_path):
+    """A schedule's function is editable in django-q2's admin: a path nobody declared
+    runnable is a permanent failure of its job, and the code never runs."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_q.models import Schedule
+
+    from orchestration.loop.runner import fire_due_schedules
+
+    target = tmp_path / "should-not-exist"
+    Schedule.objects.create(
+        name="attack",
+        func="orchestration.management.commands.bootstrap.call_command",
+        args=f"'shell', command='open({str(target)!r}, \"w\").write(\"x\")'",
+        schedule_type=Schedule.ONCE,
+        next_run=timezone.now() - timedelta(seconds=1),
+    )
+    fire_due_schedules()
+    job = Job.objects.get(kind=TASK_KIND, payload__task_name__isnull=False, payload__func__endswith="call_command")
+    ((pk, token),) = [(p, t) for p, t in queue.claim(50, owner="n:1") if p == job.pk]
+    assert queue.execute(pk, token) == JobStatus.FAILED
+    job.refresh_from_db()
+    assert "runnable" in job.error or "declared" in job.error
+    assert not target.exists()

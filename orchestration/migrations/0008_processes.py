@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('orchestration', '0006_job_waiting_index'),
+        ('orchestration', '0007_run_code_permission'),
     ]
 
     operations = [
