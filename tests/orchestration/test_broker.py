@@ -26,10 +26,10 @@ def test_the_cluster_is_configured_with_this_broker():
 
 def test_an_async_task_becomes_a_durable_job_that_runs_its_function(settings, tmp_path):
     settings.RUNS_DIR = tmp_path
-    async_task("orchestration.jobs.kinds.append_mark", "broker-test", "hello")
+    async_task("orchestration.jobs.kinds.mark_schedule", "broker-test")
     job = Job.objects.get(kind=TASK_KIND)
     assert job.status == JobStatus.PENDING
-    assert job.payload["func"] == "orchestration.jobs.kinds.append_mark"
+    assert job.payload["func"] == "orchestration.jobs.kinds.mark_schedule"
     assert "broker-test" in job.payload["args"]
     broker = JobBroker()
     ((ack_id, package),) = broker.dequeue()
@@ -43,8 +43,8 @@ def test_an_async_task_becomes_a_durable_job_that_runs_its_function(settings, tm
 
     assert execute_job(*task["args"]) == JobStatus.COMPLETED
     job.refresh_from_db()
-    assert job.result == {"result": "hello"}
-    assert (tmp_path / "marks" / "broker-test").read_text() == "hello\n"
+    assert job.result == {"result": "fired"}
+    assert (tmp_path / "marks" / "broker-test").read_text() == "fired\n"
 
 
 def test_dequeue_takes_a_batch_in_queue_order_and_nothing_twice(monkeypatch):
@@ -130,12 +130,13 @@ def test_a_schedule_naming_undeclared_code_fails_without_running_it(settings, tm
     Schedule.objects.create(
         name="attack",
         func="orchestration.management.commands.bootstrap.call_command",
-        args=f"'shell', command='open({str(target)!r}, \"w\").write(\"x\")'",
+        args="'shell'",
+        kwargs=f"command={f'open({str(target)!r}, chr(119)).write(chr(120))'!r}",
         schedule_type=Schedule.ONCE,
         next_run=timezone.now() - timedelta(seconds=1),
     )
     fire_due_schedules()
-    job = Job.objects.get(kind=TASK_KIND, payload__task_name__isnull=False, payload__func__endswith="call_command")
+    job = Job.objects.get(kind=TASK_KIND, payload__func="orchestration.management.commands.bootstrap.call_command")
     ((pk, token),) = [(p, t) for p, t in queue.claim(50, owner="n:1") if p == job.pk]
     assert queue.execute(pk, token) == JobStatus.FAILED
     job.refresh_from_db()
