@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.backends.signals import connection_created
 from django.db.models.signals import post_migrate
 
 
@@ -16,7 +17,9 @@ class OrchestrationConfig(AppConfig):
         from orchestration.loop import actions  # noqa: F401
         from orchestration.loop.cycle import CycleBusy
         from orchestration.schedules import sync_builtin_schedules
+        from orchestration.storedjson import read_invalid_text_replaced
         from orchestration.workers import registrations  # noqa: F401 - the worker fleet
 
         register_conflict(JobStateError, CycleBusy)
         post_migrate.connect(sync_builtin_schedules, sender=self)
+        connection_created.connect(read_invalid_text_replaced, dispatch_uid="orchestration.lenient_text")

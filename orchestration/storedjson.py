@@ -164,3 +164,16 @@ class JSONField(models.JSONField):
     def deconstruct(self):
         name, _path, args, kwargs = super().deconstruct()
         return name, "django.db.models.JSONField", args, kwargs
+
+
+def _lenient_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+def read_invalid_text_replaced(sender, connection, **kwargs) -> None:
+    """SQLite keeps whatever bytes a client wrote into a text column; bytes that are not
+    UTF-8 made sqlite3 raise "Could not decode to UTF-8" for every query that read the
+    row, so one such row broke every page listing its table. Read them with U+FFFD in
+    their place, as a browser shows them. (PostgreSQL refuses such bytes on write.)"""
+    if connection.vendor == "sqlite":
+        connection.connection.text_factory = _lenient_text
