@@ -81,4 +81,7 @@ class OrchestratorAutoSchema(AutoSchema):
             elif "content" not in documented:
                 # A view that named the code only with a description still answers with a body.
                 documented["content"] = content
+        for code, documented in responses.items():
+            if code.startswith("4") and "content" not in documented:  # one a view alone answers (422)
+                documented["content"] = content
         return responses
