@@ -22,7 +22,13 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from django import forms
+from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
+from django.forms.fields import InvalidJSONInput
+
+from orchestration.poison import find_poison
 
 # Deeper than anything the API accepts (API_MAX_JSON_DEPTH is at most 100), so what was
 # accepted is always shown whole.
@@ -164,6 +170,39 @@ class JSONField(models.JSONField):
     def deconstruct(self):
         name, _path, args, kwargs = super().deconstruct()
         return name, "django.db.models.JSONField", args, kwargs
+
+    def formfield(self, **kwargs):
+        return super().formfield(**{"form_class": JSONFormField, **kwargs})
+
+
+class JSONFormField(forms.JSONField):
+    """A JSON form field (the admin's) refusing what the API refuses: JSON nested deeper
+    than ``API_MAX_JSON_DEPTH`` (10,000 levels made the parser recurse into a 500), NUL
+    characters and lone surrogates."""
+
+    def to_python(self, value):
+        depth = settings.API_MAX_JSON_DEPTH
+        try:
+            converted = super().to_python(value)
+        except RecursionError:
+            raise ValidationError(f"JSON nested deeper than {depth} levels is not accepted.", code="invalid") from None
+        found = find_poison(converted, depth)
+        if found is not None:
+            where, problem = found
+            shown = where.encode("utf-8", "backslashreplace").decode("utf-8")
+            raise ValidationError(f"{shown}: {problem}" if shown else problem, code="invalid")
+        return converted
+
+    def bound_data(self, data, initial):
+        # Refused input is shown back as typed, next to its error: parsed, it could not
+        # be shown (too deep to encode, or text that cannot be UTF-8).
+        try:
+            bound = super().bound_data(data, initial)
+        except RecursionError:
+            return InvalidJSONInput(data)
+        if isinstance(data, str) and find_poison(bound, settings.API_MAX_JSON_DEPTH) is not None:
+            return InvalidJSONInput(data)
+        return bound
 
 
 def _lenient_text(raw: bytes) -> str:

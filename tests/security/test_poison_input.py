@@ -130,3 +130,20 @@ def test_what_django_refuses_before_a_view_is_json_on_the_api(staff_client, sett
     form = "&".join(f"f{i}=1" for i in range(50))
     response = staff_client.post("/api/v1/jobs/", form, content_type="application/x-www-form-urlencoded")
     assert_json_error(response, 400)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [(nested(10_000), "deeper than 64 levels"), ('{"note": "\\ud800"}', "lone surrogates")],
+)
+def test_the_admin_refuses_poison_next_to_the_field(django_user_model, payload, message):
+    """The admin's JSON fields parsed 10,000 levels into a 500."""
+    from django.test import Client
+
+    root = django_user_model.objects.create_superuser("root-poison", password="pw-root-123")
+    browser = Client()
+    browser.force_login(root)
+    form = {"kind": "noop", "payload": payload, "priority": "normal", "lane": "default", "max_attempts": 3}
+    page = browser.post("/admin/orchestration/job/add/", {**form, "backoff": "exponential"})
+    assert page.status_code == 200 and message in page.content.decode()
+    assert nothing_written()
