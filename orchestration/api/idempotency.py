@@ -83,6 +83,7 @@ def idempotent(request) -> Iterator[Claim]:
     """``all_or_nothing`` around a write that honours ``Idempotency-Key``: when
     ``claim.replay`` is set, answer it and write nothing; else write, and hand the
     answer to ``claim.save`` before the block ends."""
+    _ = request.data  # read and parsed before the transaction: a slow upload holds no lock
     with all_or_nothing():
         yield _claim(request)
 
