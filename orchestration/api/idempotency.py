@@ -1,10 +1,11 @@
 """All-or-nothing writes and the ``Idempotency-Key`` header (API.md "Job queue").
 
 A write answered 4xx or 5xx has written nothing: validation, the write and the enqueue
-share one transaction, and what happens outside the database (the job's dispatch) runs
-once it has committed. A side effect that fails then does not turn the committed write
-into a 500 a client would retry into a duplicate: it is logged, and the loop dispatches
-what is still pending.
+share one transaction, and what happens outside it (waking the nodes, running a job
+inline) runs once it has committed. A side effect that fails then does not turn the
+committed write into a 500 that a client would retry into a duplicate (with the broker
+down, 7 jobs were committed and answered 500): it is logged, and the pending job is
+taken by the next node that looks.
 
 ``Idempotency-Key`` follows Stripe's API and the IETF draft: the same key and request
 from the same user within 24 h get the first answer again (status and body, with
@@ -54,7 +55,7 @@ def all_or_nothing() -> Iterator[None]:
     try:
         with transaction.atomic():
             # Runs first among the commit's callbacks: it tells an error raised by a
-            # later one (a dispatch that could not reach the broker) from a rollback.
+            # later one (a wake-up that could not reach its target) from a rollback.
             transaction.on_commit(lambda: committed.append(True))
             yield
     except Exception:

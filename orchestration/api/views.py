@@ -85,7 +85,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Create
     )
     def create(self, request, *args, **kwargs):
         # Validation, the job, its ledger entry and the key's answer commit together;
-        # the dispatch follows the commit.
+        # nodes are woken once they have.
         with idempotent(request) as claim:
             if claim.replay is not None:
                 return claim.replay

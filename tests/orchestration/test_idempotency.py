@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -166,15 +166,20 @@ def test_a_ledger_failure_leaves_no_job(staff_client, monkeypatch):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_dispatch_that_fails_after_the_commit_is_not_a_500(staff_user, monkeypatch):
+def test_a_side_effect_that_fails_after_the_commit_is_not_a_500(staff_user, monkeypatch):
     """With the broker down the job was committed and the answer was a 500: the client
-    retried into duplicates. The job stands (pending, for the loop to dispatch) and the
-    answer says it was created; a retry with the key replays it."""
+    retried into duplicates. The job stands (pending, for a node to take) and the answer
+    says it was created; a retry with the key replays it."""
+    real_wake = queue.wake
 
-    def broker_down(*args, **kwargs):
-        raise ConnectionError("broker unreachable")
+    def wake_fails_after_commit() -> list[int]:
+        def unreachable() -> None:
+            raise ConnectionError("broker unreachable")
 
-    monkeypatch.setattr(queue, "dispatch", broker_down)
+        transaction.on_commit(unreachable)
+        return real_wake()
+
+    monkeypatch.setattr(queue, "wake", wake_fails_after_commit)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {Token.objects.create(user=staff_user).key}")
     first = post(client, JOB, key="after-commit")
