@@ -13,6 +13,8 @@ that listed them:
 ``JSONField`` is Django's, reading such values as they can be shown: containers deeper
 than ``MAX_DEPTH`` become the ``CUT`` text, lone surrogates become U+FFFD. Values that
 are fine (nearly all) are read by Django's own code, with one C-speed look at the text.
+Its form field (the admin's) refuses on input what the API refuses. And text columns
+on SQLite read bytes that are not UTF-8 with U+FFFD (``read_invalid_text_replaced``).
 """
 
 from __future__ import annotations
