@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.backends.signals import connection_created
 from django.db.models.signals import post_migrate
 
 
@@ -20,6 +21,7 @@ class OrchestrationConfig(AppConfig):
         from orchestration.process_registry import install_cluster_heartbeat
         from orchestration.runnables import load_modules
         from orchestration.schedules import sync_builtin_schedules
+        from orchestration.storedjson import read_invalid_text_replaced
         from orchestration.workers import registrations  # noqa: F401 - the worker fleet
 
         # What may run by name, the same in every process (web, cluster nodes, loop).
@@ -28,3 +30,4 @@ class OrchestrationConfig(AppConfig):
         install_cluster_heartbeat()
         signin.connect()
         post_migrate.connect(sync_builtin_schedules, sender=self)
+        connection_created.connect(read_invalid_text_replaced, dispatch_uid="orchestration.lenient_text")

@@ -27,3 +27,28 @@ class RefuseNulMiddleware:
             # The site's error answer: JSON for the API, the error page for the console.
             return views._error(request, 400, "Bad request", "The query string holds a NUL character (%00).")
         return self.get_response(request)
+
+
+class BodyLimitMiddleware:
+    """A body larger than ``API_MAX_BODY_BYTES`` is answered 413 from its Content-Length,
+    before anything reads it: Django's own limit surfaced as an HTML 400 from deep inside
+    the request, and on the API every error body is JSON (API.md "Errors and limits")."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        from django.conf import settings
+
+        from orchestration.console import views
+
+        try:
+            size = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            size = 0  # as Django reads it: no body
+        limit = settings.API_MAX_BODY_BYTES
+        if size > limit:
+            return views._error(
+                request, 413, "Request too large", f"The body is {size} bytes; at most {limit} are accepted."
+            )
+        return self.get_response(request)

@@ -14,6 +14,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from orchestration.storedjson import CUT, MAX_DEPTH
+
 MASK = "********"
 
 _SECRET_NAME = re.compile(
@@ -29,17 +31,38 @@ def mask_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
     return {name: MASK if is_secret_header(name) else value for name, value in headers.items()}
 
 
-def redact(value: Any) -> Any:
+def redact(value: Any, max_depth: int = MAX_DEPTH) -> Any:
     """A copy of a JSON value where every ``headers`` mapping, at any depth, has its
-    secret values masked."""
-    if isinstance(value, Mapping):
-        return {
-            key: mask_headers(item) if key == "headers" and isinstance(item, Mapping) else redact(item)
-            for key, item in value.items()
-        }
-    if isinstance(value, list):
-        return [redact(item) for item in value]
-    return value
+    secret values masked.
+
+    Iterative, and containers ``max_depth`` levels down are cut (``CUT``): a payload
+    nested 500 deep made the recursive version, and so every read of the job (API list,
+    detail, admin page), fail with RecursionError.
+    """
+    root: list[Any] = [None]
+    # (value, where its copy goes, key or index there, depth, is a headers mapping)
+    stack: list[tuple[Any, Any, Any, int, bool]] = [(value, root, 0, 0, False)]
+    while stack:
+        item, parent, slot, depth, headers = stack.pop()
+        if isinstance(item, Mapping | list):
+            if depth >= max_depth:
+                parent[slot] = CUT
+            elif isinstance(item, Mapping):
+                copy: dict[Any, Any] = {}
+                parent[slot] = copy
+                for key, child in item.items():
+                    if headers and is_secret_header(key):
+                        copy[key] = MASK
+                        continue
+                    copy[key] = None
+                    stack.append((child, copy, key, depth + 1, key == "headers" and isinstance(child, Mapping)))
+            else:
+                items: list[Any] = [None] * len(item)
+                parent[slot] = items
+                stack.extend((child, items, index, depth + 1, False) for index, child in enumerate(item))
+        else:
+            parent[slot] = item
+    return root[0]
 
 
 class MaskedSecretError(ValueError):

@@ -81,6 +81,7 @@ MIDDLEWARE = [
     "orchestration.csp.ContentSecurityPolicyMiddleware",
     # Before anything reads the URL into a query: PostgreSQL refuses NUL characters.
     "orchestration.middleware.RefuseNulMiddleware",
+    "orchestration.middleware.BodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -276,6 +277,12 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- REST API ---------------------------------------------------------------------
+# Poison input (API.md "Errors and limits"): a larger body → 413 before anything reads
+# it; JSON nested deeper → 400 naming the field (at most 100, so that whatever was
+# accepted is shown whole: reads cut deeper values at 100 levels).
+API_MAX_BODY_BYTES = env_int("API_MAX_BODY_BYTES", 2621440, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+API_MAX_JSON_DEPTH = env_int("API_MAX_JSON_DEPTH", 64, minimum=2, maximum=100)
 REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header makes DRF answer 401 (not 403) to
     # requests without credentials.

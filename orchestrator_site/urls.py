@@ -17,6 +17,7 @@ urlpatterns = [
     path("", include("orchestration.console.urls")),
 ]
 
+handler400 = "orchestration.console.views.bad_request"
 handler403 = "orchestration.console.views.permission_denied"
 handler404 = "orchestration.console.views.page_not_found"
 handler500 = "orchestration.console.views.server_error"

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from orchestration.storedjson import JSONField
 from pipeline import transitions as t
 from pipeline.choices import Decision, EventType, PipelineStatus
 from pipeline.definitions import DEFAULT_LANE, DefinitionSpec, default_spec, to_machine
@@ -14,10 +15,10 @@ class PipelineDefinition(models.Model):
 
     name = models.SlugField(max_length=100, unique=True)
     description = models.CharField(max_length=200, blank=True)
-    stages = models.JSONField(help_text="Stage names in order.")
-    gates = models.JSONField(default=dict, blank=True, help_text="stage → {required, auto_approve, timeout_minutes}")
-    stage_timeouts = models.JSONField(default=dict, blank=True, help_text="stage → minutes")
-    runners = models.JSONField(
+    stages = JSONField(help_text="Stage names in order.")
+    gates = JSONField(default=dict, blank=True, help_text="stage → {required, auto_approve, timeout_minutes}")
+    stage_timeouts = JSONField(default=dict, blank=True, help_text="stage → minutes")
+    runners = JSONField(
         default=dict, blank=True, help_text="stage → dotted path; stages without one get the placeholder runner."
     )
     lane = models.SlugField(max_length=64, default=DEFAULT_LANE)
@@ -108,7 +109,7 @@ class PipelineJob(models.Model):
     slug = models.SlugField(max_length=100)
     intent = models.TextField(blank=True)
     definition = models.ForeignKey(PipelineDefinition, on_delete=models.PROTECT, related_name="jobs")
-    config = models.JSONField(default=dict, blank=True, help_text="The definition as it was when the job started.")
+    config = JSONField(default=dict, blank=True, help_text="The definition as it was when the job started.")
     status = models.CharField(max_length=16, choices=PipelineStatus.choices, default=PipelineStatus.QUEUED)
     stage = models.CharField(max_length=40)
     # Each (re)queued stage run gets the next number; results of older runs are stale.
@@ -207,7 +208,7 @@ class Artifact(models.Model):
     stage = models.CharField(max_length=40)
     path = models.CharField(max_length=300, help_text="Relative to the job's run directory.")
     kind = models.CharField(max_length=40)
-    metadata = models.JSONField(default=dict, blank=True)
+    metadata = JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -222,7 +223,7 @@ class PipelineEvent(models.Model):
     job = models.ForeignKey(PipelineJob, on_delete=models.CASCADE, related_name="events")
     type = models.CharField(max_length=20, choices=EventType.choices)
     stage = models.CharField(max_length=40, blank=True)
-    data = models.JSONField(default=dict, blank=True)
+    data = JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

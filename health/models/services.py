@@ -13,6 +13,7 @@ from health import status as pure
 from health.choices import BreakerState, ServiceHealth
 from health.models.circuit import CircuitBreaker
 from orchestration.models.ledger import record as ledger_record
+from orchestration.storedjson import JSONField
 
 SERVICE_NAME = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", "Use letters, digits, '.', '_' and '-' (starting with a letter or digit)."
@@ -61,7 +62,7 @@ class Service(models.Model):
         default=2, validators=[MinValueValidator(1), MaxValueValidator(1000)]
     )
     open_timeout_seconds = models.FloatField(default=60.0, validators=[MinValueValidator(0), MaxValueValidator(86400)])
-    capabilities = models.JSONField(default=list, blank=True, help_text="Task types this service can process.")
+    capabilities = JSONField(default=list, blank=True, help_text="Task types this service can process.")
     weight = models.FloatField(default=1.0, validators=[MinValueValidator(0), MaxValueValidator(1000)])
     depends_on = models.ManyToManyField("self", symmetrical=False, related_name="dependents", blank=True)
     enabled = models.BooleanField(default=True)
@@ -229,7 +230,7 @@ class ServiceAlert(models.Model):
     resolved_at = models.DateTimeField(null=True, blank=True)
     resolution = models.CharField(max_length=200, blank=True)
     error_message = models.TextField(blank=True)
-    affected = models.JSONField(default=list, blank=True, help_text="Dependents failing because of this service.")
+    affected = JSONField(default=list, blank=True, help_text="Dependents failing because of this service.")
 
     class Meta:
         ordering = ["-opened_at", "-id"]

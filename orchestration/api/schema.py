@@ -11,6 +11,7 @@ what the API does (see orchestration.api.errors and the permission/throttle clas
   without a CSRF token);
 - 404 — every operation addressed by an id or name in its path;
 - 409 — writes that meet a state conflict or existing data;
+- 413 — writes whose body is over API_MAX_BODY_BYTES;
 - 429 — writes over the per-user write rate.
 
 Each error answer has DRF's conventional body: ``{"detail": …}`` or per-field lists.
@@ -38,6 +39,8 @@ DESCRIPTIONS = {
     "403": "Signed in without the permission this write needs",
     "404": "No such object",
     "409": "The object's state (or existing data) does not allow this",
+    "413": "The body is larger than the server accepts (API_MAX_BODY_BYTES)",
+    "422": "This Idempotency-Key was used with another body",
     "429": "Too many writes: retry after the time in Retry-After",
 }
 
@@ -63,7 +66,7 @@ class OrchestratorAutoSchema(AutoSchema):
         if "{" in self.path:
             codes.append("404")
         if writes:
-            codes += ["409", "429"]
+            codes += ["409", "413", "429"]
         return codes
 
     def _get_response_bodies(self, direction: str = "response") -> dict[str, Any]:
@@ -77,5 +80,8 @@ class OrchestratorAutoSchema(AutoSchema):
                 responses[code] = {"description": DESCRIPTIONS[code], "content": content}
             elif "content" not in documented:
                 # A view that named the code only with a description still answers with a body.
+                documented["content"] = content
+        for code, documented in responses.items():
+            if code.startswith("4") and "content" not in documented:  # one a view alone answers (422)
                 documented["content"] = content
         return responses

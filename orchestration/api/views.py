@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from orchestration.api import filters
+from orchestration.api.idempotency import HEADER, all_or_nothing, idempotent
 from orchestration.api.permissions import PublicEndpoint
+from orchestration.api.schema import DESCRIPTIONS
 from orchestration.api.serializers import (
     ActionSerializer,
     EnableSerializer,
@@ -27,6 +29,15 @@ from orchestration.models import Action, Job, Lane, LedgerEntry, LoopState, Orch
 from orchestration.models.ledger import record
 
 VERSION = "0.1.0"
+
+IDEMPOTENCY_KEY = OpenApiParameter(
+    HEADER,
+    str,
+    location=OpenApiParameter.HEADER,
+    required=False,
+    description="Retry-safe writes: the same key and body within 24 h answer the first response again "
+    "(with Idempotent-Replayed: true); the same key with another body answers 422. Keys are per user.",
+)
 
 
 def actor_of(request) -> str:
@@ -47,15 +58,19 @@ class AuditedModelViewSet(viewsets.ModelViewSet):
             actor=actor_of(self.request),
         )
 
+    # The write and its ledger entry commit together, or neither does.
     def perform_create(self, serializer):
-        self._record("created", serializer.save(), dict(serializer.validated_data))
+        with all_or_nothing():
+            self._record("created", serializer.save(), dict(serializer.validated_data))
 
     def perform_update(self, serializer):
-        self._record("updated", serializer.save(), dict(serializer.validated_data))
+        with all_or_nothing():
+            self._record("updated", serializer.save(), dict(serializer.validated_data))
 
     def perform_destroy(self, instance):
-        self._record("deleted", instance)
-        instance.delete()
+        with all_or_nothing():
+            self._record("deleted", instance)
+            instance.delete()
 
 
 # --- job queue ----------------------------------------------------------------------
@@ -64,13 +79,22 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Create
     serializer_class = JobSerializer
     filterset_class = filters.JobFilter
 
-    @extend_schema(request=JobCreateSerializer, responses={201: JobSerializer})
+    @extend_schema(
+        request=JobCreateSerializer,
+        parameters=[IDEMPOTENCY_KEY],
+        responses={201: JobSerializer, 422: OpenApiResponse(description=DESCRIPTIONS["422"])},
+    )
     def create(self, request, *args, **kwargs):
-        incoming = JobCreateSerializer(data=request.data, context={"request": request})
-        incoming.is_valid(raise_exception=True)
-        data = dict(incoming.validated_data)
-        job = queue.enqueue(data.pop("kind"), data.pop("payload"), actor=actor_of(request), **data)
-        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
+        # Validation, the job, its ledger entry and the key's answer commit together;
+        # nodes are woken once they have.
+        with idempotent(request) as claim:
+            if claim.replay is not None:
+                return claim.replay
+            incoming = JobCreateSerializer(data=request.data, context={"request": request})
+            incoming.is_valid(raise_exception=True)
+            data = dict(incoming.validated_data)
+            job = queue.enqueue(data.pop("kind"), data.pop("payload"), actor=actor_of(request), **data)
+            return claim.save(Response(JobSerializer(job).data, status=status.HTTP_201_CREATED))
 
     @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse(description="Already finished")})
     @action(detail=True, methods=["post"])

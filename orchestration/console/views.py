@@ -520,6 +520,12 @@ def _error(request: HttpRequest, status: int, title: str, message: str) -> HttpR
     return render(request, "error.html", context, status=status)
 
 
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    # What Django refuses before a view runs (too many form fields, a body it would not
+    # read): its own page was HTML, also on the API.
+    return _error(request, 400, "Bad request", "The request could not be read (too large or malformed).")
+
+
 def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     return _error(
         request,

@@ -5,6 +5,7 @@ from django.db import models
 from django.utils import timezone
 
 from orchestration.choices import PRIORITY_RANK, Backoff, JobStatus, Priority
+from orchestration.storedjson import JSONField
 
 
 class Lane(models.Model):
@@ -63,7 +64,7 @@ class Job(models.Model):
     """
 
     kind = models.CharField(max_length=100)
-    payload = models.JSONField(default=dict, blank=True)
+    payload = JSONField(default=dict, blank=True)
     priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)
     # Denormalised from priority so the dispatcher can ORDER BY an indexed integer.
     priority_rank = models.PositiveSmallIntegerField(default=PRIORITY_RANK[Priority.NORMAL], editable=False)
@@ -88,7 +89,7 @@ class Job(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
-    result = models.JSONField(null=True, blank=True)
+    result = JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     score = models.FloatField(
         null=True,

@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from orchestration.choices import Severity
 from orchestration.redaction import redact
+from orchestration.storedjson import JSONField
 
 
 class LedgerEntryQuerySet(models.QuerySet):
@@ -21,7 +22,7 @@ class LedgerEntry(models.Model):
     severity = models.CharField(max_length=10, choices=Severity.choices, default=Severity.INFO)
     subject = models.CharField(max_length=200, blank=True)
     message = models.TextField(blank=True)
-    data = models.JSONField(default=dict, blank=True)
+    data = JSONField(default=dict, blank=True)
     actor = models.CharField(max_length=150, blank=True, default="system")
     created_at = models.DateTimeField(default=timezone.now)
 

@@ -9,6 +9,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from orchestration.choices import ActionStatus
+from orchestration.storedjson import JSONField
 
 
 class LoopState(models.Model):
@@ -31,7 +32,7 @@ class LoopState(models.Model):
     last_cycle_started_at = models.DateTimeField(null=True, blank=True)
     next_cycle_due_at = models.DateTimeField(null=True, blank=True)
     last_cycle_finished_at = models.DateTimeField(null=True, blank=True)
-    last_cycle = models.JSONField(null=True, blank=True)
+    last_cycle = JSONField(null=True, blank=True)
     last_health_score = models.PositiveSmallIntegerField(null=True, blank=True)
 
     # A dedicated runner (run_orchestrator) reports here; the django-q2 fallback
@@ -118,9 +119,9 @@ class Rule(models.Model):
 
     name = models.SlugField(max_length=80, unique=True)
     description = models.CharField(max_length=300, blank=True, help_text="The reason recorded with each action.")
-    conditions = models.JSONField(default=list)
+    conditions = JSONField(default=list)
     action_type = models.CharField(max_length=64)
-    action_params = models.JSONField(default=dict, blank=True)
+    action_params = JSONField(default=dict, blank=True)
     priority = models.PositiveSmallIntegerField(default=5, validators=[MaxValueValidator(100)])
     enabled = models.BooleanField(default=True)
     cooldown_seconds = models.PositiveIntegerField(default=0)
@@ -153,10 +154,10 @@ class Action(models.Model):
     priority = models.PositiveSmallIntegerField(default=5)
     reason = models.CharField(max_length=300, blank=True)
     target = models.CharField(max_length=200, blank=True)
-    params = models.JSONField(default=dict, blank=True)
-    trigger = models.JSONField(default=dict, blank=True, help_text="Snapshot values that fired the rule.")
+    params = JSONField(default=dict, blank=True)
+    trigger = JSONField(default=dict, blank=True, help_text="Snapshot values that fired the rule.")
     status = models.CharField(max_length=12, choices=ActionStatus.choices)
-    result = models.JSONField(default=dict, blank=True)
+    result = JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
     duration_ms = models.FloatField(default=0)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)

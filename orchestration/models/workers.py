@@ -10,6 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from orchestration.choices import Priority
+from orchestration.storedjson import JSONField
 from orchestration.workers.choices import (
     AlertState,
     AnomalySeverity,
@@ -50,14 +51,14 @@ class Worker(models.Model):
     freshness_seconds = models.PositiveIntegerField(
         null=True, blank=True, help_text="How long a success keeps this worker's data fresh for its downstreams."
     )
-    depends_on = models.JSONField(default=list, blank=True, help_text="Upstream worker names that must be fresh.")
-    optional_depends_on = models.JSONField(
+    depends_on = JSONField(default=list, blank=True, help_text="Upstream worker names that must be fresh.")
+    optional_depends_on = JSONField(
         default=list, blank=True, help_text="Upstreams whose failure does not block this worker."
     )
     run_after_upstream = models.BooleanField(
         default=False, help_text="Trigger this worker whenever one of its upstreams succeeds."
     )
-    target = models.JSONField(default=dict)
+    target = JSONField(default=dict)
     enabled = models.BooleanField(default=True)
     priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)
     builtin = models.BooleanField(default=False, editable=False)
@@ -140,10 +141,10 @@ class WorkerRun(models.Model):
     success = models.BooleanField(null=True, blank=True)
     duration_ms = models.FloatField(null=True, blank=True)
     timeout_seconds = models.PositiveIntegerField(null=True, blank=True)
-    metrics = models.JSONField(default=dict, blank=True)
+    metrics = JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
     skipped_reason = models.CharField(max_length=20, blank=True)
-    skipped_detail = models.JSONField(default=dict, blank=True)
+    skipped_detail = JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-queued_at", "-id"]
@@ -182,9 +183,9 @@ class ScoreReport(models.Model):
     data_quality_score = models.FloatField()
     resource_score = models.FloatField()
     overall_score = models.FloatField()
-    anomalies = models.JSONField(default=list, blank=True)
-    recommendations = models.JSONField(default=list, blank=True)
-    metrics = models.JSONField(default=dict, blank=True)
+    anomalies = JSONField(default=list, blank=True)
+    recommendations = JSONField(default=list, blank=True)
+    metrics = JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -210,19 +211,19 @@ class Anomaly(models.Model):
     subject = models.CharField(max_length=200, help_text="worker:<name> or fleet")
     worker = models.ForeignKey(Worker, null=True, blank=True, on_delete=models.CASCADE, related_name="anomalies")
     run = models.ForeignKey(WorkerRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    details = models.JSONField(default=dict, blank=True)
+    details = JSONField(default=dict, blank=True)
     detected_at = models.DateTimeField(default=timezone.now)
     last_seen_at = models.DateTimeField(default=timezone.now)
     occurrences = models.PositiveIntegerField(default=1)
     resolved_at = models.DateTimeField(null=True, blank=True)
-    recovery = models.JSONField(default=list, blank=True, help_text="Recoveries tried, with their outcome.")
+    recovery = JSONField(default=list, blank=True, help_text="Recoveries tried, with their outcome.")
     recovery_attempts = models.PositiveIntegerField(default=0)
     last_recovery_at = models.DateTimeField(null=True, blank=True)
     escalated_at = models.DateTimeField(null=True, blank=True)
     alert_state = models.CharField(max_length=12, choices=AlertState.choices, default=AlertState.PENDING)
     alert_due_at = models.DateTimeField(null=True, blank=True)
     alerted_at = models.DateTimeField(null=True, blank=True)
-    alert_result = models.JSONField(default=dict, blank=True)
+    alert_result = JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-detected_at", "-id"]

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from django.db.models import Count, Q
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from orchestration.api.views import AuditedModelViewSet, actor_of
+from orchestration.api.idempotency import idempotent
+from orchestration.api.schema import DESCRIPTIONS
+from orchestration.api.views import IDEMPOTENCY_KEY, AuditedModelViewSet, actor_of
 from orchestration.routing import executor, improvement
 from orchestration.routing.learning import confidence, percentile
 from orchestration.routing.models import RouteStat, Suggestion, TaskContext, TaskOutcome, TypeMultiplier
@@ -67,21 +69,35 @@ class RouteView(APIView):
 
 
 class TaskView(APIView):
-    @extend_schema(request=TaskRequest, responses={202: _ANY, 200: _ANY})
+    @extend_schema(
+        request=TaskRequest,
+        parameters=[IDEMPOTENCY_KEY],
+        responses={202: _ANY, 200: _ANY, 422: OpenApiResponse(description=DESCRIPTIONS["422"])},
+    )
     def post(self, request):
         body = TaskRequest(data=request.data)
         body.is_valid(raise_exception=True)
         d = body.validated_data
-        job, decision = executor.submit(
-            d["type"],
-            d["priority"],
-            d["data"],
-            strategy=d.get("strategy"),
-            context=d["context"],
-            actor=actor_of(request),
-        )
-        if d["wait"]:
-            job = executor.wait_for_job(job, timeout=d["wait_seconds"])
+        with idempotent(request) as claim:
+            if claim.replay is not None:
+                return claim.replay
+            job, decision = executor.submit(
+                d["type"],
+                d["priority"],
+                d["data"],
+                strategy=d.get("strategy"),
+                context=d["context"],
+                actor=actor_of(request),
+            )
+            # Kept with the job: a retry while this request still waits gets the job's id.
+            first = claim.save(self._answer(job, decision))
+        if not d["wait"]:
+            return first
+        job = executor.wait_for_job(job, timeout=d["wait_seconds"])
+        return claim.save(self._answer(job, decision))
+
+    @staticmethod
+    def _answer(job, decision) -> Response:
         job.refresh_from_db()
         result = job.result or {}
         return Response(

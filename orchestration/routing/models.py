@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from orchestration.models.ledger import record
 from orchestration.routing.learning import ServiceStats
+from orchestration.storedjson import JSONField
 
 
 class TypeMultiplier(models.Model):
@@ -127,7 +128,7 @@ class TaskContext(models.Model):
     """A named context shared by related tasks (e.g. one campaign's e-mails)."""
 
     name = models.SlugField(max_length=100, unique=True)
-    data = models.JSONField(default=dict, blank=True)
+    data = JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -164,14 +165,14 @@ class Suggestion(models.Model):
     title = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     action = models.CharField(max_length=60, blank=True, help_text="What a person would do if they approve.")
-    evidence = models.JSONField(default=dict, blank=True)
+    evidence = JSONField(default=dict, blank=True)
     priority = models.CharField(max_length=10, choices=SuggestionPriority.choices, default=SuggestionPriority.MEDIUM)
     status = models.CharField(max_length=10, choices=SuggestionStatus.choices, default=SuggestionStatus.PENDING)
     auto_apply = models.BooleanField(default=False, editable=False)  # always False: suggestions only
     decided_by = models.CharField(max_length=150, blank=True)
     decided_at = models.DateTimeField(null=True, blank=True)
     notes = models.TextField(blank=True)
-    impact = models.JSONField(default=dict, blank=True)
+    impact = JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -43,7 +43,11 @@ def prune_ledger() -> dict:
     from orchestration.maintenance import prune_ledger as prune
 
     result = prune()
-    return {"deleted_ledger": result["ledger"], "deleted_actions": result["actions"]}
+    return {
+        "deleted_ledger": result["ledger"],
+        "deleted_actions": result["actions"],
+        "deleted_idempotency_keys": result["idempotency_keys"],
+    }
 
 
 @runnable

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 MIN_INTERVAL_SECONDS = 60
 
@@ -58,6 +58,12 @@ def validate(interval_seconds: int | None, cron: str) -> Cadence:
     if cron:
         if len(cron.split()) != 5 or not croniter.is_valid(cron):
             raise CadenceError(f"{cron!r} is not a five-field cron expression (minute hour day month weekday)")
+        # Valid syntax may name a day that never comes (30 February): its schedule could
+        # not be built, and the worker was saved without one.
+        try:
+            croniter(cron, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
+        except CroniterBadDateError:
+            raise CadenceError(f"{cron!r} never fires: no date matches it") from None
         return Cadence(cron=cron)
     if interval_seconds is not None and interval_seconds != 0:
         if interval_seconds < MIN_INTERVAL_SECONDS or interval_seconds % 60:

@@ -66,3 +66,29 @@ def test_the_admin_form_refuses_a_dependency_cycle(admin_client, make_worker):
     page = admin_client.post(f"/admin/orchestration/worker/{a.pk}/change/", data)
     assert page.status_code == 200 and "dependency cycle" in page.content.decode()
     assert Worker.objects.get(pk=a.pk).depends_on == []
+
+
+def test_the_admin_form_refuses_a_cron_that_never_fires(admin_client):
+    """30 February is valid cron syntax but never comes: the worker was saved without a
+    schedule and the page answered 500."""
+    from django_q.models import Schedule
+
+    data = {
+        "name": "never",
+        "description": "",
+        "category": "collection",
+        "execution_model": "scheduled",
+        "interval_seconds": "",
+        "cron": "0 0 30 2 *",
+        "timeout_seconds": 30,
+        "depends_on": "[]",
+        "optional_depends_on": "[]",
+        "target": '{"type": "python", "path": "x.y"}',
+        "enabled": "on",
+        "priority": "normal",
+        "rate_factor": 1.0,
+    }
+    page = admin_client.post("/admin/orchestration/worker/add/", data)
+    assert page.status_code == 200 and "never fires" in page.content.decode()
+    assert not Worker.objects.filter(name="never").exists()
+    assert not Schedule.objects.filter(name__contains="never").exists()

@@ -54,6 +54,8 @@ def test_bad_input_is_a_400_that_says_what_is_wrong(staff_client, make_worker):
         ({**NEW, "target": {"type": "http", "url": "nope"}}, "target"),
         ({**NEW, "interval_seconds": 30}, "interval_seconds"),
         ({**NEW, "interval_seconds": None, "cron": "every day"}, "cron"),
+        # Valid syntax, but 30 February never comes: its schedule could not be built.
+        ({**NEW, "interval_seconds": None, "cron": "0 0 30 2 *"}, "cron"),
         ({**NEW, "depends_on": ["ghost"]}, "depends_on"),
         ({**NEW, "category": "poetry"}, "category"),
         ({**NEW, "name": "status"}, "name"),
@@ -67,6 +69,7 @@ def test_bad_input_is_a_400_that_says_what_is_wrong(staff_client, make_worker):
         response = staff_client.post("/api/v1/workers/", payload, format="json")
         assert response.status_code == 400, payload
         assert field in response.json(), (field, response.json())
+        assert not Worker.objects.filter(name=payload["name"]).exists(), payload
     # A cycle through an update is refused with the path in the message.
     response = staff_client.patch("/api/v1/workers/a/", {"depends_on": ["b"]}, format="json")
     assert response.status_code == 400 and "cycle" in str(response.json()["depends_on"])

@@ -118,6 +118,10 @@ def test_changes_show_as_a_diff_and_apply(db, tmp_path):
             "max_timeout_seconds: 20000, target: {type: python, path: x.y}}\n",
             "would cut off",
         ),
+        (
+            "workers:\n  - {name: a, category: collection, cron: '0 0 30 2 *', target: {type: python, path: x.y}}\n",
+            "cron: '0 0 30 2 \\*' never fires",
+        ),
     ],
 )
 def test_bad_files_are_refused_with_a_clear_error_and_nothing_written(db, tmp_path, text, message):
