@@ -14,7 +14,7 @@ class OrchestrationConfig(AppConfig):
         # Registries fill themselves on import.
         from orchestration import checks, signin  # noqa: F401
         from orchestration.api.errors import register_conflict
-        from orchestration.jobs import kinds  # noqa: F401
+        from orchestration.jobs import django_tasks, kinds  # noqa: F401
         from orchestration.jobs.queue import JobStateError
         from orchestration.loop import actions  # noqa: F401
         from orchestration.loop.cycle import CycleBusy

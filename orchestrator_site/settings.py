@@ -68,11 +68,15 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_q",
+    "django_tasks",
     "axes",
     "orchestration",
     "orchestration.routing",
     "health",
     "pipeline",
+    # An example of Django's Tasks API on the orchestrator (README "Use it from your
+    # Django code"); its @task functions run under make run like any job.
+    "examples.tasks_demo",
 ]
 
 MIDDLEWARE = [
@@ -275,6 +279,17 @@ elif CACHE_URL:
     raise ImproperlyConfigured(f"CACHE_URL must be a redis:// URL (got {CACHE_URL!r})")
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Django's Tasks API -----------------------------------------------------------
+# A @task's enqueue() becomes a job of kind "django.task" (orchestration/jobs/django_tasks.py);
+# the queues a task may name are lanes.
+TASKS = {
+    "default": {
+        "BACKEND": "orchestration.jobs.django_tasks.OrchestratorBackend",
+        "QUEUES": env_list("TASK_QUEUES", ["default", "reports", "emails"]),
+        "OPTIONS": {"max_attempts": env_int("TASK_MAX_ATTEMPTS", 3, minimum=1)},
+    }
+}
 
 # --- REST API ---------------------------------------------------------------------
 # Poison input (API.md "Errors and limits"): a larger body → 413 before anything reads

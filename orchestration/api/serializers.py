@@ -5,6 +5,7 @@ from rest_framework import serializers
 
 from orchestration.api.permissions import require_run_code
 from orchestration.choices import Backoff, Priority
+from orchestration.jobs import django_tasks
 from orchestration.jobs.kinds import python_call_problems
 from orchestration.jobs.registry import kind_names
 from orchestration.loop.decider import ConditionError, validate_condition
@@ -78,6 +79,12 @@ class JobCreateSerializer(serializers.Serializer):
             # Only a function the deployment declared runs, and only someone with the
             # run_code permission (not every staff member) may queue one.
             problems = python_call_problems(attrs.get("payload") or {})
+            if problems:
+                raise serializers.ValidationError({"payload": problems})
+            require_run_code(self.context)
+        elif attrs.get("kind") == django_tasks.KIND:
+            # Only a @task of an installed app runs; queuing one runs code, as above.
+            problems = django_tasks.payload_problems(attrs.get("payload") or {})
             if problems:
                 raise serializers.ValidationError({"payload": problems})
             require_run_code(self.context)

@@ -233,7 +233,8 @@ def execute(job_id: int, token: str, node: str | None = None) -> str:
     except RetryLater as exc:
         return _finish(job, token, ok=False, error=str(exc), delay=exc.delay_seconds)
     except Exception as exc:  # any handler failure is retried with backoff
-        detail = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
+        # (An exception may say how it reads as the job's error: a Django task's does.)
+        detail = getattr(exc, "job_error", None) or f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
         return _finish(job, token, ok=False, error=detail)
     except BaseException as exc:
         # The cluster's time limit (django-q2 raises SystemExit in the worker): the
