@@ -364,8 +364,15 @@ class TestStart:
         # The due check, then in the claim's transaction whether any lane has a limit
         # (none here, so no lane counting) and the claim itself: one statement for
         # the whole batch.
+        Lane.objects.all().delete()  # (the seeded lanes may have limits)
         with django_assert_num_queries(3) as captured:
-            assert len(claim(5)) == 5
+            assert len(claim(3)) == 3
+        assert sum(q["sql"].startswith("UPDATE") for q in captured.captured_queries) == 1
+        # With a lane limit in force the claim counts lanes, still in one statement; on
+        # PostgreSQL claimers first take one advisory lock so the counts are exact.
+        Lane.objects.create(name="single", concurrency_limit=1)
+        with django_assert_num_queries(4 if connection.vendor == "postgresql" else 3) as captured:
+            assert len(claim(2)) == 2
         assert sum(q["sql"].startswith("UPDATE") for q in captured.captured_queries) == 1
         assert Job.objects.filter(status=JobStatus.PROCESSING, lease_owner=NODE, started_at=None).count() == 5
 
@@ -492,3 +499,56 @@ class TestEnqueueInline:
         assert set(Job.objects.filter(pk__in=[older.pk, newer.pk]).values_list("status", flat=True)) == {
             JobStatus.COMPLETED
         }
+
+
+CLAIMER = """
+import json, os, sys, time, django
+django.setup()
+from orchestration.jobs import queue
+queue.claim(0, owner="warm-up")  # connect first
+open(sys.argv[1] + f".{os.getpid()}", "w").close()
+while not os.path.exists(sys.argv[1]):  # start together
+    time.sleep(0.005)
+mine = []
+while True:
+    got = queue.claim(7, owner=f"proc:{os.getpid()}")
+    if not got:
+        break
+    mine += [pk for pk, _ in got]
+print(json.dumps(mine))
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_claiming_processes_never_get_the_same_job(tmp_path):
+    """Two brokers in two processes (each its own connection, as two cluster nodes)
+    race over one table: every job is claimed exactly once, and a single lane's limit
+    holds across them."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.support.processes import ROOT, subprocess_env
+
+    Lane.objects.create(name="single", concurrency_limit=1)
+    free = {make().pk for _ in range(300)}
+    single = {make(lane="single").pk for _ in range(5)}
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLAIMER, str(go)], cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("go.*"))) < 2:
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "a claimer did not start"
+        time.sleep(0.01)
+    go.touch()
+    claimed = [json.loads(proc.communicate(timeout=120)[0]) for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs)
+    assert all(claimed), "each process should have claimed some jobs"
+    first, second = set(claimed[0]), set(claimed[1])
+    assert not first & second
+    assert len(claimed[0]) + len(claimed[1]) == len(first | second) == len(free) + 1
+    assert (first | second) - free <= single and len((first | second) & single) == 1
