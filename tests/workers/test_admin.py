@@ -83,7 +83,7 @@ def test_the_admin_form_refuses_a_cron_that_never_fires(admin_client):
         "timeout_seconds": 30,
         "depends_on": "[]",
         "optional_depends_on": "[]",
-        "target": '{"type": "python", "path": "x.y"}',
+        "target": '{"type": "python", "path": "orchestration.jobs.kinds.mark_schedule", "kwargs": {"name": "n"}}',
         "enabled": "on",
         "priority": "normal",
         "rate_factor": 1.0,
