@@ -92,6 +92,15 @@ def _runs_dir(tmp_path, settings):
     settings.RUNS_DIR = tmp_path / "runs"
 
 
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    """Each test starts with an empty cache: on the scale profile the cache is a Redis
+    server that outlives every test (throttle counts, the shared snapshot)."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def broker_only(monkeypatch):
     """Tasks go to the real (ORM) broker instead of running inline, as they do when a

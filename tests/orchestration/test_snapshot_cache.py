@@ -103,3 +103,24 @@ def test_a_copy_too_old_to_show_is_rebuilt_by_the_request(monkeypatch, settings)
     time.sleep(0.02 * snapshot_cache.STALE_LIMIT + 0.05)  # after a quiet spell
     monkeypatch.setattr(snapshot_cache, "build_snapshot", lambda: {"taken_at": "new"})
     assert snapshot_cache.current_snapshot() == {"taken_at": "new"}
+
+
+def test_a_copy_another_process_built_is_adopted_from_the_shared_cache(monkeypatch, settings):
+    """With a shared cache (Redis on the scale profile), a web process takes the copy
+    another one built within the max age instead of building its own."""
+    from django.core.cache import cache
+
+    settings.SNAPSHOT_MAX_AGE_SECONDS = 60
+    cache.set(snapshot_cache.SHARED_KEY, (time.time() - 1, {"taken_at": "built elsewhere"}), timeout=30)
+
+    def must_not_build():
+        raise AssertionError("built although a fresh shared copy was there")
+
+    monkeypatch.setattr(snapshot_cache, "build_snapshot", must_not_build)
+    assert snapshot_cache.current_snapshot() == {"taken_at": "built elsewhere"}
+    # Too old a shared copy is not adopted: this process builds (and shares) its own.
+    snapshot_cache.forget()
+    cache.set(snapshot_cache.SHARED_KEY, (time.time() - 61, {"taken_at": "too old"}), timeout=30)
+    monkeypatch.setattr(snapshot_cache, "build_snapshot", lambda: {"taken_at": "mine"})
+    assert snapshot_cache.current_snapshot() == {"taken_at": "mine"}
+    assert cache.get(snapshot_cache.SHARED_KEY)[1] == {"taken_at": "mine"}
