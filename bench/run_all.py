@@ -4,12 +4,12 @@ Each benchmark runs in its own process (its own Django set-up and database), wit
 output shown as it goes. The summary table has one row per figure: value, baseline
 measured in the same run, ratio, target and pass/fail.
 
-bench/results.json holds one section per profile (``sqlite+orm``, ``postgresql+redis``),
-each with the profile (database vendor and version, broker, cpu count), the date, the
+bench/results.json holds one section per profile (``sqlite``, ``postgresql+redis``),
+each with the profile (database vendor and version, cache, cpu count), the date, the
 summary rows and every benchmark's detailed figures. A run replaces the benchmarks it
 ran in its own profile's section and leaves the rest alone.
 
-    python bench/run_all.py                      # everything, embedded profile (SQLite + ORM broker)
+    python bench/run_all.py                      # everything, embedded profile (SQLite)
     python bench/run_all.py --quick              # smaller sizes, a few minutes
     python bench/run_all.py --only throughput,dispatch_latency
     python bench/run_all.py --skip cycle
@@ -38,6 +38,7 @@ from bench.common import RESULTS, ROOT, Row, now_iso, summary_table
 BENCHMARKS = {
     "throughput": "job throughput: orchestrator vs bare django-q2",
     "dispatch_latency": "enqueue → job started, with qcluster and loop runner",
+    "recovery": "1,000 jobs on two nodes, one SIGKILLed",
     "snapshot_load": "/orchestrator/snapshot under 20 clients vs /health",
     "health_sweep": "concurrent health sweep vs sequential",
     "fleet_runs": "worker-run overhead, workers snapshot section",
