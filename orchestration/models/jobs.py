@@ -56,11 +56,9 @@ class Campaign(models.Model):
 
 
 class Job(models.Model):
-    """The orchestrator's own record of one unit of queued work.
-
-    django-q2 only carries "execute job N with token T"; everything a person can see
-    (status, attempts, lease, result) lives here, so the queue survives a broker that
-    loses tasks (Redis) or delivers them twice (ORM broker).
+    """One unit of queued work, and the queue itself: cluster nodes claim due rows
+    directly (orchestration/jobs/broker.py), so everything a person can see (status,
+    attempts, lease, result) is the one truth, with no second copy in a broker.
     """
 
     kind = models.CharField(max_length=100)
@@ -75,9 +73,9 @@ class Job(models.Model):
     backoff = models.CharField(max_length=12, choices=Backoff.choices, default=Backoff.EXPONENTIAL)
     not_before = models.DateTimeField(null=True, blank=True)
 
-    # Lease: the token names one dispatch; the execution that picks it up keeps
-    # lease_expires_at in the future with heartbeats. An expired lease means the
-    # process died and the loop reclaims the job.
+    # Lease: the token names one claim; the claiming node keeps lease_expires_at in
+    # the future with one heartbeat for all its jobs. An expired lease means the node
+    # (or the job's worker process) died, and the job is reclaimed.
     lease_token = models.CharField(max_length=32, blank=True)
     lease_owner = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)

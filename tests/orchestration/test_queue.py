@@ -552,3 +552,25 @@ def test_two_claiming_processes_never_get_the_same_job(tmp_path):
     assert not first & second
     assert len(claimed[0]) + len(claimed[1]) == len(first | second) == len(free) + 1
     assert (first | second) - free <= single and len((first | second) & single) == 1
+
+
+@pytest.mark.parametrize(
+    "vendor,version,refused",
+    [
+        ("sqlite", (3, 35, 0), False),
+        ("sqlite", (3, 34, 1), True),
+        ("postgresql", 140000, False),
+        ("postgresql", 130011, True),
+        ("mysql", (8, 0), True),
+    ],
+)
+def test_only_databases_that_can_hold_the_queue_are_accepted(vendor, version, refused):
+    from orchestration.checks import supported_database
+
+    assert (supported_database(vendor, version) is not None) == refused
+
+
+def test_this_database_passes_the_check(db):
+    from orchestration.checks import database_version
+
+    assert database_version() == []
