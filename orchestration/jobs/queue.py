@@ -216,9 +216,7 @@ def execute(job_id: int, token: str, node: str | None = None) -> str:
     """
     owner = f"{node}/{os.getpid()}" if node else worker_identity()
     now = timezone.now()
-    job = statements.start(
-        job_id, token, now, owner=owner, lease_expires_at=now + timedelta(seconds=settings.JOB_LEASE_SECONDS)
-    )
+    job = statements.start(job_id, token, now, owner=owner)
     if job is None:
         log.info("job %s: delivery for token %s is stale, ignored", job_id, token[:8])
         return "stale"

@@ -88,8 +88,10 @@ def _sql(quote: Any, vendor: str) -> _Sql:
         any_due=f"SELECT 1 FROM {job} WHERE {claimable_due} LIMIT 1",
         limits_exist=f"SELECT 1 FROM {lane} WHERE {quote('concurrency_limit')} > 0 LIMIT 1",
         start=(
+            # No indexed column changes here (the claim set the lease, the node renews
+            # it), so the row is rewritten without touching any of the job's indexes.
             f"UPDATE {job} SET {j['started_at']} = %s, {j['attempts']} = {j['attempts']} + 1, "
-            f"{j['lease_owner']} = %s, {j['lease_expires_at']} = %s, {j['updated_at']} = %s "
+            f"{j['lease_owner']} = %s, {j['updated_at']} = %s "
             f"WHERE {j['id']} = %s AND {j['lease_token']} = %s AND {j['status']} = %s "
             f"AND {j['started_at']} IS NULL RETURNING {columns}"
         ),
@@ -210,12 +212,12 @@ def _converters(connection) -> list[tuple[int, list[Any], Any]]:
     return cached
 
 
-def start(job_id: int, token: str, now: datetime, *, owner: str, lease_expires_at: datetime) -> Job | None:
+def start(job_id: int, token: str, now: datetime, *, owner: str) -> Job | None:
     """The start of a claimed job, returning the row as it now is (UPDATE … RETURNING);
     None when this (job, token) was already started or is no longer the job's."""
     connection, sql = _prepared()
     at = _at(connection, now)
-    params = [at, owner, _at(connection, lease_expires_at), at, job_id, token, JobStatus.PROCESSING]
+    params = [at, owner, at, job_id, token, JobStatus.PROCESSING]
     with connection.cursor() as cursor:
         cursor.execute(sql.start, params)
         row = cursor.fetchone()

@@ -265,7 +265,7 @@ class TestPeopleActions:
     def test_cancel_a_running_job_tells_it_to_stop(self):
         job = make("sleep", payload={"seconds": 30})
         ((pk, token),) = queue.claim(1, owner=NODE)
-        statements.start(pk, "wrong", timezone.now(), owner="x", lease_expires_at=timezone.now())  # (no effect)
+        statements.start(pk, "wrong", timezone.now(), owner="x")  # (no effect)
         Job.objects.filter(pk=pk).update(started_at=timezone.now())  # a worker has begun it
         queue.cancel(job, actor="ops")
         job.refresh_from_db()
@@ -344,7 +344,7 @@ class TestStart:
     def test_the_start_returns_the_row_as_updated(self):
         job = make("test.record", payload={"id": 11, "nested": {"a": [1, 2]}}, priority="high")
         ((pk, token),) = queue.claim(1, owner=NODE)
-        started = statements.start(pk, token, timezone.now(), owner=f"{NODE}/7", lease_expires_at=timezone.now())
+        started = statements.start(pk, token, timezone.now(), owner=f"{NODE}/7")
         stored = Job.objects.get(pk=job.pk)
         assert started is not None and started.pk == job.pk
         # Every field converted as a normal read converts it (JSON, datetimes, choices).
@@ -353,7 +353,7 @@ class TestStart:
         assert started.payload == {"id": 11, "nested": {"a": [1, 2]}}
         assert started.attempts == 1 and started.started_at is not None and started.lease_owner == f"{NODE}/7"
         # A second delivery of the same (job, token) is not a start.
-        assert statements.start(pk, token, timezone.now(), owner="x", lease_expires_at=timezone.now()) is None
+        assert statements.start(pk, token, timezone.now(), owner="x") is None
         assert Job.objects.get(pk=job.pk).attempts == 1
 
     def test_a_claim_is_one_statement_and_an_empty_queue_costs_one_read(self, django_assert_num_queries):
@@ -419,8 +419,9 @@ class TestNodeLeases:
         ids = dict(queue.claim(4, owner=NODE))
         now = timezone.now()
         for pk, owner in ((running.pk, f"{NODE}/11"), (orphan.pk, f"{NODE}/12")):
-            statements.start(pk, ids[pk], now, owner=owner, lease_expires_at=now)
-        Job.objects.filter(pk=other.pk).update(lease_owner="elsewhere:9", lease_expires_at=now)
+            statements.start(pk, ids[pk], now, owner=owner)
+        Job.objects.filter(pk=other.pk).update(lease_owner="elsewhere:9")
+        Job.objects.update(lease_expires_at=now)
         later = now + timedelta(minutes=5)
         with django_assert_num_queries(1):
             renewed = statements.renew(NODE, [running.pk], later)
