@@ -55,10 +55,16 @@ def _order(alias: str, columns: dict[str, str]) -> str:
 def _sql(quote: Any, vendor: str) -> _Sql:
     j = {f.name: quote(f.column) for f in Job._meta.concrete_fields}
     job, lane = quote(Job._meta.db_table), quote(Lane._meta.db_table)
-    claimable = ", ".join(["%s"] * len(CLAIMABLE_STATUSES))
+    # The statuses are written into the text, not passed as parameters: only then can
+    # the planners prove the query matches the partial index job_claim_idx and read
+    # it in queue order (with parameters SQLite sorted every waiting job per claim).
+    claimable = ", ".join(f"'{status}'" for status in CLAIMABLE_STATUSES)
     due = f"({j['not_before']} IS NULL OR {j['not_before']} <= %s)"
     claimable_due = f"{j['status']} IN ({claimable}) AND {due}"
     lock = " FOR UPDATE SKIP LOCKED" if vendor == "postgresql" else ""
+    # SQLite, with no statistics, preferred an index on status and sorted every waiting
+    # job on each claim (0.8 ms per claim at 2,000 waiting, growing with the backlog).
+    in_order = " INDEXED BY job_claim_idx" if vendor == "sqlite" else ""
     sets = (
         f"UPDATE {job} SET {j['status']} = %s, {j['lease_token']} = %s, {j['lease_owner']} = %s, "
         f"{j['lease_expires_at']} = %s, {j['dispatched_at']} = %s, {j['updated_at']} = %s, {j['started_at']} = NULL "
@@ -71,14 +77,14 @@ def _sql(quote: Any, vendor: str) -> _Sql:
         f"{sets}WHERE {j['id']} IN (SELECT r.id FROM ("
         f"SELECT c.id, c.lane, c.pr, c.ca, ROW_NUMBER() OVER (PARTITION BY c.lane ORDER BY c.pr DESC, c.ca, c.id) AS n "
         f"FROM (SELECT {j['id']} AS id, {j['lane']} AS lane, {j['priority_rank']} AS pr, {j['created_at']} AS ca "
-        f"FROM {job} WHERE {claimable_due} ORDER BY {_order('', j)} LIMIT %s{lock}) c) r "
+        f"FROM {job}{in_order} WHERE {claimable_due} ORDER BY {_order('', j)} LIMIT %s{lock}) c) r "
         f"LEFT JOIN {lane} l ON l.{quote('name')} = r.lane "
         f"WHERE COALESCE(l.{quote('concurrency_limit')}, %s) = 0 OR r.n + (SELECT COUNT(*) FROM {job} p "
         f"WHERE p.{j['lane']} = r.lane AND p.{j['status']} = %s) <= COALESCE(l.{quote('concurrency_limit')}, %s) "
         f"ORDER BY r.pr DESC, r.ca, r.id LIMIT %s) AND {j['status']} IN ({claimable}) RETURNING {j['id']}"
     )
     unlimited = (
-        f"{sets}WHERE {j['id']} IN (SELECT {j['id']} FROM {job} WHERE {claimable_due} "
+        f"{sets}WHERE {j['id']} IN (SELECT {j['id']} FROM {job}{in_order} WHERE {claimable_due} "
         f"ORDER BY {_order('', j)} LIMIT %s{lock}) RETURNING {j['id']}"
     )
     columns = ", ".join(j.values())
@@ -119,7 +125,7 @@ def any_due(now: datetime) -> bool:
     empty queue never costs a write transaction (on SQLite, the database's write lock)."""
     connection, sql = _prepared()
     with connection.cursor() as cursor:
-        cursor.execute(sql.any_due, [*CLAIMABLE_STATUSES, _at(connection, now)])
+        cursor.execute(sql.any_due, [_at(connection, now)])
         return cursor.fetchone() is not None
 
 
@@ -151,11 +157,10 @@ def claim(limit: int, now: datetime, *, token: str, owner: str, lease_expires_at
         elif connection.vendor == "postgresql":
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CLAIM_LOCK_KEY])
         if statement is sql.claim_unlimited:
-            params = [*head, *CLAIMABLE_STATUSES, at, limit]
+            params = [*head, at, limit]
         else:
             window = max(limit * 4, 32)
-            params = [*head, *CLAIMABLE_STATUSES, at, window, default_limit, JobStatus.PROCESSING, default_limit]
-            params += [limit, *CLAIMABLE_STATUSES]
+            params = [*head, at, window, default_limit, JobStatus.PROCESSING, default_limit, limit]
         cursor.execute(statement, params)
         return [row[0] for row in cursor.fetchall()]
 

@@ -110,8 +110,15 @@ class Job(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
-            # dispatch(): claimable jobs by priority then age; also GROUP BY status.
+            # GROUP BY status and per-status counts.
             models.Index(fields=["status", "-priority_rank", "created_at"], name="job_dispatch_idx"),
+            # The claim (statements.CLAIM_ORDER): waiting jobs read in queue order, with
+            # no sort of the whole backlog per claim.
+            models.Index(
+                fields=["-priority_rank", "created_at", "id"],
+                name="job_claim_idx",
+                condition=models.Q(status__in=["pending", "retry"]),
+            ),
             # monitor.jobs_section(): its one pass over the live queue reads only this
             # covering index, never the table.
             models.Index(

@@ -575,3 +575,27 @@ def test_this_database_passes_the_check(db):
     from orchestration.checks import database_version
 
     assert database_version() == []
+
+
+@pytest.mark.django_db
+def test_the_claim_reads_waiting_jobs_in_queue_order_from_its_index():
+    """No sort of the whole backlog per claim: the claim walks job_claim_idx (a partial
+    index on the waiting statuses, in CLAIM_ORDER) and stops after its batch."""
+    for _ in range(20):
+        make()
+    connection_, sql = statements._prepared()
+    now = connection_.ops.adapt_datetimefield_value(timezone.now())
+    params = [JobStatus.PROCESSING, "t", "o", now, now, now, now, 8]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET enable_seqscan = off")  # (a tiny table would be scanned whole)
+            cursor.execute("SET enable_sort = off")
+            cursor.execute(f"EXPLAIN {sql.claim_unlimited}", params)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            cursor.execute("RESET enable_seqscan")
+            cursor.execute("RESET enable_sort")
+            assert "job_claim_idx" in plan, plan
+        else:
+            cursor.execute(f"EXPLAIN QUERY PLAN {sql.claim_unlimited}", params)
+            plan = "\n".join(row[-1] for row in cursor.fetchall())
+            assert "job_claim_idx" in plan and "TEMP B-TREE" not in plan, plan
