@@ -88,17 +88,19 @@ def enqueue(
     queueing many jobs wakes the nodes once).
     """
     get_kind(kind)  # refuse unknown kinds before anything is written
+    job = Job(
+        kind=kind,
+        payload=payload or {},
+        priority=priority,
+        lane=lane,
+        max_attempts=max_attempts,
+        backoff=backoff,
+        not_before=not_before,
+        **fields,
+    )
+    job.set_priority_rank()
     with transaction.atomic() if actor else nullcontext():
-        job = Job.objects.create(
-            kind=kind,
-            payload=payload or {},
-            priority=priority,
-            lane=lane,
-            max_attempts=max_attempts,
-            backoff=backoff,
-            not_before=not_before,
-            **fields,
-        )
+        statements.insert(job)
         if actor:
             record(
                 "job.created",

@@ -233,3 +233,29 @@ def start(job_id: int, token: str, now: datetime, *, owner: str) -> Job | None:
         for convert in converters:
             values[position] = convert(values[position], expression, connection)
     return Job.from_db(connection.alias, [f.attname for f in Job._meta.concrete_fields], values)
+
+
+_INSERT_TEXT: dict[str, tuple[str, list[Any]]] = {}
+
+
+def insert(job: Job) -> Job:
+    """INSERT the unsaved ``job`` as save() would (defaults, auto_now, JSON), from a
+    text made once per database: compiling the ORM's INSERT of the job's 30 columns
+    cost more than running it. ``job`` gets its id and is marked saved."""
+    connection, _ = _prepared()
+    cached = _INSERT_TEXT.get(connection.vendor)
+    if cached is None:
+        quote = connection.ops.quote_name
+        fields = [f for f in Job._meta.concrete_fields if not f.primary_key]
+        text = (
+            f"INSERT INTO {quote(Job._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+            f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING {quote(Job._meta.pk.column)}"
+        )
+        cached = _INSERT_TEXT[connection.vendor] = (text, fields)
+    text, fields = cached
+    params = [field.get_db_prep_save(field.pre_save(job, True), connection) for field in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(text, params)
+        job.pk = cursor.fetchone()[0]
+    job._state.adding, job._state.db = False, connection.alias
+    return job
