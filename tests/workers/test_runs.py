@@ -123,7 +123,7 @@ def test_sigterm_past_the_grace_period_interrupts_and_requeues_the_run(make_work
     received = []
     previous = signal.signal(signal.SIGTERM, lambda s, f: received.append(s))
     try:
-        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
         run = run_once(make_worker(target=target("sleep", seconds=5)))
     finally:
         signal.signal(signal.SIGTERM, previous)
