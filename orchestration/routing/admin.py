@@ -9,6 +9,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from orchestration.admin import admin_link, badge, pretty_json
+from orchestration.admin_scale import EstimatedCountPaginator
 from orchestration.routing import improvement
 from orchestration.routing.learning import confidence
 from orchestration.routing.models import (
@@ -90,8 +91,8 @@ class TaskOutcomeAdmin(admin.ModelAdmin):
     list_select_related = ["job"]
     list_filter = ["success", "task_type", "service_name", "strategy"]
     search_fields = ["task_type", "service_name", "error", "context"]
-    date_hierarchy = "created_at"
     raw_id_fields = ["job"]
+    paginator = EstimatedCountPaginator
     show_full_result_count = False
 
     def has_add_permission(self, request) -> bool:
