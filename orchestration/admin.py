@@ -14,12 +14,13 @@ from rest_framework import serializers
 from rest_framework.exceptions import PermissionDenied
 
 from orchestration.admin_scale import BigTableAdmin, as_int, as_text, choices_filter
+from orchestration.api.filters import event_type_prefix
 from orchestration.api.serializers import JobCreateSerializer, RuleSerializer
 from orchestration.choices import JobStatus
 from orchestration.jobs import queue
 from orchestration.jobs.registry import kind_names
 from orchestration.loop.cycle import CycleBusy, run_cycle
-from orchestration.models import Action, Campaign, ChannelWindow, Job, Lane, LedgerEntry, LoopState, Rule
+from orchestration.models import Action, Campaign, ChannelWindow, Job, JobRollup, Lane, LedgerEntry, LoopState, Rule
 from orchestration.models.ledger import record
 from orchestration.secret_forms import MaskedSecretsForm
 
@@ -257,6 +258,20 @@ class JobAdmin(BigTableAdmin):
         self.message_user(request, f"{done} job(s) canceled or told to stop.")
 
 
+@admin.register(JobRollup)
+class JobRollupAdmin(admin.ModelAdmin):
+    """Read-only: what job retention kept of the jobs it deleted."""
+
+    list_display = ["day", "status", "lane", "kind", "count"]
+    list_filter = ["status"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(Lane)
 class LaneAdmin(admin.ModelAdmin):
     list_display = ["name", "concurrency_limit", "jobs_link", "description"]
@@ -307,7 +322,7 @@ class LedgerEntryAdmin(BigTableAdmin):
     list_display = ["created_at", "event_type", "severity_badge", "subject_display", "short_message", "actor"]
     list_filter = [
         "severity",
-        choices_filter("event type", "event_type", lambda: [f"{g}." for g in EVENT_GROUPS], prefix=True),
+        choices_filter("event type", "event_type", lambda: [f"{g}." for g in EVENT_GROUPS], prefix=event_type_prefix),
         choices_filter("actor", "actor", _actors),
     ]
     # Each an index: ledger_event_prefix_idx, ledger_subject_idx, ledger_actor_idx.

@@ -15,7 +15,6 @@ from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
 from django.utils.functional import cached_property
 
-from orchestration.api.filters import startswith_by_index
 from orchestration.api.pagination import bounded_count
 
 
@@ -64,11 +63,15 @@ def as_text(term: str) -> str:
 
 
 def choices_filter(
-    title: str, parameter: str, values: Callable[[], Iterable[str]], *, field: str | None = None, prefix: bool = False
+    title: str,
+    parameter: str,
+    values: Callable[[], Iterable[str]],
+    *,
+    field: str | None = None,
+    prefix: Callable[[QuerySet, str], QuerySet] | None = None,
 ) -> type[admin.SimpleListFilter]:
     """A list filter whose values come from ``values()`` (choices, a registry or a
-    small table), filtering ``field`` by equality or, with ``prefix``, by an index
-    range of the values' prefix."""
+    small table), filtering ``field`` by equality or by ``prefix(queryset, value)``."""
 
     column = field or parameter
 
@@ -81,7 +84,7 @@ def choices_filter(
             if not value:
                 return queryset
             if prefix:
-                return startswith_by_index(queryset, column, value)
+                return prefix(queryset, value)
             return queryset.filter(**{column: value})
 
     ValuesFilter.title = title

@@ -67,6 +67,18 @@ def startswith_by_index(queryset, field: str, prefix: str):
     return queryset.filter(**bounds)
 
 
+def event_type_prefix(queryset, prefix: str):
+    """Ledger entries whose event type starts with ``prefix``, newest first from an
+    index: a prefix holding a whole namespace (``orchestrator.``,
+    ``orchestrator.cycle_``) is an equality on ``event_group`` (ordered by
+    ledger_group_idx), the rest of it a range; a shorter prefix is a range alone."""
+    group, dot, rest = prefix.partition(".")
+    if not dot:
+        return startswith_by_index(queryset, "event_type", prefix)
+    queryset = queryset.filter(event_group=f"{group}.")
+    return startswith_by_index(queryset, "event_type", prefix) if rest else queryset
+
+
 class LedgerFilter(django_filters.FilterSet):
     event_type = django_filters.CharFilter(
         method="filter_event_type", help_text="Prefix match: 'orchestrator.' matches every loop event."
@@ -81,7 +93,7 @@ class LedgerFilter(django_filters.FilterSet):
         fields = ["event_type", "severity", "since", "subject", "actor"]
 
     def filter_event_type(self, queryset, name: str, value: str):
-        return startswith_by_index(queryset, "event_type", value)
+        return event_type_prefix(queryset, value)
 
 
 class ActionFilter(django_filters.FilterSet):

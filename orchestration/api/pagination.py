@@ -43,9 +43,11 @@ class BoundedLimitOffsetPagination(LimitOffsetPagination):
 
 
 # --- counting without reading every row ---------------------------------------------------
-def bounded_count(queryset: QuerySet, limit: int = EXACT_COUNT_LIMIT) -> tuple[int, bool]:
-    """``(count, exact)``: the exact count when at most ``limit`` rows match, else an
-    estimate. The exact part reads at most ``limit + 1`` index entries."""
+def bounded_count(queryset: QuerySet, limit: int | None = None) -> tuple[int, bool]:
+    """``(count, exact)``: the exact count when at most ``limit`` (default
+    ``EXACT_COUNT_LIMIT``) rows match, else an estimate. The exact part reads at most
+    ``limit + 1`` index entries."""
+    limit = EXACT_COUNT_LIMIT if limit is None else limit
     plain = queryset.order_by()
     capped = plain[: limit + 1].count()
     if capped <= limit:
