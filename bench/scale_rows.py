@@ -5,9 +5,8 @@ Rows are loaded with one INSERT … SELECT per chunk (a recursive CTE on SQLite,
 generate_series on PostgreSQL), history going back at a steady rate (a job every
 2.6 s, a ledger entry every 0.52 s: 1M jobs are 30 days), so both sizes share the
 same newest rows and the same live queue (50 pending, 10 processing, 5 retry) and
-differ only in history. After loading, the planner's statistics are refreshed as
-production refreshes them (autovacuum's ANALYZE on PostgreSQL; on SQLite the
-job-retention worker's ``PRAGMA optimize``).
+differ only in history. On PostgreSQL the load is followed by what autovacuum would do
+(VACUUM ANALYZE); SQLite runs without statistics, as a deployment does.
 
 Each page is timed over HTTP against a real server: gunicorn, 1 worker × 4 threads,
 DEBUG off, no cluster, as the issue measured; 2 warm-up requests then 20 sequential
@@ -138,20 +137,18 @@ def load(table_sql: str, have: int, want: int, now: str, what: str) -> None:
 def grow(jobs: int, ledger: int, now: str) -> None:
     from django.db import connection
 
-    from orchestration.maintenance import refresh_planner_statistics
     from orchestration.models import Job, LedgerEntry
 
     have_jobs, have_ledger = Job.objects.count(), LedgerEntry.objects.count()
     load(_job_sql(connection.vendor), have_jobs, jobs, now, "jobs")
     load(_ledger_sql(connection.vendor), have_ledger, ledger, now, "ledger rows")
-    started = time.perf_counter()
     if connection.vendor == "postgresql":
+        # What autovacuum does after a load this size; SQLite's plans need no statistics.
+        started = time.perf_counter()
         with connection.cursor() as cursor:
             cursor.execute("VACUUM ANALYZE orchestration_job")
             cursor.execute("VACUUM ANALYZE orchestration_ledgerentry")
-    else:
-        refresh_planner_statistics()
-    progress(f"planner statistics refreshed in {time.perf_counter() - started:.1f} s")
+        progress(f"VACUUM ANALYZE in {time.perf_counter() - started:.1f} s")
 
 
 # --- timing -------------------------------------------------------------------------------

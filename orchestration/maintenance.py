@@ -62,18 +62,4 @@ def prune_jobs(days: int | None = None, batch: int = 2000, now=None) -> dict[str
             add_to_rollups({(day, status, lane, kind): n for day, status, lane, kind, n in rows})
             deleted += Job.objects.filter(pk__in=ids).delete()[1].get(Job._meta.label, 0)
             batches += 1
-    refresh_planner_statistics()
     return {"jobs": deleted, "batches": batches}
-
-
-def refresh_planner_statistics() -> None:
-    """SQLite keeps no statistics unless told: without them its planner takes an
-    equality on ``lane`` (all 1M jobs) over the created_at order. ``PRAGMA optimize``
-    analyses the tables that need it, reading at most ``analysis_limit`` rows of each
-    index (a few ms at 5M rows). PostgreSQL's autovacuum does this on its own."""
-    from django.db import connection
-
-    if connection.vendor == "sqlite":
-        with connection.cursor() as cursor:
-            cursor.execute("PRAGMA analysis_limit = 1000")
-            cursor.execute("PRAGMA optimize = 0x10002")
