@@ -9,8 +9,8 @@ differ only in history. On PostgreSQL the load is followed by what autovacuum wo
 (VACUUM ANALYZE); SQLite runs without statistics, as a deployment does.
 
 Each page is timed over HTTP against a real server: gunicorn, 1 worker × 4 threads,
-DEBUG off, no cluster, as the issue measured; 2 warm-up requests then 20 sequential
-ones (p50/p95). Admin pages and the dashboard use a signed-in staff session, the API
+DEBUG off, no cluster, as the issue measured; every page twice to warm up, then 20
+sequential requests a page (p50/p95). Admin pages and the dashboard use a signed-in staff session, the API
 a Bearer token. The deep page is what replaced ``?offset=900000``: the cursor of the
 row at 90 % depth (``?offset=`` deeper than 10,000 now answers 400). The cycle is
 ``POST /orchestrator/run-once {"dry_run": true}``; its own ``duration_ms`` is the
@@ -177,26 +177,34 @@ def deep_cursor(jobs: int) -> str:
 def time_pages(base: str, session: str, token: str, cursor: str, requests_n: int) -> dict[str, dict]:
     figures: dict[str, dict] = {}
     with requests.Session() as http:
-        for label, auth, path, kind in PAGES:
+
+        def call(label: str, auth: str, path: str) -> tuple[float, requests.Response]:
             headers = {"Authorization": f"Bearer {token}"} if auth == "token" else {}
             cookies = {"sessionid": session} if auth == "session" else {}
+            started = time.perf_counter()
+            if path == "cycle":
+                response = http.post(
+                    f"{base}/orchestrator/run-once", json={"dry_run": True}, headers=headers, timeout=120
+                )
+            else:
+                url = f"{base}/api/v1/jobs/?limit=50&cursor={cursor}" if path == "deep" else f"{base}{path}"
+                response = http.get(url, headers=headers, cookies=cookies, timeout=120)
+            elapsed = time.perf_counter() - started
+            if response.status_code != 200:
+                raise RuntimeError(f"{label}: HTTP {response.status_code} {response.text[:300]}")
+            return elapsed, response
+
+        # Warm: every page twice before any is timed (a fresh load leaves caches cold).
+        for label, auth, path, _kind in PAGES:
+            for _ in range(2):
+                call(label, auth, path)
+        for label, auth, path, kind in PAGES:
             samples, own = [], []
-            for n in range(2 + requests_n):
-                started = time.perf_counter()
+            for _ in range(requests_n):
+                elapsed, response = call(label, auth, path)
+                samples.append(elapsed)
                 if path == "cycle":
-                    response = http.post(
-                        f"{base}/orchestrator/run-once", json={"dry_run": True}, headers=headers, timeout=120
-                    )
-                else:
-                    url = f"{base}/api/v1/jobs/?limit=50&cursor={cursor}" if path == "deep" else f"{base}{path}"
-                    response = http.get(url, headers=headers, cookies=cookies, timeout=120)
-                elapsed = time.perf_counter() - started
-                if response.status_code != 200:
-                    raise RuntimeError(f"{label}: HTTP {response.status_code} {response.text[:300]}")
-                if n >= 2:
-                    samples.append(elapsed)
-                    if path == "cycle":
-                        own.append(response.json()["result"]["duration_ms"] / 1000)
+                    own.append(response.json()["result"]["duration_ms"] / 1000)
             figure = {
                 "p50_ms": round(percentile(samples, 50) * 1000, 1),
                 "p95_ms": round(percentile(samples, 95) * 1000, 1),
