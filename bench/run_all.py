@@ -43,6 +43,7 @@ BENCHMARKS = {
     "health_sweep": "concurrent health sweep vs sequential",
     "fleet_runs": "worker-run overhead, workers snapshot section",
     "cycle": "control-loop cycle cost against data size",
+    "scale_rows": "lists, admin, dashboard, /metrics and the cycle at 10k vs 1M jobs",
 }
 
 

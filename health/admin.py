@@ -11,6 +11,7 @@ from health.models import CircuitBreaker, DependencyError, HealthCheck, Service,
 from health.report import display_health
 from health.sweep import check_services
 from orchestration.admin import badge
+from orchestration.admin_scale import EstimatedCountPaginator
 from orchestration.models.ledger import record
 
 
@@ -246,7 +247,8 @@ class HealthCheckAdmin(ReadOnlyAdmin):
     list_display = ["checked_at", "service_link", "health_badge", "status_code", "response_time_ms", "error_message"]
     list_filter = ["success", "health", "service"]
     list_select_related = ["service"]
-    date_hierarchy = "checked_at"
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
 
     @admin.display(description="health", ordering="health")
     def health_badge(self, obj: HealthCheck):

@@ -13,12 +13,14 @@ from django.utils.text import slugify
 from rest_framework import serializers
 from rest_framework.exceptions import PermissionDenied
 
+from orchestration.admin_scale import BigTableAdmin, as_int, as_text, choices_filter
+from orchestration.api.filters import event_type_prefix
 from orchestration.api.serializers import JobCreateSerializer, RuleSerializer
 from orchestration.choices import JobStatus
 from orchestration.jobs import queue
 from orchestration.jobs.registry import kind_names
 from orchestration.loop.cycle import CycleBusy, run_cycle
-from orchestration.models import Action, Campaign, ChannelWindow, Job, Lane, LedgerEntry, LoopState, Rule
+from orchestration.models import Action, Campaign, ChannelWindow, Job, JobRollup, Lane, LedgerEntry, LoopState, Rule
 from orchestration.models.ledger import record
 from orchestration.secret_forms import MaskedSecretsForm
 
@@ -112,8 +114,29 @@ admin.site.index_title = "Loop, queue, fleet, services, pipelines and routing"
 admin.site.site_url = "/"  # "View site" opens the console dashboard
 
 
+def _lanes() -> list[str]:
+    return sorted({"default", *Lane.objects.values_list("name", flat=True)})
+
+
+def _channels() -> list[str]:
+    windows = ChannelWindow.objects.values_list("channel", flat=True)
+    campaigns = Campaign.objects.exclude(channel="").values_list("channel", flat=True)
+    return sorted({*windows, *campaigns})
+
+
+# Namespaces of the ledger's event types (the part before the first dot).
+EVENT_GROUPS = ("orchestrator", "job", "worker", "health", "service", "pipeline", "routing", "rule", "lane", "auth")
+
+
+def _actors() -> list[str]:
+    from django.contrib.auth import get_user_model
+
+    users = get_user_model().objects.order_by("username").values_list("username", flat=True)[:200]
+    return ["system", *users]
+
+
 @admin.register(Job)
-class JobAdmin(admin.ModelAdmin):
+class JobAdmin(BigTableAdmin):
     list_display = [
         "id",
         "kind",
@@ -125,11 +148,18 @@ class JobAdmin(admin.ModelAdmin):
         "campaign_link",
         "created_at",
     ]
-    list_filter = ["status", "priority", "lane", "kind", "channel"]
-    search_fields = ["id", "kind", "reference", "error", "lane"]
-    date_hierarchy = "created_at"
+    # Choices and small tables, never a DISTINCT over the jobs.
+    list_filter = [
+        "status",
+        "priority",
+        choices_filter("lane", "lane", _lanes),
+        choices_filter("kind", "kind", kind_names),
+        choices_filter("channel", "channel", _channels),
+    ]
+    # Each an index: the primary key, job_kind_status_idx, job_reference_idx, job_lane_status_idx.
+    exact_search = (("id", as_int), ("kind", as_text), ("reference", as_text), ("lane", as_text))
+    sortable_by = ["id", "created_at"]
     actions = ["retry_jobs", "cancel_jobs"]
-    list_per_page = 50
     readonly_fields = [
         "status",
         "attempts",
@@ -228,6 +258,20 @@ class JobAdmin(admin.ModelAdmin):
         self.message_user(request, f"{done} job(s) canceled or told to stop.")
 
 
+@admin.register(JobRollup)
+class JobRollupAdmin(admin.ModelAdmin):
+    """Read-only: what job retention kept of the jobs it deleted."""
+
+    list_display = ["day", "status", "lane", "kind", "count"]
+    list_filter = ["status"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(Lane)
 class LaneAdmin(admin.ModelAdmin):
     list_display = ["name", "concurrency_limit", "jobs_link", "description"]
@@ -272,17 +316,21 @@ class ChannelWindowAdmin(admin.ModelAdmin):
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(admin.ModelAdmin):
+class LedgerEntryAdmin(BigTableAdmin):
     """Read-only: the ledger is an audit trail."""
 
     list_display = ["created_at", "event_type", "severity_badge", "subject_display", "short_message", "actor"]
-    list_filter = ["severity", "event_type", "actor"]
-    search_fields = ["event_type", "subject", "message", "actor"]
-    date_hierarchy = "created_at"
+    list_filter = [
+        "severity",
+        choices_filter("event type", "event_type", lambda: [f"{g}." for g in EVENT_GROUPS], prefix=event_type_prefix),
+        choices_filter("actor", "actor", _actors),
+    ]
+    # Each an index: ledger_event_prefix_idx, ledger_subject_idx, ledger_actor_idx.
+    exact_search = (("event_type", as_text), ("subject", as_text), ("actor", as_text))
+    sortable_by = ["created_at"]
     readonly_fields = ["created_at", "event_type", "severity", "subject", "message", "data_pretty", "actor"]
     exclude = ["data"]
     list_per_page = 100
-    show_full_result_count = False  # a COUNT(*) over a million rows on every page load is wasted work
 
     def has_add_permission(self, request) -> bool:
         return False
@@ -409,8 +457,14 @@ class RuleAdmin(admin.ModelAdmin):
         self.message_user(request, f"{len(names)} rule(s) {verb}.")
 
 
+def _action_types() -> list[str]:
+    from orchestration.loop.executor import action_types
+
+    return sorted(action_types())
+
+
 @admin.register(Action)
-class ActionAdmin(admin.ModelAdmin):
+class ActionAdmin(BigTableAdmin):
     list_display = [
         "created_at",
         "cycle",
@@ -422,11 +476,13 @@ class ActionAdmin(admin.ModelAdmin):
         "target_display",
         "duration_ms",
     ]
-    list_filter = ["status", "action_type", "rule_name"]
+    list_filter = [
+        "status",
+        choices_filter("action type", "action_type", _action_types),
+        choices_filter("rule", "rule_name", lambda: Rule.objects.order_by("name").values_list("name", flat=True)),
+    ]
     list_select_related = ["rule"]
     search_fields = ["action_type", "reason", "rule_name", "target"]
-    date_hierarchy = "created_at"
-    show_full_result_count = False
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -35,6 +35,7 @@ from health.models import HealthCheck, Service
 from health.report import display_health
 from orchestration.choices import JobStatus
 from orchestration.console.data import CYCLE_EVENTS
+from orchestration.jobs.counts import counts_by_status_and_lane
 from orchestration.loop.health_score import status_for
 from orchestration.models import (
     Action,
@@ -144,10 +145,13 @@ class OrchestratorCollector(Collector):
     # --- job queue ---------------------------------------------------------------------
     def _jobs(self) -> Iterator:
         family = GaugeMetricFamily(
-            "orchestrator_jobs", "Jobs in the queue by status and lane.", labels=["status", "lane"]
+            "orchestrator_jobs",
+            "Jobs by status and lane: live ones whatever their age, finished ones of the last "
+            "JOB_FINISHED_WINDOW_HOURS.",
+            labels=["status", "lane"],
         )
         seen_status: set[str] = set()
-        for status, lane, n in Job.objects.order_by().values_list("status", "lane").annotate(n=Count("id")):
+        for status, lane, n in counts_by_status_and_lane(self.now):
             family.add_metric([status, lane or "default"], n)
             seen_status.add(status)
         for status in JobStatus.values:  # every status present, so absent means zero not unknown

@@ -219,6 +219,12 @@ RUNNABLE_PATHS = env_list("RUNNABLE_PATHS", [])
 RUNS_DIR = Path(env_str("RUNS_DIR", str(BASE_DIR / "runs")))
 ADMIN_TOKEN = env_str("ORCHESTRATOR_ADMIN_TOKEN", "")
 LEDGER_RETENTION_DAYS = env_int("LEDGER_RETENTION_DAYS", 30, minimum=1)
+# Finished jobs older than this are deleted by the job-retention worker; their counts
+# stay in JobRollup.
+JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 30, minimum=1)
+# The snapshot, dashboard and /metrics count finished jobs of this many recent hours
+# (an index range), never every job ever run.
+JOB_FINISHED_WINDOW_HOURS = env_int("JOB_FINISHED_WINDOW_HOURS", 24, minimum=1)
 # Every web process, cluster node and loop runner updates its row in the process
 # registry this often; it counts as alive for three intervals.
 PROCESS_HEARTBEAT_SECONDS = env_float("PROCESS_HEARTBEAT_SECONDS", 5.0, minimum=0.2)

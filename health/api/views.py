@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from health.api.serializers import HealthCheckSerializer, ServiceAlertSerializer, ServiceSerializer
 from health.models import DependencyError, Service, ServiceAlert
 from health.report import service_status
+from orchestration.api.pagination import KeysetPagination
 from orchestration.api.views import AuditedModelViewSet, actor_of
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
@@ -108,7 +109,7 @@ class ServiceViewSet(AuditedModelViewSet):
         return Response({"name": fresh.name, **service_status(fresh), "sweep": sweep.as_dict()})
 
     @extend_schema(responses={200: HealthCheckSerializer(many=True)})
-    @action(detail=True, methods=["get"], serializer_class=HealthCheckSerializer)
+    @action(detail=True, methods=["get"], serializer_class=HealthCheckSerializer, pagination_class=KeysetPagination)
     def checks(self, request, name=None):
         service = self.get_object()
         queryset = service.checks.all()

@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 
 import django_filters
 from django import forms
+from django.db import connections
 from django_filters.fields import IsoDateTimeField
 
 from orchestration.choices import JobStatus, Severity
@@ -41,9 +42,46 @@ class JobFilter(django_filters.FilterSet):
         fields = ["status", "kind", "lane", "priority", "reference"]
 
 
+def prefix_upper_bound(prefix: str) -> str | None:
+    """The smallest string after every string that starts with ``prefix`` (in code
+    point order), or None when there is none (a prefix of U+10FFFF only)."""
+    while prefix and ord(prefix[-1]) == 0x10FFFF:
+        prefix = prefix[:-1]
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else None
+
+
+def startswith_by_index(queryset, field: str, prefix: str):
+    """``field`` starts with ``prefix``, answered from an index led by ``field``.
+
+    SQLite never answers ``LIKE 'x%' ESCAPE '\\'`` (Django's startswith) from an index,
+    but a range in its BINARY collation is exactly the prefix. PostgreSQL answers the
+    LIKE from an index with varchar_pattern_ops (a range under a language collation
+    would not be the prefix).
+    """
+    if not prefix:
+        return queryset
+    if queryset.db and connections[queryset.db].vendor == "postgresql":
+        return queryset.filter(**{f"{field}__startswith": prefix})
+    upper = prefix_upper_bound(prefix)
+    bounds = {f"{field}__gte": prefix, **({f"{field}__lt": upper} if upper else {})}
+    return queryset.filter(**bounds)
+
+
+def event_type_prefix(queryset, prefix: str):
+    """Ledger entries whose event type starts with ``prefix``, newest first from an
+    index: a prefix holding a whole namespace (``orchestrator.``,
+    ``orchestrator.cycle_``) is an equality on ``event_group`` (ordered by
+    ledger_group_idx), the rest of it a range; a shorter prefix is a range alone."""
+    group, dot, rest = prefix.partition(".")
+    if not dot:
+        return startswith_by_index(queryset, "event_type", prefix)
+    queryset = queryset.filter(event_group=f"{group}.")
+    return startswith_by_index(queryset, "event_type", prefix) if rest else queryset
+
+
 class LedgerFilter(django_filters.FilterSet):
     event_type = django_filters.CharFilter(
-        lookup_expr="startswith", help_text="Prefix match: 'orchestrator.' matches every loop event."
+        method="filter_event_type", help_text="Prefix match: 'orchestrator.' matches every loop event."
     )
     severity = django_filters.ChoiceFilter(choices=Severity.choices)
     since = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
@@ -53,6 +91,9 @@ class LedgerFilter(django_filters.FilterSet):
     class Meta:
         model = LedgerEntry
         fields = ["event_type", "severity", "since", "subject", "actor"]
+
+    def filter_event_type(self, queryset, name: str, value: str):
+        return event_type_prefix(queryset, value)
 
 
 class ActionFilter(django_filters.FilterSet):

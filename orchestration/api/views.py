@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 
 from orchestration.api import filters
 from orchestration.api.idempotency import HEADER, all_or_nothing, idempotent
+from orchestration.api.pagination import KeysetPagination
 from orchestration.api.permissions import PublicEndpoint
 from orchestration.api.schema import DESCRIPTIONS
 from orchestration.api.serializers import (
@@ -78,6 +79,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Create
     queryset = Job.objects.all()
     serializer_class = JobSerializer
     filterset_class = filters.JobFilter
+    pagination_class = KeysetPagination  # job_created_idx (and each filter's index) is the order
 
     @extend_schema(
         request=JobCreateSerializer,
@@ -119,6 +121,7 @@ class LedgerViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = LedgerEntry.objects.all()
     serializer_class = LedgerEntrySerializer
     filterset_class = filters.LedgerFilter
+    pagination_class = KeysetPagination
 
 
 class ProcessViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):

@@ -20,6 +20,7 @@ from health.models import CircuitBreaker, Service
 from health.report import display_health
 from orchestration.choices import JobStatus
 from orchestration.console import charts
+from orchestration.jobs.counts import counts_by_status_and_lane
 from orchestration.models import Action, Anomaly, LedgerEntry, LoopState, OrchestratorProcess, ScoreReport, Worker
 from orchestration.workers.choices import AnomalySeverity, ReportPeriod
 from pipeline import transitions as t
@@ -79,9 +80,8 @@ def health_history(now: datetime) -> tuple[list[float | None], datetime]:
 def queue_panel(now: datetime) -> dict[str, Any]:
     by_status: dict[str, int] = {s: 0 for s in JobStatus.values}
     lanes: dict[str, dict[str, int]] = {}
-    from orchestration.models import Job
-
-    for status, lane, n in Job.objects.order_by().values_list("status", "lane").annotate(n=Count("id")):
+    # Live jobs and those finished in the window, never the whole history.
+    for status, lane, n in counts_by_status_and_lane(now):
         by_status[status] = by_status.get(status, 0) + n
         if status in (JobStatus.PENDING, JobStatus.RETRY, JobStatus.PROCESSING):
             lanes.setdefault(lane or "default", {"pending": 0, "retry": 0, "processing": 0})[status] += n

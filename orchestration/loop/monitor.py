@@ -15,11 +15,13 @@ from datetime import datetime, timedelta
 from itertools import islice
 from typing import Any
 
+from django.conf import settings
 from django.db import connections
 from django.db.models import Aggregate, Avg, Count, Min, Q, QuerySet
 from django.utils import timezone
 
-from orchestration.choices import CLAIMABLE_STATUSES, JobStatus
+from orchestration.choices import CLAIMABLE_STATUSES, FINAL_STATUSES, JobStatus
+from orchestration.jobs.counts import ACTIVE_STATUSES, finished_since
 from orchestration.loop.health_score import health_score
 from orchestration.loop.windows import window_state
 from orchestration.models import Campaign, ChannelWindow, Job, LedgerEntry
@@ -177,19 +179,15 @@ def build_snapshot(now: datetime | None = None) -> dict[str, Any]:
 
 
 def _jobs_parts(now: datetime) -> list[Aggregation]:
-    """The counts per status, the live queue and the last hour's failures, each part
-    on the index that suits it."""
+    """The live queue, the recently finished and the last hour's failures, each part
+    a range of the index that suits it: the cost follows what changes, not history."""
     return [
-        # The total, then one range of an index led by ``status`` per status: together
-        # cheaper than a GROUP BY, and far cheaper than a FILTER per status evaluated
-        # on every row (measured at 100k jobs on SQLite).
-        (Job.objects.all(), {"total": Count("*")}),
-        *((Job.objects.filter(status=status), {"n": Count("*")}) for status in JobStatus.values),
         # One pass over the live part of the queue (pending, retry, processing) that
         # reads only job_live_snapshot_idx, never the table.
         (
-            Job.objects.filter(status__in=(*CLAIMABLE_STATUSES, JobStatus.PROCESSING)),
+            Job.objects.filter(status__in=ACTIVE_STATUSES),
             {
+                **{status: Count("id", filter=Q(status=status)) for status in ACTIVE_STATUSES},
                 "oldest_pending": Min("created_at", filter=Q(status=JobStatus.PENDING)),
                 "stuck_pending": Count(
                     "id",
@@ -216,7 +214,14 @@ def _jobs_parts(now: datetime) -> list[Aggregation]:
                 "expired_leases": Count("id", filter=Q(status=JobStatus.PROCESSING, lease_expires_at__lt=now)),
             },
         ),
-        # Failures of the last hour: a range of job_status_finished_idx.
+        # Finished in the window: one range of job_finished_idx per final status,
+        # counting a column of the index so PostgreSQL reads the index alone (COUNT(id)
+        # visited 33k heap rows at 1M jobs: 10 ms → 3 ms).
+        (
+            Job.objects.filter(status__in=FINAL_STATUSES, finished_at__gte=finished_since(now)),
+            {status: Count("status", filter=Q(status=status)) for status in FINAL_STATUSES},
+        ),
+        # Failures of the last hour: a range of job_finished_idx.
         (
             Job.objects.filter(status=JobStatus.FAILED, finished_at__gte=now - timedelta(hours=1)),
             {
@@ -229,12 +234,17 @@ def _jobs_parts(now: datetime) -> list[Aggregation]:
 
 @aggregate_section("jobs", _jobs_parts)
 def jobs_section(now: datetime, results: list[dict[str, Any]]) -> dict[str, Any]:
-    total, *per_status, live, failed = results
+    """Counts per status: the live ones (pending, retry, processing) whatever their
+    age, the final ones (completed, failed, canceled) finished within
+    ``JOB_FINISHED_WINDOW_HOURS``; ``total`` is their sum."""
+    live, finished, failed = results
+    counts = {**{status: live.pop(status) for status in ACTIVE_STATUSES}, **finished}
     oldest = live.pop("oldest_pending")
     avg = live.pop("avg_score")
-    section = {status: count["n"] for status, count in zip(JobStatus.values, per_status, strict=True)}
+    section = {status: counts[status] for status in JobStatus.values}
     section.update(
-        total=total["total"],
+        total=sum(counts.values()),
+        finished_window_hours=settings.JOB_FINISHED_WINDOW_HOURS,
         oldest_pending_minutes=round((now - oldest).total_seconds() / 60, 1) if oldest else 0,
         avg_score=round(avg, 1) if avg is not None else None,
         queue_saturated=section[JobStatus.PENDING] > 50,

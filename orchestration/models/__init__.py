@@ -1,5 +1,5 @@
 from orchestration.models.idempotency import IdempotencyKey
-from orchestration.models.jobs import Campaign, Job, Lane
+from orchestration.models.jobs import Campaign, Job, JobRollup, Lane
 from orchestration.models.ledger import LedgerEntry
 from orchestration.models.loop import Action, ChannelWindow, LoopState, Rule
 from orchestration.models.processes import OrchestratorProcess
@@ -9,3 +9,4 @@ __all__ = ["Action", "Campaign", "ChannelWindow", "Job", "Lane", "LedgerEntry", 
 __all__ += ["Anomaly", "ScoreReport", "Worker", "WorkerRun"]
 __all__ += ["OrchestratorProcess"]
 __all__ += ["IdempotencyKey"]
+__all__ += ["JobRollup"]

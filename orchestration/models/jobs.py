@@ -120,19 +120,36 @@ class Job(models.Model):
                 condition=models.Q(status__in=["pending", "retry"]),
             ),
             # monitor.jobs_section(): its one pass over the live queue reads only this
-            # covering index, never the table.
+            # covering index, never the table; with lane, so do the live counts per
+            # lane of the dashboard and /metrics.
             models.Index(
-                fields=["status", "created_at", "score", "forced", "promoted", "downgraded", "lease_expires_at"],
-                name="job_live_snapshot_idx",
+                fields=[
+                    "status",
+                    "created_at",
+                    "score",
+                    "forced",
+                    "promoted",
+                    "downgraded",
+                    "lease_expires_at",
+                    "lane",
+                ],
+                name="job_live_idx",
             ),
-            # monitor: failures in the last hour; retry_failed.
-            models.Index(fields=["status", "finished_at"], name="job_status_finished_idx"),
+            # The lists' default order (-created_at, -id): every page, by cursor, is a range.
+            models.Index(fields=["created_at", "id"], name="job_created_idx"),
+            # Finished jobs by time: the snapshot's, dashboard's and /metrics' terminal
+            # counts (a recent range per status, lane included so the index answers
+            # alone), failures in the last hour, retry_failed and job retention.
+            models.Index(fields=["status", "finished_at", "lane"], name="job_finished_idx"),
             # reclaim_expired(): processing jobs whose lease ran out.
             models.Index(fields=["status", "lease_expires_at"], name="job_status_lease_idx"),
             # lane capacity in dispatch().
             models.Index(fields=["lane", "status"], name="job_lane_status_idx"),
             models.Index(fields=["kind", "status"], name="job_kind_status_idx"),
             models.Index(fields=["reference"], name="job_reference_idx"),
+            # The list filters of the API and the admin.
+            models.Index(fields=["priority", "created_at"], name="job_priority_created_idx"),
+            models.Index(fields=["channel", "created_at"], name="job_channel_created_idx"),
         ]
 
     def __str__(self) -> str:
@@ -152,3 +169,23 @@ class Job(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+class JobRollup(models.Model):
+    """How many jobs finished per day, status, lane and kind: what job retention keeps
+    of the rows it deletes (written in the same transaction as the delete)."""
+
+    day = models.DateField()
+    status = models.CharField(max_length=12, choices=JobStatus.choices)
+    lane = models.SlugField(max_length=64)
+    kind = models.CharField(max_length=100)
+    count = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-day", "status", "lane", "kind"]
+        constraints = [
+            models.UniqueConstraint(fields=["day", "status", "lane", "kind"], name="job_rollup_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.status} {self.lane}/{self.kind}: {self.count}"

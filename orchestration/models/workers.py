@@ -236,6 +236,8 @@ class Anomaly(models.Model):
         indexes = [
             # snapshot and alert delivery: open anomalies by alert state.
             models.Index(fields=["resolved_at", "alert_state", "alert_due_at"], name="anomaly_open_idx"),
+            # The list's default order (-detected_at, -id).
+            models.Index(fields=["detected_at", "id"], name="anomaly_detected_idx"),
         ]
 
     def __str__(self) -> str:

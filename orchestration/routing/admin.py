@@ -9,6 +9,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from orchestration.admin import admin_link, badge, pretty_json
+from orchestration.admin_scale import EstimatedCountPaginator, choices_filter
 from orchestration.routing import improvement
 from orchestration.routing.learning import confidence
 from orchestration.routing.models import (
@@ -20,6 +21,7 @@ from orchestration.routing.models import (
     TaskOutcome,
     TypeMultiplier,
 )
+from orchestration.routing.strategies import strategy_names
 
 _SUGGESTION_COLORS = {"pending": "warning", "approved": "succeeded", "rejected": "failed", "applied": "completed"}
 
@@ -74,6 +76,10 @@ class RouteStatAdmin(admin.ModelAdmin):
         return f"{confidence(obj.successes, obj.count):.2f}"
 
 
+def _route_values(field: str) -> list[str]:
+    return sorted(set(RouteStat.objects.values_list(field, flat=True)))
+
+
 @admin.register(TaskOutcome)
 class TaskOutcomeAdmin(admin.ModelAdmin):
     list_display = [
@@ -88,10 +94,17 @@ class TaskOutcomeAdmin(admin.ModelAdmin):
         "job_link",
     ]
     list_select_related = ["job"]
-    list_filter = ["success", "task_type", "service_name", "strategy"]
+    # From the learned stats (one row per task type and service) and the strategy
+    # registry, never a DISTINCT over every outcome.
+    list_filter = [
+        "success",
+        choices_filter("task type", "task_type", lambda: _route_values("task_type")),
+        choices_filter("service", "service_name", lambda: _route_values("service_name")),
+        choices_filter("strategy", "strategy", strategy_names),
+    ]
     search_fields = ["task_type", "service_name", "error", "context"]
-    date_hierarchy = "created_at"
     raw_id_fields = ["job"]
+    paginator = EstimatedCountPaginator
     show_full_result_count = False
 
     def has_add_permission(self, request) -> bool:

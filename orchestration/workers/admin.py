@@ -12,10 +12,12 @@ from django.utils.html import format_html
 
 from orchestration import runnables
 from orchestration.admin import admin_link, badge, pretty_json
+from orchestration.admin_scale import EstimatedCountPaginator, choices_filter
 from orchestration.models import Anomaly, ScoreReport, Worker, WorkerRun
 from orchestration.models.ledger import record
 from orchestration.secret_forms import MaskedSecretsForm
 from orchestration.workers import breaker, specs
+from orchestration.workers.choices import SkipReason
 from orchestration.workers.runner import WorkerStateError, trigger
 
 RUN_BADGES = {
@@ -273,10 +275,17 @@ class WorkerRunAdmin(ReadOnlyAdmin):
         "skipped_reason",
         "job_link",
     ]
-    list_filter = ["status", "trigger", "skipped_reason", "worker"]
+    # Choices and the workers table, never a DISTINCT over the runs.
+    list_filter = [
+        "status",
+        "trigger",
+        choices_filter("skipped reason", "skipped_reason", lambda: SkipReason.values),
+        "worker",
+    ]
     search_fields = ["execution_id", "worker__name", "error"]
     list_select_related = ["worker", "job"]
-    date_hierarchy = "queued_at"
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
 
     @admin.display(description="execution")
     def execution_short(self, obj: WorkerRun) -> str:

@@ -17,6 +17,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from orchestration.api.pagination import KeysetPagination
 from orchestration.api.permissions import require_run_code
 from orchestration.api.views import AuditedModelViewSet, actor_of
 from orchestration.choices import Priority
@@ -340,7 +341,7 @@ class WorkerViewSet(AuditedModelViewSet):
         return self._switch(request, False)
 
     @extend_schema(responses={200: WorkerRunSerializer(many=True)})
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=KeysetPagination)
     def runs(self, request, name=None):
         runs = WorkerRun.objects.filter(worker=self.get_object()).select_related("worker").order_by("-queued_at", "-id")
         page = self.paginate_queryset(runs)
@@ -357,6 +358,7 @@ class AnomalyViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = Anomaly.objects.select_related("worker").all()
     serializer_class = AnomalySerializer
     filterset_class = AnomalyFilter
+    pagination_class = KeysetPagination
 
 
 def fleet_status(now=None) -> dict:

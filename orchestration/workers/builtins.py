@@ -51,6 +51,14 @@ def prune_ledger() -> dict:
 
 
 @runnable
+def prune_jobs() -> dict:
+    from orchestration.maintenance import prune_jobs as prune
+
+    result = prune()
+    return {"deleted_jobs": result["jobs"], "batches": result["batches"]}
+
+
+@runnable
 def score_rollup_hourly() -> dict:
     from orchestration.workers.scores import rollup
 
@@ -97,6 +105,15 @@ BUILTIN_WORKERS = [
         "timeout_seconds": 300,
         "expected_duration_seconds": 5,
         "target": _py("prune_ledger"),
+    },
+    {
+        "name": "job-retention",
+        "description": "Delete finished jobs past JOB_RETENTION_DAYS, keeping their counts in the rollups",
+        "category": M,
+        "cron": "37 * * * *",
+        "timeout_seconds": 600,
+        "expected_duration_seconds": 10,
+        "target": _py("prune_jobs"),
     },
     {
         "name": "check-history-retention",

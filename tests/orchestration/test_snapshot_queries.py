@@ -43,7 +43,13 @@ CYCLE_QUERY_TARGET = 15
 
 
 def reference_jobs(now: datetime) -> dict[str, Any]:
-    by_status = dict(Job.objects.order_by().values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+    # Live jobs whatever their age; finished ones within the window only.
+    recent = Q(status__in=("pending", "retry", "processing")) | Q(
+        finished_at__gte=now - timedelta(hours=settings.JOB_FINISHED_WINDOW_HOURS)
+    )
+    by_status = dict(
+        Job.objects.order_by().filter(recent).values_list("status").annotate(n=Count("id")).values_list("status", "n")
+    )
     live = (
         Job.objects.order_by()
         .filter(status__in=(*CLAIMABLE_STATUSES, JobStatus.PROCESSING))
@@ -73,6 +79,7 @@ def reference_jobs(now: datetime) -> dict[str, Any]:
     section = {status: by_status.get(status, 0) for status in JobStatus.values}
     section.update(
         total=sum(by_status.values()),
+        finished_window_hours=settings.JOB_FINISHED_WINDOW_HOURS,
         oldest_pending_minutes=round((now - oldest).total_seconds() / 60, 1) if oldest else 0,
         avg_score=round(avg, 1) if avg is not None else None,
         queue_saturated=section[JobStatus.PENDING] > 50,

@@ -147,6 +147,7 @@ def test_an_open_worker_circuit_is_counted_and_probed(db, make_worker):
 def test_every_builtin_worker_runs_successfully(db):
     for name in (
         "ledger-retention",
+        "job-retention",
         "check-history-retention",
         "health-sweep",
         "score-rollup-hourly",

@@ -115,6 +115,7 @@ def test_builtin_workers_exist_with_their_schedules(db):
     names = set(Worker.objects.filter(builtin=True).values_list("name", flat=True))
     assert names == {
         "ledger-retention",
+        "job-retention",
         "check-history-retention",
         "stale-run-cleanup",
         "score-rollup-hourly",
