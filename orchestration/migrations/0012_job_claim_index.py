@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('orchestration', '0010_idempotency'),
+        ('orchestration', '0011_rows_indexes'),
     ]
 
     operations = [
