@@ -24,6 +24,9 @@ log = logging.getLogger("orchestrator.cache")
 
 RETRY_SECONDS = 5.0
 
+_lock = threading.Lock()
+_health: dict[str, CacheHealth] = {}
+
 
 class CacheHealth:
     """Up or down, and when to try again. Pure: the clock is passed in."""
@@ -58,9 +61,12 @@ class FallbackRedisCache(RedisCache):
 
     def __init__(self, server: str, params: dict[str, Any]) -> None:
         super().__init__(server, params)
-        self._health = CacheHealth()
-        self._lock = threading.Lock()
-        self._local = LocMemCache(f"fallback-{id(self)}", {"TIMEOUT": params.get("TIMEOUT", 300)})
+        # Django makes a cache object per thread (runserver: per request); whether
+        # Redis is up, and the memory answering meanwhile, are the process's.
+        with _lock:
+            self._health = _health.setdefault(server, CacheHealth())
+        self._lock = _lock
+        self._local = LocMemCache(f"fallback:{server}", {"TIMEOUT": params.get("TIMEOUT", 300)})
 
     def _either(self, name: str, *args: Any, **kwargs: Any) -> Any:
         if self._health.usable(time.monotonic()):
