@@ -184,3 +184,15 @@ def test_an_event_stream_waits_out_an_outage(settings):
     assert outage.hits == 3 and time.monotonic() - started < 5
     assert any(c.startswith("id: ") and "event: job_started" in c for c in chunks)
     assert chunks[-1].startswith("event: end")
+
+
+def test_a_request_that_meets_an_outage_answers_503_to_retry_and_writes_nothing(staff_client):
+    outage = Outage('INSERT INTO "orchestration_job"', 1)
+    with connection.execute_wrapper(outage):
+        response = staff_client.post("/api/v1/jobs/", {"kind": "noop"}, format="json", HTTP_IDEMPOTENCY_KEY="outage-1")
+    assert outage.hits == 1
+    assert response.status_code == 503 and response["Retry-After"] == "1"
+    assert "retry" in response.json()["detail"]
+    assert not Job.objects.exists()
+    retried = staff_client.post("/api/v1/jobs/", {"kind": "noop"}, format="json", HTTP_IDEMPOTENCY_KEY="outage-1")
+    assert retried.status_code == 201 and Job.objects.count() == 1
