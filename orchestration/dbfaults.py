@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
 
+from django.db import Error as DjangoDatabaseError
 from django.db import InterfaceError, OperationalError
 
 from orchestration.supervision import Backoff, BackoffPolicy
@@ -138,9 +139,23 @@ def is_cache_outage(exc: BaseException) -> bool:
     return False
 
 
+def _through_django(exc: BaseException) -> bool:
+    """Raised by one of Django's database connections (its errors wrap the driver's)."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        if isinstance(current, DjangoDatabaseError):
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
+
+
 def is_weather(exc: BaseException) -> bool:
-    """An error the database or the cache going away causes: what a job may run again for."""
-    return is_transient(exc) or is_cache_outage(exc)
+    """An error the database or the cache going away causes: what a job may run again for.
+    A handler's own connection to some other server failing (a driver error Django never
+    saw) is the handler's failure, and uses its attempt."""
+    return (is_transient(exc) and _through_django(exc)) or is_cache_outage(exc)
 
 
 def close_connections() -> None:

@@ -61,6 +61,10 @@ def test_is_weather_knows_database_and_cache_outages_from_bugs():
     assert not dbfaults.is_weather(ProgrammingError("no such table"))
     assert not dbfaults.is_weather(ConnectionError("a plain OSError from a handler's HTTP call"))
     assert not dbfaults.is_cache_outage(OperationalError("the database system is starting up"))
+    # A handler's own connection elsewhere (the driver's error, never through Django).
+    driver_error = type("OperationalError", (Exception,), {"__module__": "psycopg"})
+    assert dbfaults.is_transient(driver_error("connection refused"))
+    assert not dbfaults.is_weather(driver_error("connection refused"))
 
 
 @pytest.mark.parametrize("cache", [False, True], ids=["database", "cache"])
