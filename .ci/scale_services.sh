@@ -8,6 +8,11 @@
 #
 # It installs redis-server and PostgreSQL with apt-get when they are missing, and sets
 # the shell's EXIT trap (a caller needing its own cleanup calls scale_services_stop).
+#
+# For the fault suite (tests/faults), which restarts and stops these servers, it also
+# exports where they live: PGDATA, PG_BIN, PG_PORT, PG_AS (the command prefix that runs
+# a PostgreSQL tool as its owner: empty, or `runuser -u postgres --` as root),
+# REDIS_PORT and SCALE_WORK (pid and log files); `as_pg` is exported to sub-shells too.
 PG_PORT=${PG_PORT:-55432}
 REDIS_PORT=${REDIS_PORT:-56379}
 
@@ -51,6 +56,9 @@ redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
   --daemonize yes --pidfile "$SCALE_WORK/redis.pid" --logfile "$SCALE_WORK/redis.log"
 for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
+export PGDATA PG_BIN PG_PORT REDIS_PORT SCALE_WORK
+if [ "$(id -u)" = 0 ]; then export PG_AS="runuser -u postgres --"; else export PG_AS=""; fi
+export -f as_pg
 export DATABASE_URL="postgres://orchestrator@127.0.0.1:$PG_PORT/orchestrator"
 export CACHE_URL="redis://127.0.0.1:$REDIS_PORT/0"
 # The benchmarks' baseline, bare django-q2 on its own Redis broker, uses another db.

@@ -42,6 +42,7 @@ BENCHMARKS = {
     "snapshot_load": "/orchestrator/snapshot under 20 clients vs /health",
     "health_sweep": "concurrent health sweep vs sequential",
     "fleet_runs": "worker-run overhead, workers snapshot section",
+    "loop_under_load": "loop timeliness with 16 writers POSTing jobs for 60 s",
     "cycle": "control-loop cycle cost against data size",
     "scale_rows": "lists, admin, dashboard, /metrics and the cycle at 10k vs 1M jobs",
 }

@@ -29,7 +29,8 @@ def sweep_due() -> dict[str, Any]:
 
 @runnable
 def check_service_ids(ids: list[int]) -> dict[str, Any]:
-    """Check services claimed by the tick hook (runs on a django-q2 worker)."""
+    """Check services claimed by the tick hook (runs on a django-q2 worker; queued by
+    path, so it must be declared runnable like every schedule target)."""
     services = list(Service.objects.enabled().filter(pk__in=ids).select_related("circuit"))
     return check_services(services).as_dict()
 

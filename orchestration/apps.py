@@ -18,6 +18,7 @@ class OrchestrationConfig(AppConfig):
         from orchestration.jobs.queue import JobStateError
         from orchestration.loop import actions  # noqa: F401
         from orchestration.loop.cycle import CycleBusy
+        from orchestration.loop.standby import install_cluster_standby
         from orchestration.process_registry import install_cluster_heartbeat
         from orchestration.runnables import load_modules
         from orchestration.schedules import sync_builtin_schedules
@@ -28,6 +29,7 @@ class OrchestrationConfig(AppConfig):
         load_modules(settings.RUNNABLE_MODULES)
         register_conflict(JobStateError, CycleBusy)
         install_cluster_heartbeat()
+        install_cluster_standby()
         signin.connect()
         post_migrate.connect(sync_builtin_schedules, sender=self)
         connection_created.connect(read_invalid_text_replaced, dispatch_uid="orchestration.lenient_text")

@@ -8,12 +8,20 @@ still raises.
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
+from django.db import Error as DjangoDatabaseError
 from django.db import InterfaceError, OperationalError
 
 from orchestration.supervision import Backoff, BackoffPolicy
+
+log = logging.getLogger("orchestration.dbfaults")
+T = TypeVar("T")
 
 # SQLSTATE classes and codes PostgreSQL answers while restarting or failing over:
 # 08 connection exceptions, 57P01-03 admin/crash shutdown and "starting up",
@@ -110,3 +118,87 @@ class Outage:
     def clear(self) -> None:
         self.began_at, self.error, self.retries, self.retry_at = None, "", 0, 0.0
         self._backoff.reset()
+
+
+# --- the cache (Redis) is weather too -----------------------------------------------
+# redis-py's errors for a server that is down, restarting or unreachable. Matched by
+# name and module so this module needs no redis import on the embedded profile.
+CACHE_OUTAGE_ERRORS = ("ConnectionError", "TimeoutError", "BusyLoadingError", "ReadOnlyError")
+
+
+def is_cache_outage(exc: BaseException) -> bool:
+    """True for an error the cache server's absence causes (refused, reset, timed out)."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        module = type(current).__module__ or ""
+        if module.startswith("redis") and type(current).__name__ in CACHE_OUTAGE_ERRORS:
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
+
+
+def _through_django(exc: BaseException) -> bool:
+    """Raised by one of Django's database connections (its errors wrap the driver's)."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        if isinstance(current, DjangoDatabaseError):
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
+
+
+def is_weather(exc: BaseException) -> bool:
+    """An error the database or the cache going away causes: what a job may run again for.
+    A handler's own connection to some other server failing (a driver error Django never
+    saw) is the handler's failure, and uses its attempt."""
+    return (is_transient(exc) and _through_django(exc)) or is_cache_outage(exc)
+
+
+def close_connections() -> None:
+    """Close every open database connection of this thread, so the next query opens a
+    fresh one (a broken connection is never reused)."""
+    from django.db import connections
+
+    for conn in connections.all(initialized_only=True):
+        try:
+            conn.close()
+        except Exception:  # closing a dead connection may raise; it is gone either way
+            pass
+
+
+# How long a one-off write (a job's start or outcome) keeps retrying through an outage.
+# Past it the error is raised; the job's lease then decides (it is reclaimed, not lost).
+RETRY_FOR_SECONDS = 300.0
+
+
+def retry_transient(
+    call: Callable[[], T],
+    *,
+    what: str,
+    retry_for: float | None = None,
+    policy: BackoffPolicy | None = None,
+    sleep: Callable[[float], object] = time.sleep,
+    on_retry: Callable[[BaseException], object] | None = None,
+) -> T:
+    """``call()``, retried with backoff while it fails with a transient database error
+    (the connection closed between tries); other errors, and the last one once
+    ``retry_for`` seconds have passed, are raised."""
+    deadline = time.monotonic() + (RETRY_FOR_SECONDS if retry_for is None else retry_for)
+    backoff = Backoff(policy or OUTAGE_POLICY)
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            if not is_transient(exc) or time.monotonic() >= deadline:
+                raise
+            delay = min(backoff.failed(), max(0.0, deadline - time.monotonic()))
+            if backoff.failures == 1:
+                log.warning("%s: database unreachable (%s); retrying with backoff", what, describe(exc))
+            close_connections()
+            if on_retry is not None:
+                on_retry(exc)
+            sleep(delay)

@@ -38,7 +38,8 @@ def delete_schedule(name: str) -> int:
 def sync_builtin_schedules(**kwargs: Any) -> None:
     from django_q.models import Schedule
 
-    # Fallback loop: idle while `run_orchestrator` runs (see loop.runner.loop_tick_task).
+    # Last-resort fallback: one tick a minute while no `run_orchestrator` is alive, for
+    # nodes without the standby loop (see loop.standby, loop.runner.loop_tick_task).
     ensure_schedule(
         "orchestrator.loop",
         "orchestration.loop.runner.loop_tick_task",

@@ -277,10 +277,18 @@ if BASELINE_BROKER:
         Q_CLUSTER["redis"] = BASELINE_BROKER
 
 # Redis, when CACHE_URL names it, is the cache every web process shares: the write
-# throttle counts and the snapshot are then per deployment, not per process.
+# throttle counts are then per deployment, not per process. It is optional at run time:
+# while it is unreachable each process falls back to its own memory (no 500s), and short
+# socket timeouts keep a Redis that does not answer from holding requests up.
 CACHE_URL = env_str("CACHE_URL", "")
 if CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
+    CACHES = {
+        "default": {
+            "BACKEND": "orchestrator_site.cache.FallbackRedisCache",
+            "LOCATION": CACHE_URL,
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+    }
 elif CACHE_URL:
     raise ImproperlyConfigured(f"CACHE_URL must be a redis:// URL (got {CACHE_URL!r})")
 else:

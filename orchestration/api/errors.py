@@ -10,6 +10,8 @@ from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from orchestration.dbfaults import close_connections, is_transient
+
 
 class Conflict(APIException):
     status_code = status.HTTP_409_CONFLICT
@@ -26,7 +28,26 @@ def register_conflict(*types: type[Exception]) -> None:
     _CONFLICTS = (*_CONFLICTS, *types)
 
 
+class DatabaseUnavailable(APIException):
+    """The database is restarting, failing over or busy: the request may simply be sent
+    again (with its Idempotency-Key, a write cannot happen twice)."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The database is unavailable for a moment (restart, failover or busy); retry shortly."
+    default_code = "database_unavailable"
+
+
+RETRY_AFTER_SECONDS = 1
+
+
 def exception_handler(exc, context):
+    if is_transient(exc):
+        # Weather, not a bug: a 503 the client may retry, never a 500; the broken
+        # connection is not reused by the next request of this thread.
+        close_connections()
+        response = drf_exception_handler(DatabaseUnavailable(), context)
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
     if isinstance(exc, _CONFLICTS):
         exc = Conflict(str(exc))
     elif isinstance(exc, DjangoValidationError):

@@ -137,6 +137,7 @@ class JobBroker(Broker):
         self._full = False  # the last claim came back full
         self._listener: Any = None
         self._heartbeat: _Heartbeat | None = None
+        self._lost_claims: list[str] = []
 
     @staticmethod
     def get_connection(list_key: str | None = None) -> None:
@@ -164,10 +165,16 @@ class JobBroker(Broker):
         if transaction.get_autocommit():
             close_old_connections()
         batch = max(1, Conf.BULK)
+        token = uuid.uuid4().hex
         try:
-            claimed = queue.claim(batch, owner=node, look_first=not self._full)
+            if self._lost_claims:  # claims whose outcome a broken connection hid
+                self._lost_claims = [t for t in self._lost_claims if not _released(t)]
+            claimed = queue.claim(batch, owner=node, look_first=not self._full, token=token)
         except DatabaseError as exc:  # the database went away: try again shortly
             log.warning("claiming jobs failed (%s); retrying", exc)
+            # The claim may have committed just before the connection broke: its jobs
+            # would sit claimed by this node, renewed by its heartbeat, never delivered.
+            self._lost_claims.append(token)
             _close()
             time.sleep(1.0)
             return None
@@ -295,6 +302,14 @@ def run_package(payload: dict[str, Any]) -> Any:
     return func(*package.get("args", ()), **package.get("kwargs", {}))
 
 
+def _released(token: str) -> bool:
+    """Give back what a claim with a lost answer took; True once that is done."""
+    released = queue.release_claim(token)
+    if released:
+        log.warning("released %d job(s) of a claim whose answer the database connection lost", released)
+    return True
+
+
 def _close() -> None:
     try:
         connections["default"].close()
@@ -313,13 +328,17 @@ class _Heartbeat(threading.Thread):
 
     def run(self) -> None:
         interval = max(0.5, settings.JOB_LEASE_SECONDS / 3)
+        wait = interval
         while True:
-            time.sleep(interval)
+            time.sleep(wait)
             try:
                 self.beat()
+                wait = interval
             except Exception as exc:  # the database went away: the next beat tries again
                 log.warning("lease heartbeat of %s failed: %s", self.node, exc)
                 _close()
+                # Sooner than a full interval, so leases are renewed before they run out.
+                wait = min(interval, 1.0)
 
     def beat(self) -> None:
         close_old_connections()

@@ -35,6 +35,7 @@ from django.db.models import F, QuerySet
 from django.dispatch import Signal
 from django.utils import timezone
 
+from orchestration import dbfaults
 from orchestration.choices import CLAIMABLE_STATUSES, Backoff, JobStatus, Priority, Severity
 from orchestration.jobs import statements
 from orchestration.jobs.backoff import retry_delay
@@ -161,7 +162,9 @@ def run_due_inline(limit: int = 500) -> list[int]:
 
 
 # --- claim ------------------------------------------------------------------------
-def claim(limit: int, *, owner: str, now: datetime | None = None, look_first: bool = True) -> list[tuple[int, str]]:
+def claim(
+    limit: int, *, owner: str, now: datetime | None = None, look_first: bool = True, token: str | None = None
+) -> list[tuple[int, str]]:
     """Claim up to ``limit`` due jobs for ``owner`` (a node): the most urgent first
     (statements.CLAIM_ORDER), within lane limits, in one statement. Returns
     (job id, token) pairs; the token names this claim, so a stale delivery of an
@@ -173,12 +176,20 @@ def claim(limit: int, *, owner: str, now: datetime | None = None, look_first: bo
     now = now or timezone.now()
     if look_first and not statements.any_due(now):
         return []
-    token = uuid.uuid4().hex
+    token = token or uuid.uuid4().hex
     expires = now + timedelta(seconds=settings.JOB_LEASE_SECONDS)
     # (No savepoint inside a caller's transaction: the claim is one statement.)
     with transaction.atomic(savepoint=False):
         ids = statements.claim(limit, now, token=token, owner=owner, lease_expires_at=expires)
     return [(job_id, token) for job_id in ids]
+
+
+def release_claim(token: str) -> int:
+    """Put back the jobs of a claim that never reached its node (the connection broke
+    around the claim's commit, so the node cannot know what it got); returns how many."""
+    return Job.objects.filter(lease_token=token, status=JobStatus.PROCESSING, started_at__isnull=True).update(
+        status=JobStatus.PENDING, lease_token="", lease_owner="", lease_expires_at=None, dispatched_at=None
+    )
 
 
 # --- execute ----------------------------------------------------------------------
@@ -217,30 +228,61 @@ def execute(job_id: int, token: str, node: str | None = None) -> str:
     process, so the node renews it while this process lives, and not after.
     """
     owner = f"{node}/{os.getpid()}" if node else worker_identity()
-    now = timezone.now()
-    job = statements.start(job_id, token, now, owner=owner)
+    job = _start(job_id, token, owner)
     if job is None:
         log.info("job %s: delivery for token %s is stale, ignored", job_id, token[:8])
         return "stale"
     stop = threading.Event()
     if job.cancel_requested:
         stop.set()
+    # The outcome is written after the handler's try: a failure to write it is not
+    # the handler's failure.
+    outcome: dict[str, Any]
     try:
-        result = get_kind(job.kind).handler(job.payload, JobContext(job, stop))
-        return _finish(job, token, ok=True, result=result)
+        outcome = {"ok": True, "result": get_kind(job.kind).handler(job.payload, JobContext(job, stop))}
     except PermanentJobError as exc:
-        return _finish(job, token, ok=False, error=str(exc), permanent=True)
+        outcome = {"ok": False, "error": str(exc), "permanent": True}
     except RetryLater as exc:
-        return _finish(job, token, ok=False, error=str(exc), delay=exc.delay_seconds)
+        outcome = {"ok": False, "error": str(exc), "delay": exc.delay_seconds}
     except Exception as exc:  # any handler failure is retried with backoff
         # (An exception may say how it reads as the job's error: a Django task's does.)
         detail = getattr(exc, "job_error", None) or f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
-        return _finish(job, token, ok=False, error=detail)
+        # The database or the cache was unreachable: the job did not fail, the weather
+        # did. It runs again without this attempt counting, even if it was its last.
+        weather = dbfaults.is_weather(exc)
+        if weather:
+            dbfaults.close_connections()
+        outcome = {"ok": False, "error": detail, "weather": weather}
     except BaseException as exc:
         # The cluster's time limit (django-q2 raises SystemExit in the worker): the
         # attempt is over, so say so before the worker process is replaced.
         _finish(job, token, ok=False, error=f"stopped: {type(exc).__name__}: {exc or 'time limit reached'}")
         raise
+    return _finish(job, token, **outcome)
+
+
+def _start(job_id: int, token: str, owner: str) -> Job | None:
+    """The start of a claimed job (statements.start), retried through a database outage.
+
+    A start whose answer was lost with the connection may have committed: the retry then
+    finds the job started, and the row with this run's token and owner is this start.
+    """
+    retried = False
+
+    def attempt() -> Job | None:
+        nonlocal retried
+        job = statements.start(job_id, token, timezone.now(), owner=owner)
+        if job is None and retried:
+            job = Job.objects.filter(
+                pk=job_id, lease_token=token, lease_owner=owner, status=JobStatus.PROCESSING, started_at__isnull=False
+            ).first()
+        return job
+
+    def note_retry(exc: BaseException) -> None:
+        nonlocal retried
+        retried = True
+
+    return dbfaults.retry_transient(attempt, what=f"job {job_id} start", on_retry=note_retry)
 
 
 def _finish(
@@ -252,14 +294,27 @@ def _finish(
     error: str = "",
     permanent: bool = False,
     delay: float | None = None,
+    weather: bool = False,
 ) -> str:
-    """Record the run's outcome; returns the status it ended in (or "stale")."""
+    """Record the run's outcome; returns the status it ended in (or "stale").
+
+    ``weather``: the run failed because the database or the cache was unreachable; it
+    goes back to the queue and its attempt is given back. Writing the outcome itself
+    rides out a database outage (retried with backoff, its connection renewed).
+    """
     now = timezone.now()
     # ``job`` was read after execute() counted this attempt, and nothing else changes
     # the count while this run holds the lease, so no fresh read is needed for it.
     attempts = job.attempts
     if ok:
         status, fields = JobStatus.COMPLETED, {"finished_at": now, "result": _jsonable(result), "error": ""}
+    elif weather and not permanent:
+        # Not an attempt: the count goes back to what it was before this run started.
+        attempts = max(0, attempts - 1)
+        if delay is None:
+            delay = retry_delay(1, job.backoff)
+        status, fields = JobStatus.RETRY, {"not_before": now + timedelta(seconds=delay), "error": error}
+        fields["attempts"] = attempts
     elif permanent or attempts >= job.max_attempts:
         status, fields = JobStatus.FAILED, {"finished_at": now, "error": error}
     else:
@@ -269,14 +324,30 @@ def _finish(
     # A cancel requested while the job ran wins over its outcome; testing the flag in
     # the same UPDATE means a request arriving at the last moment is never lost.
     written = {"status": status, "lease_owner": "", "lease_expires_at": None, "updated_at": now, **fields}
-    changed = statements.finish(job.pk, token, written)
-    if not changed:
-        status, fields = JobStatus.CANCELED, {"finished_at": now, "error": error or "canceled while running"}
+    retried = False
+
+    def write() -> tuple[str, dict[str, Any], bool]:
+        if statements.finish(job.pk, token, written):
+            return status, fields, True
+        if retried and Job.objects.filter(pk=job.pk, lease_token=token, status=status, lease_owner="").exists():
+            return status, fields, True  # the try whose answer was lost had committed
+        canceled = {"finished_at": now, "error": error or "canceled while running"}
         changed = (
             _held(job, token)
             .filter(cancel_requested=True)
-            .update(status=status, lease_owner="", lease_expires_at=None, **fields)
+            .update(status=JobStatus.CANCELED, lease_owner="", lease_expires_at=None, **canceled)
         )
+        if not changed and retried:
+            changed = Job.objects.filter(
+                pk=job.pk, lease_token=token, status=JobStatus.CANCELED, finished_at=now
+            ).exists()
+        return JobStatus.CANCELED, canceled, bool(changed)
+
+    def note_retry(exc: BaseException) -> None:
+        nonlocal retried
+        retried = True
+
+    status, fields, changed = dbfaults.retry_transient(write, what=f"job {job.pk} outcome", on_retry=note_retry)
     if not changed:
         # The lease expired and the job was reclaimed while we ran; the other
         # attempt owns it now and this result is dropped.
@@ -286,12 +357,16 @@ def _finish(
     for name, value in {"status": status, "lease_owner": "", "lease_expires_at": None, **fields}.items():
         setattr(job, name, value)
     if status == JobStatus.FAILED:
-        record(
-            "job.failed",
-            f"Job {job.pk} ({job.kind}) failed after {attempts} attempt(s): {error.splitlines()[0] if error else ''}",
-            severity=Severity.WARNING,
-            subject=f"job:{job.pk}",
-            data={"job_id": job.pk, "kind": job.kind, "attempts": attempts, "permanent": permanent},
+        dbfaults.retry_transient(
+            lambda: record(
+                "job.failed",
+                f"Job {job.pk} ({job.kind}) failed after {attempts} attempt(s): "
+                f"{error.splitlines()[0] if error else ''}",
+                severity=Severity.WARNING,
+                subject=f"job:{job.pk}",
+                data={"job_id": job.pk, "kind": job.kind, "attempts": attempts, "permanent": permanent},
+            ),
+            what=f"job {job.pk} ledger entry",
         )
     if status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED):
         job_finished.send(sender=Job, job=job)

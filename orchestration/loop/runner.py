@@ -22,7 +22,7 @@ from orchestration.choices import Severity
 from orchestration.dbfaults import Outage, describe, is_transient
 from orchestration.jobs import queue
 from orchestration.jobs.queue import worker_identity
-from orchestration.loop.cycle import run_cycle
+from orchestration.loop.cycle import LEAD_SECONDS, cycle_lead, run_cycle
 from orchestration.models import LedgerEntry, LoopState
 from orchestration.models.ledger import ledger_entry
 from orchestration.runnables import runnable
@@ -49,6 +49,10 @@ def fire_due_schedules() -> None:
     scheduler(broker=get_broker())
 
 
+# The loop runner beats at most this often (the fallback watches the beat).
+BEAT_SECONDS = 1.0
+
+
 class LoopRunner:
     def __init__(self, *, dedicated: bool = True, tick_seconds: float = TICK_SECONDS):
         self.owner = worker_identity()
@@ -56,28 +60,32 @@ class LoopRunner:
         self.tick_seconds = tick_seconds
         self.shutdown = threading.Event()
         self.cycles = 0
-        # When this runner's last cycle says the next one is due; lets it wake up on
+        # When the next cycle is due as this runner last saw it; lets it wake up on
         # time instead of up to one tick late.
         self.next_due: datetime | None = None
         # A database that went away (restart, failover, SQLite busy past its timeout):
-        # every step of a tick waits it out instead of killing the runner.
+        # every step waits it out instead of killing the runner. Shared by the cycle
+        # and the housekeeping thread, so one outage is one pair of ledger entries.
         self.outage = Outage()
+        self._outage_lock = threading.RLock()
+        self._outage_thread: int | None = None
+        self._beaten_at = 0.0  # monotonic
+        self.lead = 0.0  # how early it takes the lease (cycle_lead of the interval)
+        self._housekeeping_error: BaseException | None = None
 
+    # --- steps ---------------------------------------------------------------------
     def tick(self) -> None:
-        try:
-            close_old_connections()
-            self._tick()
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            self._database_failed(exc)
-            return
-        if self.outage.active:
-            self._database_back()
+        """One full tick: housekeeping, then the cycle if one is due (tests and the
+        cluster's fallback; ``run`` does both on their own threads)."""
+        if self._guarded(self.housekeeping):
+            self._guarded(self.cycle_step)
 
-    def _tick(self) -> None:
-        if self.dedicated:
+    def housekeeping(self) -> None:
+        """Report alive, keep the queue moving, fire due schedules, the other
+        capabilities' hooks. Off the cycle's path: none of it may make a cycle late."""
+        if self.dedicated and time.monotonic() - self._beaten_at >= min(BEAT_SECONDS, self.tick_seconds * 2):
             LoopState.beat_runner(self.owner)
+            self._beaten_at = time.monotonic()
         for step in (queue.maintain, fire_due_schedules, *_TICK_HOOKS):
             try:
                 step()
@@ -85,8 +93,11 @@ class LoopRunner:
                 if is_transient(exc):
                     raise  # the database is gone: the next steps would fail alike
                 log.exception("runner step %s failed", getattr(step, "__name__", step))
+
+    def cycle_step(self) -> bool:
+        """Run a cycle if one is due and this runner wins the lease; True if it ran."""
         try:
-            result = run_cycle(manual=False, owner=self.owner)
+            result = run_cycle(manual=False, owner=self.owner, lead_seconds=LEAD_SECONDS)
         except Exception as exc:
             if is_transient(exc):
                 raise
@@ -94,17 +105,55 @@ class LoopRunner:
             # database itself failed (e.g. locked): say it here too, and keep going.
             log.exception("cycle failed")
             result = None
-        if result is not None:
-            self.cycles += 1
-            self.next_due = datetime.fromisoformat(result["next_cycle_due_at"])
+        if result is None:
+            self._peek()
+            return False
+        self.cycles += 1
+        self.next_due = datetime.fromisoformat(result["next_cycle_due_at"])
+        self.lead = cycle_lead((self.next_due - datetime.fromisoformat(result["timestamp"])).total_seconds())
+        return True
+
+    def _peek(self) -> None:
+        """Learn when the next cycle is due from the loop's row (a plain read)."""
+        row = (
+            LoopState.objects.filter(pk=LoopState.SINGLETON_ID)
+            .values("enabled", "interval_seconds", "next_cycle_due_at", "lease_expires_at")
+            .first()
+        )
+        if row is None or not row["enabled"]:
+            self.next_due = None
+            return
+        self.lead = cycle_lead(row["interval_seconds"])
+        self.next_due = row["next_cycle_due_at"]
+        if row["lease_expires_at"] is not None and (self.next_due is None or row["lease_expires_at"] > self.next_due):
+            self.next_due = row["lease_expires_at"]  # a cycle is running elsewhere
+
+    def _guarded(self, step: Callable[[], object]) -> bool:
+        """Run a step; a transient database error starts (or continues) an outage
+        instead of raising. True when the step ran."""
+        try:
+            close_old_connections()
+            step()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            self._database_failed(exc)
+            return False
+        # Only a success on the thread whose failure began the outage ends it: the other
+        # thread's connection may have been spared (one pair of entries, not a flurry).
+        if self.outage.active and self._outage_thread == threading.get_ident():
+            self._database_back()
+        return True
 
     # --- database outages ----------------------------------------------------------
     def _database_failed(self, exc: Exception) -> None:
         error = describe(exc)
-        if self.outage.failed(error, now=timezone.now(), monotonic=time.monotonic()):
-            log.warning("database unreachable (%s); retrying with backoff", error)
-        else:
-            log.info("database still unreachable (%s); retry %d", error, self.outage.retries)
+        with self._outage_lock:
+            if self.outage.failed(error, now=timezone.now(), monotonic=time.monotonic()):
+                self._outage_thread = threading.get_ident()
+                log.warning("database unreachable (%s); retrying with backoff", error)
+            else:
+                log.info("database still unreachable (%s); retry %d", error, self.outage.retries)
         # A broken connection is never reused: the retry opens a fresh one.
         for conn in connections.all(initialized_only=True):
             try:
@@ -115,73 +164,106 @@ class LoopRunner:
     def _database_back(self) -> None:
         """One entry for the outage (dated when it began) and one for its end, written
         together now that the ledger is reachable again."""
-        now = timezone.now()
-        seconds = round(self.outage.duration(now), 3)
-        data = {"error": self.outage.error, "retries": self.outage.retries, "runner": self.owner}
-        went = ledger_entry(
-            "orchestrator.database_unreachable",
-            f"Database unreachable: {self.outage.error}",
-            severity=Severity.ERROR,
-            subject=self.owner,
-            data=data,
-        )
-        went.created_at = self.outage.began_at
-        back = ledger_entry(
-            "orchestrator.database_back",
-            f"Database reachable again after {seconds:g} s ({self.outage.retries} retries)",
-            severity=Severity.WARNING,
-            subject=self.owner,
-            data={**data, "duration_seconds": seconds, "since": self.outage.began_at.isoformat()},
-        )
-        try:
-            LedgerEntry.objects.bulk_create([went, back])
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            self._database_failed(exc)
-            return
-        log.warning("database reachable again after %.1f s", seconds)
-        self.outage.clear()
+        with self._outage_lock:
+            if not self.outage.active:
+                return  # the other thread wrote it
+            now = timezone.now()
+            seconds = round(self.outage.duration(now), 3)
+            data = {"error": self.outage.error, "retries": self.outage.retries, "runner": self.owner}
+            went = ledger_entry(
+                "orchestrator.database_unreachable",
+                f"Database unreachable: {self.outage.error}",
+                severity=Severity.ERROR,
+                subject=self.owner,
+                data=data,
+            )
+            went.created_at = self.outage.began_at
+            back = ledger_entry(
+                "orchestrator.database_back",
+                f"Database reachable again after {seconds:g} s ({self.outage.retries} retries)",
+                severity=Severity.WARNING,
+                subject=self.owner,
+                data={**data, "duration_seconds": seconds, "since": self.outage.began_at.isoformat()},
+            )
+            try:
+                LedgerEntry.objects.bulk_create([went, back])
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                self._database_failed(exc)
+                return
+            log.warning("database reachable again after %.1f s", seconds)
+            self.outage.clear()
 
     def sleep_seconds(self, tick_began: float) -> float:
         if self.outage.active:
             return self.outage.seconds_until_retry(time.monotonic())
         remaining_tick = self.tick_seconds - (time.monotonic() - tick_began)
         if self.next_due is not None:
-            until_due = (self.next_due - timezone.now()).total_seconds()
-            if 0 < until_due < remaining_tick:
-                return until_due
+            # Wake in time to take the lease ahead of the due time (see cycle_lead).
+            until_due = (self.next_due - timezone.now()).total_seconds() - self.lead
+            if until_due < remaining_tick:
+                return max(0.01, until_due)
         return max(0.0, remaining_tick)
 
+    # --- the process -----------------------------------------------------------------
     def run(self, *, max_seconds: float | None = None, should_continue: Callable[[], bool] | None = None) -> int:
+        """Cycles on this thread; housekeeping on a thread of its own, so a slow step
+        (a schedule firing that waits for a busy database) never makes a cycle late."""
         started = time.monotonic()
-        while not self.shutdown.is_set():
+
+        def going() -> bool:
+            if self.shutdown.is_set() or self._housekeeping_error is not None:
+                return False
             if max_seconds is not None and time.monotonic() - started >= max_seconds:
-                break
-            if should_continue is not None and not should_continue():
-                break
-            began = time.monotonic()
-            self.tick()
-            self.shutdown.wait(self.sleep_seconds(began))
-        close_old_connections()
+                return False
+            return should_continue is None or should_continue()
+
+        stop_housekeeping = threading.Event()
+        housekeeper = threading.Thread(
+            target=self._housekeeping_loop, args=(stop_housekeeping,), name="loop-housekeeping", daemon=True
+        )
+        housekeeper.start()
+        try:
+            while going():
+                began = time.monotonic()
+                self._guarded(self.cycle_step)
+                self.shutdown.wait(self.sleep_seconds(began))
+        finally:
+            stop_housekeeping.set()
+            housekeeper.join(timeout=30)
+            close_old_connections()
+        if self._housekeeping_error is not None:
+            raise self._housekeeping_error
         return self.cycles
+
+    def _housekeeping_loop(self, stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                began = time.monotonic()
+                self._guarded(self.housekeeping)
+                wait = self.outage.seconds_until_retry(time.monotonic()) if self.outage.active else 0.0
+                stop.wait(max(wait, self.tick_seconds - (time.monotonic() - began)))
+        except BaseException as exc:  # a bug: the runner stops, as it did on one thread
+            log.exception("loop housekeeping failed")
+            self._housekeeping_error = exc
+        finally:
+            connections.close_all()  # this thread's own connections
 
 
 @runnable
-def loop_tick_task(window_seconds: float = 55.0) -> str:
-    """django-q2 fallback (scheduled every minute): run the loop for a minute when no
-    dedicated runner is alive, so a deployment with only cluster nodes still loops.
-    It holds one cluster worker while it runs."""
+def loop_tick_task(window_seconds: float = 0.0) -> str:
+    """django-q2 fallback (scheduled every minute), for a deployment whose cluster
+    nodes do not run the standby loop (see loop.standby): one tick when no dedicated
+    runner is alive. It holds a cluster worker for one cycle at most, never longer.
+    (``window_seconds`` is kept for schedules stored with it; it is not used.)"""
     state = LoopState.get()
     if state.dedicated_runner_alive():
         return "dedicated runner alive; nothing to do"
     from orchestration.workers.shutdown import drain_requested
 
+    if drain_requested():
+        return "ran 0 cycle(s)"
     runner = LoopRunner(dedicated=False)
-    cycles = runner.run(
-        max_seconds=window_seconds,
-        # Give the cluster worker back at once when the cluster is stopping (it waits
-        # for its workers' tasks) or a dedicated runner has appeared.
-        should_continue=lambda: not drain_requested() and not LoopState.get().dedicated_runner_alive(),
-    )
-    return f"ran {cycles} cycle(s)"
+    runner.tick()
+    return f"ran {runner.cycles} cycle(s)"

@@ -62,19 +62,27 @@ class LoopState(models.Model):
 
     # --- cycle lease -------------------------------------------------------------
     @classmethod
-    def acquire_cycle_lease(cls, owner: str, ttl_seconds: float, *, respect_interval: bool) -> bool:
+    def acquire_cycle_lease(cls, owner: str, ttl_seconds: float, *, respect_interval: bool, lead: float = 0.0) -> bool:
         """Take the cycle lease if it is free or expired; True when this caller won.
 
         With ``respect_interval`` (the periodic runners) the lease is only granted to
-        an enabled loop whose next cycle is due, so several runners together still
+        an enabled loop whose next cycle is due (within ``lead`` seconds: the runner
+        then waits for the due time itself), so several runners together still
         produce one cycle per interval. A manual run-once ignores both.
         """
         now = timezone.now()
         free = Q(lease_owner="") | Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True)
         query = cls.objects.filter(free, pk=cls.SINGLETON_ID)
         if respect_interval:
-            query = query.filter(Q(next_cycle_due_at__isnull=True) | Q(next_cycle_due_at__lte=now), enabled=True)
+            due_by = now + timedelta(seconds=lead)
+            query = query.filter(Q(next_cycle_due_at__isnull=True) | Q(next_cycle_due_at__lte=due_by), enabled=True)
         return bool(query.update(lease_owner=owner, lease_expires_at=now + timedelta(seconds=ttl_seconds)))
+
+    @classmethod
+    def renew_cycle_lease(cls, owner: str, ttl_seconds: float) -> bool:
+        """Extend a lease this owner holds (a cycle still running); False if it lost it."""
+        expires = timezone.now() + timedelta(seconds=ttl_seconds)
+        return bool(cls.objects.filter(pk=cls.SINGLETON_ID, lease_owner=owner).update(lease_expires_at=expires))
 
     @classmethod
     def release_cycle_lease(cls, owner: str, **fields) -> bool:
@@ -94,11 +102,15 @@ class LoopState(models.Model):
     def count_cycle(cls) -> None:
         cls.objects.filter(pk=cls.SINGLETON_ID).update(cycle_count=F("cycle_count") + 1)
 
+    # A dedicated runner beats every second; one silent this long is taken for dead and
+    # the clusters' standby loops run the cycles (within RUNNER_ALIVE_SECONDS + a tick).
+    RUNNER_ALIVE_SECONDS = 5.0
+
     def dedicated_runner_alive(self, now=None) -> bool:
         now = now or timezone.now()
         if not self.runner_seen_at:
             return False
-        return (now - self.runner_seen_at).total_seconds() < max(10.0, self.interval_seconds * 5)
+        return (now - self.runner_seen_at).total_seconds() < self.RUNNER_ALIVE_SECONDS
 
     @property
     def running(self) -> bool:

@@ -12,8 +12,10 @@ import time
 from collections.abc import Iterator
 
 from django.conf import settings
+from django.utils import timezone
 from rest_framework.renderers import BaseRenderer
 
+from orchestration.dbfaults import Outage, close_connections, describe, is_transient
 from pipeline import transitions as t
 from pipeline.models import PipelineEvent, PipelineJob
 
@@ -45,9 +47,27 @@ def stream(job_id: int, after_id: int = 0, *, max_seconds: float | None = None) 
     yield "retry: 2000\n\n"
     # The database connection is released by Django's request_finished handler when
     # the server closes the response, however the stream ends.
+    outage = Outage()
     while True:
-        status = PipelineJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
-        new = list(PipelineEvent.objects.filter(job_id=job_id, pk__gt=after_id).order_by("id")[:500])
+        try:
+            status = PipelineJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
+            new = list(PipelineEvent.objects.filter(job_id=job_id, pk__gt=after_id).order_by("id")[:500])
+        except Exception as exc:
+            # A database restart is weather: the stream waits it out on a fresh
+            # connection instead of breaking the client's connection.
+            if not is_transient(exc):
+                raise
+            close_connections()
+            outage.failed(describe(exc), now=timezone.now(), monotonic=time.monotonic())
+            if time.monotonic() >= deadline:
+                yield f"event: timeout\ndata: {json.dumps({'job_id': job_id, 'reconnect': True})}\n\n"
+                return
+            if time.monotonic() - last_sent >= KEEPALIVE_SECONDS:
+                last_sent = time.monotonic()
+                yield ": keep-alive\n\n"
+            time.sleep(max(poll, outage.seconds_until_retry(time.monotonic())))
+            continue
+        outage.clear()
         for event in new:
             after_id = event.pk
             yield format_event(event)

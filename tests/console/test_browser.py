@@ -77,6 +77,9 @@ def system(db, settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
     get_user_model().objects.create_user("operator", password=PASSWORD, is_staff=True, is_superuser=True)
     LoopState.get()
+    # Switched off: with no loop runner, the cluster's standby loop would run cycles on its
+    # own; here the first cycle is the one the operator runs from the dashboard.
+    LoopState.objects.update(enabled=False)
     service = make_service("payments", health="circuit_open", breaker="open", last_error="HTTP 503")
     job = engine.create_job("launch-video", "A short launch video", actor="operator")  # runs inline to the gate
     job.refresh_from_db()

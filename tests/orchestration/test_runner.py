@@ -153,3 +153,73 @@ def test_a_bug_is_not_mistaken_for_an_outage(monkeypatch):
     monkeypatch.setattr(LoopState, "beat_runner", broken)
     with pytest.raises(ProgrammingError):
         LoopRunner().tick()
+
+
+# --- takeover and timeliness ----------------------------------------------------------
+def test_the_lease_is_taken_ahead_by_at_most_a_quarter_interval():
+    from orchestration.loop.cycle import cycle_lead
+
+    assert cycle_lead(2.0) == 0.5 and cycle_lead(0.4) == 0.1 and cycle_lead(60) == 0.5
+
+
+def test_a_runner_takes_the_lease_ahead_and_starts_each_cycle_on_time():
+    LoopState.get()
+    LoopState.objects.update(interval_seconds=0.4)
+    runner = LoopRunner(tick_seconds=0.1)
+    runner.run(max_seconds=2.5)
+    late = [
+        e.data["late_ms"]
+        for e in LedgerEntry.objects.filter(event_type="orchestrator.cycle_idle").order_by("id")
+        if e.data.get("late_ms") is not None
+    ]
+    assert len(late) >= 4
+    assert max(late) < 300, late  # the lead is 0.1 s here; a late wake-up on a busy machine stays well under
+
+
+def test_a_long_cycle_keeps_its_lease_and_a_dead_runners_lease_runs_out_in_seconds(monkeypatch):
+    from orchestration.loop import cycle
+
+    LoopState.get()
+    monkeypatch.setattr(cycle, "CYCLE_LEASE_SECONDS", 0.6)
+    real_build = cycle.build_snapshot
+
+    def slow_build(now):
+        time.sleep(1.5)  # longer than the lease: only its renewal keeps it
+        return real_build(now)
+
+    monkeypatch.setattr(cycle, "build_snapshot", slow_build)
+    seen = []
+    other = LoopRunner()
+
+    def contender():
+        time.sleep(0.3)
+        for _ in range(10):
+            seen.append(LoopState.acquire_cycle_lease(other.owner, 0.6, respect_interval=False))
+            time.sleep(0.1)
+
+    import threading
+
+    thread = threading.Thread(target=contender)
+    thread.start()
+    assert cycle.run_cycle(manual=True, owner="long-cycle") is not None
+    thread.join()
+    assert seen and not any(seen)  # never free while the long cycle ran
+    # A runner killed mid-cycle renews nothing: its lease is free once it runs out.
+    assert LoopState.acquire_cycle_lease("dead-runner", 0.6, respect_interval=False)
+    assert not LoopState.acquire_cycle_lease(other.owner, 0.6, respect_interval=False)
+    time.sleep(0.7)
+    assert LoopState.acquire_cycle_lease(other.owner, 0.6, respect_interval=False)
+
+
+def test_the_standby_runs_cycles_only_while_no_dedicated_runner_is_alive():
+    from orchestration.loop.standby import Standby
+
+    LoopState.get()
+    standby = Standby()
+    LoopState.beat_runner("somewhere:1")
+    standby.step()
+    assert LoopState.get().cycle_count == 0 and standby.runner is None
+    LoopState.objects.update(runner_seen_at=timezone.now() - timedelta(seconds=LoopState.RUNNER_ALIVE_SECONDS + 1))
+    standby.step()
+    assert LoopState.get().cycle_count == 1 and standby.runner.cycles == 1
+    assert LoopState.get().lease_owner == ""  # released: nothing held between cycles
