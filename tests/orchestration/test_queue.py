@@ -516,6 +516,7 @@ while True:
     if not got:
         break
     mine += [pk for pk, _ in got]
+    time.sleep(0.002)  # a node hands its batch to its workers between claims
 print(json.dumps(mine))
 """
 
