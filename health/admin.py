@@ -12,6 +12,7 @@ from health.report import display_health
 from health.sweep import check_services
 from orchestration.admin import badge
 from orchestration.models.ledger import record
+from orchestration.secret_forms import MaskedSecretsForm
 
 
 def console_link(service: Service):
@@ -28,8 +29,16 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class ServiceForm(MaskedSecretsForm):
+    """Shows the URL with its user-info and secret query values masked; saving the page
+    back keeps the stored ones."""
+
+    masked_fields = ("base_url", "health_path")
+
+
 @admin.register(Service)
 class ServiceAdmin(admin.ModelAdmin):
+    form = ServiceForm
     list_display = [
         "name",
         "health_badge",

@@ -36,16 +36,50 @@ SECRET_NAME_PATTERN = (
 )
 _SECRET_NAME = re.compile(SECRET_NAME_PATTERN)
 
-_USERINFO = re.compile(r"\b([a-z][a-z0-9+.\-]*://)([^\s/?#@\"'<>]+)@", re.IGNORECASE)
+# Every pattern is bounded or anchored at a word's start: they run over whole pages, and
+# an unbounded one took minutes on a long stored text (quadratic backtracking).
+_USERINFO = re.compile(r"(?<![a-z0-9+.\-])([a-z][a-z0-9+.\-]{0,30}://)([^\s/?#@\"'<>]{1,256})@", re.IGNORECASE)
 _BEARER = re.compile(r"\b(Bearer)\s+(?!\*{8})[A-Za-z0-9._~+/=\-]+", re.IGNORECASE)
-# A secret name (only those: another name's bare value could swallow a URL's query),
-# optional closing quote, ':' or '=', then a quoted value or a bare one (an
-# auth scheme such as "Basic " stays with the credential that follows it).
-_PAIR = re.compile(
-    rf"(?P<name>[A-Za-z0-9_\-]*(?:{SECRET_NAME_PATTERN})[A-Za-z0-9_\-]*)(?P<q>[\"']?)(?P<sep>\s*[:=]\s*)"
-    r"(?P<value>\"[^\"]*\"|'[^']*'|(?:(?:bearer|basic|token|digest)\s+)?[^\s&,;}\]#\"'<>]+)",
-    re.IGNORECASE,
+# A name at a word's start, an optional closing quote (plain or as HTML shows it), then
+# ':' or '='; the value is read after it only when the name is secret, so another name's
+# value (a URL after "url: ") is still searched for secrets of its own.
+_QUOTES = ('"', "'", "&quot;", "&#x27;", "&#39;")
+_NAME_SEP = re.compile(
+    r"(?<![A-Za-z0-9_\-])(?P<name>[A-Za-z0-9_\-]{1,200})(?:\"|'|&quot;|&#x27;|&#39;)?[ \t]*[:=][ \t]*"
 )
+# A bare value: up to a separator; an auth scheme ("Basic ") stays with its credential.
+_BARE = re.compile(r"(?:(?:bearer|basic|token|digest)[ \t]+)?[^\s&,;}\]#\"'<>]+", re.IGNORECASE)
+_LONGEST_QUOTED = 4096
+
+
+def _value_end(text: str, start: int) -> tuple[int, str] | None:
+    """Where the value starting at ``start`` ends, and its quote ('' when bare)."""
+    for quote in _QUOTES:
+        if text.startswith(quote, start):
+            close = text.find(quote, start + len(quote), start + len(quote) + _LONGEST_QUOTED)
+            if close >= 0:
+                return close + len(quote), quote
+            break
+    bare = _BARE.match(text, start)
+    return (bare.end(), "") if bare else None
+
+
+def _mask_pairs(text: str) -> str:
+    out: list[str] = []
+    pos = 0
+    while (match := _NAME_SEP.search(text, pos)) is not None:
+        found = _value_end(text, match.end()) if is_secret_name(match["name"]) else None
+        if found is None:
+            out.append(text[pos : match.end()])
+            pos = match.end()
+            continue
+        end, quote = found
+        value = text[match.end() + len(quote) : end - len(quote)]
+        out.append(text[pos : match.end()])
+        out.append(text[match.end() : end] if value == MASK else f"{quote}{MASK}{quote}")
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def is_secret_name(name: Any) -> bool:
@@ -56,24 +90,22 @@ def is_secret_name(name: Any) -> bool:
 is_secret_header = is_secret_name
 
 
-def _mask_pair(match: re.Match[str]) -> str:
-    if not is_secret_name(match["name"]) or match["value"].strip("\"'") == MASK:
-        return match[0]
-    value = match["value"]
-    quote = value[0] if value[:1] in ("'", '"') else ""
-    return f"{match['name']}{match['q']}{match['sep']}{quote}{MASK}{quote}"
-
-
 def redact_text(text: str) -> str:
     """``text`` with URL user-info, secret-named pairs and bearer credentials masked."""
     if "@" in text and "://" in text:
         text = _USERINFO.sub(lambda m: m[1] + MASK + "@" if m[2] != MASK else m[0], text)
     lower = text.lower()
     if _SECRET_NAME.search(lower):
-        text = _PAIR.sub(_mask_pair, text)
+        text = _mask_pairs(text)
     if "bearer" in lower:
         text = _BEARER.sub(lambda m: f"{m[1]} {MASK}", text)
     return text
+
+
+def redact_html(html: str) -> str:
+    """A rendered page with every secret masked (quotes as HTML entities included): the
+    net under the pages (admin, console) whose fields are not all masked one by one."""
+    return redact_text(html)
 
 
 def _masks(key: Any, value: Any) -> bool:

@@ -84,6 +84,8 @@ MIDDLEWARE = [
     "orchestration.middleware.BodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # Inside CommonMiddleware, so the Content-Length it sets is the masked page's.
+    "orchestration.middleware.RedactHtmlMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -292,6 +294,11 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["orchestration.api.permissions.ReadAuthenticatedWriteStaff"],
     # DRF's parsers, refusing NUL characters (PostgreSQL cannot store them).
+    # Every answer is masked on its way out (orchestration/redaction.py).
+    "DEFAULT_RENDERER_CLASSES": [
+        "orchestration.api.renderers.RedactingJSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
     "DEFAULT_PARSER_CLASSES": [
         "orchestration.api.parsers.JSONParser",
         "orchestration.api.parsers.FormParser",
@@ -324,7 +331,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "text": {"format": "%(asctime)s %(levelname)s [%(name)s] %(message)s"},
+        "text": {
+            "()": "orchestration.logformat.TextFormatter",
+            "format": "%(asctime)s %(levelname)s [%(name)s] %(message)s",
+        },
         "json": {"()": "orchestration.logformat.JsonFormatter"},
     },
     "handlers": {

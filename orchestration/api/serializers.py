@@ -10,7 +10,7 @@ from orchestration.jobs.registry import kind_names
 from orchestration.loop.decider import ConditionError, validate_condition
 from orchestration.loop.executor import action_types
 from orchestration.models import Action, Job, Lane, LedgerEntry, OrchestratorProcess, Rule
-from orchestration.redaction import redact
+from orchestration.redaction import redact, redact_error
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -46,8 +46,12 @@ class JobSerializer(serializers.ModelSerializer):
 
     def to_representation(self, instance: Job) -> dict:
         data = super().to_representation(instance)
-        # An http.request payload may carry Authorization & co.: shown masked.
+        # An http.request payload may carry Authorization & co.: shown masked (the
+        # renderer masks the whole answer again); the traceback is for staff only.
         data["payload"] = redact(data["payload"])
+        request = self.context.get("request")
+        staff = bool(request is not None and request.user.is_staff)
+        data["error"] = redact_error(data["error"], staff=staff)
         return data
 
 

@@ -94,17 +94,27 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Create
             incoming.is_valid(raise_exception=True)
             data = dict(incoming.validated_data)
             job = queue.enqueue(data.pop("kind"), data.pop("payload"), actor=actor_of(request), **data)
-            return claim.save(Response(JobSerializer(job).data, status=status.HTTP_201_CREATED))
+            return claim.save(
+                Response(JobSerializer(job, context=self.get_serializer_context()).data, status=status.HTTP_201_CREATED)
+            )
 
     @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse(description="Already finished")})
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
-        return Response(JobSerializer(queue.cancel(self.get_object(), actor=actor_of(request))).data)
+        return Response(
+            JobSerializer(
+                queue.cancel(self.get_object(), actor=actor_of(request)), context=self.get_serializer_context()
+            ).data
+        )
 
     @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse(description="Not failed")})
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
-        return Response(JobSerializer(queue.retry(self.get_object(), actor=actor_of(request))).data)
+        return Response(
+            JobSerializer(
+                queue.retry(self.get_object(), actor=actor_of(request)), context=self.get_serializer_context()
+            ).data
+        )
 
 
 class LaneViewSet(AuditedModelViewSet):
