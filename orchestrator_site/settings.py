@@ -3,6 +3,7 @@ environment (see README "Configuration"); nothing secret is committed."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from datetime import timedelta
@@ -112,6 +113,22 @@ TEMPLATES = [
         },
     },
 ]
+
+# --- Outbound guard (orchestration/outbound.py) -------------------------------------
+# Every outbound call (health checks, worker HTTP targets, http.request jobs, routed
+# calls, alert webhooks) is refused to an address in a blocked network (link-local: cloud
+# metadata) and, when the allowed list is set, to one outside it. Comma-separated CIDRs.
+OUTBOUND_BLOCKED_NETWORKS = env_list("OUTBOUND_BLOCKED_NETWORKS", ["169.254.0.0/16", "fe80::/10"])
+OUTBOUND_ALLOWED_NETWORKS = env_list("OUTBOUND_ALLOWED_NETWORKS", [])
+for _name, _networks in (
+    ("OUTBOUND_BLOCKED_NETWORKS", OUTBOUND_BLOCKED_NETWORKS),
+    ("OUTBOUND_ALLOWED_NETWORKS", OUTBOUND_ALLOWED_NETWORKS),
+):
+    for _network in _networks:
+        try:
+            ipaddress.ip_network(_network, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(f"{_name}: {_network!r} is not a network (e.g. 169.254.0.0/16)") from None
 
 # --- Database ---------------------------------------------------------------
 # Default: one SQLite file in WAL mode. IMMEDIATE transactions take the write lock at

@@ -5,6 +5,7 @@ from rest_framework import serializers
 from health import status as pure
 from health.models import HealthCheck, Service, ServiceAlert
 from health.report import display_health
+from orchestration import outbound
 from orchestration.redaction import MaskedSecretError, restore_text
 
 WRITE_FIELDS = [
@@ -73,6 +74,9 @@ class ServiceSerializer(serializers.ModelSerializer):
         value = self._restored("base_url", value)
         if not value.lower().startswith(("http://", "https://")):
             raise serializers.ValidationError("Must be an http:// or https:// URL.")
+        refused = outbound.url_problem(value)
+        if refused:
+            raise serializers.ValidationError(f"Outbound call refused: {refused}.")
         return value.rstrip("/")
 
     def validate_health_path(self, value: str) -> str:

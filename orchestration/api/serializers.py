@@ -5,12 +5,15 @@ from rest_framework import serializers
 
 from orchestration.api.permissions import require_run_code
 from orchestration.choices import Backoff, Priority
-from orchestration.jobs.kinds import python_call_problems
+from orchestration.jobs.kinds import http_request_problems, python_call_problems
 from orchestration.jobs.registry import kind_names
 from orchestration.loop.decider import ConditionError, validate_condition
 from orchestration.loop.executor import action_types
 from orchestration.models import Action, Job, Lane, LedgerEntry, OrchestratorProcess, Rule
 from orchestration.redaction import redact, redact_error
+
+FETCHED_KEYS = ("body", "response")
+STAFF_ONLY = "(shown to staff only)"
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -52,6 +55,10 @@ class JobSerializer(serializers.ModelSerializer):
         request = self.context.get("request")
         staff = bool(request is not None and request.user.is_staff)
         data["error"] = redact_error(data["error"], staff=staff)
+        if not staff and isinstance(data["result"], dict):
+            # What a URL answered (an http.request's body, a routed call's response) may
+            # be anything the target holds: shown to staff only.
+            data["result"] = {k: STAFF_ONLY if k in FETCHED_KEYS else v for k, v in data["result"].items()}
         return data
 
 
@@ -78,6 +85,11 @@ class JobCreateSerializer(serializers.Serializer):
         return value
 
     def validate(self, attrs):
+        if attrs.get("kind") == "http.request":
+            # The outbound guard at creation: a link-local (cloud metadata) URL is a 400.
+            problems = http_request_problems(attrs.get("payload") or {})
+            if problems:
+                raise serializers.ValidationError({"payload": problems})
         if attrs.get("kind") == "python.call":
             # Only a function the deployment declared runs, and only someone with the
             # run_code permission (not every staff member) may queue one.

@@ -27,6 +27,7 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.utils import timezone
 
+from orchestration import outbound
 from orchestration.choices import Severity
 from orchestration.models import Anomaly
 from orchestration.models.ledger import record
@@ -123,12 +124,15 @@ class WebhookChannel(AlertChannel):
             try:
                 # A notification leaves like every other exit: secrets in its details masked.
                 body = redact({"source": "orchestrator", **asdict(alert)})
-                response = requests.post(url, json=body, timeout=settings.FLEET_ALERT_WEBHOOK_TIMEOUT)
+                response = outbound.post(url, json=body, timeout=settings.FLEET_ALERT_WEBHOOK_TIMEOUT)
                 if response.status_code < 300:
                     return {"status_code": response.status_code, "attempts": attempt}
                 last = f"answered {response.status_code}"
                 if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
                     break  # the receiver refuses this request; retrying will not help
+            except outbound.OutboundRefused as exc:
+                last = str(exc)
+                break  # permanent: the address will not become allowed on a retry
             except requests.RequestException as exc:
                 last = f"{type(exc).__name__}: {exc}"
             if attempt < settings.FLEET_ALERT_WEBHOOK_RETRIES:

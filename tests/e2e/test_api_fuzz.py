@@ -118,6 +118,8 @@ def test_every_operation_survives_fuzzing_within_its_schema(fuzz_world, tmp_path
         "API_WRITE_RATE": "1000000/min",
         "PIPELINE_SSE_MAX_SECONDS": "1",
         "PIPELINE_PLACEHOLDER_SECONDS": "0",
+        # Generated URLs (services, worker targets, http.request jobs) never leave the machine.
+        "OUTBOUND_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
     }
     argv = [
         ST,
