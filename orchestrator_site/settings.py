@@ -323,7 +323,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PAGINATION_CLASS": "orchestration.api.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_FILTER_BACKENDS": ["orchestration.api.filters.StrictFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "orchestration.api.schema.OrchestratorAutoSchema",
     "DEFAULT_THROTTLE_CLASSES": ["orchestration.api.throttles.WriteRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"writes": env_str("API_WRITE_RATE", "100000/min" if TESTING else "600/min")},

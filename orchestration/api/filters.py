@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 import django_filters
 from django import forms
 from django_filters.fields import IsoDateTimeField
+from django_filters.rest_framework import DjangoFilterBackend
 
 from orchestration.choices import JobStatus, Severity
 from orchestration.models import Action, Job, LedgerEntry
@@ -59,3 +60,44 @@ class ActionFilter(django_filters.FilterSet):
     class Meta:
         model = Action
         fields = ["action_type", "status", "cycle", "rule"]
+
+
+class StrictBooleanField(forms.Field):
+    """A boolean filter's value: true/false (1/0), else a 400 naming the parameter.
+
+    django-filter's own field reads anything else as "no filter": ``?enabled=yes`` answered
+    every row, as if the client had not asked."""
+
+    TRUE, FALSE = ("true", "1"), ("false", "0")
+
+    def to_python(self, value):
+        if value is None:
+            return None
+        text = str(value).strip().lower()
+        if text in self.TRUE:
+            return True
+        if text in self.FALSE:
+            return False
+        raise forms.ValidationError("Use true or false.", code="invalid")
+
+
+class StrictFilterBackend(DjangoFilterBackend):
+    """Filters of a list: booleans strict (above); operations other than the list itself
+    (a worker's runs, a service's checks) take none of the list's filters — they ignored
+    them, while the schema listed them."""
+
+    def get_filterset_class(self, view, queryset=None):
+        if getattr(view, "action", "list") not in ("list", None):
+            return None
+        return super().get_filterset_class(view, queryset)
+
+    def get_filterset(self, request, queryset, view):
+        filterset = super().get_filterset(request, queryset, view)
+        if filterset is not None:
+            for item in filterset.filters.values():
+                if isinstance(item, django_filters.BooleanFilter):
+                    item.field_class = StrictBooleanField
+                    # The REST boolean widget reads "maybe" as no value before the field sees it.
+                    item.extra["widget"] = forms.TextInput
+                    item.__dict__.pop("_field", None)  # a field built before from the lax class
+        return filterset

@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from orchestration.api import filters
+from orchestration.api.errors import object_body
 from orchestration.api.idempotency import HEADER, all_or_nothing, idempotent
 from orchestration.api.permissions import PublicEndpoint
 from orchestration.api.schema import DESCRIPTIONS
@@ -177,7 +178,7 @@ class SnapshotView(APIView):
 class RunOnceView(APIView):
     @extend_schema(request=RunOnceSerializer, responses={200: _OK, 409: OpenApiResponse(description="Cycle busy")})
     def post(self, request):
-        body = RunOnceSerializer(data=request.data or {})
+        body = RunOnceSerializer(data=object_body(request))
         body.is_valid(raise_exception=True)
         result = run_cycle(dry_run=body.validated_data["dry_run"], manual=True, actor=actor_of(request))
         return Response({"status": "ok", "result": result})
@@ -186,7 +187,7 @@ class RunOnceView(APIView):
 class EnableView(APIView):
     @extend_schema(request=EnableSerializer, responses={200: _OK})
     def post(self, request):
-        body = EnableSerializer(data=request.data or {})
+        body = EnableSerializer(data=object_body(request))
         body.is_valid(raise_exception=True)
         state = LoopState.get()
         fields = {"enabled": True, "next_cycle_due_at": None}
