@@ -33,8 +33,6 @@ class ServiceForm(MaskedSecretsForm):
     """Shows the URL with its user-info and secret query values masked; saving the page
     back keeps the stored ones."""
 
-    masked_fields = ("base_url", "health_path")
-
 
 @admin.register(Service)
 class ServiceAdmin(admin.ModelAdmin):

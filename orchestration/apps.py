@@ -26,6 +26,12 @@ class OrchestrationConfig(AppConfig):
         from orchestration.workers import registrations  # noqa: F401 - the worker fleet
 
         install_record_redaction()
+        # Admin modules are imported by the admin app's ready(), listed before this one.
+        from django.contrib import admin
+
+        from orchestration.secret_forms import mask_admin_forms
+
+        mask_admin_forms(admin.site)
         # What may run by name, the same in every process (web, cluster nodes, loop).
         load_modules(settings.RUNNABLE_MODULES)
         register_conflict(JobStateError, CycleBusy)

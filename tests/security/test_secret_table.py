@@ -12,9 +12,11 @@ log record; the masks show where the secrets were, and a read written back keeps
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
+from django import forms
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -23,7 +25,7 @@ from health.sweep import check_services
 from orchestration.logformat import JsonFormatter, TextFormatter
 from orchestration.models import Anomaly, Job, LedgerEntry, Worker, WorkerRun
 from orchestration.models.ledger import record
-from orchestration.redaction import MASK
+from orchestration.redaction import MASK, redact
 from orchestration.workers import alerts
 from tests.security.routes import PUBLIC, all_routes, values_for
 
@@ -217,3 +219,34 @@ def test_saving_what_was_read_keeps_every_secret(secret_world, staff_client: API
         "/api/v1/services/secret-svc/", {**body, "base_url": f"http://{MASK}@other:1"}, format="json"
     )
     assert response.status_code == 400 and "base_url" in response.json()
+
+
+def test_saving_an_admin_page_back_keeps_every_secret(secret_world, django_user_model):
+    """Every admin page of the project shows masks (the page is masked as a whole), so
+    every admin form restores them: saving a page unchanged keeps what is stored."""
+    from orchestration.models import Rule
+
+    admin_user = django_user_model.objects.create_superuser("root-save", password="pw-root-123")
+    browser = Client()
+    browser.force_login(admin_user)
+    rule = Rule.objects.exclude(builtin=True).first() or Rule.objects.first()
+    Rule.objects.filter(pk=rule.pk).update(action_params={"webhook": URL, "api_key": S["query api_key"]})
+    service = Service.objects.get(name="secret-svc")
+    for url in (f"/admin/health/service/{service.pk}/change/", f"/admin/orchestration/rule/{rule.pk}/change/"):
+        page = browser.get(url)
+        assert not leaks(page.content.decode()), url
+        form = page.context["adminform"].form
+        data = {}
+        for name, field in form.fields.items():
+            value = form[name].value()
+            # What the browser sends back is what the page shows: masked.
+            if isinstance(field, forms.JSONField):
+                data[name] = json.dumps(redact(form.initial.get(name, value)))
+            elif value is not None and value is not False and value != []:
+                data[name] = redact(value)
+        response = browser.post(url, data)
+        assert response.status_code == 302, (url, response.context["adminform"].form.errors if response.context else "")
+    service.refresh_from_db()
+    rule.refresh_from_db()
+    assert S["URL user-info"] in service.base_url and S["query access_token"] in service.health_path
+    assert rule.action_params == {"webhook": URL, "api_key": S["query api_key"]}
