@@ -82,8 +82,14 @@ def _mask_pairs(text: str) -> str:
     return "".join(out)
 
 
+# Names the pattern would match that hold no secret: an Idempotency-Key names a request
+# (its error answer, "Idempotency-Key: at most 200 characters", was masked away).
+_NOT_SECRET = re.compile(r"idempotency")
+
+
 def is_secret_name(name: Any) -> bool:
-    return bool(_SECRET_NAME.search(str(name).lower()))
+    lower = str(name).lower()
+    return bool(_SECRET_NAME.search(lower)) and not _NOT_SECRET.search(lower)
 
 
 # Kept for callers of the header-only version.

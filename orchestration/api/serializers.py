@@ -63,7 +63,8 @@ class JobSerializer(serializers.ModelSerializer):
 
 
 class JobCreateSerializer(serializers.Serializer):
-    kind = serializers.CharField(max_length=100)
+    # Choices filled per instance (the schema lists the kinds a client may queue).
+    kind = serializers.ChoiceField(choices=[])
     payload = serializers.JSONField(required=False, default=dict)
     priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.NORMAL)
     lane = serializers.SlugField(max_length=64, default="default")
@@ -73,6 +74,12 @@ class JobCreateSerializer(serializers.Serializer):
     score = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=100)
     channel = serializers.CharField(required=False, allow_blank=True, max_length=40, default="")
     reference = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["kind"].choices = kind_names(client=True)
+        known = ", ".join(kind_names(client=True))
+        self.fields["kind"].error_messages["invalid_choice"] = f"Unknown job kind. Known kinds: {known}."
 
     def validate_kind(self, value: str) -> str:
         if value not in kind_names(client=True):

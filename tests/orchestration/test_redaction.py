@@ -29,7 +29,9 @@ def test_secret_names(name):
     assert is_secret_name(name)
 
 
-@pytest.mark.parametrize("name", ["Accept", "keyword", "design", "url", "method", "name", "keys", "Content-Type"])
+@pytest.mark.parametrize(
+    "name", ["Accept", "keyword", "design", "url", "method", "name", "keys", "Content-Type", "Idempotency-Key"]
+)
 def test_plain_names(name):
     assert not is_secret_name(name)
 
