@@ -6,6 +6,8 @@ import django_filters
 from django import forms
 from django_filters.fields import IsoDateTimeField
 from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 
 from orchestration.choices import JobStatus, Severity
 from orchestration.models import Action, Job, LedgerEntry
@@ -56,7 +58,19 @@ class LedgerFilter(django_filters.FilterSet):
         fields = ["event_type", "severity", "since", "subject", "actor"]
 
 
+@extend_schema_field(OpenApiTypes.INT)
+class IdFilter(django_filters.NumberFilter):
+    """An object's id: an integer (a NumberFilter takes 1.5, and past 2**63 the database
+    refuses the value)."""
+
+    field_class = forms.IntegerField
+
+
 class ActionFilter(django_filters.FilterSet):
+    # By id, as the schema says (an integer): an unknown rule finds nothing, like any
+    # other filter value, instead of a 400 "not one of the available choices".
+    rule = IdFilter(field_name="rule_id", min_value=1, max_value=2**63 - 1)
+
     class Meta:
         model = Action
         fields = ["action_type", "status", "cycle", "rule"]

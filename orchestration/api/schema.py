@@ -90,31 +90,3 @@ class OrchestratorAutoSchema(AutoSchema):
             if code.startswith("4") and "content" not in documented:  # one a view alone answers (422)
                 documented["content"] = content
         return responses
-
-
-# The parsers refuse U+0000 in every key (orchestration/api/parsers.py): said in the schema.
-NO_NUL_KEYS = {"pattern": "^[^\\u0000]*$"}
-
-
-def document_request_keys(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
-    """Postprocessing hook: every object a request body holds names its keys without NUL."""
-    schemas = result.get("components", {}).get("schemas", {})
-    roots = [schema for name, schema in schemas.items() if name.endswith("Request")]
-    for operations in result.get("paths", {}).values():
-        for operation in operations.values():
-            for media in (operation.get("requestBody") or {}).get("content", {}).values():
-                roots.append(media.get("schema", {}))
-    stack = list(roots)
-    while stack:
-        schema = stack.pop()
-        if not isinstance(schema, dict) or "$ref" in schema:
-            continue
-        if schema.get("type") == "object" or "properties" in schema or "additionalProperties" in schema:
-            schema.setdefault("propertyNames", NO_NUL_KEYS)
-        stack.extend(schema.get("properties", {}).values())
-        for key in ("items", "additionalProperties"):
-            if isinstance(schema.get(key), dict):
-                stack.append(schema[key])
-        for key in ("allOf", "anyOf", "oneOf"):
-            stack.extend(schema.get(key, []))
-    return result

@@ -175,6 +175,15 @@ class RuleSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError(errors)
         return value
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # An enum in the schema: the action types the executor knows.
+        known = action_types()
+        self.fields["action_type"] = serializers.ChoiceField(
+            choices=list(known),
+            error_messages={"invalid_choice": f"Unknown action type. Known: {', '.join(known)}."},
+        )
+
     def validate_action_type(self, value: str) -> str:
         known = action_types()
         if value not in known:

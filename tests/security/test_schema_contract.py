@@ -73,3 +73,23 @@ def test_the_schema_documents_what_the_views_take(staff_client, world):
     jobs = schema["paths"]["/api/v1/jobs/"]["get"]["parameters"]
     limit = next(p for p in jobs if p["name"] == "limit")
     assert limit["schema"]["type"] == "integer" and limit["schema"]["minimum"] == 1
+
+
+def test_actions_filter_by_rule_id_as_the_schema_says(user_client, world):
+    assert user_client.get("/api/v1/actions/", {"rule": "999999"}).json()["count"] == 0
+    assert user_client.get("/api/v1/actions/", {"rule": str(world.rule.pk)}).status_code == 200
+    for bad in ("1.5", "x", str(2**64)):
+        response = user_client.get("/api/v1/actions/", {"rule": bad})
+        assert response.status_code == 400 and "rule" in response.json()
+
+
+def test_unknown_kinds_and_action_types_are_named(staff_client, world):
+    response = staff_client.post("/api/v1/jobs/", {"kind": "nope"}, format="json")
+    assert response.status_code == 400 and "Unknown job kind" in str(response.json()["kind"])
+    rule = {
+        "name": "r-x",
+        "conditions": [{"field": "jobs.pending", "operator": ">", "value": 1}],
+        "action_type": "nope",
+    }
+    response = staff_client.post("/api/v1/rules/", rule, format="json")
+    assert response.status_code == 400 and "Unknown action type" in str(response.json()["action_type"])
