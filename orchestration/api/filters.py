@@ -6,7 +6,6 @@ import django_filters
 from django import forms
 from django_filters.fields import IsoDateTimeField
 from django_filters.rest_framework import DjangoFilterBackend
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 
 from orchestration.choices import JobStatus, Severity
@@ -58,7 +57,7 @@ class LedgerFilter(django_filters.FilterSet):
         fields = ["event_type", "severity", "since", "subject", "actor"]
 
 
-@extend_schema_field(OpenApiTypes.INT)
+@extend_schema_field({"type": "integer", "minimum": 1, "maximum": 2**63 - 1})
 class IdFilter(django_filters.NumberFilter):
     """An object's id: an integer (a NumberFilter takes 1.5, and past 2**63 the database
     refuses the value)."""
