@@ -13,6 +13,7 @@ from health.sweep import check_services
 from orchestration.admin import badge
 from orchestration.admin_scale import EstimatedCountPaginator
 from orchestration.models.ledger import record
+from orchestration.secret_forms import MaskedSecretsForm
 
 
 def console_link(service: Service):
@@ -29,8 +30,14 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class ServiceForm(MaskedSecretsForm):
+    """Shows the URL with its user-info and secret query values masked; saving the page
+    back keeps the stored ones."""
+
+
 @admin.register(Service)
 class ServiceAdmin(admin.ModelAdmin):
+    form = ServiceForm
     list_display = [
         "name",
         "health_badge",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import requests
 
 from health.status import classify_response
+from orchestration import outbound
 
 USER_AGENT = "orchestrator-health/1"
 
@@ -40,9 +41,9 @@ class ProbeResult:
 def _session() -> requests.Session:
     session = getattr(_local, "session", None)
     if session is None:
-        session = requests.Session()
-        # Proxies from the environment must never redirect a health check elsewhere.
-        session.trust_env = False
+        # Proxies from the environment must never redirect a health check elsewhere; every
+        # connection passes the outbound guard.
+        session = outbound.session(trust_env=False)
         session.headers["User-Agent"] = USER_AGENT
         _local.session = session
     return session
@@ -70,6 +71,8 @@ def probe(item: Probe, *, max_body_bytes: int = 65536) -> ProbeResult:
                     return result(False, response.status_code, f"timeout: body not complete after {item.timeout:g}s")
             error = classify_response(response.status_code, response.headers.get("Content-Type", ""), bytes(body))
             return result(error is None, response.status_code, error or "")
+    except outbound.OutboundRefused as exc:
+        return result(False, None, str(exc))
     except requests.exceptions.ConnectTimeout:
         return result(False, None, f"timeout: no connection within {item.timeout:g}s")
     except requests.exceptions.ReadTimeout:

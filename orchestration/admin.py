@@ -60,9 +60,7 @@ def pretty_json(value) -> str:
 
 
 class JobChangeForm(MaskedSecretsForm):
-    """A queued job's page: its payload with secret header values masked."""
-
-    masked_fields = ("payload",)
+    """A queued job's page: its payload (and every other text) with secrets masked."""
 
 
 class JobAddForm(forms.ModelForm):

@@ -16,6 +16,7 @@ class OrchestrationConfig(AppConfig):
         from orchestration.api.errors import register_conflict
         from orchestration.jobs import django_tasks, kinds  # noqa: F401
         from orchestration.jobs.queue import JobStateError
+        from orchestration.logformat import install_record_redaction
         from orchestration.loop import actions  # noqa: F401
         from orchestration.loop.cycle import CycleBusy
         from orchestration.loop.standby import install_cluster_standby
@@ -25,6 +26,13 @@ class OrchestrationConfig(AppConfig):
         from orchestration.storedjson import read_invalid_text_replaced
         from orchestration.workers import registrations  # noqa: F401 - the worker fleet
 
+        install_record_redaction()
+        # Admin modules are imported by the admin app's ready(), listed before this one.
+        from django.contrib import admin
+
+        from orchestration.secret_forms import mask_admin_forms
+
+        mask_admin_forms(admin.site)
         # What may run by name, the same in every process (web, cluster nodes, loop).
         load_modules(settings.RUNNABLE_MODULES)
         register_conflict(JobStateError, CycleBusy)

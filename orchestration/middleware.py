@@ -52,3 +52,31 @@ class BodyLimitMiddleware:
                 request, 413, "Request too large", f"The body is {size} bytes; at most {limit} are accepted."
             )
         return self.get_response(request)
+
+
+class RedactHtmlMiddleware:
+    """Every HTML page (console, admin, the browsable API) leaves with its secrets
+    masked: URL user-info, secret query values, secret-named JSON keys and headers.
+    Forms that edit such values mask them field by field (secret_forms.py) so that
+    saving a page back keeps the stored secrets; this is the net under every other
+    place a page shows stored text (list columns, read-only fields, error texts)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        from orchestration.redaction import redact_html
+
+        response = self.get_response(request)
+        content_type = response.get("Content-Type", "")
+        if getattr(response, "streaming", False) or not content_type.startswith("text/html"):
+            return response
+        charset = getattr(response, "charset", None) or "utf-8"
+        try:
+            html = response.content.decode(charset)
+        except UnicodeDecodeError:
+            return response
+        shown = redact_html(html)
+        if shown != html:
+            response.content = shown.encode(charset)
+        return response

@@ -3,6 +3,7 @@ environment (see README "Configuration"); nothing secret is committed."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from datetime import timedelta
@@ -88,6 +89,8 @@ MIDDLEWARE = [
     "orchestration.middleware.BodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # Inside CommonMiddleware, so the Content-Length it sets is the masked page's.
+    "orchestration.middleware.RedactHtmlMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -114,6 +117,22 @@ TEMPLATES = [
         },
     },
 ]
+
+# --- Outbound guard (orchestration/outbound.py) -------------------------------------
+# Every outbound call (health checks, worker HTTP targets, http.request jobs, routed
+# calls, alert webhooks) is refused to an address in a blocked network (link-local: cloud
+# metadata) and, when the allowed list is set, to one outside it. Comma-separated CIDRs.
+OUTBOUND_BLOCKED_NETWORKS = env_list("OUTBOUND_BLOCKED_NETWORKS", ["169.254.0.0/16", "fe80::/10"])
+OUTBOUND_ALLOWED_NETWORKS = env_list("OUTBOUND_ALLOWED_NETWORKS", [])
+for _name, _networks in (
+    ("OUTBOUND_BLOCKED_NETWORKS", OUTBOUND_BLOCKED_NETWORKS),
+    ("OUTBOUND_ALLOWED_NETWORKS", OUTBOUND_ALLOWED_NETWORKS),
+):
+    for _network in _networks:
+        try:
+            ipaddress.ip_network(_network, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(f"{_name}: {_network!r} is not a network (e.g. 169.254.0.0/16)") from None
 
 # --- Database ---------------------------------------------------------------
 # Default: one SQLite file in WAL mode. IMMEDIATE transactions take the write lock at
@@ -321,6 +340,11 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["orchestration.api.permissions.ReadAuthenticatedWriteStaff"],
     # DRF's parsers, refusing NUL characters (PostgreSQL cannot store them).
+    # Every answer is masked on its way out (orchestration/redaction.py).
+    "DEFAULT_RENDERER_CLASSES": [
+        "orchestration.api.renderers.RedactingJSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
     "DEFAULT_PARSER_CLASSES": [
         "orchestration.api.parsers.JSONParser",
         "orchestration.api.parsers.FormParser",
@@ -328,7 +352,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PAGINATION_CLASS": "orchestration.api.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_FILTER_BACKENDS": ["orchestration.api.filters.StrictFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "orchestration.api.schema.OrchestratorAutoSchema",
     "DEFAULT_THROTTLE_CLASSES": ["orchestration.api.throttles.WriteRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"writes": env_str("API_WRITE_RATE", "100000/min" if TESTING else "600/min")},
@@ -353,7 +377,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "text": {"format": "%(asctime)s %(levelname)s [%(name)s] %(message)s"},
+        "text": {
+            "()": "orchestration.logformat.TextFormatter",
+            "format": "%(asctime)s %(levelname)s [%(name)s] %(message)s",
+        },
         "json": {"()": "orchestration.logformat.JsonFormatter"},
     },
     "handlers": {

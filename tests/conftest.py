@@ -101,6 +101,17 @@ def _empty_cache():
     cache.clear()
 
 
+#: Nothing a test generates may leave the machine: every outbound call of the code under
+#: test (orchestration/outbound.py) may reach loopback only. Subprocesses get the same
+#: through tests/support/processes.subprocess_env.
+LOOPBACK_ONLY = ["127.0.0.0/8", "::1/128"]
+
+
+@pytest.fixture(autouse=True)
+def _outbound_loopback_only(settings):
+    settings.OUTBOUND_ALLOWED_NETWORKS = LOOPBACK_ONLY
+
+
 @pytest.fixture
 def broker_only(monkeypatch):
     """Tasks go to the real (ORM) broker instead of running inline, as they do when a

@@ -5,6 +5,8 @@ from rest_framework import serializers
 from health import status as pure
 from health.models import HealthCheck, Service, ServiceAlert
 from health.report import display_health
+from orchestration import outbound
+from orchestration.redaction import MaskedSecretError, restore_text
 
 WRITE_FIELDS = [
     "name",
@@ -61,12 +63,24 @@ class ServiceSerializer(serializers.ModelSerializer):
     def get_health(self, obj: Service) -> str:
         return display_health(obj)
 
+    def _restored(self, name: str, value: str) -> str:
+        # Reads mask user-info and secret query values; a read written back keeps them.
+        try:
+            return restore_text(value, getattr(self.instance, name, None), name)
+        except MaskedSecretError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
     def validate_base_url(self, value: str) -> str:
+        value = self._restored("base_url", value)
         if not value.lower().startswith(("http://", "https://")):
             raise serializers.ValidationError("Must be an http:// or https:// URL.")
+        refused = outbound.url_problem(value)
+        if refused:
+            raise serializers.ValidationError(f"Outbound call refused: {refused}.")
         return value.rstrip("/")
 
     def validate_health_path(self, value: str) -> str:
+        value = self._restored("health_path", value)
         if not value.startswith("/"):
             raise serializers.ValidationError("Must start with '/'.")
         return value

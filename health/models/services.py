@@ -12,6 +12,7 @@ from django.utils import timezone
 from health import status as pure
 from health.choices import BreakerState, ServiceHealth
 from health.models.circuit import CircuitBreaker
+from orchestration import outbound
 from orchestration.models.ledger import record as ledger_record
 from orchestration.storedjson import JSONField
 
@@ -119,6 +120,9 @@ class Service(models.Model):
             raise ValidationError({"capabilities": "A list of task type names (non-empty strings)."})
         if not (self.health_path or "").startswith("/"):
             raise ValidationError({"health_path": "Must start with '/'."})
+        refused = outbound.url_problem(self.base_url or "")
+        if refused:
+            raise ValidationError({"base_url": f"Outbound call refused: {refused}."})
 
     # --- breaker ------------------------------------------------------------------
     def breaker_defaults(self) -> dict[str, Any]:

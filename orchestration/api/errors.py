@@ -3,6 +3,9 @@ something the caller did."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from rest_framework import status
@@ -40,7 +43,24 @@ class DatabaseUnavailable(APIException):
 RETRY_AFTER_SECONDS = 1
 
 
+def object_body(request) -> Mapping[str, Any]:
+    """The request's body where the operation takes a JSON object (or nothing): an array
+    or a bare value is a 400, as the schema says (``[] or {}`` let an empty array pass)."""
+    data = request.data
+    if not isinstance(data, Mapping):
+        raise ValidationError({"non_field_errors": [f"Expected a JSON object, got {type(data).__name__}."]})
+    return data
+
+
 def exception_handler(exc, context):
+    request = context.get("request")
+    renderer = getattr(request, "accepted_renderer", None)
+    if renderer is not None and getattr(renderer, "format", "") == "sse":
+        # An error is a JSON body even where the success is an event stream (a 404 sent as
+        # text/event-stream broke clients and the schema).
+        from orchestration.api.renderers import RedactingJSONRenderer
+
+        request.accepted_renderer, request.accepted_media_type = RedactingJSONRenderer(), "application/json"
     if is_transient(exc):
         # Weather, not a bug: a 503 the client may retry, never a 500; the broken
         # connection is not reused by the next request of this thread.

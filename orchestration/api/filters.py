@@ -6,6 +6,8 @@ import django_filters
 from django import forms
 from django.db import connections
 from django_filters.fields import IsoDateTimeField
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import extend_schema_field
 
 from orchestration.choices import JobStatus, Severity
 from orchestration.models import Action, Job, LedgerEntry
@@ -96,7 +98,60 @@ class LedgerFilter(django_filters.FilterSet):
         return event_type_prefix(queryset, value)
 
 
+@extend_schema_field({"type": "integer", "minimum": 1, "maximum": 2**63 - 1})
+class IdFilter(django_filters.NumberFilter):
+    """An object's id: an integer (a NumberFilter takes 1.5, and past 2**63 the database
+    refuses the value)."""
+
+    field_class = forms.IntegerField
+
+
 class ActionFilter(django_filters.FilterSet):
+    # By id, as the schema says (an integer): an unknown rule finds nothing, like any
+    # other filter value, instead of a 400 "not one of the available choices".
+    rule = IdFilter(field_name="rule_id", min_value=1, max_value=2**63 - 1)
+
     class Meta:
         model = Action
         fields = ["action_type", "status", "cycle", "rule"]
+
+
+class StrictBooleanField(forms.Field):
+    """A boolean filter's value: true/false (1/0), else a 400 naming the parameter.
+
+    django-filter's own field reads anything else as "no filter": ``?enabled=yes`` answered
+    every row, as if the client had not asked."""
+
+    TRUE, FALSE = ("true", "1"), ("false", "0")
+
+    def to_python(self, value):
+        if value is None:
+            return None
+        text = str(value).strip().lower()
+        if text in self.TRUE:
+            return True
+        if text in self.FALSE:
+            return False
+        raise forms.ValidationError("Use true or false.", code="invalid")
+
+
+class StrictFilterBackend(DjangoFilterBackend):
+    """Filters of a list: booleans strict (above); operations other than the list itself
+    (a worker's runs, a service's checks) take none of the list's filters — they ignored
+    them, while the schema listed them."""
+
+    def get_filterset_class(self, view, queryset=None):
+        if getattr(view, "action", "list") not in ("list", None):
+            return None
+        return super().get_filterset_class(view, queryset)
+
+    def get_filterset(self, request, queryset, view):
+        filterset = super().get_filterset(request, queryset, view)
+        if filterset is not None:
+            for item in filterset.filters.values():
+                if isinstance(item, django_filters.BooleanFilter):
+                    item.field_class = StrictBooleanField
+                    # The REST boolean widget reads "maybe" as no value before the field sees it.
+                    item.extra["widget"] = forms.TextInput
+                    item.__dict__.pop("_field", None)  # a field built before from the lax class
+        return filterset

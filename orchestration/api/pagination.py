@@ -41,6 +41,35 @@ class BoundedLimitOffsetPagination(LimitOffsetPagination):
 
     max_limit = 1000
 
+    def get_limit(self, request) -> int | None:
+        # DRF falls back to the default page size for ?limit=abc; the schema says integer,
+        # so a client's typo is a 400 naming the parameter, not a silently other page.
+        values = request.query_params.getlist(self.limit_query_param)
+        if not values:
+            return self.default_limit
+        return min(_integer(values, self.limit_query_param, minimum=1), self.max_limit)
+
+    def get_offset(self, request) -> int:
+        values = request.query_params.getlist(self.offset_query_param)
+        if not values:
+            return 0
+        return _integer(values, self.offset_query_param, minimum=0)
+
+    def get_schema_operation_parameters(self, view) -> list[dict]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            minimum = 1 if parameter["name"] == self.limit_query_param else 0
+            parameter["schema"] = {**parameter["schema"], "minimum": minimum}
+        return parameters
+
+
+def _integer(values: list[str], name: str, *, minimum: int) -> int:
+    """The parameter's value (the last, as DRF reads it); every value given must be one."""
+    for raw in values:
+        if not raw.isascii() or not raw.isdigit() or int(raw) < minimum:
+            raise ValidationError({name: [f"Must be an integer of at least {minimum}."]})
+    return int(values[-1])
+
 
 # --- counting without reading every row ---------------------------------------------------
 def bounded_count(queryset: QuerySet, limit: int | None = None) -> tuple[int, bool]:
@@ -200,19 +229,15 @@ class KeysetPagination(BasePagination):
 
     # --- the request ----------------------------------------------------------------------
     def _limit(self, request) -> int:
-        raw = request.query_params.get(self.limit_query_param)
-        try:
-            value = int(raw) if raw is not None else self.page_size
-        except ValueError:
-            value = self.page_size
-        return max(1, min(value, self.max_limit)) if value > 0 else self.page_size
+        # A typo in ?limit= is a 400 naming it (the schema says integer), not another page.
+        values = request.query_params.getlist(self.limit_query_param)
+        if not values:
+            return self.page_size
+        return min(_integer(values, self.limit_query_param, minimum=1), self.max_limit)
 
     def _offset(self, request) -> int:
-        raw = request.query_params.get(self.offset_query_param)
-        try:
-            offset = max(0, int(raw)) if raw is not None else 0
-        except ValueError:
-            offset = 0
+        values = request.query_params.getlist(self.offset_query_param)
+        offset = _integer(values, self.offset_query_param, minimum=0) if values else 0
         if offset > MAX_OFFSET:
             first = remove_query_param(request.build_absolute_uri(), self.offset_query_param)
             raise ValidationError(
@@ -295,14 +320,14 @@ class KeysetPagination(BasePagination):
                 "name": self.limit_query_param,
                 "required": False,
                 "in": "query",
-                "schema": {"type": "integer"},
+                "schema": {"type": "integer", "minimum": 1},
                 "description": f"Rows per page (at most {self.max_limit}).",
             },
             {
                 "name": self.offset_query_param,
                 "required": False,
                 "in": "query",
-                "schema": {"type": "integer"},
+                "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET},
                 "description": f"Rows to skip, at most {MAX_OFFSET:,}; deeper pages follow the cursor.",
             },
         ]

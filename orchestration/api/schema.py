@@ -46,6 +46,11 @@ DESCRIPTIONS = {
 
 
 class OrchestratorAutoSchema(AutoSchema):
+    def map_parsers(self) -> list[str]:
+        # The contract is JSON (API.md): form encodings, which the browsable API posts,
+        # cannot carry the types the schema states (every form value is a string).
+        return ["application/json"]
+
     def _error_component(self) -> dict[str, str]:
         component = ResolvedComponent(
             name="Error", type=ResolvedComponent.SCHEMA, object="orchestrator-error", schema=ERROR_SCHEMA

@@ -6,12 +6,15 @@ from rest_framework import serializers
 from orchestration.api.permissions import require_run_code
 from orchestration.choices import Backoff, Priority
 from orchestration.jobs import django_tasks
-from orchestration.jobs.kinds import python_call_problems
+from orchestration.jobs.kinds import http_request_problems, python_call_problems
 from orchestration.jobs.registry import kind_names
 from orchestration.loop.decider import ConditionError, validate_condition
 from orchestration.loop.executor import action_types
 from orchestration.models import Action, Job, Lane, LedgerEntry, OrchestratorProcess, Rule
-from orchestration.redaction import redact
+from orchestration.redaction import redact, redact_error
+
+FETCHED_KEYS = ("body", "response")
+STAFF_ONLY = "(shown to staff only)"
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -47,13 +50,22 @@ class JobSerializer(serializers.ModelSerializer):
 
     def to_representation(self, instance: Job) -> dict:
         data = super().to_representation(instance)
-        # An http.request payload may carry Authorization & co.: shown masked.
+        # An http.request payload may carry Authorization & co.: shown masked (the
+        # renderer masks the whole answer again); the traceback is for staff only.
         data["payload"] = redact(data["payload"])
+        request = self.context.get("request")
+        staff = bool(request is not None and request.user.is_staff)
+        data["error"] = redact_error(data["error"], staff=staff)
+        if not staff and isinstance(data["result"], dict):
+            # What a URL answered (an http.request's body, a routed call's response) may
+            # be anything the target holds: shown to staff only.
+            data["result"] = {k: STAFF_ONLY if k in FETCHED_KEYS else v for k, v in data["result"].items()}
         return data
 
 
 class JobCreateSerializer(serializers.Serializer):
-    kind = serializers.CharField(max_length=100)
+    # Choices filled per instance (the schema lists the kinds a client may queue).
+    kind = serializers.ChoiceField(choices=[])
     payload = serializers.JSONField(required=False, default=dict)
     priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.NORMAL)
     lane = serializers.SlugField(max_length=64, default="default")
@@ -63,6 +75,12 @@ class JobCreateSerializer(serializers.Serializer):
     score = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=100)
     channel = serializers.CharField(required=False, allow_blank=True, max_length=40, default="")
     reference = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["kind"].choices = kind_names(client=True)
+        known = ", ".join(kind_names(client=True))
+        self.fields["kind"].error_messages["invalid_choice"] = f"Unknown job kind. Known kinds: {known}."
 
     def validate_kind(self, value: str) -> str:
         if value not in kind_names(client=True):
@@ -75,6 +93,11 @@ class JobCreateSerializer(serializers.Serializer):
         return value
 
     def validate(self, attrs):
+        if attrs.get("kind") == "http.request":
+            # The outbound guard at creation: a link-local (cloud metadata) URL is a 400.
+            problems = http_request_problems(attrs.get("payload") or {})
+            if problems:
+                raise serializers.ValidationError({"payload": problems})
         if attrs.get("kind") == "python.call":
             # Only a function the deployment declared runs, and only someone with the
             # run_code permission (not every staff member) may queue one.
@@ -158,6 +181,15 @@ class RuleSerializer(serializers.ModelSerializer):
         if errors:
             raise serializers.ValidationError(errors)
         return value
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # An enum in the schema: the action types the executor knows.
+        known = action_types()
+        self.fields["action_type"] = serializers.ChoiceField(
+            choices=list(known),
+            error_messages={"invalid_choice": f"Unknown action type. Known: {', '.join(known)}."},
+        )
 
     def validate_action_type(self, value: str) -> str:
         known = action_types()

@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from orchestration.api import filters
+from orchestration.api.errors import object_body
 from orchestration.api.idempotency import HEADER, all_or_nothing, idempotent
 from orchestration.api.pagination import KeysetPagination
 from orchestration.api.permissions import PublicEndpoint
@@ -96,17 +97,27 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Create
             incoming.is_valid(raise_exception=True)
             data = dict(incoming.validated_data)
             job = queue.enqueue(data.pop("kind"), data.pop("payload"), actor=actor_of(request), **data)
-            return claim.save(Response(JobSerializer(job).data, status=status.HTTP_201_CREATED))
+            return claim.save(
+                Response(JobSerializer(job, context=self.get_serializer_context()).data, status=status.HTTP_201_CREATED)
+            )
 
     @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse(description="Already finished")})
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
-        return Response(JobSerializer(queue.cancel(self.get_object(), actor=actor_of(request))).data)
+        return Response(
+            JobSerializer(
+                queue.cancel(self.get_object(), actor=actor_of(request)), context=self.get_serializer_context()
+            ).data
+        )
 
     @extend_schema(request=None, responses={200: JobSerializer, 409: OpenApiResponse(description="Not failed")})
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
-        return Response(JobSerializer(queue.retry(self.get_object(), actor=actor_of(request))).data)
+        return Response(
+            JobSerializer(
+                queue.retry(self.get_object(), actor=actor_of(request)), context=self.get_serializer_context()
+            ).data
+        )
 
 
 class LaneViewSet(AuditedModelViewSet):
@@ -170,7 +181,7 @@ class SnapshotView(APIView):
 class RunOnceView(APIView):
     @extend_schema(request=RunOnceSerializer, responses={200: _OK, 409: OpenApiResponse(description="Cycle busy")})
     def post(self, request):
-        body = RunOnceSerializer(data=request.data or {})
+        body = RunOnceSerializer(data=object_body(request))
         body.is_valid(raise_exception=True)
         result = run_cycle(dry_run=body.validated_data["dry_run"], manual=True, actor=actor_of(request))
         return Response({"status": "ok", "result": result})
@@ -179,7 +190,7 @@ class RunOnceView(APIView):
 class EnableView(APIView):
     @extend_schema(request=EnableSerializer, responses={200: _OK})
     def post(self, request):
-        body = EnableSerializer(data=request.data or {})
+        body = EnableSerializer(data=object_body(request))
         body.is_valid(raise_exception=True)
         state = LoopState.get()
         fields = {"enabled": True, "next_cycle_due_at": None}

@@ -39,6 +39,7 @@ from orchestration.console.forms import GateDecisionForm, LoopIntervalForm, Star
 from orchestration.loop.cycle import CycleBusy, run_cycle
 from orchestration.models import LoopState, Worker
 from orchestration.models.ledger import record
+from orchestration.redaction import redact_html
 from orchestration.workers.runner import WorkerStateError
 from orchestration.workers.runner import trigger as trigger_worker
 from pipeline import engine
@@ -121,7 +122,8 @@ def render_page(
     if request.GET.get("live"):
         body = {
             "generated_at": context["now"].isoformat(),
-            "panels": {name: render_to_string(tpl, context, request) for name, tpl in panels.items()},
+            # Pages are masked by RedactHtmlMiddleware; these panels travel inside JSON.
+            "panels": {name: redact_html(render_to_string(tpl, context, request)) for name, tpl in panels.items()},
             **(extra_json or {}),
         }
         response = JsonResponse(body)

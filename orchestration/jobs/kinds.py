@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import requests
 from django.conf import settings
 
-from orchestration import runnables
+from orchestration import outbound, runnables
 from orchestration.jobs.registry import PermanentJobError, job_kind
 
 
@@ -68,23 +67,37 @@ def mark_schedule(name: str) -> str:
     return append_mark(name, "fired")
 
 
-@job_kind("http.request", description="Makes one HTTP request; 2xx (or expected_status) is success.")
-def http_request(payload: dict, ctx) -> dict:
+def http_request_problems(payload: dict) -> dict[str, str]:
+    """What is wrong with an http.request payload, by key: checked when the job is
+    created (a 400) and again when it runs (DNS may have changed since)."""
     url = payload.get("url")
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise PermanentJobError("payload.url must be an http(s) URL")
+        return {"url": "must be an http(s) URL"}
+    refused = outbound.url_problem(url)
+    return {"url": f"outbound call refused: {refused}"} if refused else {}
+
+
+@job_kind("http.request", description="Makes one HTTP request; 2xx (or expected_status) is success.")
+def http_request(payload: dict, ctx) -> dict:
+    problems = http_request_problems(payload)
+    if problems:
+        raise PermanentJobError("; ".join(f"payload.{k}: {v}" for k, v in problems.items()))
+    url = payload["url"]
     method = str(payload.get("method", "GET")).upper()
     timeout = float(payload.get("timeout", 10))
     expected = payload.get("expected_status")
     started = time.monotonic()
-    response = requests.request(
-        method,
-        url,
-        headers=payload.get("headers") or {},
-        json=payload.get("json"),
-        data=payload.get("body"),
-        timeout=timeout,
-    )
+    try:
+        response = outbound.request(
+            method,
+            url,
+            headers=payload.get("headers") or {},
+            json=payload.get("json"),
+            data=payload.get("body"),
+            timeout=timeout,
+        )
+    except outbound.OutboundRefused as exc:
+        raise PermanentJobError(str(exc)) from None  # the address will not become allowed on a retry
     elapsed_ms = round((time.monotonic() - started) * 1000, 1)
     ok = response.status_code == int(expected) if expected else 200 <= response.status_code < 300
     if not ok:

@@ -8,7 +8,7 @@ from django.db.models.functions import StrIndex, Substr
 from django.utils import timezone
 
 from orchestration.choices import Severity
-from orchestration.redaction import redact
+from orchestration.redaction import redact, redact_text
 from orchestration.storedjson import JSONField
 
 
@@ -76,9 +76,10 @@ def ledger_entry(
     return LedgerEntry(
         event_type=event_type,
         severity=severity,
-        subject=subject[:200],
-        message=message,
-        # Secret header values (a worker target's Authorization…) never reach the ledger.
+        # No secret reaches the ledger: not a worker target's Authorization header, nor a
+        # webhook's token inside an error text quoted in the message.
+        subject=redact_text(subject)[:200],
+        message=redact_text(message),
         data=redact(data or {}),
         actor=(actor or "system")[:150],
         created_at=timezone.now(),

@@ -9,6 +9,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from orchestration.api.errors import object_body
 from orchestration.api.idempotency import idempotent
 from orchestration.api.schema import DESCRIPTIONS
 from orchestration.api.views import IDEMPOTENCY_KEY, AuditedModelViewSet, actor_of
@@ -282,7 +283,7 @@ class SuggestionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     @extend_schema(request=AnalyzeRequest, responses={200: _ANY})
     @action(detail=False, methods=["post"])
     def analyze(self, request):
-        body = AnalyzeRequest(data=request.data or {})
+        body = AnalyzeRequest(data=object_body(request))
         body.is_valid(raise_exception=True)
         result = improvement.analyze(body.validated_data["time_window_hours"], actor=actor_of(request))
         result["suggestions"] = SuggestionSerializer(
@@ -291,7 +292,7 @@ class SuggestionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         return Response(result)
 
     def _decide(self, request, approve: bool):
-        body = DecisionRequest(data=request.data or {})
+        body = DecisionRequest(data=object_body(request))
         body.is_valid(raise_exception=True)
         suggestion = self.get_object()
         before = improvement.current_metrics(suggestion) if approve else None

@@ -10,6 +10,7 @@ from typing import Any
 import requests
 from django.db import transaction
 
+from orchestration import outbound
 from orchestration.jobs import queue
 from orchestration.jobs.backoff import retry_delay
 from orchestration.jobs.registry import PermanentJobError, RetryLater, job_kind
@@ -93,7 +94,9 @@ def _post(service, data: dict, timeout: float) -> tuple[bool, int | None, Any, s
     url = service.base_url.rstrip("/") + "/process"
     started = time.monotonic()
     try:
-        response = requests.post(url, json=data, timeout=timeout)
+        response = outbound.post(url, json=data, timeout=timeout)
+    except outbound.OutboundRefused as exc:
+        return False, None, None, str(exc), (time.monotonic() - started) * 1000
     except requests.Timeout:
         return False, None, None, f"timed out after {timeout:g}s", (time.monotonic() - started) * 1000
     except requests.RequestException as exc:

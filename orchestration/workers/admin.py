@@ -47,7 +47,7 @@ def score_badge(value: float | None):
 
 
 class WorkerForm(MaskedSecretsForm):
-    masked_fields = ("target",)
+    # Every text and JSON field masked (the target's URL, headers and body included).
 
     class Meta:
         model = Worker

@@ -27,9 +27,11 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.utils import timezone
 
+from orchestration import outbound
 from orchestration.choices import Severity
 from orchestration.models import Anomaly
 from orchestration.models.ledger import record
+from orchestration.redaction import redact, redact_text
 from orchestration.workers.choices import AlertState
 
 log = logging.getLogger("orchestration.workers")
@@ -120,19 +122,23 @@ class WebhookChannel(AlertChannel):
         last = ""
         for attempt in range(1, settings.FLEET_ALERT_WEBHOOK_RETRIES + 1):
             try:
-                response = requests.post(
-                    url, json={"source": "orchestrator", **asdict(alert)}, timeout=settings.FLEET_ALERT_WEBHOOK_TIMEOUT
-                )
+                # A notification leaves like every other exit: secrets in its details masked.
+                body = redact({"source": "orchestrator", **asdict(alert)})
+                response = outbound.post(url, json=body, timeout=settings.FLEET_ALERT_WEBHOOK_TIMEOUT)
                 if response.status_code < 300:
                     return {"status_code": response.status_code, "attempts": attempt}
                 last = f"answered {response.status_code}"
                 if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
                     break  # the receiver refuses this request; retrying will not help
+            except outbound.OutboundRefused as exc:
+                last = str(exc)
+                break  # permanent: the address will not become allowed on a retry
             except requests.RequestException as exc:
                 last = f"{type(exc).__name__}: {exc}"
             if attempt < settings.FLEET_ALERT_WEBHOOK_RETRIES:
                 time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
-        raise AlertError(f"webhook {url} failed after {attempt} attempt(s): {last}")
+        # The webhook's URL (and the exception text, which repeats it) often holds its token.
+        raise AlertError(redact_text(f"webhook {url} failed after {attempt} attempt(s): {last}"))
 
 
 @alert_channel("email")
@@ -141,7 +147,7 @@ class EmailChannel(AlertChannel):
         return bool(settings.FLEET_ALERT_EMAILS)
 
     def send(self, alert: Alert) -> dict[str, Any]:
-        body = f"{alert.message}\n\nDetected at {alert.detected_at}\nDetails: {alert.details}\n"
+        body = redact_text(f"{alert.message}\n\nDetected at {alert.detected_at}\nDetails: {redact(alert.details)}\n")
         sent = send_mail(
             f"[orchestrator] {alert.severity.upper()} {alert.code} {alert.subject}",
             body,
@@ -169,8 +175,8 @@ def send(anomaly: Anomaly, *, escalated: bool = False) -> dict[str, Any]:
         else:
             try:
                 results[name] = {"ok": True, **channel.send(alert)}
-            except Exception as exc:  # reported per channel
-                results[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            except Exception as exc:  # reported per channel; stored on the anomaly, so masked
+                results[name] = {"ok": False, "error": redact_text(f"{type(exc).__name__}: {exc}")}
     return results
 
 

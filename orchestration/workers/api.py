@@ -40,6 +40,12 @@ RESERVED_NAMES = {"status"}
 
 
 # --- serializers --------------------------------------------------------------------
+@extend_schema_field({"type": "object", "additionalProperties": True})
+class TargetField(serializers.JSONField):
+    """A worker's target is an object (python or http): null or a list is a 400, as the
+    schema now says (it documented any JSON value)."""
+
+
 class WorkerSerializer(serializers.ModelSerializer):
     name = serializers.SlugField(max_length=80)
     category = serializers.ChoiceField(choices=WorkerCategory.choices)
@@ -47,7 +53,7 @@ class WorkerSerializer(serializers.ModelSerializer):
     priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.NORMAL)
     depends_on = serializers.JSONField(required=False, default=list)
     optional_depends_on = serializers.JSONField(required=False, default=list)
-    target = serializers.JSONField()
+    target = TargetField()
     cadence = serializers.SerializerMethodField()
     next_run_at = serializers.SerializerMethodField()
     breaker_state = serializers.SerializerMethodField()

@@ -19,13 +19,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psutil
-import requests
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from orchestration import outbound
 from orchestration.choices import Severity
 from orchestration.jobs.kinds import import_callable
 from orchestration.jobs.queue import enqueue, worker_identity
@@ -300,14 +300,17 @@ def call_target(worker: Worker, run: WorkerRun) -> dict[str, Any]:
         url = http_url(str(target.get("url", "")))
         method = str(target.get("method", "POST")).upper()
         body = target.get("body")
-        response = requests.request(
-            method,
-            url,
-            headers=target.get("headers") or {},
-            json=body if isinstance(body, dict | list) else None,
-            data=body if isinstance(body, str) else None,
-            timeout=worker.timeout_seconds,
-        )
+        try:
+            response = outbound.request(
+                method,
+                url,
+                headers=target.get("headers") or {},
+                json=body if isinstance(body, dict | list) else None,
+                data=body if isinstance(body, str) else None,
+                timeout=worker.timeout_seconds,
+            )
+        except outbound.OutboundRefused as exc:
+            raise PermanentJobError(str(exc)) from None
         expected = target.get("expected_status")
         ok = response.status_code == int(expected) if expected else 200 <= response.status_code < 300
         if not ok:

@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from orchestration import runnables
+from django.conf import settings
+
+from orchestration import outbound, runnables
 from orchestration.workers import cadence, graph
 
 HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"}
@@ -45,6 +47,9 @@ def validate_target(target: Any) -> dict[str, Any]:
         expected = target.get("expected_status")
         if expected is not None and (not isinstance(expected, int) or not 100 <= expected <= 599):
             raise SpecError({"target": "expected_status must be an HTTP status code"})
+        refused = outbound.url_problem(url.replace("{base_url}", settings.FLEET_BASE_URL))
+        if refused:
+            raise SpecError({"target": f"url: outbound call refused: {refused}"})
         return {**target, "method": method}
     raise SpecError({"target": "type must be 'python' or 'http'"})
 

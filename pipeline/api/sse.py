@@ -16,6 +16,7 @@ from django.utils import timezone
 from rest_framework.renderers import BaseRenderer
 
 from orchestration.dbfaults import Outage, close_connections, describe, is_transient
+from orchestration.redaction import redact
 from pipeline import transitions as t
 from pipeline.models import PipelineEvent, PipelineJob
 
@@ -31,11 +32,11 @@ class EventStreamRenderer(BaseRenderer):
     charset = "utf-8"
 
     def render(self, data, accepted_media_type=None, renderer_context=None):
-        return f"event: error\ndata: {json.dumps(data, default=str)}\n\n".encode()
+        return f"event: error\ndata: {json.dumps(redact(data), default=str)}\n\n".encode()
 
 
 def format_event(event: PipelineEvent) -> str:
-    body = json.dumps({"job_id": event.job_id, **event.as_dict()}, default=str)
+    body = json.dumps(redact({"job_id": event.job_id, **event.as_dict()}), default=str)
     return f"id: {event.pk}\nevent: {event.type}\ndata: {body}\n\n"
 
 

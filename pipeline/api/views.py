@@ -6,9 +6,10 @@ from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
+from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.response import Response
 
+from orchestration.api.renderers import RedactingJSONRenderer
 from orchestration.api.views import AuditedModelViewSet, actor_of
 from pipeline import engine
 from pipeline import transitions as t
@@ -137,7 +138,7 @@ class PipelineJobViewSet(
     @action(
         detail=True,
         methods=["get"],
-        renderer_classes=[JSONRenderer, BrowsableAPIRenderer, EventStreamRenderer],
+        renderer_classes=[RedactingJSONRenderer, BrowsableAPIRenderer, EventStreamRenderer],
         pagination_class=None,
     )
     def events(self, request, pk=None):

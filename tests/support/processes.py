@@ -37,6 +37,8 @@ def subprocess_env(**extra: str) -> dict[str, str]:
         Q_SYNC="false",
         RUNS_DIR=str(settings.RUNS_DIR),
         PYTHONUNBUFFERED="1",
+        # As in the test process (tests/conftest.py): outbound calls reach loopback only.
+        OUTBOUND_ALLOWED_NETWORKS="127.0.0.0/8,::1/128",
         ORCHESTRATOR_INTERVAL_SECONDS=str(extra.pop("ORCHESTRATOR_INTERVAL_SECONDS", "0.5")),
     )
     env.update(extra)
