@@ -69,7 +69,7 @@ def test_the_schema_documents_what_the_views_take(staff_client, world):
                 assert list(body["content"]) == ["application/json"], (method, path)
     # A worker's runs take no filter of the worker list (they were listed and ignored).
     runs = schema["paths"]["/api/v1/workers/{name}/runs/"]["get"]
-    assert {p["name"] for p in runs.get("parameters", []) if p["in"] == "query"} <= {"limit", "offset"}
+    assert {p["name"] for p in runs.get("parameters", []) if p["in"] == "query"} <= {"limit", "offset", "cursor"}
     jobs = schema["paths"]["/api/v1/jobs/"]["get"]["parameters"]
     limit = next(p for p in jobs if p["name"] == "limit")
     assert limit["schema"]["type"] == "integer" and limit["schema"]["minimum"] == 1
