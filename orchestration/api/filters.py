@@ -148,6 +148,14 @@ class StrictFilterBackend(DjangoFilterBackend):
     def get_filterset(self, request, queryset, view):
         filterset = super().get_filterset(request, queryset, view)
         if filterset is not None:
+            # An empty value is not one of a choice filter's values (the schema's enum):
+            # django-filter would ignore it and answer every row.
+            for name, item in filterset.filters.items():
+                if isinstance(item, django_filters.ChoiceFilter) and "" in request.query_params.getlist(name):
+                    from rest_framework.exceptions import ValidationError
+
+                    choices = ", ".join(str(value) for value, _ in item.extra.get("choices", []) if value != "")
+                    raise ValidationError({name: [f"Must be one of: {choices}."]})
             for item in filterset.filters.values():
                 if isinstance(item, django_filters.BooleanFilter):
                     item.field_class = StrictBooleanField

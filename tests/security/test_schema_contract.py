@@ -93,3 +93,10 @@ def test_unknown_kinds_and_action_types_are_named(staff_client, world):
     }
     response = staff_client.post("/api/v1/rules/", rule, format="json")
     assert response.status_code == 400 and "Unknown action type" in str(response.json()["action_type"])
+
+
+def test_an_empty_choice_filter_is_refused_naming_it(user_client, world):
+    for name in ("status", "priority"):
+        response = user_client.get("/api/v1/jobs/", {name: ""})
+        assert response.status_code == 400 and name in response.json(), (name, response.content)
+    assert user_client.get("/api/v1/jobs/", {"priority": "high"}).status_code == 200
