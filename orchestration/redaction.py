@@ -11,7 +11,7 @@ What is masked (``MASK`` in place of the value, the name stays visible):
   (``api_key``, ``X-Api-Key``, ``apikey``; not ``keyword``). Its whole value is masked
   unless it is null, a boolean or an empty string, which carry no secret;
 - inside every string (error texts, messages, URLs): URL user-info
-  (``https://user:pw@host`` → ``https://********@host``), the values of secret-named
+  (``https://user:pw@host`` → ``https://***@host``), the values of secret-named
   query parameters and ``name=value`` / ``name: value`` pairs (``?access_token=…``,
   ``password=…``, ``'Authorization': 'Bearer …'``), and ``Bearer <credential>``.
 
@@ -28,7 +28,7 @@ from typing import Any
 
 from orchestration.storedjson import CUT, MAX_DEPTH
 
-MASK = "********"
+MASK = "***"
 
 #: Documented in the module docstring and the README ("Secrets"); applied to lower-cased names.
 SECRET_NAME_PATTERN = (

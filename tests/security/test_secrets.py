@@ -27,7 +27,7 @@ pytestmark = pytest.mark.django_db
 WORKER_TOKEN = "worker-secret-7f3a9c"
 WORKER_API_KEY = "apikey-5d1c88e2"
 JOB_TOKEN = "job-secret-9b2e41"
-MASK = "********"
+MASK = "***"
 
 ROUTES = all_routes()
 READS = [r for r in ROUTES if r.is_api and "GET" in r.methods and r.name not in PUBLIC]
