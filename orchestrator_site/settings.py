@@ -368,6 +368,18 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # One schema name per choice set: fields of the same name (status, priority) with
+    # different choices, and one choice set under several field names, got generated
+    # names (Status8afEnum) that change whenever the choices do.
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "orchestration.choices.JobStatus",
+        "PriorityEnum": "orchestration.choices.Priority",
+        "ActionStatusEnum": "orchestration.choices.ActionStatus",
+        "RunStatusEnum": "orchestration.workers.choices.RunStatus",
+        "PipelineStatusEnum": "pipeline.choices.PipelineStatus",
+        "SuggestionStatusEnum": "orchestration.routing.models.SuggestionStatus",
+        "SuggestionPriorityEnum": "orchestration.routing.models.SuggestionPriority",
+    },
 }
 
 # --- Logging ------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from orchestration.api.errors import object_body
 from orchestration.api.idempotency import idempotent
 from orchestration.api.schema import DESCRIPTIONS
 from orchestration.api.views import IDEMPOTENCY_KEY, AuditedModelViewSet, actor_of
+from orchestration.choices import Priority
 from orchestration.routing import executor, improvement
 from orchestration.routing.learning import confidence, percentile
 from orchestration.routing.models import RouteStat, Suggestion, TaskContext, TaskOutcome, TypeMultiplier
@@ -26,7 +27,9 @@ SHORT_TERM = 100
 
 class RouteRequest(serializers.Serializer):
     type = serializers.CharField(max_length=100)
-    priority = serializers.ChoiceField(choices=PRIORITIES, default="normal")
+    # The queue's own priorities (the same values as PRIORITY_LEVELS), so the schema has
+    # one Priority enum.
+    priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.NORMAL)
     strategy = serializers.ChoiceField(choices=strategy_names(), required=False)
     requirements = serializers.DictField(required=False, default=dict)
 
