@@ -17,6 +17,15 @@ from orchestration.models import Job
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("broker_only")]
 
 
+@pytest.fixture(autouse=True)
+def _no_heartbeat_thread(monkeypatch):
+    """dequeue() starts the node's lease heartbeat, a thread that would outlive the test
+    and reclaim leases in the tests after it; these tests drive the queue themselves."""
+    from orchestration.jobs import broker
+
+    monkeypatch.setattr(broker._Heartbeat, "start", lambda self: None)
+
+
 def test_the_cluster_is_configured_with_this_broker():
     from django_q.brokers import get_broker
 
