@@ -204,3 +204,20 @@ class TestThroughTheApi:
         )
         assert response.status_code == 403
         assert not Job.objects.filter(kind=KIND).exists()
+
+
+def test_task_jobs_are_seen_like_any_job_by_the_loop_the_admin_and_the_ledger(admin_client):
+    """The snapshot the loop's rules and the health score read counts them, the admin
+    shows them, and a failure is in the ledger like any job's."""
+    from orchestration.loop.monitor import build_snapshot
+    from orchestration.models import LedgerEntry
+
+    before = build_snapshot()["jobs"]["pending"]
+    result = count_ledger_events.enqueue()
+    assert build_snapshot()["jobs"]["pending"] == before + 1
+    page = admin_client.get(f"/admin/orchestration/job/{result.id}/change/")
+    assert page.status_code == 200 and "examples.tasks_demo.tasks.count_ledger_events" in page.content.decode()
+    failing = send_welcome.using(priority=0).enqueue("nope")
+    Job.objects.filter(pk=int(failing.id)).update(max_attempts=1)
+    run_all()
+    assert LedgerEntry.objects.filter(event_type="job.failed", subject=f"job:{failing.id}").exists()
