@@ -228,7 +228,12 @@ class PipelineEvent(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["job", "id"], name="pipeline_event_job_idx")]
+        indexes = [
+            # The live stream reads a job's events after the last id it sent.
+            models.Index(fields=["job", "id"], name="pipeline_event_job_idx"),
+            # The JSON list and its cursor pages read a job's events oldest first.
+            models.Index(fields=["job", "created_at", "id"], name="pipeline_event_job_time_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.type} {self.stage}"
