@@ -16,6 +16,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import connections
 from django.db.models import Q, QuerySet
 from rest_framework.exceptions import ValidationError
@@ -181,10 +182,11 @@ class KeysetPagination(BasePagination):
     with a key of several fields (``created_at`` then ``id``: ties never skip rows),
     a ``count`` and shallow ``?offset=`` for the clients that page by offset.
 
-    The view names its order in ``cursor_ordering`` (default: the model's
-    ``Meta.ordering``); an index must lead with those fields.
+    The view names its order in ``cursor_ordering`` (else the paginator's own, else the
+    model's ``Meta.ordering``); an index must lead with those fields.
     """
 
+    cursor_ordering: Sequence[str] = ()
     page_size = 50
     max_limit = 1000
     limit_query_param = "limit"
@@ -193,7 +195,7 @@ class KeysetPagination(BasePagination):
 
     def paginate_queryset(self, queryset: QuerySet, request, view=None) -> list | None:
         self.request = request
-        self.ordering = list(getattr(view, "cursor_ordering", None) or queryset.model._meta.ordering)
+        self.ordering = self.ordering_for(queryset, view)
         self.limit = self._limit(request)
         self.count, self.count_exact = bounded_count(queryset)
         cursor = request.query_params.get(self.cursor_query_param)
@@ -210,7 +212,9 @@ class KeysetPagination(BasePagination):
                 ]
                 chosen = queryset.order_by(*(self._flip(f) for f in self.ordering)) if reverse else ordered
                 rows = list(chosen.filter(keyset_filter(self.ordering, values, reverse=reverse))[: self.limit + 1])
-            except (ValueError, TypeError, ValidationError) as exc:
+            # A key the field refuses ("nope" for a date) raises Django's ValidationError,
+            # which answered 400 without naming the cursor.
+            except (ValueError, TypeError, ValidationError, DjangoValidationError) as exc:
                 raise ValidationError({"cursor": ["Invalid cursor."]}) from exc
             more = len(rows) > self.limit
             rows = rows[: self.limit]
@@ -228,6 +232,9 @@ class KeysetPagination(BasePagination):
         return rows
 
     # --- the request ----------------------------------------------------------------------
+    def ordering_for(self, queryset: QuerySet, view=None) -> list[str]:
+        return list(getattr(view, "cursor_ordering", None) or self.cursor_ordering or queryset.model._meta.ordering)
+
     def _limit(self, request) -> int:
         # A typo in ?limit= is a 400 naming it (the schema says integer), not another page.
         values = request.query_params.getlist(self.limit_query_param)
