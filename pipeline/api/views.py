@@ -3,7 +3,7 @@ from __future__ import annotations
 import re
 
 from django.http import StreamingHttpResponse
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.renderers import BrowsableAPIRenderer
@@ -14,6 +14,7 @@ from orchestration.api.views import AuditedModelViewSet, actor_of
 from pipeline import engine
 from pipeline import transitions as t
 from pipeline.api import serializers as s
+from pipeline.api.pagination import EventPagination
 from pipeline.api.sse import EventStreamRenderer, stream
 from pipeline.models import PipelineDefinition, PipelineJob
 
@@ -125,6 +126,18 @@ class PipelineJobViewSet(
         return Response(self.get_serializer(engine.cancel(self.get_object(), actor=actor_of(request))).data)
 
     @extend_schema(
+        description="A job's events, oldest first. Without `cursor`, `limit` or `offset`: a JSON list of at "
+        f"most {EventPagination.max_limit} events, and a `Link` header to the cursor page after them when the "
+        "job has more. With any of them: a cursor page like the other big lists (follow `next`).",
+        parameters=[
+            OpenApiParameter(
+                "Link",
+                str,
+                OpenApiParameter.HEADER,
+                response=[200],
+                description='`<url>; rel="next"`: the plain list stopped short, the rest follows from url.',
+            )
+        ],
         responses={
             (200, "application/json"): s.PipelineEventSerializer(many=True),
             (200, "text/event-stream"): OpenApiResponse(
@@ -132,14 +145,14 @@ class PipelineJobViewSet(
                 description="Live stream of the same events (Accept: text/event-stream or ?format=sse); "
                 "each event's data is one event as JSON, then an `end` (job final) or `timeout` event.",
             ),
-        }
+        },
     )
-    # The events are one plain list, oldest first (not paginated), or a live stream.
+    # The events are a list or a cursor page, oldest first (EventPagination), or a live stream.
     @action(
         detail=True,
         methods=["get"],
         renderer_classes=[RedactingJSONRenderer, BrowsableAPIRenderer, EventStreamRenderer],
-        pagination_class=None,
+        pagination_class=EventPagination,
     )
     def events(self, request, pk=None):
         job = self.get_object()
@@ -154,8 +167,8 @@ class PipelineJobViewSet(
             response["Cache-Control"] = "no-cache"
             response["X-Accel-Buffering"] = "no"
             return response
-        events = job.events.order_by("id")
-        return Response(s.PipelineEventSerializer(events, many=True).data)
+        page = self.paginate_queryset(job.events.all())
+        return self.get_paginated_response(s.PipelineEventSerializer(page, many=True).data)
 
     @extend_schema(responses={200: s.ArtifactSerializer(many=True)})
     @action(detail=True, methods=["get"], pagination_class=None)
