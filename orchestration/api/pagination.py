@@ -213,8 +213,9 @@ class KeysetPagination(BasePagination):
                 chosen = queryset.order_by(*(self._flip(f) for f in self.ordering)) if reverse else ordered
                 rows = list(chosen.filter(keyset_filter(self.ordering, values, reverse=reverse))[: self.limit + 1])
             # A key the field refuses ("nope" for a date) raises Django's ValidationError,
-            # which answered 400 without naming the cursor.
-            except (ValueError, TypeError, ValidationError, DjangoValidationError) as exc:
+            # which answered 400 without naming the cursor; an infinite id or a time past
+            # year 1 in UTC overflows (a 500).
+            except (ValueError, TypeError, OverflowError, ValidationError, DjangoValidationError) as exc:
                 raise ValidationError({"cursor": ["Invalid cursor."]}) from exc
             more = len(rows) > self.limit
             rows = rows[: self.limit]

@@ -6,6 +6,7 @@ cursor page. The live stream ignores both."""
 
 from __future__ import annotations
 
+import base64
 import re
 from datetime import timedelta
 from typing import Any
@@ -50,6 +51,11 @@ def add_events(job: PipelineJob, n: int) -> list[int]:
         for i in range(n)
     )
     return list(job.events.order_by("created_at", "id").values_list("id", flat=True))
+
+
+def raw_cursor(payload: str) -> str:
+    """A cursor around any JSON text, as a client could forge one."""
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
 
 
 def walk(client, url: str, params: dict | None = None) -> tuple[list[int], list[dict]]:
@@ -120,6 +126,8 @@ def test_a_cursor_alone_or_an_offset_asks_for_the_page(staff_client):
         ({"cursor": encode_cursor(["nope", 1], reverse=False)}, "cursor"),  # not a time
         ({"cursor": encode_cursor([timezone.now(), "x"], reverse=False)}, "cursor"),  # not an id
         ({"cursor": encode_cursor([1], reverse=False)}, "cursor"),  # a key of another order
+        ({"cursor": raw_cursor('{"v":["2024-01-01T00:00:00+00:00",1e999],"r":false}')}, "cursor"),  # infinite
+        ({"cursor": raw_cursor('{"v":["0001-01-01T00:00:00+05:00",1],"r":true}')}, "cursor"),  # before year 1 in UTC
         ({"limit": "abc"}, "limit"),
         ({"limit": "0"}, "limit"),
         ({"limit": ""}, "limit"),
