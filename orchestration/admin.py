@@ -488,14 +488,8 @@ class RuleAdmin(admin.ModelAdmin):
         self._switch(request, queryset, False)
 
     def _switch(self, request, queryset, enabled: bool) -> None:
-        names = list(queryset.filter(enabled=not enabled).values_list("name", flat=True))
-        queryset.filter(name__in=names).update(enabled=enabled)
-        verb = "enabled" if enabled else "disabled"
-        for name in names:
-            record(
-                f"rule.{verb}", f"Rule {name} {verb} in the admin", subject=f"rule:{name}", actor=request.user.username
-            )
-        self.message_user(request, f"{len(names)} rule(s) {verb}.")
+        changed = sum(rule.set_enabled(enabled, actor=request.user.username) for rule in queryset)
+        self.message_user(request, f"{changed} rule(s) {'enabled' if enabled else 'disabled'}.")
 
 
 def _action_types() -> list[str]:

@@ -225,6 +225,19 @@ class Rule(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def set_enabled(self, enabled: bool, *, actor: str) -> bool:
+        """Switch the rule on or off; returns whether anything changed (one ledger
+        entry however many people press the switch at once)."""
+        state = "enabled" if enabled else "disabled"
+        with transaction.atomic():
+            now = timezone.now()
+            changed = type(self).objects.filter(pk=self.pk, enabled=not enabled).update(enabled=enabled, updated_at=now)
+            self.enabled = enabled
+            if changed:
+                self.updated_at = now
+                record(f"rule.{state}", f"Rule {self.name} {state}", subject=f"rule:{self.name}", actor=actor)
+        return bool(changed)
+
     def cooling_down(self, now) -> bool:
         return bool(
             self.cooldown_seconds
