@@ -5,8 +5,9 @@ update the page without a reload.
 
 Writes are plain HTML forms (CSRF-protected), checked against the same permissions
 as the API (staff, or the specific permission such as ``pipeline.approve_gate``),
-and they go through the domain functions (pipeline.engine, queue, breaker), so the
-ledger records them with the person who clicked.
+and they call the same model methods and domain functions as the API and the admin
+(``LoopState.enable``, ``Worker.set_enabled``, ``Service.reset_circuit``,
+pipeline.engine…), so the ledger records them alike, with the person who clicked.
 """
 
 from __future__ import annotations
