@@ -228,6 +228,39 @@ def test_it_switches_a_worker_alike_from_every_surface(person, surface, enabled)
     assert entries_after(since) == expected
 
 
+# --- a service's switch ------------------------------------------------------------------------
+def _service_switch(enabled: bool) -> dict[str, Surface]:
+    verb = "enable" if enabled else "disable"
+
+    def api(p: Person) -> None:
+        response = p.api.post(f"/api/v1/services/api/{verb}")
+        made(response, 200)
+        assert response.json()["enabled"] is enabled
+
+    return {
+        "api": api,
+        "console": lambda p: made(p.browser.post(f"/services/api/{verb}"), 302),
+        "admin action": lambda p: made(admin_action(p.browser, "health_service", verb, Service.objects.get().pk), 302),
+    }
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["enable", "disable"])
+@pytest.mark.parametrize("surface", ["api", "console", "admin action"])
+def test_it_switches_a_service_alike_from_every_surface(person, surface, enabled):
+    Service.objects.create(name="api", base_url="http://127.0.0.1:9", enabled=not enabled)
+    Service.objects.update(updated_at=LONG_AGO, next_check_at=timezone.now() + timedelta(hours=1))
+    since = last_entry_id()
+    press = _service_switch(enabled)[surface]
+    press(person)
+    service = Service.objects.get()
+    assert service.enabled is enabled and service.updated_at > LONG_AGO and service.next_check_at is None
+    state = "enabled" if enabled else "disabled"
+    expected = [(f"health.service_{state}", "info", "service:api", f"Service api {state} by ops", {}, ACTOR)]
+    assert entries_after(since) == expected
+    press(person)
+    assert entries_after(since) == expected
+
+
 # --- a service's circuit --------------------------------------------------------------------
 def _tripped_service() -> Service:
     service = Service.objects.create(name="api", base_url="http://127.0.0.1:9")
