@@ -10,7 +10,7 @@ from django.utils.html import format_html
 from health.models import CircuitBreaker, DependencyError, HealthCheck, Service, ServiceAlert
 from health.report import display_health
 from health.sweep import check_services
-from orchestration.admin import badge
+from orchestration.admin import GuardedDeleteAdmin, badge
 from orchestration.admin_scale import EstimatedCountPaginator
 from orchestration.models.ledger import record
 from orchestration.secret_forms import MaskedSecretsForm
@@ -36,7 +36,7 @@ class ServiceForm(MaskedSecretsForm):
 
 
 @admin.register(Service)
-class ServiceAdmin(admin.ModelAdmin):
+class ServiceAdmin(GuardedDeleteAdmin):
     form = ServiceForm
     list_display = [
         "name",
@@ -120,14 +120,10 @@ class ServiceAdmin(admin.ModelAdmin):
             actor=request.user.username,
         )
 
-    def delete_model(self, request, obj):
-        record(
-            "service.deleted",
-            f"Service {obj.name} deleted in the admin",
-            subject=f"service:{obj.name}",
-            actor=request.user.username,
-        )
-        super().delete_model(request, obj)
+    guard_errors = (DependencyError,)
+
+    def delete_blockers(self, obj: Service) -> list[str]:
+        return obj.enabled_dependents()
 
     @admin.display(description="health", ordering="health")
     def health_badge(self, obj: Service):
@@ -175,8 +171,7 @@ class ServiceAdmin(admin.ModelAdmin):
     @admin.action(description="Reset circuit breaker")
     def reset_circuit(self, request, queryset):
         for service in queryset:
-            service.ensure_circuit().reset(actor=request.user.username)
-        queryset.filter(health="circuit_open").update(health="unknown", next_check_at=None)
+            service.reset_circuit(actor=request.user.username)
         self.message_user(request, f"Reset {queryset.count()} breaker(s).")
 
     @admin.action(description="Enable")
@@ -237,8 +232,14 @@ class CircuitBreakerAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Reset to closed")
     def reset(self, request, queryset):
+        services = {s.circuit_id: s for s in Service.objects.filter(circuit__in=queryset)}
         for circuit in queryset:
-            circuit.reset(actor=request.user.username)
+            # A service's breaker through the service, which also marks it due for a check.
+            owner = services.get(circuit.pk)
+            if owner is not None:
+                owner.reset_circuit(actor=request.user.username)
+            else:
+                circuit.reset(actor=request.user.username)
         self.message_user(request, f"Reset {queryset.count()} breaker(s).")
 
     def has_change_permission(self, request, obj=None) -> bool:

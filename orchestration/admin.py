@@ -59,6 +59,49 @@ def pretty_json(value) -> str:
     return format_html('<pre class="ob-json">{}</pre>', json.dumps(value, indent=2, default=str))
 
 
+class GuardedDeleteAdmin(admin.ModelAdmin):
+    """Deleting goes through the model's ``remove(actor=…)``, the API's write with its
+    guard and ledger entry. What blocks a deletion is listed as protected on the
+    confirmation page, and the admin deletes nothing while anything is."""
+
+    #: What ``remove`` raises when the guard refuses (a race after the confirmation page).
+    guard_errors: tuple[type[Exception], ...] = ()
+
+    def delete_blockers(self, obj) -> list[str]:
+        """Names of the objects that keep ``obj`` from being deleted."""
+        raise NotImplementedError
+
+    def get_deleted_objects(self, objs, request):
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        doomed = {str(obj) for obj in objs}
+        for obj in objs:
+            # Blockers deleted in the same go do not count: delete_queryset removes them first.
+            blockers = [name for name in self.delete_blockers(obj) if name not in doomed]
+            if blockers:
+                protected = [*protected, f"{obj}: required by {', '.join(blockers)}"]
+        return deleted, counts, perms_needed, protected
+
+    def delete_model(self, request, obj):
+        try:
+            obj.remove(actor=request.user.username)
+        except self.guard_errors as exc:
+            self.message_user(request, f"{obj} was not deleted: {exc}", messages.ERROR)
+
+    def delete_queryset(self, request, queryset):
+        pending = list(queryset)
+        while pending:
+            names = {str(obj) for obj in pending}
+            ready = [obj for obj in pending if not (set(self.delete_blockers(obj)) - {str(obj)}) & names]
+            if not ready:
+                break
+            for obj in ready:
+                self.delete_model(request, obj)
+                pending.remove(obj)
+        for obj in pending:
+            blockers = ", ".join(self.delete_blockers(obj))
+            self.message_user(request, f"{obj} was not deleted: required by {blockers}", messages.ERROR)
+
+
 class JobChangeForm(MaskedSecretsForm):
     """A queued job's page: its payload (and every other text) with secrets masked."""
 
@@ -445,14 +488,8 @@ class RuleAdmin(admin.ModelAdmin):
         self._switch(request, queryset, False)
 
     def _switch(self, request, queryset, enabled: bool) -> None:
-        names = list(queryset.filter(enabled=not enabled).values_list("name", flat=True))
-        queryset.filter(name__in=names).update(enabled=enabled)
-        verb = "enabled" if enabled else "disabled"
-        for name in names:
-            record(
-                f"rule.{verb}", f"Rule {name} {verb} in the admin", subject=f"rule:{name}", actor=request.user.username
-            )
-        self.message_user(request, f"{len(names)} rule(s) {verb}.")
+        changed = sum(rule.set_enabled(enabled, actor=request.user.username) for rule in queryset)
+        self.message_user(request, f"{changed} rule(s) {'enabled' if enabled else 'disabled'}.")
 
 
 def _action_types() -> list[str]:
@@ -567,25 +604,20 @@ class LoopStateAdmin(admin.ModelAdmin):
         return pretty_json(obj.last_cycle)
 
     def save_model(self, request, obj, form, change):
-        obj.next_cycle_due_at = None  # a new interval applies from the next tick
-        super().save_model(request, obj, form, change)
-        record(
-            "orchestrator.settings_changed",
-            f"Loop settings changed: {', '.join(form.changed_data) or 'nothing'}",
-            data={k: form.cleaned_data.get(k) for k in form.changed_data},
-            actor=request.user.username,
+        # Only the fields the person changed, through the same writes as the API's.
+        LoopState.configure(
+            actor=request.user.username, **{name: form.cleaned_data[name] for name in form.changed_data}
         )
+        obj.refresh_from_db()
 
     @admin.action(description="Enable the loop")
     def enable_loop(self, request, queryset):
-        queryset.update(enabled=True, next_cycle_due_at=None)
-        record("orchestrator.enabled", "Control loop enabled from the admin", actor=request.user.username)
+        LoopState.enable(actor=request.user.username)
         self.message_user(request, "Loop enabled.")
 
     @admin.action(description="Disable the loop")
     def disable_loop(self, request, queryset):
-        queryset.update(enabled=False)
-        record("orchestrator.disabled", "Control loop disabled from the admin", actor=request.user.username)
+        LoopState.disable(actor=request.user.username)
         self.message_user(request, "Loop disabled.")
 
     @admin.action(description="Run one cycle now")

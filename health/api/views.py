@@ -67,10 +67,7 @@ class ServiceViewSet(AuditedModelViewSet):
             serializer.instance.ensure_circuit()
 
     def perform_destroy(self, instance):
-        blockers = instance.enabled_dependents()
-        if blockers:
-            raise DependencyError(f"Required by {', '.join(blockers)}")
-        super().perform_destroy(instance)
+        instance.remove(actor=actor_of(self.request))
 
     def _toggle(self, request, enabled: bool):
         service = self.get_object()
@@ -94,9 +91,7 @@ class ServiceViewSet(AuditedModelViewSet):
     @action(detail=True, methods=["post"], url_path="reset-circuit")
     def reset_circuit(self, request, name=None):
         service = self.get_object()
-        service.ensure_circuit().reset(actor=actor_of(request))
-        # The service reads as not yet re-checked until its next check.
-        Service.objects.filter(pk=service.pk, health="circuit_open").update(health="unknown", next_check_at=None)
+        service.reset_circuit(actor=actor_of(request))
         return Response(self.get_serializer(self.get_queryset().get(pk=service.pk)).data)
 
     @extend_schema(request=None, responses={200: _CHECKED})

@@ -178,6 +178,31 @@ class Service(models.Model):
                 )
         return bool(changed)
 
+    def reset_circuit(self, *, actor: str) -> CircuitBreaker:
+        """Close the service's breaker whatever its state (the breaker ledgers the reset
+        with the actor); the service then reads as not yet re-checked, and is due for a
+        check at once, until its next check says otherwise."""
+        circuit = self.ensure_circuit()
+        with transaction.atomic():
+            circuit.reset(actor=actor)
+            type(self).objects.filter(pk=self.pk, health=ServiceHealth.CIRCUIT_OPEN).update(
+                health=ServiceHealth.UNKNOWN, next_check_at=None, updated_at=timezone.now()
+            )
+        self.refresh_from_db(fields=["health", "next_check_at", "updated_at"])
+        return circuit
+
+    def remove(self, *, actor: str) -> None:
+        """Delete the service, refused while enabled services depend on it (the same
+        guard as disabling it)."""
+        with transaction.atomic():
+            blockers = self.enabled_dependents()
+            if blockers:
+                raise DependencyError(f"Required by {', '.join(blockers)}")
+            ledger_record(
+                "service.deleted", f"Service {self.name} deleted", subject=breaker_name(self.name), actor=actor
+            )
+            self.delete()
+
     def check_now(self, *, actor: str = "system"):
         """Check this one service now; a person asking for it is in the ledger, like a
         sweep triggered through /health/trigger."""

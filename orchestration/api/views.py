@@ -192,18 +192,7 @@ class EnableView(APIView):
     def post(self, request):
         body = EnableSerializer(data=object_body(request))
         body.is_valid(raise_exception=True)
-        state = LoopState.get()
-        fields = {"enabled": True, "next_cycle_due_at": None}
-        if "interval_seconds" in body.validated_data:
-            fields["interval_seconds"] = body.validated_data["interval_seconds"]
-        LoopState.objects.filter(pk=state.pk).update(updated_at=timezone.now(), **fields)
-        state.refresh_from_db()
-        record(
-            "orchestrator.enabled",
-            f"Control loop enabled, every {state.interval_seconds:g}s",
-            data={"interval_seconds": state.interval_seconds},
-            actor=actor_of(request),
-        )
+        state = LoopState.enable(body.validated_data.get("interval_seconds"), actor=actor_of(request))
         return Response(
             {
                 "status": "ok",
@@ -215,9 +204,7 @@ class EnableView(APIView):
 class DisableView(APIView):
     @extend_schema(request=None, responses={200: _OK})
     def post(self, request):
-        LoopState.get()
-        LoopState.objects.filter(pk=LoopState.SINGLETON_ID).update(enabled=False, updated_at=timezone.now())
-        record("orchestrator.disabled", "Control loop disabled", actor=actor_of(request))
+        LoopState.disable(actor=actor_of(request))
         return Response({"status": "ok", "orchestrator": {"status": "stopped", "enabled": False}})
 
 

@@ -5,8 +5,9 @@ update the page without a reload.
 
 Writes are plain HTML forms (CSRF-protected), checked against the same permissions
 as the API (staff, or the specific permission such as ``pipeline.approve_gate``),
-and they go through the domain functions (pipeline.engine, queue, breaker), so the
-ledger records them with the person who clicked.
+and they call the same model methods and domain functions as the API and the admin
+(``LoopState.enable``, ``Worker.set_enabled``, ``Service.reset_circuit``,
+pipeline.engine…), so the ledger records them alike, with the person who clicked.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from orchestration.console import data
 from orchestration.console.forms import GateDecisionForm, LoopIntervalForm, StartPipelineForm
 from orchestration.loop.cycle import CycleBusy, run_cycle
 from orchestration.models import LoopState, Worker
-from orchestration.models.ledger import record
 from orchestration.redaction import redact_html
 from orchestration.workers.runner import WorkerStateError
 from orchestration.workers.runner import trigger as trigger_worker
@@ -215,18 +215,7 @@ def loop_enable(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         messages.error(request, "The loop was not enabled: fix the interval below.")
         return _dashboard(request, status=400, loop_form=form)
-    state = LoopState.get()
-    fields: dict[str, Any] = {"enabled": True, "next_cycle_due_at": None, "updated_at": timezone.now()}
-    if form.cleaned_data.get("interval_seconds") is not None:
-        fields["interval_seconds"] = form.cleaned_data["interval_seconds"]
-    LoopState.objects.filter(pk=state.pk).update(**fields)
-    state.refresh_from_db()
-    record(
-        "orchestrator.enabled",
-        f"Control loop enabled from the console, every {state.interval_seconds:g}s",
-        data={"interval_seconds": state.interval_seconds},
-        actor=actor(request),
-    )
+    state = LoopState.enable(form.cleaned_data.get("interval_seconds"), actor=actor(request))
     messages.success(request, f"Loop enabled: a cycle every {state.interval_seconds:g} s.")
     return _back(request, reverse("console:dashboard"))
 
@@ -235,9 +224,7 @@ def loop_enable(request: HttpRequest) -> HttpResponse:
 @console_login_required
 def loop_disable(request: HttpRequest) -> HttpResponse:
     _require(can_control(request.user), "control the loop")
-    LoopState.get()
-    LoopState.objects.filter(pk=LoopState.SINGLETON_ID).update(enabled=False, updated_at=timezone.now())
-    record("orchestrator.disabled", "Control loop disabled from the console", actor=actor(request))
+    LoopState.disable(actor=actor(request))
     messages.success(request, "Loop disabled: no cycles run until it is enabled again.")
     return _back(request, reverse("console:dashboard"))
 
@@ -346,9 +333,7 @@ def service_check(request: HttpRequest, name: str) -> HttpResponse:
 def service_reset_circuit(request: HttpRequest, name: str) -> HttpResponse:
     _require(can_control(request.user), "reset circuit breakers")
     service = get_object_or_404(Service, name=name)
-    service.ensure_circuit().reset(actor=actor(request))
-    # Same as the API: the service reads as not re-checked until its next check.
-    Service.objects.filter(pk=service.pk, health="circuit_open").update(health="unknown", next_check_at=None)
+    service.reset_circuit(actor=actor(request))
     messages.success(request, f"Circuit of {service.name} reset to closed.")
     return _back(request, reverse("console:service", args=[service.name]))
 
@@ -400,12 +385,8 @@ def worker_trigger(request: HttpRequest, name: str) -> HttpResponse:
 def worker_switch(request: HttpRequest, name: str, enabled: bool) -> HttpResponse:
     _require(can_control(request.user), "enable or disable workers")
     worker = get_object_or_404(Worker, name=name)
-    # Same write as the API's enable/disable: a conditional UPDATE, ledgered once.
     state = "enabled" if enabled else "disabled"
-    if Worker.objects.filter(pk=worker.pk, enabled=not enabled).update(enabled=enabled, updated_at=timezone.now()):
-        worker.refresh_from_db()
-        worker.save(update_fields=["enabled", "updated_at"])  # keeps its django-q2 schedule in step
-        record(f"worker.{state}", f"Worker {worker.name} {state}", subject=worker.breaker_name, actor=actor(request))
+    if worker.set_enabled(enabled, actor=actor(request)):
         messages.success(request, f"{worker.name} {state}.")
     else:
         messages.info(request, f"{worker.name} was already {state}.")

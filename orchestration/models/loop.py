@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
+from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from orchestration.choices import ActionStatus
+from orchestration.models.ledger import record
 from orchestration.storedjson import JSONField
 
 
@@ -59,6 +61,81 @@ class LoopState(models.Model):
             },
         )
         return state
+
+    # --- a person's writes (API, console and admin all call these) ----------------
+    @classmethod
+    def enable(cls, interval_seconds: float | None = None, *, actor: str) -> LoopState:
+        """Switch the loop on, optionally with a new interval; the next cycle is due at
+        once, so the change takes effect within one interval."""
+        fields: dict[str, Any] = {"enabled": True}
+        if interval_seconds is not None:
+            fields["interval_seconds"] = cls._checked_interval(interval_seconds)
+        with transaction.atomic():
+            state = cls._write(fields)
+            record(
+                "orchestrator.enabled",
+                f"Control loop enabled, every {state.interval_seconds:g}s",
+                data={"interval_seconds": state.interval_seconds},
+                actor=actor,
+            )
+        return state
+
+    @classmethod
+    def disable(cls, *, actor: str) -> LoopState:
+        """Switch the loop off: no periodic cycle runs until it is enabled again."""
+        with transaction.atomic():
+            state = cls._write({"enabled": False})
+            record("orchestrator.disabled", "Control loop disabled", actor=actor)
+        return state
+
+    @classmethod
+    def configure(
+        cls,
+        *,
+        actor: str,
+        enabled: bool | None = None,
+        interval_seconds: float | None = None,
+        dry_run: bool | None = None,
+    ) -> LoopState:
+        """Several settings at once (the admin's form): a switch is the same write and
+        ledger entry as ``enable``/``disable``; the other changes are one
+        ``orchestrator.settings_changed`` entry."""
+        with transaction.atomic():
+            if enabled is True:
+                state = cls.enable(interval_seconds, actor=actor)
+                interval_seconds = None
+            elif enabled is False:
+                state = cls.disable(actor=actor)
+            else:
+                state = cls.get()
+            rest: dict[str, Any] = {}
+            if interval_seconds is not None:
+                rest["interval_seconds"] = cls._checked_interval(interval_seconds)
+            if dry_run is not None:
+                rest["dry_run"] = dry_run
+            if rest:
+                state = cls._write(rest)
+                record(
+                    "orchestrator.settings_changed",
+                    f"Loop settings changed: {', '.join(rest)}",
+                    data=rest,
+                    actor=actor,
+                )
+        return state
+
+    @classmethod
+    def _checked_interval(cls, value: float) -> float:
+        cls._meta.get_field("interval_seconds").run_validators(value)
+        return value
+
+    @classmethod
+    def _write(cls, fields: dict[str, Any]) -> LoopState:
+        # An UPDATE of these fields only: a whole-row save would write back a stale
+        # lease and cycle summary over a cycle running meanwhile. auto_now does not
+        # apply to update(), hence updated_at by hand.
+        cls.get()
+        cls.objects.filter(pk=cls.SINGLETON_ID).update(next_cycle_due_at=None, updated_at=timezone.now(), **fields)
+        return cls.objects.get(pk=cls.SINGLETON_ID)
 
     # --- cycle lease -------------------------------------------------------------
     @classmethod
@@ -147,6 +224,19 @@ class Rule(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def set_enabled(self, enabled: bool, *, actor: str) -> bool:
+        """Switch the rule on or off; returns whether anything changed (one ledger
+        entry however many people press the switch at once)."""
+        state = "enabled" if enabled else "disabled"
+        with transaction.atomic():
+            now = timezone.now()
+            changed = type(self).objects.filter(pk=self.pk, enabled=not enabled).update(enabled=enabled, updated_at=now)
+            self.enabled = enabled
+            if changed:
+                self.updated_at = now
+                record(f"rule.{state}", f"Rule {self.name} {state}", subject=f"rule:{self.name}", actor=actor)
+        return bool(changed)
 
     def cooling_down(self, now) -> bool:
         return bool(

@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from orchestration.choices import Priority
+from orchestration.models.ledger import record
 from orchestration.storedjson import JSONField
 from orchestration.workers.choices import (
     AlertState,
@@ -24,6 +25,10 @@ from orchestration.workers.choices import (
 
 def new_execution_id() -> str:
     return uuid.uuid4().hex
+
+
+class WorkerStateError(Exception):
+    """The worker is not in a state that allows this (API answers 409)."""
 
 
 class Worker(models.Model):
@@ -112,6 +117,47 @@ class Worker(models.Model):
         from orchestration.workers.cadence import Cadence
 
         return Cadence(self.interval_seconds, self.cron).describe()
+
+    # --- a person's writes (API, console and admin all call these) ----------------
+    def set_enabled(self, enabled: bool, *, actor: str) -> bool:
+        """Switch the worker on or off; returns whether anything changed.
+
+        A conditional UPDATE, so two people pressing the same switch at once leave one
+        ledger entry, not two.
+        """
+        from orchestration.workers.sync import sync_schedule
+
+        state = "enabled" if enabled else "disabled"
+        with transaction.atomic():
+            now = timezone.now()
+            changed = type(self).objects.filter(pk=self.pk, enabled=not enabled).update(enabled=enabled, updated_at=now)
+            self.enabled = enabled
+            if changed:
+                self.updated_at = now
+                # update() sends no post_save: keep the django-q2 schedule in step here.
+                sync_schedule(self)
+                record(f"worker.{state}", f"Worker {self.name} {state}", subject=self.breaker_name, actor=actor)
+        return bool(changed)
+
+    def downstream(self) -> list[str]:
+        """Workers that name this one as an upstream, required or optional."""
+        return sorted(
+            name
+            for name, required, optional in type(self)
+            .objects.exclude(pk=self.pk)
+            .values_list("name", "depends_on", "optional_depends_on")
+            if self.name in (required or []) or self.name in (optional or [])
+        )
+
+    def remove(self, *, actor: str) -> None:
+        """Delete the worker, refused while other workers depend on it: they would
+        wait forever for an upstream that no longer exists."""
+        with transaction.atomic():
+            blockers = self.downstream()
+            if blockers:
+                raise WorkerStateError(f"Required by {', '.join(blockers)}")
+            record("worker.deleted", f"Worker {self.name} deleted", subject=self.breaker_name, actor=actor)
+            self.delete()
 
     def is_fresh(self, now=None) -> bool:
         """Succeeded within its freshness window (no window: any success counts)."""

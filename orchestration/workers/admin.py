@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from orchestration import runnables
-from orchestration.admin import admin_link, badge, pretty_json
+from orchestration.admin import GuardedDeleteAdmin, admin_link, badge, pretty_json
 from orchestration.admin_scale import EstimatedCountPaginator, choices_filter
 from orchestration.models import Anomaly, ScoreReport, Worker, WorkerRun
 from orchestration.models.ledger import record
@@ -98,7 +98,7 @@ class WorkerForm(MaskedSecretsForm):
 
 
 @admin.register(Worker)
-class WorkerAdmin(admin.ModelAdmin):
+class WorkerAdmin(GuardedDeleteAdmin):
     form = WorkerForm
     list_display = [
         "name",
@@ -127,6 +127,10 @@ class WorkerAdmin(admin.ModelAdmin):
         "updated_at",
     ]
     exclude = ["lock_token"]
+    guard_errors = (WorkerStateError,)
+
+    def delete_blockers(self, obj: Worker) -> list[str]:
+        return obj.downstream()
 
     def get_form(self, request, obj=None, **kwargs):
         # The form checks the run_code permission of whoever saves a python target.
@@ -235,16 +239,8 @@ class WorkerAdmin(admin.ModelAdmin):
             self.message_user(request, f"{len(done)} run(s) queued: {', '.join(done)}")
 
     def _switch(self, request, queryset, enabled: bool) -> None:
-        for worker in queryset.exclude(enabled=enabled):
-            worker.enabled = enabled
-            worker.save(update_fields=["enabled", "updated_at"])
-            record(
-                f"worker.{'enabled' if enabled else 'disabled'}",
-                f"Worker {worker.name} {'enabled' if enabled else 'disabled'} from the admin",
-                subject=worker.breaker_name,
-                actor=request.user.username,
-            )
-        self.message_user(request, f"Selected workers {'enabled' if enabled else 'disabled'}.")
+        changed = sum(worker.set_enabled(enabled, actor=request.user.username) for worker in queryset)
+        self.message_user(request, f"{changed} worker(s) {'enabled' if enabled else 'disabled'}.")
 
     @admin.action(description="Enable selected workers")
     def enable_workers(self, request, queryset):

@@ -22,7 +22,6 @@ from orchestration.api.permissions import require_run_code
 from orchestration.api.views import AuditedModelViewSet, actor_of
 from orchestration.choices import Priority
 from orchestration.models import Anomaly, ScoreReport, Worker, WorkerRun
-from orchestration.models.ledger import record
 from orchestration.redaction import MaskedSecretError, redact, restore
 from orchestration.workers import breaker, specs
 from orchestration.workers.choices import (
@@ -33,7 +32,7 @@ from orchestration.workers.choices import (
     RunStatus,
     WorkerCategory,
 )
-from orchestration.workers.runner import WorkerStateError, trigger
+from orchestration.workers.runner import trigger
 from orchestration.workers.sync import next_run_at
 
 RESERVED_NAMES = {"status"}
@@ -305,14 +304,7 @@ class WorkerViewSet(AuditedModelViewSet):
         return context
 
     def perform_destroy(self, instance: Worker):
-        downstream = sorted(
-            w.name
-            for w in Worker.objects.exclude(pk=instance.pk)
-            if instance.name in (w.depends_on or []) or instance.name in (w.optional_depends_on or [])
-        )
-        if downstream:
-            raise WorkerStateError(f"Required by {', '.join(downstream)}")
-        super().perform_destroy(instance)
+        instance.remove(actor=actor_of(self.request))
 
     @extend_schema(request=None, responses={202: _RUN_QUEUED, 409: OpenApiResponse(description="Worker disabled")})
     @action(detail=True, methods=["post"])
@@ -325,15 +317,7 @@ class WorkerViewSet(AuditedModelViewSet):
 
     def _switch(self, request, enabled: bool) -> Response:
         worker = self.get_object()
-        if worker.enabled != enabled:
-            worker.enabled = enabled
-            worker.save(update_fields=["enabled", "updated_at"])
-            record(
-                f"worker.{'enabled' if enabled else 'disabled'}",
-                f"Worker {worker.name} {'enabled' if enabled else 'disabled'}",
-                subject=worker.breaker_name,
-                actor=actor_of(request),
-            )
+        worker.set_enabled(enabled, actor=actor_of(request))
         return Response(self.get_serializer(worker).data)
 
     @extend_schema(request=None, responses={200: WorkerSerializer})

@@ -32,6 +32,7 @@ from orchestration.jobs.queue import enqueue, worker_identity
 from orchestration.jobs.registry import PermanentJobError, job_kind
 from orchestration.models import Worker, WorkerRun
 from orchestration.models.ledger import record
+from orchestration.models.workers import WorkerStateError
 from orchestration.runnables import runnable
 from orchestration.workers import anomaly_rules, breaker, shutdown
 from orchestration.workers.choices import (
@@ -45,10 +46,6 @@ from orchestration.workers.choices import (
 log = logging.getLogger("orchestration.workers")
 
 JOB_KIND = "worker.run"
-
-
-class WorkerStateError(Exception):
-    """The worker is not in a state that allows this (API answers 409)."""
 
 
 # --- request ------------------------------------------------------------------------
