@@ -15,13 +15,6 @@ from orchestration.models import Job
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _empty_cache():
-    snapshot_cache.forget()
-    yield
-    snapshot_cache.forget()
-
-
 def _queries(client) -> tuple[int, dict]:
     with CaptureQueriesContext(connection) as ctx:
         response = client.get("/orchestrator/snapshot")
