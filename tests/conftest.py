@@ -141,13 +141,6 @@ def _forget_snapshot():
 
 
 @pytest.fixture
-def fresh_snapshot(settings):
-    """Every read of /orchestrator/snapshot builds it anew, for tests that change the
-    database between two reads inside the production max age."""
-    settings.SNAPSHOT_MAX_AGE_SECONDS = 0
-
-
-@pytest.fixture
 def write_rate(monkeypatch):
     """Sets the write throttle's rate for this test, e.g. ``write_rate("3/min")``. DRF
     binds the rates to the throttle class at import, so a settings override would not
