@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,9 +16,6 @@ from orchestrator_site.env import env_bool, env_float, env_int, env_list, env_st
 from orchestrator_site.private import private_dir, secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-# Under pytest the queue runs tasks inline (django-q2 reads its Conf once at import)
-# and writes are not throttled; real subprocesses started by tests are not "TESTING".
-TESTING = "pytest" in sys.modules
 VAR_DIR = Path(env_str("ORCHESTRATOR_VAR_DIR", str(BASE_DIR / "var")))
 
 # A key per install: from the environment, else generated once into var/secret_key (0600)
@@ -169,9 +165,6 @@ elif _db["ENGINE"].startswith("django.db.backends.postgresql"):
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-if TESTING:
-    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -214,7 +207,7 @@ ORCHESTRATOR_ENABLED = env_bool("ORCHESTRATOR_ENABLED", True)
 ORCHESTRATOR_INTERVAL_SECONDS = env_float("ORCHESTRATOR_INTERVAL_SECONDS", 2.0, minimum=0.1)
 ORCHESTRATOR_DRY_RUN = env_bool("ORCHESTRATOR_DRY_RUN", False)
 # /orchestrator/snapshot shares one snapshot per process for this long (0: always fresh).
-SNAPSHOT_MAX_AGE_SECONDS = env_float("SNAPSHOT_MAX_AGE_SECONDS", 0.0 if TESTING else 1.0, minimum=0.0)
+SNAPSHOT_MAX_AGE_SECONDS = env_float("SNAPSHOT_MAX_AGE_SECONDS", 1.0, minimum=0.0)
 # How long a processing job may go without a heartbeat before the loop reclaims it.
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 30, minimum=2)
 # Lanes not listed in the Lane table get this concurrency limit (0 = unlimited).
@@ -280,7 +273,7 @@ Q_CLUSTER: dict = {
     "catch_up": False,
     "ack_failures": True,
     "label": "Task queue",
-    "sync": env_bool("Q_SYNC", TESTING),
+    "sync": env_bool("Q_SYNC", False),
     "broker_class": "orchestration.jobs.broker.JobBroker",
 }
 # Benchmarks only: bare django-q2 on one of its own brokers ("orm" or a redis:// URL),
@@ -355,7 +348,7 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["orchestration.api.filters.StrictFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "orchestration.api.schema.OrchestratorAutoSchema",
     "DEFAULT_THROTTLE_CLASSES": ["orchestration.api.throttles.WriteRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"writes": env_str("API_WRITE_RATE", "100000/min" if TESTING else "600/min")},
+    "DEFAULT_THROTTLE_RATES": {"writes": env_str("API_WRITE_RATE", "600/min")},
     "EXCEPTION_HANDLER": "orchestration.api.errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {

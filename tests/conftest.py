@@ -112,6 +112,47 @@ def _outbound_loopback_only(settings):
     settings.OUTBOUND_ALLOWED_NETWORKS = LOOPBACK_ONLY
 
 
+# The settings are production's; what the suite needs differently it asks for here.
+@pytest.fixture(autouse=True)
+def _jobs_run_inline(monkeypatch):
+    """Jobs run in the process that queues them, so a test sees what a job did without a
+    cluster. django-q2 copies Q_CLUSTER into ``Conf`` once at import, so a settings
+    override would not reach it. ``broker_only`` turns this off again."""
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", True)
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings):
+    """The production hasher takes a good part of a second per user on purpose."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _forget_snapshot():
+    """The read API's snapshot is kept per process (orchestration/loop/snapshot_cache.py):
+    each test starts without the copy a test before it built."""
+    from orchestration.loop import snapshot_cache
+
+    snapshot_cache.forget()
+    yield
+    snapshot_cache.forget()
+
+
+@pytest.fixture
+def write_rate(monkeypatch):
+    """Sets the write throttle's rate for this test, e.g. ``write_rate("3/min")``. DRF
+    binds the rates to the throttle class at import, so a settings override would not
+    reach it."""
+    from orchestration.api.throttles import WriteRateThrottle
+
+    def set_rate(rate: str) -> None:
+        monkeypatch.setattr(WriteRateThrottle, "THROTTLE_RATES", {WriteRateThrottle.scope: rate})
+
+    return set_rate
+
+
 @pytest.fixture
 def broker_only(monkeypatch):
     """Tasks go to the real (ORM) broker instead of running inline, as they do when a

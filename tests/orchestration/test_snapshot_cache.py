@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -13,13 +14,6 @@ from orchestration.loop import snapshot_cache
 from orchestration.models import Job
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _empty_cache():
-    snapshot_cache.forget()
-    yield
-    snapshot_cache.forget()
 
 
 def _queries(client) -> tuple[int, dict]:
@@ -38,6 +32,40 @@ def test_within_the_max_age_requests_share_one_snapshot(staff_client, settings):
     assert second_queries < first_queries  # only authentication, no snapshot queries
     snapshot_cache.forget()
     assert _queries(staff_client)[1]["jobs"]["pending"] == 1
+
+
+class FrozenClock:
+    """snapshot_cache's clocks (monotonic and wall), still until the test moves them, so
+    how long the machine takes between two requests does not decide what they read."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self._monotonic, self._time = time.monotonic(), time.time()
+
+    def monotonic(self) -> float:
+        return self._monotonic + self.offset
+
+    def time(self) -> float:
+        return self._time + self.offset
+
+
+def test_with_the_default_max_age_the_snapshot_is_shared_until_it_has_passed(staff_client, settings, monkeypatch):
+    assert settings.SNAPSHOT_MAX_AGE_SECONDS == 1.0  # production's: nothing overrides it here
+    clock = FrozenClock()
+    monkeypatch.setattr(snapshot_cache, "time", clock)
+    first_queries, first = _queries(staff_client)
+    Job.objects.create(kind="noop")
+    clock.offset += 0.9
+    second_queries, second = _queries(staff_client)
+    assert second == first and second["jobs"]["pending"] == 0
+    assert second_queries < first_queries
+    # Past every age a copy is served at (STALE_LIMIT max ages), the request builds anew.
+    clock.offset += settings.SNAPSHOT_MAX_AGE_SECONDS * snapshot_cache.STALE_LIMIT
+    third_queries, third = _queries(staff_client)
+    assert third["jobs"]["pending"] == 1 and third["taken_at"] != first["taken_at"]
+    assert third_queries > second_queries
+    # Shared through the cache too, stamped with the same clock.
+    assert cache.get(snapshot_cache.SHARED_KEY) == (clock.time(), third)
 
 
 def test_zero_means_always_fresh(staff_client, settings):
