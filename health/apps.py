@@ -27,12 +27,12 @@ class HealthConfig(AppConfig):
         # Registries fill themselves on import: snapshot section, penalty, demo.
         from health import actions, demo, loop  # noqa: F401
         from health.models import DependencyError, Service
-        from health.tasks import health_tick, sync_schedules
+        from health.tasks import health_tick, retire_schedules
         from orchestration.api.errors import register_conflict
         from orchestration.loop.runner import register_tick_hook
 
         register_conflict(DependencyError)
         register_tick_hook(health_tick)
-        post_migrate.connect(sync_schedules, sender=self)
+        post_migrate.connect(retire_schedules, sender=self)
         post_delete.connect(_drop_breaker, sender=Service, dispatch_uid="health.drop_breaker")
         post_delete.connect(_resolve_outage, sender=Service, dispatch_uid="health.resolve_outage")

@@ -139,11 +139,53 @@ def _persist(
     by_pk = {s.pk: s for s in services}
     failing_now = {by_pk[o.key].name for o in outcomes if not o.success}
     roots = _root_causes(failing_now, checked={s.name for s in services})
+    still_closed = _bump_closed_successes(outcomes, circuits, now)
+    states: dict[int, str] = {}
+    for outcome in outcomes:
+        service, circuit = by_pk[outcome.key], circuits[outcome.key]
+        if outcome.success and circuit.pk in still_closed:
+            states[service.pk] = BreakerState.CLOSED
+            continue
+        transition = circuit.record(outcome.success, now, actor=actor, context=blame_context(service.name, roots))
+        states[service.pk] = circuit.state
+        if transition:
+            result.transitions[service.name] = transition
+    counters = [(o.key, check_health(o.success, states[o.key]), o) for o in outcomes]
+    for outcome in outcomes:
+        result.checked.append(by_pk[outcome.key].name)
+        if not outcome.success:
+            result.failed.append(by_pk[outcome.key].name)
+    _write_counters(counters, now)
+    HealthCheck.objects.bulk_create(
+        [_history_row(pk, health, outcome, states[pk], now) for pk, health, outcome in counters], batch_size=500
+    )
 
-    # Breakers. Successes on closed breakers are one conditional UPDATE for all of
-    # them; the row locks (PostgreSQL) or the IMMEDIATE transaction (SQLite) make the
-    # "still closed" test and the write one step. Everything else goes through
-    # CircuitBreaker.record, which detects and ledgers transitions.
+
+# --- pure: what a probe's outcome means ------------------------------------------------
+def check_health(success: bool, breaker_state: str) -> str:
+    """A service's health after a check, given its breaker after recording it."""
+    if success:
+        return ServiceHealth.HEALTHY
+    return ServiceHealth.CIRCUIT_OPEN if breaker_state == BreakerState.OPEN else ServiceHealth.UNHEALTHY
+
+
+def blame_context(name: str, roots: dict[str, list[str]]) -> dict[str, str] | None:
+    """A breaker transition of a service failing because of another names the root
+    cause and is only informational; None when the service is its own root cause."""
+    blamed = roots.get(name, [name])
+    if blamed == [name]:
+        return None
+    return {"root_cause": ", ".join(blamed), "severity": Severity.INFO}
+
+
+# --- steps around the database ----------------------------------------------------------
+def _bump_closed_successes(
+    outcomes: Sequence[ProbeResult], circuits: dict[int, CircuitBreaker], now: datetime
+) -> set[int]:
+    """Successes on closed breakers (the usual case): one conditional UPDATE for all of
+    them. The row locks (PostgreSQL) or the IMMEDIATE transaction (SQLite) make the
+    "still closed" test and the write one step; the pks it covered are returned, and
+    everything else goes through CircuitBreaker.record, which ledgers transitions."""
     ok_pks = [circuits[o.key].pk for o in outcomes if o.success]
     still_closed = set(
         CircuitBreaker.objects.select_for_update()
@@ -158,56 +200,26 @@ def _persist(
             version=F("version") + 1,
             updated_at=now,
         )
-    states: dict[int, str] = {}
-    for outcome in outcomes:
-        service = by_pk[outcome.key]
-        circuit = circuits[outcome.key]
-        if outcome.success and circuit.pk in still_closed:
-            states[service.pk] = BreakerState.CLOSED
-            continue
-        context = None
-        blamed = roots.get(service.name, [service.name])
-        if blamed != [service.name]:
-            context = {"root_cause": ", ".join(blamed), "severity": Severity.INFO}
-        transition = circuit.record(outcome.success, now, actor=actor, context=context)
-        states[service.pk] = circuit.state
-        if transition:
-            result.transitions[service.name] = transition
+    return still_closed
 
-    counters = []
-    history = []
-    for outcome in outcomes:
-        service = by_pk[outcome.key]
-        if outcome.success:
-            health = ServiceHealth.HEALTHY
-        elif states[service.pk] == BreakerState.OPEN:
-            health = ServiceHealth.CIRCUIT_OPEN
-        else:
-            health = ServiceHealth.UNHEALTHY
-        counters.append((service.pk, health, outcome))
-        history.append(
-            HealthCheck(
-                service_id=service.pk,
-                checked_at=now,
-                success=outcome.success,
-                health=health,
-                status_code=outcome.status_code,
-                response_time_ms=outcome.response_time_ms,
-                error_message=outcome.error_message,
-                breaker_state=states[service.pk],
-            )
-        )
-        result.checked.append(service.name)
-        if not outcome.success:
-            result.failed.append(service.name)
-    _write_counters(counters, now)
-    HealthCheck.objects.bulk_create(history, batch_size=500)
+
+def _history_row(service_id: int, health: str, outcome: ProbeResult, breaker_state: str, now: datetime) -> HealthCheck:
+    return HealthCheck(
+        service_id=service_id,
+        checked_at=now,
+        success=outcome.success,
+        health=health,
+        status_code=outcome.status_code,
+        response_time_ms=outcome.response_time_ms,
+        error_message=outcome.error_message,
+        breaker_state=breaker_state,
+    )
 
 
 def _write_counters(rows: list[tuple[int, str, ProbeResult]], now: datetime) -> None:
     """One parameterised UPDATE per service through executemany: counters are
-    incremented in SQL (never read-modify-write), and the statement is prepared once.
-    A CASE-per-row bulk_update of 200 rows costs the ORM about a second to build."""
+    incremented in SQL (never read-modify-write), and the statement is prepared once
+    (a CASE-per-row bulk_update is slow for the ORM to build)."""
     if not rows:
         return
     qn = connection.ops.quote_name
@@ -264,14 +276,45 @@ def reconcile_alerts(now: datetime | None = None) -> dict[str, list[str]]:
     dependents that fail because of it; resolve alerts whose service is fine (or is
     now explained by a deeper failure). Returns {"opened", "resolved", "updated"}."""
     now = now or timezone.now()
-    threshold = settings.HEALTH_ALERT_AFTER_FAILURES
     rows = list(Service.objects.enabled().values_list("pk", "name", "health", "consecutive_failures", "last_error"))
     by_name = {name: (pk, health, failures, error) for pk, name, health, failures, error in rows}
+    plan = plan_alerts(by_name, settings.HEALTH_ALERT_AFTER_FAILURES, _dependency_graph())
+    open_alerts = {
+        a.service.name: a for a in ServiceAlert.objects.filter(resolved_at__isnull=True).select_related("service")
+    }
+    changes: dict[str, list[str]] = {"opened": [], "resolved": [], "updated": []}
+    for name, alert in open_alerts.items():
+        if name not in plan.wanted and _resolve_alert(alert, resolution(name, plan), now):
+            changes["resolved"].append(name)
+    for root, affected in sorted(plan.wanted.items()):
+        error = by_name[root][3] if root in by_name else ""
+        alert = open_alerts.get(root)
+        if alert is None:
+            if _open_alert(root, by_name[root][0], affected, error, now):
+                changes["opened"].append(root)
+        elif _refresh_alert(alert, root, affected, error, now):
+            changes["updated"].append(root)
+    _sync_anomalies(plan.wanted, by_name, now)
+    return changes
+
+
+# --- pure: which alerts should be open -----------------------------------------------
+@dataclass(frozen=True)
+class AlertPlan:
+    failing: set[str]  # services down now
+    roots: dict[str, list[str]]  # each failing service's root causes
+    wanted: dict[str, list[str]]  # root cause → its failing dependents: one open alert each
+
+
+def plan_alerts(by_name: dict[str, tuple], threshold: int, graph: dict[str, list[str]]) -> AlertPlan:
+    """``by_name``: name → (pk, health, consecutive failures, last error). A service
+    alerts once its circuit is open or it failed ``threshold`` times in a row; the alert
+    goes to its root causes, each listing every failing dependent."""
     failing = {name for name, (_, health, _, _) in by_name.items() if health in pure.DOWN}
     alerting = {
         name for name in failing if by_name[name][1] == ServiceHealth.CIRCUIT_OPEN or by_name[name][2] >= threshold
     }
-    roots = pure.root_causes(_dependency_graph(), failing)
+    roots = pure.root_causes(graph, failing)
     wanted: dict[str, list[str]] = {}
     for name in sorted(alerting):
         for root in roots[name]:
@@ -280,67 +323,70 @@ def reconcile_alerts(now: datetime | None = None) -> dict[str, list[str]]:
         for root in roots[name]:
             if root in wanted and name != root:
                 wanted[root].append(name)
+    return AlertPlan(failing, roots, wanted)
 
-    changes: dict[str, list[str]] = {"opened": [], "resolved": [], "updated": []}
-    open_alerts = {
-        a.service.name: a for a in ServiceAlert.objects.filter(resolved_at__isnull=True).select_related("service")
-    }
 
-    for name, alert in open_alerts.items():
-        if name in wanted:
-            continue
-        if name in failing:
-            reason = f"now explained by {', '.join(roots[name])} (root cause)"
-        else:
-            reason = "recovered"
-        if ServiceAlert.objects.filter(pk=alert.pk, resolved_at__isnull=True).update(
-            resolved_at=now, resolution=reason
-        ):
-            changes["resolved"].append(name)
-            ledger_record(
-                "health.alert_resolved",
-                f"{name}: alert resolved, {reason} after {_human(now - alert.opened_at)}",
-                subject=breaker_name(name),
-                data={"service": name, "resolution": reason, "affected": alert.affected},
-            )
+def resolution(name: str, plan: AlertPlan) -> str:
+    """Why the open alert of a service no longer wanted is resolved."""
+    if name in plan.failing:
+        return f"now explained by {', '.join(plan.roots[name])} (root cause)"
+    return "recovered"
 
-    for root, affected in sorted(wanted.items()):
-        error = by_name[root][3] if root in by_name else ""
-        alert = open_alerts.get(root)
-        if alert is None:
-            try:
-                with transaction.atomic():
-                    ServiceAlert.objects.create(
-                        service_id=by_name[root][0], opened_at=now, affected=affected, error_message=error
-                    )
-            except IntegrityError:
-                continue  # another process opened it first; it will keep it current
-            changes["opened"].append(root)
-            message = f"{root} is down: {error or 'failing'}"
-            if affected:
-                message += f"; {len(affected)} dependent(s) failing because of it: {', '.join(affected)}"
-            ledger_record(
-                "health.alert_opened",
-                message,
-                severity=Severity.ERROR,
-                subject=breaker_name(root),
-                data={"service": root, "root_cause": root, "affected": affected, "error": error},
-            )
-            continue
-        added = sorted(set(affected) - set(alert.affected))
-        if affected != alert.affected:
-            ServiceAlert.objects.filter(pk=alert.pk).update(affected=affected, error_message=error)
-            _open_anomaly(root, error, affected, now)  # (refreshes the open one's details)
-        if added:
-            changes["updated"].append(root)
-            ledger_record(
-                "health.alert_updated",
-                f"{', '.join(added)} failing because {root} is down (covered by the open alert on {root})",
-                subject=breaker_name(root),
-                data={"service": root, "root_cause": root, "added": added, "affected": affected},
-            )
-    _sync_anomalies(wanted, by_name, now)
-    return changes
+
+def opened_message(root: str, error: str, affected: list[str]) -> str:
+    message = f"{root} is down: {error or 'failing'}"
+    if affected:
+        message += f"; {len(affected)} dependent(s) failing because of it: {', '.join(affected)}"
+    return message
+
+
+# --- steps around the database ----------------------------------------------------------
+def _resolve_alert(alert: ServiceAlert, reason: str, now: datetime) -> bool:
+    name = alert.service.name
+    if not ServiceAlert.objects.filter(pk=alert.pk, resolved_at__isnull=True).update(
+        resolved_at=now, resolution=reason
+    ):
+        return False  # another process resolved it first
+    ledger_record(
+        "health.alert_resolved",
+        f"{name}: alert resolved, {reason} after {_human(now - alert.opened_at)}",
+        subject=breaker_name(name),
+        data={"service": name, "resolution": reason, "affected": alert.affected},
+    )
+    return True
+
+
+def _open_alert(root: str, service_id: int, affected: list[str], error: str, now: datetime) -> bool:
+    try:
+        with transaction.atomic():
+            ServiceAlert.objects.create(service_id=service_id, opened_at=now, affected=affected, error_message=error)
+    except IntegrityError:
+        return False  # another process opened it first; it will keep it current
+    ledger_record(
+        "health.alert_opened",
+        opened_message(root, error, affected),
+        severity=Severity.ERROR,
+        subject=breaker_name(root),
+        data={"service": root, "root_cause": root, "affected": affected, "error": error},
+    )
+    return True
+
+
+def _refresh_alert(alert: ServiceAlert, root: str, affected: list[str], error: str, now: datetime) -> bool:
+    """Keep an open alert's dependents current; True when new dependents were added."""
+    added = sorted(set(affected) - set(alert.affected))
+    if affected != alert.affected:
+        ServiceAlert.objects.filter(pk=alert.pk).update(affected=affected, error_message=error)
+        _open_anomaly(root, error, affected, now)  # (refreshes the open one's details)
+    if not added:
+        return False
+    ledger_record(
+        "health.alert_updated",
+        f"{', '.join(added)} failing because {root} is down (covered by the open alert on {root})",
+        subject=breaker_name(root),
+        data={"service": root, "root_cause": root, "added": added, "affected": affected},
+    )
+    return True
 
 
 def _sync_anomalies(wanted: dict[str, list[str]], by_name: dict[str, tuple], now: datetime) -> None:

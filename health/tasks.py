@@ -1,5 +1,5 @@
-"""Entry points for the cadence: the loop runner's tick hook, django-q2 tasks and the
-schedules that call them."""
+"""Entry points for the cadence: the loop runner's tick hook (the sweep) and the
+django-q2 tasks it and the fleet's check-history-retention worker run."""
 
 from __future__ import annotations
 
@@ -19,15 +19,6 @@ log = logging.getLogger("health")
 
 
 @runnable
-def sweep_due() -> dict[str, Any]:
-    """Check every service whose interval has elapsed (django-q2 schedule fallback)."""
-    due = claim_due()
-    if not due:
-        return {"checked": []}
-    return check_services(due).as_dict()
-
-
-@runnable
 def check_service_ids(ids: list[int]) -> dict[str, Any]:
     """Check services claimed by the tick hook (runs on a django-q2 worker; queued by
     path, so it must be declared runnable like every schedule target)."""
@@ -36,8 +27,10 @@ def check_service_ids(ids: list[int]) -> dict[str, Any]:
 
 
 def health_tick() -> int:
-    """Loop runner hook, every tick: claim due services and hand them to the cluster,
-    so a slow sweep never holds up the loop. Returns how many were claimed."""
+    """The sweep's only trigger, a loop runner hook run every tick: each service has its
+    own interval (down to a second), finer than any schedule's minute. Claims the due
+    services and hands them to the cluster, so a slow sweep never holds up the loop.
+    Returns how many were claimed."""
     from django_q.tasks import async_task
 
     due = claim_due()
@@ -83,12 +76,13 @@ def prune_checks(days: int | None = None, keep: int | None = None, batch: int = 
     return deleted
 
 
-def sync_schedules(**kwargs: Any) -> None:
-    from django_q.models import Schedule
+# Schedules that once triggered work now owned by one trigger each (the sweep: the
+# tick hook above; check retention: the fleet's check-history-retention worker).
+RETIRED_SCHEDULES = ("health.sweep", "health.check_retention")
 
-    from orchestration.schedules import ensure_schedule
 
-    # The loop runner's tick hook checks due services within half a second; this
-    # schedule keeps checks going on deployments that run only cluster nodes.
-    ensure_schedule("health.sweep", "health.tasks.sweep_due", schedule_type=Schedule.MINUTES, minutes=1, repeats=-1)
-    ensure_schedule("health.check_retention", "health.tasks.prune_checks", schedule_type=Schedule.HOURLY, repeats=-1)
+def retire_schedules(**kwargs: Any) -> None:
+    from orchestration.schedules import delete_schedule
+
+    for name in RETIRED_SCHEDULES:
+        delete_schedule(name)

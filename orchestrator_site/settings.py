@@ -415,8 +415,7 @@ FLEET_RECOVERY_COOLDOWN_SECONDS = env_int("FLEET_RECOVERY_COOLDOWN_SECONDS", 300
 FLEET_MAX_RECOVERY_ATTEMPTS = env_int("FLEET_MAX_RECOVERY_ATTEMPTS", 3, minimum=1)
 FLEET_ESCALATE_AFTER_SECONDS = env_int("FLEET_ESCALATE_AFTER_SECONDS", 600, minimum=0)
 FLEET_RUN_RETENTION_DAYS = env_int("FLEET_RUN_RETENTION_DAYS", 14, minimum=1)
-# Built-in workers that call into the health app (dotted paths, imported when they run).
-FLEET_HEALTH_SWEEP_PATH = env_str("FLEET_HEALTH_SWEEP_PATH", "health.tasks.sweep_due")
+# The built-in worker that calls into the health app (a dotted path, imported when it runs).
 FLEET_CHECK_RETENTION_PATH = env_str("FLEET_CHECK_RETENTION_PATH", "health.tasks.prune_checks")
 # Alerts: channels per severity (comma-separated names of registered channels).
 FLEET_ALERT_ROUTES = {

@@ -11,7 +11,7 @@ the job's files once it commits.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
@@ -84,100 +84,157 @@ def apply(
             log.info("pipeline job %s: %s ignored (%s)", job_id, event, outcome.ignored)
             return job
         new = outcome.state
-        # update() skips auto_now, so updated_at is set here.
-        fields: dict[str, Any] = {"status": new.status, "stage": new.stage, "stage_run": new.run, "updated_at": now}
-        if new.status == t.NEEDS_APPROVAL:
-            minutes = job.config.get("gates", {}).get(new.stage, {}).get("timeout_minutes", 60)
-            fields.update(waiting_since=now, gate_deadline=now + timedelta(minutes=minutes), escalated_at=None)
-        else:
-            fields.update(waiting_since=None, gate_deadline=None, escalated_at=None)
-        if new.status != t.RUNNING:
-            fields["stage_deadline"] = None
-        if new.status in t.FINAL:
-            fields["finished_at"] = now
-        if event == "stage_failed":
-            fields["error"] = (data or {}).get("error", "stage failed")[:4000]
-        elif outcome.run_stage:
-            fields["error"] = ""
-        if outcome.run_stage:
-            minutes = job.config.get("stage_timeouts", {}).get(new.stage, 60)
-            fields["stage_deadline"] = now + timedelta(minutes=minutes)
-        changed = PipelineJob.objects.filter(
-            pk=job.pk, status=job.status, stage=job.stage, stage_run=job.stage_run
-        ).update(**fields)
-        if not changed:
-            raise GateConflict(f"pipeline job {job.pk} changed while deciding {event}; reload and try again")
-
+        _write_transition(job, event, transition_fields(job.config, event, outcome, now, data))
         previous_stage_job = job.stage_job_id
         if outcome.run_stage:
-            stage_job = queue.enqueue(
-                STAGE_KIND,
-                {"pipeline_job": job.pk, "stage": new.stage, "run": new.run},
-                lane=job.config.get("lane", "pipeline"),
-                max_attempts=job.config.get("stage_attempts", 3),
-                reference=f"pipeline:{job.pk}:{new.stage}:{new.run}",
-            )
-            PipelineJob.objects.filter(pk=job.pk).update(stage_job=stage_job)
+            _queue_stage(job, new)
         if event == "cancel" and previous_stage_job:
-            # A running stage is told to stop; its result will be stale anyway.
-            from orchestration.models import Job
-
-            stage_job = Job.objects.filter(pk=previous_stage_job).first()
-            if stage_job is not None:
-                try:
-                    queue.cancel(stage_job, actor=actor)
-                except queue.JobStateError:
-                    pass  # already finished
+            _stop_stage_job(previous_stage_job, actor)
         if event in ("approve", "reject"):
-            GateDecision.objects.create(
-                job=job,
-                stage=stage,
-                decision=Decision.APPROVED if event == "approve" else Decision.REJECTED,
-                decided_by=actor,
-                notes=notes,
-                automatic=automatic,
-            )
-            gate_log.info(
-                "gate %s of pipeline job %s %s by %s",
-                stage,
-                job.pk,
-                "approved" if event == "approve" else "rejected",
-                actor,
-                extra={"pipeline_job": job.pk, "stage": stage},
-            )
-        base = {"actor": actor, "run": new.run, **(data or {})}
-        if notes:
-            base["notes"] = notes
-        if automatic:
-            base["automatic"] = True
+            _record_gate_decision(job, event, stage, actor=actor, notes=notes, automatic=automatic)
+        base = event_data(actor, new.run, data, notes=notes, automatic=automatic)
         for event_type, event_stage in outcome.events:
             _add_event(job.pk, event_type, event_stage, base, now)
-        if (event in PERSON_EVENTS and actor != "system") or automatic:
-            record(
-                f"pipeline.{event}",
-                f"Pipeline job {job.pk} ({job.slug}): {event} at {stage or job.stage} → {new.status}",
-                subject=f"pipeline:{job.pk}",
-                data={"pipeline_job": job.pk, "stage": stage or job.stage, "status": new.status, "notes": notes},
-                actor=actor,
-            )
-        transition = {
-            "job_id": job.pk,
-            "slug": job.slug,
-            "event": event,
-            "from_status": job.status,
-            "to_status": new.status,
-            "from_stage": job.stage,
-            "to_stage": new.stage,
-            "run": new.run,
-            "actor": actor,
-            "at": now.isoformat(),
-        }
-        transaction.on_commit(lambda: _after_transition(job.pk, transition))
-        if job.escalated_at is not None:
-            # The overdue gate was decided (or the job left it): its anomaly is over.
-            transaction.on_commit(lambda: alerts.resolve_gate_anomaly(job.pk))
+        if needs_ledger(event, actor, automatic):
+            _record_person_event(job, event, stage or job.stage, new.status, actor=actor, notes=notes)
+        _after_commit(job, transition_record(job.pk, job.slug, job.state(), new, event, actor, now))
         job.refresh_from_db()
     return job
+
+
+# --- pure: what a transition writes -----------------------------------------------------
+def transition_fields(
+    config: dict[str, Any], event: str, outcome: t.Outcome, now: datetime, data: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The job's columns after a changing transition (deadlines from its config)."""
+    new = outcome.state
+    # update() skips auto_now, so updated_at is set here.
+    fields: dict[str, Any] = {"status": new.status, "stage": new.stage, "stage_run": new.run, "updated_at": now}
+    if new.status == t.NEEDS_APPROVAL:
+        minutes = config.get("gates", {}).get(new.stage, {}).get("timeout_minutes", 60)
+        fields.update(waiting_since=now, gate_deadline=now + timedelta(minutes=minutes), escalated_at=None)
+    else:
+        fields.update(waiting_since=None, gate_deadline=None, escalated_at=None)
+    if new.status != t.RUNNING:
+        fields["stage_deadline"] = None
+    if new.status in t.FINAL:
+        fields["finished_at"] = now
+    if event == "stage_failed":
+        fields["error"] = (data or {}).get("error", "stage failed")[:4000]
+    elif outcome.run_stage:
+        fields["error"] = ""
+    if outcome.run_stage:
+        minutes = config.get("stage_timeouts", {}).get(new.stage, 60)
+        fields["stage_deadline"] = now + timedelta(minutes=minutes)
+    return fields
+
+
+def event_data(
+    actor: str, run: int, data: dict[str, Any] | None, *, notes: str = "", automatic: bool = False
+) -> dict[str, Any]:
+    """The data every event of one transition carries."""
+    base = {"actor": actor, "run": run, **(data or {})}
+    if notes:
+        base["notes"] = notes
+    if automatic:
+        base["automatic"] = True
+    return base
+
+
+def needs_ledger(event: str, actor: str, automatic: bool) -> bool:
+    """A person's decision (or the loop deciding for one) goes to the ledger; the
+    engine's own progress is in the job's events only."""
+    return (event in PERSON_EVENTS and actor != "system") or automatic
+
+
+def transition_record(
+    job_id: int, slug: str, old: t.State, new: t.State, event: str, actor: str, now: datetime
+) -> dict[str, Any]:
+    """One line of ``runs/state.jsonl``."""
+    return {
+        "job_id": job_id,
+        "slug": slug,
+        "event": event,
+        "from_status": old.status,
+        "to_status": new.status,
+        "from_stage": old.stage,
+        "to_stage": new.stage,
+        "run": new.run,
+        "actor": actor,
+        "at": now.isoformat(),
+    }
+
+
+# --- steps around the database ----------------------------------------------------------
+def _write_transition(job: PipelineJob, event: str, fields: dict[str, Any]) -> None:
+    """Conditional on the state it was decided from: of two racing decisions one wins."""
+    changed = PipelineJob.objects.filter(pk=job.pk, status=job.status, stage=job.stage, stage_run=job.stage_run).update(
+        **fields
+    )
+    if not changed:
+        raise GateConflict(f"pipeline job {job.pk} changed while deciding {event}; reload and try again")
+
+
+def _queue_stage(job: PipelineJob, new: t.State) -> None:
+    stage_job = queue.enqueue(
+        STAGE_KIND,
+        {"pipeline_job": job.pk, "stage": new.stage, "run": new.run},
+        lane=job.config.get("lane", "pipeline"),
+        max_attempts=job.config.get("stage_attempts", 3),
+        reference=f"pipeline:{job.pk}:{new.stage}:{new.run}",
+    )
+    PipelineJob.objects.filter(pk=job.pk).update(stage_job=stage_job)
+
+
+def _stop_stage_job(stage_job_id: int, actor: str) -> None:
+    """A running stage is told to stop; its result will be stale anyway."""
+    from orchestration.models import Job
+
+    stage_job = Job.objects.filter(pk=stage_job_id).first()
+    if stage_job is not None:
+        try:
+            queue.cancel(stage_job, actor=actor)
+        except queue.JobStateError:
+            pass  # already finished
+
+
+def _record_gate_decision(
+    job: PipelineJob, event: str, stage: str | None, *, actor: str, notes: str, automatic: bool
+) -> None:
+    GateDecision.objects.create(
+        job=job,
+        stage=stage,
+        decision=Decision.APPROVED if event == "approve" else Decision.REJECTED,
+        decided_by=actor,
+        notes=notes,
+        automatic=automatic,
+    )
+    gate_log.info(
+        "gate %s of pipeline job %s %s by %s",
+        stage,
+        job.pk,
+        "approved" if event == "approve" else "rejected",
+        actor,
+        extra={"pipeline_job": job.pk, "stage": stage},
+    )
+
+
+def _record_person_event(job: PipelineJob, event: str, stage: str, status: str, *, actor: str, notes: str) -> None:
+    record(
+        f"pipeline.{event}",
+        f"Pipeline job {job.pk} ({job.slug}): {event} at {stage} → {status}",
+        subject=f"pipeline:{job.pk}",
+        data={"pipeline_job": job.pk, "stage": stage, "status": status, "notes": notes},
+        actor=actor,
+    )
+
+
+def _after_commit(job: PipelineJob, transition: dict[str, Any]) -> None:
+    job_id = job.pk
+    transaction.on_commit(lambda: _after_transition(job_id, transition))
+    if job.escalated_at is not None:
+        # The overdue gate was decided (or the job left it): its anomaly is over.
+        transaction.on_commit(lambda: alerts.resolve_gate_anomaly(job_id))
 
 
 def add_event(job: PipelineJob, event_type: str, stage: str, data: dict[str, Any] | None = None) -> None:

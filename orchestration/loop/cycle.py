@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
@@ -20,7 +20,7 @@ from orchestration.choices import ActionStatus, Severity
 from orchestration.dbfaults import close_connections
 from orchestration.jobs.queue import worker_identity
 from orchestration.loop import decider
-from orchestration.loop.executor import ActionContext, execute
+from orchestration.loop.executor import ActionContext, ActionResult, execute
 from orchestration.loop.monitor import build_snapshot
 from orchestration.models import Action, LedgerEntry, LoopState, Rule
 from orchestration.models.ledger import ledger_entry
@@ -143,158 +143,268 @@ def run_cycle(
         return _run_with_lease(owner, dry_run=dry_run, actor=actor, manual=manual)
 
 
+@dataclass(frozen=True)
+class CycleRun:
+    """What one cycle knows before it decides anything (plain data)."""
+
+    cycle: int
+    dry: bool
+    manual: bool
+    owner: str
+    actor: str
+    started: datetime
+    interval_seconds: float
+    late_ms: float | None
+
+    @property
+    def base(self) -> dict[str, Any]:
+        return {"cycle": self.cycle, "dry_run": self.dry, "manual": self.manual, "owner": self.owner}
+
+    @property
+    def next_due(self) -> datetime:
+        return self.started + timedelta(seconds=self.interval_seconds)
+
+
+@dataclass(frozen=True)
+class EntrySpec:
+    """A ledger entry to write, as plain data."""
+
+    event_type: str
+    message: str
+    severity: str = Severity.INFO
+    subject: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+# --- pure: what a cycle records ---------------------------------------------------------
+def late_by_ms(started: datetime, due: datetime | None) -> float | None:
+    """How late this cycle started against its due time (what the loop promises to keep)."""
+    return round(max(0.0, (started - due).total_seconds()) * 1000, 1) if due is not None else None
+
+
+def action_status(outcome: ActionResult | None) -> str:
+    if outcome is None:
+        return ActionStatus.PLANNED
+    return ActionStatus.SUCCEEDED if outcome.ok else ActionStatus.FAILED
+
+
+def action_fields(run: CycleRun, action: decider.PlannedAction, outcome: ActionResult | None) -> dict[str, Any]:
+    """The fields of the Action row for one planned action (outcome None: not executed)."""
+    return {
+        "cycle": run.cycle,
+        "rule_id": action.rule_id,
+        "rule_name": action.rule,
+        "action_type": action.type,
+        "priority": action.priority,
+        "reason": action.reason[:300],
+        "target": action.target[:200],
+        "params": action.params,
+        "trigger": action.trigger,
+        "status": action_status(outcome),
+        "result": outcome.result if outcome else {},
+        "error": outcome.error if outcome else "",
+        "duration_ms": outcome.duration_ms if outcome else 0,
+        "created_at": run.started,
+    }
+
+
+def action_entry(run: CycleRun, action: decider.PlannedAction, outcome: ActionResult) -> EntrySpec:
+    return EntrySpec(
+        "orchestrator.action_executed" if outcome.ok else "orchestrator.action_failed",
+        f"{action.type}: {action.reason}" + (f" — {outcome.error}" if outcome.error else ""),
+        severity=Severity.INFO if outcome.ok else Severity.ERROR,
+        subject=action.target or action.rule,
+        data={**run.base, **outcome.as_dict()},
+    )
+
+
+def started_entry(run: CycleRun, planned: list[decider.PlannedAction], summary_line: str, score: int) -> EntrySpec:
+    return EntrySpec(
+        "orchestrator.cycle_started",
+        f"Cycle {run.cycle}: {summary_line}",
+        data={**run.base, "health_score": score, "actions": len(planned)},
+    )
+
+
+def cycle_summary(
+    run: CycleRun,
+    planned: list[decider.PlannedAction],
+    results: list[ActionResult],
+    system: dict[str, Any],
+    duration_ms: float,
+) -> dict[str, Any]:
+    """The loop state's ``last_cycle`` (also the closing ledger entry's data)."""
+    succeeded = sum(1 for r in results if r.ok)
+    return {
+        "cycle": run.cycle,
+        "started_at": run.started.isoformat(),
+        "duration_ms": duration_ms,
+        "health_score": system["health_score"],
+        "health_status": system["status"],
+        "actions": len(planned),
+        "succeeded": succeeded,
+        "failed": len(results) - succeeded,
+        "dry_run": run.dry,
+        "summary": decider.summarize(planned),
+        "owner": run.owner,
+        "late_ms": run.late_ms,
+    }
+
+
+def closing_entry(run: CycleRun, summary: dict[str, Any]) -> EntrySpec:
+    """cycle_completed when the cycle planned actions, cycle_idle when it had none."""
+    if summary["actions"]:
+        failed = summary["failed"]
+        return EntrySpec(
+            "orchestrator.cycle_completed",
+            f"Cycle {run.cycle}: {summary['succeeded']} succeeded, {failed} failed" + (" (dry run)" if run.dry else ""),
+            severity=Severity.WARNING if failed else Severity.INFO,
+            data=summary,
+        )
+    return EntrySpec(
+        "orchestrator.cycle_idle",
+        f"Cycle {run.cycle}: no actions needed, health {summary['health_score']} ({summary['health_status']})",
+        data=summary,
+    )
+
+
+def cycle_entries(
+    run: CycleRun,
+    planned: list[decider.PlannedAction],
+    results: list[ActionResult],
+    summary: dict[str, Any],
+) -> list[EntrySpec]:
+    """Every ledger entry of a cycle that ran, in the order they happened."""
+    entries = [started_entry(run, planned, summary["summary"], summary["health_score"])] if planned else []
+    entries += [action_entry(run, action, outcome) for action, outcome in zip(planned, results, strict=False)]
+    return [*entries, closing_entry(run, summary)]
+
+
+def cycle_result(
+    run: CycleRun,
+    snapshot: dict[str, Any],
+    planned: list[decider.PlannedAction],
+    results: list[ActionResult],
+    summary: dict[str, Any],
+) -> dict[str, Any]:
+    """What run_cycle returns (the API's and the command's answer)."""
+    return {
+        "cycle": run.cycle,
+        "dry_run": run.dry,
+        "snapshot": snapshot,
+        "decision": {"actions": [a.as_dict() for a in planned], "summary": summary["summary"]},
+        "execution": {
+            "succeeded": summary["succeeded"],
+            "failed": summary["failed"],
+            "results": [r.as_dict() for r in results],
+        },
+        "duration_ms": summary["duration_ms"],
+        "timestamp": run.started.isoformat(),
+        "next_cycle_due_at": run.next_due.isoformat(),
+    }
+
+
+def error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+# --- steps around the database ----------------------------------------------------------
 def _run_with_lease(owner: str, *, dry_run: bool | None, actor: str, manual: bool) -> dict[str, Any]:
+    run = _begin(owner, dry_run=dry_run, actor=actor, manual=manual)
+    clock = time.perf_counter()
+    # Ledger rows as the cycle goes (each dated when it happened); a failure still writes them.
+    entries: list[LedgerEntry] = []
+    try:
+        snapshot = build_snapshot(run.started)
+        planned = decider.decide(rule_specs(list(Rule.objects.filter(enabled=True)), run.started), snapshot)
+        if planned:
+            started = started_entry(run, planned, decider.summarize(planned), snapshot["system"]["health_score"])
+            entries = _ledger_rows(run, [started])
+        results = [] if run.dry else execute(planned, ActionContext(snapshot, run.started, run.cycle, actor))
+        duration_ms = round((time.perf_counter() - clock) * 1000, 2)
+        summary = cycle_summary(run, planned, results, snapshot["system"], duration_ms)
+        entries += _ledger_rows(run, cycle_entries(run, planned, results, summary)[len(entries) :])
+        _write_cycle(run, planned, results, summary, entries)
+        log.info("cycle %s: %s (%.1f ms)", run.cycle, summary["summary"], duration_ms)
+        return cycle_result(run, snapshot, planned, results, summary)
+    except Exception as exc:
+        log.exception("cycle %s failed", run.cycle)
+        _write_failure(run, exc, entries)
+        raise
+
+
+def _begin(owner: str, *, dry_run: bool | None, actor: str, manual: bool) -> CycleRun:
+    """Read the loop's row and, for a lease taken ahead (cycle_lead), wait for the due time."""
     state = LoopState.objects.get(pk=LoopState.SINGLETON_ID)
     due = state.next_cycle_due_at if not manual else None
     if due is not None:
         early = (due - timezone.now()).total_seconds()
-        if early > 0:  # the lease was taken ahead (cycle_lead): start on time, not early
+        if early > 0:
             time.sleep(min(early, CYCLE_LEASE_SECONDS / 3))
     started = timezone.now()
-    clock = time.perf_counter()
-    # How late this cycle started against its due time (what the loop promises to keep).
-    late_ms = round(max(0.0, (started - due).total_seconds()) * 1000, 1) if due is not None else None
-    cycle = state.cycle_count + 1
-    dry = state.dry_run if dry_run is None else dry_run
-    entries: list[LedgerEntry] = []
-    base = {"cycle": cycle, "dry_run": dry, "manual": manual, "owner": owner}
-    try:
-        snapshot = build_snapshot(started)
-        rules = list(Rule.objects.filter(enabled=True))
-        planned = decider.decide(rule_specs(rules, started), snapshot)
-        system = snapshot["system"]
-        summary_line = decider.summarize(planned)
+    return CycleRun(
+        cycle=state.cycle_count + 1,
+        dry=state.dry_run if dry_run is None else dry_run,
+        manual=manual,
+        owner=owner,
+        actor=actor,
+        started=started,
+        interval_seconds=state.interval_seconds,
+        late_ms=late_by_ms(started, due),
+    )
+
+
+def _ledger_rows(run: CycleRun, specs: list[EntrySpec]) -> list[LedgerEntry]:
+    return [
+        ledger_entry(s.event_type, s.message, severity=s.severity, subject=s.subject, data=s.data, actor=run.actor)
+        for s in specs
+    ]
+
+
+def _write_cycle(
+    run: CycleRun,
+    planned: list[decider.PlannedAction],
+    results: list[ActionResult],
+    summary: dict[str, Any],
+    entries: list[LedgerEntry],
+) -> None:
+    """One transaction for everything the cycle writes: its actions, the rules'
+    cooldown marks, the ledger entries and the loop state (lease released)."""
+    outcomes: list[ActionResult | None] = list(results) if results else [None] * len(planned)
+    with transaction.atomic():
         if planned:
-            entries.append(
-                ledger_entry(
-                    "orchestrator.cycle_started",
-                    f"Cycle {cycle}: {summary_line}",
-                    data={**base, "health_score": system["health_score"], "actions": len(planned)},
-                    actor=actor,
-                )
+            Action.objects.bulk_create(
+                [Action(**action_fields(run, a, o)) for a, o in zip(planned, outcomes, strict=True)]
             )
-        results = [] if dry else execute(planned, ActionContext(snapshot, started, cycle, actor))
-        action_rows = []
-        for index, action in enumerate(planned):
-            outcome = results[index] if results else None
-            status = (
-                ActionStatus.PLANNED
-                if outcome is None
-                else (ActionStatus.SUCCEEDED if outcome.ok else ActionStatus.FAILED)
-            )
-            action_rows.append(
-                Action(
-                    cycle=cycle,
-                    rule_id=action.rule_id,
-                    rule_name=action.rule,
-                    action_type=action.type,
-                    priority=action.priority,
-                    reason=action.reason[:300],
-                    target=action.target[:200],
-                    params=action.params,
-                    trigger=action.trigger,
-                    status=status,
-                    result=outcome.result if outcome else {},
-                    error=outcome.error if outcome else "",
-                    duration_ms=outcome.duration_ms if outcome else 0,
-                    created_at=started,
-                )
-            )
-            if outcome is not None:
-                entries.append(
-                    ledger_entry(
-                        "orchestrator.action_executed" if outcome.ok else "orchestrator.action_failed",
-                        f"{action.type}: {action.reason}" + (f" — {outcome.error}" if outcome.error else ""),
-                        severity=Severity.INFO if outcome.ok else Severity.ERROR,
-                        subject=action.target or action.rule,
-                        data={**base, **outcome.as_dict()},
-                        actor=actor,
-                    )
-                )
-        succeeded = sum(1 for r in results if r.ok)
-        failed = len(results) - succeeded
-        duration_ms = round((time.perf_counter() - clock) * 1000, 2)
-        result = {
-            "cycle": cycle,
-            "dry_run": dry,
-            "snapshot": snapshot,
-            "decision": {"actions": [a.as_dict() for a in planned], "summary": summary_line},
-            "execution": {"succeeded": succeeded, "failed": failed, "results": [r.as_dict() for r in results]},
-            "duration_ms": duration_ms,
-            "timestamp": started.isoformat(),
-            "next_cycle_due_at": (started + timedelta(seconds=state.interval_seconds)).isoformat(),
-        }
-        summary = {
-            "cycle": cycle,
-            "started_at": started.isoformat(),
-            "duration_ms": duration_ms,
-            "health_score": system["health_score"],
-            "health_status": system["status"],
-            "actions": len(planned),
-            "succeeded": succeeded,
-            "failed": failed,
-            "dry_run": dry,
-            "summary": summary_line,
-            "owner": owner,
-            "late_ms": late_ms,
-        }
-        if planned:
-            entries.append(
-                ledger_entry(
-                    "orchestrator.cycle_completed",
-                    f"Cycle {cycle}: {succeeded} succeeded, {failed} failed" + (" (dry run)" if dry else ""),
-                    severity=Severity.WARNING if failed else Severity.INFO,
-                    data=summary,
-                    actor=actor,
-                )
-            )
-        else:
-            entries.append(
-                ledger_entry(
-                    "orchestrator.cycle_idle",
-                    f"Cycle {cycle}: no actions needed, health {system['health_score']} ({system['status']})",
-                    data=summary,
-                    actor=actor,
-                )
-            )
-        # One transaction for everything the cycle writes: its actions, the rules'
-        # cooldown marks, the ledger entries and the loop state (lease released).
-        with transaction.atomic():
-            if action_rows:
-                Action.objects.bulk_create(action_rows)
-                fired = [a.rule_id for a in planned if a.rule_id]
-                if fired and not dry:
-                    Rule.objects.filter(pk__in=fired, cooldown_seconds__gt=0).update(last_fired_at=started)
-            LedgerEntry.objects.bulk_create(entries)
-            LoopState.release_cycle_lease(
-                owner,
-                cycle_count=cycle,
-                last_cycle_started_at=started,
-                last_cycle_finished_at=timezone.now(),
-                next_cycle_due_at=started + timedelta(seconds=state.interval_seconds),
-                last_cycle=summary,
-                last_health_score=system["health_score"],
-            )
-        log.info("cycle %s: %s (%.1f ms)", cycle, summary_line, duration_ms)
-        return result
-    except Exception as exc:
-        log.exception("cycle %s failed", cycle)
-        entries.append(
-            ledger_entry(
-                "orchestrator.cycle_error",
-                f"Cycle {cycle} failed: {type(exc).__name__}: {exc}",
-                severity=Severity.ERROR,
-                data={**base, "error": f"{type(exc).__name__}: {exc}"},
-                actor=actor,
-            )
-        )
+            fired = [a.rule_id for a in planned if a.rule_id]
+            if fired and not run.dry:
+                Rule.objects.filter(pk__in=fired, cooldown_seconds__gt=0).update(last_fired_at=run.started)
         LedgerEntry.objects.bulk_create(entries)
         LoopState.release_cycle_lease(
-            owner,
-            cycle_count=cycle,
-            last_cycle_started_at=started,
+            run.owner,
+            cycle_count=run.cycle,
+            last_cycle_started_at=run.started,
             last_cycle_finished_at=timezone.now(),
-            next_cycle_due_at=started + timedelta(seconds=state.interval_seconds),
-            last_cycle={"cycle": cycle, "error": f"{type(exc).__name__}: {exc}", "started_at": started.isoformat()},
+            next_cycle_due_at=run.next_due,
+            last_cycle=summary,
+            last_health_score=summary["health_score"],
         )
-        raise
+
+
+def _write_failure(run: CycleRun, exc: Exception, entries: list[LedgerEntry]) -> None:
+    error = error_text(exc)
+    entry = EntrySpec(
+        "orchestrator.cycle_error",
+        f"Cycle {run.cycle} failed: {error}",
+        severity=Severity.ERROR,
+        data={**run.base, "error": error},
+    )
+    LedgerEntry.objects.bulk_create([*entries, *_ledger_rows(run, [entry])])
+    LoopState.release_cycle_lease(
+        run.owner,
+        cycle_count=run.cycle,
+        last_cycle_started_at=run.started,
+        last_cycle_finished_at=timezone.now(),
+        next_cycle_due_at=run.next_due,
+        last_cycle={"cycle": run.cycle, "error": error, "started_at": run.started.isoformat()},
+    )

@@ -16,12 +16,10 @@ from orchestration.workers.choices import ExecutionModel, ReportPeriod, RunStatu
 
 @runnable
 def cleanup_stale_runs() -> dict:
-    """Crashed runs (no heartbeat) are detected and restarted; old runs, reports and
-    resolved anomalies past the retention period are deleted in batches."""
+    """Old runs, reports and resolved anomalies past the retention period are deleted in
+    batches. (Crashed runs are the fleet sweep's: it looks every FLEET_SWEEP_SECONDS.)"""
     from orchestration.models import Anomaly, ScoreReport, WorkerRun
-    from orchestration.workers.runner import detect_crashed_runs
 
-    crashed = detect_crashed_runs()
     cutoff = timezone.now() - timedelta(days=settings.FLEET_RUN_RETENTION_DAYS)
     deleted = {"runs": 0, "score_reports": 0, "anomalies": 0}
     finished = ~Q(status__in=(RunStatus.QUEUED, RunStatus.RUNNING))
@@ -35,7 +33,7 @@ def cleanup_stale_runs() -> dict:
             if not ids:
                 break
             deleted[key] += qs.model.objects.filter(pk__in=ids).delete()[1].get(qs.model._meta.label, 0)
-    return {"crashed_runs": len(crashed), **{f"deleted_{k}": v for k, v in deleted.items()}}
+    return {f"deleted_{k}": v for k, v in deleted.items()}
 
 
 @runnable
@@ -80,12 +78,6 @@ def _call_path(path: str) -> dict:
 
 
 @runnable
-def health_sweep() -> dict:
-    """The health app's sweep (``FLEET_HEALTH_SWEEP_PATH``), imported when it runs."""
-    return _call_path(settings.FLEET_HEALTH_SWEEP_PATH)
-
-
-@runnable
 def prune_check_history() -> dict:
     """The health app's check-history retention (``FLEET_CHECK_RETENTION_PATH``)."""
     return _call_path(settings.FLEET_CHECK_RETENTION_PATH)
@@ -126,7 +118,7 @@ BUILTIN_WORKERS = [
     },
     {
         "name": "stale-run-cleanup",
-        "description": "Detect crashed runs; delete old runs, reports and anomalies",
+        "description": "Delete old runs, reports and anomalies",
         "category": M,
         "interval_seconds": 60,
         "timeout_seconds": 120,
@@ -152,23 +144,21 @@ BUILTIN_WORKERS = [
         "expected_duration_seconds": 5,
         "target": _py("score_rollup_daily"),
     },
-    {
-        "name": "health-sweep",
-        "description": "Check every due service (health app)",
-        "category": M,
-        "interval_seconds": 60,
-        "timeout_seconds": 60,
-        "expected_duration_seconds": 5,
-        "target": _py("health_sweep"),
-        "priority": Priority.HIGH,
-    },
 ]
 
 
+# Built-ins whose work has another single trigger now: the health sweep runs from the
+# loop runner's tick, where each service's own interval (down to a second) can be kept.
+RETIRED_BUILTINS = ("health-sweep",)
+
+
 def ensure_builtin_workers(**kwargs) -> int:
-    """Create the built-in workers that are missing (people's later edits are kept)."""
+    """Create the built-in workers that are missing (people's later edits are kept) and
+    delete retired ones (their schedules go with them)."""
     from orchestration.models import Worker
 
+    for worker in Worker.objects.filter(builtin=True, name__in=RETIRED_BUILTINS):
+        worker.delete()  # one by one: post_delete removes each worker's schedule
     created = 0
     for spec in BUILTIN_WORKERS:
         defaults = {"execution_model": ExecutionModel.SCHEDULED, **spec, "builtin": True}

@@ -30,7 +30,7 @@ from orchestration.choices import Severity
 from orchestration.jobs.kinds import import_callable
 from orchestration.jobs.queue import enqueue, worker_identity
 from orchestration.jobs.registry import PermanentJobError, job_kind
-from orchestration.models import Worker, WorkerRun
+from orchestration.models import ScoreReport, Worker, WorkerRun
 from orchestration.models.ledger import record
 from orchestration.models.workers import WorkerStateError
 from orchestration.runnables import runnable
@@ -364,61 +364,105 @@ def finish(
     memory_percent: float | None = None,
 ) -> dict[str, Any]:
     """Record the outcome, release the lock, then score, detect, recover and alert."""
-    from orchestration.workers import detection, scores
-
     now = timezone.now()
     worker = run.worker
-    success = status == RunStatus.SUCCEEDED
-    changed = WorkerRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
-        status=status,
-        completed_at=now,
-        success=success if status != RunStatus.INTERRUPTED else None,
-        duration_ms=round(duration_s * 1000, 1),
-        metrics=_jsonable(metrics),
-        error=error[:5000],
-        heartbeat_at=now,
+    closed = WorkerRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
+        **closed_run_fields(status, now, duration_s=duration_s, metrics=metrics, error=error)
     )
     release_lock(worker, owner)
-    if not changed:
+    if not closed:
         # Declared crashed by the sweep while it ran; its result is dropped.
         return {"status": "stale"}
     run.refresh_from_db()
-    fields: dict[str, Any] = {"last_run_at": now, "last_status": status}
-    if success:
-        fields["last_success_at"] = now
-    Worker.objects.filter(pk=worker.pk).update(**fields)
+    Worker.objects.filter(pk=worker.pk).update(**worker_fields_after(status, now))
     worker.refresh_from_db()
     if status == RunStatus.INTERRUPTED:
-        again = request_run(worker, trigger=RunTrigger.RERUN)
-        record(
-            "worker.run_interrupted",
-            f"Worker {worker.name} interrupted by shutdown; queued again as {again.execution_id}",
-            severity=Severity.WARNING,
-            subject=worker.breaker_name,
-            data={"run_id": run.pk, "rerun_id": again.pk},
-        )
-        return {"status": status, "rerun": again.pk}
+        return {"status": status, "rerun": _run_again(worker, run)}
+    success = status == RunStatus.SUCCEEDED
     breaker.record(worker.breaker_name, success)
+    report = _score(worker, run, status, error=error, duration_s=duration_s, memory_percent=memory_percent)
+    _note_anomalies(run, report)
+    if success:
+        trigger_downstream(worker)
+    return {"status": status, "score": report.overall_score, "anomalies": report.anomalies}
+
+
+# --- pure: what a finished run writes ---------------------------------------------------
+def closed_run_fields(status: str, now: datetime, *, duration_s: float, metrics: Any, error: str) -> dict[str, Any]:
+    """The run's columns once it ended (an interrupted run neither succeeded nor failed)."""
+    return {
+        "status": status,
+        "completed_at": now,
+        "success": None if status == RunStatus.INTERRUPTED else status == RunStatus.SUCCEEDED,
+        "duration_ms": round(duration_s * 1000, 1),
+        "metrics": _jsonable(metrics),
+        "error": error[:5000],
+        "heartbeat_at": now,
+    }
+
+
+def worker_fields_after(status: str, now: datetime) -> dict[str, Any]:
+    fields: dict[str, Any] = {"last_run_at": now, "last_status": status}
+    if status == RunStatus.SUCCEEDED:
+        fields["last_success_at"] = now
+    return fields
+
+
+def run_message(name: str, status: str, duration_s: float, score: float, error: str) -> str:
+    return f"Worker {name} {RunStatus(status).label.lower()} in {duration_s:.2f} s, score {score:.0f}" + (
+        f": {error.splitlines()[0]}" if error else ""
+    )
+
+
+def merged_anomalies(listed: list[str], codes: list[str]) -> list[str] | None:
+    """The report's anomaly codes with this run's added; None when nothing is new to save.
+    The report lists what the run showed, whether it opened an anomaly or confirmed one."""
+    if not codes:
+        return None
+    return sorted(set(listed) | set(codes))
+
+
+# --- steps around the database ----------------------------------------------------------
+def _run_again(worker: Worker, run: WorkerRun) -> int:
+    """An interrupted run (shutdown) is queued again; returns the new run's id."""
+    again = request_run(worker, trigger=RunTrigger.RERUN)
+    record(
+        "worker.run_interrupted",
+        f"Worker {worker.name} interrupted by shutdown; queued again as {again.execution_id}",
+        severity=Severity.WARNING,
+        subject=worker.breaker_name,
+        data={"run_id": run.pk, "rerun_id": again.pk},
+    )
+    return again.pk
+
+
+def _score(
+    worker: Worker, run: WorkerRun, status: str, *, error: str, duration_s: float, memory_percent: float | None
+) -> ScoreReport:
+    from orchestration.workers import scores
+
     report = scores.report_for_run(run, memory_percent=memory_percent)
     Worker.objects.filter(pk=worker.pk).update(last_score=report.overall_score)
+    success = status == RunStatus.SUCCEEDED
     record(
         f"worker.run_{'succeeded' if success else 'failed'}",
-        f"Worker {worker.name} {RunStatus(status).label.lower()} in {duration_s:.2f} s, "
-        f"score {report.overall_score:.0f}" + (f": {error.splitlines()[0]}" if error else ""),
+        run_message(worker.name, status, duration_s, report.overall_score, error),
         severity=Severity.INFO if success else Severity.WARNING,
         subject=worker.breaker_name,
         data={"run_id": run.pk, "execution_id": run.execution_id, "status": status, "score": report.overall_score},
     )
+    return report
+
+
+def _note_anomalies(run: WorkerRun, report: ScoreReport) -> None:
+    from orchestration.workers import detection
+
     opened = detection.after_run(run)
-    # The report lists what this run showed, whether it opened a new anomaly or
-    # confirmed one already open.
     codes = [a.code for a in opened] + list(anomaly_rules.evaluate("run", detection.run_facts(run)).fired)
-    if codes:
-        report.anomalies = sorted(set(report.anomalies) | set(codes))
+    merged = merged_anomalies(report.anomalies, codes)
+    if merged is not None:
+        report.anomalies = merged
         report.save(update_fields=["anomalies"])
-    if success:
-        trigger_downstream(worker)
-    return {"status": status, "score": report.overall_score, "anomalies": report.anomalies}
 
 
 def trigger_downstream(worker: Worker) -> list[int]:

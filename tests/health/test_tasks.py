@@ -14,17 +14,23 @@ from django_q.models import Schedule
 
 from health.models import HealthCheck, Service
 from health.sweep import check_services
-from health.tasks import health_tick, prune_checks, sweep_due
+from health.tasks import RETIRED_SCHEDULES, health_tick, prune_checks, retire_schedules
 from tests.health.servers import Behaviour
 from tests.support.processes import ROOT, subprocess_env
 
 pytestmark = pytest.mark.django_db
 
 
-def test_schedules_for_the_sweep_and_retention_exist():
-    names = set(Schedule.objects.values_list("name", "func"))
-    assert ("health.sweep", "health.tasks.sweep_due") in names
-    assert ("health.check_retention", "health.tasks.prune_checks") in names
+def test_no_schedule_of_its_own_checks_services_or_prunes_their_history():
+    # The sweep's trigger is the loop runner's tick; retention is a built-in worker's.
+    assert not Schedule.objects.filter(func__startswith="health.").exists()
+
+
+def test_schedules_left_by_an_older_version_are_removed_on_migrate():
+    Schedule.objects.create(name="health.sweep", func="health.tasks.sweep_due", schedule_type="I", minutes=1)
+    Schedule.objects.create(name="health.check_retention", func="health.tasks.prune_checks", schedule_type="H")
+    retire_schedules()  # as every migrate does
+    assert not Schedule.objects.filter(name__in=RETIRED_SCHEDULES).exists()
 
 
 def test_the_tick_hook_checks_due_services_once_per_interval(server):
@@ -35,13 +41,23 @@ def test_the_tick_hook_checks_due_services_once_per_interval(server):
     assert server.hits["/api"] == 1
 
 
-def test_sweep_due_skips_services_not_due(server):
+def test_the_tick_hook_skips_services_not_due(server):
     Service.objects.create(name="a", base_url=server.base_url, health_path="/a")
     Service.objects.create(
         name="b", base_url=server.base_url, health_path="/b", next_check_at=timezone.now() + timedelta(hours=1)
     )
-    assert sweep_due()["checked"] == ["a"]
-    assert server.hits["/b"] == 0
+    assert health_tick() == 1
+    assert server.hits["/a"] == 1 and server.hits["/b"] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_loop_runner_tick_runs_the_sweep(server):
+    from orchestration.loop.runner import LoopRunner
+
+    Service.objects.create(name="api", base_url=server.base_url, health_path="/api", check_interval_seconds=60)
+    LoopRunner().tick()
+    service = Service.objects.get(name="api")
+    assert service.total_checks == 1 and service.health == "healthy" and server.hits["/api"] == 1
 
 
 def test_retention_drops_old_checks_and_caps_each_service():

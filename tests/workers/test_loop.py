@@ -99,7 +99,7 @@ def test_hourly_and_daily_rollups(db, make_worker):
     assert scores.rollup("daily", now)["workers"] == 1
 
 
-def test_builtin_cleanup_detects_crashes_and_prunes_old_history(db, make_worker, settings):
+def test_builtin_cleanup_prunes_old_history(db, make_worker, settings):
     worker = make_worker()
     old = request_run(worker)
     execute_run(old.pk)
@@ -149,7 +149,6 @@ def test_every_builtin_worker_runs_successfully(db):
         "ledger-retention",
         "job-retention",
         "check-history-retention",
-        "health-sweep",
         "score-rollup-hourly",
         "score-rollup-daily",
         "stale-run-cleanup",

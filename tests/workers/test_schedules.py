@@ -120,9 +120,20 @@ def test_builtin_workers_exist_with_their_schedules(db):
         "stale-run-cleanup",
         "score-rollup-hourly",
         "score-rollup-daily",
-        "health-sweep",
     }
     assert all(schedule_of(n) is not None for n in names)
+
+
+def test_a_retired_builtin_worker_is_removed_with_its_schedule(make_worker):
+    """The health sweep was also a built-in worker; its trigger is the loop runner's tick now."""
+    from orchestration.workers.builtins import ensure_builtin_workers
+
+    make_worker("health-sweep", builtin=True)
+    make_worker("mine")
+    assert schedule_of("health-sweep") is not None
+    ensure_builtin_workers()  # as every migrate does
+    assert not Worker.objects.filter(name="health-sweep").exists() and schedule_of("health-sweep") is None
+    assert schedule_of("mine") is not None  # a person's own worker is never touched
 
 
 def test_the_ledger_is_pruned_by_its_worker_only(db):
