@@ -102,8 +102,8 @@ class Worker(models.Model):
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         super().save(*args, **kwargs)
-        if kwargs.get("update_fields") is None:
-            self.ensure_circuit()
+        if self.circuit_id and kwargs.get("update_fields") is None:
+            self.ensure_circuit()  # a renamed worker's breaker takes the new name
 
     @property
     def schedule_name(self) -> str:
@@ -118,8 +118,8 @@ class Worker(models.Model):
         return self.circuit.state if self.circuit_id else BreakerState.CLOSED
 
     def ensure_circuit(self) -> CircuitBreaker:
-        """The worker's breaker (``worker:<name>``), created on first need and renamed
-        with the worker."""
+        """The worker's breaker (``worker:<name>``). Created on first need (a worker that
+        never ran has none, and reads as closed); renamed with the worker."""
         # Resolved through the app registry: health's models import the ledger from
         # this package, so importing them here at load time would be circular.
         model = self._meta.get_field("circuit").related_model

@@ -20,7 +20,9 @@ pytestmark = pytest.mark.django_db
 
 def test_it_gives_each_worker_its_own_breaker(make_worker):
     a, b = make_worker("a"), make_worker("b")
-    assert a.circuit_id and b.circuit_id and a.circuit_id != b.circuit_id
+    assert a.ensure_circuit().pk != b.ensure_circuit().pk
+    a.refresh_from_db()
+    assert a.ensure_circuit().pk == a.circuit_id  # created once, then reached
     assert CircuitBreaker.objects.get(worker=a).name == "worker:a"
     assert Worker.objects.get(circuit__name="worker:b") == b
 
@@ -28,7 +30,8 @@ def test_it_gives_each_worker_its_own_breaker(make_worker):
 def test_failed_runs_open_the_workers_own_breaker_and_the_next_run_is_skipped(make_worker):
     worker = make_worker(target=target("boom"))
     bystander = make_worker("bystander")
-    CircuitBreaker.objects.filter(pk=worker.circuit_id).update(failure_threshold=2)
+    bystander.ensure_circuit()
+    CircuitBreaker.objects.filter(pk=worker.ensure_circuit().pk).update(failure_threshold=2)
     for _ in range(2):
         execute_run(request_run(worker).pk)
     worker.refresh_from_db()
@@ -38,11 +41,10 @@ def test_failed_runs_open_the_workers_own_breaker_and_the_next_run_is_skipped(ma
     assert execute_run(skipped.pk)["reason"] == "circuit_open"
 
 
-def test_a_worker_without_a_breaker_yet_gets_one_when_it_first_runs(make_worker):
+def test_a_worker_has_no_breaker_until_it_first_runs(make_worker):
     worker = make_worker()
-    CircuitBreaker.objects.filter(pk=worker.circuit_id).delete()  # SET_NULL: as if never created
-    worker.refresh_from_db()
     assert worker.circuit_id is None and worker.breaker_state == "closed"
+    assert not CircuitBreaker.objects.filter(name="worker:collector").exists()
     execute_run(request_run(worker).pk)
     worker.refresh_from_db()
     assert worker.circuit.name == "worker:collector" and worker.circuit.consecutive_successes == 1
@@ -51,7 +53,7 @@ def test_a_worker_without_a_breaker_yet_gets_one_when_it_first_runs(make_worker)
 def test_gating_a_run_on_a_closed_breaker_writes_nothing_and_opens_no_transaction(make_worker):
     worker = make_worker()
     run = request_run(worker)
-    version = worker.circuit.version
+    version = worker.ensure_circuit().version
     with CaptureQueriesContext(connection) as queries:
         assert check_gates(worker, run, timezone.now()) is None
     statements = [q["sql"].upper() for q in queries.captured_queries]
@@ -61,7 +63,7 @@ def test_gating_a_run_on_a_closed_breaker_writes_nothing_and_opens_no_transactio
 
 def test_a_renamed_worker_keeps_its_breaker_and_its_state(make_worker):
     worker = make_worker("old")
-    worker.circuit.trip(actor="ops", reason="test")
+    worker.ensure_circuit().trip(actor="ops", reason="test")
     worker.name = "new"
     worker.save()
     circuit = CircuitBreaker.objects.get(worker=worker)
@@ -70,7 +72,7 @@ def test_a_renamed_worker_keeps_its_breaker_and_its_state(make_worker):
 
 def test_a_deleted_workers_breaker_goes_with_it(make_worker):
     worker = make_worker()
-    pk = worker.circuit_id
+    pk = worker.ensure_circuit().pk
     worker.delete()
     assert not CircuitBreaker.objects.filter(pk=pk).exists()
     assert make_worker().breaker_state == "closed"
@@ -78,8 +80,8 @@ def test_a_deleted_workers_breaker_goes_with_it(make_worker):
 
 def test_the_api_and_the_fleet_status_read_the_one_to_one(make_worker, user_client):
     worker = make_worker()
-    make_worker("calm")
-    worker.circuit.trip(actor="ops", reason="test")
+    make_worker("calm").ensure_circuit()
+    worker.ensure_circuit().trip(actor="ops", reason="test")
     # A breaker that only has the old naming scheme in common with a worker is not its own.
     CircuitBreaker.objects.filter(name="worker:calm").update(name="worker:calm-old")
     CircuitBreaker.objects.create(name="worker:calm", state="open")
