@@ -124,6 +124,14 @@ def apply_result(
     return replace(status, consecutive_failures=failures, consecutive_successes=0), None
 
 
+def trip(status: BreakerStatus, now: datetime) -> tuple[BreakerStatus, str | None]:
+    """Open now whatever the counts (a recovery has judged the target failing); an open
+    breaker keeps its opening time, so its timeout is not pushed back."""
+    if status.state == OPEN:
+        return status, None
+    return BreakerStatus(state=OPEN, consecutive_failures=status.consecutive_failures, opened_at=now), OPENED
+
+
 def reset() -> BreakerStatus:
     return BreakerStatus()
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import datetime
 from typing import Any
 
@@ -19,15 +20,19 @@ _TRANSITION_SEVERITY = {
     breaker.CLOSED_TRANSITION: Severity.INFO,
 }
 
+# Every lost swap is another writer's win, so the loop only runs out when far more
+# writers pile onto one breaker than the sweep and the fleet ever put on it.
+_SWAP_ATTEMPTS = 100
+
 
 class CircuitBreaker(models.Model):
     """A persisted circuit breaker, shared by every process through the database.
 
-    Keyed by a unique ``name``: ``service:<service name>`` for services,
-    ``worker:<worker name>`` for workers. The rules are in ``health.breaker``; this
-    model stores the status and applies changes with a compare-and-swap on
-    ``version`` inside a transaction, so two processes recording at once neither
-    lose a count nor both perform the same transition.
+    Each service and each worker reaches its own through a one-to-one ``circuit``;
+    the unique ``name`` (``service:<name>``, ``worker:<name>``) is what the ledger
+    calls it. The rules are in ``health.breaker``; this model stores the status and
+    applies changes with one compare-and-swap UPDATE on ``version``, so two processes
+    recording at once neither lose a count nor both perform the same transition.
     """
 
     name = models.CharField(max_length=200, unique=True)
@@ -95,7 +100,9 @@ class CircuitBreaker(models.Model):
     def allow(self, now: datetime | None = None) -> bool:
         """False while open. Once the open timeout has passed, the first caller moves
         the breaker to half-open and is let through for the single trial; everyone
-        else is refused until that trial is recorded."""
+        else is refused until that trial is recorded. Decided on the row as this
+        instance holds it: a closed breaker answers True with no query at all, and
+        only a transition writes."""
         now = now or timezone.now()
         outcome: dict[str, Any] = {}
 
@@ -130,6 +137,17 @@ class CircuitBreaker(models.Model):
 
         return self._swap(compute, now, actor=actor, context=context)
 
+    def trip(self, *, actor: str, reason: str) -> str | None:
+        """Open now whatever the counts; returns "opened", or None if it already was.
+        The ledger entry names the actor and the reason."""
+        now = timezone.now()
+
+        def compute(row: CircuitBreaker) -> tuple[breaker.BreakerStatus, str | None, dict[str, Any]]:
+            status, transition = breaker.trip(row.status, now)
+            return status, transition, {}
+
+        return self._swap(compute, now, actor=actor, context={"reason": reason})
+
     def reset(self, *, actor: str) -> None:
         """Back to closed with clean counters, whatever the state; ledgered with the actor."""
         now = timezone.now()
@@ -158,37 +176,41 @@ class CircuitBreaker(models.Model):
         context: dict[str, Any] | None = None,
         force: bool = False,
     ) -> str | None:
-        """Read the row, compute the next status, write it only if nobody else wrote in
-        between (version compare-and-swap); retry on a lost race. The ledger entry of a
-        transition is written in the same transaction, so it exists exactly once."""
+        """Compute the next status from the row as this instance holds it and write it
+        with one conditional UPDATE on ``version`` (compare-and-swap). A lost swap means
+        another process wrote first: re-read, recompute, swap again. Nothing changed
+        means nothing written; only the winner of a transition ledgers it, in the same
+        transaction as its UPDATE, so the entry exists exactly once."""
         model = type(self)
-        for _attempt in range(100):
-            with transaction.atomic():
-                # Row lock on PostgreSQL; on SQLite the IMMEDIATE transaction serializes.
-                row = model.objects.select_for_update().get(pk=self.pk)
-                status, transition, extra = compute(row)
-                fields: dict[str, Any] = {
-                    "state": status.state,
-                    "consecutive_failures": status.consecutive_failures,
-                    "consecutive_successes": status.consecutive_successes,
-                    "opened_at": status.opened_at,
-                    "trial_started_at": status.trial_started_at,
-                    **extra,
-                }
-                if not force and not extra and status == row.status:
-                    self._copy_from(row)
-                    return None
-                fields["version"] = row.version + 1
-                fields["updated_at"] = now
-                won = model.objects.filter(pk=self.pk, version=row.version).update(**fields)
-                if not won:
-                    continue
+        row = self
+        for _attempt in range(_SWAP_ATTEMPTS):
+            status, transition, extra = compute(row)
+            if not force and not extra and status == row.status:
                 self._copy_from(row)
-                for key, value in fields.items():
-                    setattr(self, key, value)
-                if transition:
-                    self._ledger_transition(transition, actor, context)
+                return None
+            fields: dict[str, Any] = {
+                "state": status.state,
+                "consecutive_failures": status.consecutive_failures,
+                "consecutive_successes": status.consecutive_successes,
+                "opened_at": status.opened_at,
+                "trial_started_at": status.trial_started_at,
+                **extra,
+                "version": row.version + 1,
+                "updated_at": now,
+            }
+            # A lone UPDATE is atomic by itself; a transaction is only needed to tie a
+            # transition to its ledger entry.
+            with transaction.atomic() if transition else nullcontext():
+                won = model.objects.filter(pk=self.pk, version=row.version).update(**fields)
+                if won:
+                    self._copy_from(row)
+                    for key, value in fields.items():
+                        setattr(self, key, value)
+                    if transition:
+                        self._ledger_transition(transition, actor, context)
+            if won:
                 return transition
+            row = model.objects.get(pk=self.pk)
         raise RuntimeError(f"circuit breaker {self.name}: too much contention")
 
     def _copy_from(self, row: CircuitBreaker) -> None:
@@ -213,6 +235,8 @@ class CircuitBreaker(models.Model):
             breaker.CLOSED_TRANSITION: f"Circuit {self.name} closed after {self.consecutive_successes} successes",
         }
         message = messages[transition]
+        if context.get("reason"):
+            message = f"Circuit {self.name} {transition.replace('_', '-')} by {actor}: {context['reason']}"
         if context.get("root_cause"):
             message += f" (root cause: {context['root_cause']})"
         ledger_record(

@@ -15,8 +15,7 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Concat, TruncMinute
 from django.utils import timezone
 
-from health.choices import BreakerState
-from health.models import CircuitBreaker, Service
+from health.models import Service
 from health.report import display_health
 from orchestration.choices import JobStatus
 from orchestration.console import charts
@@ -122,14 +121,18 @@ def _next_run_annotation():
 
 def workers_panel(now: datetime) -> dict[str, Any]:
     first, second = _next_run_annotation()
-    workers = list(Worker.objects.annotate(**first).annotate(**second).order_by("-enabled", "name")[:LIST_LIMIT])
+    workers = list(
+        Worker.objects.select_related("circuit")
+        .annotate(**first)
+        .annotate(**second)
+        .order_by("-enabled", "name")[:LIST_LIMIT]
+    )
     total = Worker.objects.count()
-    breakers = dict(CircuitBreaker.objects.filter(name__startswith="worker:").values_list("name", "state"))
     rows = [
         {
             "worker": w,
             "next_run_at": w.next_run_at,
-            "breaker": breakers.get(w.breaker_name, BreakerState.CLOSED),
+            "breaker": w.breaker_state,
             "fresh": w.is_fresh(now),
         }
         for w in workers
@@ -291,7 +294,7 @@ def worker_page(worker: Worker, now: datetime) -> dict[str, Any]:
         height=80,
     )
     schedule = Schedule.objects.filter(name=worker.schedule_name).first()
-    circuit = CircuitBreaker.objects.filter(name=worker.breaker_name).first()
+    circuit = worker.circuit if worker.circuit_id else None
     anomalies = list(worker.anomalies.order_by("resolved_at", "-detected_at")[:LIST_LIMIT])
     return {
         "worker": worker,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING, Any
 
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from health.choices import BreakerState
 from orchestration.choices import Priority
 from orchestration.models.ledger import record
 from orchestration.storedjson import JSONField
@@ -21,6 +23,9 @@ from orchestration.workers.choices import (
     RunTrigger,
     WorkerCategory,
 )
+
+if TYPE_CHECKING:
+    from health.models import CircuitBreaker
 
 
 def new_execution_id() -> str:
@@ -72,6 +77,9 @@ class Worker(models.Model):
         validators=[MinValueValidator(1.0), MaxValueValidator(16.0)],
         help_text="Interval multiplier set by recovery to reduce the run rate (1 = as configured).",
     )
+    circuit = models.OneToOneField(
+        "health.CircuitBreaker", null=True, blank=True, on_delete=models.SET_NULL, related_name="worker", editable=False
+    )
 
     # Cross-process lock.
     lock_token = models.CharField(max_length=32, blank=True)
@@ -97,6 +105,11 @@ class Worker(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        super().save(*args, **kwargs)
+        if self.circuit_id and kwargs.get("update_fields") is None:
+            self.ensure_circuit()  # a renamed worker's breaker takes the new name
+
     @property
     def schedule_name(self) -> str:
         return f"worker:{self.name}"
@@ -104,6 +117,29 @@ class Worker(models.Model):
     @property
     def breaker_name(self) -> str:
         return f"worker:{self.name}"
+
+    @property
+    def breaker_state(self) -> str:
+        return self.circuit.state if self.circuit_id else BreakerState.CLOSED
+
+    def ensure_circuit(self) -> CircuitBreaker:
+        """The worker's breaker (``worker:<name>``). Created on first need (a worker that
+        never ran has none, and reads as closed); renamed with the worker."""
+        # Resolved through the app registry: health's models import the ledger from
+        # this package, so importing them here at load time would be circular.
+        model = self._meta.get_field("circuit").related_model
+        circuit = self.circuit if self.circuit_id else None
+        if circuit is None:
+            circuit = model.for_name(self.breaker_name)
+            type(self).objects.filter(pk=self.pk).update(circuit=circuit)
+            self.circuit = circuit
+        elif circuit.name != self.breaker_name:
+            # A leftover unlinked breaker may hold the new name (created before the
+            # worker had its own); the worker's history wins.
+            model.objects.filter(name=self.breaker_name, worker__isnull=True, service__isnull=True).delete()
+            model.objects.filter(pk=circuit.pk).update(name=self.breaker_name)
+            circuit.name = self.breaker_name
+        return circuit
 
     @property
     def effective_lock_timeout(self) -> int:

@@ -16,7 +16,7 @@ from orchestration.admin_scale import EstimatedCountPaginator, choices_filter
 from orchestration.models import Anomaly, ScoreReport, Worker, WorkerRun
 from orchestration.models.ledger import record
 from orchestration.secret_forms import MaskedSecretsForm
-from orchestration.workers import breaker, specs
+from orchestration.workers import specs
 from orchestration.workers.choices import SkipReason
 from orchestration.workers.runner import WorkerStateError, trigger
 
@@ -189,11 +189,8 @@ class WorkerAdmin(GuardedDeleteAdmin):
 
         key = Concat(Value("worker:"), "name", output_field=CharField())
         next_run = Schedule.objects.filter(name=OuterRef("schedule_key")).values("next_run")[:1]
-        return super().get_queryset(request).annotate(schedule_key=key).annotate(next_run_at=Subquery(next_run))
-
-    def changelist_view(self, request, extra_context=None):
-        self._breakers = breaker.states_by_prefix("worker:")
-        return super().changelist_view(request, extra_context)
+        queryset = super().get_queryset(request).select_related("circuit")
+        return queryset.annotate(schedule_key=key).annotate(next_run_at=Subquery(next_run))
 
     @admin.display(description="enabled", ordering="enabled")
     def enabled_badge(self, obj: Worker):
@@ -224,8 +221,7 @@ class WorkerAdmin(GuardedDeleteAdmin):
 
     @admin.display(description="breaker")
     def breaker_badge(self, obj: Worker):
-        states = getattr(self, "_breakers", None)
-        return badge((states or {}).get(obj.breaker_name, "closed"))
+        return badge(obj.breaker_state)
 
     @admin.action(description="Trigger selected workers now")
     def trigger_workers(self, request, queryset):

@@ -23,7 +23,7 @@ from orchestration.api.views import AuditedModelViewSet, actor_of
 from orchestration.choices import Priority
 from orchestration.models import Anomaly, ScoreReport, Worker, WorkerRun
 from orchestration.redaction import MaskedSecretError, redact, restore
-from orchestration.workers import breaker, specs
+from orchestration.workers import specs
 from orchestration.workers.choices import (
     FAILED_RUN_STATUSES,
     AnomalySeverity,
@@ -113,10 +113,7 @@ class WorkerSerializer(serializers.ModelSerializer):
         return value.isoformat() if value else None
 
     def get_breaker_state(self, obj: Worker) -> str:
-        states = self.context.get("breaker_states")
-        if states is not None:
-            return states.get(obj.breaker_name, "closed")
-        return breaker.state(obj.breaker_name)
+        return obj.breaker_state
 
     def to_representation(self, instance: Worker) -> dict:
         data = super().to_representation(instance)
@@ -290,18 +287,12 @@ _RUN_QUEUED = inline_serializer(
 
 
 class WorkerViewSet(AuditedModelViewSet):
-    queryset = Worker.objects.all()
+    queryset = Worker.objects.select_related("circuit")
     serializer_class = WorkerSerializer
     filterset_class = WorkerFilter
     lookup_field = "name"
     lookup_value_regex = "[-a-zA-Z0-9_]+"
     ledger_prefix = "worker"
-
-    def get_serializer_context(self):
-        context = super().get_serializer_context()
-        if self.action == "list":
-            context["breaker_states"] = breaker.states_by_prefix("worker:")
-        return context
 
     def perform_destroy(self, instance: Worker):
         instance.remove(actor=actor_of(self.request))
@@ -359,7 +350,6 @@ def fleet_status(now=None) -> dict:
 
     now = now or timezone.now()
     hour = now - timedelta(hours=1)
-    states = breaker.states_by_prefix("worker:")
     next_runs = dict(Schedule.objects.filter(name__startswith="worker:").values_list("name", "next_run"))
     open_by_worker = dict(
         Anomaly.objects.filter(resolved_at__isnull=True, worker__isnull=False)
@@ -367,10 +357,14 @@ def fleet_status(now=None) -> dict:
         .annotate(n=Count("id"))
         .values_list("worker__name", "n")
     )
-    rows = Worker.objects.annotate(
-        runs_hour=Count("runs", filter=Q(runs__completed_at__gte=hour) & ~Q(runs__status=RunStatus.SKIPPED)),
-        failures_hour=Count("runs", filter=Q(runs__completed_at__gte=hour, runs__status__in=FAILED_RUN_STATUSES)),
-    ).order_by("name")
+    rows = (
+        Worker.objects.select_related("circuit")
+        .annotate(
+            runs_hour=Count("runs", filter=Q(runs__completed_at__gte=hour) & ~Q(runs__status=RunStatus.SKIPPED)),
+            failures_hour=Count("runs", filter=Q(runs__completed_at__gte=hour, runs__status__in=FAILED_RUN_STATUSES)),
+        )
+        .order_by("name")
+    )
     workers = {
         w.name: {
             "category": w.category,
@@ -383,7 +377,7 @@ def fleet_status(now=None) -> dict:
             "fresh": w.is_fresh(now),
             "next_run_at": next_runs[w.schedule_name].isoformat() if next_runs.get(w.schedule_name) else None,
             "locked": bool(w.lock_expires_at and w.lock_expires_at > now),
-            "breaker_state": states.get(w.breaker_name, "closed"),
+            "breaker_state": w.breaker_state,
             "runs_last_hour": w.runs_hour,
             "failures_last_hour": w.failures_hour,
             "open_anomalies": open_by_worker.get(w.name, 0),

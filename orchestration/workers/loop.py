@@ -8,15 +8,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import CharField, Count, Exists, OuterRef, Q, Value
-from django.db.models.functions import Concat
+from django.db.models import Count, Q
 from django.utils import timezone
 
+from health.choices import BreakerState
 from orchestration.loop.decider import PlannedAction
 from orchestration.loop.executor import ActionContext, action_handler
 from orchestration.loop.monitor import Aggregation, aggregate_section
 from orchestration.models import Anomaly, Worker, WorkerRun
-from orchestration.workers import breaker
 from orchestration.workers.choices import FAILED_RUN_STATUSES, AlertState, RunStatus
 
 
@@ -30,15 +29,8 @@ def _workers_parts(now: datetime) -> list[Aggregation]:
         "enabled": Count("id", filter=Q(enabled=True)),
         "locks_held": Count("id", filter=Q(lock_expires_at__gt=now)),
         "lock_contention": Count("id", filter=Q(lock_failures__gte=3)),
+        "circuits_open": Count("id", filter=Q(circuit__state=BreakerState.OPEN)),
     }
-    breakers = breaker.model()
-    if breakers is not None:
-        # The breaker lives in the health app; tested per worker inside the count so
-        # it costs no extra query.
-        is_open = breakers.objects.filter(
-            name=Concat(Value("worker:"), OuterRef("name"), output_field=CharField()), state="open"
-        )
-        counts["circuits_open"] = Count("id", filter=Exists(is_open))
     hour = now - timedelta(hours=1)
     cooldown = now - timedelta(seconds=settings.FLEET_RECOVERY_COOLDOWN_SECONDS)
     escalate = now - timedelta(seconds=settings.FLEET_ESCALATE_AFTER_SECONDS)
@@ -126,14 +118,9 @@ def probe_open_circuits(action: PlannedAction, ctx: ActionContext) -> dict:
     through once its open timeout has passed (half-open) and closes on success."""
     from orchestration.workers.runner import request_run
 
-    names = [n.removeprefix("worker:") for n, s in breaker.states_by_prefix("worker:").items() if s == "open"]
-    busy = set(
-        WorkerRun.objects.filter(worker__name__in=names, status__in=(RunStatus.QUEUED, RunStatus.RUNNING)).values_list(
-            "worker__name", flat=True
-        )
-    )
+    busy = WorkerRun.objects.filter(status__in=(RunStatus.QUEUED, RunStatus.RUNNING)).values("worker_id")
     queued = []
-    for worker in Worker.objects.filter(name__in=names, enabled=True).exclude(name__in=busy):
+    for worker in Worker.objects.filter(circuit__state=BreakerState.OPEN, enabled=True).exclude(pk__in=busy):
         queued.append(request_run(worker, trigger="recovery").pk)
     return {"probes": queued}
 

@@ -28,7 +28,6 @@ from orchestration.choices import CLAIMABLE_STATUSES, ActionStatus, Priority, Se
 from orchestration.jobs.backoff import retry_delay
 from orchestration.models import Action, Anomaly, Job, LoopState, Worker
 from orchestration.models.ledger import record
-from orchestration.workers import breaker
 from orchestration.workers.choices import RunTrigger
 
 log = logging.getLogger("orchestration.workers")
@@ -200,8 +199,9 @@ def _reduce_rate(worker: Worker) -> dict:
 @recovery_strategy("HIGH_FAILURE_RATE", "open_circuit_reduce_rate")
 def open_circuit_reduce_rate(anomaly: Anomaly, now: datetime) -> dict:
     worker = _worker(anomaly)
-    state = breaker.trip(worker.breaker_name)
-    return {"breaker": state, **_reduce_rate(worker)}
+    circuit = worker.ensure_circuit()
+    circuit.trip(actor="orchestrator", reason=f"recovery of {anomaly.code}")
+    return {"breaker": circuit.state, **_reduce_rate(worker)}
 
 
 @recovery_strategy("API_QUOTA_LOW", "reduce_fetch_frequency")

@@ -7,6 +7,7 @@ from django.apps import apps
 from django.db.models.signals import post_delete, post_migrate, post_save
 from django_q.signals import pre_enqueue
 
+from health.models import CircuitBreaker
 from orchestration.api.errors import register_conflict
 from orchestration.jobs.queue import job_finished
 from orchestration.loop.runner import register_tick_hook
@@ -14,11 +15,19 @@ from orchestration.models import Worker
 from orchestration.workers import alerts, demo, loop, recovery, runner, shutdown, sync  # noqa: F401 - registries fill on import
 from orchestration.workers.builtins import ensure_builtin_workers
 
+
+def _drop_circuit(sender, instance: Worker, **kwargs) -> None:
+    # A deleted worker's breaker goes with it, so a new worker of that name starts closed.
+    if instance.circuit_id:
+        CircuitBreaker.objects.filter(pk=instance.circuit_id).delete()
+
+
 register_conflict(runner.WorkerStateError)
 shutdown.install_cluster_drain()
 register_tick_hook(loop.fleet_sweep_tick)
 post_save.connect(sync.on_worker_saved, sender=Worker, dispatch_uid="fleet-schedule-save")
 post_delete.connect(sync.on_worker_deleted, sender=Worker, dispatch_uid="fleet-schedule-delete")
+post_delete.connect(_drop_circuit, sender=Worker, dispatch_uid="fleet-drop-circuit")
 job_finished.connect(runner.on_job_finished, dispatch_uid="fleet-job-finished")
 pre_enqueue.connect(runner.record_firing, dispatch_uid="fleet-record-firing")
 post_migrate.connect(

@@ -34,7 +34,7 @@ from orchestration.models import ScoreReport, Worker, WorkerRun
 from orchestration.models.ledger import record
 from orchestration.models.workers import WorkerStateError
 from orchestration.runnables import runnable
-from orchestration.workers import anomaly_rules, breaker, shutdown
+from orchestration.workers import anomaly_rules, shutdown
 from orchestration.workers.choices import (
     FAILED_RUN_STATUSES,
     AnomalySeverity,
@@ -203,7 +203,7 @@ def check_gates(worker: Worker, run: WorkerRun, now: datetime) -> tuple[str, dic
                 return SkipReason.ALREADY_FRESH, {"last_success_at": worker.last_success_at.isoformat()}
     # Last: a half-open breaker lets exactly one trial through, which must not be
     # spent on a run that another gate would stop.
-    if not breaker.allows(worker.breaker_name):
+    if not worker.ensure_circuit().allow():
         return SkipReason.CIRCUIT_OPEN, {"breaker": worker.breaker_name}
     return None
 
@@ -379,7 +379,7 @@ def finish(
     if status == RunStatus.INTERRUPTED:
         return {"status": status, "rerun": _run_again(worker, run)}
     success = status == RunStatus.SUCCEEDED
-    breaker.record(worker.breaker_name, success)
+    worker.ensure_circuit().record(success)
     report = _score(worker, run, status, error=error, duration_s=duration_s, memory_percent=memory_percent)
     _note_anomalies(run, report)
     if success:
@@ -505,7 +505,7 @@ def mark_crashed(run: WorkerRun, now: datetime, reason: str) -> bool:
         return False
     release_lock(run.worker, run.owner)
     Worker.objects.filter(pk=run.worker_id).update(last_run_at=now, last_status=RunStatus.CRASHED)
-    breaker.record(run.worker.breaker_name, False)
+    run.worker.ensure_circuit().record(False)
     run.refresh_from_db()
     record(
         "worker.run_crashed",

@@ -109,3 +109,15 @@ def test_custom_thresholds_apply():
 def test_it_refuses_nonsense_config(kwargs):
     with pytest.raises(ValueError):
         BreakerConfig(**kwargs)
+
+
+@pytest.mark.parametrize("state", [breaker.CLOSED, breaker.HALF_OPEN])
+def test_trip_opens_from_any_other_state_and_keeps_the_failure_count(state):
+    status, t = breaker.trip(BreakerStatus(state=state, consecutive_failures=2, trial_started_at=T0), T0)
+    assert t == breaker.OPENED
+    assert status == BreakerStatus(state=breaker.OPEN, consecutive_failures=2, opened_at=T0)
+
+
+def test_trip_leaves_an_open_breaker_and_its_opening_time_alone():
+    status, _ = fail_times(BreakerStatus(), 5)
+    assert breaker.trip(status, T0 + timedelta(seconds=30)) == (status, None)

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 import time_machine
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from health.models import CircuitBreaker
@@ -72,6 +73,53 @@ def test_record_context_reaches_the_ledger_and_can_lower_severity():
     assert entry.severity == "info" and entry.data["root_cause"] == "db" and "root cause: db" in entry.message
 
 
+def sql(queries: CaptureQueriesContext) -> list[str]:
+    return [q["sql"].upper() for q in queries.captured_queries]
+
+
+def test_allow_on_a_closed_breaker_asks_the_database_nothing():
+    cb = CircuitBreaker.for_name("service:quiet")
+    before = CircuitBreaker.objects.get(pk=cb.pk)
+    with CaptureQueriesContext(connection) as queries:
+        assert cb.allow() is True
+    assert queries.captured_queries == []
+    after = CircuitBreaker.objects.get(pk=cb.pk)
+    assert (after.version, after.updated_at) == (before.version, before.updated_at)
+
+
+def test_a_result_is_one_conditional_update_and_no_lock():
+    cb = CircuitBreaker.for_name("service:one")
+    with CaptureQueriesContext(connection) as queries:
+        assert cb.record(False) is None
+    [update] = sql(queries)
+    assert update.startswith("UPDATE") and '"VERSION" = 0' in update.split("WHERE")[1]
+    assert CircuitBreaker.objects.get(pk=cb.pk).consecutive_failures == 1 and cb.version == 1
+
+
+def test_a_lost_swap_rereads_once_and_recomputes():
+    mine = CircuitBreaker.for_name("service:lost", failure_threshold=3)
+    CircuitBreaker.objects.get(pk=mine.pk).record(False)
+    with CaptureQueriesContext(connection) as queries:
+        assert mine.record(False) is None
+    statements = [q.split()[0] for q in sql(queries)]
+    assert statements == ["UPDATE", "SELECT", "UPDATE"]
+    assert not any("FOR UPDATE" in q for q in sql(queries))
+    assert mine.consecutive_failures == 2 and mine.version == 2
+
+
+def test_trip_opens_at_once_and_ledgers_actor_and_reason():
+    cb = CircuitBreaker.for_name("worker:tripped")
+    cb.record(False)
+    assert cb.trip(actor="orchestrator", reason="recovery of HIGH_FAILURE_RATE") == "opened"
+    opened_at = CircuitBreaker.objects.get(pk=cb.pk).opened_at
+    assert cb.state == "open" and opened_at is not None and cb.consecutive_failures == 1
+    assert cb.trip(actor="orchestrator", reason="again") is None  # already open: timeout not pushed back
+    assert CircuitBreaker.objects.get(pk=cb.pk).opened_at == opened_at
+    entry = LedgerEntry.objects.get(event_type="health.circuit_opened")
+    assert entry.actor == "orchestrator" and entry.data["reason"] == "recovery of HIGH_FAILURE_RATE"
+    assert entry.message == "Circuit worker:tripped opened by orchestrator: recovery of HIGH_FAILURE_RATE"
+
+
 def _race(n: int, target) -> list:
     barrier = threading.Barrier(n)
     results: list = [None] * n
@@ -118,3 +166,16 @@ class TestRaces:
         results = _race(4, ask)
         assert sorted(results) == [False, False, False, True]
         assert LedgerEntry.objects.filter(event_type="health.circuit_half_opened").count() == 1
+
+    def test_two_instances_read_alike_one_opens_and_both_count(self):
+        # Both instances hold the same version before the race, so exactly one first
+        # swap can win; the loser re-reads and counts on top of the winner's write.
+        for round_ in range(5):
+            name = f"service:pair{round_}"
+            CircuitBreaker.for_name(name, failure_threshold=2).record(False)
+            pair = [CircuitBreaker.objects.get(name=name) for _ in range(2)]
+            results = _race(2, lambda pair=pair: pair.pop().record(False))
+            cb = CircuitBreaker.objects.get(name=name)
+            assert sorted(results, key=str) == [None, "opened"]
+            assert cb.consecutive_failures == 3 and cb.state == "open" and cb.version == 3
+        assert LedgerEntry.objects.filter(event_type="health.circuit_opened").count() == 5

@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.db import connection
-from django.db.models import Avg, CharField, Count, Exists, Min, OuterRef, Q, Value
-from django.db.models.functions import Concat
+from django.db.models import Avg, Count, Exists, Min, OuterRef, Q, Value
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -90,9 +89,7 @@ def reference_jobs(now: datetime) -> dict[str, Any]:
 
 
 def reference_workers(now: datetime) -> dict[str, Any]:
-    is_open = CircuitBreaker.objects.filter(
-        name=Concat(Value("worker:"), OuterRef("name"), output_field=CharField()), state="open"
-    )
+    is_open = CircuitBreaker.objects.filter(worker=OuterRef("pk"), state="open")
     workers = (
         Worker.objects.order_by()
         .annotate(circuit_open=Exists(is_open))
@@ -192,9 +189,11 @@ def _mixed_data(now: datetime) -> None:
         )
         for i in range(12)
     )
-    CircuitBreaker.objects.bulk_create(
+    circuits = CircuitBreaker.objects.bulk_create(
         CircuitBreaker(name=f"worker:w{i}", state="open" if i % 2 else "closed") for i in range(0, 12, 3)
     )
+    for worker, circuit in zip(fleet[::3], circuits, strict=True):
+        Worker.objects.filter(pk=worker.pk).update(circuit=circuit)
     run_statuses = list(RunStatus.values)
     WorkerRun.objects.bulk_create(
         WorkerRun(

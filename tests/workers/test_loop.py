@@ -129,12 +129,10 @@ def test_the_demo_loads_runs_and_scores_and_removes_cleanly(db):
 
 
 def test_an_open_worker_circuit_is_counted_and_probed(db, make_worker):
-    from orchestration.workers import breaker
-
-    make_worker()
+    worker = make_worker()
     make_worker("other")
     assert workers_section(timezone.now())["circuits_open"] == 0
-    assert breaker.trip("worker:collector") == "open"
+    assert worker.ensure_circuit().trip(actor="ops", reason="test") == "opened"
     assert workers_section(timezone.now())["circuits_open"] == 1
     result = run_cycle(manual=True)
     assert "probe_open_circuits" in [a["type"] for a in result["decision"]["actions"]]
