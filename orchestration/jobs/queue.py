@@ -184,10 +184,21 @@ def claim(
     return [(job_id, token) for job_id in ids]
 
 
-def release_claim(token: str) -> int:
-    """Put back the jobs of a claim that never reached its node (the connection broke
-    around the claim's commit, so the node cannot know what it got); returns how many."""
-    return Job.objects.filter(lease_token=token, status=JobStatus.PROCESSING, started_at__isnull=True).update(
+def release_unstarted(ids: list[int] | None = None, *, token: str | None = None, owner: str | None = None) -> int:
+    """Put back claimed jobs that no process has started (no attempt is used); returns
+    how many. By ``token``: a claim that never reached its node (the connection broke
+    around its commit) or the rest of a chunk; by ``ids`` and ``owner``: the jobs a
+    worker process held when it died."""
+    held = Job.objects.filter(status=JobStatus.PROCESSING, started_at__isnull=True)
+    if ids is not None:
+        held = held.filter(pk__in=ids)
+    if token is not None:
+        held = held.filter(lease_token=token)
+    if owner is not None:
+        held = held.filter(lease_owner=owner)
+    if ids is None and token is None:
+        raise ValueError("release_unstarted needs the jobs' ids or their claim's token")
+    return held.update(
         status=JobStatus.PENDING, lease_token="", lease_owner="", lease_expires_at=None, dispatched_at=None
     )
 
