@@ -234,6 +234,8 @@ class JobBroker(Broker):
             _running = RunningJobs()
         self._poll = POLL_FIRST_SECONDS
         self._full = False  # the last claim came back full
+        self._woken = False  # a NOTIFY said a job was queued
+        self._tidied = 0.0
         self._listener: Any = None
         self._heartbeat: _Heartbeat | None = None
         self._lost_claims: list[str] = []
@@ -261,14 +263,20 @@ class JobBroker(Broker):
         if self._heartbeat is None or not self._heartbeat.is_alive():
             self._heartbeat = _Heartbeat(node)
             self._heartbeat.start()
-        if transaction.get_autocommit():
+        # Dropping broken or old connections costs a health-check round trip on the next
+        # query (PostgreSQL): once a second, not on every claim.
+        if transaction.get_autocommit() and time.monotonic() - self._tidied >= 1.0:
+            self._tidied = time.monotonic()
             close_old_connections()
         batch = max(1, Conf.BULK)
         token = uuid.uuid4().hex
         try:
             if self._lost_claims:  # claims whose outcome a broken connection hid
                 self._lost_claims = [t for t in self._lost_claims if not _released(t)]
-            claimed = queue.claim(batch, owner=node, look_first=not self._full, token=token)
+            # A full claim or a NOTIFY says jobs are very likely waiting: no look first.
+            look_first = not (self._full or self._woken)
+            self._woken = False
+            claimed = queue.claim(batch, owner=node, look_first=look_first, token=token)
         except DatabaseError as exc:  # the database went away: try again shortly
             log.warning("claiming jobs failed (%s); retrying", exc)
             # The claim may have committed just before the connection broke: its jobs
@@ -312,6 +320,7 @@ class JobBroker(Broker):
             self._listener = psycopg.connect(**params, autocommit=True)
             self._listener.execute(f"LISTEN {queue.NOTIFY_CHANNEL}")
         for _ in self._listener.notifies(timeout=LISTEN_SECONDS, stop_after=1):
+            self._woken = True
             break
 
     def _close_listener(self) -> None:

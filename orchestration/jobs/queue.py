@@ -100,8 +100,10 @@ def enqueue(
         **fields,
     )
     job.set_priority_rank()
+    # On PostgreSQL the INSERT itself wakes the nodes (see wake()).
+    notify = NOTIFY_CHANNEL if wake_nodes and not runs_inline() else ""
     with transaction.atomic() if actor else nullcontext():
-        statements.insert(job)
+        statements.insert(job, notify=notify)
         if actor:
             record(
                 "job.created",
@@ -110,7 +112,7 @@ def enqueue(
                 data={"job_id": job.pk, "kind": job.kind, "lane": job.lane, "priority": job.priority},
                 actor=actor,
             )
-    if wake_nodes:
+    if wake_nodes and not (notify and connections[Job.objects.db].vendor == "postgresql"):
         wake()
     return job
 
@@ -178,9 +180,7 @@ def claim(
         return []
     token = token or uuid.uuid4().hex
     expires = now + timedelta(seconds=settings.JOB_LEASE_SECONDS)
-    # (No savepoint inside a caller's transaction: the claim is one statement.)
-    with transaction.atomic(savepoint=False):
-        ids = statements.claim(limit, now, token=token, owner=owner, lease_expires_at=expires)
+    ids = statements.claim(limit, now, token=token, owner=owner, lease_expires_at=expires)
     return [(job_id, token) for job_id in ids]
 
 
