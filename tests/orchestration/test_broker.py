@@ -159,3 +159,32 @@ def test_a_schedule_naming_undeclared_code_fails_without_running_it(settings, tm
     job.refresh_from_db()
     assert "runnable" in job.error or "declared" in job.error
     assert not target.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_new_job_wakes_listening_nodes_when_it_commits():
+    """On PostgreSQL the enqueue's own INSERT sends the NOTIFY idle nodes LISTEN for,
+    delivered at commit: not before, and not lost."""
+    from django.db import connection, transaction
+
+    if connection.vendor != "postgresql":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite nodes poll")
+    import psycopg
+
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    with psycopg.connect(**params, autocommit=True) as listener:
+        listener.execute(f"LISTEN {queue.NOTIFY_CHANNEL}")
+
+        def heard(timeout: float) -> int:
+            return sum(1 for _ in listener.notifies(timeout=timeout, stop_after=1))
+
+        with transaction.atomic():
+            queue.enqueue("noop")
+            assert heard(0.2) == 0  # not yet committed
+        assert heard(2.0) == 1
+        queue.enqueue("noop", wake_nodes=False)
+        assert heard(0.2) == 0  # a caller queueing many wakes the nodes once itself
+        queue.enqueue("noop")
+        assert heard(2.0) == 1
