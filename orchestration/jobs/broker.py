@@ -45,6 +45,7 @@ from orchestration.jobs import queue, statements
 log = logging.getLogger("orchestration.jobs.broker")
 
 EXECUTE = "orchestration.jobs.tasks.execute_job"
+EXECUTE_CHUNK = "orchestration.jobs.tasks.execute_jobs"
 TASK_KIND = "django_q.task"
 # Idle polling on SQLite: from the first to the last interval, doubling while empty.
 POLL_FIRST_SECONDS = 0.002
@@ -55,14 +56,16 @@ LISTEN_SECONDS = 0.5
 
 # --- the jobs this node's worker processes are running -------------------------------
 class RunningJobs:
-    """(pid, job id) per busy worker process, in memory shared by one node's processes.
+    """(pid, job id) per job a worker process holds (the one it runs and the rest of
+    its chunk), in memory shared by one node's processes.
 
     Created in the cluster's parent before it forks the sentinel, pusher and workers,
     so they all see the same slots. The heartbeat renews the leases of the jobs in
-    here whose process is alive, and of the jobs claimed and not yet started.
+    here whose process is alive, and of the jobs claimed and not yet started; the
+    unstarted jobs of a process that died go back to the queue at once.
     """
 
-    SLOTS = 256
+    SLOTS = 1024
 
     def __init__(self) -> None:
         self._slots = multiprocessing.Array("q", self.SLOTS * 2)
@@ -74,26 +77,29 @@ class RunningJobs:
                 if self._slots[i] == 0:
                     self._slots[i], self._slots[i + 1] = pid, job_id
                     return i
-        return -1  # full: the job is still renewed as a claimed one until it finishes
+        log.warning("no free slot to note job %s: its lease runs out if it runs longer than one", job_id)
+        return -1
 
     def remove(self, slot: int) -> None:
         if slot >= 0:
             with self._slots.get_lock():
                 self._slots[slot], self._slots[slot + 1] = 0, 0
 
-    def alive(self) -> list[int]:
-        """Job ids being run by live processes; slots of dead processes are freed."""
-        ids = []
+    def sweep(self) -> tuple[list[int], list[int]]:
+        """(jobs held by live processes, jobs held by processes that died); the slots
+        of dead processes are freed, so each of theirs is reported once."""
+        alive, dead = [], []
         with self._slots.get_lock():
             for i in range(0, self.SLOTS * 2, 2):
                 pid, job_id = self._slots[i], self._slots[i + 1]
                 if not pid:
                     continue
                 if _pid_alive(pid):
-                    ids.append(job_id)
+                    alive.append(job_id)
                 else:
+                    dead.append(job_id)
                     self._slots[i], self._slots[i + 1] = 0, 0
-        return ids
+        return alive, dead
 
 
 def _pid_alive(pid: int) -> bool:
@@ -120,6 +126,99 @@ def running(job_id: int) -> Iterator[None]:
             _running.remove(slot)
 
 
+def run_chunk(claims: list[tuple[int, str]], node: str | None) -> list[str]:
+    """Run the jobs of one package in turn (see ``JobBroker.dequeue``); returns the
+    status each ended in. While a job runs, the rest wait for it; if it runs longer
+    than CHUNK_WAIT_SECONDS they go back to the queue for any free worker instead.
+    """
+    slots = [_running.add(job_id) if _running is not None else -1 for job_id, _ in claims]
+    watch = _ChunkWatch.get()
+    outcomes: list[str] = []
+    try:
+        for i, (job_id, token) in enumerate(claims):
+            rest = claims[i + 1 :]
+            if rest:
+                watch.arm(rest, node)
+            try:
+                outcomes.append(queue.execute(job_id, token, node))
+            except BaseException:
+                # The process may be on its way out (a time limit): the rest must not
+                # wait for a lease to run out.
+                watch.disarm()
+                queue.release_unstarted([job for job, _ in rest], token=token)
+                raise
+            if _running is not None:
+                _running.remove(slots[i])
+                slots[i] = -1
+            if rest and watch.disarm():
+                break  # the rest went back to the queue while this job ran
+    finally:
+        for slot in slots:
+            if _running is not None:
+                _running.remove(slot)
+    return outcomes
+
+
+# How long the rest of a chunk waits behind one of its jobs before going back to the
+# queue: short jobs share a package, a long one does not hold others up for long.
+CHUNK_WAIT_SECONDS = 0.5
+
+
+class _ChunkWatch(threading.Thread):
+    """One per worker process: gives the rest of a chunk back to the queue once the
+    job in front of it has run for CHUNK_WAIT_SECONDS."""
+
+    _instance: _ChunkWatch | None = None
+    _instance_pid = 0
+
+    @classmethod
+    def get(cls) -> _ChunkWatch:
+        if cls._instance is None or cls._instance_pid != os.getpid() or not cls._instance.is_alive():
+            cls._instance = cls()
+            cls._instance_pid = os.getpid()
+            cls._instance.start()
+        return cls._instance
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True, name="job-chunk-watch")
+        self._cond = threading.Condition()
+        self._rest: list[tuple[int, str]] = []
+        self._node: str | None = None
+        self._deadline = 0.0
+        self._released = False
+
+    def arm(self, rest: list[tuple[int, str]], node: str | None) -> None:
+        with self._cond:
+            self._rest, self._node, self._released = rest, node, False
+            self._deadline = time.monotonic() + CHUNK_WAIT_SECONDS
+            self._cond.notify()
+
+    def disarm(self) -> bool:
+        """Stop watching; True if the rest was given back meanwhile."""
+        with self._cond:
+            self._rest = []
+            return self._released
+
+    def run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._rest:
+                    self._cond.wait()
+                wait = self._deadline - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue  # re-read: disarmed, re-armed or due
+                rest, self._rest, self._released = self._rest, [], True
+            try:
+                released = queue.release_unstarted([job for job, _ in rest], token=rest[0][1])
+                if released:
+                    queue.wake()
+            except Exception as exc:  # their leases run out instead
+                log.warning("giving back %d waiting job(s) failed: %s", len(rest), exc)
+            finally:
+                close_old_connections()
+
+
 # --- the broker ---------------------------------------------------------------------
 def node_identity() -> str:
     """The node a process belongs to: its host and the cluster's sentinel (the
@@ -135,6 +234,8 @@ class JobBroker(Broker):
             _running = RunningJobs()
         self._poll = POLL_FIRST_SECONDS
         self._full = False  # the last claim came back full
+        self._woken = False  # a NOTIFY said a job was queued
+        self._tidied = 0.0
         self._listener: Any = None
         self._heartbeat: _Heartbeat | None = None
         self._lost_claims: list[str] = []
@@ -162,14 +263,20 @@ class JobBroker(Broker):
         if self._heartbeat is None or not self._heartbeat.is_alive():
             self._heartbeat = _Heartbeat(node)
             self._heartbeat.start()
-        if transaction.get_autocommit():
+        # Dropping broken or old connections costs a health-check round trip on the next
+        # query (PostgreSQL): once a second, not on every claim.
+        if transaction.get_autocommit() and time.monotonic() - self._tidied >= 1.0:
+            self._tidied = time.monotonic()
             close_old_connections()
         batch = max(1, Conf.BULK)
         token = uuid.uuid4().hex
         try:
             if self._lost_claims:  # claims whose outcome a broken connection hid
                 self._lost_claims = [t for t in self._lost_claims if not _released(t)]
-            claimed = queue.claim(batch, owner=node, look_first=not self._full, token=token)
+            # A full claim or a NOTIFY says jobs are very likely waiting: no look first.
+            look_first = not (self._full or self._woken)
+            self._woken = False
+            claimed = queue.claim(batch, owner=node, look_first=look_first, token=token)
         except DatabaseError as exc:  # the database went away: try again shortly
             log.warning("claiming jobs failed (%s); retrying", exc)
             # The claim may have committed just before the connection broke: its jobs
@@ -181,8 +288,13 @@ class JobBroker(Broker):
         self._full = len(claimed) == batch
         if claimed:
             self._poll = POLL_FIRST_SECONDS
+            # A package per worker process, not per job: django-q2's hand-offs of one
+            # package (pusher → worker → monitor) cost more than a short job itself.
+            # Interleaved, so the most urgent jobs start first on every worker.
             now = timezone.now()
-            return [(job_id, SignedPackage.dumps(_package(job_id, token, node, now))) for job_id, token in claimed]
+            workers = max(1, Conf.WORKERS or 1)
+            chunks = [claimed[i::workers] for i in range(min(workers, len(claimed)))]
+            return [(chunk[0][0], SignedPackage.dumps(_package(chunk, node, now))) for chunk in chunks]
         self._wait()
         return None
 
@@ -208,6 +320,7 @@ class JobBroker(Broker):
             self._listener = psycopg.connect(**params, autocommit=True)
             self._listener.execute(f"LISTEN {queue.NOTIFY_CHANNEL}")
         for _ in self._listener.notifies(timeout=LISTEN_SECONDS, stop_after=1):
+            self._woken = True
             break
 
     def _close_listener(self) -> None:
@@ -250,14 +363,18 @@ class JobBroker(Broker):
         return None
 
 
-def _package(job_id: int, token: str, node: str, now: Any) -> dict[str, Any]:
+def _package(claims: list[tuple[int, str]], node: str, now: Any) -> dict[str, Any]:
     # save=False: the Job row is the record of the run, so django-q2 keeps no
-    # success row of its own (it still keeps a failure of execute_job itself).
+    # success row of its own (it still keeps a failure of the entry point itself).
+    if len(claims) == 1:
+        name, func, args = f"job-{claims[0][0]}", EXECUTE, (*claims[0], node)
+    else:
+        name, func, args = f"jobs-{claims[0][0]}+{len(claims) - 1}", EXECUTE_CHUNK, (tuple(claims), node)
     return {
         "id": uuid.uuid4().hex,
-        "name": f"job-{job_id}",
-        "func": EXECUTE,
-        "args": (job_id, token, node),
+        "name": name,
+        "func": func,
+        "args": args,
         "kwargs": {},
         "started": now,
         "save": False,
@@ -304,7 +421,7 @@ def run_package(payload: dict[str, Any]) -> Any:
 
 def _released(token: str) -> bool:
     """Give back what a claim with a lost answer took; True once that is done."""
-    released = queue.release_claim(token)
+    released = queue.release_unstarted(token=token)
     if released:
         log.warning("released %d job(s) of a claim whose answer the database connection lost", released)
     return True
@@ -343,7 +460,10 @@ class _Heartbeat(threading.Thread):
     def beat(self) -> None:
         close_old_connections()
         now = timezone.now()
-        running_ids = _running.alive() if _running is not None else []
+        running_ids, orphaned = _running.sweep() if _running is not None else ([], [])
         expires = now + timedelta(seconds=settings.JOB_LEASE_SECONDS)
         statements.renew(self.node, running_ids, expires)
+        if orphaned:  # held by worker processes that died: the unstarted ones go back now
+            if queue.release_unstarted(orphaned, owner=self.node):
+                queue.wake()
         queue.maintain(now)

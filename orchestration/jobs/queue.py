@@ -100,8 +100,10 @@ def enqueue(
         **fields,
     )
     job.set_priority_rank()
+    # On PostgreSQL the INSERT itself wakes the nodes (see wake()).
+    notify = NOTIFY_CHANNEL if wake_nodes and not runs_inline() else ""
     with transaction.atomic() if actor else nullcontext():
-        statements.insert(job)
+        statements.insert(job, notify=notify)
         if actor:
             record(
                 "job.created",
@@ -110,7 +112,7 @@ def enqueue(
                 data={"job_id": job.pk, "kind": job.kind, "lane": job.lane, "priority": job.priority},
                 actor=actor,
             )
-    if wake_nodes:
+    if wake_nodes and not (notify and connections[Job.objects.db].vendor == "postgresql"):
         wake()
     return job
 
@@ -178,16 +180,25 @@ def claim(
         return []
     token = token or uuid.uuid4().hex
     expires = now + timedelta(seconds=settings.JOB_LEASE_SECONDS)
-    # (No savepoint inside a caller's transaction: the claim is one statement.)
-    with transaction.atomic(savepoint=False):
-        ids = statements.claim(limit, now, token=token, owner=owner, lease_expires_at=expires)
+    ids = statements.claim(limit, now, token=token, owner=owner, lease_expires_at=expires)
     return [(job_id, token) for job_id in ids]
 
 
-def release_claim(token: str) -> int:
-    """Put back the jobs of a claim that never reached its node (the connection broke
-    around the claim's commit, so the node cannot know what it got); returns how many."""
-    return Job.objects.filter(lease_token=token, status=JobStatus.PROCESSING, started_at__isnull=True).update(
+def release_unstarted(ids: list[int] | None = None, *, token: str | None = None, owner: str | None = None) -> int:
+    """Put back claimed jobs that no process has started (no attempt is used); returns
+    how many. By ``token``: a claim that never reached its node (the connection broke
+    around its commit) or the rest of a chunk; by ``ids`` and ``owner``: the jobs a
+    worker process held when it died."""
+    held = Job.objects.filter(status=JobStatus.PROCESSING, started_at__isnull=True)
+    if ids is not None:
+        held = held.filter(pk__in=ids)
+    if token is not None:
+        held = held.filter(lease_token=token)
+    if owner is not None:
+        held = held.filter(lease_owner=owner)
+    if ids is None and token is None:
+        raise ValueError("release_unstarted needs the jobs' ids or their claim's token")
+    return held.update(
         status=JobStatus.PENDING, lease_token="", lease_owner="", lease_expires_at=None, dispatched_at=None
     )
 

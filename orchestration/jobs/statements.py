@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import connections
+from django.db import connections, transaction
 
 from orchestration.choices import CLAIMABLE_STATUSES, JobStatus
 from orchestration.models import Job, Lane
@@ -132,36 +132,43 @@ def any_due(now: datetime) -> bool:
 def claim(limit: int, now: datetime, *, token: str, owner: str, lease_expires_at: datetime) -> list[int]:
     """Claim up to ``limit`` due jobs in queue order within lane limits; returns their ids.
 
-    Must run inside a transaction. On SQLite that transaction holds the database's
-    write lock (IMMEDIATE), so claimers are serialised and the lane counts are exact.
-    On PostgreSQL the rows are taken with FOR UPDATE SKIP LOCKED, so claimers never
-    wait for each other; while any lane has a limit, claimers take one advisory lock
-    first, and the claim (a statement of its own, so with a fresh snapshot) counts
-    every claim committed before it. Whether a lane has a limit is read in the same
-    transaction (one small read), so a limit set a moment ago holds from the next claim.
+    On SQLite the claim runs in a transaction that holds the database's write lock
+    (IMMEDIATE), so claimers are serialised and the lane counts are exact. On
+    PostgreSQL the rows are taken with FOR UPDATE SKIP LOCKED, so claimers never wait
+    for each other; while any lane has a limit, claimers take one advisory lock in a
+    transaction first, and the claim (a statement of its own, so with a fresh
+    snapshot) counts every claim committed before it. While no lane has a limit the
+    claim is that one statement, atomic by itself: no BEGIN and COMMIT round trips.
+    Whether a lane has a limit is read just before, so a limit set a moment ago holds
+    from the next claim.
     """
     connection, sql = _prepared()
     at = _at(connection, now)
     head = [JobStatus.PROCESSING, token, owner, _at(connection, lease_expires_at), at, at]
     default_limit = settings.JOB_DEFAULT_LANE_LIMIT
-    with connection.cursor() as cursor:
-        # Counting lanes costs a window over the candidates and a count per lane: only
-        # paid while some lane has a limit.
-        statement = sql.claim
-        limited = bool(default_limit)
+    # Counting lanes costs a window over the candidates and a count per lane: only
+    # paid while some lane has a limit.
+    limited = bool(default_limit)
+    if not limited and connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(sql.limits_exist)
+            if cursor.fetchone() is None:
+                cursor.execute(sql.claim_unlimited, [*head, at, limit])
+                return [row[0] for row in cursor.fetchall()]
+        limited = True
+    # (No savepoint inside a caller's transaction: the claim is one statement.)
+    with transaction.atomic(using=connection.alias, savepoint=False), connection.cursor() as cursor:
         if not limited:
             cursor.execute(sql.limits_exist)
             limited = cursor.fetchone() is not None
         if not limited:
-            statement = sql.claim_unlimited
-        elif connection.vendor == "postgresql":
+            cursor.execute(sql.claim_unlimited, [*head, at, limit])
+            return [row[0] for row in cursor.fetchall()]
+        if connection.vendor == "postgresql":
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CLAIM_LOCK_KEY])
-        if statement is sql.claim_unlimited:
-            params = [*head, at, limit]
-        else:
-            window = max(limit * 4, 32)
-            params = [*head, at, window, default_limit, JobStatus.PROCESSING, default_limit, limit]
-        cursor.execute(statement, params)
+        window = max(limit * 4, 32)
+        params = [*head, at, window, default_limit, JobStatus.PROCESSING, default_limit, limit]
+        cursor.execute(sql.claim, params)
         return [row[0] for row in cursor.fetchall()]
 
 
@@ -235,23 +242,31 @@ def start(job_id: int, token: str, now: datetime, *, owner: str) -> Job | None:
     return Job.from_db(connection.alias, [f.attname for f in Job._meta.concrete_fields], values)
 
 
-_INSERT_TEXT: dict[str, tuple[str, list[Any]]] = {}
+_INSERT_TEXT: dict[tuple[str, str], tuple[str, list[Any]]] = {}
 
 
-def insert(job: Job) -> Job:
+def insert(job: Job, *, notify: str = "") -> Job:
     """INSERT the unsaved ``job`` as save() would (defaults, auto_now, JSON), from a
     text made once per database: compiling the ORM's INSERT of the job's 30 columns
-    cost more than running it. ``job`` gets its id and is marked saved."""
+    cost more than running it. ``job`` gets its id and is marked saved.
+
+    ``notify``: on PostgreSQL, a channel told of the new job by the same statement
+    (delivered when it commits), so waking the nodes costs no round trip of its own.
+    """
     connection, _ = _prepared()
-    cached = _INSERT_TEXT.get(connection.vendor)
+    notify = notify if connection.vendor == "postgresql" else ""
+    cached = _INSERT_TEXT.get((connection.vendor, notify))
     if cached is None:
         quote = connection.ops.quote_name
         fields = [f for f in Job._meta.concrete_fields if not f.primary_key]
+        pk = quote(Job._meta.pk.column)
         text = (
             f"INSERT INTO {quote(Job._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
-            f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING {quote(Job._meta.pk.column)}"
+            f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING {pk}"
         )
-        cached = _INSERT_TEXT[connection.vendor] = (text, fields)
+        if notify:
+            text = f"WITH j AS ({text}) SELECT {pk}, pg_notify('{notify}', '') FROM j"
+        cached = _INSERT_TEXT[(connection.vendor, notify)] = (text, fields)
     text, fields = cached
     params = [field.get_db_prep_save(field.pre_save(job, True), connection) for field in fields]
     with connection.cursor() as cursor:

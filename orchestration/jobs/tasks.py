@@ -10,5 +10,9 @@ def execute_job(job_id: int, token: str, node: str | None = None) -> str:
         return queue.execute(job_id, token, node)
 
 
+def execute_jobs(claims: tuple[tuple[int, str], ...], node: str | None = None) -> list[str]:
+    return broker.run_chunk(list(claims), node)
+
+
 def maintain_queue() -> dict:
     return queue.maintain()

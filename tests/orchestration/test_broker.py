@@ -62,11 +62,19 @@ def test_dequeue_takes_a_batch_in_queue_order_and_nothing_twice(monkeypatch):
     normal = [queue.enqueue("noop", wake_nodes=False) for _ in range(3)]
     critical = queue.enqueue("noop", priority="critical", wake_nodes=False)
     broker = JobBroker()
-    first = [ack for ack, _ in broker.dequeue()]
-    second = [ack for ack, _ in broker.dequeue()]
+    first, second = _job_ids(broker.dequeue()), _job_ids(broker.dequeue())
     assert sorted(first) == sorted([critical.pk, normal[0].pk, normal[1].pk])
     assert second == [normal[2].pk] or sorted(second) == sorted([normal[2].pk, low.pk])
     assert not set(first) & set(second)
+
+
+def _job_ids(packages) -> list[int]:
+    """The jobs a dequeue delivered: one per package, or a chunk of several."""
+    ids = []
+    for _, package in packages:
+        task = SignedPackage.loads(package)
+        ids += [task["args"][0]] if task["func"] == EXECUTE else [job_id for job_id, _ in task["args"][0]]
+    return ids
 
 
 def test_an_empty_queue_dequeues_nothing_after_a_short_wait(settings):
@@ -151,3 +159,32 @@ def test_a_schedule_naming_undeclared_code_fails_without_running_it(settings, tm
     job.refresh_from_db()
     assert "runnable" in job.error or "declared" in job.error
     assert not target.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_new_job_wakes_listening_nodes_when_it_commits():
+    """On PostgreSQL the enqueue's own INSERT sends the NOTIFY idle nodes LISTEN for,
+    delivered at commit: not before, and not lost."""
+    from django.db import connection, transaction
+
+    if connection.vendor != "postgresql":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite nodes poll")
+    import psycopg
+
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    with psycopg.connect(**params, autocommit=True) as listener:
+        listener.execute(f"LISTEN {queue.NOTIFY_CHANNEL}")
+
+        def heard(timeout: float) -> int:
+            return sum(1 for _ in listener.notifies(timeout=timeout, stop_after=1))
+
+        with transaction.atomic():
+            queue.enqueue("noop")
+            assert heard(0.2) == 0  # not yet committed
+        assert heard(2.0) == 1
+        queue.enqueue("noop", wake_nodes=False)
+        assert heard(0.2) == 0  # a caller queueing many wakes the nodes once itself
+        queue.enqueue("noop")
+        assert heard(2.0) == 1

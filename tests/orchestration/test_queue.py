@@ -443,10 +443,10 @@ class TestNodeLeases:
         dead.wait()
         with running._slots.get_lock():
             running._slots[10], running._slots[11] = dead.pid, 42
-        assert sorted(running.alive()) == [41]
+        assert sorted(running.sweep()[0]) == [41]
         assert running._slots[10] == 0  # freed
         running.remove(mine)
-        assert running.alive() == []
+        assert running.sweep()[0] == []
 
     def test_a_claimed_job_not_yet_started_is_canceled_at_once(self):
         job = make("test.record", payload={"id": 31})
