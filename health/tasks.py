@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from health.models import HealthCheck, Service
 from health.sweep import check_services, claim_due
-from orchestration.runnables import runnable
+from orchestration.core.runnables import runnable
 
 log = logging.getLogger("health")
 
@@ -86,7 +86,7 @@ def prune_checks(days: int | None = None, keep: int | None = None, batch: int = 
 def sync_schedules(**kwargs: Any) -> None:
     from django_q.models import Schedule
 
-    from orchestration.schedules import ensure_schedule
+    from orchestration.core.schedules import ensure_schedule
 
     # The loop runner's tick hook checks due services within half a second; this
     # schedule keeps checks going on deployments that run only cluster nodes.

@@ -1,4 +1,5 @@
-"""Admin changelists that hold at a million rows.
+"""Admin changelists that hold at a million rows, and the display helpers (badges,
+links, JSON) every app's admin shares.
 
 A big table's changelist never counts the whole table (an exact count up to 10,000
 rows, an estimate above), has no date hierarchy (a DISTINCT over the dates of every
@@ -8,14 +9,18 @@ big one), and searches and sorts only on indexed fields.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 
 from django.contrib import admin
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
+from django.urls import reverse
 from django.utils.functional import cached_property
+from django.utils.html import format_html
+from django.utils.text import slugify
 
-from orchestration.api.pagination import bounded_count
+from orchestrator_site.api.pagination import bounded_count
 
 
 class EstimatedCountPaginator(Paginator):
@@ -91,3 +96,38 @@ def choices_filter(
     ValuesFilter.parameter_name = parameter
     ValuesFilter.__name__ = f"{parameter.title().replace('_', '')}Filter"
     return ValuesFilter
+
+
+# --- display helpers every app's admin shares ---------------------------------------
+def badge(value: str, label: str | None = None):
+    """A coloured pill for a state; colours come from choices.BADGE_COLORS, as classes of
+    static/console/palette.css (the Content-Security-Policy allows no inline style)."""
+    return format_html('<span class="ob-badge b-{}">{}</span>', slugify(str(value)).replace("-", "_"), label or value)
+
+
+def admin_link(obj, label: str | None = None):
+    """A link to ``obj``'s change page in the admin ("—" for None)."""
+    if obj is None:
+        return "—"
+    opts = obj._meta
+    url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+    return format_html('<a href="{}">{}</a>', url, label or str(obj))
+
+
+def subject_link(subject: str):
+    """Ledger subjects name what they are about (``service:api``, ``worker:x``,
+    ``job:12``, ``pipeline:3``…); link the ones that have a page."""
+    kind, _, name = (subject or "").partition(":")
+    targets = {
+        "service": lambda n: f"/services/{n}/",
+        "worker": lambda n: f"/workers/{n}/",
+        "job": lambda n: reverse("admin:orchestration_job_change", args=[n]) if n.isdigit() else None,
+        "pipeline": lambda n: f"/pipelines/{n}/" if n.isdigit() else None,
+        "rule": lambda n: reverse("admin:orchestration_rule_changelist") + f"?name={n}",
+    }
+    url = targets[kind](name) if kind in targets and name else None
+    return format_html('<a href="{}">{}</a>', url, subject) if url else (subject or "—")
+
+
+def pretty_json(value) -> str:
+    return format_html('<pre class="ob-json">{}</pre>', json.dumps(value, indent=2, default=str))

@@ -17,13 +17,13 @@ def subject(job_id: int) -> str:
 
 
 def open_gate_anomaly(job_id: int, details: dict[str, Any]) -> int | None:
-    from orchestration.workers.detection import open_anomaly
+    from orchestration.core.anomalies import open_anomaly
 
     anomaly, _ = open_anomaly(CODE, subject(job_id), details)
     return anomaly.pk if anomaly else None
 
 
 def resolve_gate_anomaly(job_id: int) -> int:
-    from orchestration.workers.detection import resolve
+    from orchestration.core.anomalies import resolve
 
     return resolve(CODE, subject(job_id))

@@ -109,8 +109,8 @@ def _positive_int(value: Any) -> bool:
 
 def runner_problems(runners: Any) -> dict[str, str]:
     """Stage → why its runner may not run: only functions the deployment declared
-    runnable (orchestration/runnables.py) are stage runners."""
-    from orchestration import runnables
+    runnable (orchestration/core/runnables.py) are stage runners."""
+    from orchestration.core import runnables
 
     if not isinstance(runners, dict):
         return {}

@@ -17,9 +17,9 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from orchestration.jobs import queue
-from orchestration.models import Lane
-from orchestration.models.ledger import record
+from orchestration.core.jobs import queue
+from orchestration.core.models import Lane
+from orchestration.core.models.ledger import record
 from pipeline import alerts, disk
 from pipeline import transitions as t
 from pipeline.choices import Decision
@@ -120,7 +120,7 @@ def apply(
             PipelineJob.objects.filter(pk=job.pk).update(stage_job=stage_job)
         if event == "cancel" and previous_stage_job:
             # A running stage is told to stop; its result will be stale anyway.
-            from orchestration.models import Job
+            from orchestration.core.models import Job
 
             stage_job = Job.objects.filter(pk=previous_stage_job).first()
             if stage_job is not None:

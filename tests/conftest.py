@@ -21,7 +21,7 @@ def django_db_setup(django_db_setup, django_db_blocker):
     """
     from django.db import connection
 
-    from orchestration.models import ChannelWindow
+    from orchestration.loop.models import ChannelWindow
 
     with django_db_blocker.unblock():
         ChannelWindow.objects.update(enabled=False)
@@ -102,7 +102,7 @@ def _empty_cache():
 
 
 #: Nothing a test generates may leave the machine: every outbound call of the code under
-#: test (orchestration/outbound.py) may reach loopback only. Subprocesses get the same
+#: test (orchestration/core/outbound.py) may reach loopback only. Subprocesses get the same
 #: through tests/support/processes.subprocess_env.
 LOOPBACK_ONLY = ["127.0.0.0/8", "::1/128"]
 

@@ -18,11 +18,13 @@ from django.utils import timezone
 from health.choices import BreakerState
 from health.models import CircuitBreaker, Service
 from health.report import display_health
-from orchestration.choices import JobStatus
 from orchestration.console import charts
-from orchestration.jobs.counts import counts_by_status_and_lane
-from orchestration.models import Action, Anomaly, LedgerEntry, LoopState, OrchestratorProcess, ScoreReport, Worker
-from orchestration.workers.choices import AnomalySeverity, ReportPeriod
+from orchestration.core.choices import AnomalySeverity, JobStatus
+from orchestration.core.jobs.counts import counts_by_status_and_lane
+from orchestration.core.models import Anomaly, LedgerEntry, OrchestratorProcess
+from orchestration.fleet.choices import ReportPeriod
+from orchestration.fleet.models import ScoreReport, Worker
+from orchestration.loop.models import Action, LoopState
 from pipeline import transitions as t
 from pipeline.choices import PipelineStatus
 from pipeline.models import PipelineJob

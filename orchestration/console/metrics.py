@@ -33,21 +33,14 @@ from rest_framework.views import APIView
 from health.choices import BreakerState, ServiceHealth
 from health.models import HealthCheck, Service
 from health.report import display_health
-from orchestration.choices import JobStatus
 from orchestration.console.data import CYCLE_EVENTS
-from orchestration.jobs.counts import counts_by_status_and_lane
+from orchestration.core.choices import AnomalySeverity, JobStatus
+from orchestration.core.jobs.counts import counts_by_status_and_lane
+from orchestration.core.models import Anomaly, Job, LedgerEntry, OrchestratorProcess
+from orchestration.fleet.choices import RunStatus
+from orchestration.fleet.models import Worker, WorkerRun
 from orchestration.loop.health_score import status_for
-from orchestration.models import (
-    Action,
-    Anomaly,
-    Job,
-    LedgerEntry,
-    LoopState,
-    OrchestratorProcess,
-    Worker,
-    WorkerRun,
-)
-from orchestration.workers.choices import AnomalySeverity, RunStatus
+from orchestration.loop.models import Action, LoopState
 from pipeline import transitions as t
 from pipeline.models import PipelineJob
 

@@ -27,14 +27,13 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.utils import timezone
 
-from orchestration import outbound
-from orchestration.choices import Severity
-from orchestration.models import Anomaly
-from orchestration.models.ledger import record
-from orchestration.redaction import redact, redact_text
-from orchestration.workers.choices import AlertState
+from orchestration.core import outbound
+from orchestration.core.choices import AlertState, Severity
+from orchestration.core.models import Anomaly
+from orchestration.core.models.ledger import record
+from orchestration.core.redaction import redact, redact_text
 
-log = logging.getLogger("orchestration.workers")
+log = logging.getLogger("orchestration.fleet")
 
 
 class AlertError(Exception):
@@ -54,7 +53,7 @@ class Alert:
 
     @classmethod
     def of(cls, anomaly: Anomaly, *, escalated: bool = False) -> Alert:
-        from orchestration.workers.anomaly_rules import BY_CODE
+        from orchestration.core.anomaly_rules import BY_CODE
 
         rule = BY_CODE.get(anomaly.code)
         prefix = "ESCALATED: " if escalated else ""

@@ -20,17 +20,17 @@ def orchestrator_settings(app_configs, **kwargs):
                 id="orchestration.E001",
             )
         )
-    if q.get("broker_class") != "orchestration.jobs.broker.JobBroker" and not settings.BASELINE_BROKER:
+    if q.get("broker_class") != "orchestration.core.jobs.broker.JobBroker" and not settings.BASELINE_BROKER:
         problems.append(
             Error(
                 "Q_CLUSTER must use the Job-table broker",
-                hint="Set Q_CLUSTER['broker_class'] = 'orchestration.jobs.broker.JobBroker'.",
+                hint="Set Q_CLUSTER['broker_class'] = 'orchestration.core.jobs.broker.JobBroker'.",
                 id="orchestration.E002",
             )
         )
     if settings.JOB_LEASE_SECONDS >= q.get("retry", 10**9):
         problems.append(Error("JOB_LEASE_SECONDS must be below Q_CLUSTER retry", id="orchestration.E003"))
-    from orchestration import runnables
+    from orchestration.core import runnables
 
     for path in settings.RUNNABLE_PATHS:
         if problem := runnables.problem(path):

@@ -101,3 +101,20 @@ class ProcessRole(models.TextChoices):
     WEB = "web", "Web"
     CLUSTER = "cluster", "Cluster node"
     LOOP = "loop", "Loop runner"
+
+
+# Anomalies and their alerts (models/anomalies.py, alerts.py).
+class AnomalySeverity(models.TextChoices):
+    CRITICAL = "critical", "Critical"
+    HIGH = "high", "High"
+    MEDIUM = "medium", "Medium"
+    LOW = "low", "Low"
+
+
+class AlertState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+    LOG_ONLY = "log_only", "Log only"
+    SUPPRESSED = "suppressed", "Resolved before due"

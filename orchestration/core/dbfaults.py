@@ -18,9 +18,9 @@ from typing import TypeVar
 from django.db import Error as DjangoDatabaseError
 from django.db import InterfaceError, OperationalError
 
-from orchestration.supervision import Backoff, BackoffPolicy
+from orchestration.core.supervision import Backoff, BackoffPolicy
 
-log = logging.getLogger("orchestration.dbfaults")
+log = logging.getLogger("orchestration.core.dbfaults")
 T = TypeVar("T")
 
 # SQLSTATE classes and codes PostgreSQL answers while restarting or failing over:

@@ -9,12 +9,12 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestration.redaction import redact, redact_text
+from orchestration.core.redaction import redact, redact_text
 
 _COMPONENTS = {
     "orchestration.loop": "orchestrator",
-    "orchestration.jobs": "orchestrator",
-    "orchestration.workers": "worker",
+    "orchestration.core.jobs": "orchestrator",
+    "orchestration.fleet": "worker",
     "orchestration.routing": "routing",
     "health": "health",
     "pipeline.gates": "gate",

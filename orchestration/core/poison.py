@@ -1,7 +1,7 @@
 """What no stored field may hold, found in a parsed value (a request's body, a form's
 JSON): NUL characters (PostgreSQL cannot store them), lone surrogates (not Unicode: no
 page can show them) and containers nested deeper than a limit. The API's parsers and
-the admin's JSON fields both refuse what this finds (see orchestration.api.parsers)."""
+the admin's JSON fields both refuse what this finds (see orchestrator_site.api.parsers)."""
 
 from __future__ import annotations
 

@@ -27,9 +27,9 @@ import psutil
 from django.conf import settings
 from django.db import close_old_connections, connection
 
-from orchestration.choices import ProcessRole
-from orchestration.models import OrchestratorProcess
-from orchestration.supervisor import Restart
+from orchestration.core.choices import ProcessRole
+from orchestration.core.models import OrchestratorProcess
+from orchestration.core.supervisor import Restart
 
 log = logging.getLogger("orchestration.processes")
 

@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from orchestration.storedjson import CUT, MAX_DEPTH
+from orchestration.core.storedjson import CUT, MAX_DEPTH
 
 MASK = "***"
 

@@ -76,7 +76,7 @@ def resolve(path: Any) -> Callable[..., Any]:
             raise NotRunnable(f"{path!r} is only imported there; it is defined as {defined_path(func)!r}")
     if func is None:
         raise NotRunnable(
-            f"{path!r} is not declared runnable (decorate it with @orchestration.runnables.runnable "
+            f"{path!r} is not declared runnable (decorate it with @orchestration.core.runnables.runnable "
             "in a module of RUNNABLE_MODULES, or list it in RUNNABLE_PATHS)"
         )
     if not callable(func):

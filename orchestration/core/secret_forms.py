@@ -18,7 +18,7 @@ from django import forms
 from django.contrib.admin import AdminSite
 from django.db import models
 
-from orchestration.redaction import MaskedSecretError, redact, restore
+from orchestration.core.redaction import MaskedSecretError, redact, restore
 
 PROJECT_APPS = ("orchestration", "health", "pipeline")
 

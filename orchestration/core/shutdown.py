@@ -31,7 +31,7 @@ from pathlib import Path
 
 import psutil
 
-log = logging.getLogger("orchestration.workers")
+log = logging.getLogger("orchestration.fleet")
 
 
 class RunTimeout(Exception):

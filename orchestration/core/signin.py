@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestration.choices import Severity
-from orchestration.models.ledger import record
+from orchestration.core.choices import Severity
+from orchestration.core.models.ledger import record
 
 
 def record_lockout(sender: Any, request: Any = None, username: str | None = None, ip_address: str | None = None, **kw):
@@ -27,4 +27,4 @@ def record_lockout(sender: Any, request: Any = None, username: str | None = None
 def connect() -> None:
     from axes.signals import user_locked_out
 
-    user_locked_out.connect(record_lockout, dispatch_uid="orchestration.signin.record_lockout")
+    user_locked_out.connect(record_lockout, dispatch_uid="orchestration.core.signin.record_lockout")

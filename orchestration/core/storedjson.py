@@ -1,6 +1,6 @@
 """Stored JSON that no page can choke on.
 
-The API refuses poison (orchestration.api.parsers), but rows also come from older
+The API refuses poison (orchestrator_site.api.parsers), but rows also come from older
 versions, scripts, the shell or another database client. Three kinds broke every page
 that listed them:
 
@@ -30,7 +30,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.forms.fields import InvalidJSONInput
 
-from orchestration.poison import find_poison
+from orchestration.core.poison import find_poison
 
 # Deeper than anything the API accepts (API_MAX_JSON_DEPTH is at most 100), so what was
 # accepted is always shown whole.

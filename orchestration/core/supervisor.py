@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from orchestration.supervision import SUPERVISOR_POLICY, Backoff, BackoffPolicy
+from orchestration.core.supervision import SUPERVISOR_POLICY, Backoff, BackoffPolicy
 
 POLL_SECONDS = 0.2
 # How long what a dead child left in its process group gets between SIGTERM and SIGKILL.

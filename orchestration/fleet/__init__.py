@@ -2,5 +2,5 @@
 
 Modules with no Django imports (pure, unit-tested in microseconds): ``cadence``,
 ``graph``, ``scoring``, ``rules``. Everything else works on the models in
-``orchestration.models.workers``.
+``orchestration.fleet.models``.
 """

@@ -10,15 +10,15 @@ from django.db.models.functions import Concat
 from django.urls import reverse
 from django.utils.html import format_html
 
-from orchestration import runnables
-from orchestration.admin import admin_link, badge, pretty_json
-from orchestration.admin_scale import EstimatedCountPaginator, choices_filter
-from orchestration.models import Anomaly, ScoreReport, Worker, WorkerRun
-from orchestration.models.ledger import record
-from orchestration.secret_forms import MaskedSecretsForm
-from orchestration.workers import breaker, specs
-from orchestration.workers.choices import SkipReason
-from orchestration.workers.runner import WorkerStateError, trigger
+from orchestration.core import runnables
+from orchestration.core.models import Anomaly
+from orchestration.core.models.ledger import record
+from orchestration.core.secret_forms import MaskedSecretsForm
+from orchestration.fleet import breaker, specs
+from orchestration.fleet.choices import SkipReason
+from orchestration.fleet.models import ScoreReport, Worker, WorkerRun
+from orchestration.fleet.runner import WorkerStateError, trigger
+from orchestrator_site.admin_scale import EstimatedCountPaginator, admin_link, badge, choices_filter, pretty_json
 
 RUN_BADGES = {
     "queued": "pending",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-log = logging.getLogger("orchestration.workers")
+log = logging.getLogger("orchestration.fleet")
 
 
 def model():

@@ -9,17 +9,18 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from orchestration.choices import Priority
-from orchestration.runnables import runnable
-from orchestration.workers.choices import ExecutionModel, ReportPeriod, RunStatus, WorkerCategory
+from orchestration.core.choices import Priority
+from orchestration.core.runnables import runnable
+from orchestration.fleet.choices import ExecutionModel, ReportPeriod, RunStatus, WorkerCategory
 
 
 @runnable
 def cleanup_stale_runs() -> dict:
     """Crashed runs (no heartbeat) are detected and restarted; old runs, reports and
     resolved anomalies past the retention period are deleted in batches."""
-    from orchestration.models import Anomaly, ScoreReport, WorkerRun
-    from orchestration.workers.runner import detect_crashed_runs
+    from orchestration.core.models import Anomaly
+    from orchestration.fleet.models import ScoreReport, WorkerRun
+    from orchestration.fleet.runner import detect_crashed_runs
 
     crashed = detect_crashed_runs()
     cutoff = timezone.now() - timedelta(days=settings.FLEET_RUN_RETENTION_DAYS)
@@ -40,7 +41,7 @@ def cleanup_stale_runs() -> dict:
 
 @runnable
 def prune_ledger() -> dict:
-    from orchestration.maintenance import prune_ledger as prune
+    from orchestration.loop.maintenance import prune_ledger as prune
 
     result = prune()
     return {
@@ -52,7 +53,7 @@ def prune_ledger() -> dict:
 
 @runnable
 def prune_jobs() -> dict:
-    from orchestration.maintenance import prune_jobs as prune
+    from orchestration.loop.maintenance import prune_jobs as prune
 
     result = prune()
     return {"deleted_jobs": result["jobs"], "batches": result["batches"]}
@@ -60,20 +61,20 @@ def prune_jobs() -> dict:
 
 @runnable
 def score_rollup_hourly() -> dict:
-    from orchestration.workers.scores import rollup
+    from orchestration.fleet.scores import rollup
 
     return rollup(ReportPeriod.HOURLY)
 
 
 @runnable
 def score_rollup_daily() -> dict:
-    from orchestration.workers.scores import rollup
+    from orchestration.fleet.scores import rollup
 
     return rollup(ReportPeriod.DAILY)
 
 
 def _call_path(path: str) -> dict:
-    from orchestration.jobs.kinds import import_callable
+    from orchestration.core.jobs.kinds import import_callable
 
     result = import_callable(path)()
     return result if isinstance(result, dict) else {"value": result}
@@ -92,7 +93,7 @@ def prune_check_history() -> dict:
 
 
 def _py(path: str) -> dict:
-    return {"type": "python", "path": f"orchestration.workers.builtins.{path}"}
+    return {"type": "python", "path": f"orchestration.fleet.builtins.{path}"}
 
 
 M = WorkerCategory.MAINTENANCE
@@ -167,7 +168,7 @@ BUILTIN_WORKERS = [
 
 def ensure_builtin_workers(**kwargs) -> int:
     """Create the built-in workers that are missing (people's later edits are kept)."""
-    from orchestration.models import Worker
+    from orchestration.fleet.models import Worker
 
     created = 0
     for spec in BUILTIN_WORKERS:

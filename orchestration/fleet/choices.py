@@ -55,22 +55,6 @@ class SkipReason(models.TextChoices):
     QUEUE_PAUSED = "queue_paused", "New runs paused (queue overflow)"
 
 
-class AnomalySeverity(models.TextChoices):
-    CRITICAL = "critical", "Critical"
-    HIGH = "high", "High"
-    MEDIUM = "medium", "Medium"
-    LOW = "low", "Low"
-
-
-class AlertState(models.TextChoices):
-    PENDING = "pending", "Pending"
-    SENDING = "sending", "Sending"
-    SENT = "sent", "Sent"
-    FAILED = "failed", "Failed"
-    LOG_ONLY = "log_only", "Log only"
-    SUPPRESSED = "suppressed", "Resolved before due"
-
-
 class ReportPeriod(models.TextChoices):
     RUN = "run", "Run"
     HOURLY = "hourly", "Hourly"

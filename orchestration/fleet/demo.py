@@ -3,9 +3,9 @@ first visit shows runs, scores and anomalies. Everything is named ``demo-…``."
 
 from __future__ import annotations
 
-from orchestration.demo import DEMO_PREFIX, register_demo
+from orchestration.core.demo import DEMO_PREFIX, register_demo
 
-P = "orchestration.workers.demo_targets."
+P = "orchestration.fleet.demo_targets."
 
 DEMO_WORKERS = [
     {
@@ -60,9 +60,9 @@ DEMO_WORKERS = [
 
 class WorkersDemo:
     def load(self) -> str:
-        from orchestration.models import Worker, WorkerRun
-        from orchestration.workers.builtins import ensure_builtin_workers
-        from orchestration.workers.runner import execute_run, request_run
+        from orchestration.fleet.builtins import ensure_builtin_workers
+        from orchestration.fleet.models import Worker, WorkerRun
+        from orchestration.fleet.runner import execute_run, request_run
 
         ensure_builtin_workers()
         if Worker.objects.filter(name__startswith=f"{DEMO_PREFIX}-").exists():
@@ -84,7 +84,8 @@ class WorkersDemo:
         return f"{len(DEMO_WORKERS)} demo workers (plus the built-in ones), {runs} runs"
 
     def remove(self) -> int:
-        from orchestration.models import Anomaly, Worker
+        from orchestration.core.models import Anomaly
+        from orchestration.fleet.models import Worker
 
         anomalies = Anomaly.objects.filter(subject__startswith=f"worker:{DEMO_PREFIX}-").delete()[0]
         return anomalies + Worker.objects.filter(name__startswith=f"{DEMO_PREFIX}-").delete()[0]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import time
 
-from orchestration.runnables import runnable
+from orchestration.core.runnables import runnable
 
 
 @runnable

@@ -14,129 +14,23 @@ from typing import Any
 
 import psutil
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
-from orchestration.choices import CLAIMABLE_STATUSES, Severity
-from orchestration.models import Anomaly, Job, Worker, WorkerRun
-from orchestration.models.ledger import record
-from orchestration.workers import anomaly_rules as rules
-from orchestration.workers.choices import FAILED_RUN_STATUSES, AlertState, RunStatus
+from orchestration.core import anomaly_rules as rules
+from orchestration.core.anomalies import apply, open_anomaly, react
+from orchestration.core.choices import CLAIMABLE_STATUSES
+from orchestration.core.models import Anomaly, Job
+from orchestration.fleet.choices import FAILED_RUN_STATUSES, RunStatus
+from orchestration.fleet.models import Worker, WorkerRun
 
-log = logging.getLogger("orchestration.workers")
+log = logging.getLogger("orchestration.fleet")
 
-LEDGER_SEVERITY = {
-    "critical": Severity.CRITICAL,
-    "high": Severity.ERROR,
-    "medium": Severity.WARNING,
-    "low": Severity.INFO,
-}
 FLEET_SUBJECT = "fleet"
 
 
 def subject_of(worker: Worker | str) -> str:
     return f"worker:{worker if isinstance(worker, str) else worker.name}"
-
-
-# --- open / resolve ---------------------------------------------------------------
-def open_anomaly(
-    code: str,
-    subject: str,
-    details: dict[str, Any],
-    *,
-    worker: Worker | None = None,
-    run: WorkerRun | None = None,
-    now: datetime | None = None,
-) -> tuple[Anomaly, bool]:
-    """Open (or refresh) the anomaly ``code`` about ``subject``; True when new."""
-    now = now or timezone.now()
-    rule = rules.BY_CODE[code]
-    current = Anomaly.objects.filter(code=code, subject=subject, resolved_at__isnull=True).first()
-    if current is None:
-        delay = rules.alert_delay(rule.severity)
-        try:
-            with transaction.atomic():
-                current = Anomaly.objects.create(
-                    code=code,
-                    severity=rule.severity,
-                    subject=subject,
-                    worker=worker,
-                    run=run,
-                    details=details,
-                    detected_at=now,
-                    last_seen_at=now,
-                    alert_state=AlertState.LOG_ONLY if delay is None else AlertState.PENDING,
-                    alert_due_at=None if delay is None else now + timedelta(seconds=delay),
-                )
-        except IntegrityError:
-            current = Anomaly.objects.filter(code=code, subject=subject, resolved_at__isnull=True).first()
-        else:
-            record(
-                "worker.anomaly_detected",
-                f"{code} on {subject}: {rule.description}",
-                severity=LEDGER_SEVERITY[rule.severity],
-                subject=subject,
-                data={"anomaly_id": current.pk, "code": code, "severity": rule.severity, "details": details},
-            )
-            return current, True
-    if current is not None:
-        Anomaly.objects.filter(pk=current.pk).update(
-            last_seen_at=now, occurrences=F("occurrences") + 1, details=details, run=run or current.run
-        )
-        current.refresh_from_db()
-    return current, False
-
-
-def resolve(code: str, subject: str, now: datetime | None = None) -> int:
-    now = now or timezone.now()
-    ids = list(
-        Anomaly.objects.filter(code=code, subject=subject, resolved_at__isnull=True).values_list("pk", flat=True)
-    )
-    if not ids:
-        return 0
-    Anomaly.objects.filter(pk__in=ids, alert_state=AlertState.PENDING).update(alert_state=AlertState.SUPPRESSED)
-    done = Anomaly.objects.filter(pk__in=ids, resolved_at__isnull=True).update(resolved_at=now)
-    if done:
-        record(
-            "worker.anomaly_resolved",
-            f"{code} on {subject} resolved: the condition cleared",
-            subject=subject,
-            data={"anomaly_ids": ids, "code": code},
-        )
-    return done
-
-
-def apply(
-    evaluation: rules.Evaluation,
-    subject: str,
-    *,
-    worker: Worker | None = None,
-    run: WorkerRun | None = None,
-    now: datetime | None = None,
-) -> list[Anomaly]:
-    """Open what fired, resolve what cleared; returns the anomalies opened now."""
-    opened = []
-    for code, details in evaluation.fired.items():
-        anomaly, created = open_anomaly(code, subject, details, worker=worker, run=run, now=now)
-        if created:
-            opened.append(anomaly)
-    for code in evaluation.cleared:
-        resolve(code, subject, now)
-    return opened
-
-
-def react(opened: list[Anomaly]) -> None:
-    """Recover new anomalies at once and send the alerts that are due (critical)."""
-    from orchestration.workers import alerts, recovery
-
-    for anomaly in opened:
-        try:
-            recovery.recover(anomaly)
-        except Exception:  # recorded as a failed Action inside recover(); never stop detection
-            log.exception("recovery of anomaly %s failed", anomaly.pk)
-    if opened:
-        alerts.deliver_due()
 
 
 # --- facts ------------------------------------------------------------------------
@@ -219,8 +113,8 @@ def after_run(run: WorkerRun, now: datetime | None = None) -> list[Anomaly]:
 
 def sweep(now: datetime | None = None) -> dict[str, Any]:
     """One pass over the fleet: crashed runs, each worker's last hour, the fleet."""
-    from orchestration.workers import alerts
-    from orchestration.workers.runner import detect_crashed_runs
+    from orchestration.core import alerts
+    from orchestration.fleet.runner import detect_crashed_runs
 
     now = now or timezone.now()
     crashed = detect_crashed_runs(now)

@@ -10,11 +10,11 @@ import yaml
 from django.conf import settings
 from django.db import transaction
 
-from orchestration.choices import Priority
-from orchestration.models import Worker
-from orchestration.models.ledger import record
-from orchestration.workers import specs
-from orchestration.workers.choices import ExecutionModel, WorkerCategory
+from orchestration.core.choices import Priority
+from orchestration.core.models.ledger import record
+from orchestration.fleet import specs
+from orchestration.fleet.choices import ExecutionModel, WorkerCategory
+from orchestration.fleet.models import Worker
 
 FIELDS = {
     "name": None,

@@ -12,18 +12,20 @@ from django.db.models import CharField, Count, Exists, OuterRef, Q, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
+from orchestration.core.choices import AlertState
+from orchestration.core.models import Anomaly
+from orchestration.fleet import breaker
+from orchestration.fleet.choices import FAILED_RUN_STATUSES, RunStatus
+from orchestration.fleet.models import Worker, WorkerRun
 from orchestration.loop.decider import PlannedAction
 from orchestration.loop.executor import ActionContext, action_handler
 from orchestration.loop.monitor import Aggregation, aggregate_section
-from orchestration.models import Anomaly, Worker, WorkerRun
-from orchestration.workers import breaker
-from orchestration.workers.choices import FAILED_RUN_STATUSES, AlertState, RunStatus
 
 
 def _workers_parts(now: datetime) -> list[Aggregation]:
     """The fleet, its runs and its open anomalies: three parts of one query whatever
     the size of the fleet and its history."""
-    from orchestration.workers.recovery import strategies
+    from orchestration.fleet.recovery import strategies
 
     counts = {
         "total": Count("id"),
@@ -91,7 +93,7 @@ def workers_section(now: datetime, results: list[dict[str, Any]]) -> dict[str, A
 @action_handler("sweep_workers")
 def sweep_workers(action: PlannedAction, ctx: ActionContext) -> dict:
     """Sweep the fleet: crashed runs, failure rates, staleness, queue and resources."""
-    from orchestration.workers.detection import sweep
+    from orchestration.fleet.detection import sweep
 
     return sweep(ctx.now)
 
@@ -99,7 +101,7 @@ def sweep_workers(action: PlannedAction, ctx: ActionContext) -> dict:
 @action_handler("recover_workers")
 def recover_workers(action: PlannedAction, ctx: ActionContext) -> dict:
     """Run the recovery strategy of open anomalies that are due another attempt."""
-    from orchestration.workers.recovery import retry_open
+    from orchestration.fleet.recovery import retry_open
 
     return {"action_ids": retry_open(ctx.now, cycle=ctx.cycle)}
 
@@ -107,7 +109,7 @@ def recover_workers(action: PlannedAction, ctx: ActionContext) -> dict:
 @action_handler("escalate_worker_anomalies")
 def escalate_worker_anomalies(action: PlannedAction, ctx: ActionContext) -> dict:
     """Escalate anomalies that outlived their recovery."""
-    from orchestration.workers.recovery import escalate_due
+    from orchestration.fleet.recovery import escalate_due
 
     return {"escalated": escalate_due(ctx.now)}
 
@@ -115,7 +117,7 @@ def escalate_worker_anomalies(action: PlannedAction, ctx: ActionContext) -> dict
 @action_handler("deliver_worker_alerts")
 def deliver_worker_alerts(action: PlannedAction, ctx: ActionContext) -> dict:
     """Send the alerts of anomalies whose alert time has come."""
-    from orchestration.workers.alerts import deliver_due
+    from orchestration.core.alerts import deliver_due
 
     return {"sent": deliver_due(ctx.now)}
 
@@ -124,7 +126,7 @@ def deliver_worker_alerts(action: PlannedAction, ctx: ActionContext) -> dict:
 def probe_open_circuits(action: PlannedAction, ctx: ActionContext) -> dict:
     """Queue one probe run for each worker whose breaker is open; the breaker lets it
     through once its open timeout has passed (half-open) and closes on success."""
-    from orchestration.workers.runner import request_run
+    from orchestration.fleet.runner import request_run
 
     names = [n.removeprefix("worker:") for n, s in breaker.states_by_prefix("worker:").items() if s == "open"]
     busy = set(
@@ -150,7 +152,7 @@ class _SweepTick:
         if time.monotonic() - self.last < settings.FLEET_SWEEP_SECONDS:
             return None
         self.last = time.monotonic()
-        from orchestration.workers.detection import sweep
+        from orchestration.fleet.detection import sweep
 
         return sweep(timezone.now())
 

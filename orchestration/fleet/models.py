@@ -1,4 +1,4 @@
-"""The worker fleet: workers, their runs, score reports and anomalies."""
+"""The worker fleet: workers, their runs and score reports (anomalies are in the core)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,9 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from orchestration.choices import Priority
-from orchestration.storedjson import JSONField
-from orchestration.workers.choices import (
-    AlertState,
-    AnomalySeverity,
-    ExecutionModel,
-    ReportPeriod,
-    RunStatus,
-    RunTrigger,
-    WorkerCategory,
-)
+from orchestration.core.choices import Priority
+from orchestration.core.storedjson import JSONField
+from orchestration.fleet.choices import ExecutionModel, ReportPeriod, RunStatus, RunTrigger, WorkerCategory
 
 
 def new_execution_id() -> str:
@@ -86,7 +78,7 @@ class Worker(models.Model):
 
     class Meta:
         ordering = ["name"]
-        # Apart from staff writes: a python target runs code on the host (orchestration/runnables.py).
+        # Apart from staff writes: a python target runs code on the host (orchestration/core/runnables.py).
         permissions = [("run_code", "Can define code that runs by name (python jobs, worker targets, stage runners)")]
 
     def __str__(self) -> str:
@@ -109,7 +101,7 @@ class Worker(models.Model):
         return self.max_timeout_seconds or self.timeout_seconds * 2
 
     def cadence_text(self) -> str:
-        from orchestration.workers.cadence import Cadence
+        from orchestration.fleet.cadence import Cadence
 
         return Cadence(self.interval_seconds, self.cron).describe()
 
@@ -201,48 +193,3 @@ class ScoreReport(models.Model):
 
     def __str__(self) -> str:
         return f"{self.worker.name} {self.period} {self.overall_score:.0f}"
-
-
-class Anomaly(models.Model):
-    """Something wrong with a worker or the fleet; at most one open per (code, subject)."""
-
-    code = models.CharField(max_length=32)
-    severity = models.CharField(max_length=10, choices=AnomalySeverity.choices)
-    subject = models.CharField(max_length=200, help_text="worker:<name> or fleet")
-    worker = models.ForeignKey(Worker, null=True, blank=True, on_delete=models.CASCADE, related_name="anomalies")
-    run = models.ForeignKey(WorkerRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    details = JSONField(default=dict, blank=True)
-    detected_at = models.DateTimeField(default=timezone.now)
-    last_seen_at = models.DateTimeField(default=timezone.now)
-    occurrences = models.PositiveIntegerField(default=1)
-    resolved_at = models.DateTimeField(null=True, blank=True)
-    recovery = JSONField(default=list, blank=True, help_text="Recoveries tried, with their outcome.")
-    recovery_attempts = models.PositiveIntegerField(default=0)
-    last_recovery_at = models.DateTimeField(null=True, blank=True)
-    escalated_at = models.DateTimeField(null=True, blank=True)
-    alert_state = models.CharField(max_length=12, choices=AlertState.choices, default=AlertState.PENDING)
-    alert_due_at = models.DateTimeField(null=True, blank=True)
-    alerted_at = models.DateTimeField(null=True, blank=True)
-    alert_result = JSONField(default=dict, blank=True)
-
-    class Meta:
-        ordering = ["-detected_at", "-id"]
-        verbose_name_plural = "anomalies"
-        constraints = [
-            models.UniqueConstraint(
-                fields=["code", "subject"], condition=Q(resolved_at__isnull=True), name="anomaly_one_open_per_subject"
-            )
-        ]
-        indexes = [
-            # snapshot and alert delivery: open anomalies by alert state.
-            models.Index(fields=["resolved_at", "alert_state", "alert_due_at"], name="anomaly_open_idx"),
-            # The list's default order (-detected_at, -id).
-            models.Index(fields=["detected_at", "id"], name="anomaly_detected_idx"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.code} {self.subject}"
-
-    @property
-    def is_open(self) -> bool:
-        return self.resolved_at is None

@@ -24,14 +24,16 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from orchestration.choices import CLAIMABLE_STATUSES, ActionStatus, Priority, Severity
-from orchestration.jobs.backoff import retry_delay
-from orchestration.models import Action, Anomaly, Job, LoopState, Worker
-from orchestration.models.ledger import record
-from orchestration.workers import breaker
-from orchestration.workers.choices import RunTrigger
+from orchestration.core.choices import CLAIMABLE_STATUSES, ActionStatus, Priority, Severity
+from orchestration.core.jobs.backoff import retry_delay
+from orchestration.core.models import Anomaly, Job
+from orchestration.core.models.ledger import record
+from orchestration.fleet import breaker
+from orchestration.fleet.choices import RunTrigger
+from orchestration.fleet.models import Worker
+from orchestration.loop.models import Action, LoopState
 
-log = logging.getLogger("orchestration.workers")
+log = logging.getLogger("orchestration.fleet")
 
 Strategy = Callable[[Anomaly, datetime], dict[str, Any]]
 _STRATEGIES: dict[str, tuple[str, Strategy]] = {}
@@ -139,7 +141,7 @@ def retry_open(now: datetime | None = None, *, cycle: int | None = None) -> list
 
 def escalate_due(now: datetime | None = None) -> list[int]:
     """Escalate open anomalies that a recovery did not clear in time."""
-    from orchestration.workers import alerts
+    from orchestration.core import alerts
 
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.FLEET_ESCALATE_AFTER_SECONDS)
@@ -166,7 +168,7 @@ def escalate_due(now: datetime | None = None) -> list[int]:
 @recovery_strategy("WORKER_CRASH", "restart_worker")
 def restart_worker(anomaly: Anomaly, now: datetime) -> dict:
     """Restart the worker (a fresh run); the critical alert goes out with the anomaly."""
-    from orchestration.workers.runner import request_run
+    from orchestration.fleet.runner import request_run
 
     worker = _worker(anomaly)
     if not worker.enabled:
@@ -187,7 +189,7 @@ def pause_new_jobs(anomaly: Anomaly, now: datetime) -> dict:
 
 
 def _reduce_rate(worker: Worker) -> dict:
-    from orchestration.workers.sync import sync_schedule
+    from orchestration.fleet.sync import sync_schedule
 
     before = worker.rate_factor
     worker.rate_factor = min(MAX_RATE_FACTOR, max(1.0, before) * 2)
@@ -232,7 +234,7 @@ def raise_timeout(anomaly: Anomaly, now: datetime) -> dict:
 @recovery_strategy("STALE_DATA", "refresh_upstream")
 def refresh_upstream(anomaly: Anomaly, now: datetime) -> dict:
     """Force a run of the worker whose data is stale (unless one is already queued)."""
-    from orchestration.workers.runner import request_run
+    from orchestration.fleet.runner import request_run
 
     worker = _worker(anomaly)
     if not worker.enabled:
@@ -258,7 +260,7 @@ def retry_with_backoff(anomaly: Anomaly, now: datetime) -> dict:
     """Queue the blocked worker again after an exponential delay (1, 2, 4 … min).
     Optional upstreams never block (they are skipped by the gate), so only required
     ones get here."""
-    from orchestration.workers.runner import request_run
+    from orchestration.fleet.runner import request_run
 
     worker = _worker(anomaly)
     delay = 60 * retry_delay(anomaly.recovery_attempts + 1, "exponential")

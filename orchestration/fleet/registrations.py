@@ -7,14 +7,17 @@ from django.apps import apps
 from django.db.models.signals import post_delete, post_migrate, post_save
 from django_q.signals import pre_enqueue
 
-from orchestration.api.errors import register_conflict
-from orchestration.jobs.queue import job_finished
+from orchestration.core import shutdown
+from orchestration.core.anomalies import register_reaction
+from orchestration.core.jobs.queue import job_finished
+from orchestration.fleet import demo, loop, recovery, runner, sync  # noqa: F401 - registries fill on import
+from orchestration.fleet.builtins import ensure_builtin_workers
+from orchestration.fleet.models import Worker
 from orchestration.loop.runner import register_tick_hook
-from orchestration.models import Worker
-from orchestration.workers import alerts, demo, loop, recovery, runner, shutdown, sync  # noqa: F401 - registries fill on import
-from orchestration.workers.builtins import ensure_builtin_workers
+from orchestrator_site.api.errors import register_conflict
 
 register_conflict(runner.WorkerStateError)
+register_reaction(recovery.recover)
 shutdown.install_cluster_drain()
 register_tick_hook(loop.fleet_sweep_tick)
 post_save.connect(sync.on_worker_saved, sender=Worker, dispatch_uid="fleet-schedule-save")

@@ -25,24 +25,18 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from orchestration import outbound
-from orchestration.choices import Severity
-from orchestration.jobs.kinds import import_callable
-from orchestration.jobs.queue import enqueue, worker_identity
-from orchestration.jobs.registry import PermanentJobError, job_kind
-from orchestration.models import Worker, WorkerRun
-from orchestration.models.ledger import record
-from orchestration.runnables import runnable
-from orchestration.workers import anomaly_rules, breaker, shutdown
-from orchestration.workers.choices import (
-    FAILED_RUN_STATUSES,
-    AnomalySeverity,
-    RunStatus,
-    RunTrigger,
-    SkipReason,
-)
+from orchestration.core import anomaly_rules, outbound, shutdown
+from orchestration.core.choices import AnomalySeverity, Severity
+from orchestration.core.jobs.kinds import import_callable
+from orchestration.core.jobs.queue import enqueue, worker_identity
+from orchestration.core.jobs.registry import PermanentJobError, job_kind
+from orchestration.core.models.ledger import record
+from orchestration.core.runnables import runnable
+from orchestration.fleet import breaker
+from orchestration.fleet.choices import FAILED_RUN_STATUSES, RunStatus, RunTrigger, SkipReason
+from orchestration.fleet.models import Worker, WorkerRun
 
-log = logging.getLogger("orchestration.workers")
+log = logging.getLogger("orchestration.fleet")
 
 JOB_KIND = "worker.run"
 
@@ -128,7 +122,7 @@ def record_firing(sender, task: dict, **kwargs) -> None:
     its job are committed with the schedule's new ``next_run``, or neither is, and the
     broker queues no second job for the firing.
     """
-    from orchestration.workers.sync import SCHEDULE_FUNC
+    from orchestration.fleet.sync import SCHEDULE_FUNC
 
     if task.get("func") != SCHEDULE_FUNC or task.get("sync"):
         return  # (a synchronous task runs scheduled_run right away anyway)
@@ -179,7 +173,7 @@ def check_gates(worker: Worker, run: WorkerRun, now: datetime) -> tuple[str, dic
     if not worker.enabled:
         return SkipReason.DISABLED, {}
     if run.trigger in (RunTrigger.SCHEDULE, RunTrigger.UPSTREAM):
-        from orchestration.models import Anomaly
+        from orchestration.core.models import Anomaly
 
         if Anomaly.objects.filter(code="QUEUE_OVERFLOW", resolved_at__isnull=True).exists():
             return SkipReason.QUEUE_PAUSED, {}
@@ -250,7 +244,7 @@ def skip(run: WorkerRun, reason: str, detail: dict) -> dict[str, Any]:
         subject=run.worker.breaker_name,
         data={"run_id": run.pk, "execution_id": run.execution_id, "reason": reason, **detail},
     )
-    from orchestration.workers import detection
+    from orchestration.fleet import detection
 
     detection.after_run(run)
     return {"status": RunStatus.SKIPPED, "reason": reason, "detail": detail}
@@ -367,7 +361,7 @@ def finish(
     memory_percent: float | None = None,
 ) -> dict[str, Any]:
     """Record the outcome, release the lock, then score, detect, recover and alert."""
-    from orchestration.workers import detection, scores
+    from orchestration.fleet import detection, scores
 
     now = timezone.now()
     worker = run.worker
@@ -455,7 +449,7 @@ def detect_crashed_runs(now: datetime | None = None) -> list[int]:
 
 
 def mark_crashed(run: WorkerRun, now: datetime, reason: str) -> bool:
-    from orchestration.workers import detection
+    from orchestration.fleet import detection
 
     changed = WorkerRun.objects.filter(pk=run.pk, status__in=(RunStatus.RUNNING, RunStatus.QUEUED)).update(
         status=RunStatus.CRASHED, completed_at=now, success=False, error=reason

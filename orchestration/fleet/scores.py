@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 from django.db.models import Avg, Count
 from django.utils import timezone
 
-from orchestration.models import ScoreReport, WorkerRun
-from orchestration.workers import scoring
-from orchestration.workers.choices import ReportPeriod, RunStatus
+from orchestration.fleet import scoring
+from orchestration.fleet.choices import ReportPeriod, RunStatus
+from orchestration.fleet.models import ScoreReport, WorkerRun
 
 SCORE_KEYS = ("reliability_score", "performance_score", "data_quality_score", "resource_score", "overall_score")
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from django.conf import settings
 
-from orchestration import outbound, runnables
-from orchestration.workers import cadence, graph
+from orchestration.core import outbound, runnables
+from orchestration.fleet import cadence, graph
 
 HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"}
 

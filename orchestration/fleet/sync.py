@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from django.utils import timezone
 
-from orchestration.models import Worker
-from orchestration.schedules import delete_schedule, ensure_schedule
-from orchestration.workers import cadence
-from orchestration.workers.choices import ExecutionModel
+from orchestration.core.schedules import delete_schedule, ensure_schedule
+from orchestration.fleet import cadence
+from orchestration.fleet.choices import ExecutionModel
+from orchestration.fleet.models import Worker
 
-SCHEDULE_FUNC = "orchestration.workers.runner.scheduled_run"
+SCHEDULE_FUNC = "orchestration.fleet.runner.scheduled_run"
 
 
 def wants_schedule(worker: Worker) -> bool:

@@ -2,61 +2,34 @@
 
 from __future__ import annotations
 
-import json
-
 from django import forms
 from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
-from django.utils.text import slugify
 from rest_framework import serializers
 from rest_framework.exceptions import PermissionDenied
 
-from orchestration.admin_scale import BigTableAdmin, as_int, as_text, choices_filter
-from orchestration.api.filters import event_type_prefix
-from orchestration.api.serializers import JobCreateSerializer, RuleSerializer
-from orchestration.choices import JobStatus
-from orchestration.jobs import queue
-from orchestration.jobs.registry import kind_names
+from orchestration.core.choices import JobStatus
+from orchestration.core.jobs import queue
+from orchestration.core.jobs.registry import kind_names
+from orchestration.core.models import Campaign, Job, JobRollup, Lane, LedgerEntry
+from orchestration.core.models.ledger import record
+from orchestration.core.secret_forms import MaskedSecretsForm
+from orchestration.loop.api.serializers import JobCreateSerializer, RuleSerializer
 from orchestration.loop.cycle import CycleBusy, run_cycle
-from orchestration.models import Action, Campaign, ChannelWindow, Job, JobRollup, Lane, LedgerEntry, LoopState, Rule
-from orchestration.models.ledger import record
-from orchestration.secret_forms import MaskedSecretsForm
-
-
-def badge(value: str, label: str | None = None):
-    """A coloured pill for a state; colours come from choices.BADGE_COLORS, as classes of
-    static/console/palette.css (the Content-Security-Policy allows no inline style)."""
-    return format_html('<span class="ob-badge b-{}">{}</span>', slugify(str(value)).replace("-", "_"), label or value)
-
-
-def admin_link(obj, label: str | None = None):
-    """A link to ``obj``'s change page in the admin ("—" for None)."""
-    if obj is None:
-        return "—"
-    opts = obj._meta
-    url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
-    return format_html('<a href="{}">{}</a>', url, label or str(obj))
-
-
-def subject_link(subject: str):
-    """Ledger subjects name what they are about (``service:api``, ``worker:x``,
-    ``job:12``, ``pipeline:3``…); link the ones that have a page."""
-    kind, _, name = (subject or "").partition(":")
-    targets = {
-        "service": lambda n: f"/services/{n}/",
-        "worker": lambda n: f"/workers/{n}/",
-        "job": lambda n: reverse("admin:orchestration_job_change", args=[n]) if n.isdigit() else None,
-        "pipeline": lambda n: f"/pipelines/{n}/" if n.isdigit() else None,
-        "rule": lambda n: reverse("admin:orchestration_rule_changelist") + f"?name={n}",
-    }
-    url = targets[kind](name) if kind in targets and name else None
-    return format_html('<a href="{}">{}</a>', url, subject) if url else (subject or "—")
-
-
-def pretty_json(value) -> str:
-    return format_html('<pre class="ob-json">{}</pre>', json.dumps(value, indent=2, default=str))
+from orchestration.loop.models import Action, ChannelWindow, LoopState, Rule
+from orchestrator_site.admin_scale import (
+    BigTableAdmin,
+    admin_link,
+    as_int,
+    as_text,
+    badge,
+    choices_filter,
+    pretty_json,
+    subject_link,
+)
+from orchestrator_site.api.filters import event_type_prefix
 
 
 class JobChangeForm(MaskedSecretsForm):
@@ -610,9 +583,3 @@ class LoopStateAdmin(admin.ModelAdmin):
             f"({system['status']}); {result['decision']['summary']}; "
             f"{execution['succeeded']} succeeded, {execution['failed']} failed.",
         )
-
-
-# The console's demo part (routed-task history) registers with `load_demo` here, since
-# admin autodiscovery imports this module in every process at start-up, commands included.
-from orchestration.console import demo as _console_demo  # noqa: E402,F401
-from orchestration.workers import admin as _workers_admin  # noqa: E402,F401

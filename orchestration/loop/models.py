@@ -8,8 +8,8 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
-from orchestration.choices import ActionStatus
-from orchestration.storedjson import JSONField
+from orchestration.core.choices import ActionStatus
+from orchestration.core.storedjson import JSONField
 
 
 class LoopState(models.Model):

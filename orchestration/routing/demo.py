@@ -16,7 +16,7 @@ from datetime import timedelta
 from django.db.models import Q
 from django.utils import timezone
 
-from orchestration.demo import DEMO_PREFIX, register_demo
+from orchestration.core.demo import DEMO_PREFIX, register_demo
 
 # task type, service, success rate, typical ms
 DEMO_ROUTES = [

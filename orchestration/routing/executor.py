@@ -10,11 +10,11 @@ from typing import Any
 import requests
 from django.db import transaction
 
-from orchestration import outbound
-from orchestration.jobs import queue
-from orchestration.jobs.backoff import retry_delay
-from orchestration.jobs.registry import PermanentJobError, RetryLater, job_kind
-from orchestration.models import Job
+from orchestration.core import outbound
+from orchestration.core.jobs import queue
+from orchestration.core.jobs.backoff import retry_delay
+from orchestration.core.jobs.registry import PermanentJobError, RetryLater, job_kind
+from orchestration.core.models import Job
 from orchestration.routing.models import RouteStat, TaskOutcome
 from orchestration.routing.router import REFERENCE_PREFIX, ROUTED_KIND, RouteDecision, route
 

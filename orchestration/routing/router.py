@@ -12,7 +12,7 @@ from typing import Any
 
 from django.db.models import Count
 
-from orchestration.choices import JobStatus
+from orchestration.core.choices import JobStatus
 from orchestration.routing.learning import confidence
 from orchestration.routing.models import RotationCursor, RouteStat, TypeMultiplier
 from orchestration.routing.priority import priority_level, priority_score
@@ -56,7 +56,7 @@ class RouteDecision:
 
 def in_flight_by_service() -> dict[str, int]:
     """Routed tasks not yet finished, per service they are currently assigned to."""
-    from orchestration.models import Job
+    from orchestration.core.models import Job
 
     rows = (
         Job.objects.filter(kind=ROUTED_KIND, status__in=(JobStatus.PENDING, JobStatus.PROCESSING, JobStatus.RETRY))

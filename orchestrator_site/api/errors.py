@@ -13,7 +13,7 @@ from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from orchestration.dbfaults import close_connections, is_transient
+from orchestration.core.dbfaults import close_connections, is_transient
 
 
 class Conflict(APIException):
@@ -58,7 +58,7 @@ def exception_handler(exc, context):
     if renderer is not None and getattr(renderer, "format", "") == "sse":
         # An error is a JSON body even where the success is an event stream (a 404 sent as
         # text/event-stream broke clients and the schema).
-        from orchestration.api.renderers import RedactingJSONRenderer
+        from orchestrator_site.api.renderers import RedactingJSONRenderer
 
         request.accepted_renderer, request.accepted_media_type = RedactingJSONRenderer(), "application/json"
     if is_transient(exc):

@@ -1,3 +1,6 @@
+"""Filter fields and the filter backend every API shares; each app's filtersets are in
+its own ``api`` package."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -8,9 +11,6 @@ from django.db import connections
 from django_filters.fields import IsoDateTimeField
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema_field
-
-from orchestration.choices import JobStatus, Severity
-from orchestration.models import Action, Job, LedgerEntry
 
 
 class UtcIsoDateTimeField(IsoDateTimeField):
@@ -34,14 +34,6 @@ class UtcIsoDateTimeField(IsoDateTimeField):
 
 class UtcIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
     field_class = UtcIsoDateTimeField
-
-
-class JobFilter(django_filters.FilterSet):
-    status = django_filters.ChoiceFilter(choices=JobStatus.choices)
-
-    class Meta:
-        model = Job
-        fields = ["status", "kind", "lane", "priority", "reference"]
 
 
 def prefix_upper_bound(prefix: str) -> str | None:
@@ -81,39 +73,12 @@ def event_type_prefix(queryset, prefix: str):
     return startswith_by_index(queryset, "event_type", prefix) if rest else queryset
 
 
-class LedgerFilter(django_filters.FilterSet):
-    event_type = django_filters.CharFilter(
-        method="filter_event_type", help_text="Prefix match: 'orchestrator.' matches every loop event."
-    )
-    severity = django_filters.ChoiceFilter(choices=Severity.choices)
-    since = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    subject = django_filters.CharFilter()
-    actor = django_filters.CharFilter()
-
-    class Meta:
-        model = LedgerEntry
-        fields = ["event_type", "severity", "since", "subject", "actor"]
-
-    def filter_event_type(self, queryset, name: str, value: str):
-        return event_type_prefix(queryset, value)
-
-
 @extend_schema_field({"type": "integer", "minimum": 1, "maximum": 2**63 - 1})
 class IdFilter(django_filters.NumberFilter):
     """An object's id: an integer (a NumberFilter takes 1.5, and past 2**63 the database
     refuses the value)."""
 
     field_class = forms.IntegerField
-
-
-class ActionFilter(django_filters.FilterSet):
-    # By id, as the schema says (an integer): an unknown rule finds nothing, like any
-    # other filter value, instead of a 400 "not one of the available choices".
-    rule = IdFilter(field_name="rule_id", min_value=1, max_value=2**63 - 1)
-
-    class Meta:
-        model = Action
-        fields = ["action_type", "status", "cycle", "rule"]
 
 
 class StrictBooleanField(forms.Field):

@@ -31,8 +31,8 @@ from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
 from rest_framework.utils.encoders import JSONEncoder
 
-from orchestration.api.errors import Conflict
-from orchestration.models import IdempotencyKey
+from orchestration.core.models import IdempotencyKey
+from orchestrator_site.api.errors import Conflict
 
 log = logging.getLogger("orchestration.api")
 

@@ -10,7 +10,7 @@
 
 Each is a 400 naming the top-level field (``{"payload": ["payload.a[0]: …"]}``), checked
 once here for every JSON field, key and form value, on both databases alike. A body
-over ``API_MAX_BODY_BYTES`` never reaches a parser (see orchestration.middleware).
+over ``API_MAX_BODY_BYTES`` never reaches a parser (see orchestration.console.middleware).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from django.conf import settings
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError, ValidationError
 
-from orchestration.poison import find_poison
+from orchestration.core.poison import find_poison
 
 # Tokens that change the JSON nesting, and strings (whose brackets do not count).
 _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}:,]')

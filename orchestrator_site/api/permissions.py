@@ -32,7 +32,7 @@ def require_run_code(context: dict) -> None:
     (admin forms); with neither, nobody is asking, and nobody is allowed."""
     from rest_framework.exceptions import PermissionDenied
 
-    from orchestration import runnables
+    from orchestration.core import runnables
 
     request = context.get("request")
     user = context.get("user") or getattr(request, "user", None)

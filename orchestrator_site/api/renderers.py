@@ -8,8 +8,8 @@ from typing import Any
 
 from rest_framework.renderers import JSONRenderer
 
-from orchestration.redaction import redact
-from orchestration.storedjson import MAX_DEPTH
+from orchestration.core.redaction import redact
+from orchestration.core.storedjson import MAX_DEPTH
 
 # Stored values are cut at MAX_DEPTH below their field already; the envelope (a page, its
 # results, a row) adds a few levels that must not cut them once more.

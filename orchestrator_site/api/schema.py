@@ -3,7 +3,7 @@
 drf-spectacular documents only the success answer of an operation unless a view says
 more, so a client (or a contract test) reading ``/api/schema/`` would not know that a
 write can answer 403 or 429, or that an unknown id answers 404. The rules here follow
-what the API does (see orchestration.api.errors and the permission/throttle classes):
+what the API does (see orchestrator_site.api.errors and the permission/throttle classes):
 
 - 400 — anything that reads a body or query parameters can be told its input is wrong;
 - 401 — every operation that takes credentials, when they are missing or wrong;

@@ -11,7 +11,7 @@ from django.db import connection
 from django.utils import timezone
 
 from health.models import CircuitBreaker
-from orchestration.models import LedgerEntry
+from orchestration.core.models import LedgerEntry
 
 pytestmark = pytest.mark.django_db
 

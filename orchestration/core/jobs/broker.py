@@ -39,12 +39,12 @@ from django_q.brokers import Broker
 from django_q.conf import Conf
 from django_q.signing import BadSignature, SignedPackage
 
-from orchestration.choices import CLAIMABLE_STATUSES, JobStatus
-from orchestration.jobs import queue, statements
+from orchestration.core.choices import CLAIMABLE_STATUSES, JobStatus
+from orchestration.core.jobs import queue, statements
 
-log = logging.getLogger("orchestration.jobs.broker")
+log = logging.getLogger("orchestration.core.jobs.broker")
 
-EXECUTE = "orchestration.jobs.tasks.execute_job"
+EXECUTE = "orchestration.core.jobs.tasks.execute_job"
 TASK_KIND = "django_q.task"
 # Idle polling on SQLite: from the first to the last interval, doubling while empty.
 POLL_FIRST_SECONDS = 0.002
@@ -231,7 +231,7 @@ class JobBroker(Broker):
     def queue_size(self) -> int:
         from django.db.models import Q
 
-        from orchestration.models import Job
+        from orchestration.core.models import Job
 
         now = timezone.now()
         return Job.objects.filter(
@@ -239,7 +239,7 @@ class JobBroker(Broker):
         ).count()
 
     def lock_size(self) -> int:
-        from orchestration.models import Job
+        from orchestration.core.models import Job
 
         return Job.objects.filter(status=JobStatus.PROCESSING).count()
 
@@ -285,15 +285,15 @@ def run_package(payload: dict[str, Any]) -> Any:
     try:
         package = SignedPackage.loads(payload.get("package", ""))
     except (BadSignature, TypeError, ValueError) as exc:
-        from orchestration.jobs.registry import PermanentJobError
+        from orchestration.core.jobs.registry import PermanentJobError
 
         raise PermanentJobError(f"the task package does not carry this installation's signature: {exc}")
     func = package["func"]
     if not callable(func):
         # A function named by path (every schedule's) runs only if declared runnable:
         # a schedule's func is editable in the admin, and must not name any code.
-        from orchestration import runnables
-        from orchestration.jobs.registry import PermanentJobError
+        from orchestration.core import runnables
+        from orchestration.core.jobs.registry import PermanentJobError
 
         try:
             func = runnables.resolve(func)

@@ -1,6 +1,6 @@
 """Django's Tasks API as a front door: a ``@task`` becomes a durable, watched job.
 
-``TASKS = {"default": {"BACKEND": "orchestration.jobs.django_tasks.OrchestratorBackend"}}``
+``TASKS = {"default": {"BACKEND": "orchestration.core.jobs.django_tasks.OrchestratorBackend"}}``
 makes ``my_task.enqueue(…)`` create a ``Job`` of kind ``django.task`` (payload
 ``{"path", "args", "kwargs"}``) in the caller's transaction, so it commits or rolls
 back with the caller's own rows. From then on it is a job like any other: claimed
@@ -37,9 +37,9 @@ from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
 from django_tasks.signals import task_enqueued, task_finished, task_started
 from django_tasks.utils import get_module_path, normalize_json
 
-from orchestration.choices import JobStatus, Priority
-from orchestration.jobs.registry import PermanentJobError, job_kind
-from orchestration.models import Job
+from orchestration.core.choices import JobStatus, Priority
+from orchestration.core.jobs.registry import PermanentJobError, job_kind
+from orchestration.core.models import Job
 
 KIND = "django.task"
 
@@ -122,7 +122,7 @@ class OrchestratorBackend(BaseTaskBackend):
             args, kwargs = normalize_json(list(args)), normalize_json(dict(kwargs))
         except TypeError as exc:
             raise InvalidTaskError(f"task arguments must be JSON: {exc}") from None
-        from orchestration.jobs import queue
+        from orchestration.core.jobs import queue
 
         job = queue.enqueue(
             KIND,

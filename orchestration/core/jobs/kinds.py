@@ -7,8 +7,8 @@ from typing import Any
 
 from django.conf import settings
 
-from orchestration import outbound, runnables
-from orchestration.jobs.registry import PermanentJobError, job_kind
+from orchestration.core import outbound, runnables
+from orchestration.core.jobs.registry import PermanentJobError, job_kind
 
 
 @job_kind("noop", description="Does nothing; for smoke tests and benchmarks.")
@@ -115,7 +115,7 @@ def http_request(payload: dict, ctx) -> dict:
 
 
 def import_callable(path: str):
-    """The callable declared runnable at exactly ``path`` (orchestration/runnables.py);
+    """The callable declared runnable at exactly ``path`` (orchestration/core/runnables.py);
     anything else fails the job for good: the registry may have changed since it was queued."""
     try:
         return runnables.resolve(path)
@@ -155,7 +155,7 @@ def python_call_problems(payload: dict) -> dict[str, str]:
 def django_q_task(payload: dict, ctx) -> dict:
     import json
 
-    from orchestration.jobs.broker import run_package
+    from orchestration.core.jobs.broker import run_package
 
     result = run_package(payload)
     try:

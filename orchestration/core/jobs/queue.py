@@ -1,7 +1,7 @@
 """The job queue: enqueue, claim, execute, finish, reclaim.
 
 The Job table is the only queue. django-q2 runs the jobs (cluster, worker processes,
-timeouts), and its broker is ``orchestration.jobs.broker.JobBroker``, whose dequeue
+timeouts), and its broker is ``orchestration.core.jobs.broker.JobBroker``, whose dequeue
 claims Job rows directly. Life of a job::
 
     pending ──claim()──▶ processing ──execute()──▶ completed
@@ -35,15 +35,15 @@ from django.db.models import F, QuerySet
 from django.dispatch import Signal
 from django.utils import timezone
 
-from orchestration import dbfaults
-from orchestration.choices import CLAIMABLE_STATUSES, Backoff, JobStatus, Priority, Severity
-from orchestration.jobs import statements
-from orchestration.jobs.backoff import retry_delay
-from orchestration.jobs.registry import PermanentJobError, RetryLater, get_kind
-from orchestration.models import Job
-from orchestration.models.ledger import record
+from orchestration.core import dbfaults
+from orchestration.core.choices import CLAIMABLE_STATUSES, Backoff, JobStatus, Priority, Severity
+from orchestration.core.jobs import statements
+from orchestration.core.jobs.backoff import retry_delay
+from orchestration.core.jobs.registry import PermanentJobError, RetryLater, get_kind
+from orchestration.core.models import Job
+from orchestration.core.models.ledger import record
 
-log = logging.getLogger("orchestration.jobs")
+log = logging.getLogger("orchestration.core.jobs")
 
 # Sent once a job reaches a final status (completed, failed, canceled), with
 # ``job=<Job>``. Pipelines, routing and the fleet use it to move on.

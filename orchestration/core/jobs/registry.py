@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from orchestration.jobs.queue import JobContext
+    from orchestration.core.jobs.queue import JobContext
 
 Handler = Callable[[dict, "JobContext"], "dict | None"]
 

@@ -21,8 +21,8 @@ from typing import Any
 from django.conf import settings
 from django.db import connections
 
-from orchestration.choices import CLAIMABLE_STATUSES, JobStatus
-from orchestration.models import Job, Lane
+from orchestration.core.choices import CLAIMABLE_STATUSES, JobStatus
+from orchestration.core.models import Job, Lane
 
 # The documented order of the queue: priority (critical first), then age, then id.
 CLAIM_ORDER: tuple[str, ...] = ("-priority_rank", "created_at", "id")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestration.jobs import broker, queue
+from orchestration.core.jobs import broker, queue
 
 
 def execute_job(job_id: int, token: str, node: str | None = None) -> str:

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from orchestration.storedjson import JSONField
+from orchestration.core.storedjson import JSONField
 
 # How long a key stands for its first answer (Stripe's and the IETF draft's 24 h).
 IDEMPOTENCY_TTL = timedelta(hours=24)

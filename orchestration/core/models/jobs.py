@@ -4,8 +4,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
-from orchestration.choices import PRIORITY_RANK, Backoff, JobStatus, Priority
-from orchestration.storedjson import JSONField
+from orchestration.core.choices import PRIORITY_RANK, Backoff, JobStatus, Priority
+from orchestration.core.storedjson import JSONField
 
 
 class Lane(models.Model):
@@ -57,7 +57,7 @@ class Campaign(models.Model):
 
 class Job(models.Model):
     """One unit of queued work, and the queue itself: cluster nodes claim due rows
-    directly (orchestration/jobs/broker.py), so everything a person can see (status,
+    directly (orchestration/core/jobs/broker.py), so everything a person can see (status,
     attempts, lease, result) is the one truth, with no second copy in a broker.
     """
 

@@ -7,9 +7,9 @@ from django.db.models import Value
 from django.db.models.functions import StrIndex, Substr
 from django.utils import timezone
 
-from orchestration.choices import Severity
-from orchestration.redaction import redact, redact_text
-from orchestration.storedjson import JSONField
+from orchestration.core.choices import Severity
+from orchestration.core.redaction import redact, redact_text
+from orchestration.core.storedjson import JSONField
 
 
 class LedgerEntryQuerySet(models.QuerySet):

@@ -7,7 +7,7 @@ from django.db import models
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from orchestration.choices import ProcessRole
+from orchestration.core.choices import ProcessRole
 
 # A process is alive while its last beat is at most this many intervals old: one late
 # beat (a slow database, a long garbage collection) does not make it look dead.

@@ -17,24 +17,18 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from orchestration.api.pagination import KeysetPagination
-from orchestration.api.permissions import require_run_code
-from orchestration.api.views import AuditedModelViewSet, actor_of
-from orchestration.choices import Priority
-from orchestration.models import Anomaly, ScoreReport, Worker, WorkerRun
-from orchestration.models.ledger import record
-from orchestration.redaction import MaskedSecretError, redact, restore
-from orchestration.workers import breaker, specs
-from orchestration.workers.choices import (
-    FAILED_RUN_STATUSES,
-    AnomalySeverity,
-    ExecutionModel,
-    ReportPeriod,
-    RunStatus,
-    WorkerCategory,
-)
-from orchestration.workers.runner import WorkerStateError, trigger
-from orchestration.workers.sync import next_run_at
+from orchestration.core.choices import AnomalySeverity, Priority
+from orchestration.core.models import Anomaly
+from orchestration.core.models.ledger import record
+from orchestration.core.redaction import MaskedSecretError, redact, restore
+from orchestration.fleet import breaker, specs
+from orchestration.fleet.choices import FAILED_RUN_STATUSES, ExecutionModel, ReportPeriod, RunStatus, WorkerCategory
+from orchestration.fleet.models import ScoreReport, Worker, WorkerRun
+from orchestration.fleet.runner import WorkerStateError, trigger
+from orchestration.fleet.sync import next_run_at
+from orchestrator_site.api.pagination import KeysetPagination
+from orchestrator_site.api.permissions import require_run_code
+from orchestrator_site.api.viewsets import AuditedModelViewSet, actor_of
 
 RESERVED_NAMES = {"status"}
 
@@ -371,7 +365,7 @@ def fleet_status(now=None) -> dict:
     """The fleet summary: counts plus one line per worker (constant queries)."""
     from django_q.models import Schedule
 
-    from orchestration.workers.loop import workers_section
+    from orchestration.fleet.loop import workers_section
 
     now = now or timezone.now()
     hour = now - timedelta(hours=1)

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from orchestration.api import views
+from orchestration.loop.api import views
 
 app_name = "orchestrator"
 

@@ -3,15 +3,16 @@ from __future__ import annotations
 from django.utils import timezone
 from rest_framework import serializers
 
-from orchestration.api.permissions import require_run_code
-from orchestration.choices import Backoff, Priority
-from orchestration.jobs import django_tasks
-from orchestration.jobs.kinds import http_request_problems, python_call_problems
-from orchestration.jobs.registry import kind_names
+from orchestration.core.choices import Backoff, Priority
+from orchestration.core.jobs import django_tasks
+from orchestration.core.jobs.kinds import http_request_problems, python_call_problems
+from orchestration.core.jobs.registry import kind_names
+from orchestration.core.models import Job, Lane, LedgerEntry, OrchestratorProcess
+from orchestration.core.redaction import redact, redact_error
 from orchestration.loop.decider import ConditionError, validate_condition
 from orchestration.loop.executor import action_types
-from orchestration.models import Action, Job, Lane, LedgerEntry, OrchestratorProcess, Rule
-from orchestration.redaction import redact, redact_error
+from orchestration.loop.models import Action, Rule
+from orchestrator_site.api.permissions import require_run_code
 
 FETCHED_KEYS = ("body", "response")
 STAFF_ONLY = "(shown to staff only)"

@@ -7,13 +7,11 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from orchestration.api import filters
-from orchestration.api.errors import object_body
-from orchestration.api.idempotency import HEADER, all_or_nothing, idempotent
-from orchestration.api.pagination import KeysetPagination
-from orchestration.api.permissions import PublicEndpoint
-from orchestration.api.schema import DESCRIPTIONS
-from orchestration.api.serializers import (
+from orchestration.core.jobs import queue
+from orchestration.core.models import Job, Lane, LedgerEntry, OrchestratorProcess
+from orchestration.core.models.ledger import record
+from orchestration.loop.api import filters
+from orchestration.loop.api.serializers import (
     ActionSerializer,
     EnableSerializer,
     JobCreateSerializer,
@@ -24,11 +22,15 @@ from orchestration.api.serializers import (
     RuleSerializer,
     RunOnceSerializer,
 )
-from orchestration.jobs import queue
 from orchestration.loop.cycle import run_cycle
+from orchestration.loop.models import Action, LoopState, Rule
 from orchestration.loop.snapshot_cache import current_snapshot
-from orchestration.models import Action, Job, Lane, LedgerEntry, LoopState, OrchestratorProcess, Rule
-from orchestration.models.ledger import record
+from orchestrator_site.api.errors import object_body
+from orchestrator_site.api.idempotency import HEADER, idempotent
+from orchestrator_site.api.pagination import KeysetPagination
+from orchestrator_site.api.permissions import PublicEndpoint
+from orchestrator_site.api.schema import DESCRIPTIONS
+from orchestrator_site.api.viewsets import AuditedModelViewSet, actor_of
 
 VERSION = "0.1.0"
 
@@ -40,39 +42,6 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     description="Retry-safe writes: the same key and body within 24 h answer the first response again "
     "(with Idempotent-Replayed: true); the same key with another body answers 422. Keys are per user.",
 )
-
-
-def actor_of(request) -> str:
-    return getattr(request.user, "username", "") or "anonymous"
-
-
-class AuditedModelViewSet(viewsets.ModelViewSet):
-    """CRUD whose every write lands in the ledger with its actor."""
-
-    ledger_prefix = ""
-
-    def _record(self, verb: str, instance, data=None) -> None:
-        record(
-            f"{self.ledger_prefix}.{verb}",
-            f"{instance._meta.verbose_name} {instance} {verb}",
-            subject=f"{self.ledger_prefix}:{getattr(instance, 'name', instance.pk)}",
-            data=data or {},
-            actor=actor_of(self.request),
-        )
-
-    # The write and its ledger entry commit together, or neither does.
-    def perform_create(self, serializer):
-        with all_or_nothing():
-            self._record("created", serializer.save(), dict(serializer.validated_data))
-
-    def perform_update(self, serializer):
-        with all_or_nothing():
-            self._record("updated", serializer.save(), dict(serializer.validated_data))
-
-    def perform_destroy(self, instance):
-        with all_or_nothing():
-            self._record("deleted", instance)
-            instance.delete()
 
 
 # --- job queue ----------------------------------------------------------------------

@@ -1,7 +1,7 @@
 from django.urls import path
 
-from orchestration.api.routers import OptionalSlashRouter
-from orchestration.routing import api
+from orchestration.routing.api import views as api
+from orchestrator_site.api.routers import OptionalSlashRouter
 
 app_name = "routing-api"
 

@@ -9,17 +9,18 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from orchestration.api.errors import object_body
-from orchestration.api.idempotency import idempotent
-from orchestration.api.schema import DESCRIPTIONS
-from orchestration.api.views import IDEMPOTENCY_KEY, AuditedModelViewSet, actor_of
-from orchestration.choices import Priority
+from orchestration.core.choices import Priority
+from orchestration.loop.api.views import IDEMPOTENCY_KEY
 from orchestration.routing import executor, improvement
 from orchestration.routing.learning import confidence, percentile
 from orchestration.routing.models import RouteStat, Suggestion, TaskContext, TaskOutcome, TypeMultiplier
 from orchestration.routing.priority import PRIORITY_LEVELS, prioritize
 from orchestration.routing.router import route
 from orchestration.routing.strategies import strategy_names
+from orchestrator_site.api.errors import object_body
+from orchestrator_site.api.idempotency import idempotent
+from orchestrator_site.api.schema import DESCRIPTIONS
+from orchestrator_site.api.viewsets import AuditedModelViewSet, actor_of
 
 PRIORITIES = list(PRIORITY_LEVELS)
 SHORT_TERM = 100

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+
+from orchestration.console import views
+from orchestration.core.redaction import redact_html
 
 
 class RefuseNulMiddleware:
@@ -19,8 +23,6 @@ class RefuseNulMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        from orchestration.console import views
-
         if "\x00" in request.path:
             return views.page_not_found(request)
         if any("\x00" in key or any("\x00" in v for v in values) for key, values in request.GET.lists()):
@@ -38,10 +40,6 @@ class BodyLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        from django.conf import settings
-
-        from orchestration.console import views
-
         try:
             size = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
@@ -65,8 +63,6 @@ class RedactHtmlMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        from orchestration.redaction import redact_html
-
         response = self.get_response(request)
         content_type = response.get("Content-Type", "")
         if getattr(response, "streaming", False) or not content_type.startswith("text/html"):

@@ -10,8 +10,9 @@ from django.db.models import Count, F
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from orchestration.choices import FINAL_STATUSES
-from orchestration.models import Action, IdempotencyKey, Job, JobRollup, LedgerEntry
+from orchestration.core.choices import FINAL_STATUSES
+from orchestration.core.models import IdempotencyKey, Job, JobRollup, LedgerEntry
+from orchestration.loop.models import Action
 
 RollupKey = tuple  # (day, status, lane, kind)
 
