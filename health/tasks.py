@@ -14,6 +14,7 @@ from django.utils import timezone
 from health.models import HealthCheck, Service
 from health.sweep import check_services, claim_due
 from orchestration.core.runnables import runnable
+from orchestration.core.schedules import ensure_schedule
 
 log = logging.getLogger("health")
 
@@ -85,8 +86,6 @@ def prune_checks(days: int | None = None, keep: int | None = None, batch: int = 
 
 def sync_schedules(**kwargs: Any) -> None:
     from django_q.models import Schedule
-
-    from orchestration.core.schedules import ensure_schedule
 
     # The loop runner's tick hook checks due services within half a second; this
     # schedule keeps checks going on deployments that run only cluster nodes.

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from orchestration.core.jobs import queue
-from orchestration.core.models import Lane
+from orchestration.core.models import Job, Lane
 from orchestration.core.models.ledger import record
 from pipeline import alerts, disk
 from pipeline import transitions as t
@@ -120,7 +120,6 @@ def apply(
             PipelineJob.objects.filter(pk=job.pk).update(stage_job=stage_job)
         if event == "cancel" and previous_stage_job:
             # A running stage is told to stop; its result will be stale anyway.
-            from orchestration.core.models import Job
 
             stage_job = Job.objects.filter(pk=previous_stage_job).first()
             if stage_job is not None:

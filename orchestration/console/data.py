@@ -25,6 +25,8 @@ from orchestration.core.models import Anomaly, LedgerEntry, OrchestratorProcess
 from orchestration.fleet.choices import ReportPeriod
 from orchestration.fleet.models import ScoreReport, Worker
 from orchestration.loop.models import Action, LoopState
+from orchestration.routing.learning import confidence
+from orchestration.routing.models import RouteStat, Suggestion, SuggestionStatus
 from pipeline import transitions as t
 from pipeline.choices import PipelineStatus
 from pipeline.models import PipelineJob
@@ -184,8 +186,6 @@ def _progress_row(job: PipelineJob) -> dict[str, Any]:
 
 def routing_panel(now: datetime) -> dict[str, Any]:
     """What routing has learned (busiest routes) and suggestions waiting for a person."""
-    from orchestration.routing.learning import confidence
-    from orchestration.routing.models import RouteStat, Suggestion, SuggestionStatus
 
     routes = list(RouteStat.objects.order_by("-count", "task_type", "service_name")[:8])
     pending = Suggestion.objects.filter(status=SuggestionStatus.PENDING)

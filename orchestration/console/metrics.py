@@ -41,6 +41,7 @@ from orchestration.fleet.choices import RunStatus
 from orchestration.fleet.models import Worker, WorkerRun
 from orchestration.loop.health_score import status_for
 from orchestration.loop.models import Action, LoopState
+from orchestration.routing.models import RouteStat, Suggestion, SuggestionStatus
 from pipeline import transitions as t
 from pipeline.models import PipelineJob
 
@@ -320,8 +321,6 @@ class OrchestratorCollector(Collector):
 
     # --- routing ----------------------------------------------------------------------------
     def _routing(self) -> Iterator:
-        from orchestration.routing.models import RouteStat, Suggestion, SuggestionStatus
-
         tasks = CounterMetricFamily(
             "orchestrator_routed_tasks",
             "Routed task attempts by type, service and result.",

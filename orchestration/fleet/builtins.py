@@ -10,15 +10,17 @@ from django.db.models import Q
 from django.utils import timezone
 
 from orchestration.core.choices import Priority
+from orchestration.core.jobs.kinds import import_callable
+from orchestration.core.models import Anomaly
 from orchestration.core.runnables import runnable
 from orchestration.fleet.choices import ExecutionModel, ReportPeriod, RunStatus, WorkerCategory
+from orchestration.loop import maintenance
 
 
 @runnable
 def cleanup_stale_runs() -> dict:
     """Crashed runs (no heartbeat) are detected and restarted; old runs, reports and
     resolved anomalies past the retention period are deleted in batches."""
-    from orchestration.core.models import Anomaly
     from orchestration.fleet.models import ScoreReport, WorkerRun
     from orchestration.fleet.runner import detect_crashed_runs
 
@@ -41,9 +43,7 @@ def cleanup_stale_runs() -> dict:
 
 @runnable
 def prune_ledger() -> dict:
-    from orchestration.loop.maintenance import prune_ledger as prune
-
-    result = prune()
+    result = maintenance.prune_ledger()
     return {
         "deleted_ledger": result["ledger"],
         "deleted_actions": result["actions"],
@@ -53,9 +53,7 @@ def prune_ledger() -> dict:
 
 @runnable
 def prune_jobs() -> dict:
-    from orchestration.loop.maintenance import prune_jobs as prune
-
-    result = prune()
+    result = maintenance.prune_jobs()
     return {"deleted_jobs": result["jobs"], "batches": result["batches"]}
 
 
@@ -74,8 +72,6 @@ def score_rollup_daily() -> dict:
 
 
 def _call_path(path: str) -> dict:
-    from orchestration.core.jobs.kinds import import_callable
-
     result = import_callable(path)()
     return result if isinstance(result, dict) else {"value": result}
 

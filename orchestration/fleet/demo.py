@@ -4,6 +4,7 @@ first visit shows runs, scores and anomalies. Everything is named ``demo-…``."
 from __future__ import annotations
 
 from orchestration.core.demo import DEMO_PREFIX, register_demo
+from orchestration.core.models import Anomaly
 
 P = "orchestration.fleet.demo_targets."
 
@@ -84,7 +85,6 @@ class WorkersDemo:
         return f"{len(DEMO_WORKERS)} demo workers (plus the built-in ones), {runs} runs"
 
     def remove(self) -> int:
-        from orchestration.core.models import Anomaly
         from orchestration.fleet.models import Worker
 
         anomalies = Anomaly.objects.filter(subject__startswith=f"worker:{DEMO_PREFIX}-").delete()[0]

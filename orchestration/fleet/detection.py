@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from orchestration.core import alerts
 from orchestration.core import anomaly_rules as rules
 from orchestration.core.anomalies import apply, open_anomaly, react
 from orchestration.core.choices import CLAIMABLE_STATUSES
@@ -113,7 +114,6 @@ def after_run(run: WorkerRun, now: datetime | None = None) -> list[Anomaly]:
 
 def sweep(now: datetime | None = None) -> dict[str, Any]:
     """One pass over the fleet: crashed runs, each worker's last hour, the fleet."""
-    from orchestration.core import alerts
     from orchestration.fleet.runner import detect_crashed_runs
 
     now = now or timezone.now()

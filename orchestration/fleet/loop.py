@@ -12,6 +12,7 @@ from django.db.models import CharField, Count, Exists, OuterRef, Q, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
+from orchestration.core.alerts import deliver_due
 from orchestration.core.choices import AlertState
 from orchestration.core.models import Anomaly
 from orchestration.fleet import breaker
@@ -117,7 +118,6 @@ def escalate_worker_anomalies(action: PlannedAction, ctx: ActionContext) -> dict
 @action_handler("deliver_worker_alerts")
 def deliver_worker_alerts(action: PlannedAction, ctx: ActionContext) -> dict:
     """Send the alerts of anomalies whose alert time has come."""
-    from orchestration.core.alerts import deliver_due
 
     return {"sent": deliver_due(ctx.now)}
 

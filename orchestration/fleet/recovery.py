@@ -24,6 +24,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from orchestration.core import alerts
 from orchestration.core.choices import CLAIMABLE_STATUSES, ActionStatus, Priority, Severity
 from orchestration.core.jobs.backoff import retry_delay
 from orchestration.core.models import Anomaly, Job
@@ -141,7 +142,6 @@ def retry_open(now: datetime | None = None, *, cycle: int | None = None) -> list
 
 def escalate_due(now: datetime | None = None) -> list[int]:
     """Escalate open anomalies that a recovery did not clear in time."""
-    from orchestration.core import alerts
 
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.FLEET_ESCALATE_AFTER_SECONDS)

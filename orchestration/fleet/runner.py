@@ -30,6 +30,7 @@ from orchestration.core.choices import AnomalySeverity, Severity
 from orchestration.core.jobs.kinds import import_callable
 from orchestration.core.jobs.queue import enqueue, worker_identity
 from orchestration.core.jobs.registry import PermanentJobError, job_kind
+from orchestration.core.models import Anomaly
 from orchestration.core.models.ledger import record
 from orchestration.core.runnables import runnable
 from orchestration.fleet import breaker
@@ -173,8 +174,6 @@ def check_gates(worker: Worker, run: WorkerRun, now: datetime) -> tuple[str, dic
     if not worker.enabled:
         return SkipReason.DISABLED, {}
     if run.trigger in (RunTrigger.SCHEDULE, RunTrigger.UPSTREAM):
-        from orchestration.core.models import Anomaly
-
         if Anomaly.objects.filter(code="QUEUE_OVERFLOW", resolved_at__isnull=True).exists():
             return SkipReason.QUEUE_PAUSED, {}
     required, optional = list(worker.depends_on or []), list(worker.optional_depends_on or [])

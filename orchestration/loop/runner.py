@@ -25,6 +25,7 @@ from orchestration.core.jobs.queue import worker_identity
 from orchestration.core.models import LedgerEntry
 from orchestration.core.models.ledger import ledger_entry
 from orchestration.core.runnables import runnable
+from orchestration.core.shutdown import drain_requested
 from orchestration.loop.cycle import LEAD_SECONDS, cycle_lead, run_cycle
 from orchestration.loop.models import LoopState
 
@@ -261,7 +262,6 @@ def loop_tick_task(window_seconds: float = 0.0) -> str:
     state = LoopState.get()
     if state.dedicated_runner_alive():
         return "dedicated runner alive; nothing to do"
-    from orchestration.core.shutdown import drain_requested
 
     if drain_requested():
         return "ran 0 cycle(s)"

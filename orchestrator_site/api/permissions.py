@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
+from orchestration.core import runnables
+
 
 class ReadAuthenticatedWriteStaff(BasePermission):
     """Any signed-in user reads; writes need staff, or every permission the view
@@ -31,8 +33,6 @@ def require_run_code(context: dict) -> None:
     apart from staff). Serializers take the user from ``request`` (the API) or ``user``
     (admin forms); with neither, nobody is asking, and nobody is allowed."""
     from rest_framework.exceptions import PermissionDenied
-
-    from orchestration.core import runnables
 
     request = context.get("request")
     user = context.get("user") or getattr(request, "user", None)

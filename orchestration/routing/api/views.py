@@ -9,6 +9,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from health.models import Service
 from orchestration.core.choices import Priority
 from orchestration.loop.api.views import IDEMPOTENCY_KEY
 from orchestration.routing import executor, improvement
@@ -328,8 +329,6 @@ class ModulesView(APIView):
 
     @extend_schema(responses={200: _ANY})
     def get(self, request):
-        from health.models import Service
-
         services = list(Service.objects.order_by("name"))
         by_category: dict[str, list] = {}
         for s in services:
