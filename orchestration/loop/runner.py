@@ -18,6 +18,7 @@ from datetime import datetime
 from django.db import close_old_connections, connections
 from django.utils import timezone
 
+from orchestration.core import shutdown
 from orchestration.core.choices import Severity
 from orchestration.core.dbfaults import Outage, describe, is_transient
 from orchestration.core.jobs import queue
@@ -25,7 +26,6 @@ from orchestration.core.jobs.queue import worker_identity
 from orchestration.core.models import LedgerEntry
 from orchestration.core.models.ledger import ledger_entry
 from orchestration.core.runnables import runnable
-from orchestration.core.shutdown import drain_requested
 from orchestration.loop.cycle import LEAD_SECONDS, cycle_lead, run_cycle
 from orchestration.loop.models import LoopState
 
@@ -263,7 +263,7 @@ def loop_tick_task(window_seconds: float = 0.0) -> str:
     if state.dedicated_runner_alive():
         return "dedicated runner alive; nothing to do"
 
-    if drain_requested():
+    if shutdown.drain_requested():
         return "ran 0 cycle(s)"
     runner = LoopRunner(dedicated=False)
     runner.tick()
