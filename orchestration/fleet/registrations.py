@@ -13,6 +13,7 @@ from orchestration.core.jobs.queue import job_finished
 from orchestration.fleet import demo, loop, recovery, runner, sync  # noqa: F401 - registries fill on import
 from orchestration.fleet.builtins import ensure_builtin_workers
 from orchestration.fleet.models import Worker
+from orchestration.fleet.moved_paths import update_moved_paths
 from orchestration.loop.runner import register_tick_hook
 from orchestrator_site.api.errors import register_conflict
 
@@ -27,3 +28,4 @@ pre_enqueue.connect(runner.record_firing, dispatch_uid="fleet-record-firing")
 post_migrate.connect(
     ensure_builtin_workers, sender=apps.get_app_config("orchestration"), dispatch_uid="fleet-builtin-workers"
 )
+post_migrate.connect(update_moved_paths, sender=apps.get_app_config("orchestration"), dispatch_uid="fleet-moved-paths")
