@@ -41,8 +41,9 @@ def run(
     from django.utils import timezone
 
     from bench.common import profile_name
+    from orchestration.core.models import Job, LedgerEntry
     from orchestration.loop.cycle import run_cycle
-    from orchestration.models import Action, Job, LedgerEntry, LoopState
+    from orchestration.loop.models import Action, LoopState
 
     print(f"Cycle benchmark on {profile_name()}")
     rng = random.Random(42)

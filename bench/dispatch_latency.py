@@ -47,8 +47,9 @@ def run(*, quick: bool = False, samples: int | None = None) -> Report:
     from django.utils import timezone
 
     from bench.common import profile_name
-    from orchestration.jobs import queue
-    from orchestration.models import Job, LoopState
+    from orchestration.core.jobs import queue
+    from orchestration.core.models import Job
+    from orchestration.loop.models import LoopState
 
     p50_target, p99_target = TARGETS_MS[connection.vendor]
     print(f"Dispatch latency benchmark on {profile_name()}: {samples} jobs, one at a time")

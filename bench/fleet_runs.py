@@ -36,10 +36,11 @@ def run(*, quick: bool = False, runs: int | None = None, workers: int = 200, his
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
 
-    from orchestration.jobs import queue
-    from orchestration.models import Anomaly, Job, Worker, WorkerRun
-    from orchestration.workers.loop import workers_section
-    from orchestration.workers.runner import execute_run, request_run
+    from orchestration.core.jobs import queue
+    from orchestration.core.models import Anomaly, Job
+    from orchestration.fleet.loop import workers_section
+    from orchestration.fleet.models import Worker, WorkerRun
+    from orchestration.fleet.runner import execute_run, request_run
 
     settings.RUNNABLE_PATHS = [*settings.RUNNABLE_PATHS, "bench.fleet_runs.noop_target"]
     worker = Worker.objects.create(

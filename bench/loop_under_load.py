@@ -85,7 +85,8 @@ def run(*, quick: bool = False, writers: int = 16, seconds: float | None = None,
     from rest_framework.authtoken.models import Token
 
     from bench.common import profile_name
-    from orchestration.models import Job, LedgerEntry, LoopState
+    from orchestration.core.models import Job, LedgerEntry
+    from orchestration.loop.models import LoopState
 
     print(f"Loop under write load on {profile_name()}: {writers} writers for {seconds:g} s, {server}")
     LoopState.get()

@@ -36,7 +36,7 @@ def run(*, quick: bool = False, jobs: int | None = None) -> Report:
     from django.utils import timezone
 
     from bench.common import profile_name
-    from orchestration.models import Job
+    from orchestration.core.models import Job
 
     runs_dir = ROOT / "var" / "bench-recovery-runs"
     marks = runs_dir / "marks" / "recovery"

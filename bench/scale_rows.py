@@ -137,7 +137,7 @@ def load(table_sql: str, have: int, want: int, now: str, what: str) -> None:
 def grow(jobs: int, ledger: int, now: str) -> None:
     from django.db import connection
 
-    from orchestration.models import Job, LedgerEntry
+    from orchestration.core.models import Job, LedgerEntry
 
     have_jobs, have_ledger = Job.objects.count(), LedgerEntry.objects.count()
     load(_job_sql(connection.vendor), have_jobs, jobs, now, "jobs")
@@ -167,8 +167,8 @@ def credentials() -> tuple[str, str]:
 
 
 def deep_cursor(jobs: int) -> str:
-    from orchestration.api.pagination import encode_cursor
-    from orchestration.models import Job
+    from orchestration.core.models import Job
+    from orchestrator_site.api.pagination import encode_cursor
 
     created_at, pk = Job.objects.order_by("-created_at", "-id").values_list("created_at", "id")[int(jobs * 0.9)]
     return encode_cursor([created_at, pk], reverse=False)
@@ -245,7 +245,7 @@ def run(*, quick: bool = False, jobs: str | None = None, ledger: str | None = No
     from django.utils import timezone
 
     from bench.common import profile_name
-    from orchestration.models import LoopState
+    from orchestration.loop.models import LoopState
 
     print(f"Scale benchmark on {profile_name()}: jobs {job_sizes}, ledger {ledger_sizes}, {requests_n} requests a page")
     LoopState.get()

@@ -54,7 +54,7 @@ def populate(services: int) -> str:
     from rest_framework.authtoken.models import Token
 
     from health.models import CircuitBreaker, Service
-    from orchestration.models import Job
+    from orchestration.core.models import Job
 
     rng = random.Random(11)
     now = timezone.now()

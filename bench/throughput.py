@@ -42,7 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import Report, Row, check, finish, progress, running, setup_django, table, wait_for
 
-NOOP = "orchestration.jobs.kinds.noop"  # the handler of the "noop" job kind
+NOOP = "orchestration.core.jobs.kinds.noop"  # the handler of the "noop" job kind
 TARGETS = {("sqlite", "orm"): 1.3, ("postgresql", "redis"): 1.0, ("postgresql", "orm"): 2.0}
 
 
@@ -59,8 +59,8 @@ def run(*, quick: bool = False, jobs: int | None = None, repeat: int | None = No
     from django_q.models import Task
 
     from bench.common import profile_name
-    from orchestration.jobs import queue
-    from orchestration.models import Job
+    from orchestration.core.jobs import queue
+    from orchestration.core.models import Job
 
     vendor = connection.vendor
     baselines = ["orm"] if vendor == "sqlite" else ["redis", "orm"]
@@ -175,8 +175,8 @@ def warm_up(name: str, cluster) -> None:
 
     from django_q.models import Task
 
-    from orchestration.jobs import queue
-    from orchestration.models import Job
+    from orchestration.core.jobs import queue
+    from orchestration.core.models import Job
 
     if name == "orchestrator":
         warm = Job.objects.filter(pk=queue.enqueue("noop").pk)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from health.models import Service, ServiceAlert, breaker_name
-from orchestration.choices import Severity
+from orchestration.core.choices import Severity
+from orchestration.core.models.ledger import record
 from orchestration.loop.decider import PlannedAction
 from orchestration.loop.executor import ActionContext, action_handler
-from orchestration.models.ledger import record
 
 
 @action_handler("service_alert")

@@ -10,10 +10,10 @@ from django.utils.html import format_html
 from health.models import CircuitBreaker, DependencyError, HealthCheck, Service, ServiceAlert
 from health.report import display_health
 from health.sweep import check_services
-from orchestration.admin import GuardedDeleteAdmin, badge
-from orchestration.admin_scale import EstimatedCountPaginator
-from orchestration.models.ledger import record
-from orchestration.secret_forms import MaskedSecretsForm
+from orchestration.core.models.ledger import record
+from orchestration.core.secret_forms import MaskedSecretsForm
+from orchestration.loop.admin import GuardedDeleteAdmin
+from orchestrator_site.admin_scale import EstimatedCountPaginator, badge
 
 
 def console_link(service: Service):

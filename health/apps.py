@@ -13,7 +13,7 @@ def _drop_breaker(sender, instance, **kwargs) -> None:
 def _resolve_outage(sender, instance, **kwargs) -> None:
     # Its outage anomaly ends with it: no later sweep would see the service to resolve it.
     from health.sweep import SERVICE_DOWN, service_subject
-    from orchestration.workers.detection import resolve
+    from orchestration.core.anomalies import resolve
 
     resolve(SERVICE_DOWN, service_subject(instance.name))
 
@@ -28,8 +28,8 @@ class HealthConfig(AppConfig):
         from health import actions, demo, loop  # noqa: F401
         from health.models import DependencyError, Service
         from health.tasks import health_tick, retire_schedules
-        from orchestration.api.errors import register_conflict
         from orchestration.loop.runner import register_tick_hook
+        from orchestrator_site.api.errors import register_conflict
 
         register_conflict(DependencyError)
         register_tick_hook(health_tick)

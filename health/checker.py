@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import requests
 
 from health.status import classify_response
-from orchestration import outbound
+from orchestration.core import outbound
 
 USER_AGENT = "orchestrator-health/1"
 

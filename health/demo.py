@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from orchestration.demo import DEMO_PREFIX, register_demo
+from orchestration.core.demo import DEMO_PREFIX, register_demo
+from orchestration.core.models import Anomaly
 
 # name, endpoint, depends_on, extra fields
 DEMO_SERVICES = [
@@ -49,7 +50,6 @@ class HealthDemo:
 
     def remove(self) -> int:
         from health.models import Service
-        from orchestration.models import Anomaly
 
         services = Service.objects.filter(name__startswith=f"{DEMO_PREFIX}-").delete()[0]
         return services + Anomaly.objects.filter(subject__startswith=f"service:{DEMO_PREFIX}-").delete()[0]

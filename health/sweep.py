@@ -25,10 +25,10 @@ from health import status as pure
 from health.checker import Probe, ProbeResult, run_probes
 from health.choices import BreakerState, ServiceHealth
 from health.models import CircuitBreaker, HealthCheck, Service, ServiceAlert, breaker_name
-from orchestration.choices import Severity
-from orchestration.models import Anomaly
-from orchestration.models.ledger import record as ledger_record
-from orchestration.workers import detection
+from orchestration.core import anomalies
+from orchestration.core.choices import Severity
+from orchestration.core.models import Anomaly
+from orchestration.core.models.ledger import record as ledger_record
 
 SERVICE_DOWN = "SERVICE_DOWN"
 
@@ -399,7 +399,7 @@ def _sync_anomalies(wanted: dict[str, list[str]], by_name: dict[str, tuple], now
         if service_subject(root) not in open_now:
             _open_anomaly(root, by_name[root][3] if root in by_name else "", affected, now)
     for subject in open_now - {service_subject(root) for root in wanted}:
-        detection.resolve(SERVICE_DOWN, subject, now)
+        anomalies.resolve(SERVICE_DOWN, subject, now)
 
 
 def service_subject(name: str) -> str:
@@ -410,7 +410,7 @@ def _open_anomaly(root: str, error: str, affected: list[str], now: datetime) -> 
     """The alert as a fleet anomaly too, so a service outage reaches the alert channels
     (webhook, e-mail) and the open anomalies like every other incident, once per root
     cause. Health's own checks are its recovery: no fleet strategy is tried on it."""
-    detection.open_anomaly(
+    anomalies.open_anomaly(
         SERVICE_DOWN, service_subject(root), {"service": root, "error": error, "affected": affected}, now=now
     )
 

@@ -11,10 +11,10 @@ from rest_framework.views import APIView
 
 from health.report import status_report
 from health.sweep import check_services
-from orchestration.api.permissions import PublicEndpoint
-from orchestration.api.views import actor_of
-from orchestration.demo import DEMO_PREFIX
-from orchestration.models.ledger import record
+from orchestration.core.demo import DEMO_PREFIX
+from orchestration.core.models.ledger import record
+from orchestrator_site.api.permissions import PublicEndpoint
+from orchestrator_site.api.viewsets import actor_of
 
 
 class LivenessView(APIView):

@@ -12,25 +12,28 @@ class OrchestrationConfig(AppConfig):
         from django.conf import settings
 
         # Registries fill themselves on import.
-        from orchestration import checks, signin  # noqa: F401
-        from orchestration.api.errors import register_conflict
-        from orchestration.jobs import django_tasks, kinds  # noqa: F401
-        from orchestration.jobs.queue import JobStateError
-        from orchestration.logformat import install_record_redaction
+        from orchestration.core import checks, signin  # noqa: F401
+        from orchestration.core.jobs import django_tasks, kinds  # noqa: F401
+        from orchestration.core.jobs.queue import JobStateError
+        from orchestration.core.logformat import install_record_redaction
+        from orchestration.core.process_registry import install_cluster_heartbeat
+        from orchestration.core.runnables import load_modules
+        from orchestration.core.schedules import sync_builtin_schedules
+        from orchestration.core.storedjson import read_invalid_text_replaced
+        from orchestration.fleet import registrations  # noqa: F401 - the worker fleet
         from orchestration.loop import actions  # noqa: F401
         from orchestration.loop.cycle import CycleBusy
         from orchestration.loop.standby import install_cluster_standby
-        from orchestration.process_registry import install_cluster_heartbeat
-        from orchestration.runnables import load_modules
-        from orchestration.schedules import sync_builtin_schedules
-        from orchestration.storedjson import read_invalid_text_replaced
-        from orchestration.workers import registrations  # noqa: F401 - the worker fleet
+        from orchestrator_site.api.errors import register_conflict
 
         install_record_redaction()
-        # Admin modules are imported by the admin app's ready(), listed before this one.
+        # The admin app's ready() imports only ``<app>.admin``; this app's admin modules
+        # live in its layers.
         from django.contrib import admin
 
-        from orchestration.secret_forms import mask_admin_forms
+        from orchestration.core.secret_forms import mask_admin_forms
+        from orchestration.fleet import admin as _fleet_admin  # noqa: F401
+        from orchestration.loop import admin as _loop_admin  # noqa: F401
 
         mask_admin_forms(admin.site)
         # What may run by name, the same in every process (web, cluster nodes, loop).

@@ -18,7 +18,7 @@ from typing import Any
 from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache
 
-from orchestration.dbfaults import is_cache_outage
+from orchestration.core.dbfaults import is_cache_outage
 
 log = logging.getLogger("orchestrator.cache")
 

@@ -78,15 +78,15 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    # Content-Security-Policy: default-src 'self' (orchestration/csp.py).
-    "orchestration.csp.ContentSecurityPolicyMiddleware",
+    # Content-Security-Policy: default-src 'self' (orchestration/core/csp.py).
+    "orchestration.core.csp.ContentSecurityPolicyMiddleware",
     # Before anything reads the URL into a query: PostgreSQL refuses NUL characters.
-    "orchestration.middleware.RefuseNulMiddleware",
-    "orchestration.middleware.BodyLimitMiddleware",
+    "orchestration.console.middleware.RefuseNulMiddleware",
+    "orchestration.console.middleware.BodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     # Inside CommonMiddleware, so the Content-Length it sets is the masked page's.
-    "orchestration.middleware.RedactHtmlMiddleware",
+    "orchestration.console.middleware.RedactHtmlMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -114,7 +114,7 @@ TEMPLATES = [
     },
 ]
 
-# --- Outbound guard (orchestration/outbound.py) -------------------------------------
+# --- Outbound guard (orchestration/core/outbound.py) -------------------------------------
 # Every outbound call (health checks, worker HTTP targets, http.request jobs, routed
 # calls, alert webhooks) is refused to an address in a blocked network (link-local: cloud
 # metadata) and, when the allowed list is set, to one outside it. Comma-separated CIDRs.
@@ -182,7 +182,7 @@ AUTHENTICATION_BACKENDS = [
 ]
 # After AXES_FAILURE_LIMIT failures a username is locked (from any address), and an
 # address is locked (for any username), for AXES_COOLOFF_MINUTES; each lockout is in
-# the ledger (orchestration/signin.py). The client address is REMOTE_ADDR: behind a
+# the ledger (orchestration/core/signin.py). The client address is REMOTE_ADDR: behind a
 # proxy, have the proxy set it (X-Forwarded-For is not trusted).
 AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15, minimum=1))
@@ -218,11 +218,11 @@ JOB_DEFAULT_LANE_LIMIT = env_int("JOB_DEFAULT_LANE_LIMIT", 0, minimum=0)
 JOB_POLL_SECONDS = env_float("JOB_POLL_SECONDS", 0.02, minimum=0.001)
 # What may run by dotted path (python.call jobs, python worker targets, stage runners):
 # @runnable functions of these modules (imported by every process at start) and the exact
-# paths of RUNNABLE_PATHS. Nothing else is ever imported by name (orchestration/runnables.py).
+# paths of RUNNABLE_PATHS. Nothing else is ever imported by name (orchestration/core/runnables.py).
 RUNNABLE_MODULES = [
-    "orchestration.workers.builtins",
-    "orchestration.workers.demo_targets",
-    "orchestration.jobs.kinds",
+    "orchestration.fleet.builtins",
+    "orchestration.fleet.demo_targets",
+    "orchestration.core.jobs.kinds",
     "health.tasks",
     "pipeline.runners",
     *env_list("RUNNABLE_MODULES", []),
@@ -243,7 +243,7 @@ PROCESS_HEARTBEAT_SECONDS = env_float("PROCESS_HEARTBEAT_SECONDS", 5.0, minimum=
 
 # --- django-q2 ----------------------------------------------------------------
 # The Job table is the only queue, on every profile: django-q2's broker is
-# JobBroker, whose dequeue claims Job rows (orchestration/jobs/broker.py). django-q2
+# JobBroker, whose dequeue claims Job rows (orchestration/core/jobs/broker.py). django-q2
 # runs them (cluster, worker processes, time limits, schedules). Retries are the Job
 # model's business, so django-q2 itself never re-runs a task (max_attempts=1).
 if "Q_BROKER" in os.environ:
@@ -274,7 +274,7 @@ Q_CLUSTER: dict = {
     "ack_failures": True,
     "label": "Task queue",
     "sync": env_bool("Q_SYNC", False),
-    "broker_class": "orchestration.jobs.broker.JobBroker",
+    "broker_class": "orchestration.core.jobs.broker.JobBroker",
 }
 # Benchmarks only: bare django-q2 on one of its own brokers ("orm" or a redis:// URL),
 # the baseline the Job-table queue is measured against (bench/throughput.py).
@@ -307,11 +307,11 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- Django's Tasks API -----------------------------------------------------------
-# A @task's enqueue() becomes a job of kind "django.task" (orchestration/jobs/django_tasks.py);
+# A @task's enqueue() becomes a job of kind "django.task" (orchestration/core/jobs/django_tasks.py);
 # the queues a task may name are lanes.
 TASKS = {
     "default": {
-        "BACKEND": "orchestration.jobs.django_tasks.OrchestratorBackend",
+        "BACKEND": "orchestration.core.jobs.django_tasks.OrchestratorBackend",
         "QUEUES": env_list("TASK_QUEUES", ["default", "reports", "emails"]),
         "OPTIONS": {"max_attempts": env_int("TASK_MAX_ATTEMPTS", 3, minimum=1)},
     }
@@ -328,28 +328,28 @@ REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header makes DRF answer 401 (not 403) to
     # requests without credentials.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "orchestration.api.auth.BearerTokenAuthentication",
+        "orchestrator_site.api.auth.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["orchestration.api.permissions.ReadAuthenticatedWriteStaff"],
+    "DEFAULT_PERMISSION_CLASSES": ["orchestrator_site.api.permissions.ReadAuthenticatedWriteStaff"],
     # DRF's parsers, refusing NUL characters (PostgreSQL cannot store them).
-    # Every answer is masked on its way out (orchestration/redaction.py).
+    # Every answer is masked on its way out (orchestration/core/redaction.py).
     "DEFAULT_RENDERER_CLASSES": [
-        "orchestration.api.renderers.RedactingJSONRenderer",
+        "orchestrator_site.api.renderers.RedactingJSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_PARSER_CLASSES": [
-        "orchestration.api.parsers.JSONParser",
-        "orchestration.api.parsers.FormParser",
-        "orchestration.api.parsers.MultiPartParser",
+        "orchestrator_site.api.parsers.JSONParser",
+        "orchestrator_site.api.parsers.FormParser",
+        "orchestrator_site.api.parsers.MultiPartParser",
     ],
-    "DEFAULT_PAGINATION_CLASS": "orchestration.api.pagination.BoundedLimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "orchestrator_site.api.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_FILTER_BACKENDS": ["orchestration.api.filters.StrictFilterBackend"],
-    "DEFAULT_SCHEMA_CLASS": "orchestration.api.schema.OrchestratorAutoSchema",
-    "DEFAULT_THROTTLE_CLASSES": ["orchestration.api.throttles.WriteRateThrottle"],
+    "DEFAULT_FILTER_BACKENDS": ["orchestrator_site.api.filters.StrictFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "orchestrator_site.api.schema.OrchestratorAutoSchema",
+    "DEFAULT_THROTTLE_CLASSES": ["orchestrator_site.api.throttles.WriteRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"writes": env_str("API_WRITE_RATE", "600/min")},
-    "EXCEPTION_HANDLER": "orchestration.api.errors.exception_handler",
+    "EXCEPTION_HANDLER": "orchestrator_site.api.errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Orchestrator API",
@@ -365,10 +365,10 @@ SPECTACULAR_SETTINGS = {
     # different choices, and one choice set under several field names, got generated
     # names (Status8afEnum) that change whenever the choices do.
     "ENUM_NAME_OVERRIDES": {
-        "JobStatusEnum": "orchestration.choices.JobStatus",
-        "PriorityEnum": "orchestration.choices.Priority",
-        "ActionStatusEnum": "orchestration.choices.ActionStatus",
-        "RunStatusEnum": "orchestration.workers.choices.RunStatus",
+        "JobStatusEnum": "orchestration.core.choices.JobStatus",
+        "PriorityEnum": "orchestration.core.choices.Priority",
+        "ActionStatusEnum": "orchestration.core.choices.ActionStatus",
+        "RunStatusEnum": "orchestration.fleet.choices.RunStatus",
         "PipelineStatusEnum": "pipeline.choices.PipelineStatus",
         "SuggestionStatusEnum": "orchestration.routing.models.SuggestionStatus",
         "SuggestionPriorityEnum": "orchestration.routing.models.SuggestionPriority",
@@ -383,10 +383,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         "text": {
-            "()": "orchestration.logformat.TextFormatter",
+            "()": "orchestration.core.logformat.TextFormatter",
             "format": "%(asctime)s %(levelname)s [%(name)s] %(message)s",
         },
-        "json": {"()": "orchestration.logformat.JsonFormatter"},
+        "json": {"()": "orchestration.core.logformat.JsonFormatter"},
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "json" if LOG_FORMAT == "json" else "text"}

@@ -9,8 +9,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from rest_framework.exceptions import PermissionDenied as NotPermitted
 
-from orchestration.admin import admin_link
-from orchestration.models.ledger import record
+from orchestration.core.models.ledger import record
+from orchestrator_site.admin_scale import admin_link
 from pipeline import engine
 from pipeline import transitions as t
 from pipeline.models import Artifact, GateDecision, PipelineDefinition, PipelineEvent, PipelineJob

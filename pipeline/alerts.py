@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from orchestration.core.anomalies import open_anomaly, resolve
+
 log = logging.getLogger("pipeline.gates")
 
 CODE = "TIMEOUT_WARNING"
@@ -17,13 +19,9 @@ def subject(job_id: int) -> str:
 
 
 def open_gate_anomaly(job_id: int, details: dict[str, Any]) -> int | None:
-    from orchestration.workers.detection import open_anomaly
-
     anomaly, _ = open_anomaly(CODE, subject(job_id), details)
     return anomaly.pk if anomaly else None
 
 
 def resolve_gate_anomaly(job_id: int) -> int:
-    from orchestration.workers.detection import resolve
-
     return resolve(CODE, subject(job_id))

@@ -9,7 +9,7 @@ class PipelineConfig(AppConfig):
     def ready(self) -> None:
         # Registries fill themselves on import: the stage job kind, the snapshot
         # section, the loop's actions and the demo loader.
-        from orchestration.api.errors import register_conflict
+        from orchestrator_site.api.errors import register_conflict
         from pipeline import demo, loop, stages  # noqa: F401
         from pipeline.transitions import TransitionError
 

@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestration.core import runnables
 from pipeline.transitions import Definition, Gate
 
 DEFAULT_STAGES = (
@@ -109,8 +110,7 @@ def _positive_int(value: Any) -> bool:
 
 def runner_problems(runners: Any) -> dict[str, str]:
     """Stage → why its runner may not run: only functions the deployment declared
-    runnable (orchestration/runnables.py) are stage runners."""
-    from orchestration import runnables
+    runnable (orchestration/core/runnables.py) are stage runners."""
 
     if not isinstance(runners, dict):
         return {}

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from orchestration.demo import DEMO_PREFIX, register_demo
+from orchestration.core.demo import DEMO_PREFIX, register_demo
+from orchestration.core.jobs import queue
 
 
 @contextmanager
@@ -24,7 +25,6 @@ def inline_execution() -> Iterator[None]:
 
 def run_inline(job_id: int) -> None:
     """Claim and execute this job's queued stage runs here until it waits or ends."""
-    from orchestration.jobs import queue
     from pipeline.models import PipelineJob
 
     with inline_execution():

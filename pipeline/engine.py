@@ -17,9 +17,9 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from orchestration.jobs import queue
-from orchestration.models import Lane
-from orchestration.models.ledger import record
+from orchestration.core.jobs import queue
+from orchestration.core.models import Job, Lane
+from orchestration.core.models.ledger import record
 from pipeline import alerts, disk
 from pipeline import transitions as t
 from pipeline.choices import Decision
@@ -188,7 +188,6 @@ def _queue_stage(job: PipelineJob, new: t.State) -> None:
 
 def _stop_stage_job(stage_job_id: int, actor: str) -> None:
     """A running stage is told to stop; its result will be stale anyway."""
-    from orchestration.models import Job
 
     stage_job = Job.objects.filter(pk=stage_job_id).first()
     if stage_job is not None:

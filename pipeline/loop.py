@@ -9,11 +9,13 @@ from typing import Any
 
 from django.db.models import Count, Min, Q
 
-from orchestration.choices import Severity
+from orchestration.core.choices import Severity
+from orchestration.core.jobs import queue
+from orchestration.core.models import Job
+from orchestration.core.models.ledger import record
 from orchestration.loop.decider import PlannedAction
 from orchestration.loop.executor import ActionContext, action_handler
 from orchestration.loop.monitor import Aggregation, aggregate_section
-from orchestration.models.ledger import record
 from pipeline import alerts, engine
 from pipeline import transitions as t
 from pipeline.models import PipelineJob
@@ -148,9 +150,6 @@ def fail_overdue_pipeline_stages(action: PlannedAction, ctx: ActionContext) -> d
 
 
 def _stop_stage_job(stage_job_id: int | None, actor: str) -> None:
-    from orchestration.jobs import queue
-    from orchestration.models import Job
-
     job = Job.objects.filter(pk=stage_job_id).first() if stage_job_id else None
     if job is not None:
         try:

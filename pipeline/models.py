@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from orchestration.storedjson import JSONField
+from orchestration.core.storedjson import JSONField
 from pipeline import transitions as t
 from pipeline.choices import Decision, EventType, PipelineStatus
 from pipeline.definitions import DEFAULT_LANE, DefinitionSpec, default_spec, to_machine

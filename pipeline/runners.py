@@ -1,7 +1,7 @@
 """Stage runners: what a stage actually does.
 
 Contract for a runner (configured per stage as a dotted path in the definition's
-``runners``; only functions declared runnable, see orchestration/runnables.py)::
+``runners``; only functions declared runnable, see orchestration/core/runnables.py)::
 
     @runnable
     def my_stage(ctx: StageContext) -> dict | None: ...
@@ -30,9 +30,9 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from orchestration import runnables
-from orchestration.jobs.registry import PermanentJobError
-from orchestration.runnables import runnable
+from orchestration.core import runnables
+from orchestration.core.jobs.registry import PermanentJobError
+from orchestration.core.runnables import runnable
 from pipeline.models import Artifact, PipelineJob
 
 Runner = Callable[["StageContext"], "dict | None"]

@@ -12,10 +12,10 @@ from typing import Any
 
 from django.dispatch import receiver
 
-from orchestration.choices import JobStatus
-from orchestration.jobs.queue import JobContext, job_finished
-from orchestration.jobs.registry import PermanentJobError, job_kind
-from orchestration.models import Job
+from orchestration.core.choices import JobStatus
+from orchestration.core.jobs.queue import JobContext, job_finished
+from orchestration.core.jobs.registry import PermanentJobError, job_kind
+from orchestration.core.models import Job
 from pipeline import disk, engine, runners
 from pipeline import transitions as t
 from pipeline.models import PipelineJob

@@ -21,7 +21,7 @@ def django_db_setup(django_db_setup, django_db_blocker):
     """
     from django.db import connection
 
-    from orchestration.models import ChannelWindow
+    from orchestration.loop.models import ChannelWindow
 
     with django_db_blocker.unblock():
         ChannelWindow.objects.update(enabled=False)
@@ -102,7 +102,7 @@ def _empty_cache():
 
 
 #: Nothing a test generates may leave the machine: every outbound call of the code under
-#: test (orchestration/outbound.py) may reach loopback only. Subprocesses get the same
+#: test (orchestration/core/outbound.py) may reach loopback only. Subprocesses get the same
 #: through tests/support/processes.subprocess_env.
 LOOPBACK_ONLY = ["127.0.0.0/8", "::1/128"]
 
@@ -145,7 +145,7 @@ def write_rate(monkeypatch):
     """Sets the write throttle's rate for this test, e.g. ``write_rate("3/min")``. DRF
     binds the rates to the throttle class at import, so a settings override would not
     reach it."""
-    from orchestration.api.throttles import WriteRateThrottle
+    from orchestrator_site.api.throttles import WriteRateThrottle
 
     def set_rate(rate: str) -> None:
         monkeypatch.setattr(WriteRateThrottle, "THROTTLE_RATES", {WriteRateThrottle.scope: rate})

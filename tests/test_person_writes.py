@@ -22,7 +22,9 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from health.models import CircuitBreaker, Service
-from orchestration.models import LedgerEntry, LoopState, Rule, Worker
+from orchestration.core.models import LedgerEntry
+from orchestration.fleet.models import Worker
+from orchestration.loop.models import LoopState, Rule
 
 pytestmark = pytest.mark.django_db
 

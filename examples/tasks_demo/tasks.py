@@ -14,7 +14,7 @@ def count_ledger_events(hours: int = 24) -> dict[str, int]:
     """How many ledger entries of each severity the last ``hours`` brought."""
     from django.db.models import Count
 
-    from orchestration.models import LedgerEntry
+    from orchestration.core.models import LedgerEntry
 
     since = timezone.now() - timedelta(hours=hours)
     rows = LedgerEntry.objects.filter(created_at__gte=since).values("severity").annotate(n=Count("id"))

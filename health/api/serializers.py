@@ -5,8 +5,8 @@ from rest_framework import serializers
 from health import status as pure
 from health.models import HealthCheck, Service, ServiceAlert
 from health.report import display_health
-from orchestration import outbound
-from orchestration.redaction import MaskedSecretError, restore_text
+from orchestration.core import outbound
+from orchestration.core.redaction import MaskedSecretError, restore_text
 
 WRITE_FIELDS = [
     "name",

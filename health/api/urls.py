@@ -1,5 +1,5 @@
 from health.api import views
-from orchestration.api.routers import OptionalSlashRouter
+from orchestrator_site.api.routers import OptionalSlashRouter
 
 app_name = "health-api"
 

@@ -10,8 +10,8 @@ from rest_framework.response import Response
 from health.api.serializers import HealthCheckSerializer, ServiceAlertSerializer, ServiceSerializer
 from health.models import DependencyError, Service, ServiceAlert
 from health.report import service_status
-from orchestration.api.pagination import KeysetPagination
-from orchestration.api.views import AuditedModelViewSet, actor_of
+from orchestrator_site.api.pagination import KeysetPagination
+from orchestrator_site.api.viewsets import AuditedModelViewSet, actor_of
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
 

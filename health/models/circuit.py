@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from health import breaker
 from health.choices import BreakerState
-from orchestration.choices import Severity
-from orchestration.models.ledger import record as ledger_record
+from orchestration.core.choices import Severity
+from orchestration.core.models.ledger import record as ledger_record
 
 _TRANSITION_SEVERITY = {
     breaker.OPENED: Severity.WARNING,

@@ -12,9 +12,9 @@ from django.utils import timezone
 from health import status as pure
 from health.choices import BreakerState, ServiceHealth
 from health.models.circuit import CircuitBreaker
-from orchestration import outbound
-from orchestration.models.ledger import record as ledger_record
-from orchestration.storedjson import JSONField
+from orchestration.core import outbound
+from orchestration.core.models.ledger import record as ledger_record
+from orchestration.core.storedjson import JSONField
 
 SERVICE_NAME = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", "Use letters, digits, '.', '_' and '-' (starting with a letter or digit)."

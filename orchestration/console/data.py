@@ -17,11 +17,15 @@ from django.utils import timezone
 
 from health.models import Service
 from health.report import display_health
-from orchestration.choices import JobStatus
 from orchestration.console import charts
-from orchestration.jobs.counts import counts_by_status_and_lane
-from orchestration.models import Action, Anomaly, LedgerEntry, LoopState, OrchestratorProcess, ScoreReport, Worker
-from orchestration.workers.choices import AnomalySeverity, ReportPeriod
+from orchestration.core.choices import AnomalySeverity, JobStatus
+from orchestration.core.jobs.counts import counts_by_status_and_lane
+from orchestration.core.models import Anomaly, LedgerEntry, OrchestratorProcess
+from orchestration.fleet.choices import ReportPeriod
+from orchestration.fleet.models import ScoreReport, Worker
+from orchestration.loop.models import Action, LoopState
+from orchestration.routing.learning import confidence
+from orchestration.routing.models import RouteStat, Suggestion, SuggestionStatus
 from pipeline import transitions as t
 from pipeline.choices import PipelineStatus
 from pipeline.models import PipelineJob
@@ -185,8 +189,6 @@ def _progress_row(job: PipelineJob) -> dict[str, Any]:
 
 def routing_panel(now: datetime) -> dict[str, Any]:
     """What routing has learned (busiest routes) and suggestions waiting for a person."""
-    from orchestration.routing.learning import confidence
-    from orchestration.routing.models import RouteStat, Suggestion, SuggestionStatus
 
     routes = list(RouteStat.objects.order_by("-count", "task_type", "service_name")[:8])
     pending = Suggestion.objects.filter(status=SuggestionStatus.PENDING)

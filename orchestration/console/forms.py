@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django import forms
 
+from pipeline.models import PipelineDefinition
+
 
 class GateDecisionForm(forms.Form):
     """Approve or reject the gate a pipeline job waits at."""
@@ -52,7 +54,5 @@ class StartPipelineForm(forms.Form):
     )
 
     def __init__(self, *args, **kwargs):
-        from pipeline.models import PipelineDefinition
-
         super().__init__(*args, **kwargs)
         self.fields["definition"].queryset = PipelineDefinition.objects.order_by("name")

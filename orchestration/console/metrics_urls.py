@@ -1,8 +1,8 @@
-"""GET /metrics (Prometheus text format); the view lives in orchestration.metrics."""
+"""GET /metrics (Prometheus text format); the view lives in orchestration.console.metrics."""
 
 from django.urls import path
 
-from orchestration.metrics import MetricsView
+from orchestration.console.metrics import MetricsView
 
 urlpatterns = [
     path("metrics", MetricsView.as_view(), name="metrics"),

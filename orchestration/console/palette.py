@@ -1,7 +1,7 @@
 """Badge colours for the console and the admin, from one set of palettes.
 
 The CSS classes (``b-<state>``, ``b-run-<status>``, …) are generated from
-``orchestration.choices.BADGE_COLORS`` and the apps' own colour maps, so a state has one
+``orchestration.core.choices.BADGE_COLORS`` and the apps' own colour maps, so a state has one
 colour everywhere and a new state only needs a palette entry. They are served as a
 static file (``static/console/palette.css``): the Content-Security-Policy allows no
 inline style. After changing a palette, write it again with
@@ -13,7 +13,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from orchestration.choices import BADGE_COLORS
+from orchestration.core.choices import BADGE_COLORS
 from pipeline.choices import STATUS_COLORS as PIPELINE_COLORS
 
 STYLESHEET = Path(__file__).resolve().parents[2] / "static" / "console" / "palette.css"

@@ -37,11 +37,12 @@ from rest_framework.views import APIView
 from health.models import DependencyError, Service
 from orchestration.console import data
 from orchestration.console.forms import GateDecisionForm, LoopIntervalForm, StartPipelineForm
+from orchestration.core.redaction import redact_html
+from orchestration.fleet.models import Worker
+from orchestration.fleet.runner import WorkerStateError
+from orchestration.fleet.runner import trigger as trigger_worker
 from orchestration.loop.cycle import CycleBusy, run_cycle
-from orchestration.models import LoopState, Worker
-from orchestration.redaction import redact_html
-from orchestration.workers.runner import WorkerStateError
-from orchestration.workers.runner import trigger as trigger_worker
+from orchestration.loop.models import LoopState
 from pipeline import engine
 from pipeline import transitions as t
 from pipeline.models import PipelineJob

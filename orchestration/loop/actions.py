@@ -6,13 +6,13 @@ from datetime import timedelta
 
 from django.db.models import F, Q
 
-from orchestration.choices import CLAIMABLE_STATUSES, PRIORITY_RANK, JobStatus, Priority, Severity
-from orchestration.jobs import queue
+from orchestration.core.choices import CLAIMABLE_STATUSES, PRIORITY_RANK, JobStatus, Priority, Severity
+from orchestration.core.jobs import queue
+from orchestration.core.models import Job
+from orchestration.core.models.ledger import record
 from orchestration.loop import monitor
 from orchestration.loop.decider import PlannedAction
 from orchestration.loop.executor import ActionContext, action_handler
-from orchestration.models import Job
-from orchestration.models.ledger import record
 
 BATCH = 500
 

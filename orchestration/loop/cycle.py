@@ -16,14 +16,15 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from orchestration.choices import ActionStatus, Severity
-from orchestration.dbfaults import close_connections
-from orchestration.jobs.queue import worker_identity
+from orchestration.core.choices import ActionStatus, Severity
+from orchestration.core.dbfaults import close_connections
+from orchestration.core.jobs.queue import worker_identity
+from orchestration.core.models import LedgerEntry
+from orchestration.core.models.ledger import ledger_entry
 from orchestration.loop import decider
 from orchestration.loop.executor import ActionContext, ActionResult, execute
+from orchestration.loop.models import Action, LoopState, Rule
 from orchestration.loop.monitor import build_snapshot
-from orchestration.models import Action, LedgerEntry, LoopState, Rule
-from orchestration.models.ledger import ledger_entry
 
 log = logging.getLogger("orchestration.loop")
 

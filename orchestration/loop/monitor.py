@@ -20,11 +20,12 @@ from django.db import connections
 from django.db.models import Aggregate, Avg, Count, Min, Q, QuerySet
 from django.utils import timezone
 
-from orchestration.choices import CLAIMABLE_STATUSES, FINAL_STATUSES, JobStatus
-from orchestration.jobs.counts import ACTIVE_STATUSES, finished_since
+from orchestration.core.choices import CLAIMABLE_STATUSES, FINAL_STATUSES, JobStatus
+from orchestration.core.jobs.counts import ACTIVE_STATUSES, finished_since
+from orchestration.core.models import Campaign, Job, LedgerEntry
 from orchestration.loop.health_score import health_score
+from orchestration.loop.models import ChannelWindow
 from orchestration.loop.windows import window_state
-from orchestration.models import Campaign, ChannelWindow, Job, LedgerEntry
 
 Section = Callable[[datetime], dict[str, Any]]
 # A part of an aggregate section: what ``queryset.aggregate(**aggregates)`` reads.

@@ -18,14 +18,16 @@ from datetime import datetime
 from django.db import close_old_connections, connections
 from django.utils import timezone
 
-from orchestration.choices import Severity
-from orchestration.dbfaults import Outage, describe, is_transient
-from orchestration.jobs import queue
-from orchestration.jobs.queue import worker_identity
+from orchestration.core import shutdown
+from orchestration.core.choices import Severity
+from orchestration.core.dbfaults import Outage, describe, is_transient
+from orchestration.core.jobs import queue
+from orchestration.core.jobs.queue import worker_identity
+from orchestration.core.models import LedgerEntry
+from orchestration.core.models.ledger import ledger_entry
+from orchestration.core.runnables import runnable
 from orchestration.loop.cycle import LEAD_SECONDS, cycle_lead, run_cycle
-from orchestration.models import LedgerEntry, LoopState
-from orchestration.models.ledger import ledger_entry
-from orchestration.runnables import runnable
+from orchestration.loop.models import LoopState
 
 log = logging.getLogger("orchestration.loop")
 
@@ -260,9 +262,8 @@ def loop_tick_task(window_seconds: float = 0.0) -> str:
     state = LoopState.get()
     if state.dedicated_runner_alive():
         return "dedicated runner alive; nothing to do"
-    from orchestration.workers.shutdown import drain_requested
 
-    if drain_requested():
+    if shutdown.drain_requested():
         return "ran 0 cycle(s)"
     runner = LoopRunner(dedicated=False)
     runner.tick()

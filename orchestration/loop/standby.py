@@ -19,8 +19,8 @@ import time
 
 from django.db import connections
 
+from orchestration.loop.models import LoopState
 from orchestration.loop.runner import LoopRunner
-from orchestration.models import LoopState
 
 log = logging.getLogger("orchestration.loop")
 

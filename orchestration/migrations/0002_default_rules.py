@@ -1,6 +1,6 @@
 from django.db import migrations
 
-from orchestration.default_rules import DEFAULT_RULES
+from orchestration.loop.default_rules import DEFAULT_RULES
 from orchestration.loop.windows import DEFAULT_WINDOWS
 
 

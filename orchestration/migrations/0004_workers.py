@@ -3,7 +3,7 @@
 import django.core.validators
 import django.db.models.deletion
 import django.utils.timezone
-import orchestration.models.workers
+import orchestration.fleet.models
 from django.db import migrations, models
 
 
@@ -56,7 +56,7 @@ class Migration(migrations.Migration):
             name='WorkerRun',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('execution_id', models.CharField(default=orchestration.models.workers.new_execution_id, max_length=32, unique=True)),
+                ('execution_id', models.CharField(default=orchestration.fleet.models.new_execution_id, max_length=32, unique=True)),
                 ('trigger', models.CharField(choices=[('schedule', 'Schedule'), ('manual', 'Manual'), ('upstream', 'Upstream succeeded'), ('recovery', 'Recovery'), ('refresh', 'Forced refresh'), ('rerun', 'Re-run after interruption')], default='manual', max_length=12)),
                 ('due_at', models.DateTimeField(blank=True, help_text="The schedule's due time for scheduled runs.", null=True)),
                 ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('timed_out', 'Timed out'), ('crashed', 'Crashed'), ('interrupted', 'Interrupted'), ('skipped', 'Skipped')], default='queued', max_length=12)),

@@ -1,6 +1,6 @@
 from django.db import migrations
 
-from orchestration.workers.default_rules import FLEET_RULES
+from orchestration.fleet.default_rules import FLEET_RULES
 
 
 def create_rules(apps, schema_editor):

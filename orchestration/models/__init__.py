@@ -1,9 +1,18 @@
-from orchestration.models.idempotency import IdempotencyKey
-from orchestration.models.jobs import Campaign, Job, JobRollup, Lane
-from orchestration.models.ledger import LedgerEntry
-from orchestration.models.loop import Action, ChannelWindow, LoopState, Rule
-from orchestration.models.processes import OrchestratorProcess
-from orchestration.models.workers import Anomaly, ScoreReport, Worker, WorkerRun
+"""The ``orchestration`` app's models, as Django finds them. Each lives in its layer
+(core, loop, fleet); code imports them from there, never from here."""
+
+from orchestration.core.models import (
+    Anomaly,
+    Campaign,
+    IdempotencyKey,
+    Job,
+    JobRollup,
+    Lane,
+    LedgerEntry,
+    OrchestratorProcess,
+)
+from orchestration.fleet.models import ScoreReport, Worker, WorkerRun
+from orchestration.loop.models import Action, ChannelWindow, LoopState, Rule
 
 __all__ = ["Action", "Campaign", "ChannelWindow", "Job", "Lane", "LedgerEntry", "LoopState", "Rule"]
 __all__ += ["Anomaly", "ScoreReport", "Worker", "WorkerRun"]

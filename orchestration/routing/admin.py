@@ -8,8 +8,6 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from orchestration.admin import admin_link, badge, pretty_json
-from orchestration.admin_scale import EstimatedCountPaginator, choices_filter
 from orchestration.routing import improvement
 from orchestration.routing.learning import confidence
 from orchestration.routing.models import (
@@ -22,6 +20,7 @@ from orchestration.routing.models import (
     TypeMultiplier,
 )
 from orchestration.routing.strategies import strategy_names
+from orchestrator_site.admin_scale import EstimatedCountPaginator, admin_link, badge, choices_filter, pretty_json
 
 _SUGGESTION_COLORS = {"pending": "warning", "approved": "succeeded", "rejected": "failed", "applied": "completed"}
 

@@ -12,10 +12,10 @@ class RoutingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from orchestration.api.errors import register_conflict
-        from orchestration.routing import executor, loop  # noqa: F401  (registries)
+        from orchestration.routing import demo, executor, loop  # noqa: F401  (registries)
         from orchestration.routing.models import SuggestionStateError
         from orchestration.routing.router import NoRoute
+        from orchestrator_site.api.errors import register_conflict
 
         register_conflict(SuggestionStateError)
         register_conflict(NoRoute)

@@ -10,11 +10,12 @@ from typing import Any
 import requests
 from django.db import transaction
 
-from orchestration import outbound
-from orchestration.jobs import queue
-from orchestration.jobs.backoff import retry_delay
-from orchestration.jobs.registry import PermanentJobError, RetryLater, job_kind
-from orchestration.models import Job
+from health.models import Service
+from orchestration.core import outbound
+from orchestration.core.jobs import queue
+from orchestration.core.jobs.backoff import retry_delay
+from orchestration.core.jobs.registry import PermanentJobError, RetryLater, job_kind
+from orchestration.core.models import Job
 from orchestration.routing.models import RouteStat, TaskOutcome
 from orchestration.routing.router import REFERENCE_PREFIX, ROUTED_KIND, RouteDecision, route
 
@@ -113,8 +114,6 @@ def _post(service, data: dict, timeout: float) -> tuple[bool, int | None, Any, s
 
 @job_kind("routing.task", description="A routed task: POST {base_url}/process on the chosen service, then fallbacks.")
 def run_routed_task(payload: dict, ctx) -> dict:
-    from health.models import Service
-
     job = ctx.job
     services = payload["services"]
     cursor, tries = payload.get("cursor", 0), payload.get("tries", 0)

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from orchestration.runnables import runnable
+from health.models import Service
+from orchestration.core.models.ledger import record
+from orchestration.core.runnables import runnable
 
 SLOW_FACTOR = 2.0  # a service at 2× the type's fastest average is a bottleneck
 SLOW_MIN_MS = 1000.0  # …when it also takes a second or more
@@ -135,8 +137,6 @@ def analyze(window_hours: float = 24.0, *, actor: str = "system") -> dict[str, A
     from django.db.models import Avg, Count, Q
     from django.utils import timezone
 
-    from health.models import Service
-    from orchestration.models.ledger import record
     from orchestration.routing.learning import percentile
     from orchestration.routing.models import Suggestion, SuggestionStatus, TaskOutcome
 

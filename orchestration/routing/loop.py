@@ -7,14 +7,15 @@ from typing import Any
 
 from django.db.models import Count, Q
 
-from orchestration.choices import JobStatus
+from orchestration.core.choices import JobStatus
+from orchestration.core.models import Job
+from orchestration.core.schedules import ensure_schedule
 from orchestration.loop.monitor import Aggregation, aggregate_section
 
 
 def _routing_parts(now: datetime) -> list[Aggregation]:
     """Three counts on three tables, each on its own index (COUNT(*) as ``.count()``
     has it, so PostgreSQL can answer from the index alone)."""
-    from orchestration.models import Job
     from orchestration.routing.models import Suggestion, TaskOutcome
     from orchestration.routing.router import ROUTED_KIND
 
@@ -44,8 +45,6 @@ def routing_section(now: datetime, results: list[dict[str, Any]]) -> dict[str, A
 
 def sync_schedules(**kwargs: Any) -> None:
     from django_q.models import Schedule
-
-    from orchestration.schedules import ensure_schedule
 
     ensure_schedule(
         "routing.analyze",

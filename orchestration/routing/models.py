@@ -8,9 +8,9 @@ from django.db import models, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from orchestration.models.ledger import record
+from orchestration.core.models.ledger import record
+from orchestration.core.storedjson import JSONField
 from orchestration.routing.learning import ServiceStats
-from orchestration.storedjson import JSONField
 
 
 class TypeMultiplier(models.Model):

@@ -12,7 +12,9 @@ from typing import Any
 
 from django.db.models import Count
 
-from orchestration.choices import JobStatus
+from health.models import Service
+from orchestration.core.choices import JobStatus
+from orchestration.core.models import Job
 from orchestration.routing.learning import confidence
 from orchestration.routing.models import RotationCursor, RouteStat, TypeMultiplier
 from orchestration.routing.priority import priority_level, priority_score
@@ -56,7 +58,6 @@ class RouteDecision:
 
 def in_flight_by_service() -> dict[str, int]:
     """Routed tasks not yet finished, per service they are currently assigned to."""
-    from orchestration.models import Job
 
     rows = (
         Job.objects.filter(kind=ROUTED_KIND, status__in=(JobStatus.PENDING, JobStatus.PROCESSING, JobStatus.RETRY))
@@ -68,7 +69,6 @@ def in_flight_by_service() -> dict[str, int]:
 
 def routable_services(task_type: str) -> tuple[list[Any], dict[str, str]]:
     """(capable routable services, {excluded service: why})."""
-    from health.models import Service
 
     capable, excluded = [], {}
     for service in Service.objects.select_related("circuit").order_by("name"):

@@ -13,7 +13,7 @@ from django.db.models import QuerySet
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 
-from orchestration.api.pagination import KeysetPagination
+from orchestrator_site.api.pagination import KeysetPagination
 
 
 class EventPagination(KeysetPagination):

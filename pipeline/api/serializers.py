@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from rest_framework import serializers
 
-from orchestration.api.permissions import require_run_code
+from orchestrator_site.api.permissions import require_run_code
 from pipeline.definitions import DefinitionError, defines_code, parse, runner_problems
 from pipeline.models import Artifact, PipelineDefinition, PipelineEvent, PipelineJob
 

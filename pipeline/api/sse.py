@@ -15,8 +15,8 @@ from django.conf import settings
 from django.utils import timezone
 from rest_framework.renderers import BaseRenderer
 
-from orchestration.dbfaults import Outage, close_connections, describe, is_transient
-from orchestration.redaction import redact
+from orchestration.core.dbfaults import Outage, close_connections, describe, is_transient
+from orchestration.core.redaction import redact
 from pipeline import transitions as t
 from pipeline.models import PipelineEvent, PipelineJob
 

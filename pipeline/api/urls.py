@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from orchestration.api.routers import OptionalSlashRouter
+from orchestrator_site.api.routers import OptionalSlashRouter
 from pipeline.api.views import PipelineDefinitionViewSet, PipelineJobViewSet
 
 app_name = "pipeline-api"

@@ -9,8 +9,8 @@ from rest_framework.decorators import action
 from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.response import Response
 
-from orchestration.api.renderers import RedactingJSONRenderer
-from orchestration.api.views import AuditedModelViewSet, actor_of
+from orchestrator_site.api.renderers import RedactingJSONRenderer
+from orchestrator_site.api.viewsets import AuditedModelViewSet, actor_of
 from pipeline import engine
 from pipeline import transitions as t
 from pipeline.api import serializers as s

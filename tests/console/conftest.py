@@ -9,8 +9,10 @@ from django.test import Client
 from django.utils import timezone
 
 from health.models import CircuitBreaker, HealthCheck, Service
-from orchestration.jobs.queue import enqueue
-from orchestration.models import Anomaly, LoopState, ScoreReport, Worker, WorkerRun
+from orchestration.core.jobs.queue import enqueue
+from orchestration.core.models import Anomaly
+from orchestration.fleet.models import ScoreReport, Worker, WorkerRun
+from orchestration.loop.models import LoopState
 
 
 @pytest.fixture(autouse=True)
@@ -87,7 +89,7 @@ def make_worker(name: str = "collector", **fields) -> Worker:
         "category": "collection",
         "interval_seconds": 300,
         "timeout_seconds": 30,
-        "target": {"type": "python", "path": "orchestration.workers.demo_targets.collect_trending"},
+        "target": {"type": "python", "path": "orchestration.fleet.demo_targets.collect_trending"},
     }
     return Worker.objects.create(name=name, **{**defaults, **fields})
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from orchestration.jobs.queue import enqueue
-from orchestration.models import Action, Campaign, Job, LedgerEntry, Rule
-from orchestration.models.ledger import record
+from orchestration.core.jobs.queue import enqueue
+from orchestration.core.models import Campaign, Job, LedgerEntry
+from orchestration.core.models.ledger import record
+from orchestration.loop.models import Action, Rule
 
 pytestmark = pytest.mark.django_db
 
@@ -75,7 +76,7 @@ def test_campaigns_and_lanes_link_to_their_jobs(admin_browser, broker_only):
     assert f"/admin/orchestration/job/?campaign={campaign.pk}" in html
     filtered = admin_browser.get(f"/admin/orchestration/job/?campaign={campaign.pk}")
     assert filtered.status_code == 200 and "1 job" in filtered.content.decode()
-    from orchestration.models import Lane
+    from orchestration.core.models import Lane
 
     Lane.objects.create(name="fast", concurrency_limit=2)
     lanes = admin_browser.get("/admin/orchestration/lane/").content.decode()

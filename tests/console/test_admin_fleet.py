@@ -7,7 +7,7 @@ import pytest
 from django.test import Client
 
 from health.models import Service
-from orchestration.models import LedgerEntry
+from orchestration.core.models import LedgerEntry
 from pipeline.models import PipelineDefinition
 from tests.console.conftest import add_checks, add_run, make_service, make_worker
 

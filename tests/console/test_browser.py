@@ -16,8 +16,9 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from health.models import CircuitBreaker
-from orchestration.jobs.queue import enqueue
-from orchestration.models import Job, LedgerEntry, LoopState
+from orchestration.core.jobs.queue import enqueue
+from orchestration.core.models import Job, LedgerEntry
+from orchestration.loop.models import LoopState
 from pipeline.models import GateDecision, PipelineJob
 from tests.console.conftest import make_service
 from tests.support.processes import ROOT, free_port, manage, running, wait_for

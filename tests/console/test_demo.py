@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
-from orchestration.demo import loaders
+from orchestration.core.demo import loaders
 from orchestration.routing.models import RouteStat, TaskOutcome
 
 pytestmark = pytest.mark.django_db

@@ -7,7 +7,9 @@ import pytest
 from django.test import Client
 
 from health.models import CircuitBreaker
-from orchestration.models import LedgerEntry, LoopState, WorkerRun
+from orchestration.core.models import LedgerEntry
+from orchestration.fleet.models import WorkerRun
+from orchestration.loop.models import LoopState
 from pipeline.models import GateDecision
 
 pytestmark = pytest.mark.django_db
@@ -255,7 +257,7 @@ def test_a_service_others_depend_on_stays_enabled(staff_browser, world):
 def test_switch_a_worker_and_its_schedule_follows(staff_browser, world):
     from django_q.models import Schedule
 
-    from orchestration.models import Worker
+    from orchestration.fleet.models import Worker
 
     assert staff_browser.post("/workers/collector/disable").status_code == 302
     assert Worker.objects.get(name="collector").enabled is False
@@ -269,7 +271,7 @@ def test_switch_a_worker_and_its_schedule_follows(staff_browser, world):
 
 def test_viewers_may_not_switch_services_or_workers(viewer_browser, world):
     from health.models import Service
-    from orchestration.models import Worker
+    from orchestration.fleet.models import Worker
 
     assert viewer_browser.post("/services/api/disable").status_code == 403
     assert viewer_browser.post("/workers/collector/disable").status_code == 403

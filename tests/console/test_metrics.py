@@ -8,7 +8,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestration.models import Action, Job
+from orchestration.core.models import Job
+from orchestration.loop.models import Action
 from tests.console.conftest import add_run, make_service, make_worker
 
 pytestmark = pytest.mark.django_db
@@ -44,7 +45,7 @@ def test_a_bearer_token_is_enough_for_a_scraper(user_client, world):
 
 def test_every_capability_is_exported(user_client, world):
     families = parse(user_client.get("/metrics").content.decode())
-    from orchestration.models import LoopState
+    from orchestration.loop.models import LoopState
 
     state = LoopState.get()
     # control loop

@@ -19,7 +19,7 @@ PAGES = [
 
 
 def _pending() -> int:
-    from orchestration.models import Job
+    from orchestration.core.models import Job
 
     return Job.objects.filter(status="pending").count()
 
@@ -111,7 +111,7 @@ def test_live_json_follows_the_database(staff_browser, world):
 
     from django.utils import timezone
 
-    from orchestration.jobs.queue import enqueue
+    from orchestration.core.jobs.queue import enqueue
 
     before = staff_browser.get("/?live=1").json()["summary"]["jobs"]["pending"]
     enqueue("noop", {}, not_before=timezone.now() + timedelta(hours=1))
@@ -131,7 +131,7 @@ def test_the_summary_endpoint_takes_a_session_or_a_token(staff_browser, user_cli
 
 
 def test_the_service_page_shows_checks_chart_and_breaker_transitions(staff_browser, world):
-    from orchestration.models.ledger import record
+    from orchestration.core.models.ledger import record
 
     record("health.circuit_opened", "Circuit service:db opened after 5 consecutive failures", subject="service:db")
     html = staff_browser.get("/services/db/").content.decode()
@@ -182,7 +182,7 @@ def test_the_health_history_is_a_per_minute_average_with_gaps(db, time_machine):
     from datetime import UTC, datetime, timedelta
 
     from orchestration.console.data import HISTORY_MINUTES, health_history
-    from orchestration.models.ledger import record
+    from orchestration.core.models.ledger import record
 
     start = datetime(2026, 1, 1, 12, 0, 10, tzinfo=UTC)
     time_machine.move_to(start)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 
 from health.choices import BreakerState, ServiceHealth
-from orchestration.choices import ActionStatus, JobStatus, Severity
 from orchestration.console.palette import badge_css
-from orchestration.workers.choices import AnomalySeverity, RunStatus
+from orchestration.core.choices import ActionStatus, AnomalySeverity, JobStatus, Severity
+from orchestration.fleet.choices import RunStatus
 from pipeline import transitions as t
 from pipeline.choices import EventType
 

@@ -9,8 +9,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from orchestration.models import Anomaly, Job, LedgerEntry
-from orchestration.models.ledger import ledger_entry
+from orchestration.core.models import Anomaly, Job, LedgerEntry
+from orchestration.core.models.ledger import ledger_entry
 from tests.console.conftest import add_checks, add_run, make_service, make_worker
 
 pytestmark = pytest.mark.django_db

@@ -9,7 +9,7 @@ Checks, and why these:
 
 - ``not_a_server_error``: bad input must get a 4xx, never a 500 (DESIGN "Security").
 - ``status_code_conformance``: every status the API answers is documented, so a client
-  knows every outcome it has to handle (orchestration.api.schema documents the errors).
+  knows every outcome it has to handle (orchestrator_site.api.schema documents the errors).
 - ``response_schema_conformance``: every body matches its documented schema, success
   and error alike.
 - ``content_type_conformance``: every answer has a documented media type (an error of

@@ -8,8 +8,8 @@ from django.conf import settings
 from django_tasks import TaskResultStatus, default_task_backend
 
 from examples.tasks_demo.tasks import build_report, send_welcome
-from orchestration.choices import JobStatus
-from orchestration.models import Job
+from orchestration.core.choices import JobStatus
+from orchestration.core.models import Job
 from tests.support.processes import manage, running, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

@@ -20,16 +20,18 @@ from django.db.models import Max
 from django.utils import timezone
 from django_q.models import Schedule
 
-from orchestration.choices import JobStatus
-from orchestration.models import Job, LedgerEntry, LoopState, Worker, WorkerRun
-from orchestration.workers.choices import RunStatus, RunTrigger
+from orchestration.core.choices import JobStatus
+from orchestration.core.models import Job, LedgerEntry
+from orchestration.fleet.choices import RunStatus, RunTrigger
+from orchestration.fleet.models import Worker, WorkerRun
+from orchestration.loop.models import LoopState
 from tests.support.processes import manage, running, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 JOBS = 1000
 SCHEDULES = 5
-MARK_TARGET = "orchestration.jobs.kinds.mark_schedule"
+MARK_TARGET = "orchestration.core.jobs.kinds.mark_schedule"
 
 
 def test_a_killed_node_loses_nothing(tmp_path, broker_only):

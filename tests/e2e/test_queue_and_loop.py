@@ -6,9 +6,10 @@ import itertools
 
 import pytest
 
-from orchestration.choices import JobStatus
-from orchestration.jobs import queue
-from orchestration.models import Job, Lane, LedgerEntry, LoopState
+from orchestration.core.choices import JobStatus
+from orchestration.core.jobs import queue
+from orchestration.core.models import Job, Lane, LedgerEntry
+from orchestration.loop.models import LoopState
 from tests.support.processes import manage, running, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

@@ -28,8 +28,9 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from health.models import CircuitBreaker, Service
-from orchestration.choices import JobStatus
-from orchestration.models import Job, LedgerEntry, LoopState
+from orchestration.core.choices import JobStatus
+from orchestration.core.models import Job, LedgerEntry
+from orchestration.loop.models import LoopState
 from pipeline.models import GateDecision, PipelineEvent, PipelineJob
 from tests.health.servers import Behaviour, serving
 from tests.support.processes import Proc, free_port, manage, running, wait_for

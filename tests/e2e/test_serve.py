@@ -13,7 +13,8 @@ import requests
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 
-from orchestration.models import LoopState, OrchestratorProcess
+from orchestration.core.models import OrchestratorProcess
+from orchestration.loop.models import LoopState
 from tests.support.processes import ROOT, free_port, manage, subprocess_env, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

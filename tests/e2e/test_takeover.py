@@ -11,10 +11,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from orchestration.choices import JobStatus
-from orchestration.jobs import queue
+from orchestration.core.choices import JobStatus
+from orchestration.core.jobs import queue
+from orchestration.core.models import Job
 from orchestration.loop.cycle import CYCLE_LEASE_SECONDS
-from orchestration.models import Job, LoopState
+from orchestration.loop.models import LoopState
 from tests.support.processes import Proc, manage, running, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

@@ -12,8 +12,8 @@ import requests
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 
-from orchestration.choices import JobStatus
-from orchestration.models import Job
+from orchestration.core.choices import JobStatus
+from orchestration.core.models import Job
 from tests.faults.conftest import Writers
 from tests.support.processes import Proc, free_port, manage, subprocess_env, wait_for
 

@@ -17,8 +17,8 @@ from django.db import connection
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from orchestration.choices import JobStatus
-from orchestration.models import Job, LedgerEntry
+from orchestration.core.choices import JobStatus
+from orchestration.core.models import Job, LedgerEntry
 from tests.faults.conftest import Writers, retrying
 from tests.support.processes import Proc, free_port, manage, subprocess_env, wait_for
 

@@ -13,7 +13,7 @@ import requests
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 
-from orchestration.models import Job
+from orchestration.core.models import Job
 from tests.support.processes import free_port, manage, running, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

@@ -7,7 +7,7 @@ from django.urls import reverse
 
 from health.models import CircuitBreaker, HealthCheck, Service
 from health.sweep import check_services
-from orchestration.models import LedgerEntry
+from orchestration.core.models import LedgerEntry
 from tests.health.servers import Behaviour
 
 pytestmark = pytest.mark.django_db

@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from health.models import CircuitBreaker
-from orchestration.models import LedgerEntry
+from orchestration.core.models import LedgerEntry
 
 pytestmark = pytest.mark.django_db
 

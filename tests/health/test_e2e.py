@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from health.models import HealthCheck, Service
-from orchestration.models import LedgerEntry, LoopState
+from orchestration.core.models import LedgerEntry
+from orchestration.loop.models import LoopState
 from tests.health.servers import Behaviour
 from tests.support.processes import manage, running, wait_for
 

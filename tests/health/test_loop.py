@@ -10,10 +10,11 @@ from django.utils import timezone
 from health.loop import services_section
 from health.models import CircuitBreaker, Service, ServiceAlert
 from health.sweep import check_services
+from orchestration.core.models import LedgerEntry
 from orchestration.loop.cycle import run_cycle
 from orchestration.loop.health_score import health_score
+from orchestration.loop.models import Rule
 from orchestration.loop.monitor import build_snapshot
-from orchestration.models import LedgerEntry, Rule
 from tests.health.servers import Behaviour
 
 pytestmark = pytest.mark.django_db

@@ -13,8 +13,8 @@ from django.utils import timezone
 
 from health.models import CircuitBreaker, HealthCheck, Service, ServiceAlert
 from health.sweep import check_services, claim_due, reconcile_alerts
-from orchestration.models import Anomaly, LedgerEntry
-from orchestration.workers import alerts
+from orchestration.core import alerts
+from orchestration.core.models import Anomaly, LedgerEntry
 from tests.health.servers import Behaviour
 
 pytestmark = pytest.mark.django_db

@@ -7,12 +7,12 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from orchestration.choices import JobStatus
+from orchestration.core.choices import JobStatus
+from orchestration.core.models import Campaign, Job, LedgerEntry
 from orchestration.loop import executor
 from orchestration.loop.decider import PlannedAction
 from orchestration.loop.executor import ActionContext, action_handler, execute
 from orchestration.loop.monitor import build_snapshot
-from orchestration.models import Campaign, Job, LedgerEntry
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("broker_only")]
 
@@ -32,7 +32,7 @@ def job(**fields) -> Job:
 def claimable_now(job: Job) -> bool:
     """Due and waiting: the next claim by any node takes it (nodes pull; the loop
     makes jobs due and wakes them, it does not hand jobs out)."""
-    from orchestration.jobs import queue
+    from orchestration.core.jobs import queue
 
     job.refresh_from_db()
     due = job.status in (JobStatus.PENDING, JobStatus.RETRY) and (

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from orchestration.choices import JobStatus
-from orchestration.models import Job, LedgerEntry, LoopState, Rule
+from orchestration.core.choices import JobStatus
+from orchestration.core.models import Job, LedgerEntry
+from orchestration.loop.models import LoopState, Rule
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("broker_only")]
 
@@ -150,7 +151,7 @@ class TestJobs:
 
 class TestLedger:
     def test_prefix_filter_and_newest_first(self, staff_client):
-        from orchestration.models.ledger import record
+        from orchestration.core.models.ledger import record
 
         record("orchestrator.cycle_idle", "one")
         record("job.failed", "two", severity="warning")

@@ -9,10 +9,10 @@ from django_q.conf import Conf
 from django_q.signing import PickleSerializer, SignedPackage
 from django_q.tasks import async_task
 
-from orchestration.choices import JobStatus
-from orchestration.jobs import queue
-from orchestration.jobs.broker import EXECUTE, TASK_KIND, JobBroker, node_identity
-from orchestration.models import Job
+from orchestration.core.choices import JobStatus
+from orchestration.core.jobs import queue
+from orchestration.core.jobs.broker import EXECUTE, TASK_KIND, JobBroker, node_identity
+from orchestration.core.models import Job
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("broker_only")]
 
@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("broker_only")]
 def _no_heartbeat_thread(monkeypatch):
     """dequeue() starts the node's lease heartbeat, a thread that would outlive the test
     and reclaim leases in the tests after it; these tests drive the queue themselves."""
-    from orchestration.jobs import broker
+    from orchestration.core.jobs import broker
 
     monkeypatch.setattr(broker._Heartbeat, "start", lambda self: None)
 
@@ -30,15 +30,15 @@ def test_the_cluster_is_configured_with_this_broker():
     from django_q.brokers import get_broker
 
     assert isinstance(get_broker(), JobBroker)
-    assert Conf.BROKER_CLASS == "orchestration.jobs.broker.JobBroker"
+    assert Conf.BROKER_CLASS == "orchestration.core.jobs.broker.JobBroker"
 
 
 def test_an_async_task_becomes_a_durable_job_that_runs_its_function(settings, tmp_path):
     settings.RUNS_DIR = tmp_path
-    async_task("orchestration.jobs.kinds.mark_schedule", "broker-test")
+    async_task("orchestration.core.jobs.kinds.mark_schedule", "broker-test")
     job = Job.objects.get(kind=TASK_KIND)
     assert job.status == JobStatus.PENDING
-    assert job.payload["func"] == "orchestration.jobs.kinds.mark_schedule"
+    assert job.payload["func"] == "orchestration.core.jobs.kinds.mark_schedule"
     assert "broker-test" in job.payload["args"]
     broker = JobBroker()
     ((ack_id, package),) = broker.dequeue()
@@ -48,7 +48,7 @@ def test_an_async_task_becomes_a_durable_job_that_runs_its_function(settings, tm
     job.refresh_from_db()
     assert job.status == JobStatus.PROCESSING and job.lease_owner == node_identity()
     # What a cluster worker does with the package.
-    from orchestration.jobs.tasks import execute_job
+    from orchestration.core.jobs.tasks import execute_job
 
     assert execute_job(*task["args"]) == JobStatus.COMPLETED
     job.refresh_from_db()
@@ -87,7 +87,7 @@ def test_a_package_signed_with_another_key_does_not_run(tmp_path, settings):
     a permanent failure: its function is never called."""
     settings.RUNS_DIR = tmp_path
     forged = signing.dumps(
-        {"func": "orchestration.jobs.kinds.append_mark", "args": ("forged", "x"), "kwargs": {}},
+        {"func": "orchestration.core.jobs.kinds.append_mark", "args": ("forged", "x"), "kwargs": {}},
         key="not-this-installation-s-key",
         salt=Conf.PREFIX,
         serializer=PickleSerializer,
@@ -118,18 +118,18 @@ def test_a_scheduled_firing_is_a_job_committed_with_the_schedule(settings, tmp_p
     settings.RUNS_DIR = tmp_path
     Schedule.objects.create(
         name="broker-test",
-        func="orchestration.jobs.kinds.mark_schedule",
+        func="orchestration.core.jobs.kinds.mark_schedule",
         args="'sched'",
         schedule_type=Schedule.MINUTES,
         minutes=60,
         next_run=timezone.now() - timedelta(seconds=1),
     )
     fire_due_schedules()
-    job = Job.objects.get(kind=TASK_KIND, payload__func="orchestration.jobs.kinds.mark_schedule")
+    job = Job.objects.get(kind=TASK_KIND, payload__func="orchestration.core.jobs.kinds.mark_schedule")
     assert job.status == JobStatus.PENDING
     assert Schedule.objects.get(name="broker-test").next_run > timezone.now()
     fire_due_schedules()  # not due again: no second job
-    assert Job.objects.filter(kind=TASK_KIND, payload__func="orchestration.jobs.kinds.mark_schedule").count() == 1
+    assert Job.objects.filter(kind=TASK_KIND, payload__func="orchestration.core.jobs.kinds.mark_schedule").count() == 1
 
 
 @pytest.mark.django_db(transaction=True)

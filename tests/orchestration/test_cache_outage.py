@@ -9,8 +9,8 @@ import logging
 import pytest
 from django.core.cache import caches
 
-from orchestration.api.throttles import WriteRateThrottle
-from orchestration.models import Job
+from orchestration.core.models import Job
+from orchestrator_site.api.throttles import WriteRateThrottle
 from orchestrator_site.cache import CacheHealth, FallbackRedisCache
 from tests.support.processes import free_port
 

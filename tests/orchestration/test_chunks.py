@@ -12,12 +12,12 @@ import pytest
 from django_q.conf import Conf
 from django_q.signing import SignedPackage
 
-from orchestration.choices import JobStatus
-from orchestration.jobs import broker, queue
-from orchestration.jobs.broker import EXECUTE, EXECUTE_CHUNK, JobBroker, RunningJobs, node_identity
-from orchestration.jobs.registry import job_kind
-from orchestration.jobs.tasks import execute_jobs
-from orchestration.models import Job
+from orchestration.core.choices import JobStatus
+from orchestration.core.jobs import broker, queue
+from orchestration.core.jobs.broker import EXECUTE, EXECUTE_CHUNK, JobBroker, RunningJobs, node_identity
+from orchestration.core.jobs.registry import job_kind
+from orchestration.core.jobs.tasks import execute_jobs
+from orchestration.core.models import Job
 
 pytestmark = pytest.mark.usefixtures("broker_only")
 

@@ -13,7 +13,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from rest_framework.authtoken.models import Token
 
-from orchestration.models import Job, LedgerEntry
+from orchestration.core.models import Job, LedgerEntry
 from orchestrator_site import env
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("broker_only")]

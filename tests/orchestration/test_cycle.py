@@ -10,10 +10,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from orchestration.choices import JobStatus
+from orchestration.core.choices import JobStatus
+from orchestration.core.models import Job, LedgerEntry
 from orchestration.loop import monitor
 from orchestration.loop.cycle import CycleBusy, run_cycle
-from orchestration.models import Action, Job, LedgerEntry, LoopState, Rule
+from orchestration.loop.models import Action, LoopState, Rule
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("broker_only")]
 

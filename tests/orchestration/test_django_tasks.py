@@ -14,10 +14,10 @@ from django_tasks import TaskResultStatus, default_task_backend, task_backends
 from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
 
 from examples.tasks_demo.tasks import build_report, count_ledger_events, send_welcome
-from orchestration.choices import JobStatus
-from orchestration.jobs import queue
-from orchestration.jobs.django_tasks import KIND, OrchestratorBackend, queue_priority
-from orchestration.models import Job
+from orchestration.core.choices import JobStatus
+from orchestration.core.jobs import queue
+from orchestration.core.jobs.django_tasks import KIND, OrchestratorBackend, queue_priority
+from orchestration.core.models import Job
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("broker_only")]
 TASKS = "examples.tasks_demo.tasks"
@@ -209,8 +209,8 @@ class TestThroughTheApi:
 def test_task_jobs_are_seen_like_any_job_by_the_loop_the_admin_and_the_ledger(admin_client):
     """The snapshot the loop's rules and the health score read counts them, the admin
     shows them, and a failure is in the ledger like any job's."""
+    from orchestration.core.models import LedgerEntry
     from orchestration.loop.monitor import build_snapshot
-    from orchestration.models import LedgerEntry
 
     before = build_snapshot()["jobs"]["pending"]
     result = count_ledger_events.enqueue()

@@ -15,10 +15,10 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from health.models import Service
-from orchestration.api import serializers as api_serializers
-from orchestration.jobs import queue
-from orchestration.maintenance import prune_ledger
-from orchestration.models import IdempotencyKey, Job, LedgerEntry
+from orchestration.core.jobs import queue
+from orchestration.core.models import IdempotencyKey, Job, LedgerEntry
+from orchestration.loop.api import serializers as api_serializers
+from orchestration.loop.maintenance import prune_ledger
 
 pytestmark = [pytest.mark.usefixtures("broker_only")]
 

@@ -10,11 +10,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from orchestration.choices import JobStatus
+from orchestration.core.choices import JobStatus
+from orchestration.core.models import Campaign, Job, LedgerEntry
+from orchestration.core.models.ledger import record
 from orchestration.loop import monitor
+from orchestration.loop.models import ChannelWindow
 from orchestration.loop.monitor import build_snapshot
-from orchestration.models import Campaign, ChannelWindow, Job, LedgerEntry
-from orchestration.models.ledger import record
 
 pytestmark = pytest.mark.django_db
 

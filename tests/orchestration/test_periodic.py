@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from django_q.models import Schedule
 
+from orchestration.fleet.models import Worker
 from orchestration.loop import runner
-from orchestration.models import Worker
 
 pytestmark = pytest.mark.django_db
 

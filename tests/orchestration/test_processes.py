@@ -10,8 +10,8 @@ import pytest
 from django.db import OperationalError
 from django.utils import timezone
 
-from orchestration.models import OrchestratorProcess
-from orchestration.process_registry import Heartbeat, process_started_at
+from orchestration.core.models import OrchestratorProcess
+from orchestration.core.process_registry import Heartbeat, process_started_at
 from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)

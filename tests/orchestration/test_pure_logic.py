@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from orchestration.jobs.backoff import retry_delay, retry_schedule
+from orchestration.core.jobs.backoff import retry_delay, retry_schedule
 from orchestration.loop import decider
 from orchestration.loop.health_score import health_score, status_for
 from orchestration.loop.windows import window_state

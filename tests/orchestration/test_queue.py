@@ -11,10 +11,10 @@ import time_machine
 from django.db import connection
 from django.utils import timezone
 
-from orchestration.choices import JobStatus
-from orchestration.jobs import queue, statements
-from orchestration.jobs.registry import PermanentJobError, RetryLater, UnknownJobKind, job_kind
-from orchestration.models import Job, Lane, LedgerEntry
+from orchestration.core.choices import JobStatus
+from orchestration.core.jobs import queue, statements
+from orchestration.core.jobs.registry import PermanentJobError, RetryLater, UnknownJobKind, job_kind
+from orchestration.core.models import Job, Lane, LedgerEntry
 
 CALLS: list[dict] = []
 
@@ -435,7 +435,7 @@ class TestNodeLeases:
         import subprocess
         import sys
 
-        from orchestration.jobs.broker import RunningJobs
+        from orchestration.core.jobs.broker import RunningJobs
 
         running = RunningJobs()
         mine = running.add(41)
@@ -505,7 +505,7 @@ class TestEnqueueInline:
 CLAIMER = """
 import json, os, sys, time, django
 django.setup()
-from orchestration.jobs import queue
+from orchestration.core.jobs import queue
 queue.claim(0, owner="warm-up")  # connect first
 open(sys.argv[1] + f".{os.getpid()}", "w").close()
 while not os.path.exists(sys.argv[1]):  # start together
@@ -567,13 +567,13 @@ def test_two_claiming_processes_never_get_the_same_job(tmp_path):
     ],
 )
 def test_only_databases_that_can_hold_the_queue_are_accepted(vendor, version, refused):
-    from orchestration.checks import supported_database
+    from orchestration.core.checks import supported_database
 
     assert (supported_database(vendor, version) is not None) == refused
 
 
 def test_this_database_passes_the_check(db):
-    from orchestration.checks import database_version
+    from orchestration.core.checks import database_version
 
     assert database_version() == []
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from orchestration.redaction import (
+from orchestration.core.redaction import (
     MASK,
     MaskedSecretError,
     is_secret_name,

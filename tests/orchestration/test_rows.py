@@ -17,13 +17,14 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from health.models import HealthCheck, Service
-from orchestration.api import pagination
-from orchestration.api.filters import event_type_prefix, prefix_upper_bound, startswith_by_index
-from orchestration.api.pagination import decode_cursor, encode_cursor, keyset_filter
-from orchestration.choices import JobStatus
+from orchestration.core.choices import JobStatus
+from orchestration.core.models import Anomaly, Job, JobRollup, LedgerEntry
+from orchestration.fleet.models import Worker, WorkerRun
+from orchestration.loop.maintenance import prune_jobs
 from orchestration.loop.monitor import jobs_section
-from orchestration.maintenance import prune_jobs
-from orchestration.models import Anomaly, Job, JobRollup, LedgerEntry, Worker, WorkerRun
+from orchestrator_site.api import pagination
+from orchestrator_site.api.filters import event_type_prefix, prefix_upper_bound, startswith_by_index
+from orchestrator_site.api.pagination import decode_cursor, encode_cursor, keyset_filter
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("broker_only")]
 
@@ -317,7 +318,7 @@ def test_retention_deletes_old_finished_jobs_in_batches_and_keeps_their_counts(s
 
 
 def test_the_builtin_retention_worker_runs(settings):
-    from orchestration.workers.runner import execute_run, request_run
+    from orchestration.fleet.runner import execute_run, request_run
 
     Job.objects.create(kind="noop", status=JobStatus.CANCELED, finished_at=timezone.now() - timedelta(days=90))
     run = request_run(Worker.objects.get(name="job-retention"))
@@ -328,7 +329,7 @@ def test_the_builtin_retention_worker_runs(settings):
 
 
 def test_the_estimate_of_a_filtered_list_samples_the_newest_rows():
-    from orchestration.api.pagination import estimated_count
+    from orchestrator_site.api.pagination import estimated_count
 
     make_jobs(90)  # every third in lane "fast"
     got = estimated_count(Job.objects.filter(lane="fast"))

@@ -10,9 +10,10 @@ import pytest
 from django.db import OperationalError, ProgrammingError, connection
 from django.utils import timezone
 
-from orchestration.jobs import queue
+from orchestration.core.jobs import queue
+from orchestration.core.models import Job, LedgerEntry
+from orchestration.loop.models import LoopState
 from orchestration.loop.runner import LoopRunner, loop_tick_task
-from orchestration.models import Job, LedgerEntry, LoopState
 
 # Transactional: the runner closes stale connections each tick, as a long-lived process must.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("broker_only")]
@@ -49,7 +50,7 @@ def test_the_fallback_schedule_stays_idle_while_a_dedicated_runner_lives():
 
 
 def test_the_fallback_gives_its_worker_back_when_the_cluster_stops(monkeypatch):
-    from orchestration.workers import shutdown
+    from orchestration.core import shutdown
 
     LoopState.get()
     monkeypatch.setattr(shutdown, "drain_requested", lambda: True)

@@ -10,8 +10,8 @@ from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from orchestration.core.models import Job
 from orchestration.loop import snapshot_cache
-from orchestration.models import Job
 
 pytestmark = pytest.mark.django_db
 

@@ -16,17 +16,19 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from health.models import CircuitBreaker
-from orchestration.choices import CLAIMABLE_STATUSES, JobStatus
+from orchestration.core.choices import CLAIMABLE_STATUSES, AlertState, JobStatus
+from orchestration.core.models import Anomaly, Job
+from orchestration.fleet.choices import FAILED_RUN_STATUSES, RunStatus
+from orchestration.fleet.loop import workers_section
+from orchestration.fleet.models import Worker, WorkerRun
+from orchestration.fleet.recovery import strategies
 from orchestration.loop import monitor
 from orchestration.loop.cycle import run_cycle
+from orchestration.loop.models import LoopState
 from orchestration.loop.monitor import aggregate_together, build_snapshot, jobs_section
-from orchestration.models import Anomaly, Job, LoopState, Worker, WorkerRun
 from orchestration.routing.loop import routing_section
 from orchestration.routing.models import Suggestion, TaskOutcome
 from orchestration.routing.router import ROUTED_KIND
-from orchestration.workers.choices import FAILED_RUN_STATUSES, AlertState, RunStatus
-from orchestration.workers.loop import workers_section
-from orchestration.workers.recovery import strategies
 
 pytestmark = pytest.mark.django_db
 

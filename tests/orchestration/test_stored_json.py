@@ -10,9 +10,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
 
-from orchestration.models import Job
-from orchestration.redaction import MASK, redact
-from orchestration.storedjson import CUT, MAX_DEPTH, clean, loads_bounded, too_deep
+from orchestration.core.models import Job
+from orchestration.core.redaction import MASK, redact
+from orchestration.core.storedjson import CUT, MAX_DEPTH, clean, loads_bounded, too_deep
 
 
 def nest(depth: int, leaf):

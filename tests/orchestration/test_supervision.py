@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, ProgrammingError
 
-from orchestration.dbfaults import Outage, is_transient
-from orchestration.supervision import Backoff, BackoffPolicy
+from orchestration.core.dbfaults import Outage, is_transient
+from orchestration.core.supervision import Backoff, BackoffPolicy
 
 
 def test_restart_delays_double_from_one_second_up_to_thirty():

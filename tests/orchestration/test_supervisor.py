@@ -11,8 +11,8 @@ from contextlib import contextmanager
 
 import psutil
 
-from orchestration.supervision import BackoffPolicy
-from orchestration.supervisor import Restart, Supervisor, describe_exit
+from orchestration.core.supervision import BackoffPolicy
+from orchestration.core.supervisor import Restart, Supervisor, describe_exit
 from tests.support.processes import wait_for
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]

@@ -9,11 +9,11 @@ import time
 import pytest
 from django.db import OperationalError, ProgrammingError, connection
 
-from orchestration import dbfaults
-from orchestration.choices import JobStatus
-from orchestration.jobs import broker, queue
-from orchestration.jobs.registry import job_kind
-from orchestration.models import Job, LedgerEntry
+from orchestration.core import dbfaults
+from orchestration.core.choices import JobStatus
+from orchestration.core.jobs import broker, queue
+from orchestration.core.jobs.registry import job_kind
+from orchestration.core.models import Job, LedgerEntry
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("broker_only")]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestration.runnables import runnable
+from orchestration.core.runnables import runnable
 from pipeline.runners import StageContext
 
 

@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.core.management import call_command
 
-from orchestration.demo import loaders
+from orchestration.core.demo import loaders
 from pipeline import engine
 from pipeline import transitions as t
 from pipeline.models import GateDecision, PipelineJob

@@ -8,7 +8,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 
-from orchestration.models import LedgerEntry
+from orchestration.core.models import LedgerEntry
 from pipeline import transitions as t
 from pipeline.models import GateDecision, PipelineDefinition, PipelineEvent, PipelineJob
 from tests.conftest import _client_for

@@ -9,7 +9,8 @@ import pytest
 import yaml
 from django.core.management import CommandError, call_command
 
-from orchestration.models import Lane, Rule
+from orchestration.core.models import Lane
+from orchestration.loop.models import Rule
 from pipeline.definitions import DefinitionError, parse
 from pipeline.models import PipelineDefinition
 

@@ -14,7 +14,7 @@ import requests
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 
-from orchestration.models import Job
+from orchestration.core.models import Job
 from pipeline import engine
 from pipeline import transitions as t
 from pipeline.models import Artifact, PipelineEvent, PipelineJob

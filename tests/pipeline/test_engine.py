@@ -12,11 +12,11 @@ import pytest
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from orchestration.choices import JobStatus
-from orchestration.jobs import queue
+from orchestration.core.choices import JobStatus
+from orchestration.core.jobs import queue
+from orchestration.core.models import Anomaly, Job, LedgerEntry
 from orchestration.loop.cycle import run_cycle
 from orchestration.loop.monitor import build_snapshot
-from orchestration.models import Anomaly, Job, LedgerEntry
 from pipeline import engine
 from pipeline import transitions as t
 from pipeline.models import Artifact, GateDecision, PipelineDefinition, PipelineEvent, PipelineJob

@@ -17,7 +17,7 @@ from django.db import connection
 from django.utils import timezone
 from drf_spectacular.validation import validate_schema
 
-from orchestration.api.pagination import encode_cursor
+from orchestrator_site.api.pagination import encode_cursor
 from pipeline import transitions as t
 from pipeline.api.pagination import EventPagination
 from pipeline.choices import EventType

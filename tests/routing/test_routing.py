@@ -12,9 +12,9 @@ import time_machine
 from django.utils import timezone
 
 from health.models import Service
-from orchestration.choices import JobStatus
-from orchestration.jobs import queue
-from orchestration.models import Job, LedgerEntry
+from orchestration.core.choices import JobStatus
+from orchestration.core.jobs import queue
+from orchestration.core.models import Job, LedgerEntry
 from orchestration.routing import executor, improvement
 from orchestration.routing.models import RouteStat, Suggestion, TaskOutcome
 from orchestration.routing.router import NoRoute, route

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from health.models import Service
-from orchestration.models import Job, LedgerEntry
+from orchestration.core.models import Job, LedgerEntry
 from orchestration.routing import executor
 from orchestration.routing.models import Suggestion, TaskContext
 from tests.support.http_services import FakeService

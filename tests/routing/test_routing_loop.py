@@ -7,9 +7,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django_q.models import Schedule
 
+from orchestration.core.models import Job, LedgerEntry
 from orchestration.loop.cycle import run_cycle
 from orchestration.loop.monitor import build_snapshot
-from orchestration.models import Job, LedgerEntry
 from orchestration.routing import executor
 from orchestration.routing.loop import routing_section
 

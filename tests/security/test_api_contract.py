@@ -11,7 +11,8 @@ import json
 import pytest
 from django.utils import timezone
 
-from orchestration.models import Anomaly, Worker
+from orchestration.core.models import Anomaly
+from orchestration.fleet.models import Worker
 from tests.security.contract import Contract
 
 pytestmark = pytest.mark.django_db

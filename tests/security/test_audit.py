@@ -17,7 +17,8 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from health.models import Service
-from orchestration.models import LedgerEntry, Worker
+from orchestration.core.models import LedgerEntry
+from orchestration.fleet.models import Worker
 from pipeline import engine
 from tests.security.routes import PUBLIC, Route, all_routes, values_for
 from tests.security.world import World

@@ -66,7 +66,7 @@ def test_a_wrong_token_is_401_too(route: Route, db):
 
 
 def test_nothing_is_written_by_anonymous_requests(world):
-    from orchestration.models import Job, LedgerEntry
+    from orchestration.core.models import Job, LedgerEntry
 
     before = (Job.objects.count(), LedgerEntry.objects.count())
     client = APIClient()

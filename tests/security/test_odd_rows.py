@@ -19,7 +19,8 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from health.models import Service
-from orchestration.models import Job, LedgerEntry, Worker, WorkerRun
+from orchestration.core.models import Job, LedgerEntry
+from orchestration.fleet.models import Worker, WorkerRun
 from pipeline.models import PipelineJob
 from tests.security.routes import PUBLIC, all_routes, values_for
 

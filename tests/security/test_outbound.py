@@ -13,11 +13,12 @@ from django.test import Client
 
 from health.checker import Probe, probe
 from health.models import Service
-from orchestration import outbound
-from orchestration.jobs import queue
-from orchestration.models import Job, Worker, WorkerRun
+from orchestration.core import alerts, outbound
+from orchestration.core.jobs import queue
+from orchestration.core.models import Job
+from orchestration.fleet import fleet_file
+from orchestration.fleet.models import Worker, WorkerRun
 from orchestration.routing.executor import _post
-from orchestration.workers import alerts, fleet_file
 
 METADATA = "http://169.254.169.254/latest/meta-data/"
 ROOT = Path(__file__).resolve().parents[2]

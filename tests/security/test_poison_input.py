@@ -9,9 +9,9 @@ import json
 import pytest
 from django.core.cache import cache
 
-from orchestration.api.throttles import WriteRateThrottle
-from orchestration.models import Job, LedgerEntry
+from orchestration.core.models import Job, LedgerEntry
 from orchestration.routing.models import TaskContext
+from orchestrator_site.api.throttles import WriteRateThrottle
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("broker_only")]
 

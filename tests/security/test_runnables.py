@@ -1,5 +1,5 @@
 """Code runs only by name: python.call jobs, python worker targets and pipeline stage
-runners resolve through the registry the deployment declares (orchestration/runnables.py),
+runners resolve through the registry the deployment declares (orchestration/core/runnables.py),
 and defining one takes the run_code permission, not only staff."""
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.test import Client
 
-from orchestration import runnables
-from orchestration.jobs import queue
-from orchestration.models import Job, Worker, WorkerRun
-from orchestration.workers.runner import execute_run, request_run
+from orchestration.core import runnables
+from orchestration.core.jobs import queue
+from orchestration.core.models import Job
+from orchestration.fleet.models import Worker, WorkerRun
+from orchestration.fleet.runner import execute_run, request_run
 from pipeline.models import PipelineDefinition
 from tests.conftest import _client_for
 
@@ -50,8 +51,8 @@ def test_only_the_object_defined_at_the_path_resolves(settings):
         with pytest.raises(runnables.NotRunnable):
             runnables.resolve(path)
     # Listing a path in RUNNABLE_PATHS declares the function defined there, never a name imported there.
-    settings.RUNNABLE_PATHS = [IMPORTED, "orchestration.workers.runner.import_callable", "pipeline.nope.run"]
-    for imported in (IMPORTED, "orchestration.workers.runner.import_callable"):
+    settings.RUNNABLE_PATHS = [IMPORTED, "orchestration.fleet.runner.import_callable", "pipeline.nope.run"]
+    for imported in (IMPORTED, "orchestration.fleet.runner.import_callable"):
         with pytest.raises(runnables.NotRunnable, match="only imported there"):
             runnables.resolve(imported)
     with pytest.raises(runnables.NotRunnable, match="cannot be imported"):
@@ -275,7 +276,7 @@ def test_the_admin_definition_form_asks_for_run_code_and_a_registered_runner(cle
 def test_misdeclared_runnables_are_reported_at_start(settings):
     from django.core.exceptions import ImproperlyConfigured
 
-    from orchestration.checks import orchestrator_settings
+    from orchestration.core.checks import orchestrator_settings
 
     settings.RUNNABLE_PATHS = ["django.utils.text.slugify", IMPORTED]
     errors = [e for e in orchestrator_settings(None) if e.id == "orchestration.E005"]

@@ -22,11 +22,12 @@ from rest_framework.test import APIClient
 
 from health.models import HealthCheck, Service
 from health.sweep import check_services
-from orchestration.logformat import JsonFormatter, TextFormatter
-from orchestration.models import Anomaly, Job, LedgerEntry, Worker, WorkerRun
-from orchestration.models.ledger import record
-from orchestration.redaction import MASK, redact
-from orchestration.workers import alerts
+from orchestration.core import alerts
+from orchestration.core.logformat import JsonFormatter, TextFormatter
+from orchestration.core.models import Anomaly, Job, LedgerEntry
+from orchestration.core.models.ledger import record
+from orchestration.core.redaction import MASK, redact
+from orchestration.fleet.models import Worker, WorkerRun
 from tests.security.routes import PUBLIC, all_routes, values_for
 
 pytestmark = pytest.mark.django_db
@@ -179,11 +180,11 @@ def test_no_secret_shape_on_an_admin_page(secret_world, django_user_model):
 
 
 def test_no_secret_shape_in_a_log_record(secret_world, caplog):
-    logging.getLogger("orchestration.jobs").warning("calling %s with %r", URL, HEADERS)
+    logging.getLogger("orchestration.core.jobs").warning("calling %s with %r", URL, HEADERS)
     try:
         raise ConnectionError(f"Max retries exceeded with url: {URL}")
     except ConnectionError:
-        logging.getLogger("orchestration.workers").exception("webhook failed")
+        logging.getLogger("orchestration.fleet").exception("webhook failed")
     logged = "\n".join(f"{r.getMessage()} {r.args!r}" for r in caplog.records)
     assert "calling" in logged and not leaks(logged), leaks(logged)
     for formatter in (TextFormatter("%(message)s"), JsonFormatter()):
@@ -224,7 +225,7 @@ def test_saving_what_was_read_keeps_every_secret(secret_world, staff_client: API
 def test_saving_an_admin_page_back_keeps_every_secret(secret_world, django_user_model):
     """Every admin page of the project shows masks (the page is masked as a whole), so
     every admin form restores them: saving a page unchanged keeps what is stored."""
-    from orchestration.models import Rule
+    from orchestration.loop.models import Rule
 
     admin_user = django_user_model.objects.create_superuser("root-save", password="pw-root-123")
     browser = Client()

@@ -19,7 +19,8 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from rest_framework.test import APIClient
 
-from orchestration.models import Job, LedgerEntry, Worker
+from orchestration.core.models import Job, LedgerEntry
+from orchestration.fleet.models import Worker
 from tests.security.routes import PUBLIC, all_routes, values_for
 
 pytestmark = pytest.mark.django_db

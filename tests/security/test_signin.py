@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from django.test import Client
 
-from orchestration.models import LedgerEntry
+from orchestration.core.models import LedgerEntry
 
 pytestmark = pytest.mark.django_db
 

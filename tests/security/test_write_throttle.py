@@ -11,8 +11,8 @@ from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from orchestration.api.throttles import WriteRateThrottle
-from orchestration.models import Job
+from orchestration.core.models import Job
+from orchestrator_site.api.throttles import WriteRateThrottle
 
 pytestmark = pytest.mark.django_db
 

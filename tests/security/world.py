@@ -9,19 +9,10 @@ from datetime import timedelta
 from django.utils import timezone
 
 from health.models import HealthCheck, Service, ServiceAlert
-from orchestration.jobs.queue import enqueue
-from orchestration.models import (
-    Action,
-    Anomaly,
-    Job,
-    Lane,
-    LedgerEntry,
-    LoopState,
-    Rule,
-    ScoreReport,
-    Worker,
-    WorkerRun,
-)
+from orchestration.core.jobs.queue import enqueue
+from orchestration.core.models import Anomaly, Job, Lane, LedgerEntry
+from orchestration.fleet.models import ScoreReport, Worker, WorkerRun
+from orchestration.loop.models import Action, LoopState, Rule
 from orchestration.routing.models import Suggestion, TaskContext, TypeMultiplier
 from pipeline.models import PipelineDefinition, PipelineJob
 

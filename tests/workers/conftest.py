@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestration.models import Worker
+from orchestration.fleet.models import Worker
 
 T = "tests.workers.targets."
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from orchestration.runnables import runnable
+from orchestration.core.runnables import runnable
 
 CALLS: list[str] = []
 started = threading.Event()

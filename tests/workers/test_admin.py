@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from orchestration.models import LedgerEntry, Worker, WorkerRun
-from orchestration.workers.runner import execute_run, request_run
+from orchestration.core.models import LedgerEntry
+from orchestration.fleet.models import Worker, WorkerRun
+from orchestration.fleet.runner import execute_run, request_run
 
 
 @pytest.fixture
@@ -83,7 +84,7 @@ def test_the_admin_form_refuses_a_cron_that_never_fires(admin_client):
         "timeout_seconds": 30,
         "depends_on": "[]",
         "optional_depends_on": "[]",
-        "target": '{"type": "python", "path": "orchestration.jobs.kinds.mark_schedule", "kwargs": {"name": "n"}}',
+        "target": '{"type": "python", "path": "orchestration.core.jobs.kinds.mark_schedule", "kwargs": {"name": "n"}}',
         "enabled": "on",
         "priority": "normal",
         "rate_factor": 1.0,

@@ -3,8 +3,9 @@ score reports, anomalies and the fleet status."""
 
 from __future__ import annotations
 
-from orchestration.models import LedgerEntry, Worker, WorkerRun
-from orchestration.workers.runner import execute_run, request_run
+from orchestration.core.models import LedgerEntry
+from orchestration.fleet.models import Worker, WorkerRun
+from orchestration.fleet.runner import execute_run, request_run
 from tests.workers.conftest import target
 
 NEW = {

@@ -11,8 +11,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from health.models import CircuitBreaker
-from orchestration.models import Worker
-from orchestration.workers.runner import check_gates, execute_run, request_run
+from orchestration.fleet.models import Worker
+from orchestration.fleet.runner import check_gates, execute_run, request_run
 from tests.workers.conftest import target
 
 pytestmark = pytest.mark.django_db

@@ -10,7 +10,9 @@ import pytest
 from django.utils import timezone
 from django_q.models import Schedule
 
-from orchestration.models import Anomaly, LoopState, Worker, WorkerRun
+from orchestration.core.models import Anomaly
+from orchestration.fleet.models import Worker, WorkerRun
+from orchestration.loop.models import LoopState
 from tests.support.processes import manage, running, wait_for
 from tests.workers.conftest import target
 
@@ -61,7 +63,7 @@ def test_a_schedule_fires_within_two_seconds_and_once_with_two_runners_and_two_c
 
 
 def test_a_node_killed_mid_run_is_detected_and_the_worker_restarts_elsewhere(tmp_path, broker_only):
-    from orchestration.workers.runner import request_run
+    from orchestration.fleet.runner import request_run
 
     LoopState.get()
     Worker.objects.filter(builtin=True).update(enabled=False)
@@ -118,7 +120,7 @@ def test_sigterm_to_a_cluster_lets_the_run_finish_within_grace_else_interrupts_a
 ):
     import time
 
-    from orchestration.workers.runner import request_run
+    from orchestration.fleet.runner import request_run
 
     Worker.objects.filter(builtin=True).update(enabled=False)
     worker = Worker.objects.create(

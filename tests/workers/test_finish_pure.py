@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from orchestration.workers.runner import closed_run_fields, merged_anomalies, run_message, worker_fields_after
+from orchestration.fleet.runner import closed_run_fields, merged_anomalies, run_message, worker_fields_after
 
 NOW = datetime(2025, 1, 1, 12, tzinfo=UTC)
 

@@ -9,7 +9,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django_q.models import Schedule
 
-from orchestration.models import LedgerEntry, Worker
+from orchestration.core.models import LedgerEntry
+from orchestration.fleet.models import Worker
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fleet.yaml"
 

@@ -9,11 +9,13 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from orchestration.core.models import Anomaly
+from orchestration.fleet import builtins, scores
+from orchestration.fleet.loop import workers_section
+from orchestration.fleet.models import ScoreReport, Worker, WorkerRun
+from orchestration.fleet.runner import execute_run, request_run
 from orchestration.loop.cycle import run_cycle
-from orchestration.models import Action, Anomaly, Rule, ScoreReport, Worker, WorkerRun
-from orchestration.workers import builtins, scores
-from orchestration.workers.loop import workers_section
-from orchestration.workers.runner import execute_run, request_run
+from orchestration.loop.models import Action, Rule
 
 
 def _bulk_history(workers: int, runs_each: int) -> None:
@@ -73,7 +75,7 @@ def test_the_snapshot_carries_the_fleet_and_dead_runs_trigger_a_sweep(db, make_w
 def test_recovery_and_escalation_rules_run_from_the_loop(db, make_worker, settings):
     settings.FLEET_RECOVERY_COOLDOWN_SECONDS = 0
     settings.FLEET_ESCALATE_AFTER_SECONDS = 0
-    from orchestration.workers.detection import open_anomaly
+    from orchestration.core.anomalies import open_anomaly
 
     open_anomaly("SLOW_EXECUTION", "worker:collector", {}, worker=make_worker())
     first = run_cycle(manual=True)
@@ -115,7 +117,7 @@ def test_builtin_cleanup_prunes_old_history(db, make_worker, settings):
 
 
 def test_the_demo_loads_runs_and_scores_and_removes_cleanly(db):
-    from orchestration.workers.demo import WorkersDemo
+    from orchestration.fleet.demo import WorkersDemo
 
     demo = WorkersDemo()
     message = demo.load()

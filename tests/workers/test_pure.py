@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from orchestration.workers import anomaly_rules as rules
-from orchestration.workers import cadence, graph, scoring, specs
+from orchestration.core import anomaly_rules as rules
+from orchestration.fleet import cadence, graph, scoring, specs
 
 DAY = datetime(2026, 3, 10, 0, 0, tzinfo=UTC)  # an ordinary UTC day
 

@@ -10,10 +10,12 @@ from django.core import mail
 from django.utils import timezone
 from werkzeug import Response
 
-from orchestration.models import Anomaly, Job, LedgerEntry, Worker
-from orchestration.workers import alerts, detection, recovery
-from orchestration.workers.detection import open_anomaly
-from orchestration.workers.sync import next_run_at
+from orchestration.core import alerts, anomalies
+from orchestration.core.anomalies import open_anomaly
+from orchestration.core.models import Anomaly, Job, LedgerEntry
+from orchestration.fleet import detection, recovery
+from orchestration.fleet.models import Worker
+from orchestration.fleet.sync import next_run_at
 
 
 def anomaly(code: str, worker: Worker | None = None, **details) -> Anomaly:
@@ -69,8 +71,8 @@ def test_api_quota_low_reduces_fetch_frequency_up_to_a_limit(make_worker):
 
 
 def test_queue_overflow_pauses_new_scheduled_runs_and_defers_low_priority_jobs(make_worker):
-    from orchestration.jobs.queue import enqueue
-    from orchestration.workers.runner import execute_run, request_run
+    from orchestration.core.jobs.queue import enqueue
+    from orchestration.fleet.runner import execute_run, request_run
 
     low = enqueue("noop", priority="low")
     normal = enqueue("noop", priority="normal")
@@ -81,7 +83,7 @@ def test_queue_overflow_pauses_new_scheduled_runs_and_defers_low_priority_jobs(m
     assert Job.objects.get(pk=normal.pk).not_before is None
     assert execute_run(request_run(worker, trigger="schedule").pk)["reason"] == "queue_paused"
     assert execute_run(request_run(worker, trigger="manual").pk)["status"] == "succeeded"  # people still may
-    detection.resolve("QUEUE_OVERFLOW", "fleet")
+    anomalies.resolve("QUEUE_OVERFLOW", "fleet")
     assert execute_run(request_run(worker, trigger="schedule").pk)["status"] == "succeeded"
 
 
@@ -121,7 +123,7 @@ def test_a_recovery_that_clears_the_anomaly_is_not_escalated(make_worker, settin
     settings.FLEET_ESCALATE_AFTER_SECONDS = 0
     found = anomaly("SLOW_EXECUTION", make_worker())
     recovery.recover(found)
-    detection.resolve("SLOW_EXECUTION", "worker:collector")
+    anomalies.resolve("SLOW_EXECUTION", "worker:collector")
     assert recovery.escalate_due(timezone.now() + timedelta(seconds=5)) == []
 
 
@@ -148,7 +150,7 @@ def test_alerts_are_routed_by_severity_and_delayed_by_it(make_worker, settings):
     high.refresh_from_db()
     assert set(high.alert_result) == {"ledger", "webhook"}
     # A medium anomaly that resolves before its 15 minutes is never alerted.
-    detection.resolve("PARTIAL_SUCCESS", "worker:collector")
+    anomalies.resolve("PARTIAL_SUCCESS", "worker:collector")
     assert alerts.deliver_due(now + timedelta(minutes=16)) == 0
     medium.refresh_from_db()
     assert medium.alert_state == "suppressed"
@@ -193,13 +195,13 @@ def test_one_open_anomaly_per_code_and_subject(make_worker):
     first, created = open_anomaly("CACHE_MISS", "worker:collector", {"n": 1}, worker=worker)
     again, created_again = open_anomaly("CACHE_MISS", "worker:collector", {"n": 2}, worker=worker)
     assert created and not created_again and first.pk == again.pk and again.occurrences == 2
-    detection.resolve("CACHE_MISS", "worker:collector")
+    anomalies.resolve("CACHE_MISS", "worker:collector")
     later, created_later = open_anomaly("CACHE_MISS", "worker:collector", {}, worker=worker)
     assert created_later and later.pk != first.pk
 
 
 def test_the_sweep_detects_fleet_anomalies_and_resolves_them(make_worker, settings):
-    from orchestration.workers import anomaly_rules
+    from orchestration.core import anomaly_rules
 
     worker = make_worker(freshness_seconds=600)
     result = detection.sweep()
@@ -207,7 +209,7 @@ def test_the_sweep_detects_fleet_anomalies_and_resolves_them(make_worker, settin
     monkey = anomaly_rules.QUEUE_OVERFLOW_DEPTH
     try:
         anomaly_rules.QUEUE_OVERFLOW_DEPTH = 1
-        from orchestration.jobs.queue import enqueue
+        from orchestration.core.jobs.queue import enqueue
 
         enqueue("noop", wake_nodes=False)
         enqueue("noop", wake_nodes=False)

@@ -11,9 +11,10 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from orchestration.models import Anomaly, Job, LedgerEntry, ScoreReport, Worker, WorkerRun
-from orchestration.workers import runner
-from orchestration.workers.runner import acquire_lock, detect_crashed_runs, execute_run, request_run
+from orchestration.core.models import Anomaly, Job, LedgerEntry
+from orchestration.fleet import runner
+from orchestration.fleet.models import ScoreReport, Worker, WorkerRun
+from orchestration.fleet.runner import acquire_lock, detect_crashed_runs, execute_run, request_run
 from tests.workers.conftest import target
 
 
@@ -281,7 +282,7 @@ def test_a_run_without_heartbeat_is_a_crash_and_the_worker_is_restarted(make_wor
 
 
 def test_a_run_whose_job_failed_is_marked_crashed(make_worker):
-    from orchestration.jobs.queue import job_finished
+    from orchestration.core.jobs.queue import job_finished
 
     run = request_run(make_worker())
     WorkerRun.objects.filter(pk=run.pk).update(status="running")

@@ -10,9 +10,10 @@ from django.db import connection
 from django.utils import timezone
 from django_q.models import Schedule
 
-from orchestration.models import Job, Worker, WorkerRun
-from orchestration.workers.runner import scheduled_run
-from orchestration.workers.sync import SCHEDULE_FUNC
+from orchestration.core.models import Job
+from orchestration.fleet.models import Worker, WorkerRun
+from orchestration.fleet.runner import scheduled_run
+from orchestration.fleet.sync import SCHEDULE_FUNC
 
 
 def schedule_of(name: str) -> Schedule | None:
@@ -27,7 +28,7 @@ def test_the_schedule_follows_the_worker_row(make_worker):
     assert (schedule.schedule_type, schedule.minutes, schedule.func) == (
         "I",
         15,
-        "orchestration.workers.runner.scheduled_run",
+        "orchestration.fleet.runner.scheduled_run",
     )
     assert schedule.intended_date_kwarg == "due_at" and schedule.args == "'collector'"
     assert schedule.next_run.minute % 15 == 0 and schedule.next_run > timezone.now()
@@ -76,7 +77,7 @@ def test_two_schedulers_racing_fire_a_due_schedule_exactly_once(make_worker, bro
     from django_q.brokers import get_broker
     from django_q.scheduler import scheduler
 
-    from orchestration.jobs.broker import TASK_KIND
+    from orchestration.core.jobs.broker import TASK_KIND
 
     make_worker()
     due = timezone.now().replace(microsecond=0) - timedelta(seconds=1)
@@ -126,7 +127,7 @@ def test_builtin_workers_exist_with_their_schedules(db):
 
 def test_a_retired_builtin_worker_is_removed_with_its_schedule(make_worker):
     """The health sweep was also a built-in worker; its trigger is the loop runner's tick now."""
-    from orchestration.workers.builtins import ensure_builtin_workers
+    from orchestration.fleet.builtins import ensure_builtin_workers
 
     make_worker("health-sweep", builtin=True)
     make_worker("mine")
@@ -138,10 +139,10 @@ def test_a_retired_builtin_worker_is_removed_with_its_schedule(make_worker):
 
 def test_the_ledger_is_pruned_by_its_worker_only(db):
     """One owner per chore: the built-in worker, not also a schedule of its own."""
-    from orchestration.schedules import ensure_schedule, sync_builtin_schedules
+    from orchestration.core.schedules import ensure_schedule, sync_builtin_schedules
 
-    ensure_schedule("orchestrator.ledger_retention", "orchestration.maintenance.prune_ledger", schedule_type="H")
+    ensure_schedule("orchestrator.ledger_retention", "orchestration.loop.maintenance.prune_ledger", schedule_type="H")
     sync_builtin_schedules()  # as every migrate does
     funcs = list(Schedule.objects.values_list("func", flat=True))
-    assert "orchestration.maintenance.prune_ledger" not in funcs
+    assert "orchestration.loop.maintenance.prune_ledger" not in funcs
     assert schedule_of("ledger-retention") is not None

@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from rest_framework.authtoken.models import Token
 
-from orchestration.models import LoopState
+from orchestration.loop.models import LoopState
 from orchestrator_site.private import write_private
 
 

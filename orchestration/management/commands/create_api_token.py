@@ -4,7 +4,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from rest_framework.authtoken.models import Token
 
-from orchestration.models.ledger import record
+from orchestration.core.models.ledger import record
 
 
 class Command(BaseCommand):

@@ -1,13 +1,13 @@
 """Demo data, clearly labelled, loaded by `make run`; `--remove` takes it all away.
 
-Each capability adds its part through ``orchestration.demo.register_demo``.
+Each capability adds its part through ``orchestration.core.demo.register_demo``.
 """
 
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from orchestration import demo
+from orchestration.core import demo
 
 
 class Command(BaseCommand):

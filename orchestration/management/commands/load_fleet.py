@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from orchestration.workers.fleet_file import FleetFileError, load
+from orchestration.fleet.fleet_file import FleetFileError, load
 
 
 class Command(BaseCommand):

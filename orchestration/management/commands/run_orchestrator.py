@@ -7,10 +7,10 @@ import signal
 from django.core.management.base import BaseCommand
 from django.db import DatabaseError
 
-from orchestration.choices import ProcessRole
+from orchestration.core.choices import ProcessRole
+from orchestration.core.process_registry import start_heartbeat
+from orchestration.loop.models import LoopState
 from orchestration.loop.runner import LoopRunner
-from orchestration.models import LoopState
-from orchestration.process_registry import start_heartbeat
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 """Start web + django-q2 cluster + control loop together and keep them running.
 
-A child that dies is restarted with backoff (see orchestration/supervisor.py) and the
+A child that dies is restarted with backoff (see orchestration/core/supervisor.py) and the
 restart is recorded in the process registry (GET /api/v1/processes/, /metrics). Only
 this command's own SIGTERM/SIGINT (Ctrl-C) stops everything, within seconds.
 """
@@ -13,8 +13,8 @@ import sys
 
 from django.core.management.base import BaseCommand
 
-from orchestration.process_registry import RestartRecorder
-from orchestration.supervisor import Supervisor
+from orchestration.core.process_registry import RestartRecorder
+from orchestration.core.supervisor import Supervisor
 
 
 class Command(BaseCommand):

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from orchestration.models.ledger import record
+from orchestration.core.models.ledger import record
 from pipeline.definitions import DefinitionError, parse
 from pipeline.models import PipelineDefinition
 

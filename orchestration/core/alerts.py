@@ -1,0 +1,197 @@
+"""Alert channels by registry, routed by severity.
+
+Contract for a channel::
+
+    @alert_channel("name")
+    class MyChannel(AlertChannel):
+        def configured(self) -> bool: ...
+        def send(self, alert: Alert) -> dict: ...   # raise AlertError on failure
+
+Routes come from ``FLEET_ALERT_ROUTES`` (severity → channel names; ``escalation``
+for escalations). Critical anomalies are alerted at once, high within 5 minutes,
+medium within 15; an anomaly that resolves before its alert is due is not alerted.
+Low anomalies are only logged. Delivery is claimed row by row with a conditional
+UPDATE (pending → sending), so two sweeps never send the same alert twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import requests
+from django.conf import settings
+from django.core.mail import send_mail
+from django.utils import timezone
+
+from orchestration.core import outbound
+from orchestration.core.choices import AlertState, Severity
+from orchestration.core.models import Anomaly
+from orchestration.core.models.ledger import record
+from orchestration.core.redaction import redact, redact_text
+
+log = logging.getLogger("orchestration.fleet")
+
+
+class AlertError(Exception):
+    pass
+
+
+@dataclass
+class Alert:
+    anomaly_id: int
+    code: str
+    severity: str
+    subject: str
+    message: str
+    detected_at: str
+    details: dict[str, Any] = field(default_factory=dict)
+    escalated: bool = False
+
+    @classmethod
+    def of(cls, anomaly: Anomaly, *, escalated: bool = False) -> Alert:
+        from orchestration.core.anomaly_rules import BY_CODE
+
+        rule = BY_CODE.get(anomaly.code)
+        prefix = "ESCALATED: " if escalated else ""
+        return cls(
+            anomaly_id=anomaly.pk,
+            code=anomaly.code,
+            severity=anomaly.severity,
+            subject=anomaly.subject,
+            message=f"{prefix}{anomaly.code} on {anomaly.subject}: {rule.description if rule else ''}",
+            detected_at=anomaly.detected_at.isoformat(),
+            details=anomaly.details,
+            escalated=escalated,
+        )
+
+
+class AlertChannel:
+    name = ""
+
+    def configured(self) -> bool:
+        return True
+
+    def send(self, alert: Alert) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+_CHANNELS: dict[str, AlertChannel] = {}
+
+
+def alert_channel(name: str):
+    def register(cls):
+        instance = cls()
+        instance.name = name
+        _CHANNELS[name] = instance
+        return cls
+
+    return register
+
+
+def channels() -> list[str]:
+    return sorted(_CHANNELS)
+
+
+@alert_channel("ledger")
+class LedgerChannel(AlertChannel):
+    def send(self, alert: Alert) -> dict[str, Any]:
+        entry = record(
+            "worker.alert",
+            alert.message,
+            severity=Severity.CRITICAL if alert.severity == "critical" or alert.escalated else Severity.ERROR,
+            subject=alert.subject,
+            data=asdict(alert),
+        )
+        return {"ledger_id": entry.pk}
+
+
+@alert_channel("webhook")
+class WebhookChannel(AlertChannel):
+    """POST the alert as JSON; retried with exponential backoff on errors and 5xx."""
+
+    def configured(self) -> bool:
+        return bool(settings.FLEET_ALERT_WEBHOOK_URL)
+
+    def send(self, alert: Alert) -> dict[str, Any]:
+        url = settings.FLEET_ALERT_WEBHOOK_URL
+        last = ""
+        for attempt in range(1, settings.FLEET_ALERT_WEBHOOK_RETRIES + 1):
+            try:
+                # A notification leaves like every other exit: secrets in its details masked.
+                body = redact({"source": "orchestrator", **asdict(alert)})
+                response = outbound.post(url, json=body, timeout=settings.FLEET_ALERT_WEBHOOK_TIMEOUT)
+                if response.status_code < 300:
+                    return {"status_code": response.status_code, "attempts": attempt}
+                last = f"answered {response.status_code}"
+                if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
+                    break  # the receiver refuses this request; retrying will not help
+            except outbound.OutboundRefused as exc:
+                last = str(exc)
+                break  # permanent: the address will not become allowed on a retry
+            except requests.RequestException as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            if attempt < settings.FLEET_ALERT_WEBHOOK_RETRIES:
+                time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
+        # The webhook's URL (and the exception text, which repeats it) often holds its token.
+        raise AlertError(redact_text(f"webhook {url} failed after {attempt} attempt(s): {last}"))
+
+
+@alert_channel("email")
+class EmailChannel(AlertChannel):
+    def configured(self) -> bool:
+        return bool(settings.FLEET_ALERT_EMAILS)
+
+    def send(self, alert: Alert) -> dict[str, Any]:
+        body = redact_text(f"{alert.message}\n\nDetected at {alert.detected_at}\nDetails: {redact(alert.details)}\n")
+        sent = send_mail(
+            f"[orchestrator] {alert.severity.upper()} {alert.code} {alert.subject}",
+            body,
+            settings.FLEET_ALERT_EMAIL_FROM,
+            list(settings.FLEET_ALERT_EMAILS),
+        )
+        return {"sent": sent, "to": list(settings.FLEET_ALERT_EMAILS)}
+
+
+def route(severity: str, *, escalated: bool = False) -> list[str]:
+    return list(settings.FLEET_ALERT_ROUTES.get("escalation" if escalated else severity, []))
+
+
+def send(anomaly: Anomaly, *, escalated: bool = False) -> dict[str, Any]:
+    """Send through every configured channel of the route; one failing channel does
+    not stop the others."""
+    alert = Alert.of(anomaly, escalated=escalated)
+    results: dict[str, Any] = {}
+    for name in route(anomaly.severity, escalated=escalated):
+        channel = _CHANNELS.get(name)
+        if channel is None:
+            results[name] = {"ok": False, "error": "unknown channel"}
+        elif not channel.configured():
+            results[name] = {"ok": False, "skipped": "not configured"}
+        else:
+            try:
+                results[name] = {"ok": True, **channel.send(alert)}
+            except Exception as exc:  # reported per channel; stored on the anomaly, so masked
+                results[name] = {"ok": False, "error": redact_text(f"{type(exc).__name__}: {exc}")}
+    return results
+
+
+def deliver_due(now: datetime | None = None) -> int:
+    """Send the alerts of open anomalies whose time has come. Returns how many were sent."""
+    now = now or timezone.now()
+    sent = 0
+    due = Anomaly.objects.filter(resolved_at__isnull=True, alert_state=AlertState.PENDING, alert_due_at__lte=now)
+    for pk in list(due.values_list("pk", flat=True)[:100]):
+        if not Anomaly.objects.filter(pk=pk, alert_state=AlertState.PENDING).update(alert_state=AlertState.SENDING):
+            continue  # another process claimed it
+        anomaly = Anomaly.objects.get(pk=pk)
+        results = send(anomaly)
+        ok = any(r.get("ok") for r in results.values())
+        Anomaly.objects.filter(pk=pk).update(
+            alert_state=AlertState.SENT if ok else AlertState.FAILED, alerted_at=now, alert_result=results
+        )
+        sent += int(ok)
+    return sent

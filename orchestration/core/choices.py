@@ -1,0 +1,120 @@
+"""States and kinds as named constants. Colours are reused by admin badges and the console."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class JobStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    PROCESSING = "processing", "Processing"
+    RETRY = "retry", "Retry"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    CANCELED = "canceled", "Canceled"
+
+
+# Statuses from which the dispatcher may claim a job.
+CLAIMABLE_STATUSES = (JobStatus.PENDING, JobStatus.RETRY)
+FINAL_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+class Priority(models.TextChoices):
+    CRITICAL = "critical", "Critical"
+    HIGH = "high", "High"
+    NORMAL = "normal", "Normal"
+    LOW = "low", "Low"
+
+
+# Numeric rank used for ordering (higher runs first) and for routing's priority score.
+PRIORITY_RANK = {Priority.CRITICAL: 4, Priority.HIGH: 3, Priority.NORMAL: 2, Priority.LOW: 1}
+
+
+class Backoff(models.TextChoices):
+    EXPONENTIAL = "exponential", "Exponential (1, 2, 4, 8 s…)"
+    LINEAR = "linear", "Linear (5, 10, 15 s…)"
+
+
+class Severity(models.TextChoices):
+    DEBUG = "debug", "Debug"
+    INFO = "info", "Info"
+    WARNING = "warning", "Warning"
+    ERROR = "error", "Error"
+    CRITICAL = "critical", "Critical"
+
+
+class ActionStatus(models.TextChoices):
+    PLANNED = "planned", "Planned (dry run)"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class Operator(models.TextChoices):
+    GT = ">", "greater than"
+    GTE = ">=", "at least"
+    LT = "<", "less than"
+    LTE = "<=", "at most"
+    EQ = "==", "equals"
+    NE = "!=", "differs from"
+
+
+class HealthStatus(models.TextChoices):
+    HEALTHY = "healthy", "Healthy"
+    DEGRADED = "degraded", "Degraded"
+    CRITICAL = "critical", "Critical"
+
+
+# One palette for every badge: admin list columns and the dashboard use these.
+BADGE_COLORS = {
+    "pending": "#6c757d",
+    "processing": "#0d6efd",
+    "retry": "#fd7e14",
+    "completed": "#198754",
+    "failed": "#dc3545",
+    "canceled": "#495057",
+    "critical": "#b02a37",
+    "high": "#dc3545",
+    "normal": "#0d6efd",
+    "low": "#6c757d",
+    "debug": "#adb5bd",
+    "info": "#0dcaf0",
+    "warning": "#ffc107",
+    "error": "#dc3545",
+    "planned": "#6f42c1",
+    "succeeded": "#198754",
+    "healthy": "#198754",
+    "degraded": "#fd7e14",
+    "unhealthy": "#dc3545",
+    "unknown": "#6c757d",
+    "closed": "#198754",
+    "open": "#dc3545",
+    "half_open": "#fd7e14",
+    "circuit_open": "#dc3545",
+    "enabled": "#198754",
+    "disabled": "#6c757d",
+    "alive": "#198754",
+    "gone": "#adb5bd",
+}
+
+
+class ProcessRole(models.TextChoices):
+    WEB = "web", "Web"
+    CLUSTER = "cluster", "Cluster node"
+    LOOP = "loop", "Loop runner"
+
+
+# Anomalies and their alerts (models/anomalies.py, alerts.py).
+class AnomalySeverity(models.TextChoices):
+    CRITICAL = "critical", "Critical"
+    HIGH = "high", "High"
+    MEDIUM = "medium", "Medium"
+    LOW = "low", "Low"
+
+
+class AlertState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+    LOG_ONLY = "log_only", "Log only"
+    SUPPRESSED = "suppressed", "Resolved before due"

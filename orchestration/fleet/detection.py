@@ -1,0 +1,139 @@
+"""Anomaly detection against the database: facts in, open/resolved anomaly rows out.
+
+The rules themselves are pure (``anomaly_rules``). Here they are fed facts about a
+finished run, a worker's last hour, or the whole fleet; what fires opens an anomaly
+(one open per code and subject, enforced by a partial unique index), what is clear
+resolves it. A new anomaly gets its recovery at once and, when critical, its alert.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+import psutil
+from django.conf import settings
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from orchestration.core import alerts
+from orchestration.core import anomaly_rules as rules
+from orchestration.core.anomalies import apply, open_anomaly, react
+from orchestration.core.choices import CLAIMABLE_STATUSES
+from orchestration.core.models import Anomaly, Job
+from orchestration.fleet.choices import FAILED_RUN_STATUSES, RunStatus
+from orchestration.fleet.models import Worker, WorkerRun
+
+log = logging.getLogger("orchestration.fleet")
+
+FLEET_SUBJECT = "fleet"
+
+
+def subject_of(worker: Worker | str) -> str:
+    return f"worker:{worker if isinstance(worker, str) else worker.name}"
+
+
+# --- facts ------------------------------------------------------------------------
+def run_facts(run: WorkerRun) -> rules.RunFacts:
+    worker = run.worker
+    return rules.RunFacts(
+        status=run.status,
+        duration_s=(run.duration_ms or 0) / 1000.0,
+        expected_duration_s=worker.expected_duration_seconds,
+        timeout_s=run.timeout_seconds or worker.timeout_seconds,
+        metrics=run.metrics or {},
+        skipped_reason=run.skipped_reason,
+        skipped_detail=run.skipped_detail or {},
+    )
+
+
+def worker_facts(
+    worker: Worker, now: datetime, runs: int | None = None, failures: int | None = None
+) -> rules.WorkerFacts:
+    if runs is None or failures is None:
+        counts = WorkerRun.objects.filter(worker=worker, completed_at__gte=now - timedelta(hours=1)).aggregate(
+            runs=Count("id", filter=~Q(status=RunStatus.SKIPPED) & ~Q(status=RunStatus.INTERRUPTED)),
+            failures=Count("id", filter=Q(status__in=FAILED_RUN_STATUSES)),
+        )
+        runs, failures = counts["runs"], counts["failures"]
+    return rules.WorkerFacts(
+        runs_last_hour=runs,
+        failures_last_hour=failures,
+        lock_failures=worker.lock_failures,
+        enabled=worker.enabled,
+        last_success_age_s=(now - worker.last_success_at).total_seconds() if worker.last_success_at else None,
+        freshness_s=worker.freshness_seconds,
+        has_cadence=bool(worker.interval_seconds or worker.cron),
+    )
+
+
+def fleet_facts(now: datetime) -> rules.FleetFacts:
+    jobs = Job.objects.order_by().aggregate(
+        depth=Count("id", filter=Q(status__in=CLAIMABLE_STATUSES)),
+        last_hour=Count("id", filter=Q(created_at__gte=now - timedelta(hours=1))),
+        retried=Count("id", filter=Q(created_at__gte=now - timedelta(hours=1), attempts__gt=1)),
+    )
+    try:
+        disk = psutil.disk_usage(str(settings.RUNS_DIR.parent if not settings.RUNS_DIR.exists() else settings.RUNS_DIR))
+        disk_percent = disk.percent
+    except OSError:
+        disk_percent = None
+    return rules.FleetFacts(
+        queue_depth=jobs["depth"],
+        jobs_last_hour=jobs["last_hour"],
+        retried_jobs_last_hour=jobs["retried"],
+        memory_percent=psutil.virtual_memory().percent,
+        disk_percent=disk_percent,
+    )
+
+
+# --- entry points -----------------------------------------------------------------
+def after_run(run: WorkerRun, now: datetime | None = None) -> list[Anomaly]:
+    """Evaluate a finished or skipped run, and its worker's last hour."""
+    now = now or timezone.now()
+    worker = run.worker
+    worker.refresh_from_db()
+    subject = subject_of(worker)
+    opened = apply(rules.evaluate("run", run_facts(run)), subject, worker=worker, run=run, now=now)
+    # A skip because an upstream is stale is the upstream's anomaly: its recovery
+    # refreshes the upstream.
+    if run.skipped_reason == "upstream_stale":
+        for name in (run.skipped_detail or {}).get("upstreams", []):
+            upstream = Worker.objects.filter(name=name).first()
+            anomaly, created = open_anomaly(
+                "STALE_DATA", subject_of(name), {"needed_by": worker.name}, worker=upstream, now=now
+            )
+            if created:
+                opened.append(anomaly)
+    worker_eval = rules.evaluate("worker", worker_facts(worker, now))
+    opened += apply(worker_eval, subject, worker=worker, run=run, now=now)
+    react(opened)
+    return opened
+
+
+def sweep(now: datetime | None = None) -> dict[str, Any]:
+    """One pass over the fleet: crashed runs, each worker's last hour, the fleet."""
+    from orchestration.fleet.runner import detect_crashed_runs
+
+    now = now or timezone.now()
+    crashed = detect_crashed_runs(now)
+    opened: list[Anomaly] = []
+    opened += apply(rules.evaluate("fleet", fleet_facts(now)), FLEET_SUBJECT, now=now)
+    hour = now - timedelta(hours=1)
+    workers = list(
+        Worker.objects.annotate(
+            runs_hour=Count(
+                "runs",
+                filter=Q(runs__completed_at__gte=hour)
+                & ~Q(runs__status__in=(RunStatus.SKIPPED, RunStatus.INTERRUPTED)),
+            ),
+            failures_hour=Count("runs", filter=Q(runs__completed_at__gte=hour, runs__status__in=FAILED_RUN_STATUSES)),
+        )
+    )
+    for worker in workers:
+        facts = worker_facts(worker, now, worker.runs_hour, worker.failures_hour)
+        opened += apply(rules.evaluate("worker", facts), subject_of(worker), worker=worker, now=now)
+    react(opened)
+    sent = alerts.deliver_due(now)
+    return {"crashed": crashed, "opened": [f"{a.code}:{a.subject}" for a in opened], "alerts_sent": sent}

@@ -1,0 +1,277 @@
+"""The worker fleet: workers, their runs and score reports (anomalies are in the core)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from health.choices import BreakerState
+from orchestration.core.choices import Priority
+from orchestration.core.models.ledger import record
+from orchestration.core.storedjson import JSONField
+from orchestration.fleet.choices import ExecutionModel, ReportPeriod, RunStatus, RunTrigger, WorkerCategory
+
+if TYPE_CHECKING:
+    from health.models import CircuitBreaker
+
+
+def new_execution_id() -> str:
+    return uuid.uuid4().hex
+
+
+class WorkerStateError(Exception):
+    """The worker is not in a state that allows this (API answers 409)."""
+
+
+class Worker(models.Model):
+    """A registry entry: what to run, when, after what, for how long.
+
+    ``target`` is ``{"type": "python", "path": "pkg.mod.func"}`` or ``{"type": "http",
+    "method": "POST", "url": "{base_url}/jobs/x", "headers": {}, "body": …,
+    "expected_status": 200}``; ``{base_url}`` is replaced by ``FLEET_BASE_URL``.
+
+    The lock fields are the cross-process lock: taken with a conditional UPDATE, so
+    one run at a time however many cluster nodes there are.
+    """
+
+    name = models.SlugField(max_length=80, unique=True)
+    description = models.CharField(max_length=300, blank=True)
+    category = models.CharField(max_length=20, choices=WorkerCategory.choices)
+    execution_model = models.CharField(max_length=20, choices=ExecutionModel.choices, default=ExecutionModel.SCHEDULED)
+    interval_seconds = models.PositiveIntegerField(null=True, blank=True)
+    cron = models.CharField(max_length=100, blank=True, help_text="Five fields, read in UTC.")
+    timeout_seconds = models.PositiveIntegerField(default=300, validators=[MinValueValidator(1)])
+    max_timeout_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Cap for automatic timeout increases (default: 2× the timeout)."
+    )
+    expected_duration_seconds = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0)])
+    freshness_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="How long a success keeps this worker's data fresh for its downstreams."
+    )
+    depends_on = JSONField(default=list, blank=True, help_text="Upstream worker names that must be fresh.")
+    optional_depends_on = JSONField(
+        default=list, blank=True, help_text="Upstreams whose failure does not block this worker."
+    )
+    run_after_upstream = models.BooleanField(
+        default=False, help_text="Trigger this worker whenever one of its upstreams succeeds."
+    )
+    target = JSONField(default=dict)
+    enabled = models.BooleanField(default=True)
+    priority = models.CharField(max_length=10, choices=Priority.choices, default=Priority.NORMAL)
+    builtin = models.BooleanField(default=False, editable=False)
+    rate_factor = models.FloatField(
+        default=1.0,
+        validators=[MinValueValidator(1.0), MaxValueValidator(16.0)],
+        help_text="Interval multiplier set by recovery to reduce the run rate (1 = as configured).",
+    )
+    circuit = models.OneToOneField(
+        "health.CircuitBreaker", null=True, blank=True, on_delete=models.SET_NULL, related_name="worker", editable=False
+    )
+
+    # Cross-process lock.
+    lock_token = models.CharField(max_length=32, blank=True)
+    lock_owner = models.CharField(max_length=200, blank=True)
+    lock_expires_at = models.DateTimeField(null=True, blank=True)
+    lock_timeout_seconds = models.PositiveIntegerField(null=True, blank=True, help_text="Default: timeout + 60 s.")
+    lock_failures = models.PositiveIntegerField(default=0, help_text="Failed acquisitions since the last success.")
+
+    # Denormalised so the fleet list needs no per-row queries.
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_status = models.CharField(max_length=12, choices=RunStatus.choices, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_score = models.FloatField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        # Apart from staff writes: a python target runs code on the host (orchestration/core/runnables.py).
+        permissions = [("run_code", "Can define code that runs by name (python jobs, worker targets, stage runners)")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        super().save(*args, **kwargs)
+        if self.circuit_id and kwargs.get("update_fields") is None:
+            self.ensure_circuit()  # a renamed worker's breaker takes the new name
+
+    @property
+    def schedule_name(self) -> str:
+        return f"worker:{self.name}"
+
+    @property
+    def breaker_name(self) -> str:
+        return f"worker:{self.name}"
+
+    @property
+    def breaker_state(self) -> str:
+        return self.circuit.state if self.circuit_id else BreakerState.CLOSED
+
+    def ensure_circuit(self) -> CircuitBreaker:
+        """The worker's breaker (``worker:<name>``). Created on first need (a worker that
+        never ran has none, and reads as closed); renamed with the worker."""
+        # Resolved through the app registry: health's models import the ledger from
+        # this package, so importing them here at load time would be circular.
+        model = self._meta.get_field("circuit").related_model
+        circuit = self.circuit if self.circuit_id else None
+        if circuit is None:
+            circuit = model.for_name(self.breaker_name)
+            type(self).objects.filter(pk=self.pk).update(circuit=circuit)
+            self.circuit = circuit
+        elif circuit.name != self.breaker_name:
+            # A leftover unlinked breaker may hold the new name (created before the
+            # worker had its own); the worker's history wins.
+            model.objects.filter(name=self.breaker_name, worker__isnull=True, service__isnull=True).delete()
+            model.objects.filter(pk=circuit.pk).update(name=self.breaker_name)
+            circuit.name = self.breaker_name
+        return circuit
+
+    @property
+    def effective_lock_timeout(self) -> int:
+        return self.lock_timeout_seconds or self.timeout_seconds + 60
+
+    @property
+    def timeout_cap(self) -> int:
+        return self.max_timeout_seconds or self.timeout_seconds * 2
+
+    def cadence_text(self) -> str:
+        from orchestration.fleet.cadence import Cadence
+
+        return Cadence(self.interval_seconds, self.cron).describe()
+
+    # --- a person's writes (API, console and admin all call these) ----------------
+    def set_enabled(self, enabled: bool, *, actor: str) -> bool:
+        """Switch the worker on or off; returns whether anything changed.
+
+        A conditional UPDATE, so two people pressing the same switch at once leave one
+        ledger entry, not two.
+        """
+        from orchestration.fleet.sync import sync_schedule
+
+        state = "enabled" if enabled else "disabled"
+        with transaction.atomic():
+            now = timezone.now()
+            changed = type(self).objects.filter(pk=self.pk, enabled=not enabled).update(enabled=enabled, updated_at=now)
+            self.enabled = enabled
+            if changed:
+                self.updated_at = now
+                # update() sends no post_save: keep the django-q2 schedule in step here.
+                sync_schedule(self)
+                record(f"worker.{state}", f"Worker {self.name} {state}", subject=self.breaker_name, actor=actor)
+        return bool(changed)
+
+    def downstream(self) -> list[str]:
+        """Workers that name this one as an upstream, required or optional."""
+        return sorted(
+            name
+            for name, required, optional in type(self)
+            .objects.exclude(pk=self.pk)
+            .values_list("name", "depends_on", "optional_depends_on")
+            if self.name in (required or []) or self.name in (optional or [])
+        )
+
+    def remove(self, *, actor: str) -> None:
+        """Delete the worker, refused while other workers depend on it: they would
+        wait forever for an upstream that no longer exists."""
+        with transaction.atomic():
+            blockers = self.downstream()
+            if blockers:
+                raise WorkerStateError(f"Required by {', '.join(blockers)}")
+            record("worker.deleted", f"Worker {self.name} deleted", subject=self.breaker_name, actor=actor)
+            self.delete()
+
+    def is_fresh(self, now=None) -> bool:
+        """Succeeded within its freshness window (no window: any success counts)."""
+        if not self.last_success_at:
+            return False
+        if not self.freshness_seconds:
+            return True
+        now = now or timezone.now()
+        return (now - self.last_success_at).total_seconds() <= self.freshness_seconds
+
+
+class WorkerRun(models.Model):
+    """One execution (or skip) of a worker."""
+
+    worker = models.ForeignKey(Worker, on_delete=models.CASCADE, related_name="runs")
+    execution_id = models.CharField(max_length=32, unique=True, default=new_execution_id)
+    trigger = models.CharField(max_length=12, choices=RunTrigger.choices, default=RunTrigger.MANUAL)
+    due_at = models.DateTimeField(null=True, blank=True, help_text="The schedule's due time for scheduled runs.")
+    status = models.CharField(max_length=12, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    job = models.ForeignKey("orchestration.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor = models.CharField(max_length=150, blank=True, default="system")
+    queued_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    owner = models.CharField(max_length=200, blank=True)
+    success = models.BooleanField(null=True, blank=True)
+    duration_ms = models.FloatField(null=True, blank=True)
+    timeout_seconds = models.PositiveIntegerField(null=True, blank=True)
+    metrics = JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    skipped_reason = models.CharField(max_length=20, blank=True)
+    skipped_detail = JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-queued_at", "-id"]
+        constraints = [
+            # A schedule's due time produces one run, whatever races the schedulers run.
+            models.UniqueConstraint(
+                fields=["worker", "due_at"], condition=Q(due_at__isnull=False), name="workerrun_one_per_due_time"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["worker", "-queued_at"], name="workerrun_worker_idx"),
+            # snapshot + crash detection: active runs and recent finishes.
+            models.Index(fields=["status", "heartbeat_at"], name="workerrun_status_idx"),
+            models.Index(fields=["completed_at"], name="workerrun_completed_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.worker.name} {self.execution_id[:8]} ({self.status})"
+
+
+class ScoreReport(models.Model):
+    """The report card of one run, or an hourly/daily rollup of a worker's runs."""
+
+    worker = models.ForeignKey(Worker, on_delete=models.CASCADE, related_name="score_reports")
+    run = models.OneToOneField(WorkerRun, null=True, blank=True, on_delete=models.CASCADE, related_name="score")
+    period = models.CharField(max_length=8, choices=ReportPeriod.choices, default=ReportPeriod.RUN)
+    period_start = models.DateTimeField(null=True, blank=True)
+    execution_id = models.CharField(max_length=32, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    success = models.BooleanField(null=True)
+    duration_ms = models.FloatField(null=True, blank=True)
+    runs = models.PositiveIntegerField(default=1)
+    reliability_score = models.FloatField()
+    performance_score = models.FloatField()
+    data_quality_score = models.FloatField()
+    resource_score = models.FloatField()
+    overall_score = models.FloatField()
+    anomalies = JSONField(default=list, blank=True)
+    recommendations = JSONField(default=list, blank=True)
+    metrics = JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["worker", "period", "period_start"],
+                condition=~Q(period="run"),
+                name="scorereport_one_rollup_per_period",
+            )
+        ]
+        indexes = [models.Index(fields=["worker", "period", "-created_at"], name="scorereport_worker_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.worker.name} {self.period} {self.overall_score:.0f}"

@@ -1,0 +1,268 @@
+"""Recovery strategies per anomaly code (seed table), and escalation.
+
+Contract for a strategy::
+
+    @recovery_strategy("SLOW_EXECUTION")
+    def raise_timeout(anomaly: Anomaly, now: datetime) -> dict: ...
+
+It changes real state (rows, schedules, breakers), returns a JSON summary of what it
+did, and raises when it could not act. It must be safe to repeat. Every attempt is
+an orchestration ``Action`` (cycle = the loop's current cycle, 0 before the first)
+with its outcome in the ledger. An anomaly still open ``FLEET_ESCALATE_AFTER_SECONDS``
+after a recovery is escalated: alerted on the escalation route and marked.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from orchestration.core import alerts
+from orchestration.core.choices import CLAIMABLE_STATUSES, ActionStatus, Priority, Severity
+from orchestration.core.jobs.backoff import retry_delay
+from orchestration.core.models import Anomaly, Job
+from orchestration.core.models.ledger import record
+from orchestration.fleet.choices import RunTrigger
+from orchestration.fleet.models import Worker
+from orchestration.loop.models import Action, LoopState
+
+log = logging.getLogger("orchestration.fleet")
+
+Strategy = Callable[[Anomaly, datetime], dict[str, Any]]
+_STRATEGIES: dict[str, tuple[str, Strategy]] = {}
+
+PRIORITY_BY_SEVERITY = {"critical": 10, "high": 8, "medium": 5, "low": 2}
+MAX_RATE_FACTOR = 8.0
+
+
+class RecoveryError(Exception):
+    pass
+
+
+def recovery_strategy(code: str, name: str) -> Callable[[Strategy], Strategy]:
+    def register(func: Strategy) -> Strategy:
+        _STRATEGIES[code] = (name, func)
+        return func
+
+    return register
+
+
+def strategies() -> dict[str, str]:
+    return {code: name for code, (name, _) in sorted(_STRATEGIES.items())}
+
+
+def _worker(anomaly: Anomaly) -> Worker:
+    worker = anomaly.worker or Worker.objects.filter(name=anomaly.subject.removeprefix("worker:")).first()
+    if worker is None:
+        raise RecoveryError(f"no worker for {anomaly.subject}")
+    worker.refresh_from_db()
+    return worker
+
+
+def current_cycle() -> int:
+    return LoopState.objects.filter(pk=LoopState.SINGLETON_ID).values_list("cycle_count", flat=True).first() or 0
+
+
+def recover(anomaly: Anomaly, *, now: datetime | None = None, actor: str = "orchestrator", cycle: int | None = None):
+    """Run the strategy for this anomaly once; returns the Action row (None: no strategy)."""
+    if anomaly.code not in _STRATEGIES:
+        return None
+    now = now or timezone.now()
+    name, func = _STRATEGIES[anomaly.code]
+    started = time.perf_counter()
+    try:
+        result, ok, error = func(anomaly, now) or {}, True, ""
+    except Exception as exc:  # the failure is the action's outcome
+        result, ok, error = {}, False, f"{type(exc).__name__}: {exc}"
+    action = Action.objects.create(
+        cycle=current_cycle() if cycle is None else cycle,
+        rule_name="fleet-recovery",
+        action_type=name,
+        priority=PRIORITY_BY_SEVERITY.get(anomaly.severity, 5),
+        reason=f"{anomaly.code} on {anomaly.subject}"[:300],
+        target=anomaly.subject[:200],
+        params={"anomaly_id": anomaly.pk, "code": anomaly.code},
+        trigger=anomaly.details,
+        status=ActionStatus.SUCCEEDED if ok else ActionStatus.FAILED,
+        result=result,
+        error=error,
+        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        created_at=now,
+    )
+    entry = {
+        "at": now.isoformat(),
+        "action_id": action.pk,
+        "strategy": name,
+        "ok": ok,
+        "result": result,
+        "error": error,
+    }
+    anomaly.refresh_from_db()
+    Anomaly.objects.filter(pk=anomaly.pk).update(
+        recovery=[*anomaly.recovery, entry][-20:],
+        recovery_attempts=anomaly.recovery_attempts + 1,
+        last_recovery_at=now,
+    )
+    record(
+        "worker.recovery" if ok else "worker.recovery_failed",
+        f"{name} for {anomaly.code} on {anomaly.subject}: " + (str(result) if ok else error),
+        severity=Severity.INFO if ok else Severity.ERROR,
+        subject=anomaly.subject,
+        data={"anomaly_id": anomaly.pk, **entry},
+        actor=actor,
+    )
+    return action
+
+
+def retry_open(now: datetime | None = None, *, cycle: int | None = None) -> list[int]:
+    """Recover again the open anomalies whose last attempt is past the cool-down."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.FLEET_RECOVERY_COOLDOWN_SECONDS)
+    due = Anomaly.objects.filter(
+        Q(last_recovery_at__isnull=True) | Q(last_recovery_at__lte=cutoff),
+        resolved_at__isnull=True,
+        code__in=list(_STRATEGIES),
+        recovery_attempts__lt=settings.FLEET_MAX_RECOVERY_ATTEMPTS,
+    )
+    done = []
+    for anomaly in due[:100]:
+        action = recover(anomaly, now=now, cycle=cycle)
+        if action is not None:
+            done.append(action.pk)
+    return done
+
+
+def escalate_due(now: datetime | None = None) -> list[int]:
+    """Escalate open anomalies that a recovery did not clear in time."""
+
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.FLEET_ESCALATE_AFTER_SECONDS)
+    escalated = []
+    for anomaly in Anomaly.objects.filter(
+        resolved_at__isnull=True, escalated_at__isnull=True, recovery_attempts__gte=1, last_recovery_at__lte=cutoff
+    )[:100]:
+        if not Anomaly.objects.filter(pk=anomaly.pk, escalated_at__isnull=True).update(escalated_at=now):
+            continue  # another process escalated it
+        anomaly.refresh_from_db()
+        result = alerts.send(anomaly, escalated=True)
+        record(
+            "worker.anomaly_escalated",
+            f"{anomaly.code} on {anomaly.subject} still open after {anomaly.recovery_attempts} recovery attempt(s)",
+            severity=Severity.CRITICAL,
+            subject=anomaly.subject,
+            data={"anomaly_id": anomaly.pk, "alerts": result},
+        )
+        escalated.append(anomaly.pk)
+    return escalated
+
+
+# --- strategies (seed table) ------------------------------------------------------
+@recovery_strategy("WORKER_CRASH", "restart_worker")
+def restart_worker(anomaly: Anomaly, now: datetime) -> dict:
+    """Restart the worker (a fresh run); the critical alert goes out with the anomaly."""
+    from orchestration.fleet.runner import request_run
+
+    worker = _worker(anomaly)
+    if not worker.enabled:
+        return {"restarted": False, "reason": "worker disabled"}
+    run = request_run(worker, trigger=RunTrigger.RECOVERY, actor="orchestrator")
+    return {"restarted": True, "run_id": run.pk, "execution_id": run.execution_id}
+
+
+@recovery_strategy("QUEUE_OVERFLOW", "pause_new_jobs")
+def pause_new_jobs(anomaly: Anomaly, now: datetime) -> dict:
+    """Pause new scheduled runs while the anomaly is open (the run gate checks it) and
+    push low-priority pending jobs back 5 minutes so urgent work drains first."""
+    ids = list(
+        Job.objects.filter(status__in=CLAIMABLE_STATUSES, priority=Priority.LOW).values_list("pk", flat=True)[:5000]
+    )
+    deferred = Job.objects.filter(pk__in=ids).update(not_before=now + timedelta(minutes=5))
+    return {"scheduled_runs_paused": True, "deferred_low_priority_jobs": deferred}
+
+
+def _reduce_rate(worker: Worker) -> dict:
+    from orchestration.fleet.sync import sync_schedule
+
+    before = worker.rate_factor
+    worker.rate_factor = min(MAX_RATE_FACTOR, max(1.0, before) * 2)
+    worker.save(update_fields=["rate_factor", "updated_at"])
+    sync_schedule(worker)
+    note = "" if worker.interval_seconds else " (cron cadence: unchanged, interval workers only)"
+    return {"rate_factor": [before, worker.rate_factor], "note": note.strip()}
+
+
+@recovery_strategy("HIGH_FAILURE_RATE", "open_circuit_reduce_rate")
+def open_circuit_reduce_rate(anomaly: Anomaly, now: datetime) -> dict:
+    worker = _worker(anomaly)
+    circuit = worker.ensure_circuit()
+    circuit.trip(actor="orchestrator", reason=f"recovery of {anomaly.code}")
+    return {"breaker": circuit.state, **_reduce_rate(worker)}
+
+
+@recovery_strategy("API_QUOTA_LOW", "reduce_fetch_frequency")
+def reduce_fetch_frequency(anomaly: Anomaly, now: datetime) -> dict:
+    return _reduce_rate(_worker(anomaly))
+
+
+@recovery_strategy("SLOW_EXECUTION", "raise_timeout")
+def raise_timeout(anomaly: Anomaly, now: datetime) -> dict:
+    """Raise the timeout by half, never above the worker's cap; report memory in use."""
+    import psutil
+
+    worker = _worker(anomaly)
+    before, cap = worker.timeout_seconds, worker.timeout_cap
+    after = min(cap, int(before * 1.5))
+    if worker.max_timeout_seconds is None:
+        worker.max_timeout_seconds = cap  # pin the cap to the original timeout
+    worker.timeout_seconds = after
+    worker.save(update_fields=["timeout_seconds", "max_timeout_seconds", "updated_at"])
+    return {
+        "timeout_seconds": [before, after],
+        "cap": cap,
+        "at_cap": after == cap,
+        "memory_percent": psutil.virtual_memory().percent,
+    }
+
+
+@recovery_strategy("STALE_DATA", "refresh_upstream")
+def refresh_upstream(anomaly: Anomaly, now: datetime) -> dict:
+    """Force a run of the worker whose data is stale (unless one is already queued)."""
+    from orchestration.fleet.runner import request_run
+
+    worker = _worker(anomaly)
+    if not worker.enabled:
+        raise RecoveryError(f"worker {worker.name} is disabled; cannot refresh it")
+    active = worker.runs.filter(status__in=("queued", "running")).first()
+    if active is not None:
+        return {"refresh": "already queued", "run_id": active.pk}
+    run = request_run(worker, trigger=RunTrigger.REFRESH, actor="orchestrator")
+    return {"refresh": "queued", "run_id": run.pk}
+
+
+@recovery_strategy("LOCK_CONTENTION", "lengthen_lock_timeout")
+def lengthen_lock_timeout(anomaly: Anomaly, now: datetime) -> dict:
+    worker = _worker(anomaly)
+    before = worker.effective_lock_timeout
+    after = min(int(before * 1.5), worker.timeout_cap * 4)
+    Worker.objects.filter(pk=worker.pk).update(lock_timeout_seconds=after)
+    return {"lock_timeout_seconds": [before, after]}
+
+
+@recovery_strategy("DEPENDENCY_FAILURE", "retry_with_backoff")
+def retry_with_backoff(anomaly: Anomaly, now: datetime) -> dict:
+    """Queue the blocked worker again after an exponential delay (1, 2, 4 … min).
+    Optional upstreams never block (they are skipped by the gate), so only required
+    ones get here."""
+    from orchestration.fleet.runner import request_run
+
+    worker = _worker(anomaly)
+    delay = 60 * retry_delay(anomaly.recovery_attempts + 1, "exponential")
+    run = request_run(worker, trigger=RunTrigger.RECOVERY, not_before=now + timedelta(seconds=delay))
+    return {"retry_run_id": run.pk, "delay_seconds": delay}

@@ -1,0 +1,534 @@
+"""Running a worker: request → gates → lock → target with timeout → run, score, anomalies.
+
+Flow 3 of DESIGN.md. A run is requested by its schedule, an upstream's success, a
+person or a recovery; it goes through the job queue (kind ``worker.run``, lane
+``FLEET_LANE``) so it executes on whichever cluster node picks it up. Every step that
+more than one process could take at once is a conditional UPDATE:
+
+* the worker lock (``Worker.lock_owner``): one run of a worker at a time;
+* the run's own start (queued → running): a redelivered task does nothing;
+* one run per schedule due time (a unique constraint on ``(worker, due_at)``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+import psutil
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from orchestration.core import anomaly_rules, outbound, shutdown
+from orchestration.core.choices import AnomalySeverity, Severity
+from orchestration.core.jobs.kinds import import_callable
+from orchestration.core.jobs.queue import enqueue, worker_identity
+from orchestration.core.jobs.registry import PermanentJobError, job_kind
+from orchestration.core.models import Anomaly
+from orchestration.core.models.ledger import record
+from orchestration.core.runnables import runnable
+from orchestration.fleet.choices import FAILED_RUN_STATUSES, RunStatus, RunTrigger, SkipReason
+from orchestration.fleet.models import ScoreReport, Worker, WorkerRun, WorkerStateError
+
+log = logging.getLogger("orchestration.fleet")
+
+JOB_KIND = "worker.run"
+
+
+# --- request ------------------------------------------------------------------------
+def request_run(
+    worker: Worker,
+    *,
+    trigger: str = RunTrigger.MANUAL,
+    actor: str = "system",
+    due_at: datetime | None = None,
+    not_before: datetime | None = None,
+) -> WorkerRun:
+    """Queue one run. For a scheduled due time that already has a run, return that run."""
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                run = WorkerRun.objects.create(
+                    worker=worker,
+                    trigger=trigger,
+                    due_at=due_at,
+                    actor=actor or "system",
+                    timeout_seconds=worker.timeout_seconds,
+                )
+        except IntegrityError:
+            # Another scheduler already turned this due time into a run.
+            return WorkerRun.objects.get(worker=worker, due_at=due_at)
+        job = enqueue(
+            JOB_KIND,
+            {"run_id": run.pk, "worker": worker.name},
+            priority=worker.priority,
+            lane=settings.FLEET_LANE,
+            max_attempts=1,
+            not_before=not_before,
+            reference=f"worker:{worker.name}:{run.execution_id}",
+        )
+        WorkerRun.objects.filter(pk=run.pk).update(job=job)
+        run.job = job
+    if actor not in ("", "system", "orchestrator"):
+        record(
+            "worker.triggered",
+            f"Worker {worker.name} triggered ({trigger})",
+            subject=worker.breaker_name,
+            data={"run_id": run.pk, "execution_id": run.execution_id, "trigger": trigger},
+            actor=actor,
+        )
+    return run
+
+
+def trigger(worker: Worker, *, actor: str) -> WorkerRun:
+    """A person's trigger: refused (409) for a disabled worker."""
+    if not worker.enabled:
+        raise WorkerStateError(f"worker {worker.name} is disabled; enable it first")
+    return request_run(worker, trigger=RunTrigger.MANUAL, actor=actor)
+
+
+@runnable
+def scheduled_run(name: str, due_at: str | None = None) -> str:
+    """django-q2 schedule entry point: one run for this due time."""
+    worker = Worker.objects.filter(name=name).first()
+    if worker is None:
+        return f"no worker {name!r}"
+    if not worker.enabled:
+        return f"worker {name} is disabled"
+    due = parse_datetime(due_at) if due_at else None
+    if due is not None:
+        due = due.replace(microsecond=0)
+    run = request_run(worker, trigger=RunTrigger.SCHEDULE, due_at=due)
+    return f"run {run.execution_id}"
+
+
+def record_firing(sender, task: dict, **kwargs) -> None:
+    """``pre_enqueue`` receiver: a worker's due time becomes its run inside the
+    scheduler's own transaction, the one that moves the schedule on.
+
+    Without this the firing existed only as a broker message until a cluster worker
+    ran ``scheduled_run``; a node killed while holding that message (Redis hands
+    messages out without acknowledgement) lost the due time for good. Now the run and
+    its job are committed with the schedule's new ``next_run``, or neither is, and the
+    broker queues no second job for the firing.
+    """
+    from orchestration.fleet.sync import SCHEDULE_FUNC
+
+    if task.get("func") != SCHEDULE_FUNC or task.get("sync"):
+        return  # (a synchronous task runs scheduled_run right away anyway)
+    args = task.get("args") or ()
+    due_at = (task.get("kwargs") or {}).get("due_at")
+    if len(args) == 1 and isinstance(args[0], str) and due_at:
+        scheduled_run(args[0], due_at=due_at)
+        # The run's own job is the durable record: the broker queues nothing more.
+        task["orchestrator_recorded"] = True
+
+
+# --- execute ----------------------------------------------------------------------
+@job_kind(JOB_KIND, description="Runs one worker of the fleet (payload: run_id).")
+def worker_run_job(payload: dict, ctx) -> dict:
+    run_id = payload.get("run_id")
+    if not isinstance(run_id, int):
+        raise PermanentJobError("payload.run_id must be an integer")
+    return execute_run(run_id)
+
+
+def execute_run(run_id: int) -> dict[str, Any]:
+    """Gate, lock and execute one queued run. Safe to call twice: the second does nothing."""
+    run = WorkerRun.objects.select_related("worker").filter(pk=run_id).first()
+    if run is None or run.status != RunStatus.QUEUED:
+        return {"status": "stale"}
+    worker = run.worker
+    now = timezone.now()
+    gate = check_gates(worker, run, now)
+    if gate is not None:
+        return skip(run, *gate)
+    owner = f"{worker_identity()}:{run.execution_id}"
+    if not acquire_lock(worker, owner, now):
+        holder = Worker.objects.filter(pk=worker.pk).values_list("lock_owner", flat=True).first()
+        return skip(run, SkipReason.LOCK_HELD, {"holder": holder or ""})
+    claimed = WorkerRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+        status=RunStatus.RUNNING, started_at=now, heartbeat_at=now, owner=owner, timeout_seconds=worker.timeout_seconds
+    )
+    if not claimed:
+        release_lock(worker, owner)
+        return {"status": "stale"}
+    run.refresh_from_db()
+    return _execute_claimed(worker, run, owner)
+
+
+def check_gates(worker: Worker, run: WorkerRun, now: datetime) -> tuple[str, dict] | None:
+    """Why this run must not start now, or None. Cheapest checks first."""
+    worker.refresh_from_db()
+    if not worker.enabled:
+        return SkipReason.DISABLED, {}
+    if run.trigger in (RunTrigger.SCHEDULE, RunTrigger.UPSTREAM):
+        if Anomaly.objects.filter(code="QUEUE_OVERFLOW", resolved_at__isnull=True).exists():
+            return SkipReason.QUEUE_PAUSED, {}
+    required, optional = list(worker.depends_on or []), list(worker.optional_depends_on or [])
+    if required or optional:
+        upstreams = {w.name: w for w in Worker.objects.filter(name__in=required + optional)}
+        running = sorted(
+            WorkerRun.objects.filter(worker__name__in=list(upstreams), status=RunStatus.RUNNING)
+            .order_by()
+            .values_list("worker__name", flat=True)
+            .distinct()
+        )
+        if running:
+            return SkipReason.UPSTREAM_RUNNING, {"upstreams": running}
+        failed = sorted(n for n in required if n in upstreams and upstreams[n].last_status in FAILED_RUN_STATUSES)
+        if failed:
+            return SkipReason.UPSTREAM_FAILED, {"upstreams": failed}
+        stale = sorted(n for n in required if n not in upstreams or not upstreams[n].is_fresh(now))
+        if stale:
+            return SkipReason.UPSTREAM_STALE, {"upstreams": stale}
+        if run.trigger == RunTrigger.UPSTREAM and worker.is_fresh(now):
+            newest = max((u.last_success_at for u in upstreams.values() if u.last_success_at), default=None)
+            if newest is not None and worker.last_success_at and worker.last_success_at >= newest:
+                return SkipReason.ALREADY_FRESH, {"last_success_at": worker.last_success_at.isoformat()}
+    # Last: a half-open breaker lets exactly one trial through, which must not be
+    # spent on a run that another gate would stop.
+    if not worker.ensure_circuit().allow():
+        return SkipReason.CIRCUIT_OPEN, {"breaker": worker.breaker_name}
+    return None
+
+
+# --- lock -------------------------------------------------------------------------
+def acquire_lock(worker: Worker, owner: str, now: datetime | None = None) -> bool:
+    """Take the worker's lock if free or expired. A failure is counted (contention)."""
+    now = now or timezone.now()
+    free = Q(lock_owner="") | Q(lock_expires_at__isnull=True) | Q(lock_expires_at__lt=now)
+    won = Worker.objects.filter(free, pk=worker.pk).update(
+        lock_owner=owner,
+        lock_token=owner[-32:],
+        lock_expires_at=now + timedelta(seconds=worker.effective_lock_timeout),
+        lock_failures=0,
+    )
+    if not won:
+        Worker.objects.filter(pk=worker.pk).update(lock_failures=F("lock_failures") + 1)
+    return bool(won)
+
+
+def release_lock(worker: Worker, owner: str) -> bool:
+    return bool(
+        Worker.objects.filter(pk=worker.pk, lock_owner=owner).update(lock_owner="", lock_token="", lock_expires_at=None)
+    )
+
+
+# --- skipping ---------------------------------------------------------------------
+def skip(run: WorkerRun, reason: str, detail: dict) -> dict[str, Any]:
+    now = timezone.now()
+    changed = WorkerRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+        status=RunStatus.SKIPPED, completed_at=now, skipped_reason=reason, skipped_detail=detail, success=None
+    )
+    if not changed:
+        return {"status": "stale"}
+    run.refresh_from_db()
+    label = SkipReason(reason).label
+    record(
+        "worker.run_skipped",
+        f"Worker {run.worker.name} skipped: {label}" + (f" ({detail})" if detail else ""),
+        severity=Severity.INFO,
+        subject=run.worker.breaker_name,
+        data={"run_id": run.pk, "execution_id": run.execution_id, "reason": reason, **detail},
+    )
+    from orchestration.fleet import detection
+
+    detection.after_run(run)
+    return {"status": RunStatus.SKIPPED, "reason": reason, "detail": detail}
+
+
+# --- the target -------------------------------------------------------------------
+class _Heartbeat(threading.Thread):
+    """Keeps the run visibly alive and the lock held while the target runs."""
+
+    def __init__(self, run_id: int, worker_id: int, owner: str, lock_seconds: int):
+        super().__init__(daemon=True, name=f"heartbeat-run-{run_id}")
+        self.run_id, self.worker_id, self.owner, self.lock_seconds = run_id, worker_id, owner, lock_seconds
+        self.done = threading.Event()
+        self.peak_memory = psutil.virtual_memory().percent
+
+    def run(self) -> None:
+        try:
+            while not self.done.wait(settings.FLEET_HEARTBEAT_SECONDS):
+                now = timezone.now()
+                self.peak_memory = max(self.peak_memory, psutil.virtual_memory().percent)
+                shutdown.check_drain()
+                WorkerRun.objects.filter(pk=self.run_id, status=RunStatus.RUNNING).update(heartbeat_at=now)
+                Worker.objects.filter(pk=self.worker_id, lock_owner=self.owner).update(
+                    lock_expires_at=now + timedelta(seconds=self.lock_seconds)
+                )
+        except Exception:  # a failed heartbeat only makes crash detection earlier
+            log.exception("heartbeat of run %s failed", self.run_id)
+        finally:
+            connection.close()
+
+
+def http_url(url: str) -> str:
+    return url.replace("{base_url}", settings.FLEET_BASE_URL)
+
+
+def call_target(worker: Worker, run: WorkerRun) -> dict[str, Any]:
+    """Execute the target; return the run's metrics. Raises on failure."""
+    target = worker.target or {}
+    kind = target.get("type")
+    if kind == "python":
+        func = import_callable(str(target.get("path", "")))
+        result = func(**(target.get("kwargs") or {}))
+        if isinstance(result, dict):
+            return dict(result.get("metrics", result)) if isinstance(result.get("metrics"), dict) else dict(result)
+        return {} if result is None else {"value": result}
+    if kind == "http":
+        url = http_url(str(target.get("url", "")))
+        method = str(target.get("method", "POST")).upper()
+        body = target.get("body")
+        try:
+            response = outbound.request(
+                method,
+                url,
+                headers=target.get("headers") or {},
+                json=body if isinstance(body, dict | list) else None,
+                data=body if isinstance(body, str) else None,
+                timeout=worker.timeout_seconds,
+            )
+        except outbound.OutboundRefused as exc:
+            raise PermanentJobError(str(exc)) from None
+        expected = target.get("expected_status")
+        ok = response.status_code == int(expected) if expected else 200 <= response.status_code < 300
+        if not ok:
+            raise RuntimeError(f"{method} {url} answered {response.status_code}")
+        metrics: dict[str, Any] = {"status_code": response.status_code}
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
+        if isinstance(payload, dict) and isinstance(payload.get("metrics"), dict):
+            metrics.update(payload["metrics"])
+        return metrics
+    raise PermanentJobError(f"worker {worker.name} has no valid target (type must be python or http)")
+
+
+def _execute_claimed(worker: Worker, run: WorkerRun, owner: str) -> dict[str, Any]:
+    beat = _Heartbeat(run.pk, worker.pk, owner, worker.effective_lock_timeout)
+    beat.start()
+    started = time.monotonic()
+    metrics: dict[str, Any] = {}
+    error = ""
+    status = RunStatus.SUCCEEDED
+    try:
+        with shutdown.guarded(worker.timeout_seconds, settings.FLEET_SHUTDOWN_GRACE_SECONDS):
+            metrics = call_target(worker, run)
+    except shutdown.RunTimeout as exc:
+        status, error = RunStatus.TIMED_OUT, str(exc)
+    except shutdown.RunInterrupted as exc:
+        status, error = RunStatus.INTERRUPTED, str(exc)
+    except Exception as exc:  # the target's failure is the run's result, not ours
+        status, error = RunStatus.FAILED, f"{type(exc).__name__}: {exc}"
+    finally:
+        beat.done.set()
+        beat.join(timeout=5)
+    duration_s = time.monotonic() - started
+    if status == RunStatus.SUCCEEDED and duration_s > worker.timeout_seconds:
+        # Not enforceable here (not a main thread): detected after the fact.
+        status, error = RunStatus.TIMED_OUT, f"ran {duration_s:.1f} s, over the {worker.timeout_seconds} s timeout"
+    outcome = finish(
+        run, owner, status=status, metrics=metrics, error=error, duration_s=duration_s, memory_percent=beat.peak_memory
+    )
+    shutdown.pass_on_if_requested()
+    return outcome
+
+
+def finish(
+    run: WorkerRun,
+    owner: str,
+    *,
+    status: str,
+    metrics: dict[str, Any],
+    error: str = "",
+    duration_s: float = 0.0,
+    memory_percent: float | None = None,
+) -> dict[str, Any]:
+    """Record the outcome, release the lock, then score, detect, recover and alert."""
+    now = timezone.now()
+    worker = run.worker
+    closed = WorkerRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
+        **closed_run_fields(status, now, duration_s=duration_s, metrics=metrics, error=error)
+    )
+    release_lock(worker, owner)
+    if not closed:
+        # Declared crashed by the sweep while it ran; its result is dropped.
+        return {"status": "stale"}
+    run.refresh_from_db()
+    Worker.objects.filter(pk=worker.pk).update(**worker_fields_after(status, now))
+    worker.refresh_from_db()
+    if status == RunStatus.INTERRUPTED:
+        return {"status": status, "rerun": _run_again(worker, run)}
+    success = status == RunStatus.SUCCEEDED
+    worker.ensure_circuit().record(success)
+    report = _score(worker, run, status, error=error, duration_s=duration_s, memory_percent=memory_percent)
+    _note_anomalies(run, report)
+    if success:
+        trigger_downstream(worker)
+    return {"status": status, "score": report.overall_score, "anomalies": report.anomalies}
+
+
+# --- pure: what a finished run writes ---------------------------------------------------
+def closed_run_fields(status: str, now: datetime, *, duration_s: float, metrics: Any, error: str) -> dict[str, Any]:
+    """The run's columns once it ended (an interrupted run neither succeeded nor failed)."""
+    return {
+        "status": status,
+        "completed_at": now,
+        "success": None if status == RunStatus.INTERRUPTED else status == RunStatus.SUCCEEDED,
+        "duration_ms": round(duration_s * 1000, 1),
+        "metrics": _jsonable(metrics),
+        "error": error[:5000],
+        "heartbeat_at": now,
+    }
+
+
+def worker_fields_after(status: str, now: datetime) -> dict[str, Any]:
+    fields: dict[str, Any] = {"last_run_at": now, "last_status": status}
+    if status == RunStatus.SUCCEEDED:
+        fields["last_success_at"] = now
+    return fields
+
+
+def run_message(name: str, status: str, duration_s: float, score: float, error: str) -> str:
+    return f"Worker {name} {RunStatus(status).label.lower()} in {duration_s:.2f} s, score {score:.0f}" + (
+        f": {error.splitlines()[0]}" if error else ""
+    )
+
+
+def merged_anomalies(listed: list[str], codes: list[str]) -> list[str] | None:
+    """The report's anomaly codes with this run's added; None when nothing is new to save.
+    The report lists what the run showed, whether it opened an anomaly or confirmed one."""
+    if not codes:
+        return None
+    return sorted(set(listed) | set(codes))
+
+
+# --- steps around the database ----------------------------------------------------------
+def _run_again(worker: Worker, run: WorkerRun) -> int:
+    """An interrupted run (shutdown) is queued again; returns the new run's id."""
+    again = request_run(worker, trigger=RunTrigger.RERUN)
+    record(
+        "worker.run_interrupted",
+        f"Worker {worker.name} interrupted by shutdown; queued again as {again.execution_id}",
+        severity=Severity.WARNING,
+        subject=worker.breaker_name,
+        data={"run_id": run.pk, "rerun_id": again.pk},
+    )
+    return again.pk
+
+
+def _score(
+    worker: Worker, run: WorkerRun, status: str, *, error: str, duration_s: float, memory_percent: float | None
+) -> ScoreReport:
+    from orchestration.fleet import scores
+
+    report = scores.report_for_run(run, memory_percent=memory_percent)
+    Worker.objects.filter(pk=worker.pk).update(last_score=report.overall_score)
+    success = status == RunStatus.SUCCEEDED
+    record(
+        f"worker.run_{'succeeded' if success else 'failed'}",
+        run_message(worker.name, status, duration_s, report.overall_score, error),
+        severity=Severity.INFO if success else Severity.WARNING,
+        subject=worker.breaker_name,
+        data={"run_id": run.pk, "execution_id": run.execution_id, "status": status, "score": report.overall_score},
+    )
+    return report
+
+
+def _note_anomalies(run: WorkerRun, report: ScoreReport) -> None:
+    from orchestration.fleet import detection
+
+    opened = detection.after_run(run)
+    codes = [a.code for a in opened] + list(anomaly_rules.evaluate("run", detection.run_facts(run)).fired)
+    merged = merged_anomalies(report.anomalies, codes)
+    if merged is not None:
+        report.anomalies = merged
+        report.save(update_fields=["anomalies"])
+
+
+def trigger_downstream(worker: Worker) -> list[int]:
+    """Queue workers that run after this one. JSON lists are filtered in Python to stay
+    portable across SQLite and PostgreSQL; the fleet is small."""
+    queued = []
+    for candidate in Worker.objects.filter(enabled=True, run_after_upstream=True).exclude(pk=worker.pk):
+        if worker.name in (candidate.depends_on or []) or worker.name in (candidate.optional_depends_on or []):
+            queued.append(request_run(candidate, trigger=RunTrigger.UPSTREAM).pk)
+    return queued
+
+
+def _jsonable(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value, default=str))
+
+
+# --- crashes ----------------------------------------------------------------------
+def detect_crashed_runs(now: datetime | None = None) -> list[int]:
+    """Runs whose process stopped answering (no heartbeat) are crashed: their lock is
+    released, WORKER_CRASH opens and its recovery restarts the worker."""
+
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.FLEET_CRASH_AFTER_SECONDS)
+    crashed = []
+    for run in WorkerRun.objects.select_related("worker").filter(status=RunStatus.RUNNING, heartbeat_at__lt=cutoff):
+        if mark_crashed(run, now, "no heartbeat: the process running this worker stopped answering"):
+            crashed.append(run.pk)
+    return crashed
+
+
+def mark_crashed(run: WorkerRun, now: datetime, reason: str) -> bool:
+    from orchestration.fleet import detection
+
+    changed = WorkerRun.objects.filter(pk=run.pk, status__in=(RunStatus.RUNNING, RunStatus.QUEUED)).update(
+        status=RunStatus.CRASHED, completed_at=now, success=False, error=reason
+    )
+    if not changed:
+        return False
+    release_lock(run.worker, run.owner)
+    Worker.objects.filter(pk=run.worker_id).update(last_run_at=now, last_status=RunStatus.CRASHED)
+    run.worker.ensure_circuit().record(False)
+    run.refresh_from_db()
+    record(
+        "worker.run_crashed",
+        f"Worker {run.worker.name} crashed: {reason}",
+        severity=Severity.ERROR,
+        subject=run.worker.breaker_name,
+        data={"run_id": run.pk, "execution_id": run.execution_id},
+    )
+    detection.after_run(run)
+    return True
+
+
+def on_job_finished(sender, job, **kwargs) -> None:
+    """The job of a run ended failed or canceled while the run never finished (its
+    process died and the queue gave the job up): the run crashed."""
+    if job.kind != JOB_KIND or job.status == "completed":
+        return
+    run_id = (job.payload or {}).get("run_id")
+    run = WorkerRun.objects.select_related("worker").filter(pk=run_id).first()
+    if run is None or run.status not in (RunStatus.RUNNING, RunStatus.QUEUED):
+        return
+    if run.status == RunStatus.QUEUED and job.status == "canceled":
+        WorkerRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+            status=RunStatus.SKIPPED, completed_at=timezone.now(), skipped_reason="", error="job canceled"
+        )
+        return
+    mark_crashed(run, timezone.now(), f"job {job.pk} ended {job.status}: {(job.error or '').splitlines()[0:1]}")
+
+
+SEVERITY_TO_LEDGER = {
+    AnomalySeverity.CRITICAL: Severity.CRITICAL,
+    AnomalySeverity.HIGH: Severity.ERROR,
+    AnomalySeverity.MEDIUM: Severity.WARNING,
+    AnomalySeverity.LOW: Severity.INFO,
+}

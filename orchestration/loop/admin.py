@@ -1,0 +1,617 @@
+"""Admin for the control loop, the job queue and the ledger."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
+from rest_framework import serializers
+from rest_framework.exceptions import PermissionDenied
+
+from orchestration.core.choices import JobStatus
+from orchestration.core.jobs import queue
+from orchestration.core.jobs.registry import kind_names
+from orchestration.core.models import Campaign, Job, JobRollup, Lane, LedgerEntry
+from orchestration.core.models.ledger import record
+from orchestration.core.secret_forms import MaskedSecretsForm
+from orchestration.loop.api.serializers import JobCreateSerializer, RuleSerializer
+from orchestration.loop.cycle import CycleBusy, run_cycle
+from orchestration.loop.models import Action, ChannelWindow, LoopState, Rule
+from orchestrator_site.admin_scale import (
+    BigTableAdmin,
+    admin_link,
+    as_int,
+    as_text,
+    badge,
+    choices_filter,
+    pretty_json,
+    subject_link,
+)
+from orchestrator_site.api.filters import event_type_prefix
+
+
+class GuardedDeleteAdmin(admin.ModelAdmin):
+    """Deleting goes through the model's ``remove(actor=…)``, the API's write with its
+    guard and ledger entry. What blocks a deletion is listed as protected on the
+    confirmation page, and the admin deletes nothing while anything is."""
+
+    #: What ``remove`` raises when the guard refuses (a race after the confirmation page).
+    guard_errors: tuple[type[Exception], ...] = ()
+
+    def delete_blockers(self, obj) -> list[str]:
+        """Names of the objects that keep ``obj`` from being deleted."""
+        raise NotImplementedError
+
+    def get_deleted_objects(self, objs, request):
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        doomed = {str(obj) for obj in objs}
+        for obj in objs:
+            # Blockers deleted in the same go do not count: delete_queryset removes them first.
+            blockers = [name for name in self.delete_blockers(obj) if name not in doomed]
+            if blockers:
+                protected = [*protected, f"{obj}: required by {', '.join(blockers)}"]
+        return deleted, counts, perms_needed, protected
+
+    def delete_model(self, request, obj):
+        try:
+            obj.remove(actor=request.user.username)
+        except self.guard_errors as exc:
+            self.message_user(request, f"{obj} was not deleted: {exc}", messages.ERROR)
+
+    def delete_queryset(self, request, queryset):
+        pending = list(queryset)
+        while pending:
+            names = {str(obj) for obj in pending}
+            ready = [obj for obj in pending if not (set(self.delete_blockers(obj)) - {str(obj)}) & names]
+            if not ready:
+                break
+            for obj in ready:
+                self.delete_model(request, obj)
+                pending.remove(obj)
+        for obj in pending:
+            blockers = ", ".join(self.delete_blockers(obj))
+            self.message_user(request, f"{obj} was not deleted: required by {blockers}", messages.ERROR)
+
+
+class JobChangeForm(MaskedSecretsForm):
+    """A queued job's page: its payload (and every other text) with secrets masked."""
+
+
+class JobAddForm(forms.ModelForm):
+    """Adding a job in the admin means queueing it: the API's validation (known kind,
+    payload an object) with errors by the field, then ``queue.enqueue``."""
+
+    kind = forms.ChoiceField(choices=())
+
+    class Meta:
+        model = Job
+        fields = [
+            "kind",
+            "payload",
+            "priority",
+            "lane",
+            "max_attempts",
+            "backoff",
+            "not_before",
+            "score",
+            "channel",
+            "reference",
+            "campaign",
+        ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["kind"].choices = [(k, k) for k in kind_names(client=True)]
+        self.fields["payload"].initial = dict
+
+    def clean(self):
+        data = super().clean()
+        incoming = {k: v for k, v in data.items() if k != "campaign" and v is not None}
+        checked = JobCreateSerializer(data=incoming, context={"user": getattr(self, "user", None)})
+        try:
+            valid = checked.is_valid()
+        except PermissionDenied as exc:
+            self.add_error("payload", str(exc.detail))
+            return data
+        if not valid:
+            for field, errors in checked.errors.items():
+                messages = errors if isinstance(errors, list) else [f"{k}: {v}" for k, v in errors.items()]
+                self.add_error(field if field in self.fields else None, [str(e) for e in messages])
+        return data
+
+
+admin.site.site_header = "Orchestrator administration"
+admin.site.site_title = "Orchestrator admin"
+admin.site.index_title = "Loop, queue, fleet, services, pipelines and routing"
+admin.site.site_url = "/"  # "View site" opens the console dashboard
+
+
+def _lanes() -> list[str]:
+    return sorted({"default", *Lane.objects.values_list("name", flat=True)})
+
+
+def _channels() -> list[str]:
+    windows = ChannelWindow.objects.values_list("channel", flat=True)
+    campaigns = Campaign.objects.exclude(channel="").values_list("channel", flat=True)
+    return sorted({*windows, *campaigns})
+
+
+# Namespaces of the ledger's event types (the part before the first dot).
+EVENT_GROUPS = ("orchestrator", "job", "worker", "health", "service", "pipeline", "routing", "rule", "lane", "auth")
+
+
+def _actors() -> list[str]:
+    from django.contrib.auth import get_user_model
+
+    users = get_user_model().objects.order_by("username").values_list("username", flat=True)[:200]
+    return ["system", *users]
+
+
+@admin.register(Job)
+class JobAdmin(BigTableAdmin):
+    list_display = [
+        "id",
+        "kind",
+        "status_badge",
+        "priority_badge",
+        "lane",
+        "attempts_display",
+        "score",
+        "campaign_link",
+        "created_at",
+    ]
+    # Choices and small tables, never a DISTINCT over the jobs.
+    list_filter = [
+        "status",
+        "priority",
+        choices_filter("lane", "lane", _lanes),
+        choices_filter("kind", "kind", kind_names),
+        choices_filter("channel", "channel", _channels),
+    ]
+    # Each an index: the primary key, job_kind_status_idx, job_reference_idx, job_lane_status_idx.
+    exact_search = (("id", as_int), ("kind", as_text), ("reference", as_text), ("lane", as_text))
+    sortable_by = ["id", "created_at"]
+    actions = ["retry_jobs", "cancel_jobs"]
+    readonly_fields = [
+        "status",
+        "attempts",
+        "lease_token",
+        "lease_owner",
+        "lease_expires_at",
+        "cancel_requested",
+        "created_at",
+        "updated_at",
+        "dispatched_at",
+        "started_at",
+        "finished_at",
+        "result_pretty",
+        "error",
+        "auto_retries",
+        "promoted",
+        "downgraded",
+        "forced",
+    ]
+    exclude = ["result"]
+    form = JobChangeForm
+    raw_id_fields = ["campaign"]
+    list_select_related = ["campaign"]
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            # The add form checks the run_code permission of whoever queues the job.
+            kwargs["form"] = type("JobAddForm", (JobAddForm,), {"user": request.user})
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return JobAddForm.Meta.fields
+        return super().get_fields(request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        data = form.cleaned_data
+        job = queue.enqueue(
+            data["kind"],
+            data.get("payload") or {},
+            priority=data["priority"],
+            lane=data["lane"],
+            max_attempts=data["max_attempts"],
+            backoff=data["backoff"],
+            not_before=data.get("not_before"),
+            score=data.get("score"),
+            channel=data.get("channel") or "",
+            reference=data.get("reference") or "",
+            campaign=data.get("campaign"),
+            actor=request.user.username,
+        )
+        # The admin redirects to the object it saved: hand it the queued job.
+        obj.__dict__.update({k: v for k, v in job.__dict__.items() if k != "_state"})
+        obj._state.adding = False
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: Job):
+        return badge(obj.status)
+
+    @admin.display(description="campaign", ordering="campaign__name")
+    def campaign_link(self, obj: Job):
+        return admin_link(obj.campaign) if obj.campaign_id else "—"
+
+    @admin.display(description="priority", ordering="-priority_rank")
+    def priority_badge(self, obj: Job):
+        return badge(obj.priority)
+
+    @admin.display(description="attempts")
+    def attempts_display(self, obj: Job) -> str:
+        return f"{obj.attempts}/{obj.max_attempts}"
+
+    @admin.display(description="result")
+    def result_pretty(self, obj: Job):
+        return pretty_json(obj.result)
+
+    @admin.action(description="Retry selected failed/canceled jobs")
+    def retry_jobs(self, request, queryset):
+        done, skipped = 0, 0
+        for job in queryset.filter(status__in=(JobStatus.FAILED, JobStatus.CANCELED)):
+            queue.retry(job, actor=request.user.username)
+            done += 1
+        skipped = queryset.count() - done
+        self.message_user(request, f"{done} job(s) queued again; {skipped} skipped (not failed or canceled).")
+
+    @admin.action(description="Cancel selected jobs")
+    def cancel_jobs(self, request, queryset):
+        done = 0
+        for job in queryset.filter(status__in=(JobStatus.PENDING, JobStatus.RETRY, JobStatus.PROCESSING)):
+            queue.cancel(job, actor=request.user.username)
+            done += 1
+        self.message_user(request, f"{done} job(s) canceled or told to stop.")
+
+
+@admin.register(JobRollup)
+class JobRollupAdmin(admin.ModelAdmin):
+    """Read-only: what job retention kept of the jobs it deleted."""
+
+    list_display = ["day", "status", "lane", "kind", "count"]
+    list_filter = ["status"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Lane)
+class LaneAdmin(admin.ModelAdmin):
+    list_display = ["name", "concurrency_limit", "jobs_link", "description"]
+    search_fields = ["name"]
+
+    def get_queryset(self, request):
+        from django.db.models import Count, OuterRef, Subquery
+
+        live = (
+            Job.objects.filter(
+                lane=OuterRef("name"), status__in=(JobStatus.PENDING, JobStatus.RETRY, JobStatus.PROCESSING)
+            )
+            .order_by()
+            .values("lane")
+            .annotate(n=Count("id"))
+            .values("n")
+        )
+        return super().get_queryset(request).annotate(live_jobs=Subquery(live))
+
+    @admin.display(description="live jobs", ordering="live_jobs")
+    def jobs_link(self, obj: Lane):
+        url = reverse("admin:orchestration_job_changelist") + f"?lane={obj.name}"
+        return format_html('<a href="{}">{} pending/processing</a>', url, obj.live_jobs or 0)
+
+
+@admin.register(Campaign)
+class CampaignAdmin(admin.ModelAdmin):
+    list_display = ["name", "channel", "budget", "active", "starts_at", "ends_at", "jobs_link"]
+    list_filter = ["active", "channel"]
+    search_fields = ["name"]
+
+    @admin.display(description="jobs")
+    def jobs_link(self, obj: Campaign):
+        url = reverse("admin:orchestration_job_changelist") + f"?campaign={obj.pk}"
+        return format_html('<a href="{}">jobs →</a>', url)
+
+
+@admin.register(ChannelWindow)
+class ChannelWindowAdmin(admin.ModelAdmin):
+    list_display = ["channel", "start_hour", "end_hour", "enabled"]
+    list_editable = ["start_hour", "end_hour", "enabled"]
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(BigTableAdmin):
+    """Read-only: the ledger is an audit trail."""
+
+    list_display = ["created_at", "event_type", "severity_badge", "subject_display", "short_message", "actor"]
+    list_filter = [
+        "severity",
+        choices_filter("event type", "event_type", lambda: [f"{g}." for g in EVENT_GROUPS], prefix=event_type_prefix),
+        choices_filter("actor", "actor", _actors),
+    ]
+    # Each an index: ledger_event_prefix_idx, ledger_subject_idx, ledger_actor_idx.
+    exact_search = (("event_type", as_text), ("subject", as_text), ("actor", as_text))
+    sortable_by = ["created_at"]
+    readonly_fields = ["created_at", "event_type", "severity", "subject", "message", "data_pretty", "actor"]
+    exclude = ["data"]
+    list_per_page = 100
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="severity", ordering="severity")
+    def severity_badge(self, obj: LedgerEntry):
+        return badge(obj.severity)
+
+    @admin.display(description="subject", ordering="subject")
+    def subject_display(self, obj: LedgerEntry):
+        return subject_link(obj.subject)
+
+    @admin.display(description="message")
+    def short_message(self, obj: LedgerEntry) -> str:
+        return obj.message if len(obj.message) <= 120 else obj.message[:117] + "…"
+
+    @admin.display(description="data")
+    def data_pretty(self, obj: LedgerEntry):
+        return pretty_json(obj.data)
+
+
+class RuleAdminForm(forms.ModelForm):
+    """The API's validation, so a bad condition shows next to the field, never reaches the loop."""
+
+    class Meta:
+        model = Rule
+        fields = [
+            "name",
+            "description",
+            "conditions",
+            "action_type",
+            "action_params",
+            "priority",
+            "enabled",
+            "cooldown_seconds",
+        ]
+
+    def clean_conditions(self):
+        value = self.cleaned_data["conditions"]
+        try:
+            return RuleSerializer().validate_conditions(value)
+        except serializers.ValidationError as exc:
+            raise forms.ValidationError(list(exc.detail)) from None
+
+    def clean_action_type(self):
+        value = self.cleaned_data["action_type"]
+        try:
+            return RuleSerializer().validate_action_type(value)
+        except serializers.ValidationError as exc:
+            raise forms.ValidationError(list(exc.detail)) from None
+
+
+@admin.register(Rule)
+class RuleAdmin(admin.ModelAdmin):
+    form = RuleAdminForm
+    list_display = [
+        "name",
+        "enabled_badge",
+        "priority",
+        "action_type",
+        "conditions_text",
+        "cooldown_seconds",
+        "last_fired_at",
+        "actions_link",
+    ]
+    list_filter = ["enabled", "action_type", "builtin"]
+    search_fields = ["name", "description", "action_type"]
+    actions = ["enable_rules", "disable_rules"]
+    readonly_fields = ["last_fired_at", "builtin", "created_at", "updated_at"]
+
+    @admin.display(description="enabled", ordering="enabled")
+    def enabled_badge(self, obj: Rule):
+        return badge("enabled" if obj.enabled else "disabled")
+
+    @admin.display(description="actions")
+    def actions_link(self, obj: Rule):
+        url = reverse("admin:orchestration_action_changelist") + f"?rule_name={obj.name}"
+        return format_html('<a href="{}">history →</a>', url)
+
+    @admin.display(description="conditions")
+    def conditions_text(self, obj: Rule) -> str:
+        return " AND ".join(f"{c.get('field')} {c.get('op')} {c.get('value')}" for c in obj.conditions or [])
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        record(
+            f"rule.{'updated' if change else 'created'}",
+            f"Rule {obj.name} {'updated' if change else 'created'} in the admin",
+            subject=f"rule:{obj.name}",
+            actor=request.user.username,
+        )
+
+    def delete_model(self, request, obj):
+        record(
+            "rule.deleted",
+            f"Rule {obj.name} deleted in the admin",
+            subject=f"rule:{obj.name}",
+            actor=request.user.username,
+        )
+        super().delete_model(request, obj)
+
+    @admin.action(description="Enable selected rules")
+    def enable_rules(self, request, queryset):
+        self._switch(request, queryset, True)
+
+    @admin.action(description="Disable selected rules")
+    def disable_rules(self, request, queryset):
+        self._switch(request, queryset, False)
+
+    def _switch(self, request, queryset, enabled: bool) -> None:
+        changed = sum(rule.set_enabled(enabled, actor=request.user.username) for rule in queryset)
+        self.message_user(request, f"{changed} rule(s) {'enabled' if enabled else 'disabled'}.")
+
+
+def _action_types() -> list[str]:
+    from orchestration.loop.executor import action_types
+
+    return sorted(action_types())
+
+
+@admin.register(Action)
+class ActionAdmin(BigTableAdmin):
+    list_display = [
+        "created_at",
+        "cycle",
+        "action_type",
+        "status_badge",
+        "priority",
+        "reason",
+        "rule_link",
+        "target_display",
+        "duration_ms",
+    ]
+    list_filter = [
+        "status",
+        choices_filter("action type", "action_type", _action_types),
+        choices_filter("rule", "rule_name", lambda: Rule.objects.order_by("name").values_list("name", flat=True)),
+    ]
+    list_select_related = ["rule"]
+    search_fields = ["action_type", "reason", "rule_name", "target"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: Action):
+        return badge(obj.status)
+
+    @admin.display(description="rule", ordering="rule_name")
+    def rule_link(self, obj: Action):
+        return admin_link(obj.rule) if obj.rule_id else (obj.rule_name or "—")
+
+    @admin.display(description="target", ordering="target")
+    def target_display(self, obj: Action):
+        return subject_link(obj.target)
+
+
+@admin.register(LoopState)
+class LoopStateAdmin(admin.ModelAdmin):
+    list_display = [
+        "__str__",
+        "enabled_badge",
+        "interval_seconds",
+        "dry_run",
+        "cycle_count",
+        "health",
+        "last_cycle_started_at",
+        "runner_owner",
+        "dashboard",
+    ]
+    fields = [
+        "enabled",
+        "interval_seconds",
+        "dry_run",
+        "cycle_count",
+        "last_cycle_started_at",
+        "last_cycle_pretty",
+        "runner_owner",
+        "runner_seen_at",
+        "lease_owner",
+        "lease_expires_at",
+    ]
+    readonly_fields = [
+        "cycle_count",
+        "last_cycle_started_at",
+        "last_cycle_pretty",
+        "runner_owner",
+        "runner_seen_at",
+        "lease_owner",
+        "lease_expires_at",
+    ]
+    actions = ["enable_loop", "disable_loop", "run_one_cycle", "dry_run_cycle"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        LoopState.get()  # the singleton always shows up
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description="state", ordering="enabled")
+    def enabled_badge(self, obj: LoopState):
+        return badge("enabled" if obj.enabled else "disabled")
+
+    @admin.display(description="health")
+    def health(self, obj: LoopState):
+        if obj.last_health_score is None:
+            return "—"
+        status = (obj.last_cycle or {}).get("health_status", "unknown")
+        return badge(status, f"{obj.last_health_score} {status}")
+
+    @admin.display(description="console")
+    def dashboard(self, obj: LoopState):
+        return mark_safe('<a href="/">dashboard →</a>')
+
+    @admin.display(description="last cycle")
+    def last_cycle_pretty(self, obj: LoopState):
+        return pretty_json(obj.last_cycle)
+
+    def save_model(self, request, obj, form, change):
+        # Only the fields the person changed, through the same writes as the API's.
+        LoopState.configure(
+            actor=request.user.username, **{name: form.cleaned_data[name] for name in form.changed_data}
+        )
+        obj.refresh_from_db()
+
+    @admin.action(description="Enable the loop")
+    def enable_loop(self, request, queryset):
+        LoopState.enable(actor=request.user.username)
+        self.message_user(request, "Loop enabled.")
+
+    @admin.action(description="Disable the loop")
+    def disable_loop(self, request, queryset):
+        LoopState.disable(actor=request.user.username)
+        self.message_user(request, "Loop disabled.")
+
+    @admin.action(description="Run one cycle now")
+    def run_one_cycle(self, request, queryset):
+        self._run(request, dry_run=False)
+
+    @admin.action(description="Dry-run one cycle (decide, execute nothing)")
+    def dry_run_cycle(self, request, queryset):
+        self._run(request, dry_run=True)
+
+    def _run(self, request, *, dry_run: bool) -> None:
+        try:
+            result = run_cycle(dry_run=dry_run, manual=True, actor=request.user.username)
+        except CycleBusy as exc:
+            self.message_user(request, str(exc), messages.WARNING)
+            return
+        system = result["snapshot"]["system"]
+        execution = result["execution"]
+        self.message_user(
+            request,
+            f"Cycle {result['cycle']}{' (dry run)' if dry_run else ''}: health {system['health_score']} "
+            f"({system['status']}); {result['decision']['summary']}; "
+            f"{execution['succeeded']} succeeded, {execution['failed']} failed.",
+        )

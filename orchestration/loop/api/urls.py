@@ -1,0 +1,19 @@
+from django.urls import path
+
+from orchestration.loop.api import views
+from orchestrator_site.api.routers import OptionalSlashRouter
+
+# Included with the fleet's under one namespace, "orchestration-api" (orchestrator_site/urls.py).
+router = OptionalSlashRouter()
+router.register("jobs", views.JobViewSet, basename="job")
+router.register("lanes", views.LaneViewSet, basename="lane")
+router.register("ledger", views.LedgerViewSet, basename="ledger")
+router.register("rules", views.RuleViewSet, basename="rule")
+router.register("actions", views.ActionViewSet, basename="action")
+router.register("processes", views.ProcessViewSet, basename="process")
+
+urlpatterns = [
+    path("", views.ApiRootView.as_view(), name="root"),
+    path("healthz", views.HealthzView.as_view(), name="healthz"),
+    *router.urls,
+]
