@@ -12,8 +12,7 @@ from health.report import display_health
 from health.sweep import check_services
 from orchestration.core.models.ledger import record
 from orchestration.core.secret_forms import MaskedSecretsForm
-from orchestration.loop.admin import GuardedDeleteAdmin
-from orchestrator_site.admin_scale import EstimatedCountPaginator, badge
+from orchestrator_site.admin_scale import EstimatedCountPaginator, GuardedDeleteAdmin, badge
 
 
 def console_link(service: Service):

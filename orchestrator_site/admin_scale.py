@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
 from django.urls import reverse
@@ -131,3 +131,46 @@ def subject_link(subject: str):
 
 def pretty_json(value) -> str:
     return format_html('<pre class="ob-json">{}</pre>', json.dumps(value, indent=2, default=str))
+
+
+class GuardedDeleteAdmin(admin.ModelAdmin):
+    """Deleting goes through the model's ``remove(actor=…)``, the API's write with its
+    guard and ledger entry. What blocks a deletion is listed as protected on the
+    confirmation page, and the admin deletes nothing while anything is."""
+
+    #: What ``remove`` raises when the guard refuses (a race after the confirmation page).
+    guard_errors: tuple[type[Exception], ...] = ()
+
+    def delete_blockers(self, obj) -> list[str]:
+        """Names of the objects that keep ``obj`` from being deleted."""
+        raise NotImplementedError
+
+    def get_deleted_objects(self, objs, request):
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        doomed = {str(obj) for obj in objs}
+        for obj in objs:
+            # Blockers deleted in the same go do not count: delete_queryset removes them first.
+            blockers = [name for name in self.delete_blockers(obj) if name not in doomed]
+            if blockers:
+                protected = [*protected, f"{obj}: required by {', '.join(blockers)}"]
+        return deleted, counts, perms_needed, protected
+
+    def delete_model(self, request, obj):
+        try:
+            obj.remove(actor=request.user.username)
+        except self.guard_errors as exc:
+            self.message_user(request, f"{obj} was not deleted: {exc}", messages.ERROR)
+
+    def delete_queryset(self, request, queryset):
+        pending = list(queryset)
+        while pending:
+            names = {str(obj) for obj in pending}
+            ready = [obj for obj in pending if not (set(self.delete_blockers(obj)) - {str(obj)}) & names]
+            if not ready:
+                break
+            for obj in ready:
+                self.delete_model(request, obj)
+                pending.remove(obj)
+        for obj in pending:
+            blockers = ", ".join(self.delete_blockers(obj))
+            self.message_user(request, f"{obj} was not deleted: required by {blockers}", messages.ERROR)

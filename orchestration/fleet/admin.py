@@ -18,8 +18,14 @@ from orchestration.fleet import specs
 from orchestration.fleet.choices import SkipReason
 from orchestration.fleet.models import ScoreReport, Worker, WorkerRun
 from orchestration.fleet.runner import WorkerStateError, trigger
-from orchestration.loop.admin import GuardedDeleteAdmin
-from orchestrator_site.admin_scale import EstimatedCountPaginator, admin_link, badge, choices_filter, pretty_json
+from orchestrator_site.admin_scale import (
+    EstimatedCountPaginator,
+    GuardedDeleteAdmin,
+    admin_link,
+    badge,
+    choices_filter,
+    pretty_json,
+)
 
 RUN_BADGES = {
     "queued": "pending",
