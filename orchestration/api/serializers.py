@@ -10,7 +10,7 @@ from orchestration.jobs.kinds import http_request_problems, python_call_problems
 from orchestration.jobs.registry import kind_names
 from orchestration.loop.decider import ConditionError, validate_condition
 from orchestration.loop.executor import action_types
-from orchestration.models import Action, Job, Lane, LedgerEntry, OrchestratorProcess, Rule
+from orchestration.models import Action, Job, Lane, LedgerEntry, OrchestratorProcess, Rule, ScoreDeduction
 from orchestration.redaction import redact, redact_error
 
 FETCHED_KEYS = ("body", "response")
@@ -40,6 +40,9 @@ class JobSerializer(serializers.ModelSerializer):
             "lease_owner",
             "lease_expires_at",
             "cancel_requested",
+            "deferred_by",
+            "requested_not_before",
+            "failed_permanently",
             "created_at",
             "updated_at",
             "dispatched_at",
@@ -168,19 +171,7 @@ class RuleSerializer(serializers.ModelSerializer):
         read_only_fields = ["last_fired_at", "builtin", "created_at", "updated_at"]
 
     def validate_conditions(self, value):
-        if not isinstance(value, list) or not value:
-            raise serializers.ValidationError("conditions must be a non-empty list.")
-        if len(value) > 20:
-            raise serializers.ValidationError("at most 20 conditions.")
-        errors = []
-        for index, condition in enumerate(value):
-            try:
-                validate_condition(condition)
-            except ConditionError as exc:
-                errors.append(f"condition {index}: {exc}")
-        if errors:
-            raise serializers.ValidationError(errors)
-        return value
+        return validate_condition_list(value)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -200,6 +191,54 @@ class RuleSerializer(serializers.ModelSerializer):
     def validate_action_params(self, value):
         if not isinstance(value, dict):
             raise serializers.ValidationError("action_params must be a JSON object.")
+        return value
+
+
+def validate_condition_list(value) -> list:
+    """A rule's (or a deduction's) ANDed conditions, each error naming its position."""
+    if not isinstance(value, list) or not value:
+        raise serializers.ValidationError("must be a non-empty list of conditions.")
+    if len(value) > 20:
+        raise serializers.ValidationError("at most 20 conditions.")
+    errors = []
+    for index, condition in enumerate(value):
+        try:
+            validate_condition(condition)
+        except ConditionError as exc:
+            errors.append(f"condition {index}: {exc}")
+    if errors:
+        raise serializers.ValidationError(errors)
+    return value
+
+
+class ScoreDeductionSerializer(serializers.ModelSerializer):
+    # The contract's name for the ANDed conditions, the same shape as a rule's.
+    condition = serializers.JSONField(source="conditions")
+
+    class Meta:
+        model = ScoreDeduction
+        fields = [
+            "id",
+            "name",
+            "condition",
+            "points",
+            "per_field",
+            "max_points",
+            "reason",
+            "scope",
+            "enabled",
+            "builtin",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["builtin", "created_at", "updated_at"]
+
+    def validate_condition(self, value):
+        return validate_condition_list(value)
+
+    def validate_per_field(self, value: str) -> str:
+        if value and any(not part for part in value.split(".")):
+            raise serializers.ValidationError("must be a dotted path such as 'ledger.errors_last_hour'.")
         return value
 
 

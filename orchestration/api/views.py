@@ -23,11 +23,12 @@ from orchestration.api.serializers import (
     ProcessSerializer,
     RuleSerializer,
     RunOnceSerializer,
+    ScoreDeductionSerializer,
 )
 from orchestration.jobs import queue
 from orchestration.loop.cycle import run_cycle
 from orchestration.loop.snapshot_cache import current_snapshot
-from orchestration.models import Action, Job, Lane, LedgerEntry, LoopState, OrchestratorProcess, Rule
+from orchestration.models import Action, Job, Lane, LedgerEntry, LoopState, OrchestratorProcess, Rule, ScoreDeduction
 from orchestration.models.ledger import record
 
 VERSION = "0.1.0"
@@ -148,6 +149,14 @@ class RuleViewSet(AuditedModelViewSet):
     ledger_prefix = "rule"
 
 
+class ScoreDeductionViewSet(AuditedModelViewSet):
+    """The health score's deductions: 100 minus those that apply is the score."""
+
+    queryset = ScoreDeduction.objects.all()
+    serializer_class = ScoreDeductionSerializer
+    ledger_prefix = "score_deduction"
+
+
 class ActionViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = Action.objects.all()
     serializer_class = ActionSerializer
@@ -229,6 +238,7 @@ class ApiRootView(APIView):
                     "lanes": "/api/v1/lanes/",
                     "ledger": "/api/v1/ledger/",
                     "rules": "/api/v1/rules/",
+                    "score_deductions": "/api/v1/score-deductions/",
                     "actions": "/api/v1/actions/",
                     "processes": "/api/v1/processes/",
                     "snapshot": "/orchestrator/snapshot",
