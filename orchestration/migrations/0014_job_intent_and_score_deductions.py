@@ -29,7 +29,7 @@ class Migration(migrations.Migration):
                     "per_field",
                     models.CharField(
                         blank=True,
-                        help_text="Optional snapshot field: the points are lost once per unit of it (5 per ledger error).",
+                        help_text="Optional snapshot field: the points count once per unit of it.",
                         max_length=120,
                     ),
                 ),
@@ -52,7 +52,7 @@ class Migration(migrations.Migration):
                             ("other", "Anything else"),
                         ],
                         default="queue",
-                        help_text="Queue deductions also make the queue's own score, the one the emergency rebalance reads.",
+                        help_text="Queue deductions make the queue's own score (what the emergency rebalance reads).",
                         max_length=12,
                     ),
                 ),

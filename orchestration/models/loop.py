@@ -258,7 +258,7 @@ class ScoreDeduction(models.Model):
     per_field = models.CharField(
         max_length=120,
         blank=True,
-        help_text="Optional snapshot field: the points are lost once per unit of it (5 per ledger error).",
+        help_text="Optional snapshot field: the points count once per unit of it.",
     )
     max_points = models.PositiveSmallIntegerField(
         null=True, blank=True, validators=[MaxValueValidator(100)], help_text="Cap for a per-unit deduction."
@@ -268,7 +268,7 @@ class ScoreDeduction(models.Model):
         max_length=12,
         choices=DeductionScope.choices,
         default=DeductionScope.QUEUE,
-        help_text="Queue deductions also make the queue's own score, the one the emergency rebalance reads.",
+        help_text="Queue deductions make the queue's own score (what the emergency rebalance reads).",
     )
     enabled = models.BooleanField(default=True)
     builtin = models.BooleanField(default=False, editable=False)
