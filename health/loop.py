@@ -1,5 +1,8 @@
-"""What the control loop sees of service health: the snapshot's ``services`` section
-and the health-score penalty."""
+"""What the control loop sees of service health: the snapshot's ``services`` section.
+
+What it costs the health score is data: the deductions of ``health.default_rules``
+(rows a person can read and switch, seeded switched off so the score is the documented
+formula until someone asks for more)."""
 
 from __future__ import annotations
 
@@ -11,13 +14,7 @@ from django.db.models import Count, FilteredRelation, Q
 from health import status as pure
 from health.choices import BreakerState, ServiceHealth
 from health.models import Service
-from orchestration.loop.health_score import Penalty, register_penalty
 from orchestration.loop.monitor import snapshot_section
-
-DEGRADED_PENALTY = 10
-UNHEALTHY_PENALTY = 30
-OPEN_CIRCUIT_PENALTY = 5
-OPEN_CIRCUIT_PENALTY_CAP = 20
 
 
 @snapshot_section("services", queries=1)
@@ -51,22 +48,6 @@ def services_section(now: datetime) -> dict[str, Any]:
         **counts,
         "breakers_closed": n - counts["breakers_open"] - counts["breakers_half_open"],
         "overall_health": overall,
+        "down": counts["unhealthy"] + counts["circuit_open"],
         "all_unhealthy": 1 if n and not healthy and n > counts["unknown"] else 0,
     }
-
-
-@register_penalty
-def _service_penalties(snapshot: dict[str, Any]) -> list[Penalty]:
-    services = snapshot.get("services", {})
-    found: list[Penalty] = []
-    down = services.get("unhealthy", 0) + services.get("circuit_open", 0)
-    if services.get("all_unhealthy"):
-        found.append((UNHEALTHY_PENALTY, "no service is healthy"))
-    elif down:
-        found.append((DEGRADED_PENALTY, f"{down} of {services.get('enabled', 0)} service(s) down"))
-    opened = services.get("breakers_open", 0)
-    if opened:
-        found.append(
-            (min(OPEN_CIRCUIT_PENALTY * opened, OPEN_CIRCUIT_PENALTY_CAP), f"{opened} service circuit(s) open")
-        )
-    return found

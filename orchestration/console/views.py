@@ -242,10 +242,13 @@ def loop_run_once(request: HttpRequest) -> HttpResponse:
         return _back(request, reverse("console:dashboard"))
     system = result["snapshot"]["system"]
     execution = result["execution"]
+    # The score comes with what lowered it.
+    lost = "".join(f"; −{d['points']} {d['reason']}" for d in system.get("deductions", []))
     messages.success(
         request,
         f"Cycle {result['cycle']}{' (dry run)' if dry_run else ''}: health {system['health_score']} "
-        f"({system['status']}) — {result['decision']['summary']}; "
+        f"({system['status']}{lost}) — "
+        f"{result['decision']['summary']}; "
         f"{execution['succeeded']} succeeded, {execution['failed']} failed.",
     )
     return _back(request, reverse("console:dashboard"))

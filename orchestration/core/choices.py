@@ -35,6 +35,15 @@ class Backoff(models.TextChoices):
     LINEAR = "linear", "Linear (5, 10, 15 s…)"
 
 
+class DeferredBy(models.TextChoices):
+    """Who pushed a job's ``not_before`` back. Only a deferral an automation made may be
+    undone by automation; a ``not_before`` a client or a person set is never cleared."""
+
+    NOBODY = "", "Nobody (the job's own not_before)"
+    LOOP = "loop", "The control loop"
+    RECOVERY = "recovery", "Fleet recovery"
+
+
 class Severity(models.TextChoices):
     DEBUG = "debug", "Debug"
     INFO = "info", "Info"
@@ -56,6 +65,15 @@ class Operator(models.TextChoices):
     LTE = "<=", "at most"
     EQ = "==", "equals"
     NE = "!=", "differs from"
+
+
+class DeductionScope(models.TextChoices):
+    """What a health-score deduction is about. The emergency rebalance reads the
+    queue's own score only, so an outside service's outage never fails queued work."""
+
+    QUEUE = "queue", "The job queue and its ledger (the seed's formula)"
+    SERVICES = "services", "Monitored services"
+    OTHER = "other", "Anything else"
 
 
 class HealthStatus(models.TextChoices):

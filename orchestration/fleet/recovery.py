@@ -25,7 +25,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from orchestration.core import alerts
-from orchestration.core.choices import CLAIMABLE_STATUSES, ActionStatus, Priority, Severity
+from orchestration.core.choices import CLAIMABLE_STATUSES, ActionStatus, DeferredBy, Priority, Severity
 from orchestration.core.jobs.backoff import retry_delay
 from orchestration.core.models import Anomaly, Job
 from orchestration.core.models.ledger import record
@@ -183,7 +183,8 @@ def pause_new_jobs(anomaly: Anomaly, now: datetime) -> dict:
     ids = list(
         Job.objects.filter(status__in=CLAIMABLE_STATUSES, priority=Priority.LOW).values_list("pk", flat=True)[:5000]
     )
-    deferred = Job.objects.filter(pk__in=ids).update(not_before=now + timedelta(minutes=5))
+    # Never earlier than a not_before a client set, and marked as recovery's own.
+    deferred = Job.objects.filter(pk__in=ids).defer_until(now + timedelta(minutes=5), by=DeferredBy.RECOVERY)
     return {"scheduled_runs_paused": True, "deferred_low_priority_jobs": deferred}
 
 

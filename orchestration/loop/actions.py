@@ -1,4 +1,10 @@
-"""The seed's seven actions, plus a generic alert. Each acts on Job rows for real."""
+"""The seed's seven actions, plus a generic alert. Each acts on Job rows for real.
+
+People's intent comes first: a job is due from its ``not_before`` (else its creation),
+no action here runs a job before a ``not_before`` a client or a person set, none fails
+a job that is not due yet, and the loop undoes only the deferrals it made itself
+(``Job.deferred_by``).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,10 @@ from datetime import timedelta
 
 from django.db.models import F, Q
 
-from orchestration.core.choices import CLAIMABLE_STATUSES, PRIORITY_RANK, JobStatus, Priority, Severity
+from orchestration.core.choices import CLAIMABLE_STATUSES, PRIORITY_RANK, DeferredBy, JobStatus, Priority, Severity
 from orchestration.core.jobs import queue
 from orchestration.core.models import Job
+from orchestration.core.models.jobs import due_before
 from orchestration.core.models.ledger import record
 from orchestration.loop import monitor
 from orchestration.loop.decider import PlannedAction
@@ -23,20 +30,24 @@ def _ids(qs, limit: int = BATCH) -> list[int]:
 
 @action_handler("retry_failed")
 def retry_failed(action: PlannedAction, ctx: ActionContext) -> dict:
-    """Give jobs that failed in the last hour one more attempt (once per job)."""
+    """Give jobs that failed in the last hour one more attempt (once per job); a
+    permanent failure (retrying cannot fix it, e.g. a 4xx) is left to a person."""
     ids = _ids(
         Job.objects.filter(
             status=JobStatus.FAILED,
             finished_at__gte=ctx.now - timedelta(hours=1),
             auto_retries__lt=monitor.MAX_AUTO_RETRIES,
+            failed_permanently=False,
         ).order_by("-priority_rank", "finished_at")
     )
-    changed = Job.objects.filter(pk__in=ids, status=JobStatus.FAILED).update(
+    changed = Job.objects.filter(pk__in=ids, status=JobStatus.FAILED, failed_permanently=False).update(
         status=JobStatus.RETRY,
         not_before=ctx.now,
         finished_at=None,
         max_attempts=F("attempts") + 1,
         auto_retries=F("auto_retries") + 1,
+        deferred_by=DeferredBy.NOBODY,
+        requested_not_before=None,
     )
     queue.wake()
     return {"retried": changed, "job_ids": ids[:50]}
@@ -45,35 +56,40 @@ def retry_failed(action: PlannedAction, ctx: ActionContext) -> dict:
 @action_handler("rebalance_queue")
 def rebalance_queue(action: PlannedAction, ctx: ActionContext) -> dict:
     """Relieve a saturated queue: push low-priority work back so urgent jobs go first;
-    in emergency mode, fail jobs that have been pending for more than two hours."""
+    in emergency mode, fail jobs that have been due for more than two hours (a job
+    scheduled for later is never failed: it has not waited at all)."""
     if action.params.get("emergency"):
         cutoff = ctx.now - timedelta(minutes=monitor.EMERGENCY_PENDING_MINUTES)
-        ids = _ids(Job.objects.filter(status=JobStatus.PENDING, created_at__lt=cutoff).order_by("created_at"))
-        failed = Job.objects.filter(pk__in=ids, status=JobStatus.PENDING).update(
+        overdue = Q(status=JobStatus.PENDING) & due_before(cutoff)
+        ids = _ids(Job.objects.filter(overdue).order_by("created_at"))
+        # The same test in the UPDATE: a job rescheduled meanwhile is not failed.
+        failed = Job.objects.filter(overdue, pk__in=ids).update(
             status=JobStatus.FAILED,
             finished_at=ctx.now,
-            error="failed by emergency rebalance: pending for more than 2 hours while the system was critical",
+            error="failed by emergency rebalance: due for more than 2 hours while the queue was critical",
         )
         return {"mode": "emergency", "failed": failed, "job_ids": ids[:50]}
-    deferral = timedelta(minutes=int(action.params.get("defer_minutes", 5)))
+    until = ctx.now + timedelta(minutes=int(action.params.get("defer_minutes", 5)))
     ids = _ids(
         Job.objects.filter(status__in=CLAIMABLE_STATUSES, priority=Priority.LOW)
-        .filter(Q(not_before__isnull=True) | Q(not_before__lte=ctx.now + deferral))
+        .filter(Q(not_before__isnull=True) | Q(not_before__lt=until))
         .order_by("created_at")
     )
-    deferred = Job.objects.filter(pk__in=ids).update(not_before=ctx.now + deferral)
+    deferred = Job.objects.filter(pk__in=ids).defer_until(until, by=DeferredBy.LOOP)
     queue.wake()
-    return {"mode": "normal", "deferred_low_priority": deferred}
+    return {"mode": "normal", "deferred_low_priority": deferred, "until": until.isoformat()}
 
 
 @action_handler("force_publish")
 def force_publish(action: PlannedAction, ctx: ActionContext) -> dict:
-    """Run jobs stuck pending for over an hour now: clear their delay, raise them to high."""
+    """Run jobs that have been due for over an hour first: raise them to high. A job is
+    due from its not_before, so one scheduled for later, or postponed, is not stuck."""
     cutoff = ctx.now - timedelta(minutes=monitor.STUCK_PENDING_MINUTES)
-    ids = _ids(Job.objects.filter(status=JobStatus.PENDING, forced=False, created_at__lt=cutoff).order_by("created_at"))
+    stuck = Q(status=JobStatus.PENDING, forced=False) & due_before(cutoff)
+    ids = _ids(Job.objects.filter(stuck).order_by("created_at"))
     rank = PRIORITY_RANK[Priority.HIGH]
-    Job.objects.filter(pk__in=ids, priority_rank__lt=rank).update(priority=Priority.HIGH, priority_rank=rank)
-    forced = Job.objects.filter(pk__in=ids).update(forced=True, not_before=None)
+    Job.objects.filter(stuck, pk__in=ids, priority_rank__lt=rank).update(priority=Priority.HIGH, priority_rank=rank)
+    forced = Job.objects.filter(stuck, pk__in=ids).update(forced=True)
     queue.wake()
     return {"forced": forced, "job_ids": ids[:50]}
 
@@ -102,41 +118,42 @@ def trigger_reconciliation(action: PlannedAction, ctx: ActionContext) -> dict:
 
 @action_handler("promote_high_score")
 def promote_high_score(action: PlannedAction, ctx: ActionContext) -> dict:
-    """Move high-score jobs (> 80) whose channel window is open to the front."""
+    """Move high-score jobs (> 80) whose channel window is open to the front. A
+    deferral the loop made is undone; a not_before a client set stands."""
     channels = ctx.snapshot.get("scheduler", {}).get("active_channels", [])
     qs = Job.objects.filter(status__in=CLAIMABLE_STATUSES, score__gt=monitor.HIGH_SCORE, promoted=False)
     if channels:
         qs = qs.filter(Q(channel__in=channels) | Q(channel=""))
     ids = _ids(qs.order_by("-score"))
     rank = PRIORITY_RANK[Priority.CRITICAL]
-    Job.objects.filter(pk__in=ids).update(
-        priority=Priority.CRITICAL, priority_rank=rank, promoted=True, not_before=None
-    )
+    Job.objects.filter(pk__in=ids).update(priority=Priority.CRITICAL, priority_rank=rank, promoted=True)
+    undone = Job.objects.filter(pk__in=ids).undo_deferral(by=DeferredBy.LOOP)
     queue.wake()
-    return {"promoted": len(ids), "channels": channels, "job_ids": ids[:50]}
+    return {"promoted": len(ids), "loop_deferrals_undone": undone, "channels": channels, "job_ids": ids[:50]}
 
 
 @action_handler("downgrade_low_score")
 def downgrade_low_score(action: PlannedAction, ctx: ActionContext) -> dict:
-    """Postpone low-score jobs (< 40) by 24 hours."""
+    """Postpone low-score jobs (< 40) by 24 hours; one a client scheduled even later
+    keeps its own time."""
     hours = int(action.params.get("postpone_hours", 24))
+    until = ctx.now + timedelta(hours=hours)
     ids = _ids(
         Job.objects.filter(status__in=CLAIMABLE_STATUSES, score__lt=monitor.LOW_SCORE, downgraded=False).order_by(
             "score"
         )
     )
-    postponed = Job.objects.filter(pk__in=ids).update(
-        downgraded=True,
-        not_before=ctx.now + timedelta(hours=hours),
-        priority=Priority.LOW,
-        priority_rank=PRIORITY_RANK[Priority.LOW],
+    postponed = Job.objects.filter(pk__in=ids).defer_until(until, by=DeferredBy.LOOP)
+    Job.objects.filter(pk__in=ids).update(
+        downgraded=True, priority=Priority.LOW, priority_rank=PRIORITY_RANK[Priority.LOW]
     )
-    return {"postponed": postponed, "until": (ctx.now + timedelta(hours=hours)).isoformat(), "job_ids": ids[:50]}
+    return {"downgraded": len(ids), "postponed": postponed, "until": until.isoformat(), "job_ids": ids[:50]}
 
 
 @action_handler("schedule_job")
 def schedule_job(action: PlannedAction, ctx: ActionContext) -> dict:
-    """Schedule the jobs this rule is about now, at high priority.
+    """Raise the jobs this rule is about to high priority, and undo the loop's own
+    deferrals of them (never a not_before a client set).
 
     params.target: "high_score" (score > 80), "campaign" (jobs of running campaigns
     with budget > 100), or "window_closing" (jobs of channels whose window closes
@@ -158,9 +175,11 @@ def schedule_job(action: PlannedAction, ctx: ActionContext) -> dict:
     ids = _ids(qs.order_by("-priority_rank", "created_at"))
     rank = PRIORITY_RANK[Priority.HIGH]
     raised = Job.objects.filter(pk__in=ids, priority_rank__lt=rank).update(priority=Priority.HIGH, priority_rank=rank)
-    Job.objects.filter(pk__in=ids, not_before__gt=ctx.now).update(not_before=None)
+    # Only the loop's own deferrals are undone: a job a client scheduled for later
+    # keeps its time, at its new priority.
+    undone = Job.objects.filter(pk__in=ids).undo_deferral(by=DeferredBy.LOOP)
     queue.wake()
-    return {"target": target, "scheduled": len(ids), "raised": raised}
+    return {"target": target, "scheduled": len(ids), "raised": raised, "loop_deferrals_undone": undone}
 
 
 @action_handler("ledger_alert")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
@@ -16,9 +17,9 @@ from orchestration.core.jobs.registry import kind_names
 from orchestration.core.models import Campaign, Job, JobRollup, Lane, LedgerEntry
 from orchestration.core.models.ledger import record
 from orchestration.core.secret_forms import MaskedSecretsForm
-from orchestration.loop.api.serializers import JobCreateSerializer, RuleSerializer
+from orchestration.loop.api.serializers import JobCreateSerializer, RuleSerializer, ScoreDeductionSerializer
 from orchestration.loop.cycle import CycleBusy, run_cycle
-from orchestration.loop.models import Action, ChannelWindow, LoopState, Rule
+from orchestration.loop.models import Action, ChannelWindow, LoopState, Rule, ScoreDeduction
 from orchestrator_site.admin_scale import (
     BigTableAdmin,
     admin_link,
@@ -149,6 +150,9 @@ class JobAdmin(BigTableAdmin):
         "promoted",
         "downgraded",
         "forced",
+        "deferred_by",
+        "requested_not_before",
+        "failed_permanently",
     ]
     exclude = ["result"]
     form = JobChangeForm
@@ -171,6 +175,9 @@ class JobAdmin(BigTableAdmin):
 
     def save_model(self, request, obj, form, change):
         if change:
+            if "not_before" in form.changed_data:
+                # A person's not_before is the job's own from now on: no automation undoes it.
+                obj.deferred_by, obj.requested_not_before = "", None
             return super().save_model(request, obj, form, change)
         data = form.cleaned_data
         job = queue.enqueue(
@@ -420,6 +427,92 @@ class RuleAdmin(admin.ModelAdmin):
     def _switch(self, request, queryset, enabled: bool) -> None:
         changed = sum(rule.set_enabled(enabled, actor=request.user.username) for rule in queryset)
         self.message_user(request, f"{changed} rule(s) {'enabled' if enabled else 'disabled'}.")
+
+
+class ScoreDeductionAdminForm(forms.ModelForm):
+    """The API's validation, so a bad condition shows next to the field."""
+
+    class Meta:
+        model = ScoreDeduction
+        fields = ["name", "conditions", "points", "per_field", "max_points", "reason", "scope", "enabled"]
+
+    def clean_conditions(self):
+        try:
+            return ScoreDeductionSerializer().validate_condition(self.cleaned_data["conditions"])
+        except serializers.ValidationError as exc:
+            raise forms.ValidationError(list(exc.detail)) from None
+
+    def clean_per_field(self):
+        try:
+            return ScoreDeductionSerializer().validate_per_field(self.cleaned_data["per_field"])
+        except serializers.ValidationError as exc:
+            raise forms.ValidationError(list(exc.detail)) from None
+
+
+@admin.register(ScoreDeduction)
+class ScoreDeductionAdmin(admin.ModelAdmin):
+    """The health score is 100 minus the enabled deductions that apply: each row here is
+    one line of that sum, with the condition that makes it apply."""
+
+    form = ScoreDeductionAdminForm
+    list_display = ["name", "enabled_badge", "points_text", "conditions_text", "reason", "scope"]
+    list_filter = ["enabled", "scope", "builtin"]
+    search_fields = ["name", "reason"]
+    actions = ["enable_deductions", "disable_deductions"]
+    readonly_fields = ["builtin", "created_at", "updated_at"]
+
+    @admin.display(description="enabled", ordering="enabled")
+    def enabled_badge(self, obj: ScoreDeduction):
+        return badge("enabled" if obj.enabled else "disabled")
+
+    @admin.display(description="points", ordering="points")
+    def points_text(self, obj: ScoreDeduction) -> str:
+        if not obj.per_field:
+            return f"−{obj.points}"
+        cap = f", at most {obj.max_points}" if obj.max_points is not None else ""
+        return f"−{obj.points} per {obj.per_field}{cap}"
+
+    @admin.display(description="applies when")
+    def conditions_text(self, obj: ScoreDeduction) -> str:
+        return " AND ".join(f"{c.get('field')} {c.get('op')} {c.get('value')}" for c in obj.conditions or [])
+
+    def save_model(self, request, obj, form, change):
+        verb = "updated" if change else "created"
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            record(
+                f"score_deduction.{verb}",
+                f"Health-score deduction {obj.name} {verb} in the admin",
+                subject=f"score_deduction:{obj.name}",
+                data={"changed": list(form.changed_data)},
+                actor=request.user.username,
+            )
+
+    def delete_model(self, request, obj):
+        with transaction.atomic():
+            record(
+                "score_deduction.deleted",
+                f"Health-score deduction {obj.name} deleted in the admin",
+                subject=f"score_deduction:{obj.name}",
+                actor=request.user.username,
+            )
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            self.delete_model(request, obj)
+
+    @admin.action(description="Enable selected deductions")
+    def enable_deductions(self, request, queryset):
+        self._switch(request, queryset, True)
+
+    @admin.action(description="Disable selected deductions")
+    def disable_deductions(self, request, queryset):
+        self._switch(request, queryset, False)
+
+    def _switch(self, request, queryset, enabled: bool) -> None:
+        changed = sum(d.set_enabled(enabled, actor=request.user.username) for d in queryset)
+        self.message_user(request, f"{changed} deduction(s) {'enabled' if enabled else 'disabled'}.")
 
 
 def _action_types() -> list[str]:

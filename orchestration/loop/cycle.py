@@ -242,6 +242,8 @@ def cycle_summary(
         "duration_ms": duration_ms,
         "health_score": system["health_score"],
         "health_status": system["status"],
+        # What lowered the score, so wherever it is shown it is explained.
+        "deductions": system.get("deductions", []),
         "actions": len(planned),
         "succeeded": succeeded,
         "failed": len(results) - succeeded,

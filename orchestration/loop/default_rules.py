@@ -57,8 +57,8 @@ DEFAULT_RULES = [
     },
     {
         "name": "critical-health",
-        "description": "Critical system state: emergency rebalance fails jobs pending over 2 hours",
-        "conditions": [c("system.health_score", "<", 50), c("jobs.very_old_pending", ">", 0)],
+        "description": "Critical queue: emergency rebalance fails jobs due over 2 hours ago",
+        "conditions": [c("system.queue_health_score", "<", 50), c("jobs.very_old_pending", ">", 0)],
         "action_type": "rebalance_queue",
         "action_params": {"emergency": True},
         "priority": 10,
@@ -95,5 +95,36 @@ DEFAULT_RULES = [
         "conditions": [c("jobs.expired_leases", ">", 0)],
         "action_type": "trigger_reconciliation",
         "priority": 10,
+    },
+]
+
+
+# The health score's deductions (the control-loop seed's formula). Data like the rules:
+# the migration writes them once and people edit or switch them from then on.
+DEFAULT_DEDUCTIONS = [
+    {
+        "name": "queue-saturated",
+        "conditions": [c("jobs.pending", ">", 50)],
+        "points": 20,
+        "reason": "Queue saturated: more than 50 jobs pending",
+    },
+    {
+        "name": "job-waiting-long",
+        "conditions": [c("jobs.oldest_pending_minutes", ">", 30)],
+        "points": 15,
+        "reason": "A job has waited more than 30 minutes since it was due",
+    },
+    {
+        "name": "recent-failures",
+        "conditions": [c("jobs.failed_last_hour", ">", 0)],
+        "points": 10,
+        "reason": "Jobs failed in the last hour",
+    },
+    {
+        "name": "ledger-errors",
+        "conditions": [c("ledger.errors_last_hour", ">", 0)],
+        "points": 5,
+        "per_field": "ledger.errors_last_hour",
+        "reason": "Ledger errors in the last hour (5 points each)",
     },
 ]

@@ -1,51 +1,36 @@
-"""The system health score (seed formula). Pure: takes a snapshot dict, returns numbers.
+"""The system health score. Pure: a snapshot and a list of deductions in, numbers out.
 
-100 points, minus 20 when the queue is saturated (> 50 pending), 15 when a job has
-waited more than 30 minutes, 10 when jobs failed in the last hour, 5 per ledger error
-in the last hour; other capabilities add their own penalties through
-``register_penalty``. healthy ≥ 80, degraded 50–79, critical < 50.
+The score is 100 minus the deductions that apply (floored at 0); healthy ≥ 80,
+degraded 50–79, critical < 50. Deductions are data (``ScoreDeduction`` rows, seeded
+with the control-loop seed's four: −20 more than 50 pending, −15 a job waiting over
+30 minutes, −10 failures in the last hour, −5 per ledger error in the last hour), so
+every point a person sees lost is a row they can read and switch.
+
+The queue's own score counts only the deductions scoped to the queue: the emergency
+rebalance reads it, so a service's outage cannot fail queued work.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-Penalty = tuple[int, str]
-PenaltyRule = Callable[[dict[str, Any]], list[Penalty]]
+from orchestration.loop.decider import holds, resolve
 
-QUEUE_SATURATED_PENDING = 50
-OLD_PENDING_MINUTES = 30
 HEALTHY_AT = 80
 DEGRADED_AT = 50
-
-_PENALTIES: list[PenaltyRule] = []
-
-
-def register_penalty(rule: PenaltyRule) -> PenaltyRule:
-    """Add a penalty rule: snapshot → [(points, reason)]. Used as a decorator."""
-    if rule not in _PENALTIES:
-        _PENALTIES.append(rule)
-    return rule
+QUEUE_SCOPE = "queue"
 
 
-@register_penalty
-def _job_penalties(snapshot: dict[str, Any]) -> list[Penalty]:
-    jobs = snapshot.get("jobs", {})
-    found: list[Penalty] = []
-    if jobs.get("pending", 0) > QUEUE_SATURATED_PENDING:
-        found.append((20, f"queue saturated ({jobs['pending']} pending > {QUEUE_SATURATED_PENDING})"))
-    if (jobs.get("oldest_pending_minutes") or 0) > OLD_PENDING_MINUTES:
-        found.append((15, f"a job has been pending {jobs['oldest_pending_minutes']:.0f} min"))
-    if jobs.get("failed_last_hour", 0) > 0:
-        found.append((10, f"{jobs['failed_last_hour']} job(s) failed in the last hour"))
-    return found
-
-
-@register_penalty
-def _ledger_penalties(snapshot: dict[str, Any]) -> list[Penalty]:
-    errors = snapshot.get("ledger", {}).get("errors_last_hour", 0)
-    return [(5 * errors, f"{errors} ledger error(s) in the last hour")] if errors else []
+@dataclass(frozen=True)
+class DeductionSpec:
+    name: str
+    conditions: list[dict[str, Any]]
+    points: int
+    reason: str
+    per_field: str = ""
+    max_points: int | None = None
+    scope: str = QUEUE_SCOPE
 
 
 def status_for(score: int) -> str:
@@ -56,11 +41,56 @@ def status_for(score: int) -> str:
     return "critical"
 
 
-def health_score(snapshot: dict[str, Any]) -> dict[str, Any]:
-    penalties = [p for rule in _PENALTIES for p in rule(snapshot)]
-    score = max(0, min(100, 100 - sum(points for points, _ in penalties)))
+def applies(deduction: DeductionSpec, snapshot: dict[str, Any]) -> dict[str, Any] | None:
+    """The deduction as it applies to this snapshot (points, and the values that made
+    it apply), or None. No conditions never applies, like a rule."""
+    if not deduction.conditions:
+        return None
+    values: dict[str, Any] = {}
+    for condition in deduction.conditions:
+        ok, actual = holds(condition, snapshot)
+        if not ok:
+            return None
+        values[condition["field"]] = actual
+    points = deduction.points
+    if deduction.per_field:
+        units = resolve(snapshot, deduction.per_field)
+        if isinstance(units, bool) or not isinstance(units, int | float):
+            return None  # nothing to count: the deduction cannot say how much
+        values[deduction.per_field] = units
+        points = round(points * units)
+    if deduction.max_points is not None:
+        points = min(points, deduction.max_points)
+    if points <= 0:
+        return None
+    return {
+        "name": deduction.name,
+        "reason": deduction.reason,
+        "points": points,
+        "values": values,
+        "scope": deduction.scope,
+    }
+
+
+def health_score(snapshot: dict[str, Any], deductions: list[DeductionSpec]) -> dict[str, Any]:
+    """The snapshot's ``system`` section: score, status, the deductions that apply, and
+    the queue's own score (only its deductions)."""
+    applied = [d for d in (applies(spec, snapshot) for spec in deductions) if d is not None]
+    score = max(0, 100 - sum(d["points"] for d in applied))
+    queue_score = max(0, 100 - sum(d["points"] for d in applied if d["scope"] == QUEUE_SCOPE))
     return {
         "health_score": score,
         "status": status_for(score),
-        "penalties": [{"points": points, "reason": reason} for points, reason in penalties],
+        "deductions": applied,
+        "queue_health_score": queue_score,
+        "queue_status": status_for(queue_score),
     }
+
+
+def explain(system: dict[str, Any]) -> list[str]:
+    """One line per deduction, as a person reads it next to the score."""
+    lines = []
+    for d in system.get("deductions", []):
+        values = ", ".join(f"{k}={v}" for k, v in d.get("values", {}).items())
+        lines.append(f"-{d['points']}: {d['reason']}" + (f" ({values})" if values else ""))
+    return lines

@@ -9,7 +9,7 @@ from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from orchestration.core.choices import ActionStatus
+from orchestration.core.choices import ActionStatus, DeductionScope
 from orchestration.core.models.ledger import record
 from orchestration.core.storedjson import JSONField
 
@@ -244,6 +244,59 @@ class Rule(models.Model):
             and self.last_fired_at
             and (now - self.last_fired_at).total_seconds() < self.cooldown_seconds
         )
+
+
+class ScoreDeduction(models.Model):
+    """One line of the health score: when its ANDed conditions hold over the snapshot,
+    the score loses ``points`` (times the value of ``per_field`` when set, at most
+    ``max_points``). The score is 100 minus the deductions that apply, and the snapshot
+    lists each with the values that made it apply."""
+
+    name = models.SlugField(max_length=80, unique=True)
+    conditions = JSONField(default=list, help_text='Same shape as a rule\'s: [{"field", "op", "value"}], ANDed.')
+    points = models.PositiveSmallIntegerField(validators=[MaxValueValidator(100)])
+    per_field = models.CharField(
+        max_length=120,
+        blank=True,
+        help_text="Optional snapshot field: the points count once per unit of it.",
+    )
+    max_points = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MaxValueValidator(100)], help_text="Cap for a per-unit deduction."
+    )
+    reason = models.CharField(max_length=200, help_text="What a person reads next to the score.")
+    scope = models.CharField(
+        max_length=12,
+        choices=DeductionScope.choices,
+        default=DeductionScope.QUEUE,
+        help_text="Queue deductions make the queue's own score (what the emergency rebalance reads).",
+    )
+    enabled = models.BooleanField(default=True)
+    builtin = models.BooleanField(default=False, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-points", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def set_enabled(self, enabled: bool, *, actor: str) -> bool:
+        """Switch the deduction on or off; one ledger entry however many press it at once."""
+        state = "enabled" if enabled else "disabled"
+        with transaction.atomic():
+            now = timezone.now()
+            changed = type(self).objects.filter(pk=self.pk, enabled=not enabled).update(enabled=enabled, updated_at=now)
+            self.enabled = enabled
+            if changed:
+                self.updated_at = now
+                record(
+                    f"score_deduction.{state}",
+                    f"Health-score deduction {self.name} {state}",
+                    subject=f"score_deduction:{self.name}",
+                    actor=actor,
+                )
+        return bool(changed)
 
 
 class Action(models.Model):

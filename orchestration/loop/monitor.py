@@ -18,13 +18,15 @@ from typing import Any
 from django.conf import settings
 from django.db import connections
 from django.db.models import Aggregate, Avg, Count, Min, Q, QuerySet
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from orchestration.core.choices import CLAIMABLE_STATUSES, FINAL_STATUSES, JobStatus
 from orchestration.core.jobs.counts import ACTIVE_STATUSES, finished_since
 from orchestration.core.models import Campaign, Job, LedgerEntry
-from orchestration.loop.health_score import health_score
-from orchestration.loop.models import ChannelWindow
+from orchestration.core.models.jobs import due_before
+from orchestration.loop.health_score import DeductionSpec, health_score
+from orchestration.loop.models import ChannelWindow, ScoreDeduction
 from orchestration.loop.windows import window_state
 
 Section = Callable[[datetime], dict[str, Any]]
@@ -46,6 +48,8 @@ HIGH_SCORE = 80
 LOW_SCORE = 40
 STUCK_PENDING_MINUTES = 60
 EMERGENCY_PENDING_MINUTES = 120
+# build_snapshot's own read besides the sections: the enabled score deductions.
+DEDUCTION_QUERIES = 1
 MAX_AUTO_RETRIES = 1
 HIGH_VALUE_BUDGET = 100
 
@@ -105,7 +109,7 @@ def query_budget(name: str | None = None) -> int:
     if name:
         return _QUERY_BUDGETS[name]
     own = sum(budget for section, budget in _QUERY_BUDGETS.items() if section not in _AGGREGATE_SECTIONS)
-    return own + (1 if _AGGREGATE_SECTIONS else 0)
+    return own + (1 if _AGGREGATE_SECTIONS else 0) + DEDUCTION_QUERIES
 
 
 def aggregate_together(*parts: Aggregation) -> list[dict[str, Any]]:
@@ -175,8 +179,24 @@ def build_snapshot(now: datetime | None = None) -> dict[str, Any]:
             snapshot[name] = finish(now, list(islice(results, len(planned[name]))))
         else:
             snapshot[name] = section(now)
-    snapshot["system"] = health_score(snapshot)
+    snapshot["system"] = health_score(snapshot, deduction_specs())
     return snapshot
+
+
+def deduction_specs() -> list[DeductionSpec]:
+    """The enabled health-score deductions, as plain data for the pure score."""
+    return [
+        DeductionSpec(
+            name=d.name,
+            conditions=d.conditions or [],
+            points=d.points,
+            reason=d.reason,
+            per_field=d.per_field,
+            max_points=d.max_points,
+            scope=d.scope,
+        )
+        for d in ScoreDeduction.objects.filter(enabled=True)
+    ]
 
 
 def _jobs_parts(now: datetime) -> list[Aggregation]:
@@ -189,21 +209,21 @@ def _jobs_parts(now: datetime) -> list[Aggregation]:
             Job.objects.filter(status__in=ACTIVE_STATUSES),
             {
                 **{status: Count("id", filter=Q(status=status)) for status in ACTIVE_STATUSES},
-                "oldest_pending": Min("created_at", filter=Q(status=JobStatus.PENDING)),
+                # A job waits from the moment it is due (not_before, else created_at):
+                # one scheduled for tomorrow is not stuck today.
+                "oldest_pending": Min(
+                    Coalesce("not_before", "created_at"), filter=Q(status=JobStatus.PENDING) & due_before(now)
+                ),
                 "stuck_pending": Count(
                     "id",
-                    filter=Q(
-                        status=JobStatus.PENDING,
-                        forced=False,
-                        created_at__lt=now - timedelta(minutes=STUCK_PENDING_MINUTES),
-                    ),
+                    filter=Q(status=JobStatus.PENDING, forced=False)
+                    & due_before(now - timedelta(minutes=STUCK_PENDING_MINUTES)),
                 ),
                 "very_old_pending": Count(
                     "id",
-                    filter=Q(
-                        status=JobStatus.PENDING, created_at__lt=now - timedelta(minutes=EMERGENCY_PENDING_MINUTES)
-                    ),
+                    filter=Q(status=JobStatus.PENDING) & due_before(now - timedelta(minutes=EMERGENCY_PENDING_MINUTES)),
                 ),
+                "scheduled_pending": Count("id", filter=Q(status=JobStatus.PENDING, not_before__gte=now)),
                 "high_score": Count("id", filter=Q(status__in=CLAIMABLE_STATUSES, score__gt=HIGH_SCORE)),
                 "high_score_unpromoted": Count(
                     "id", filter=Q(status__in=CLAIMABLE_STATUSES, score__gt=HIGH_SCORE, promoted=False)
@@ -227,7 +247,7 @@ def _jobs_parts(now: datetime) -> list[Aggregation]:
             Job.objects.filter(status=JobStatus.FAILED, finished_at__gte=now - timedelta(hours=1)),
             {
                 "failed_last_hour": Count("id"),
-                "retryable_failed": Count("id", filter=Q(auto_retries__lt=MAX_AUTO_RETRIES)),
+                "retryable_failed": Count("id", filter=Q(auto_retries__lt=MAX_AUTO_RETRIES, failed_permanently=False)),
             },
         ),
     ]
@@ -246,7 +266,7 @@ def jobs_section(now: datetime, results: list[dict[str, Any]]) -> dict[str, Any]
     section.update(
         total=sum(counts.values()),
         finished_window_hours=settings.JOB_FINISHED_WINDOW_HOURS,
-        oldest_pending_minutes=round((now - oldest).total_seconds() / 60, 1) if oldest else 0,
+        oldest_pending_minutes=round(max(0.0, (now - oldest).total_seconds()) / 60, 1) if oldest else 0,
         avg_score=round(avg, 1) if avg is not None else None,
         queue_saturated=section[JobStatus.PENDING] > 50,
         **live,

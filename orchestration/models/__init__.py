@@ -12,10 +12,11 @@ from orchestration.core.models import (
     OrchestratorProcess,
 )
 from orchestration.fleet.models import ScoreReport, Worker, WorkerRun
-from orchestration.loop.models import Action, ChannelWindow, LoopState, Rule
+from orchestration.loop.models import Action, ChannelWindow, LoopState, Rule, ScoreDeduction
 
 __all__ = ["Action", "Campaign", "ChannelWindow", "Job", "Lane", "LedgerEntry", "LoopState", "Rule"]
 __all__ += ["Anomaly", "ScoreReport", "Worker", "WorkerRun"]
 __all__ += ["OrchestratorProcess"]
 __all__ += ["IdempotencyKey"]
 __all__ += ["JobRollup"]
+__all__ += ["ScoreDeduction"]

@@ -13,8 +13,8 @@ from health.sweep import check_services
 from orchestration.core.models import LedgerEntry
 from orchestration.loop.cycle import run_cycle
 from orchestration.loop.health_score import health_score
-from orchestration.loop.models import Rule
-from orchestration.loop.monitor import build_snapshot
+from orchestration.loop.models import Rule, ScoreDeduction
+from orchestration.loop.monitor import build_snapshot, deduction_specs
 from tests.health.servers import Behaviour
 
 pytestmark = pytest.mark.django_db
@@ -56,13 +56,41 @@ def test_the_section_uses_a_constant_number_of_queries():
     assert section["open_alerts"] == 7
 
 
-def test_health_score_pays_for_down_services_and_open_circuits():
-    degraded = {"services": {"enabled": 4, "healthy": 2, "unhealthy": 1, "circuit_open": 1, "breakers_open": 1}}
-    result = health_score(degraded)
-    assert result["health_score"] == 100 - 10 - 5
-    dead = {"services": {"enabled": 2, "unhealthy": 2, "all_unhealthy": 1, "breakers_open": 6}}
-    assert health_score(dead)["health_score"] == 100 - 30 - 20
-    assert health_score({"services": {"enabled": 3, "healthy": 3}})["health_score"] == 100
+def test_service_deductions_are_rows_a_person_switches_on(server):
+    for name in ("a", "b", "c", "d"):
+        Service.objects.create(name=name, base_url=server.base_url, health_path=f"/{name}", failure_threshold=1)
+    server.behaviour["/d"] = Behaviour.ERROR
+    check_services()
+    # Seeded switched off: the score is the documented formula.
+    rows = ScoreDeduction.objects.filter(scope="services")
+    assert sorted(rows.values_list("name", flat=True)) == [
+        "service-circuits-open",
+        "services-down",
+        "services-none-healthy",
+    ]
+    assert not rows.filter(enabled=True).exists()
+    system = build_snapshot()["system"]
+    # (The alert's ledger errors are a queue deduction, as in the seed's formula.)
+    assert [d["name"] for d in system["deductions"]] == ["ledger-errors"]
+    assert system["health_score"] == system["queue_health_score"] < 100
+    for row in rows:
+        row.set_enabled(True, actor="ops")
+    system = build_snapshot()["system"]
+    by_name = {d["name"]: d for d in system["deductions"]}
+    assert by_name["services-down"]["points"] == 10
+    assert by_name["services-down"]["values"] == {"services.down": 1, "services.all_unhealthy": 0}
+    assert by_name["service-circuits-open"]["points"] == 5
+    assert "services-none-healthy" not in by_name
+    # An outside outage lowers the score, never the queue's own score.
+    assert system["queue_health_score"] - system["health_score"] == 15
+
+
+def test_when_nothing_is_healthy_the_heavier_deduction_applies_alone():
+    ScoreDeduction.objects.filter(scope="services").update(enabled=True)
+    snapshot = {"services": {"enabled": 2, "down": 2, "all_unhealthy": 1, "breakers_open": 6}}
+    result = health_score(snapshot, deduction_specs())
+    assert result["health_score"] == 100 - 30 - 20
+    assert health_score({"services": {"enabled": 3, "healthy": 3, "down": 0}}, deduction_specs())["health_score"] == 100
 
 
 def test_default_rules_are_seeded():

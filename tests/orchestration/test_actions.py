@@ -78,15 +78,15 @@ def test_emergency_rebalance_fails_jobs_pending_over_two_hours():
     assert recent.status == JobStatus.PENDING
 
 
-def test_force_publish_runs_stuck_jobs_now():
+def test_force_publish_runs_jobs_due_over_an_hour_first():
     now = timezone.now()
-    stuck = job(created_at=now - timedelta(minutes=70), priority="low", not_before=now + timedelta(hours=5))
-    fresh = job(created_at=now - timedelta(minutes=5), not_before=now + timedelta(hours=5))
+    stuck = job(created_at=now - timedelta(minutes=70), priority="low")
+    fresh = job(created_at=now - timedelta(minutes=5))
     assert run("force_publish")["forced"] == 1
     stuck.refresh_from_db()
     fresh.refresh_from_db()
     assert stuck.forced and stuck.priority == "high" and claimable_now(stuck)
-    assert fresh.status == JobStatus.PENDING and fresh.not_before is not None
+    assert not fresh.forced and fresh.priority == "normal"
 
 
 def test_reconciliation_reclaims_and_repairs():
@@ -128,15 +128,17 @@ def test_downgrade_low_score_postpones_24_hours():
     assert result["postponed"] == 1
     poor.refresh_from_db()
     fine.refresh_from_db()
-    assert poor.not_before > timezone.now() + timedelta(hours=23) and poor.downgraded
+    assert poor.not_before > timezone.now() + timedelta(hours=23) and poor.downgraded and poor.deferred_by == "loop"
     assert fine.not_before is None
 
 
 def test_schedule_job_for_a_high_value_campaign():
     rich = Campaign.objects.create(name="rich", budget=300)
     poor = Campaign.objects.create(name="poor", budget=20)
-    a = job(campaign=rich, priority="low", not_before=timezone.now() + timedelta(hours=1))
-    b = job(campaign=poor, priority="low", not_before=timezone.now() + timedelta(hours=1))
+    a = job(campaign=rich, priority="low")
+    b = job(campaign=poor, priority="low")
+    # Both pushed back by the loop: only the high-value campaign's deferral is undone.
+    Job.objects.filter(pk__in=[a.pk, b.pk]).defer_until(timezone.now() + timedelta(hours=1), by="loop")
     result = run("schedule_job", target="campaign")
     assert result["scheduled"] == 1
     a.refresh_from_db()

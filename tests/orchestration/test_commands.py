@@ -28,8 +28,9 @@ def call(*args) -> str:
 def test_run_orchestrator_once_prints_a_summary():
     Job.objects.bulk_create(Job(kind="noop") for _ in range(55))
     out = call("run_orchestrator_once")
-    assert "Health: 80/100 (healthy)" in out
-    assert "-20: queue saturated (55 pending > 50)" in out
+    assert "Health: 80/100 (healthy) = 100 - 20" in out
+    assert "-20: Queue saturated: more than 50 jobs pending (jobs.pending=55)" in out
+    assert "Queue's own score: 80/100" in out
     assert "rebalance_queue" in out and "→ ok" in out
     assert "Execution: 1 succeeded, 0 failed" in out
 

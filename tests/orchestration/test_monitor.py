@@ -28,7 +28,13 @@ def test_it_handles_an_empty_database():
     snap = build_snapshot()
     assert snap["jobs"]["pending"] == 0 and snap["jobs"]["total"] == 0
     assert snap["jobs"]["oldest_pending_minutes"] == 0 and snap["jobs"]["avg_score"] is None
-    assert snap["system"] == {"health_score": 100, "status": "healthy", "penalties": []}
+    assert snap["system"] == {
+        "health_score": 100,
+        "status": "healthy",
+        "deductions": [],
+        "queue_health_score": 100,
+        "queue_status": "healthy",
+    }
     for section in ("jobs", "workers", "services", "pipeline", "ledger", "scheduler", "campaigns", "system"):
         assert section in snap
 

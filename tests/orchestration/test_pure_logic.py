@@ -8,7 +8,8 @@ import pytest
 
 from orchestration.core.jobs.backoff import retry_delay, retry_schedule
 from orchestration.loop import decider
-from orchestration.loop.health_score import health_score, status_for
+from orchestration.loop.default_rules import DEFAULT_DEDUCTIONS
+from orchestration.loop.health_score import DeductionSpec, health_score, status_for
 from orchestration.loop.windows import window_state
 
 
@@ -103,28 +104,73 @@ class TestDecider:
         assert decider.evaluate(rule(conditions=[{"field": "jobs.pending", "op": ">", "value": 1}]), snapshot) is None
 
 
+def seed_deductions() -> list[DeductionSpec]:
+    """The seeded rows, as the monitor hands them to the score."""
+    return [DeductionSpec(**{k: v for k, v in spec.items() if k != "enabled"}) for spec in DEFAULT_DEDUCTIONS]
+
+
+def score(snapshot, deductions=None):
+    return health_score(snapshot, seed_deductions() if deductions is None else deductions)
+
+
 class TestHealthScore:
     def test_a_quiet_system_scores_100(self):
-        result = health_score({"jobs": {"pending": 0}, "ledger": {"errors_last_hour": 0}})
+        result = score({"jobs": {"pending": 0}, "ledger": {"errors_last_hour": 0}})
         assert result["health_score"] == 100 and result["status"] == "healthy"
-        assert result["penalties"] == []
+        assert result["deductions"] == []
 
-    def test_each_seed_penalty_applies(self):
+    def test_each_seed_deduction_applies_with_the_values_that_made_it(self):
         snapshot = {
             "jobs": {"pending": 51, "oldest_pending_minutes": 31, "failed_last_hour": 2},
             "ledger": {"errors_last_hour": 3},
         }
-        result = health_score(snapshot)
+        result = score(snapshot)
         assert result["health_score"] == 100 - 20 - 15 - 10 - 15
         assert result["status"] == "critical"
-        assert [p["points"] for p in result["penalties"]] == [20, 15, 10, 15]
+        assert [(d["name"], d["points"]) for d in result["deductions"]] == [
+            ("queue-saturated", 20),
+            ("job-waiting-long", 15),
+            ("recent-failures", 10),
+            ("ledger-errors", 15),
+        ]
+        assert result["deductions"][0]["values"] == {"jobs.pending": 51}
+        assert result["deductions"][3]["values"] == {"ledger.errors_last_hour": 3}
+        assert result["deductions"][3]["reason"].startswith("Ledger errors")
 
     def test_thresholds_are_strict(self):
         snapshot = {"jobs": {"pending": 50, "oldest_pending_minutes": 30, "failed_last_hour": 0}}
-        assert health_score(snapshot)["health_score"] == 100
+        assert score(snapshot)["health_score"] == 100
 
     def test_it_never_goes_below_zero(self):
-        assert health_score({"ledger": {"errors_last_hour": 1000}})["health_score"] == 0
+        assert score({"ledger": {"errors_last_hour": 1000}})["health_score"] == 0
+
+    def test_a_per_unit_deduction_is_capped(self):
+        circuits = DeductionSpec(
+            "circuits",
+            [{"field": "services.breakers_open", "op": ">", "value": 0}],
+            5,
+            "open circuits",
+            per_field="services.breakers_open",
+            max_points=20,
+            scope="services",
+        )
+        assert score({"services": {"breakers_open": 2}}, [circuits])["health_score"] == 90
+        assert score({"services": {"breakers_open": 9}}, [circuits])["health_score"] == 80
+
+    def test_the_queue_score_counts_only_the_queue_deductions(self):
+        outage = DeductionSpec(
+            "down", [{"field": "services.down", "op": ">", "value": 0}], 60, "down", scope="services"
+        )
+        result = score({"jobs": {"failed_last_hour": 1}, "services": {"down": 2}}, [*seed_deductions(), outage])
+        assert result["health_score"] == 30 and result["status"] == "critical"
+        assert result["queue_health_score"] == 90 and result["queue_status"] == "healthy"
+
+    def test_no_conditions_or_nothing_to_count_never_deducts(self):
+        empty = DeductionSpec("empty", [], 50, "never")
+        per_missing = DeductionSpec(
+            "per", [{"field": "jobs.pending", "op": ">", "value": 0}], 5, "x", per_field="jobs.nothing"
+        )
+        assert score({"jobs": {"pending": 3}}, [empty, per_missing])["deductions"] == []
 
     @pytest.mark.parametrize(
         "score,status", [(100, "healthy"), (80, "healthy"), (79, "degraded"), (50, "degraded"), (49, "critical")]

@@ -12,6 +12,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 from django.db.models import Avg, Count, Exists, Min, OuterRef, Q, Value
+from django.db.models.functions import Coalesce
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -55,14 +56,28 @@ def reference_jobs(now: datetime) -> dict[str, Any]:
         Job.objects.order_by()
         .filter(status__in=(*CLAIMABLE_STATUSES, JobStatus.PROCESSING))
         .aggregate(
-            oldest_pending=Min("created_at", filter=Q(status=JobStatus.PENDING)),
+            # Due from not_before, else created_at (written out, not through the model's helper).
+            oldest_pending=Min(
+                Coalesce("not_before", "created_at"),
+                filter=Q(status=JobStatus.PENDING) & (Q(not_before__isnull=True) | Q(not_before__lt=now)),
+            ),
             stuck_pending=Count(
                 "id",
-                filter=Q(status=JobStatus.PENDING, forced=False, created_at__lt=now - timedelta(minutes=60)),
+                filter=Q(status=JobStatus.PENDING, forced=False)
+                & (
+                    Q(not_before__isnull=True, created_at__lt=now - timedelta(minutes=60))
+                    | Q(not_before__lt=now - timedelta(minutes=60))
+                ),
             ),
             very_old_pending=Count(
-                "id", filter=Q(status=JobStatus.PENDING, created_at__lt=now - timedelta(minutes=120))
+                "id",
+                filter=Q(status=JobStatus.PENDING)
+                & (
+                    Q(not_before__isnull=True, created_at__lt=now - timedelta(minutes=120))
+                    | Q(not_before__lt=now - timedelta(minutes=120))
+                ),
             ),
+            scheduled_pending=Count("id", filter=Q(status=JobStatus.PENDING, not_before__gte=now)),
             high_score=Count("id", filter=Q(status__in=CLAIMABLE_STATUSES, score__gt=80)),
             high_score_unpromoted=Count("id", filter=Q(status__in=CLAIMABLE_STATUSES, score__gt=80, promoted=False)),
             low_score=Count("id", filter=Q(status__in=CLAIMABLE_STATUSES, score__lt=40, downgraded=False)),
@@ -73,7 +88,10 @@ def reference_jobs(now: datetime) -> dict[str, Any]:
     failed = (
         Job.objects.order_by()
         .filter(status=JobStatus.FAILED, finished_at__gte=now - timedelta(hours=1))
-        .aggregate(failed_last_hour=Count("id"), retryable_failed=Count("id", filter=Q(auto_retries__lt=1)))
+        .aggregate(
+            failed_last_hour=Count("id"),
+            retryable_failed=Count("id", filter=Q(auto_retries__lt=1, failed_permanently=False)),
+        )
     )
     oldest = live.pop("oldest_pending")
     avg = live.pop("avg_score")
@@ -81,7 +99,7 @@ def reference_jobs(now: datetime) -> dict[str, Any]:
     section.update(
         total=sum(by_status.values()),
         finished_window_hours=settings.JOB_FINISHED_WINDOW_HOURS,
-        oldest_pending_minutes=round((now - oldest).total_seconds() / 60, 1) if oldest else 0,
+        oldest_pending_minutes=round(max(0.0, (now - oldest).total_seconds()) / 60, 1) if oldest else 0,
         avg_score=round(avg, 1) if avg is not None else None,
         queue_saturated=section[JobStatus.PENDING] > 50,
         **live,
@@ -174,7 +192,9 @@ def _mixed_data(now: datetime) -> None:
             promoted=rng.random() < 0.3,
             downgraded=rng.random() < 0.3,
             auto_retries=rng.choice([0, 0, 1]),
+            failed_permanently=rng.random() < 0.2,
             created_at=now - timedelta(minutes=rng.uniform(0, 300)),
+            not_before=rng.choice([None, None, now + timedelta(minutes=rng.uniform(-200, 200))]),
             finished_at=now - timedelta(minutes=rng.uniform(0, 120)) if status in ("completed", "failed") else None,
             lease_expires_at=now + timedelta(minutes=rng.uniform(-10, 10)) if status == "processing" else None,
         )
@@ -299,8 +319,8 @@ def test_the_snapshot_reads_all_aggregate_sections_in_one_query():
     assert {name: snapshot[name] for name in alone} == alone
     assert list(snapshot) == ["taken_at", *alone, "system"]
     # One query for jobs, ledger, workers, routing and pipeline; scheduler and
-    # campaigns read rows, services joins its open alerts.
-    assert len(ctx.captured_queries) == monitor.query_budget() == 4
+    # campaigns read rows, services joins its open alerts; the score reads its deductions.
+    assert len(ctx.captured_queries) == monitor.query_budget() == 5
     for name in ("jobs", "ledger", "workers", "routing", "pipeline"):
         assert monitor.query_budget(name) == 1
 

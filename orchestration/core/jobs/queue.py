@@ -327,11 +327,15 @@ def _finish(
         status, fields = JobStatus.RETRY, {"not_before": now + timedelta(seconds=delay), "error": error}
         fields["attempts"] = attempts
     elif permanent or attempts >= job.max_attempts:
-        status, fields = JobStatus.FAILED, {"finished_at": now, "error": error}
+        # Marked so the loop's retry_failed leaves a permanent failure to a person.
+        status, fields = JobStatus.FAILED, {"finished_at": now, "error": error, "failed_permanently": permanent}
     else:
         if delay is None:
             delay = retry_delay(attempts, job.backoff)
         status, fields = JobStatus.RETRY, {"not_before": now + timedelta(seconds=delay), "error": error}
+    if job.deferred_by and status == JobStatus.RETRY:
+        # The backoff's not_before is nobody's deferral: nothing for the loop to undo.
+        fields.update(deferred_by="", requested_not_before=None)
     # A cancel requested while the job ran wins over its outcome; testing the flag in
     # the same UPDATE means a request arriving at the last moment is never lost.
     written = {"status": status, "lease_owner": "", "lease_expires_at": None, "updated_at": now, **fields}
@@ -433,6 +437,9 @@ def retry(job: Job, *, actor: str = "system", extra_attempts: int = 1) -> Job:
         finished_at=None,
         cancel_requested=False,
         max_attempts=F("attempts") + extra_attempts,
+        failed_permanently=False,
+        deferred_by="",
+        requested_not_before=None,
     )
     if not changed:
         job.refresh_from_db()
@@ -464,7 +471,7 @@ def reclaim_expired(now: datetime | None = None, limit: int = 500) -> dict[str, 
         elif row["started_at"] is None:
             key, fields = "requeued", {"status": JobStatus.PENDING}
         elif row["attempts"] < row["max_attempts"]:
-            key, fields = "retried", {"status": JobStatus.RETRY, "not_before": None}
+            key, fields = "retried", {"status": JobStatus.RETRY, "not_before": None, "deferred_by": ""}
         else:
             key, fields = "failed", {"status": JobStatus.FAILED, "finished_at": now}
         changed = Job.objects.filter(pk=row["pk"], lease_token=row["lease_token"], status=JobStatus.PROCESSING).update(

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models import F, Q
 from django.utils import timezone
 
-from orchestration.core.choices import PRIORITY_RANK, Backoff, JobStatus, Priority
+from orchestration.core.choices import PRIORITY_RANK, Backoff, DeferredBy, JobStatus, Priority
 from orchestration.core.storedjson import JSONField
 
 
@@ -52,6 +55,34 @@ class Campaign(models.Model):
             self.active
             and (self.starts_at is None or self.starts_at <= now)
             and (self.ends_at is None or self.ends_at > now)
+        )
+
+
+def due_before(moment: datetime) -> Q:
+    """Jobs due before ``moment``: a job is due from its ``not_before``, else from its
+    creation, and waits from then on."""
+    return Q(not_before__isnull=True, created_at__lt=moment) | Q(not_before__lt=moment)
+
+
+class JobQuerySet(models.QuerySet):
+    def defer_until(self, until: datetime, *, by: DeferredBy) -> int:
+        """Push these jobs back to ``until`` on behalf of an automation (``by``), never
+        earlier than the ``not_before`` they already have. The first automatic deferral
+        keeps the job's own ``not_before`` in ``requested_not_before``, so undoing it
+        (``undo_deferral``) gives the client's time back, not "now"."""
+        later = Q(not_before__isnull=True) | Q(not_before__lt=until)
+        # One UPDATE each: SET reads the old not_before, so it is what gets kept.
+        first = self.filter(later, deferred_by=DeferredBy.NOBODY).update(
+            requested_not_before=F("not_before"), not_before=until, deferred_by=by
+        )
+        again = self.filter(later).exclude(deferred_by=DeferredBy.NOBODY).update(not_before=until, deferred_by=by)
+        return first + again
+
+    def undo_deferral(self, *, by: DeferredBy) -> int:
+        """Give back the ``not_before`` these jobs had before ``by`` deferred them; a job
+        nobody deferred, or that another automation deferred, is left alone."""
+        return self.filter(deferred_by=by).update(
+            not_before=F("requested_not_before"), requested_not_before=None, deferred_by=DeferredBy.NOBODY
         )
 
 
@@ -106,6 +137,15 @@ class Job(models.Model):
     promoted = models.BooleanField(default=False)
     downgraded = models.BooleanField(default=False)
     forced = models.BooleanField(default=False)
+    # Who pushed not_before back, and the not_before the job had before (see
+    # JobQuerySet.defer_until): automation undoes only its own deferrals.
+    deferred_by = models.CharField(max_length=12, choices=DeferredBy.choices, blank=True, default="")
+    requested_not_before = models.DateTimeField(null=True, blank=True)
+    # The last failure said retrying cannot help (PermanentJobError, a 4xx): the loop
+    # does not retry it; a person still may.
+    failed_permanently = models.BooleanField(default=False)
+
+    objects = JobQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -126,6 +166,7 @@ class Job(models.Model):
                 fields=[
                     "status",
                     "created_at",
+                    "not_before",
                     "score",
                     "forced",
                     "promoted",

@@ -11,7 +11,7 @@ from orchestration.core.models import Job, Lane, LedgerEntry, OrchestratorProces
 from orchestration.core.redaction import redact, redact_error
 from orchestration.loop.decider import ConditionError, validate_condition
 from orchestration.loop.executor import action_types
-from orchestration.loop.models import Action, Rule
+from orchestration.loop.models import Action, Rule, ScoreDeduction
 from orchestrator_site.api.permissions import require_run_code
 
 FETCHED_KEYS = ("body", "response")
@@ -41,6 +41,9 @@ class JobSerializer(serializers.ModelSerializer):
             "lease_owner",
             "lease_expires_at",
             "cancel_requested",
+            "deferred_by",
+            "requested_not_before",
+            "failed_permanently",
             "created_at",
             "updated_at",
             "dispatched_at",
@@ -169,19 +172,7 @@ class RuleSerializer(serializers.ModelSerializer):
         read_only_fields = ["last_fired_at", "builtin", "created_at", "updated_at"]
 
     def validate_conditions(self, value):
-        if not isinstance(value, list) or not value:
-            raise serializers.ValidationError("conditions must be a non-empty list.")
-        if len(value) > 20:
-            raise serializers.ValidationError("at most 20 conditions.")
-        errors = []
-        for index, condition in enumerate(value):
-            try:
-                validate_condition(condition)
-            except ConditionError as exc:
-                errors.append(f"condition {index}: {exc}")
-        if errors:
-            raise serializers.ValidationError(errors)
-        return value
+        return validate_condition_list(value)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -201,6 +192,54 @@ class RuleSerializer(serializers.ModelSerializer):
     def validate_action_params(self, value):
         if not isinstance(value, dict):
             raise serializers.ValidationError("action_params must be a JSON object.")
+        return value
+
+
+def validate_condition_list(value) -> list:
+    """A rule's (or a deduction's) ANDed conditions, each error naming its position."""
+    if not isinstance(value, list) or not value:
+        raise serializers.ValidationError("must be a non-empty list of conditions.")
+    if len(value) > 20:
+        raise serializers.ValidationError("at most 20 conditions.")
+    errors = []
+    for index, condition in enumerate(value):
+        try:
+            validate_condition(condition)
+        except ConditionError as exc:
+            errors.append(f"condition {index}: {exc}")
+    if errors:
+        raise serializers.ValidationError(errors)
+    return value
+
+
+class ScoreDeductionSerializer(serializers.ModelSerializer):
+    # The contract's name for the ANDed conditions, the same shape as a rule's.
+    condition = serializers.JSONField(source="conditions")
+
+    class Meta:
+        model = ScoreDeduction
+        fields = [
+            "id",
+            "name",
+            "condition",
+            "points",
+            "per_field",
+            "max_points",
+            "reason",
+            "scope",
+            "enabled",
+            "builtin",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["builtin", "created_at", "updated_at"]
+
+    def validate_condition(self, value):
+        return validate_condition_list(value)
+
+    def validate_per_field(self, value: str) -> str:
+        if value and any(not part for part in value.split(".")):
+            raise serializers.ValidationError("must be a dotted path such as 'ledger.errors_last_hour'.")
         return value
 
 

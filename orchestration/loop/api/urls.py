@@ -10,6 +10,7 @@ router.register("lanes", views.LaneViewSet, basename="lane")
 router.register("ledger", views.LedgerViewSet, basename="ledger")
 router.register("rules", views.RuleViewSet, basename="rule")
 router.register("actions", views.ActionViewSet, basename="action")
+router.register("score-deductions", views.ScoreDeductionViewSet, basename="score-deduction")
 router.register("processes", views.ProcessViewSet, basename="process")
 
 urlpatterns = [

@@ -20,9 +20,10 @@ from orchestration.loop.api.serializers import (
     ProcessSerializer,
     RuleSerializer,
     RunOnceSerializer,
+    ScoreDeductionSerializer,
 )
 from orchestration.loop.cycle import run_cycle
-from orchestration.loop.models import Action, LoopState, Rule
+from orchestration.loop.models import Action, LoopState, Rule, ScoreDeduction
 from orchestration.loop.snapshot_cache import current_snapshot
 from orchestrator_site.api.errors import object_body
 from orchestrator_site.api.idempotency import HEADER, idempotent
@@ -116,6 +117,14 @@ class RuleViewSet(AuditedModelViewSet):
     ledger_prefix = "rule"
 
 
+class ScoreDeductionViewSet(AuditedModelViewSet):
+    """The health score's deductions: 100 minus those that apply is the score."""
+
+    queryset = ScoreDeduction.objects.all()
+    serializer_class = ScoreDeductionSerializer
+    ledger_prefix = "score_deduction"
+
+
 class ActionViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = Action.objects.all()
     serializer_class = ActionSerializer
@@ -197,6 +206,7 @@ class ApiRootView(APIView):
                     "lanes": "/api/v1/lanes/",
                     "ledger": "/api/v1/ledger/",
                     "rules": "/api/v1/rules/",
+                    "score_deductions": "/api/v1/score-deductions/",
                     "actions": "/api/v1/actions/",
                     "processes": "/api/v1/processes/",
                     "snapshot": "/orchestrator/snapshot",

@@ -5,6 +5,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from orchestration.loop.cycle import CycleBusy, run_cycle
+from orchestration.loop.health_score import explain
 
 
 class Command(BaseCommand):
@@ -27,9 +28,14 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Cycle {result['cycle']}{' (dry run)' if result['dry_run'] else ''} — {result['duration_ms']} ms"
         )
-        self.stdout.write(f"Health: {system['health_score']}/100 ({system['status']})")
-        for penalty in system["penalties"]:
-            self.stdout.write(f"  -{penalty['points']}: {penalty['reason']}")
+        deductions = system.get("deductions", [])
+        self.stdout.write(
+            f"Health: {system['health_score']}/100 ({system['status']})"
+            + (" = 100 " + " ".join(f"- {d['points']}" for d in deductions) if deductions else ", nothing deducted")
+        )
+        for line in explain(system):
+            self.stdout.write(f"  {line}")
+        self.stdout.write(f"Queue's own score: {system['queue_health_score']}/100 (what the emergency rebalance reads)")
         self.stdout.write(
             "Jobs: "
             + ", ".join(f"{k} {jobs[k]}" for k in ("pending", "processing", "retry", "failed", "completed"))
