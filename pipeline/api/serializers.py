@@ -101,6 +101,9 @@ class PipelineJobSerializer(serializers.ModelSerializer):
 class GateDecisionInputSerializer(serializers.Serializer):
     stage = serializers.CharField(max_length=40)
     notes = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
+    input = serializers.DictField(
+        required=False, default=dict, help_text="Values for the gate's input_schema (approve only)."
+    )
 
 
 class PipelineEventSerializer(serializers.ModelSerializer):
