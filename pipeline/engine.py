@@ -417,9 +417,11 @@ def settle_timeout(job_id: int, stage: str, run: int, *, now: datetime, actor: s
         policy = job.policy(stage)
         note = f"No decision within {policy.timeout_minutes} minutes: {policy.on_timeout}"
         # The decision is the system's; the ledger names who ran the loop (``actor``).
-        _add_event(
-            job.pk, "gate_timed_out", stage, {"actor": "system", "run": run, "on_timeout": policy.on_timeout}, now
-        )
+        # (fail_gate's transition records its own gate_timed_out.)
+        if policy.on_timeout != gates.FAIL:
+            _add_event(
+                job.pk, "gate_timed_out", stage, {"actor": "system", "run": run, "on_timeout": policy.on_timeout}, now
+            )
         if policy.on_timeout == gates.APPROVE_WITH_DEFAULTS:
             values = gates.with_defaults(policy.input_schema)
             _record_automatic(job, stage, Decision.APPROVED, values, note, now)
