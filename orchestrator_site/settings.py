@@ -423,6 +423,8 @@ FLEET_ALERT_ROUTES = {
     "high": env_list("FLEET_ALERT_ROUTE_HIGH", ["ledger", "webhook"]),
     "medium": env_list("FLEET_ALERT_ROUTE_MEDIUM", ["ledger"]),
     "escalation": env_list("FLEET_ALERT_ROUTE_ESCALATION", ["ledger", "webhook", "email"]),
+    # A gate waiting for people: each assignee gets their own signed decision links.
+    "gate": env_list("FLEET_ALERT_ROUTE_GATE", ["ledger", "webhook", "email"]),
 }
 FLEET_ALERT_WEBHOOK_URL = env_str("FLEET_ALERT_WEBHOOK_URL", "")
 FLEET_ALERT_WEBHOOK_RETRIES = env_int("FLEET_ALERT_WEBHOOK_RETRIES", 3, minimum=1, maximum=10)
@@ -436,6 +438,11 @@ PIPELINE_PLACEHOLDER_SECONDS = env_float("PIPELINE_PLACEHOLDER_SECONDS", 0.5, mi
 # Longest an SSE event stream stays open, and how often it polls for new events.
 PIPELINE_SSE_MAX_SECONDS = env_float("PIPELINE_SSE_MAX_SECONDS", 300.0, minimum=1.0)
 PIPELINE_SSE_POLL_SECONDS = env_float("PIPELINE_SSE_POLL_SECONDS", 0.25, minimum=0.05)
+# Executables a `command` stage runner may start (argv[0], exactly as written); none by default.
+PIPELINE_COMMANDS = env_list("PIPELINE_COMMANDS", [])
+# Signed one-click gate decision links: how long they stay valid, and the address they point at.
+PIPELINE_LINK_MAX_AGE_SECONDS = env_int("PIPELINE_LINK_MAX_AGE_SECONDS", 24 * 3600, minimum=60)
+PIPELINE_LINK_BASE_URL = env_str("PIPELINE_LINK_BASE_URL", f"http://127.0.0.1:{env_int('PORT', 8000)}").rstrip("/")
 
 # --- Service health ---
 # Concurrent checks: at most this many requests in flight per sweep.

@@ -19,6 +19,7 @@ urlpatterns = [
     path("api/v1/", include("orchestration.routing.api.urls")),
     path("", include("orchestration.loop.api.loop_urls")),
     path("", include("health.urls")),
+    path("", include("pipeline.urls")),
     path("", include("orchestration.console.metrics_urls")),
     path("", include("orchestration.console.urls")),
 ]

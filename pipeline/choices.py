@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 
+from pipeline import gates
 from pipeline import transitions as t
 
 
@@ -23,6 +24,9 @@ class EventType(models.TextChoices):
     STAGE_COMPLETED = "stage_completed", "Stage completed"
     STAGE_FAILED = "stage_failed", "Stage failed"
     GATE_PAUSE = "gate_pause", "Paused at gate"
+    GATE_DECISION = "gate_decision", "A person decided at a gate"
+    GATE_ESCALATED = "gate_escalated", "Gate escalated"
+    GATE_TIMED_OUT = "gate_timed_out", "Gate timed out"
     GATE_APPROVED = "gate_approved", "Gate approved"
     GATE_REJECTED = "gate_rejected", "Gate rejected"
     JOB_RESUMED = "job_resumed", "Job resumed"
@@ -31,9 +35,16 @@ class EventType(models.TextChoices):
     JOB_CANCELED = "job_canceled", "Job canceled"
 
 
+class OnTimeout(models.TextChoices):
+    APPROVE_WITH_DEFAULTS = gates.APPROVE_WITH_DEFAULTS, "Approve with the input's defaults"
+    REJECT = gates.REJECT, "Reject"
+    FAIL = gates.FAIL, "Fail the job"
+    ESCALATE = gates.ESCALATE, "Escalate"
+
+
 class Decision(models.TextChoices):
-    APPROVED = "approved", "Approved"
-    REJECTED = "rejected", "Rejected"
+    APPROVED = gates.APPROVED, "Approved"
+    REJECTED = gates.REJECTED, "Rejected"
 
 
 STATUS_COLORS = {

@@ -7,11 +7,14 @@ YAML format (the seed's ``conf/operator.yaml``)::
 
     name: default                 # optional; the command's --name wins
     gates:
-      script: {required: true, auto_approve: false, timeout_minutes: 60}
+      script: {required: true, timeout_minutes: 60}   # more keys: pipeline/gates.py
     pipeline:
       stages: [outline, research, script]   # optional: else the order of stage_timeouts
       stage_timeouts: {outline: 30, research: 45, script: 60}
-      runners: {outline: mypkg.stages.outline}   # optional: functions declared @runnable
+      runners:                                    # optional; else the placeholder
+        outline: mypkg.stages.outline             # a function declared @runnable
+        build: {kind: command, argv: [make, all], timeout_seconds: 600}   # in PIPELINE_COMMANDS
+        notify: {kind: http, url: "https://example.org/hook", timeout_seconds: 10}
       lane: pipeline                              # optional
       stage_attempts: 3                           # optional
       retry_timed_out_stages: false               # optional
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestration.core import runnables
+from pipeline import gates as gate_rules
 from pipeline.transitions import Definition, Gate
 
 DEFAULT_STAGES = (
@@ -74,7 +78,7 @@ class DefinitionSpec:
     stages: list[str]
     gates: dict[str, dict[str, Any]]
     stage_timeouts: dict[str, int]
-    runners: dict[str, str] = field(default_factory=dict)
+    runners: dict[str, Any] = field(default_factory=dict)
     lane: str = DEFAULT_LANE
     stage_attempts: int = 3
     retry_timed_out_stages: bool = False
@@ -95,6 +99,103 @@ def to_machine(stages: list[str] | tuple[str, ...], gates: dict[str, dict[str, A
     )
 
 
+GATE_KEYS = {
+    "required",
+    "auto_approve",
+    "timeout_minutes",
+    "input_schema",
+    "assignees",
+    "quorum",
+    "reject_quorum",
+    "allow_self_approval",
+    "on_timeout",
+    "escalate_to",
+}
+_ASSIGNEE = re.compile(r"^(group:)?[\w.@+-]{1,150}$")
+
+
+def _assignee_problems(key: str, names: Any) -> list[str]:
+    if not isinstance(names, list) or not all(isinstance(n, str) and _ASSIGNEE.match(n) for n in names):
+        return [f"{key} must be a list of usernames and group:<name>, got {names!r}"]
+    return []
+
+
+def gate_settings(gate: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """(problems, the gate with every default filled in); problems name the key."""
+    problems: list[str] = []
+    extra = set(gate) - GATE_KEYS
+    if extra:
+        problems.append(f"unknown key(s) {', '.join(sorted(map(str, extra)))}")
+    for key in ("required", "auto_approve", "allow_self_approval"):
+        if key in gate and not isinstance(gate[key], bool):
+            problems.append(f"{key} must be true or false, got {gate[key]!r}")
+    for key, default in (("timeout_minutes", 60), ("quorum", 1), ("reject_quorum", 1)):
+        if not _positive_int(gate.get(key, default)):
+            problems.append(f"{key} must be a positive whole number, got {gate.get(key)!r}")
+    schema = gate.get("input_schema", {})
+    problem = gate_rules.schema_problem(schema)
+    if problem:
+        problems.append(f"input_schema {problem}")
+    assignees = gate.get("assignees", [])
+    problems.extend(_assignee_problems("assignees", assignees))
+    tiers = gate.get("escalate_to", [])
+    if not isinstance(tiers, list):
+        problems.append("escalate_to must be a list of tiers, each a list of usernames and group:<name>")
+    else:
+        for index, tier in enumerate(tiers):
+            problems.extend(_assignee_problems(f"escalate_to[{index}]", tier))
+    auto = gate.get("auto_approve", False)
+    on_timeout = gate.get("on_timeout", gate_rules.APPROVE_WITH_DEFAULTS if auto is True else gate_rules.ESCALATE)
+    if on_timeout not in gate_rules.ON_TIMEOUT:
+        problems.append(f"on_timeout must be one of {', '.join(gate_rules.ON_TIMEOUT)}, got {on_timeout!r}")
+    elif auto is True and on_timeout != gate_rules.APPROVE_WITH_DEFAULTS:
+        problems.append(f"on_timeout is {on_timeout} but auto_approve is true; say one or the other")
+    if isinstance(assignees, list) and _positive_int(gate.get("quorum", 1)):
+        if assignees and not any(a.startswith(gate_rules.GROUP_PREFIX) for a in assignees if isinstance(a, str)):
+            if gate.get("quorum", 1) > len(set(assignees)):
+                problems.append(f"quorum {gate['quorum']} is more than the {len(set(assignees))} assignee(s)")
+    settled = {
+        "required": gate.get("required", True),
+        "auto_approve": on_timeout == gate_rules.APPROVE_WITH_DEFAULTS,
+        "timeout_minutes": gate.get("timeout_minutes", 60),
+        "input_schema": schema if isinstance(schema, dict) else {},
+        "assignees": list(assignees) if isinstance(assignees, list) else [],
+        "quorum": gate.get("quorum", 1),
+        "reject_quorum": gate.get("reject_quorum", 1),
+        "allow_self_approval": gate.get("allow_self_approval", False),
+        "on_timeout": on_timeout,
+        "escalate_to": [list(t) for t in tiers] if isinstance(tiers, list) else [],
+    }
+    return problems, settled
+
+
+RUNNER_KINDS = ("command", "http")
+
+
+def runner_spec_problems(runner: dict[str, Any]) -> list[str]:
+    """Problems of a ``{kind: command|http, …}`` runner, each naming its key."""
+    kind = runner.get("kind")
+    if kind not in RUNNER_KINDS:
+        return [f"kind must be one of {', '.join(RUNNER_KINDS)}, got {kind!r}"]
+    problems = []
+    allowed = {"kind", "timeout_seconds", "argv"} if kind == "command" else {"kind", "timeout_seconds", "url"}
+    extra = set(runner) - allowed
+    if extra:
+        problems.append(f"unknown key(s) {', '.join(sorted(map(str, extra)))} for a {kind} runner")
+    seconds = runner.get("timeout_seconds", 60)
+    if not _positive_int(seconds) or seconds > 86400:
+        problems.append(f"timeout_seconds must be 1-86400, got {seconds!r}")
+    if kind == "command":
+        argv = runner.get("argv")
+        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) and "\x00" not in a for a in argv):
+            problems.append(f"argv must be a non-empty list of strings (no shell), got {argv!r}")
+    else:
+        url = runner.get("url")
+        if not isinstance(url, str) or not re.match(r"^https?://[^\s]+$", url):
+            problems.append(f"url must be an http(s) URL, got {url!r}")
+    return problems
+
+
 def default_spec(name: str = "default") -> DefinitionSpec:
     return DefinitionSpec(
         name=name,
@@ -108,17 +209,34 @@ def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
+def allowed_commands() -> list[str]:
+    """Executables a ``command`` runner may start: PIPELINE_COMMANDS, declared by the
+    deployment like runnable functions (code runs only by name)."""
+    from django.conf import settings
+
+    return list(getattr(settings, "PIPELINE_COMMANDS", []))
+
+
 def runner_problems(runners: Any) -> dict[str, str]:
     """Stage → why its runner may not run: only functions the deployment declared
-    runnable (orchestration/core/runnables.py) are stage runners."""
+    runnable (orchestration/core/runnables.py) are stage runners, and only commands it
+    listed in PIPELINE_COMMANDS."""
 
     if not isinstance(runners, dict):
         return {}
-    return {
-        str(stage): problem
-        for stage, path in runners.items()
-        if isinstance(path, str) and _DOTTED.match(path) and (problem := runnables.problem(path))
-    }
+    problems = {}
+    for stage, runner in runners.items():
+        if isinstance(runner, str) and runner != "placeholder" and _DOTTED.match(runner):
+            if problem := runnables.problem(runner):
+                problems[str(stage)] = problem
+        elif isinstance(runner, dict) and runner.get("kind") == "command":
+            argv = runner.get("argv")
+            if isinstance(argv, list) and argv and argv[0] not in allowed_commands():
+                problems[str(stage)] = (
+                    f"{argv[0]!r} is not a command this deployment declared (PIPELINE_COMMANDS); "
+                    f"declared: {', '.join(allowed_commands()) or 'none'}"
+                )
+    return problems
 
 
 def defines_code(runners: Any, stored: Any) -> bool:
@@ -180,31 +298,25 @@ def parse(data: Any, *, name: str | None = None, task_timeout_seconds: int | Non
             errors.append(f"gate for unknown stage {stage!r}")
             continue
         if not isinstance(gate, dict):
-            errors.append(f"gates.{stage} must be a mapping (required, auto_approve, timeout_minutes)")
+            errors.append(f"gates.{stage} must be a mapping (required, auto_approve, timeout_minutes, …)")
             continue
-        extra = set(gate) - {"required", "auto_approve", "timeout_minutes"}
-        if extra:
-            errors.append(f"gates.{stage}: unknown key(s) {', '.join(sorted(map(str, extra)))}")
-        for key in ("required", "auto_approve"):
-            if key in gate and not isinstance(gate[key], bool):
-                errors.append(f"gates.{stage}.{key} must be true or false, got {gate[key]!r}")
-        minutes = gate.get("timeout_minutes", 60)
-        if not _positive_int(minutes):
-            errors.append(f"gates.{stage}.timeout_minutes must be a positive whole number, got {minutes!r}")
-        gates[stage] = {
-            "required": gate.get("required", True),
-            "auto_approve": gate.get("auto_approve", False),
-            "timeout_minutes": minutes,
-        }
+        problems, settled = gate_settings(gate)
+        errors.extend(f"gates.{stage}.{problem}" for problem in problems)
+        gates[stage] = settled
     runners = pipeline.get("runners") or {}
     if not isinstance(runners, dict):
         errors.append("'pipeline: runners:' must map stage names to dotted paths")
         runners = {}
-    for stage, path in runners.items():
+    for stage, runner in runners.items():
         if stage not in stages:
             errors.append(f"runner for unknown stage {stage!r}")
-        elif not isinstance(path, str) or not _DOTTED.match(path):
-            errors.append(f"runners.{stage} must be a dotted path like package.module.function, got {path!r}")
+        elif isinstance(runner, dict):
+            errors.extend(f"runners.{stage}.{problem}" for problem in runner_spec_problems(runner))
+        elif not isinstance(runner, str) or not (runner == "placeholder" or _DOTTED.match(runner)):
+            errors.append(
+                f"runners.{stage} must be a dotted path like package.module.function, 'placeholder', "
+                f"or a mapping with kind: command or http, got {runner!r}"
+            )
     errors.extend(f"runners.{stage}: {problem}" for stage, problem in runner_problems(runners).items())
     lane = pipeline.get("lane", DEFAULT_LANE)
     if not isinstance(lane, str) or not re.match(r"^[-a-zA-Z0-9_]{1,64}$", lane):

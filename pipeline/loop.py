@@ -16,7 +16,7 @@ from orchestration.core.models.ledger import record
 from orchestration.loop.decider import PlannedAction
 from orchestration.loop.executor import ActionContext, action_handler
 from orchestration.loop.monitor import Aggregation, aggregate_section
-from pipeline import alerts, engine
+from pipeline import engine
 from pipeline import transitions as t
 from pipeline.models import PipelineJob
 
@@ -59,54 +59,27 @@ def pipeline_section(now: datetime, results: list[dict[str, Any]]) -> dict[str, 
 
 @action_handler("escalate_pipeline_gates")
 def escalate_pipeline_gates(action: PlannedAction, ctx: ActionContext) -> dict:
-    """Gates waiting past their timeout: escalate once; approve by the system where auto_approve."""
-    escalated, auto_approved, anomalies = [], [], []
+    """Gates waiting past their timeout: each gets its policy (approve with the input's
+    defaults, reject, fail, or escalate a tier / open an anomaly), settled under the
+    job's lock so a person deciding at the same moment and the loop never both win."""
+    done: dict[str, list[int]] = {}
     overdue = PipelineJob.objects.filter(
         status=t.NEEDS_APPROVAL, gate_deadline__lt=ctx.now, escalated_at__isnull=True
-    ).values_list("pk", "stage", "slug", "waiting_since", "config")[:BATCH]
-    for pk, stage, slug, waiting_since, config in overdue:
-        # The claim: one loop (of several) escalates each wait exactly once.
-        if not PipelineJob.objects.filter(
-            pk=pk, status=t.NEEDS_APPROVAL, stage=stage, escalated_at__isnull=True
-        ).update(escalated_at=ctx.now):
-            continue
-        gate = config.get("gates", {}).get(stage, {})
-        minutes = round((ctx.now - waiting_since).total_seconds() / 60, 1) if waiting_since else None
-        escalated.append(pk)
-        record(
-            "pipeline.gate_escalated",
-            f"Pipeline job {pk} ({slug}) has waited {minutes} min at the {stage} gate "
-            f"(timeout {gate.get('timeout_minutes')} min)",
-            severity=Severity.WARNING,
-            subject=f"pipeline:{pk}",
-            data={
-                "pipeline_job": pk,
-                "stage": stage,
-                "waited_minutes": minutes,
-                "auto_approve": gate.get("auto_approve"),
-            },
-            actor=ctx.actor,
-        )
-        log.warning("gate %s of pipeline job %s overdue", stage, pk, extra={"pipeline_job": pk, "stage": stage})
-        anomalies.append(
-            alerts.open_gate_anomaly(
-                pk, {"stage": stage, "waited_minutes": minutes, "timeout_minutes": gate.get("timeout_minutes")}
-            )
-        )
-        if gate.get("auto_approve"):
-            try:
-                engine.apply(
-                    pk,
-                    "approve",
-                    stage=stage,
-                    actor="system",
-                    automatic=True,
-                    notes=f"Approved automatically: no decision within {gate.get('timeout_minutes')} minutes",
-                )
-                auto_approved.append(pk)
-            except t.TransitionError:
-                pass  # a person decided in the meantime
-    return {"escalated": escalated, "auto_approved": auto_approved, "anomalies": anomalies}
+    ).values_list("pk", "stage", "stage_run")[:BATCH]
+    for pk, stage, run in overdue:
+        try:
+            what = engine.settle_timeout(pk, stage, run, now=ctx.now, actor=ctx.actor)
+        except t.TransitionError:
+            continue  # a person decided in the meantime
+        if what:
+            done.setdefault(what, []).append(pk)
+            log.warning("gate %s of pipeline job %s timed out: %s", stage, pk, what, extra={"pipeline_job": pk})
+    return {
+        "escalated": done.get("escalate", []) + done.get("escalated", []),
+        "auto_approved": done.get("approve_with_defaults", []),
+        "rejected": done.get("reject", []),
+        "failed": done.get("fail", []),
+    }
 
 
 @action_handler("fail_overdue_pipeline_stages")

@@ -5,6 +5,7 @@ from django.db import models
 from django.utils import timezone
 
 from orchestration.core.storedjson import JSONField
+from pipeline import gates
 from pipeline import transitions as t
 from pipeline.choices import Decision, EventType, PipelineStatus
 from pipeline.definitions import DEFAULT_LANE, DefinitionSpec, default_spec, to_machine
@@ -121,6 +122,8 @@ class PipelineJob(models.Model):
     waiting_since = models.DateTimeField(null=True, blank=True)
     gate_deadline = models.DateTimeField(null=True, blank=True)
     escalated_at = models.DateTimeField(null=True, blank=True)
+    # How many of the gate's escalate_to tiers have been added to its assignees.
+    escalation_tier = models.PositiveSmallIntegerField(default=0)
     error = models.TextField(blank=True)
     created_by = models.CharField(max_length=150, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -153,21 +156,51 @@ class PipelineJob(models.Model):
     def progress(self) -> tuple[int, int]:
         return t.progress(self.machine(), self.state())
 
+    def policy(self, stage: str | None = None) -> gates.Policy:
+        return gates.Policy.of(self.config.get("gates", {}).get(stage or self.stage))
+
+    def round_votes(self, stage: str | None = None) -> list[gates.Vote]:
+        """The people's decisions at the gate the job waits at now (this run of its stage)."""
+        stage = stage or self.stage
+        return [
+            gates.Vote(d.decided_by, d.decision)
+            for d in self.decisions.all()
+            if d.stage == stage and d.run == self.stage_run and not d.automatic
+        ]
+
+    def gate_input(self, stage: str) -> dict:
+        """The input of the approval that let ``stage``'s gate through most recently
+        (earlier approvers' values, overridden by later ones in the same round)."""
+        approvals = [d for d in self.decisions.all() if d.stage == stage and d.decision == Decision.APPROVED]
+        if not approvals:
+            return {}
+        last_run = max(d.run for d in approvals)
+        merged: dict = {}
+        for decision in sorted(approvals, key=lambda d: (d.created_at, d.pk)):
+            if decision.run == last_run:
+                merged.update(decision.input or {})
+        return merged
+
     def gates_view(self) -> list[dict]:
-        """Each gate with where the job stands at it (API field ``gates``)."""
+        """Each gate with where the job stands at it and every person's decision (API field ``gates``)."""
         stages = self.config.get("stages", [])
-        decisions: dict[str, GateDecision] = {}
+        by_stage: dict[str, list[GateDecision]] = {}
         # .all() so a list view's prefetch_related("decisions") serves every job.
         for decision in sorted(self.decisions.all(), key=lambda d: (d.created_at, d.pk)):
-            decisions[decision.stage] = decision
+            by_stage.setdefault(decision.stage, []).append(decision)
         out = []
         for stage, gate in self.config.get("gates", {}).items():
-            latest = decisions.get(stage)
+            policy = gates.Policy.of(gate)
+            decided = by_stage.get(stage, [])
+            # The latest round: the decisions made at the gate's most recent wait.
+            latest_run = self.stage_run if self.stage == stage else max((d.run for d in decided), default=0)
+            round_ = [d for d in decided if d.run == latest_run]
+            settled = next((d for d in reversed(round_) if d.settles), None) or (decided[-1] if decided else None)
             if self.status == t.NEEDS_APPROVAL and self.stage == stage:
                 state = "waiting"
-            elif latest is not None and latest.decision == Decision.APPROVED:
+            elif settled is not None and settled.decision == Decision.APPROVED:
                 state = "approved"
-            elif latest is not None:
+            elif settled is not None:
                 state = "rejected"
             else:
                 state = "pending"
@@ -176,11 +209,21 @@ class PipelineJob(models.Model):
                     "stage": stage,
                     "required": gate.get("required", True),
                     "auto_approve": gate.get("auto_approve", False),
-                    "timeout_minutes": gate.get("timeout_minutes", 60),
+                    "timeout_minutes": policy.timeout_minutes,
+                    "on_timeout": policy.on_timeout,
+                    "input_schema": policy.input_schema,
+                    "assignees": list(policy.assignees_at(self.escalation_tier if self.stage == stage else 0)),
+                    "quorum": policy.quorum,
+                    "reject_quorum": policy.reject_quorum,
+                    "allow_self_approval": policy.allow_self_approval,
                     "state": state,
-                    "decided_by": latest.decided_by if latest else None,
-                    "notes": latest.notes if latest else "",
-                    "automatic": latest.automatic if latest else False,
+                    "approvals": sum(d.decision == Decision.APPROVED and not d.automatic for d in round_),
+                    "rejections": sum(d.decision == Decision.REJECTED and not d.automatic for d in round_),
+                    "decided_by": settled.decided_by if settled else None,
+                    "notes": settled.notes if settled else "",
+                    "automatic": settled.automatic if settled else False,
+                    "input": self.gate_input(stage) if state == "approved" else {},
+                    "decisions": [d.as_dict() for d in round_],
                     "order": stages.index(stage) if stage in stages else 0,
                 }
             )
@@ -188,19 +231,68 @@ class PipelineJob(models.Model):
 
 
 class GateDecision(models.Model):
+    """One person's (or the timeout's) decision at one wait at a gate."""
+
     job = models.ForeignKey(PipelineJob, on_delete=models.CASCADE, related_name="decisions")
     stage = models.CharField(max_length=40)
+    # The stage run whose gate this decides: a resumed stage waits again, with new decisions.
+    run = models.PositiveIntegerField(default=0)
     decision = models.CharField(max_length=10, choices=Decision.choices)
     decided_by = models.CharField(max_length=150)
     notes = models.TextField(blank=True)
-    automatic = models.BooleanField(default=False, help_text="Decided by the system (gate timeout with auto_approve).")
+    input = JSONField(default=dict, blank=True, help_text="The values given, checked against the gate's input_schema.")
+    automatic = models.BooleanField(default=False, help_text="Decided by the system (the gate's timeout policy).")
+    settles = models.BooleanField(default=False, help_text="This decision completed the gate's quorum.")
+    via = models.CharField(max_length=10, blank=True, help_text="api, console, admin, link or timeout.")
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["created_at", "id"]
+        constraints = [
+            # The same person deciding the same wait twice is refused by the database itself.
+            models.UniqueConstraint(
+                fields=["job", "stage", "run", "decided_by"],
+                condition=models.Q(automatic=False),
+                name="pipeline_gatedecision_once_per_person",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.stage}: {self.decision} by {self.decided_by}"
+
+    def as_dict(self) -> dict:
+        return {
+            "decided_by": self.decided_by,
+            "decision": self.decision,
+            "notes": self.notes,
+            "input": self.input,
+            "automatic": self.automatic,
+            "via": self.via,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+class GateLink(models.Model):
+    """A signed one-click decision link sent to one person; used at most once.
+
+    The signed token carries this row's ``nonce``; the row records when it was used, so
+    a replayed link is refused even inside its lifetime."""
+
+    nonce = models.CharField(max_length=32, unique=True)
+    job = models.ForeignKey(PipelineJob, on_delete=models.CASCADE, related_name="links")
+    stage = models.CharField(max_length=40)
+    run = models.PositiveIntegerField()
+    username = models.CharField(max_length=150)
+    verb = models.CharField(max_length=10, choices=[("approve", "Approve"), ("reject", "Reject")])
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.verb} {self.stage} of #{self.job_id} for {self.username}"
 
 
 class Artifact(models.Model):

@@ -74,6 +74,14 @@ class StageContext:
             time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
         return not self.should_stop()
 
+    def gate_inputs(self) -> dict[str, dict[str, Any]]:
+        """What people entered at the gates before this stage (stage → values), as
+        approved: a stage's runner works with the choices made upstream."""
+        stages = self.job.config.get("stages", [])
+        before = stages[: stages.index(self.stage)] if self.stage in stages else []
+        gates = self.job.config.get("gates", {})
+        return {stage: self.job.gate_input(stage) for stage in before if stage in gates}
+
     def has_artifact(self, relpath: str) -> bool:
         return (self.run_dir / relpath).exists() and Artifact.objects.filter(job=self.job, path=relpath).exists()
 

@@ -30,6 +30,9 @@ EVENT_TYPES = (
     "stage_completed",
     "stage_failed",
     "gate_pause",
+    "gate_decision",
+    "gate_escalated",
+    "gate_timed_out",
     "gate_approved",
     "gate_rejected",
     "job_resumed",
@@ -136,7 +139,7 @@ def decide(
             return Outcome(replace(state, status=NEEDS_APPROVAL), tuple(events))
         return _advance(state, definition, events)
 
-    if event in ("approve", "reject"):
+    if event in ("approve", "reject", "fail_gate"):
         if stage is None:
             raise TransitionError("say which stage's gate you are deciding")
         if not definition.requires_approval(stage):
@@ -145,6 +148,9 @@ def decide(
             raise TransitionError(f"job is {state.status} at {state.stage}, not waiting at the {stage} gate")
         if event == "reject":
             return Outcome(replace(state, status=PAUSED), (("gate_rejected", stage),))
+        if event == "fail_gate":
+            # The gate's timeout policy says a gate nobody decided in time fails the job.
+            return Outcome(replace(state, status=FAILED), (("gate_timed_out", stage), ("job_failed", stage)))
         return _advance(state, definition, [("gate_approved", stage)])
 
     if event == "resume":

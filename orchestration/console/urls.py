@@ -27,6 +27,7 @@ urlpatterns = [
     path("workers/<slug:name>/disable", views.worker_switch, {"enabled": False}, name="worker-disable"),
     path("processes/", views.processes_list, name="processes"),
     path("pipelines/", views.pipelines_list, name="pipelines"),
+    path("inbox/", views.inbox, name="inbox"),
     path("pipelines/start", views.pipeline_start, name="pipeline-start"),
     path("pipelines/<int:pk>/", views.pipeline_job_detail, name="pipeline-job"),
     path("pipelines/<int:pk>/decide", views.pipeline_decide, name="pipeline-decide"),

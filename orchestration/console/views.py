@@ -43,8 +43,9 @@ from orchestration.fleet.runner import WorkerStateError
 from orchestration.fleet.runner import trigger as trigger_worker
 from orchestration.loop.cycle import CycleBusy, run_cycle
 from orchestration.loop.models import LoopState
-from pipeline import engine
+from pipeline import engine, people
 from pipeline import transitions as t
+from pipeline import views as gate_pages
 from pipeline.models import PipelineJob
 
 LOGIN_URL = "/login/"
@@ -96,10 +97,13 @@ def actor(request: HttpRequest) -> str:
 
 
 # --- rendering ----------------------------------------------------------------------------
-def _permissions(request: HttpRequest) -> dict[str, bool]:
+def _permissions(request: HttpRequest) -> dict[str, Any]:
+    decider = can_decide(request.user)
     return {
         "can_control": can_control(request.user),
-        "can_decide": can_decide(request.user),
+        "can_decide": decider,
+        # The navigation's "waiting for me" count.
+        "inbox_count": len(people.inbox(request.user)) if decider else 0,
         "can_change_pipeline": can_change_pipeline(request.user),
         "can_start_pipeline": can_start_pipeline(request.user),
     }
@@ -402,10 +406,18 @@ PIPELINE_PANELS = {"pipeline": "console/panels/pipeline.html"}
 
 
 def _pipeline_page(
-    request: HttpRequest, job: PipelineJob, *, status: int = 200, form: GateDecisionForm | None = None
+    request: HttpRequest,
+    job: PipelineJob,
+    *,
+    status: int = 200,
+    form: GateDecisionForm | None = None,
+    values: dict | None = None,
+    input_errors: dict | None = None,
 ) -> HttpResponse:
     context = {**data.pipeline_job_page(job, timezone.now()), "page": "pipeline"}
     context["form"] = form or GateDecisionForm(initial={"stage": job.stage}, auto_id=f"gate-{job.pk}-%s")
+    # The gate's input_schema as form fields (the same fields as a decision link's page).
+    context["input_fields"] = gate_pages.form_fields(job.policy().input_schema, values, input_errors)
     return render_page(request, "console/pipeline_job.html", PIPELINE_PANELS, context, status=status)
 
 
@@ -413,6 +425,16 @@ def _pipeline_page(
 def pipeline_job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(PipelineJob.objects.select_related("definition"), pk=pk)
     return _pipeline_page(request, job)
+
+
+@console_login_required
+def inbox(request: HttpRequest) -> HttpResponse:
+    """Jobs waiting at a gate for the signed-in person, each with its decision form."""
+    rows = [
+        {"job": job, "fields": gate_pages.form_fields(job.policy().input_schema), "gate": job.policy()}
+        for job in people.inbox(request.user)
+    ]
+    return render_page(request, "console/inbox.html", {}, {"rows": rows, "page": "inbox"})
 
 
 @require_POST
@@ -432,8 +454,26 @@ def pipeline_decide(request: HttpRequest, pk: int) -> HttpResponse:
         return _dashboard(request, status=400, gate_forms={job.pk: form})
     verb = form.cleaned_data["decision"]
     stage = form.cleaned_data["stage"]
+    schema = job.policy(stage).input_schema
+    values, problems = gate_pages.posted_input(schema, request.POST) if verb == "approve" else ({}, {})
     try:
-        getattr(engine, verb)(job, stage, actor=actor(request), notes=form.cleaned_data["notes"])
+        if problems:
+            raise engine.GateInputError(problems)
+        engine.decide(
+            job,
+            stage,
+            verb,
+            person=people.person_of(request.user),
+            notes=form.cleaned_data["notes"],
+            values=values if verb == "approve" else None,
+            via="console",
+        )
+    except engine.GateForbidden as exc:
+        messages.error(request, f"{job} was not {verb}d at {stage}: {exc}")
+        return _pipeline_page(request, job, status=403, form=form)
+    except engine.GateInputError as exc:
+        messages.error(request, f"Nothing decided for {job}: see the form.")
+        return _pipeline_page(request, job, status=400, form=form, values=values, input_errors=exc.errors)
     except t.TransitionError as exc:
         # Someone else decided first, or the job moved on: say so, change nothing.
         messages.error(request, f"{job} was not {verb}d at {stage}: {exc}")

@@ -69,6 +69,22 @@ class Alert:
         )
 
 
+@dataclass
+class Notice:
+    """A message for one person (e.g. a gate waiting for them), with their own links.
+
+    The links are credentials of that person: channels that keep a copy (the ledger)
+    leave them out."""
+
+    subject: str
+    title: str
+    message: str
+    recipient: str
+    email: str = ""
+    links: dict[str, str] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
 class AlertChannel:
     name = ""
 
@@ -77,6 +93,10 @@ class AlertChannel:
 
     def send(self, alert: Alert) -> dict[str, Any]:
         raise NotImplementedError
+
+    def notify(self, notice: Notice) -> dict[str, Any]:
+        """Deliver a person's notice; channels that cannot reach one person say so."""
+        return {"skipped": f"{self.name} does not deliver notices to a person"}
 
 
 _CHANNELS: dict[str, AlertChannel] = {}
@@ -108,6 +128,15 @@ class LedgerChannel(AlertChannel):
         )
         return {"ledger_id": entry.pk}
 
+    def notify(self, notice: Notice) -> dict[str, Any]:
+        entry = record(
+            "notice.sent",
+            f"{notice.title} (to {notice.recipient})",
+            subject=notice.subject,
+            data={"recipient": notice.recipient, "details": notice.details, "links": sorted(notice.links)},
+        )
+        return {"ledger_id": entry.pk}
+
 
 @alert_channel("webhook")
 class WebhookChannel(AlertChannel):
@@ -117,12 +146,21 @@ class WebhookChannel(AlertChannel):
         return bool(settings.FLEET_ALERT_WEBHOOK_URL)
 
     def send(self, alert: Alert) -> dict[str, Any]:
+        return self._post(redact({"source": "orchestrator", **asdict(alert)}))
+
+    def notify(self, notice: Notice) -> dict[str, Any]:
+        if not self.configured():
+            return {"skipped": "not configured"}
+        # The links go out unmasked: they are what the receiver forwards to the person.
+        body = {"source": "orchestrator", "kind": "notice", **redact(asdict(notice)), "links": notice.links}
+        return self._post(body)
+
+    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         url = settings.FLEET_ALERT_WEBHOOK_URL
         last = ""
         for attempt in range(1, settings.FLEET_ALERT_WEBHOOK_RETRIES + 1):
             try:
                 # A notification leaves like every other exit: secrets in its details masked.
-                body = redact({"source": "orchestrator", **asdict(alert)})
                 response = outbound.post(url, json=body, timeout=settings.FLEET_ALERT_WEBHOOK_TIMEOUT)
                 if response.status_code < 300:
                     return {"status_code": response.status_code, "attempts": attempt}
@@ -155,6 +193,14 @@ class EmailChannel(AlertChannel):
         )
         return {"sent": sent, "to": list(settings.FLEET_ALERT_EMAILS)}
 
+    def notify(self, notice: Notice) -> dict[str, Any]:
+        if not notice.email:
+            return {"skipped": f"{notice.recipient} has no e-mail address"}
+        links = "".join(f"\n{name}: {url}" for name, url in notice.links.items())
+        body = f"{redact_text(notice.message)}\n{links}\n"
+        sent = send_mail(f"[orchestrator] {notice.title}", body, settings.FLEET_ALERT_EMAIL_FROM, [notice.email])
+        return {"sent": sent, "to": [notice.email]}
+
 
 def route(severity: str, *, escalated: bool = False) -> list[str]:
     return list(settings.FLEET_ALERT_ROUTES.get("escalation" if escalated else severity, []))
@@ -175,6 +221,23 @@ def send(anomaly: Anomaly, *, escalated: bool = False) -> dict[str, Any]:
             try:
                 results[name] = {"ok": True, **channel.send(alert)}
             except Exception as exc:  # reported per channel; stored on the anomaly, so masked
+                results[name] = {"ok": False, "error": redact_text(f"{type(exc).__name__}: {exc}")}
+    return results
+
+
+def notify(notice: Notice, *, route_name: str = "gate") -> dict[str, Any]:
+    """Send a person's notice through every channel of ``route_name``'s route; one
+    failing channel does not stop the others."""
+    results: dict[str, Any] = {}
+    for name in settings.FLEET_ALERT_ROUTES.get(route_name, []):
+        channel = _CHANNELS.get(name)
+        if channel is None:
+            results[name] = {"ok": False, "error": "unknown channel"}
+        else:
+            try:
+                answer = channel.notify(notice)
+                results[name] = {"ok": "skipped" not in answer, **answer}
+            except Exception as exc:  # reported per channel, masked like every exit
                 results[name] = {"ok": False, "error": redact_text(f"{type(exc).__name__}: {exc}")}
     return results
 

@@ -53,7 +53,10 @@ class PipelineDefinitionSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError({"definition": exc.errors})
         if defines_code(merged.get("runners"), self.instance.runners if self.instance is not None else None):
             require_run_code(self.context)
-        attrs.update(gates=spec.gates, stage_timeouts=spec.stage_timeouts, stages=spec.stages)
+        attrs.update(stage_timeouts=spec.stage_timeouts, stages=spec.stages)
+        if "gates" in attrs:
+            # Stored with every gate setting spelled out; a PATCH that names no gates keeps them as stored.
+            attrs["gates"] = spec.gates
         return attrs
 
 
@@ -101,6 +104,9 @@ class PipelineJobSerializer(serializers.ModelSerializer):
 class GateDecisionInputSerializer(serializers.Serializer):
     stage = serializers.CharField(max_length=40)
     notes = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
+    input = serializers.DictField(
+        required=False, default=dict, help_text="Values for the gate's input_schema (approve only)."
+    )
 
 
 class PipelineEventSerializer(serializers.ModelSerializer):

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+from django.urls import path
+
 from orchestrator_site.api.routers import OptionalSlashRouter
-from pipeline.api.views import PipelineDefinitionViewSet, PipelineJobViewSet
+from pipeline.api.views import InboxView, PipelineDefinitionViewSet, PipelineJobViewSet
 
 app_name = "pipeline-api"
 
@@ -9,4 +11,4 @@ router = OptionalSlashRouter()
 router.register("definitions", PipelineDefinitionViewSet, basename="definition")
 router.register("jobs", PipelineJobViewSet, basename="job")
 
-urlpatterns = router.urls
+urlpatterns = [path("inbox", InboxView.as_view(), name="inbox"), *router.urls]

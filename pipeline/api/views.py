@@ -6,12 +6,14 @@ from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from orchestrator_site.api.renderers import RedactingJSONRenderer
 from orchestrator_site.api.viewsets import AuditedModelViewSet, actor_of
-from pipeline import engine
+from pipeline import engine, people
 from pipeline import transitions as t
 from pipeline.api import serializers as s
 from pipeline.api.pagination import EventPagination
@@ -94,12 +96,31 @@ class PipelineJobViewSet(
             raise serializers.ValidationError(
                 {"stage": f"unknown stage {data['stage']!r}; stages are {', '.join(job.config.get('stages', []))}"}
             )
-        job = getattr(engine, verb)(job, data["stage"], actor=actor_of(request), notes=data["notes"])
+        try:
+            job = engine.decide(
+                job,
+                data["stage"],
+                verb,
+                person=people.person_of(request.user),
+                notes=data["notes"],
+                values=data["input"] if verb == "approve" else None,
+                via="api",
+            )
+        except engine.GateForbidden as exc:
+            raise PermissionDenied(str(exc)) from None
+        except engine.GateInputError as exc:
+            raise serializers.ValidationError({"input": exc.errors}) from None
+        job = self.get_queryset().get(pk=job.pk)
         return Response(self.get_serializer(job).data)
 
     @extend_schema(
         request=s.GateDecisionInputSerializer,
-        responses={200: s.PipelineJobSerializer, 409: OpenApiResponse(description="Not waiting at that gate")},
+        responses={
+            200: s.PipelineJobSerializer,
+            400: OpenApiResponse(description="Input does not match the gate's input_schema (names the field)"),
+            403: OpenApiResponse(description="Not an assignee, or the job's starter without allow_self_approval"),
+            409: OpenApiResponse(description="Not waiting at that gate, or already decided by this person"),
+        },
     )
     @action(detail=True, methods=["post"])
     def approve(self, request, pk=None):
@@ -175,3 +196,12 @@ class PipelineJobViewSet(
     def artifacts(self, request, pk=None):
         job = self.get_object()
         return Response(s.ArtifactSerializer(job.artifacts.order_by("created_at", "id"), many=True).data)
+
+
+class InboxView(APIView):
+    """Jobs waiting at a gate for the caller: they may decide it and have not yet."""
+
+    @extend_schema(responses={200: s.PipelineJobSerializer(many=True)})
+    def get(self, request):
+        jobs = people.inbox(request.user)
+        return Response({"count": len(jobs), "results": s.PipelineJobSerializer(jobs, many=True).data})

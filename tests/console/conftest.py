@@ -46,7 +46,7 @@ def waiting_job(django_capture_on_commit_callbacks):
     from pipeline import engine
 
     with django_capture_on_commit_callbacks(execute=True):
-        job = engine.create_job("explainer", "Explain the orchestrator", actor="ops")
+        job = engine.create_job("explainer", "Explain the orchestrator", actor="writer")  # nobody approves their own
     job.refresh_from_db()
     assert (job.status, job.stage) == ("needs_approval", "script")
     return job

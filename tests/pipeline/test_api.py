@@ -25,9 +25,15 @@ def approver_client(db):
 
 
 @pytest.fixture
-def waiting_job(staff_client, django_capture_on_commit_callbacks) -> dict:
+def starter_client(db):
+    """Another staff member starts the jobs: nobody may approve a job they started."""
+    return _client_for(get_user_model().objects.create_user("starter", password="pw-starter-1", is_staff=True))
+
+
+@pytest.fixture
+def waiting_job(starter_client, django_capture_on_commit_callbacks) -> dict:
     with django_capture_on_commit_callbacks(execute=True):
-        response = staff_client.post(f"{BASE}/jobs/", {"slug": "explainer", "intent": "Explain it"}, format="json")
+        response = starter_client.post(f"{BASE}/jobs/", {"slug": "explainer", "intent": "Explain it"}, format="json")
     assert response.status_code == 201, response.content
     return response.json()
 
@@ -41,7 +47,7 @@ def test_it_creates_a_job_with_the_default_definition_and_runs_to_the_first_gate
     assert [(g["stage"], g["state"]) for g in body["gates"]] == [
         ("script", "waiting"), ("storyboard", "pending"), ("assets", "pending"), ("audio", "pending"),
     ]  # fmt: skip
-    assert LedgerEntry.objects.filter(event_type="pipeline.start", actor="ops").exists()
+    assert LedgerEntry.objects.filter(event_type="pipeline.start", actor="starter").exists()
 
 
 def test_approve_reject_resume_cancel_through_the_api(staff_client, waiting_job, django_capture_on_commit_callbacks):

@@ -35,6 +35,13 @@ def test_without_stages_the_order_of_stage_timeouts_is_used():
         "required": True,
         "auto_approve": False,
         "timeout_minutes": 60,
+        "input_schema": {},
+        "assignees": [],
+        "quorum": 1,
+        "reject_quorum": 1,
+        "allow_self_approval": False,
+        "on_timeout": "escalate",
+        "escalate_to": [],
     }
 
 

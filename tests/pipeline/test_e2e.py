@@ -65,6 +65,9 @@ def test_two_jobs_run_all_stages_and_gates_one_stage_at_a_time_with_a_live_event
     user = get_user_model().objects.create_user("ops", password="pw-ops-123", is_staff=True)
     token = Token.objects.create(user=user)
     auth = {"Authorization": f"Bearer {token.key}"}
+    # Someone else starts the jobs: nobody approves a job they started (the gates' default).
+    starter = get_user_model().objects.create_user("starter", password="pw-starter-1", is_staff=True)
+    starter_auth = {"Authorization": f"Bearer {Token.objects.create(user=starter).key}"}
     port = free_port()
     base = f"http://127.0.0.1:{port}/api/v1/pipeline"
     with running(
@@ -78,7 +81,9 @@ def test_two_jobs_run_all_stages_and_gates_one_stage_at_a_time_with_a_live_event
         wait_for(lambda: _answers(f"http://127.0.0.1:{port}/health"), timeout=30, message="the web server")
         ids = []
         for slug in ("first", "second"):
-            response = requests.post(f"{base}/jobs/", json={"slug": slug, "intent": f"{slug} video"}, headers=auth)
+            response = requests.post(
+                f"{base}/jobs/", json={"slug": slug, "intent": f"{slug} video"}, headers=starter_auth
+            )
             assert response.status_code == 201, response.text
             ids.append(response.json()["id"])
         stream = SseReader(f"{base}/jobs/{ids[0]}/events/", auth)

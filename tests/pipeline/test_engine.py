@@ -34,7 +34,7 @@ def lines(path) -> list[dict]:
 
 @pytest.mark.django_db
 def test_it_runs_every_stage_stopping_at_each_gate_until_approved(run_commits, settings):
-    job = run_commits(engine.create_job, "explainer", "Explain gates", actor="ops")
+    job = run_commits(engine.create_job, "explainer", "Explain gates", actor="writer")
     assert (job.status, job.stage) == (t.NEEDS_APPROVAL, "script")
     for gate in GATES:
         assert (job.status, job.stage) == (t.NEEDS_APPROVAL, gate)
@@ -82,7 +82,7 @@ def test_reject_pauses_and_resume_reruns_the_stage_without_duplicating_artifacts
     job = run_commits(engine.resume, job, actor="ops")
     assert (job.status, job.stage) == (t.NEEDS_APPROVAL, "script")
     assert [e for e, s in types(job) if s == "script"] == [
-        "stage_started", "stage_completed", "gate_pause", "gate_rejected", "job_resumed",
+        "stage_started", "stage_completed", "gate_pause", "gate_decision", "gate_rejected", "job_resumed",
         "stage_started", "stage_completed", "gate_pause",
     ]  # fmt: skip
     assert Artifact.objects.filter(job=job, path="script.txt").count() == 1 and script.read_text() == first

@@ -20,6 +20,8 @@ PUBLIC = {
     "health:liveness": "liveness probe for load balancers and process supervisors (DESIGN 'Security')",
     "orchestration-api:healthz": "API liveness probe, public by the API contract",
     "console:login": "the sign-in page itself",
+    "pipeline-link": "a signed one-click gate decision link: the single-use token bound to one person is the "
+    "credential; GET changes nothing, POST rechecks that person's permission",
     "console:logout": "signing out needs no permission (POST only, CSRF-protected)",
     "console:static": "CSS/JS of the sign-in page, served without a web server in front",
     "health:demo-healthy": "a demo service's health endpoint: the health checker calls it without credentials",
@@ -111,7 +113,13 @@ def unnamed_routes() -> list[str]:
 def values_for(route: Route, world: World | None) -> dict[str, object]:
     """Path parameters: the world's objects, or unknown ones without a world."""
     if world is None:
-        return {"pk": 987654, "name": "no-such-thing", "task_type": "no-such-type", "path": "no/such.css"}
+        return {
+            "pk": 987654,
+            "name": "no-such-thing",
+            "task_type": "no-such-type",
+            "path": "no/such.css",
+            "token": "not-a-token",
+        }
     name = route.name
     by_route = {
         "health-api:service": world.service.name,
@@ -143,4 +151,5 @@ def values_for(route: Route, world: World | None) -> dict[str, object]:
         "name": value,
         "task_type": world.multiplier.task_type,
         "path": "console/console.css",
+        "token": "not-a-token",
     }

@@ -46,12 +46,12 @@ class Command(BaseCommand):
                 self.say(f"{step}. Job paused at the {job.stage} gate ({done}/{total} stages done)", self.style.WARNING)
                 gate = job.stage
                 if not rejected_once:
-                    job = engine.reject(job, gate, actor="pipeline_demo", notes="Tour: needs a stronger hook")
+                    job = engine.reject(job, gate, actor="pipeline_demo_reviewer", notes="Tour: needs a stronger hook")
                     self.say(f"   Rejected {gate}: job is {job.status}. Resuming re-runs the stage…")
                     job = engine.resume(job, actor="pipeline_demo")
                     rejected_once = True
                 else:
-                    job = engine.approve(job, gate, actor="pipeline_demo", notes="Tour: looks good")
+                    job = engine.approve(job, gate, actor="pipeline_demo_reviewer", notes="Tour: looks good")
                     self.say(f"   Approved {gate}: job moves on to {job.stage}.", self.style.SUCCESS)
             elif job.status in t.FINAL:
                 style = self.style.SUCCESS if job.status == t.COMPLETED else self.style.ERROR
