@@ -3,10 +3,10 @@ suggestions. Everything the brain knows is here, so it survives a restart."""
 
 from __future__ import annotations
 
-from django.core.validators import MaxValueValidator, MinValueValidator
 from datetime import datetime
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce, Greatest
@@ -361,8 +361,10 @@ class OutlierState(models.Model):
         fields = {name: getattr(status, name) for name in self.STATUS_FIELDS}
         if status.reason and status.reason != outliers.RETRY_AFTER:
             fields["last_reason"] = status.reason
-        changed = type(self).objects.filter(pk=self.pk, version=self.version).update(
-            **fields, version=F("version") + 1, updated_at=timezone.now()
+        changed = (
+            type(self)
+            .objects.filter(pk=self.pk, version=self.version)
+            .update(**fields, version=F("version") + 1, updated_at=timezone.now())
         )
         if changed:
             for name, value in fields.items():
