@@ -5,10 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections import Counter
-from datetime import timedelta
 
 import pytest
-import time_machine
 from django.utils import timezone
 
 from health.models import Service
@@ -18,48 +16,10 @@ from orchestration.models import Job, LedgerEntry
 from orchestration.routing import executor, improvement
 from orchestration.routing.models import OutlierState, RouteStat, Suggestion, TaskOutcome
 from orchestration.routing.router import NoRoute, route
-from tests.support.http_services import FakeService
+from tests.routing.helpers import drain, run_task
 from tests.support.processes import ROOT, subprocess_env
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("broker_only")]
-
-
-@pytest.fixture
-def services(request):
-    started: list[FakeService] = []
-
-    def make(name: str, behaviour: str = "fast", caps=("email_campaign",), **fields) -> tuple[Service, FakeService]:
-        fake = FakeService(behaviour, delay=fields.pop("delay", 0.0))
-        started.append(fake)
-        service = Service.objects.create(name=name, base_url=fake.url, capabilities=list(caps), **fields)
-        return service, fake
-
-    yield make
-    for fake in started:
-        fake.stop()
-
-
-def drain(max_rounds: int = 200) -> None:
-    """Run the queue to quiescence, jumping the clock over retry delays."""
-    with time_machine.travel(timezone.now(), tick=True) as clock:
-        for _ in range(max_rounds):
-            claimed = queue.claim(100, owner="test:1")
-            ids = [pk for pk, _ in claimed]
-            for pk, token in claimed:
-                queue.execute(pk, token)
-            waiting = Job.objects.filter(status=JobStatus.RETRY).order_by("not_before").first()
-            if not ids and waiting is None:
-                return
-            if not ids and waiting:
-                clock.move_to(waiting.not_before + timedelta(milliseconds=1))
-    raise AssertionError("queue did not settle")
-
-
-def run_task(task_type="email_campaign", priority="normal", strategy=None, data=None) -> Job:
-    job, _ = executor.submit(task_type, priority, data or {"n": 1}, strategy=strategy)
-    drain()
-    job.refresh_from_db()
-    return job
 
 
 def test_round_robin_is_an_exact_rotation_across_two_processes(transactional_db, services):
@@ -119,8 +79,7 @@ def test_a_failed_try_fails_over_at_once_without_backoff(services):
     assert (stat.count, stat.successes) == (1, 0)
 
 
-def test_backoff_only_between_rounds_and_tries_are_bounded(services, settings):
-    settings.ROUTING_RETRY_BUDGET = {"min_retries": 100}  # this test is about the per-task bound
+def test_backoff_only_between_rounds_and_tries_are_bounded(services, generous_budget):
     _, one = services("a", "failing")
     _, two = services("b", "failing")
     job, _ = executor.submit("email_campaign", "high", {"n": 1}, strategy="round_robin")
@@ -150,7 +109,7 @@ def test_the_retry_budget_stops_a_wide_outage_from_multiplying_the_load(services
     assert waiting.count() == 7 and all(j.status == JobStatus.RETRY for j in waiting)
 
 
-def test_process_failures_eject_the_service_and_passing_health_checks_do_not_undo_it(services):
+def test_process_failures_eject_the_service_and_passing_health_checks_do_not_undo_it(generous_budget, services):
     broken, broken_server = services("a-broken", "failing")
     services("b-good")
     for _ in range(10):  # every other one starts on a-broken: five failures in a row
@@ -188,7 +147,7 @@ def test_disabled_and_unhealthy_services_are_not_routed_to(services):
     assert decision.excluded == {"a": "disabled", "b": "unhealthy"}
 
 
-def test_best_shifts_traffic_to_the_better_service(services):
+def test_best_shifts_traffic_to_the_better_service(generous_budget, services):
     services("flaky", "flapping")
     services("solid")
     primaries = []
