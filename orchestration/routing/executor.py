@@ -31,8 +31,8 @@ from orchestration.routing.router import REFERENCE_PREFIX, ROUTED_KIND, RouteDec
 MAX_TRIES_PER_TASK = 8
 # A retry the budget refused waits this long for first tries to refill it; each wait
 # uses one of the job's attempts, so a budget that stays spent ends the task.
-BUDGET_WAIT_SECONDS = 0.25
-BUDGET_WAITS = 20
+BUDGET_WAIT_SECONDS = 0.1
+BUDGET_WAITS = 40
 
 
 def max_tries(max_retries: int, services: int) -> int:

@@ -113,17 +113,27 @@ def ewma_cost(name: str, ctx: StrategyContext) -> float | None:
 @strategy("ewma")
 def ewma(candidates: list[str], ctx: StrategyContext) -> list[str]:
     """Lowest expected wait first (``ewma_cost``): latency-weighted, errors penalised,
-    load-aware. A service with no timing yet goes first so that it gets one."""
+    load-aware. A service with no timing yet and nothing in flight goes first so that it
+    gets one; unknown ones already being tried wait their turn, so a burst of tasks at a
+    cold start spreads instead of all landing on the same unknown service."""
     costs = {name: ewma_cost(name, ctx) for name in candidates}
+    order = {name: ctx.rng.random() for name in candidates}
     for name, cost in costs.items():
         if cost is None:
-            ctx.notes[name] = "no latency learned yet (tried first to learn it)"
+            ctx.notes[name] = f"no latency learned yet ({ctx.in_flight.get(name, 0)} in flight), tried to learn it"
         else:
             latency = recent_ms(ctx.stats[name])
             ctx.notes[name] = (
                 f"expected wait {cost:.0f} ms ({latency:.0f} ms recent latency × {ctx.in_flight.get(name, 0) + 1})"
             )
-    return sorted(candidates, key=lambda s: (costs[s] is not None, costs[s] or 0.0, s))
+
+    def key(name: str) -> tuple:
+        if costs[name] is None:
+            # Exploring: idle unknowns first, then busy unknowns after the known ones.
+            return (0, 0.0, order[name]) if not ctx.in_flight.get(name, 0) else (2, ctx.in_flight[name], order[name])
+        return (1, costs[name], order[name])
+
+    return sorted(candidates, key=key)
 
 
 @strategy("best")
