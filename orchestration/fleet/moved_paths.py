@@ -23,11 +23,11 @@ from orchestration.fleet.models import Worker
 
 # The modules whose functions may be stored by path (runnable or scheduled).
 MOVED = {
-    "orchestration.fleet.builtins.": "orchestration.fleet.builtins.",
-    "orchestration.fleet.demo_targets.": "orchestration.fleet.demo_targets.",
-    "orchestration.fleet.runner.": "orchestration.fleet.runner.",
-    "orchestration.core.jobs.": "orchestration.core.jobs.",
-    "orchestration.loop.maintenance.": "orchestration.loop.maintenance.",
+    "orchestration.workers.builtins.": "orchestration.fleet.builtins.",
+    "orchestration.workers.demo_targets.": "orchestration.fleet.demo_targets.",
+    "orchestration.workers.runner.": "orchestration.fleet.runner.",
+    "orchestration.jobs.": "orchestration.core.jobs.",
+    "orchestration.maintenance.": "orchestration.loop.maintenance.",
 }
 
 

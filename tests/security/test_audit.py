@@ -53,6 +53,11 @@ def _rule(name: str) -> dict[str, Any]:
     return {"name": name, "conditions": [condition], "action_type": "retry_failed"}
 
 
+def _deduction(name: str) -> dict[str, Any]:
+    condition = [{"field": "jobs.pending", "op": ">", "value": 800}]
+    return {"name": name, "condition": condition, "points": 5, "reason": "A backlog"}
+
+
 def _disable_worker(w: World) -> None:
     Worker.objects.filter(pk=w.worker.pk).update(enabled=False)
 
@@ -77,6 +82,10 @@ API_WRITES: dict[tuple[str, str], Write] = {
     ("orchestration-api:rule-detail", "PUT"): Write(lambda w: _rule(w.rule.name)),
     ("orchestration-api:rule-detail", "PATCH"): Write(lambda w: {"enabled": False}),
     ("orchestration-api:rule-detail", "DELETE"): Write(),
+    ("orchestration-api:score-deduction-list", "POST"): Write(lambda w: _deduction("audited")),
+    ("orchestration-api:score-deduction-detail", "PUT"): Write(lambda w: _deduction(w.deduction.name)),
+    ("orchestration-api:score-deduction-detail", "PATCH"): Write(lambda w: {"points": 7}),
+    ("orchestration-api:score-deduction-detail", "DELETE"): Write(),
     ("orchestration-api:worker-list", "POST"): Write(lambda w: _worker("audited")),
     ("orchestration-api:worker-detail", "PUT"): Write(lambda w: _worker(w.worker.name)),
     ("orchestration-api:worker-detail", "PATCH"): Write(lambda w: {"description": "audited"}),

@@ -12,7 +12,7 @@ from health.models import HealthCheck, Service, ServiceAlert
 from orchestration.core.jobs.queue import enqueue
 from orchestration.core.models import Anomaly, Job, Lane, LedgerEntry
 from orchestration.fleet.models import ScoreReport, Worker, WorkerRun
-from orchestration.loop.models import Action, LoopState, Rule
+from orchestration.loop.models import Action, LoopState, Rule, ScoreDeduction
 from orchestration.routing.models import Suggestion, TaskContext, TypeMultiplier
 from pipeline.models import PipelineDefinition, PipelineJob
 
@@ -38,6 +38,7 @@ class World:
     approved_suggestion: Suggestion
     context: TaskContext
     multiplier: TypeMultiplier
+    deduction: ScoreDeduction
 
 
 def build_world() -> World:
@@ -95,6 +96,12 @@ def build_world() -> World:
         ),
         context=TaskContext.objects.create(name="campaign-a", data={"region": "eu"}),
         multiplier=TypeMultiplier.objects.create(task_type="render", multiplier=2),
+        deduction=ScoreDeduction.objects.create(
+            name="audit-backlog",
+            conditions=[{"field": "jobs.pending", "op": ">", "value": 5000}],
+            points=5,
+            reason="A long backlog",
+        ),
     )
 
 

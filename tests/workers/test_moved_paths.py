@@ -11,15 +11,15 @@ from orchestration.core.models import Job
 from orchestration.fleet.models import Worker
 from orchestration.fleet.moved_paths import moved, update_moved_paths
 
-OLD_TARGET = "orchestration.fleet.demo_targets.collect_trending"
+OLD_TARGET = "orchestration.workers.demo_targets.collect_trending"
 NEW_TARGET = "orchestration.fleet.demo_targets.collect_trending"
-OLD_RUN = "orchestration.fleet.runner.scheduled_run"
+OLD_RUN = "orchestration.workers.runner.scheduled_run"
 NEW_RUN = "orchestration.fleet.runner.scheduled_run"
 
 
 def test_it_maps_only_moved_modules():
     assert moved(OLD_TARGET) == NEW_TARGET
-    assert moved("orchestration.core.jobs.kinds.mark_schedule") == "orchestration.core.jobs.kinds.mark_schedule"
+    assert moved("orchestration.jobs.kinds.mark_schedule") == "orchestration.core.jobs.kinds.mark_schedule"
     assert moved(NEW_TARGET) is None
     assert moved("health.tasks.sweep_due") is None
     assert moved(None) is None
@@ -28,11 +28,11 @@ def test_it_maps_only_moved_modules():
 def test_it_updates_targets_schedules_and_waiting_jobs(make_worker):
     worker = make_worker("old-path", target={"type": "python", "path": OLD_TARGET})
     schedule = Schedule.objects.create(name="fleet.old-path", func=OLD_RUN, schedule_type=Schedule.MINUTES, minutes=5)
-    call = Job.objects.create(kind="python.call", payload={"path": "orchestration.core.jobs.kinds.mark_schedule"})
+    call = Job.objects.create(kind="python.call", payload={"path": "orchestration.jobs.kinds.mark_schedule"})
     package = {"id": "x", "name": "n", "func": OLD_RUN, "args": ("old-path",), "kwargs": {}}
     task = Job.objects.create(kind=TASK_KIND, payload={"func": OLD_RUN, "package": SignedPackage.dumps(package)})
     done = Job.objects.create(
-        kind="python.call", status=JobStatus.COMPLETED, payload={"path": "orchestration.core.jobs.kinds.mark_schedule"}
+        kind="python.call", status=JobStatus.COMPLETED, payload={"path": "orchestration.jobs.kinds.mark_schedule"}
     )
 
     assert update_moved_paths() == {"workers": 1, "schedules": 1, "jobs": 2}
@@ -44,5 +44,5 @@ def test_it_updates_targets_schedules_and_waiting_jobs(make_worker):
     assert task.payload["func"] == NEW_RUN
     assert SignedPackage.loads(task.payload["package"])["func"] == NEW_RUN
     # A finished job is history: it keeps the path it ran with.
-    assert Job.objects.get(pk=done.pk).payload["path"] == "orchestration.core.jobs.kinds.mark_schedule"
+    assert Job.objects.get(pk=done.pk).payload["path"] == "orchestration.jobs.kinds.mark_schedule"
     assert update_moved_paths() == {"workers": 0, "schedules": 0, "jobs": 0}
