@@ -6,7 +6,13 @@ from datetime import timedelta
 
 from django.db.models import Count, Max, Q
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -295,6 +301,7 @@ class EjectionSerializer(serializers.ModelSerializer):
     def get_reason(self, row: OutlierState) -> str:
         return row.reason or row.last_reason
 
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
     def get_until(self, row: OutlierState):
         # An ejection ended early by a success keeps its end as its ``until``.
         value = row.until or row.ended_at
@@ -307,7 +314,15 @@ class EjectionSerializer(serializers.ModelSerializer):
 class EjectionsView(APIView):
     """Current ejections and cooldowns, then those of the last hour."""
 
-    @extend_schema(parameters=[_TYPE_PARAM], responses={200: EjectionSerializer(many=True)})
+    @extend_schema(
+        parameters=[_TYPE_PARAM],
+        responses={
+            200: inline_serializer(
+                "Ejections",
+                {"ejections": EjectionSerializer(many=True), "as_of": serializers.DateTimeField()},
+            )
+        },
+    )
     def get(self, request):
         now = timezone.now()
         rows = OutlierState.objects.filter(ejected_at__isnull=False).filter(
