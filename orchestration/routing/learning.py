@@ -17,6 +17,19 @@ EVIDENCE_SCALE = 5.0
 # Success rate of a service we know nothing about: optimistic enough to be tried.
 PRIOR_SUCCESS_RATE = 0.7
 PRIOR_WEIGHT = 2.0
+# Weight of the newest latency sample in the moving average (about the last ten tries).
+EWMA_ALPHA = 0.2
+# A failure counts as at least this slow: an error answered fast (a 429, a 500) must
+# never look like a fast success to a latency-aware balancer.
+ERROR_PENALTY_MS = 1000.0
+ERROR_PENALTY_FACTOR = 5.0
+
+
+def ewma_sample(success: bool, execution_ms: float) -> float:
+    """The latency a try adds to the moving average: its own, or a penalty if it failed."""
+    if success:
+        return execution_ms
+    return max(ERROR_PENALTY_MS, execution_ms * ERROR_PENALTY_FACTOR)
 
 
 def evidence(n: int) -> float:
@@ -42,6 +55,7 @@ class ServiceStats:
     count: int = 0
     successes: int = 0
     avg_ms: float | None = None
+    ewma_ms: float | None = None
 
     @property
     def success_rate(self) -> float | None:
@@ -52,14 +66,20 @@ class ServiceStats:
         return (self.successes + PRIOR_SUCCESS_RATE * PRIOR_WEIGHT) / (self.count + PRIOR_WEIGHT)
 
 
+def recent_ms(stats: ServiceStats) -> float | None:
+    """The latency the balancers believe: the moving average, else the lifetime one."""
+    return stats.ewma_ms or stats.avg_ms
+
+
 def best_scores(stats: list[ServiceStats]) -> dict[str, float]:
-    """score = smoothed success rate × speed, where speed = fastest average / own average
+    """score = smoothed success rate × speed, where speed = fastest recent latency / own
     (1.0 for the fastest, and for services without timings yet)."""
-    timed = [s.avg_ms for s in stats if s.avg_ms]
+    timed = [recent_ms(s) for s in stats if recent_ms(s)]
     fastest = min(timed) if timed else None
     scores = {}
     for s in stats:
-        speed = (fastest / s.avg_ms) if (fastest and s.avg_ms) else 1.0
+        own = recent_ms(s)
+        speed = (fastest / own) if (fastest and own) else 1.0
         scores[s.service] = round(s.smoothed_rate() * speed, 6)
     return scores
 

@@ -3,14 +3,21 @@ suggestions. Everything the brain knows is here, so it survives a restart."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
-from django.db.models import F
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce, Greatest
+from django.db.models.lookups import GreaterThanOrEqual
 from django.utils import timezone
 
+from orchestration.core.choices import Severity
 from orchestration.core.models.ledger import record
 from orchestration.core.storedjson import JSONField
-from orchestration.routing.learning import ServiceStats
+from orchestration.routing import outliers
+from orchestration.routing.learning import EWMA_ALPHA, ServiceStats, ewma_sample
 
 
 class TypeMultiplier(models.Model):
@@ -62,11 +69,14 @@ class TaskOutcome(models.Model):
     job = models.ForeignKey("orchestration.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     priority = models.CharField(max_length=10, default="normal")
     strategy = models.CharField(max_length=20, blank=True)
+    # The task's try number across all its services: 1 is its first try, more is a retry.
     attempt = models.PositiveSmallIntegerField(default=1)
     success = models.BooleanField()
     execution_ms = models.FloatField(null=True, blank=True)
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     error = models.TextField(blank=True)
+    # timeout, connection, rate_limited, http_5xx, http_4xx… (outliers.error_class)
+    error_class = models.CharField(max_length=30, blank=True)
     context = models.CharField(max_length=100, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -92,6 +102,8 @@ class RouteStat(models.Model):
     successes = models.PositiveBigIntegerField(default=0)
     total_ms = models.FloatField(default=0)
     timed = models.PositiveBigIntegerField(default=0)
+    # Recent latency, failures counted at a penalty (learning.ewma_sample); None until the first try.
+    ewma_ms = models.FloatField(null=True, blank=True)
     last_outcome_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -110,18 +122,23 @@ class RouteStat(models.Model):
         return round(self.total_ms / self.timed, 1) if self.timed else None
 
     def as_stats(self) -> ServiceStats:
-        return ServiceStats(self.service_name, self.count, self.successes, self.avg_ms)
+        return ServiceStats(self.service_name, self.count, self.successes, self.avg_ms, self.ewma_ms)
 
     @classmethod
     def learn(cls, task_type: str, service_name: str, success: bool, execution_ms: float | None) -> None:
         cls.objects.get_or_create(task_type=task_type, service_name=service_name)
-        cls.objects.filter(task_type=task_type, service_name=service_name).update(
-            count=F("count") + 1,
-            successes=F("successes") + (1 if success else 0),
-            total_ms=F("total_ms") + (execution_ms or 0),
-            timed=F("timed") + (1 if execution_ms is not None else 0),
-            last_outcome_at=timezone.now(),
-        )
+        fields = {
+            "count": F("count") + 1,
+            "successes": F("successes") + (1 if success else 0),
+            "total_ms": F("total_ms") + (execution_ms or 0),
+            "timed": F("timed") + (1 if execution_ms is not None else 0),
+            "last_outcome_at": timezone.now(),
+        }
+        if execution_ms is not None:
+            # One UPDATE: concurrent outcomes each fold into the value the other left.
+            sample = ewma_sample(success, execution_ms)
+            fields["ewma_ms"] = Coalesce(F("ewma_ms") * (1 - EWMA_ALPHA) + Value(sample * EWMA_ALPHA), Value(sample))
+        cls.objects.filter(task_type=task_type, service_name=service_name).update(**fields)
 
 
 class TaskContext(models.Model):
@@ -223,3 +240,235 @@ class Suggestion(models.Model):
             actor=actor,
         )
         return self
+
+
+def outlier_config() -> outliers.OutlierConfig:
+    return outliers.OutlierConfig.from_mapping(getattr(settings, "ROUTING_OUTLIERS", None))
+
+
+def budget_config() -> outliers.BudgetConfig:
+    return outliers.BudgetConfig.from_mapping(getattr(settings, "ROUTING_RETRY_BUDGET", None))
+
+
+class OutlierState(models.Model):
+    """Passive outlier detection of one service for one task type: its recent routed
+    outcomes and its ejection, if any. Shared by every process through the database;
+    each change is one compare-and-swap UPDATE on ``version``. The rules are in
+    ``routing.outliers``."""
+
+    service_name = models.CharField(max_length=100)
+    task_type = models.CharField(max_length=100)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    window_started_at = models.DateTimeField(null=True, blank=True)
+    window_requests = models.PositiveIntegerField(default=0)
+    window_failures = models.PositiveIntegerField(default=0)
+    ejections = models.PositiveIntegerField(default=0, help_text="How many times it was ejected (not cooldowns).")
+    ejected_at = models.DateTimeField(null=True, blank=True)
+    until = models.DateTimeField(null=True, blank=True, help_text="Ejected or cooling down until then.")
+    reason = models.CharField(max_length=300, blank=True)
+    probation = models.BooleanField(default=False, help_text="Back from an ejection: one failure ejects it again.")
+    ended_at = models.DateTimeField(null=True, blank=True)
+    last_reason = models.CharField(max_length=300, blank=True, help_text="Why it was last ejected.")
+    version = models.PositiveBigIntegerField(default=0, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    STATUS_FIELDS = (
+        "consecutive_failures",
+        "window_started_at",
+        "window_requests",
+        "window_failures",
+        "ejections",
+        "ejected_at",
+        "until",
+        "reason",
+        "probation",
+        "ended_at",
+    )
+
+    class Meta:
+        ordering = ["task_type", "service_name"]
+        constraints = [models.UniqueConstraint(fields=["service_name", "task_type"], name="outlier_unique")]
+        # routing.router.ejected_services: the live ejections of one task type.
+        indexes = [models.Index(fields=["task_type", "until"], name="outlier_until_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.service_name} for {self.task_type}"
+
+    @property
+    def status(self) -> outliers.OutlierStatus:
+        return outliers.OutlierStatus(**{name: getattr(self, name) for name in self.STATUS_FIELDS})
+
+    def is_ejected(self, now: datetime | None = None) -> bool:
+        return self.until is not None and (now or timezone.now()) < self.until
+
+    @classmethod
+    def live(cls, task_type: str, now: datetime | None = None) -> dict[str, OutlierState]:
+        """The services ejected or cooling down for this task type right now."""
+        rows = cls.objects.filter(task_type=task_type, until__gt=now or timezone.now())
+        return {row.service_name: row for row in rows}
+
+    @classmethod
+    def observe(
+        cls,
+        service_name: str,
+        task_type: str,
+        success: bool,
+        *,
+        capable: int,
+        what: str = "",
+        retry_after: float | None = None,
+        now: datetime | None = None,
+    ) -> str | None:
+        """Fold one routed try in; returns the transition (``ejected``, ``ejection_ended``,
+        ``cooldown``) or None. Every transition is written to the ledger."""
+        now = now or timezone.now()
+        config = outlier_config()
+        cls.objects.get_or_create(service_name=service_name, task_type=task_type)
+        for _ in range(20):
+            row = cls.objects.get(service_name=service_name, task_type=task_type)
+            if retry_after is not None:
+                seen = outliers.observe(row.status, success, now, config, ejectable=False, what=what)
+                result = outliers.cooldown(seen.status, retry_after, now, what)
+                if row._swap(result.status):
+                    break
+                continue
+            result = outliers.observe(row.status, success, now, config, what=what)
+            if result.transition != outliers.EJECTED:
+                if row._swap(result.status):
+                    break
+                continue
+            # Ejections of one task type take turns (the budget row is the lock), so
+            # two processes cannot both take the last place under the share cap.
+            with transaction.atomic():
+                RetryBudget.objects.get_or_create(task_type=task_type)
+                RetryBudget.objects.select_for_update().filter(task_type=task_type).first()
+                others = (
+                    cls.objects.filter(task_type=task_type, until__gt=now)
+                    .exclude(service_name=service_name)
+                    .exclude(reason=outliers.RETRY_AFTER)
+                    .count()
+                )
+                if not outliers.may_eject(others, capable, config):
+                    result = outliers.observe(row.status, success, now, config, ejectable=False, what=what)
+                if row._swap(result.status):
+                    break
+        else:  # pragma: no cover - twenty lost races in a row
+            return None
+        row._ledger(result, now, capable)
+        return result.transition
+
+    def _swap(self, status: outliers.OutlierStatus) -> bool:
+        fields = {name: getattr(status, name) for name in self.STATUS_FIELDS}
+        if status.reason and status.reason != outliers.RETRY_AFTER:
+            fields["last_reason"] = status.reason
+        changed = (
+            type(self)
+            .objects.filter(pk=self.pk, version=self.version)
+            .update(**fields, version=F("version") + 1, updated_at=timezone.now())
+        )
+        if changed:
+            for name, value in fields.items():
+                setattr(self, name, value)
+        return bool(changed)
+
+    def _ledger(self, result: outliers.Observation, now: datetime, capable: int) -> None:
+        subject = f"service:{self.service_name}"
+        data = {"service": self.service_name, "task_type": self.task_type, "capable_services": capable}
+        if result.transition == outliers.EJECTED:
+            seconds = (self.until - now).total_seconds()
+            record(
+                "routing.service_ejected",
+                f"{self.service_name} ejected from {self.task_type} for {seconds:g} s: {self.reason}",
+                subject=subject,
+                severity=Severity.WARNING,
+                data={**data, "reason": self.reason, "until": self.until.isoformat(), "ejections": self.ejections},
+            )
+        elif result.transition == outliers.EJECTION_ENDED:
+            record(
+                "routing.ejection_ended",
+                f"{self.service_name} back in {self.task_type}: a routed try succeeded",
+                subject=subject,
+                data={**data, "ejections": self.ejections},
+            )
+        elif result.transition == outliers.COOLDOWN:
+            seconds = (self.until - now).total_seconds()
+            record(
+                "routing.service_cooldown",
+                f"{self.service_name} asked for {seconds:g} s of rest (Retry-After) on {self.task_type}",
+                subject=subject,
+                severity=Severity.WARNING,
+                data={**data, "reason": outliers.RETRY_AFTER, "until": self.until.isoformat()},
+            )
+        elif result.held_back:
+            record(
+                "routing.ejection_held_back",
+                f"{self.service_name} not ejected from {self.task_type}: too many of its"
+                f" {capable} services are out already ({result.held_back})",
+                subject=subject,
+                severity=Severity.WARNING,
+                data={**data, "reason": result.held_back},
+            )
+
+
+class RetryBudget(models.Model):
+    """Retries per task type over a sliding window, so a wide outage does not multiply
+    the load (routing.outliers.budget_allows). Two aligned buckets; counts move with F()
+    and a retry is taken with one conditional UPDATE, so processes share one budget."""
+
+    task_type = models.CharField(max_length=100, unique=True)
+    bucket_started_at = models.DateTimeField(null=True, blank=True)
+    first_tries = models.PositiveBigIntegerField(default=0)
+    retries = models.PositiveBigIntegerField(default=0)
+    prev_first_tries = models.PositiveBigIntegerField(default=0)
+    prev_retries = models.PositiveBigIntegerField(default=0)
+    denied = models.PositiveBigIntegerField(default=0, help_text="Retries refused since the row was created.")
+
+    class Meta:
+        ordering = ["task_type"]
+
+    def __str__(self) -> str:
+        return f"retry budget of {self.task_type}"
+
+    @classmethod
+    def _current(cls, task_type: str, now: datetime, config: outliers.BudgetConfig) -> datetime:
+        """Roll the buckets forward if time has moved on; returns the current bucket."""
+        start = outliers.bucket_start(now, config)
+        row, _ = cls.objects.get_or_create(task_type=task_type, defaults={"bucket_started_at": start})
+        old = row.bucket_started_at
+        if old is None or old < start:
+            contiguous = old is not None and (start - old).total_seconds() <= config.window_seconds
+            # Whoever moves the bucket first wins; the others see the new one.
+            cls.objects.filter(pk=row.pk, bucket_started_at=old).update(
+                bucket_started_at=start,
+                prev_first_tries=F("first_tries") if contiguous else 0,
+                prev_retries=F("retries") if contiguous else 0,
+                first_tries=0,
+                retries=0,
+            )
+        return start
+
+    @classmethod
+    def note_first_try(cls, task_type: str, now: datetime | None = None) -> None:
+        now = now or timezone.now()
+        config = budget_config()
+        start = cls._current(task_type, now, config)
+        cls.objects.filter(task_type=task_type, bucket_started_at__gte=start).update(first_tries=F("first_tries") + 1)
+
+    @classmethod
+    def take_retry(cls, task_type: str, now: datetime | None = None) -> bool:
+        """One retry out of the budget, or False when it is spent."""
+        now = now or timezone.now()
+        config = budget_config()
+        start = cls._current(task_type, now, config)
+        weight = outliers.previous_weight(now, config)
+        firsts = F("first_tries") + F("prev_first_tries") * Value(weight)
+        spent = F("retries") + F("prev_retries") * Value(weight)
+        limit = Greatest(Value(float(config.min_retries)), firsts * Value(config.ratio))
+        taken = (
+            cls.objects.filter(task_type=task_type, bucket_started_at__gte=start)
+            .filter(GreaterThanOrEqual(limit - spent, Value(1.0)))
+            .update(retries=F("retries") + 1)
+        )
+        if not taken:
+            cls.objects.filter(task_type=task_type).update(denied=F("denied") + 1)
+        return bool(taken)

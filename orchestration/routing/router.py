@@ -2,7 +2,9 @@
 
 Reads services from the service-health capability (``health.Service``): a service is
 capable when ``capabilities`` lists the task type, and routable when it is enabled,
-not unhealthy and its circuit is not open.
+not unhealthy and its circuit is not open. A routable service that outlier detection
+ejected (or that asked for a cooldown) for this task type goes last, after every other
+one: tried only when all the others failed, where a success brings it back early.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from health.models import Service
 from orchestration.core.choices import JobStatus
 from orchestration.core.models import Job
 from orchestration.routing.learning import confidence
-from orchestration.routing.models import RotationCursor, RouteStat, TypeMultiplier
+from orchestration.routing.models import OutlierState, RotationCursor, RouteStat, TypeMultiplier
 from orchestration.routing.priority import priority_level, priority_score
 from orchestration.routing.strategies import StrategyContext, get_strategy
 
@@ -31,6 +33,8 @@ RETRY_STRATEGIES = {
     "low": {"max_retries": 2, "backoff": "linear", "timeout": 60},
 }
 MAX_FALLBACKS = 3
+# Strategies that read the tasks in flight per service (one aggregate query).
+LOAD_AWARE = frozenset({"least_loaded", "least_request", "ewma", "best"})
 
 
 class NoRoute(Exception):
@@ -85,6 +89,17 @@ def routable_services(task_type: str) -> tuple[list[Any], dict[str, str]]:
     return capable, excluded
 
 
+def capable_count(task_type: str) -> int:
+    """Enabled services that list this task type (the share cap's denominator)."""
+    from health.models import Service
+
+    return sum(
+        1
+        for caps in Service.objects.filter(enabled=True).values_list("capabilities", flat=True)
+        if task_type in (caps or [])
+    )
+
+
 def route(
     task_type: str,
     priority: str = "normal",
@@ -112,20 +127,27 @@ def route(
     stats = {s.service_name: s.as_stats() for s in RouteStat.objects.filter(task_type=task_type)}
     has_history = any(s.count for s in stats.values())
     chosen = strategy or ("best" if has_history else "round_robin")
-    names = [s.name for s in services]
+    balancer = get_strategy(chosen)
+    live = OutlierState.live(task_type)
+    names = [s.name for s in services if s.name not in live]
+    # Everyone out: the soonest back goes first rather than no route at all.
+    ejected = sorted((s.name for s in services if s.name in live), key=lambda n: (live[n].until, n))
     ctx = StrategyContext(
         rotation=(RotationCursor.take(task_type) if advance else RotationCursor.peek(task_type))
         if chosen == "round_robin"
         else 0,
-        in_flight=in_flight_by_service() if chosen in ("least_loaded", "best") else {},
+        in_flight=in_flight_by_service() if chosen in LOAD_AWARE else {},
         stats=stats,
         weights={s.name: s.weight for s in services},
     )
-    order = get_strategy(chosen)(names, ctx)
+    order = (balancer(names, ctx) if names else []) + ejected
+    for name in ejected:
+        row = live[name]
+        ctx.notes[name] = f"ejected until {row.until:%H:%M:%S} ({row.reason}), tried only if all others fail"
     primary = next(s for s in services if s.name == order[0])
     primary_stats = stats.get(primary.name)
     conf = confidence(primary_stats.successes, primary_stats.count) if primary_stats else confidence(0, 0)
-    reasoning = _reasoning(chosen, primary.name, primary_stats, len(names), excluded)
+    reasoning = _reasoning(chosen, order, ctx.notes, primary_stats, excluded)
     return RouteDecision(
         task_type=task_type,
         priority=priority,
@@ -142,8 +164,10 @@ def route(
     )
 
 
-def _reasoning(strategy: str, primary: str, stats, candidates: int, excluded: dict[str, str]) -> str:
-    parts = [f"{candidates} capable healthy service(s); strategy {strategy} chose {primary}"]
+def _reasoning(strategy: str, order: list[str], notes: dict[str, str], stats, excluded: dict[str, str]) -> str:
+    """Why the primary, and why not each of the others."""
+    primary, others = order[0], order[1:]
+    parts = [f"{len(order)} capable service(s); {strategy} chose {primary}: {notes.get(primary, 'first in order')}"]
     if stats and stats.count:
         parts.append(
             f"{primary} succeeded {stats.successes}/{stats.count} times"
@@ -151,6 +175,8 @@ def _reasoning(strategy: str, primary: str, stats, candidates: int, excluded: di
         )
     else:
         parts.append(f"no history for {primary} on this task type yet")
-    if excluded:
-        parts.append("excluded: " + ", ".join(f"{n} ({r})" for n, r in excluded.items()))
+    for name in others:
+        parts.append(f"not {name}: {notes.get(name, 'later in order')}")
+    for name, why in excluded.items():
+        parts.append(f"not {name}: {why}")
     return "; ".join(parts)

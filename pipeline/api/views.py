@@ -180,6 +180,12 @@ class PipelineJobViewSet(
         # Content negotiation picked the stream: Accept: text/event-stream or ?format=sse
         # (before, ?format=sse rendered the JSON list as one "error" event).
         if request.accepted_renderer.format == EventStreamRenderer.format:
+            # The stream pages by event id (Last-Event-ID or ?after=), never by cursor.
+            paging = sorted({"cursor", "limit", "offset"} & set(request.query_params))
+            if paging:
+                raise serializers.ValidationError(
+                    {name: "The event stream takes ?after= or Last-Event-ID, not page parameters." for name in paging}
+                )
             after = request.META.get("HTTP_LAST_EVENT_ID") or request.query_params.get("after") or "0"
             # ASCII digits only: str.isdigit() accepts "²", which int() then refuses (a 500).
             if not EVENT_ID.fullmatch(after):

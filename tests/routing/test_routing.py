@@ -5,10 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections import Counter
-from datetime import timedelta
 
 import pytest
-import time_machine
 from django.utils import timezone
 
 from health.models import Service
@@ -16,50 +14,12 @@ from orchestration.core.choices import JobStatus
 from orchestration.core.jobs import queue
 from orchestration.core.models import Job, LedgerEntry
 from orchestration.routing import executor, improvement
-from orchestration.routing.models import RouteStat, Suggestion, TaskOutcome
+from orchestration.routing.models import OutlierState, RouteStat, Suggestion, TaskOutcome
 from orchestration.routing.router import NoRoute, route
-from tests.support.http_services import FakeService
+from tests.routing.helpers import drain, run_task
 from tests.support.processes import ROOT, subprocess_env
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("broker_only")]
-
-
-@pytest.fixture
-def services(request):
-    started: list[FakeService] = []
-
-    def make(name: str, behaviour: str = "fast", caps=("email_campaign",), **fields) -> tuple[Service, FakeService]:
-        fake = FakeService(behaviour, delay=fields.pop("delay", 0.0))
-        started.append(fake)
-        service = Service.objects.create(name=name, base_url=fake.url, capabilities=list(caps), **fields)
-        return service, fake
-
-    yield make
-    for fake in started:
-        fake.stop()
-
-
-def drain(max_rounds: int = 200) -> None:
-    """Run the queue to quiescence, jumping the clock over retry delays."""
-    with time_machine.travel(timezone.now(), tick=True) as clock:
-        for _ in range(max_rounds):
-            claimed = queue.claim(100, owner="test:1")
-            ids = [pk for pk, _ in claimed]
-            for pk, token in claimed:
-                queue.execute(pk, token)
-            waiting = Job.objects.filter(status=JobStatus.RETRY).order_by("not_before").first()
-            if not ids and waiting is None:
-                return
-            if not ids and waiting:
-                clock.move_to(waiting.not_before + timedelta(milliseconds=1))
-    raise AssertionError("queue did not settle")
-
-
-def run_task(task_type="email_campaign", priority="normal", strategy=None, data=None) -> Job:
-    job, _ = executor.submit(task_type, priority, data or {"n": 1}, strategy=strategy)
-    drain()
-    job.refresh_from_db()
-    return job
 
 
 def test_round_robin_is_an_exact_rotation_across_two_processes(transactional_db, services):
@@ -103,32 +63,74 @@ def test_least_loaded_follows_in_flight_counts(services):
     assert route("email_campaign", strategy="least_loaded").primary_service == "a"
 
 
-def test_fallback_after_the_primary_fails_and_the_task_still_succeeds(services):
+def test_a_failed_try_fails_over_at_once_without_backoff(services):
     _, broken = services("a-broken", "failing")
     _, good = services("b-good")
     job = run_task(strategy="round_robin")  # rotation 0 → a-broken first
     assert job.status == JobStatus.COMPLETED
     assert job.result["service"] == "b-good" and job.result["fallbacks_used"] == 1
-    # normal priority: 3 retries with linear backoff on the primary, then the fallback.
-    assert broken.count == 4 and good.count == 1
+    # Failover first: one try on the broken primary, then the fallback in the same attempt.
+    assert broken.count == 1 and good.count == 1 and job.attempts == 1
     assert good.requests[0] == {"n": 1}
-    outcomes = list(TaskOutcome.objects.order_by("id").values_list("service_name", "success"))
-    assert outcomes == [("a-broken", False)] * 4 + [("b-good", True)]
+    outcomes = list(TaskOutcome.objects.order_by("id").values_list("service_name", "success", "attempt"))
+    assert outcomes == [("a-broken", False, 1), ("b-good", True, 2)]
+    assert TaskOutcome.objects.get(service_name="a-broken").error_class == "http_5xx"
     stat = RouteStat.objects.get(service_name="a-broken")
-    assert (stat.count, stat.successes) == (4, 0)
+    assert (stat.count, stat.successes) == (1, 0)
 
 
-def test_every_attempt_feeds_the_breaker_and_an_open_circuit_gets_no_task(services):
-    broken, broken_server = services("a-broken", "failing", failure_threshold=3)
+def test_backoff_only_between_rounds_and_tries_are_bounded(services, generous_budget):
+    _, one = services("a", "failing")
+    _, two = services("b", "failing")
+    job, _ = executor.submit("email_campaign", "high", {"n": 1}, strategy="round_robin")
+    queue.execute(*queue.claim(1, owner="test:1")[0])
+    job.refresh_from_db()
+    # Round one: both services at once; then the exponential backoff before round two.
+    assert (one.count, two.count) == (1, 1) and job.status == JobStatus.RETRY
+    assert 0.5 < (job.not_before - timezone.now()).total_seconds() <= 1.0
+    drain()
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and "every service failed in 4 round(s)" in job.error
+    # high priority: 3 retries → 4 rounds of 2 services = 8 tries, the cap.
+    assert one.count + two.count == executor.MAX_TRIES_PER_TASK == 8
+
+
+def test_the_retry_budget_stops_a_wide_outage_from_multiplying_the_load(services):
+    _, one = services("a", "failing")
+    _, two = services("b", "failing")
+    jobs = [executor.submit("email_campaign", "high", {"n": i}, strategy="round_robin")[0] for i in range(10)]
+    for pk, token in queue.claim(100, owner="test:1"):
+        queue.execute(pk, token)
+    # Ten first tries and at least three retries allowed in the window: 2 of 10 (20 %) < 3.
+    assert TaskOutcome.objects.filter(attempt=1).count() == 10
+    assert TaskOutcome.objects.filter(attempt__gt=1).count() == 3
+    assert one.count + two.count == 13
+    waiting = Job.objects.filter(pk__in=[j.pk for j in jobs], error__startswith="retry budget of email_campaign")
+    assert waiting.count() == 7 and all(j.status == JobStatus.RETRY for j in waiting)
+
+
+def test_process_failures_eject_the_service_and_passing_health_checks_do_not_undo_it(generous_budget, services):
+    broken, broken_server = services("a-broken", "failing")
     services("b-good")
-    run_task(strategy="round_robin")
+    for _ in range(10):  # every other one starts on a-broken: five failures in a row
+        assert run_task(strategy="round_robin").status == JobStatus.COMPLETED
+    state = OutlierState.objects.get(service_name="a-broken", task_type="email_campaign")
+    assert state.is_ejected() and state.reason.startswith("5 consecutive failures")
+    entry = LedgerEntry.objects.get(event_type="routing.service_ejected", subject="service:a-broken")
+    assert entry.data["ejections"] == 1 and "5 consecutive failures" in entry.message
+    for _ in range(3):
+        broken.check_now()  # its /health answers 200
     broken.refresh_from_db()
-    assert broken.circuit.state == "open"
-    assert LedgerEntry.objects.filter(event_type="health.circuit_opened", subject="service:a-broken").exists()
+    assert broken.health == "healthy"
+    assert OutlierState.objects.get(pk=state.pk).is_ejected()
     before = broken_server.count
     for _ in range(6):
-        assert run_task(strategy="round_robin").status == JobStatus.COMPLETED
-    assert broken_server.count == before  # not one request while open
+        job = run_task(strategy="round_robin")
+        assert job.status == JobStatus.COMPLETED and job.result["fallbacks_used"] == 0
+    assert broken_server.count == before  # not one first try while ejected
+    decision = route("email_campaign", strategy="round_robin")
+    assert decision.fallback_services == ["a-broken"]
+    assert "not a-broken: ejected until" in decision.reasoning
     with pytest.raises(NoRoute):
         route("email_campaign", requirements={"capabilities": ["something_else"]})
 
@@ -145,7 +147,7 @@ def test_disabled_and_unhealthy_services_are_not_routed_to(services):
     assert decision.excluded == {"a": "disabled", "b": "unhealthy"}
 
 
-def test_best_shifts_traffic_to_the_better_service(services):
+def test_best_shifts_traffic_to_the_better_service(generous_budget, services):
     services("flaky", "flapping")
     services("solid")
     primaries = []

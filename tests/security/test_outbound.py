@@ -158,8 +158,8 @@ def test_health_checks_routing_and_webhooks_are_guarded(default_networks, settin
     result = probe(Probe(key=1, url=METADATA, timeout=1))
     assert not result.success and "refused" in result.error_message
     service = Service(name="meta", base_url="http://169.254.169.254")
-    ok, code, _body, error, _ms = _post(service, {}, 1)
-    assert not ok and code is None and "refused" in error
+    tried = _post(service, {}, 1)
+    assert not tried.ok and tried.status_code is None and "refused" in tried.error
     settings.FLEET_ALERT_WEBHOOK_URL = METADATA
     alert = alerts.Alert(1, "WORKER_CRASH", "critical", "w", "m", "now")
     with pytest.raises(alerts.AlertError, match="refused"):

@@ -1,4 +1,5 @@
-"""Small real HTTP services on 127.0.0.1 for routing tests: fast, slow, failing, flapping.
+"""Small real HTTP services on 127.0.0.1 for routing tests: fast, slow, failing, flapping,
+busy (429 with ``Retry-After``), throttling (429 without it).
 
 Each answers ``POST /process`` (and ``GET /health``) according to its behaviour and
 counts the requests it received.
@@ -13,8 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeService:
-    def __init__(self, behaviour: str = "fast", delay: float = 0.0):
+    def __init__(self, behaviour: str = "fast", delay: float = 0.0, retry_after: str = "30"):
         self.behaviour = behaviour
+        self.retry_after = retry_after
         self.delay = delay
         self.requests: list[dict] = []
         self._lock = threading.Lock()
@@ -39,12 +41,18 @@ class FakeService:
                     self._answer(500, {"error": "internal error"})
                 elif service.behaviour == "reject":
                     self._answer(422, {"error": "bad task"})
+                elif service.behaviour == "busy":
+                    self._answer(429, {"error": "slow down"}, {"Retry-After": service.retry_after})
+                elif service.behaviour == "throttling":
+                    self._answer(429, {"error": "slow down"})
                 else:
                     self._answer(200, {"processed": True, "echo": body})
 
-            def _answer(self, code: int, payload: dict):
+            def _answer(self, code: int, payload: dict, headers: dict[str, str] | None = None):
                 data = json.dumps(payload).encode()
                 self.send_response(code)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

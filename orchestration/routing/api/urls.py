@@ -16,6 +16,7 @@ urlpatterns = [
     path("routing/prioritize", api.PrioritizeView.as_view(), name="prioritize"),
     path("routing/stats", api.StatsView.as_view(), name="stats"),
     path("routing/memory", api.MemoryView.as_view(), name="memory"),
+    path("routing/ejections", api.EjectionsView.as_view(), name="ejections"),
     path("routing/modules", api.ModulesView.as_view(), name="modules"),
     *router.urls,
 ]

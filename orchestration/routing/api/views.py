@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, Q
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from datetime import timedelta
+
+from django.db.models import Count, Max, Q
+from django.utils import timezone
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -14,7 +23,14 @@ from orchestration.core.choices import Priority
 from orchestration.loop.api.views import IDEMPOTENCY_KEY
 from orchestration.routing import executor, improvement
 from orchestration.routing.learning import confidence, percentile
-from orchestration.routing.models import RouteStat, Suggestion, TaskContext, TaskOutcome, TypeMultiplier
+from orchestration.routing.models import (
+    OutlierState,
+    RouteStat,
+    Suggestion,
+    TaskContext,
+    TaskOutcome,
+    TypeMultiplier,
+)
 from orchestration.routing.priority import PRIORITY_LEVELS, prioritize
 from orchestration.routing.router import route
 from orchestration.routing.strategies import strategy_names
@@ -188,9 +204,42 @@ class OutcomeSerializer(serializers.ModelSerializer):
             "execution_ms",
             "status_code",
             "error",
+            "error_class",
             "context",
             "created_at",
         ]
+
+
+def error_patterns(task_type: str | None = None, limit: int = 50) -> list[dict]:
+    """Failures per (task type, service), grouped by status code and error class."""
+    rows = TaskOutcome.objects.filter(success=False, **({"task_type": task_type} if task_type else {}))
+    return list(
+        rows.values("task_type", "service_name", "status_code", "error_class")
+        .annotate(count=Count("id"), last_seen=Max("created_at"))
+        .order_by("-count", "task_type", "service_name")[:limit]
+    )
+
+
+def context_links(task_type: str | None = None, limit: int = 50) -> list[dict]:
+    """Each context with the routed tasks (jobs) that used it."""
+    rows = TaskOutcome.objects.exclude(context="").filter(**({"task_type": task_type} if task_type else {}))
+    by_name: dict[str, dict] = {}
+    for name, job_id, ttype in rows.values_list("context", "job_id", "task_type").distinct()[:5000]:
+        entry = by_name.setdefault(name, {"name": name, "jobs": set(), "task_types": set()})
+        if job_id is not None:
+            entry["jobs"].add(job_id)
+        entry["task_types"].add(ttype)
+    known = dict(TaskContext.objects.filter(name__in=by_name).values_list("name", "data"))
+    return [
+        {
+            "name": name,
+            "data": known.get(name),
+            "task_types": sorted(entry["task_types"]),
+            "jobs": sorted(entry["jobs"])[-100:],
+            "task_count": len(entry["jobs"]),
+        }
+        for name, entry in sorted(by_name.items())[:limit]
+    ]
 
 
 class MemoryView(APIView):
@@ -212,6 +261,8 @@ class MemoryView(APIView):
                 "short_term": OutcomeSerializer(recent[:SHORT_TERM], many=True).data,
                 "long_term": stats_body(task_type)["by_type"],
                 "success_patterns": list(patterns),
+                "error_patterns": error_patterns(task_type),
+                "contexts": context_links(task_type),
                 "summary": {
                     "short_term_count": min(SHORT_TERM, summary["n"]),
                     "outcomes": summary["n"],
@@ -221,6 +272,66 @@ class MemoryView(APIView):
                 },
             }
         )
+
+
+RECENT_EJECTIONS = timedelta(hours=1)
+
+
+class EjectionSerializer(serializers.ModelSerializer):
+    service = serializers.CharField(source="service_name")
+    reason = serializers.SerializerMethodField()
+    until = serializers.SerializerMethodField()
+    active = serializers.SerializerMethodField()
+
+    class Meta:
+        model = OutlierState
+        fields = [
+            "service",
+            "task_type",
+            "reason",
+            "ejected_at",
+            "until",
+            "ejections",
+            "active",
+            "probation",
+            "ended_at",
+            "consecutive_failures",
+        ]
+
+    def get_reason(self, row: OutlierState) -> str:
+        return row.reason or row.last_reason
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_until(self, row: OutlierState):
+        # An ejection ended early by a success keeps its end as its ``until``.
+        value = row.until or row.ended_at
+        return serializers.DateTimeField().to_representation(value) if value else None
+
+    def get_active(self, row: OutlierState) -> bool:
+        return row.is_ejected(self.context["now"])
+
+
+class EjectionsView(APIView):
+    """Current ejections and cooldowns, then those of the last hour."""
+
+    @extend_schema(
+        parameters=[_TYPE_PARAM],
+        responses={
+            200: inline_serializer(
+                "Ejections",
+                {"ejections": EjectionSerializer(many=True), "as_of": serializers.DateTimeField()},
+            )
+        },
+    )
+    def get(self, request):
+        now = timezone.now()
+        rows = OutlierState.objects.filter(ejected_at__isnull=False).filter(
+            Q(until__gt=now) | Q(ejected_at__gte=now - RECENT_EJECTIONS)
+        )
+        if task_type := request.query_params.get("type"):
+            rows = rows.filter(task_type=task_type)
+        ordered = sorted(rows, key=lambda r: (not r.is_ejected(now), -r.ejected_at.timestamp()))
+        return Response({"ejections": EjectionSerializer(ordered, many=True, context={"now": now}).data, "as_of": now})
 
 
 class ContextSerializer(serializers.ModelSerializer):
