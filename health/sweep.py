@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from health import breaker as rules
 from health import status as pure
-from health.checker import Probe, ProbeResult, run_probes
+from health.checker import ProbeResult, run_probes
 from health.choices import BreakerState, ServiceHealth
 from health.models import CircuitBreaker, HealthCheck, Service, ServiceAlert, breaker_name
 from orchestration.core import anomalies
@@ -102,7 +102,7 @@ def check_services(
         # No request goes out while the circuit is open; the service reads circuit_open.
         Service.objects.filter(name__in=result.skipped_circuit_open).update(health=ServiceHealth.CIRCUIT_OPEN)
 
-    probes = [Probe(s.pk, s.health_url, s.timeout_seconds) for s in allowed]
+    probes = [s.probe_item() for s in allowed]
     outcomes = run_probes(
         probes, max_workers=settings.HEALTH_MAX_WORKERS, max_body_bytes=settings.HEALTH_MAX_BODY_BYTES
     )
