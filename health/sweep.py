@@ -410,8 +410,13 @@ def _open_anomaly(root: str, error: str, affected: list[str], now: datetime) -> 
     """The alert as a fleet anomaly too, so a service outage reaches the alert channels
     (webhook, e-mail) and the open anomalies like every other incident, once per root
     cause. Health's own checks are its recovery: no fleet strategy is tried on it."""
+    # The service's tags travel with it, so notification channels can route by them.
+    tags = Service.objects.filter(name=root).values_list("tags", flat=True).first() or []
     anomalies.open_anomaly(
-        SERVICE_DOWN, service_subject(root), {"service": root, "error": error, "affected": affected}, now=now
+        SERVICE_DOWN,
+        service_subject(root),
+        {"service": root, "error": error, "affected": affected, "tags": tags},
+        now=now,
     )
 
 
