@@ -411,13 +411,11 @@ def _open_anomaly(root: str, error: str, affected: list[str], now: datetime) -> 
     (webhook, e-mail) and the open anomalies like every other incident, once per root
     cause. Health's own checks are its recovery: no fleet strategy is tried on it."""
     # The service's tags travel with it, so notification channels can route by them.
-    tags = Service.objects.filter(name=root).values_list("tags", flat=True).first() or []
-    anomalies.open_anomaly(
-        SERVICE_DOWN,
-        service_subject(root),
-        {"service": root, "error": error, "affected": affected, "tags": tags},
-        now=now,
-    )
+    details: dict[str, Any] = {"service": root, "error": error, "affected": affected}
+    tags = Service.objects.filter(name=root).values_list("tags", flat=True).first()
+    if tags:
+        details["tags"] = tags
+    anomalies.open_anomaly(SERVICE_DOWN, service_subject(root), details, now=now)
 
 
 def _human(delta: timedelta) -> str:

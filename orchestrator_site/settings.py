@@ -367,6 +367,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "JobStatusEnum": "orchestration.core.choices.JobStatus",
         "PriorityEnum": "orchestration.core.choices.Priority",
+        "NotifySeverityEnum": "orchestration.core.choices.NotifySeverity",
         "ActionStatusEnum": "orchestration.core.choices.ActionStatus",
         "RunStatusEnum": "orchestration.fleet.choices.RunStatus",
         "PipelineStatusEnum": "pipeline.choices.PipelineStatus",

@@ -126,6 +126,7 @@ def values_for(route: Route, world: World | None) -> dict[str, object]:
         "routing-api:context": world.context.name,
         "orchestration-api:job": world.job.pk,
         "orchestration-api:rule": world.rule.pk,
+        "orchestration-api:channel": world.channel.pk,
         "orchestration-api:action": world.action.pk,
         "orchestration-api:ledger": world.entry.pk,
         "orchestration-api:score-report": world.report.pk,
