@@ -24,3 +24,17 @@ class OverallHealth(models.TextChoices):
     HEALTHY = "healthy", "Healthy"
     DEGRADED = "degraded", "Degraded"
     UNHEALTHY = "unhealthy", "Unhealthy"
+
+
+class CheckKindChoice(models.TextChoices):
+    HTTP = "http", "HTTP request"
+    TCP = "tcp", "TCP connect"
+    DNS = "dns", "DNS lookup"
+    TLS = "tls", "TLS certificate expiry"
+    HEARTBEAT = "heartbeat", "Heartbeat (pinged by a job)"
+
+
+class PingKind(models.TextChoices):
+    START = "start", "Started"
+    SUCCESS = "success", "Success"
+    FAIL = "fail", "Failure"

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from health import breaker as rules
 from health import status as pure
-from health.checker import Probe, ProbeResult, run_probes
+from health.checker import ProbeResult, run_probes
 from health.choices import BreakerState, ServiceHealth
 from health.models import CircuitBreaker, HealthCheck, Service, ServiceAlert, breaker_name
 from orchestration.core import anomalies
@@ -102,7 +102,7 @@ def check_services(
         # No request goes out while the circuit is open; the service reads circuit_open.
         Service.objects.filter(name__in=result.skipped_circuit_open).update(health=ServiceHealth.CIRCUIT_OPEN)
 
-    probes = [Probe(s.pk, s.health_url, s.timeout_seconds) for s in allowed]
+    probes = [s.probe_item() for s in allowed]
     outcomes = run_probes(
         probes, max_workers=settings.HEALTH_MAX_WORKERS, max_body_bytes=settings.HEALTH_MAX_BODY_BYTES
     )
@@ -410,9 +410,12 @@ def _open_anomaly(root: str, error: str, affected: list[str], now: datetime) -> 
     """The alert as a fleet anomaly too, so a service outage reaches the alert channels
     (webhook, e-mail) and the open anomalies like every other incident, once per root
     cause. Health's own checks are its recovery: no fleet strategy is tried on it."""
-    anomalies.open_anomaly(
-        SERVICE_DOWN, service_subject(root), {"service": root, "error": error, "affected": affected}, now=now
-    )
+    # The service's tags travel with it, so notification channels can route by them.
+    details: dict[str, Any] = {"service": root, "error": error, "affected": affected}
+    tags = Service.objects.filter(name=root).values_list("tags", flat=True).first()
+    if tags:
+        details["tags"] = tags
+    anomalies.open_anomaly(SERVICE_DOWN, service_subject(root), details, now=now)
 
 
 def _human(delta: timedelta) -> str:

@@ -3,7 +3,9 @@ from __future__ import annotations
 import time
 from functools import wraps
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -61,6 +63,19 @@ class HealthTriggerView(APIView):
             data=sweep.as_dict(),
         )
         return Response({**status_report(), "sweep": sweep.as_dict()})
+
+
+# --- heartbeat pings: public, the secret is the URL itself ----------------------------
+@csrf_exempt
+@require_http_methods(["GET", "POST", "HEAD"])
+def ping(request: HttpRequest, key, signal: str = "success") -> HttpResponse:
+    """``/ping/<uuid>`` (success), ``…/start`` and ``…/fail``, by GET or POST, so
+    ``curl -fsS`` or a worker's last line can report. No session, no body read."""
+    from health.models import Service
+
+    if not Service.record_ping(key, signal):
+        return HttpResponse("not found\n", status=404, content_type="text/plain")
+    return HttpResponse("OK\n", content_type="text/plain")
 
 
 # --- demo endpoints: services the demo registers against this very server ------------

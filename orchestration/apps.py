@@ -34,6 +34,7 @@ class OrchestrationConfig(AppConfig):
         from orchestration.core.secret_forms import mask_admin_forms
         from orchestration.fleet import admin as _fleet_admin  # noqa: F401
         from orchestration.loop import admin as _loop_admin  # noqa: F401
+        from orchestration.loop import notifications_admin as _notifications_admin  # noqa: F401
 
         mask_admin_forms(admin.site)
         # What may run by name, the same in every process (web, cluster nodes, loop).

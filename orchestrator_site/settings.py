@@ -367,6 +367,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "JobStatusEnum": "orchestration.core.choices.JobStatus",
         "PriorityEnum": "orchestration.core.choices.Priority",
+        "NotifySeverityEnum": "orchestration.core.choices.NotifySeverity",
         "ActionStatusEnum": "orchestration.core.choices.ActionStatus",
         "RunStatusEnum": "orchestration.fleet.choices.RunStatus",
         "PipelineStatusEnum": "pipeline.choices.PipelineStatus",
@@ -419,10 +420,11 @@ FLEET_RUN_RETENTION_DAYS = env_int("FLEET_RUN_RETENTION_DAYS", 14, minimum=1)
 FLEET_CHECK_RETENTION_PATH = env_str("FLEET_CHECK_RETENTION_PATH", "health.tasks.prune_checks")
 # Alerts: channels per severity (comma-separated names of registered channels).
 FLEET_ALERT_ROUTES = {
-    "critical": env_list("FLEET_ALERT_ROUTE_CRITICAL", ["ledger", "webhook", "email"]),
-    "high": env_list("FLEET_ALERT_ROUTE_HIGH", ["ledger", "webhook"]),
-    "medium": env_list("FLEET_ALERT_ROUTE_MEDIUM", ["ledger"]),
-    "escalation": env_list("FLEET_ALERT_ROUTE_ESCALATION", ["ledger", "webhook", "email"]),
+    # "channels": the notification channels kept as data, each with its own severity/tag route.
+    "critical": env_list("FLEET_ALERT_ROUTE_CRITICAL", ["ledger", "webhook", "email", "channels"]),
+    "high": env_list("FLEET_ALERT_ROUTE_HIGH", ["ledger", "webhook", "channels"]),
+    "medium": env_list("FLEET_ALERT_ROUTE_MEDIUM", ["ledger", "channels"]),
+    "escalation": env_list("FLEET_ALERT_ROUTE_ESCALATION", ["ledger", "webhook", "email", "channels"]),
     # A gate waiting for people: each assignee gets their own signed decision links.
     "gate": env_list("FLEET_ALERT_ROUTE_GATE", ["ledger", "webhook", "email"]),
 }

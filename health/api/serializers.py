@@ -3,6 +3,8 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from health import status as pure
+from health.choices import CheckKindChoice
+from health.kinds import CheckConfigError, get_kind
 from health.models import HealthCheck, Service, ServiceAlert
 from health.report import display_health
 from orchestration.core import outbound
@@ -23,6 +25,9 @@ WRITE_FIELDS = [
     "weight",
     "depends_on",
     "enabled",
+    "kind",
+    "check",
+    "tags",
 ]
 READ_FIELDS = [
     "health",
@@ -37,13 +42,25 @@ READ_FIELDS = [
     "last_error",
     "next_check_at",
     "dependents",
+    "ping_url",
+    "last_ping_at",
+    "last_ping_kind",
     "created_at",
     "updated_at",
 ]
 
 
 class ServiceSerializer(serializers.ModelSerializer):
-    base_url = serializers.URLField(max_length=500, help_text="http(s) URL of the service")
+    base_url = serializers.URLField(
+        max_length=500, required=False, allow_blank=True, help_text="http(s) URL of the service (HTTP checks)"
+    )
+    check = serializers.JSONField(
+        source="check_config", required=False, help_text="Settings of the check kind (see the API docs)."
+    )
+    tags = serializers.ListField(
+        child=serializers.CharField(max_length=50, allow_blank=False), required=False, max_length=50
+    )
+    ping_url = serializers.SerializerMethodField(help_text="Heartbeats: the secret URL a job pings.")
     capabilities = serializers.ListField(
         child=serializers.CharField(max_length=100, allow_blank=False), required=False, max_length=200
     )
@@ -63,6 +80,13 @@ class ServiceSerializer(serializers.ModelSerializer):
     def get_health(self, obj: Service) -> str:
         return display_health(obj)
 
+    def get_ping_url(self, obj: Service) -> str | None:
+        if obj.kind != CheckKindChoice.HEARTBEAT or obj.ping_key is None:
+            return None
+        path = f"/ping/{obj.ping_key}"
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path
+
     def _restored(self, name: str, value: str) -> str:
         # Reads mask user-info and secret query values; a read written back keeps them.
         try:
@@ -72,6 +96,8 @@ class ServiceSerializer(serializers.ModelSerializer):
 
     def validate_base_url(self, value: str) -> str:
         value = self._restored("base_url", value)
+        if not value:
+            return value
         if not value.lower().startswith(("http://", "https://")):
             raise serializers.ValidationError("Must be an http:// or https:// URL.")
         refused = outbound.url_problem(value)
@@ -85,7 +111,29 @@ class ServiceSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError("Must start with '/'.")
         return value
 
+    def validate_check(self, value):
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("An object of the kind's settings.")
+        return value
+
+    def _validate_kind(self, attrs) -> None:
+        """The check's settings are validated against the kind it will have, so
+        changing one without the other is caught too."""
+        kind = attrs.get("kind", getattr(self.instance, "kind", CheckKindChoice.HTTP))
+        if "kind" in attrs or "check_config" in attrs or self.instance is None:
+            config = attrs.get("check_config", getattr(self.instance, "check_config", None) or {})
+            if "kind" in attrs and "check_config" not in attrs and self.instance and self.instance.kind != kind:
+                config = {}
+            try:
+                attrs["check_config"] = get_kind(kind).clean(config)
+            except CheckConfigError as exc:
+                raise serializers.ValidationError({"check": {exc.field: [exc.message]}}) from None
+        base_url = attrs.get("base_url", getattr(self.instance, "base_url", ""))
+        if kind == CheckKindChoice.HTTP and not base_url:
+            raise serializers.ValidationError({"base_url": ["Required for HTTP checks."]})
+
     def validate(self, attrs):
+        self._validate_kind(attrs)
         name = attrs.get("name", getattr(self.instance, "name", None))
         deps = attrs.get("depends_on")
         if deps is not None and name:

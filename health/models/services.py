@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from datetime import timedelta
+import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -10,7 +11,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from health import status as pure
-from health.choices import BreakerState, ServiceHealth
+from health.choices import BreakerState, CheckKindChoice, PingKind, ServiceHealth
+from health.kinds import CheckConfigError, Probe, get_kind
 from health.models.circuit import CircuitBreaker
 from orchestration.core import outbound
 from orchestration.core.models.ledger import record as ledger_record
@@ -50,7 +52,9 @@ class Service(models.Model):
     category = models.SlugField(
         max_length=50, blank=True, help_text="Groups services in the module manager, e.g. storage, ai, media."
     )
-    base_url = models.URLField(max_length=500, help_text="e.g. http://127.0.0.1:8001")
+    base_url = models.URLField(
+        max_length=500, blank=True, help_text="e.g. http://127.0.0.1:8001 (HTTP checks and routed tasks)"
+    )
     health_path = models.CharField(max_length=300, default="/health")
     timeout_seconds = models.FloatField(default=5.0, validators=[MinValueValidator(0.05), MaxValueValidator(120)])
     check_interval_seconds = models.PositiveIntegerField(
@@ -67,6 +71,15 @@ class Service(models.Model):
     weight = models.FloatField(default=1.0, validators=[MinValueValidator(0), MaxValueValidator(1000)])
     depends_on = models.ManyToManyField("self", symmetrical=False, related_name="dependents", blank=True)
     enabled = models.BooleanField(default=True)
+    kind = models.CharField(max_length=16, choices=CheckKindChoice.choices, default=CheckKindChoice.HTTP)
+    # ``check`` in the API; a model cannot have a field of that name (Model.check() runs Django's system checks).
+    check_config = JSONField(default=dict, blank=True, help_text="Settings of the check kind (see the API docs).")
+    tags = JSONField(default=list, blank=True, help_text="Labels for filters, notification routes and maintenance.")
+    # Heartbeats: the secret in the ping URL, and the pings the sweep judges.
+    ping_key = models.UUIDField(null=True, blank=True, unique=True, editable=False)
+    last_ping_at = models.DateTimeField(null=True, blank=True)
+    last_ping_kind = models.CharField(max_length=10, choices=PingKind.choices, blank=True)
+    last_start_at = models.DateTimeField(null=True, blank=True)
     circuit = models.OneToOneField(
         CircuitBreaker, null=True, blank=True, on_delete=models.SET_NULL, related_name="service", editable=False
     )
@@ -94,6 +107,10 @@ class Service(models.Model):
         return self.name
 
     def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.kind == CheckKindChoice.HEARTBEAT and self.ping_key is None:
+            self.ping_key = uuid.uuid4()
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = [*kwargs["update_fields"], "ping_key"]
         super().save(*args, **kwargs)
         if kwargs.get("update_fields") is None:
             self.ensure_circuit()
@@ -112,15 +129,43 @@ class Service(models.Model):
     def breaker_state(self) -> str:
         return self.circuit.state if self.circuit_id else BreakerState.CLOSED
 
+    def probe_item(self) -> Probe:
+        """What a pool thread needs to check this service, as plain values."""
+        state = {}
+        if self.kind == CheckKindChoice.HEARTBEAT:
+            state = {
+                "last_ping_at": self.last_ping_at,
+                "last_ping_kind": self.last_ping_kind,
+                "last_start_at": self.last_start_at,
+                "created_at": self.created_at,
+            }
+        return Probe(self.pk, self.health_url, self.timeout_seconds, self.kind, dict(self.check_config or {}), state)
+
+    def clean_check(self) -> None:
+        """Normalise ``check`` for the kind; ValidationError naming the setting at fault."""
+        try:
+            self.check_config = get_kind(self.kind).clean(self.check_config or {})
+        except CheckConfigError as exc:
+            if exc.field == "kind":
+                raise ValidationError({"kind": exc.message}) from None
+            raise ValidationError({"check_config": f"{exc.field}: {exc.message}"}) from None
+
     def clean(self) -> None:
         super().clean()
+        if not isinstance(self.check_config, dict):
+            raise ValidationError({"check_config": "An object of the kind's settings."})
+        self.clean_check()
+        if self.kind == CheckKindChoice.HTTP and not self.base_url:
+            raise ValidationError({"base_url": "Required for HTTP checks."})
+        if not isinstance(self.tags, list) or not all(isinstance(t, str) and t.strip() for t in self.tags):
+            raise ValidationError({"tags": "A list of labels (non-empty strings)."})
         if not isinstance(self.capabilities, list) or not all(
             isinstance(c, str) and c.strip() for c in self.capabilities
         ):
             raise ValidationError({"capabilities": "A list of task type names (non-empty strings)."})
         if not (self.health_path or "").startswith("/"):
             raise ValidationError({"health_path": "Must start with '/'."})
-        refused = outbound.url_problem(self.base_url or "")
+        refused = outbound.url_problem(self.base_url or "") if self.base_url else None
         if refused:
             raise ValidationError({"base_url": f"Outbound call refused: {refused}."})
 
@@ -202,6 +247,19 @@ class Service(models.Model):
                 "service.deleted", f"Service {self.name} deleted", subject=breaker_name(self.name), actor=actor
             )
             self.delete()
+
+    @classmethod
+    def record_ping(cls, key: uuid.UUID, kind: str, now: datetime | None = None) -> bool:
+        """A heartbeat's ping: one conditional UPDATE, and the service is due for a
+        check at once so the sweep judges it (and moves its breaker) within a tick.
+        False when no enabled heartbeat has that key."""
+        now = now or timezone.now()
+        fields: dict[str, Any] = {"next_check_at": None, "updated_at": now}
+        if kind == PingKind.START:
+            fields["last_start_at"] = now
+        else:
+            fields.update(last_ping_at=now, last_ping_kind=kind)
+        return bool(cls.objects.filter(ping_key=key, kind=CheckKindChoice.HEARTBEAT, enabled=True).update(**fields))
 
     def check_now(self, *, actor: str = "system"):
         """Check this one service now; a person asking for it is in the ledger, like a

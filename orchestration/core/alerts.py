@@ -27,7 +27,7 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.utils import timezone
 
-from orchestration.core import outbound
+from orchestration.core import notifications, outbound
 from orchestration.core.choices import AlertState, Severity
 from orchestration.core.models import Anomaly
 from orchestration.core.models.ledger import record
@@ -178,6 +178,40 @@ class WebhookChannel(AlertChannel):
         raise AlertError(redact_text(f"webhook {url} failed after {attempt} attempt(s): {last}"))
 
 
+@alert_channel("channels")
+class NotificationChannels(AlertChannel):
+    """The notification channels people keep as data (Apprise URLs), each routed by
+    severity and tags; queued here and delivered with retries by ``deliver_due``."""
+
+    def configured(self) -> bool:
+        from orchestration.core.models import NotificationChannel
+
+        return NotificationChannel.objects.filter(enabled=True).exists()
+
+    def send(self, alert: Alert) -> dict[str, Any]:
+        tags = alert.details.get("tags") if isinstance(alert.details, dict) else None
+        queued = notifications.notify(
+            f"anomaly:{alert.anomaly_id}" + (":escalated" if alert.escalated else ""),
+            alert.severity,
+            alert.message,
+            f"Detected at {alert.detected_at}\nDetails: {redact(alert.details)}",
+            tags=[t for t in tags or [] if isinstance(t, str)],
+        )
+        return {"queued": len(queued)}
+
+
+def open_anomaly_events() -> dict[str, tuple[str, str, list[str]]]:
+    """Open anomalies whose alert went out: what reminders repeat."""
+    rows = Anomaly.objects.filter(resolved_at__isnull=True, alert_state=AlertState.SENT)
+    return {
+        f"anomaly:{a.pk}": (a.severity, Alert.of(a).message, list((a.details or {}).get("tags") or []))
+        for a in rows.only("pk", "code", "subject", "severity", "details", "detected_at")[:1000]
+    }
+
+
+notifications.register_open_events("anomaly:", open_anomaly_events)
+
+
 @alert_channel("email")
 class EmailChannel(AlertChannel):
     def configured(self) -> bool:
@@ -257,4 +291,7 @@ def deliver_due(now: datetime | None = None) -> int:
             alert_state=AlertState.SENT if ok else AlertState.FAILED, alerted_at=now, alert_result=results
         )
         sent += int(ok)
+    # The channels' own queue: new deliveries, retries that are due, reminders.
+    notifications.remind_due(now)
+    notifications.deliver_due(now)
     return sent

@@ -136,3 +136,20 @@ class AlertState(models.TextChoices):
     FAILED = "failed", "Failed"
     LOG_ONLY = "log_only", "Log only"
     SUPPRESSED = "suppressed", "Resolved before due"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed (retries exhausted)"
+
+
+class NotifySeverity(models.TextChoices):
+    """What a notification is about, for channel routes (anomaly severities, plus info)."""
+
+    CRITICAL = "critical", "Critical"
+    HIGH = "high", "High"
+    MEDIUM = "medium", "Medium"
+    LOW = "low", "Low"
+    INFO = "info", "Info"

@@ -175,3 +175,33 @@ def request(method: str, url: str, **kwargs: Any) -> requests.Response:
 
 def post(url: str, **kwargs: Any) -> requests.Response:
     return request("POST", url, **kwargs)
+
+
+def connect(host: str, port: int, *, timeout: float) -> socket.socket:
+    """A TCP connection through the guard (for probes that are not HTTP): every address
+    the name resolves to is checked, then the first one that accepts is used, so the
+    address connected to is one that was checked."""
+    blocked, allowed = _configured()
+    addresses = resolve(host, port)
+    if not addresses:
+        raise OSError(f"{host} does not resolve")
+    for address in addresses:
+        problem = address_problem(address, blocked, allowed)
+        if problem:
+            raise OutboundRefused(f"outbound call refused: {problem}")
+    last: OSError | None = None
+    for address in addresses:
+        try:
+            return socket.create_connection((address, port), timeout=timeout)
+        except OSError as exc:
+            last = exc
+    assert last is not None
+    raise last
+
+
+def check_address(address: str) -> None:
+    """Refuse a literal address (a DNS server a probe asks, say) outside the guard."""
+    blocked, allowed = _configured()
+    problem = address_problem(address, blocked, allowed)
+    if problem:
+        raise OutboundRefused(f"outbound call refused: {problem}")

@@ -4,11 +4,14 @@
 from orchestration.core.models import (
     Anomaly,
     Campaign,
+    Delivery,
+    DeliveryAttempt,
     IdempotencyKey,
     Job,
     JobRollup,
     Lane,
     LedgerEntry,
+    NotificationChannel,
     OrchestratorProcess,
 )
 from orchestration.fleet.models import ScoreReport, Worker, WorkerRun
@@ -20,3 +23,4 @@ __all__ += ["OrchestratorProcess"]
 __all__ += ["IdempotencyKey"]
 __all__ += ["JobRollup"]
 __all__ += ["ScoreDeduction"]
+__all__ += ["Delivery", "DeliveryAttempt", "NotificationChannel"]

@@ -27,6 +27,9 @@ PUBLIC = {
     "health:demo-healthy": "a demo service's health endpoint: the health checker calls it without credentials",
     "health:demo-flaky": "a demo service's health endpoint: the health checker calls it without credentials",
     "health:demo-slow": "a demo service's health endpoint: the health checker calls it without credentials",
+    "health:ping": "a heartbeat's ping: cron jobs call it without credentials; the secret is the URL's UUID",
+    "health:ping-start": "a heartbeat's start signal, like health:ping",
+    "health:ping-fail": "a heartbeat's failure signal, like health:ping",
     "admin:login": "the admin's sign-in page",
     "admin:logout": "signing out of the admin (POST only)",
 }
@@ -132,6 +135,7 @@ def values_for(route: Route, world: World | None) -> dict[str, object]:
         "orchestration-api:job": world.job.pk,
         "orchestration-api:rule": world.rule.pk,
         "orchestration-api:score-deduction": world.deduction.pk,
+        "orchestration-api:channel": world.channel.pk,
         "orchestration-api:action": world.action.pk,
         "orchestration-api:ledger": world.entry.pk,
         "orchestration-api:score-report": world.report.pk,

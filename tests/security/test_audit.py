@@ -126,6 +126,11 @@ API_WRITES: dict[tuple[str, str], Write] = {
     ("routing-api:multiplier-detail", "PUT"): Write(lambda w: {"task_type": w.multiplier.task_type, "multiplier": 3}),
     ("routing-api:multiplier-detail", "PATCH"): Write(lambda w: {"multiplier": 4}),
     ("routing-api:multiplier-detail", "DELETE"): Write(),
+    ("orchestration-api:channel-list", "POST"): Write(lambda w: {"name": "audited", "url": "json://127.0.0.1:9/a"}),
+    ("orchestration-api:channel-detail", "PUT"): Write(lambda w: {"name": w.channel.name, "url": "ntfy://audited"}),
+    ("orchestration-api:channel-detail", "PATCH"): Write(lambda w: {"enabled": False}),
+    ("orchestration-api:channel-detail", "DELETE"): Write(),
+    ("orchestration-api:channel-test", "POST"): Write(),
 }
 
 # POSTs that compute an answer and change nothing: no ledger entry to expect.

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from health.models import HealthCheck, Service, ServiceAlert
 from orchestration.core.jobs.queue import enqueue
-from orchestration.core.models import Anomaly, Job, Lane, LedgerEntry
+from orchestration.core.models import Anomaly, Job, Lane, LedgerEntry, NotificationChannel
 from orchestration.fleet.models import ScoreReport, Worker, WorkerRun
 from orchestration.loop.models import Action, LoopState, Rule, ScoreDeduction
 from orchestration.routing.models import Suggestion, TaskContext, TypeMultiplier
@@ -39,6 +39,7 @@ class World:
     context: TaskContext
     multiplier: TypeMultiplier
     deduction: ScoreDeduction
+    channel: NotificationChannel
 
 
 def build_world() -> World:
@@ -75,6 +76,7 @@ def build_world() -> World:
         action_type="retry_failed",
     )
     return World(
+        channel=NotificationChannel.objects.create(name="ops", url="json://127.0.0.1:9/hook"),
         job=job,
         failed_job=failed_job,
         lane=Lane.objects.create(name="render", concurrency_limit=2),

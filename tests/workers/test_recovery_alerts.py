@@ -148,7 +148,7 @@ def test_alerts_are_routed_by_severity_and_delayed_by_it(make_worker, settings):
     assert alerts.deliver_due(now + timedelta(minutes=4)) == 0
     assert alerts.deliver_due(now + timedelta(minutes=5, seconds=1)) == 1
     high.refresh_from_db()
-    assert set(high.alert_result) == {"ledger", "webhook"}
+    assert set(high.alert_result) == {"ledger", "webhook", "channels"}
     # A medium anomaly that resolves before its 15 minutes is never alerted.
     anomalies.resolve("PARTIAL_SUCCESS", "worker:collector")
     assert alerts.deliver_due(now + timedelta(minutes=16)) == 0

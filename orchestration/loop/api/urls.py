@@ -1,6 +1,6 @@
 from django.urls import path
 
-from orchestration.loop.api import views
+from orchestration.loop.api import notifications, views
 from orchestrator_site.api.routers import OptionalSlashRouter
 
 # Included with the fleet's under one namespace, "orchestration-api" (orchestrator_site/urls.py).
@@ -12,6 +12,7 @@ router.register("rules", views.RuleViewSet, basename="rule")
 router.register("actions", views.ActionViewSet, basename="action")
 router.register("score-deductions", views.ScoreDeductionViewSet, basename="score-deduction")
 router.register("processes", views.ProcessViewSet, basename="process")
+router.register("channels", notifications.ChannelViewSet, basename="channel")
 
 urlpatterns = [
     path("", views.ApiRootView.as_view(), name="root"),

@@ -1,0 +1,252 @@
+"""Notifications through Apprise: one mechanism for every channel kind it knows.
+
+``notify()`` writes one pending Delivery per enabled channel whose route matches
+(severity and tags); ``deliver_due()`` claims due deliveries with a conditional
+UPDATE, sends each through Apprise, records the attempt, and retries failures with
+exponential backoff until ``MAX_ATTEMPTS``. ``remind_due()`` repeats open problems on
+channels that ask for reminders; callers say what is still open through
+``register_open_events`` (anomalies register themselves below).
+
+Channel URLs hold credentials: they leave only through ``mask_url`` (Apprise's privacy
+mode, then the project's redaction), and error texts are redacted too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import apprise
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from orchestration.core import outbound
+from orchestration.core.choices import DeliveryStatus
+from orchestration.core.models.ledger import record
+from orchestration.core.models.notifications import Delivery, DeliveryAttempt, NotificationChannel
+from orchestration.core.redaction import MASK, redact_text
+
+log = logging.getLogger("orchestration.notifications")
+
+MAX_ATTEMPTS = 5
+CLAIM_SECONDS = 120  # a sender that died mid-send gives its claim back after this
+BATCH = 100
+
+
+# --- pure -----------------------------------------------------------------------------
+def routes_to(severities: Sequence[str], tags: Sequence[str], severity: str, event_tags: Iterable[str]) -> bool:
+    """Whether a channel with these filters takes this notification (empty filter: all)."""
+    if severities and severity not in severities:
+        return False
+    return not tags or bool(set(tags) & set(event_tags))
+
+
+def backoff_seconds(attempts: int, *, base: float = 30.0, cap: float = 3600.0) -> float:
+    """Wait before the next try after ``attempts`` failed ones: 30 s, 60 s, 2 min… ≤ 1 h."""
+    return min(cap, base * 2 ** max(0, attempts - 1))
+
+
+# --- URLs -----------------------------------------------------------------------------
+def _plugin(url: str) -> Any:
+    return apprise.Apprise.instantiate(url.strip()) if url.strip() else None
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a channel's URL (checked when written), or None."""
+    plugin = _plugin(url)
+    if plugin is None:
+        return "Not a notification URL Apprise knows (e.g. ntfy://topic, slack://…, json://host/path, mailto://…)."
+    host = getattr(plugin, "host", None)
+    if isinstance(host, str) and host:
+        refused = outbound.host_problem(host, getattr(plugin, "port", None))
+        if refused:
+            return f"Outbound call refused: {refused}."
+    return None
+
+
+def mask_url(url: str) -> str:
+    plugin = _plugin(url)
+    if plugin is None:
+        return MASK
+    return redact_text(plugin.url(privacy=True))
+
+
+# --- sending ----------------------------------------------------------------------------
+def _notify_type(severity: str) -> str:
+    if severity in ("critical", "high"):
+        return apprise.NotifyType.FAILURE
+    if severity == "medium":
+        return apprise.NotifyType.WARNING
+    return apprise.NotifyType.INFO
+
+
+def send_now(url: str, title: str, body: str, severity: str) -> str | None:
+    """One try through Apprise; None on success, else the (redacted) reason."""
+    problem = url_problem(url)
+    if problem:
+        return redact_text(problem)
+    sender = apprise.Apprise()
+    sender.add(url)
+    with apprise.LogCapture(level=logging.WARNING) as logs:
+        ok = sender.notify(title=title, body=body or title, notify_type=_notify_type(severity))
+        text = logs.getvalue().strip()
+    if ok:
+        return None
+    return redact_text(text.splitlines()[-1] if text else "the service refused the notification")[:500]
+
+
+def _attempt(delivery: Delivery, now: datetime) -> bool:
+    started = time.perf_counter()
+    try:
+        error = send_now(delivery.channel.url, delivery.title, delivery.body, delivery.severity)
+    except Exception as exc:  # a plugin's bug is this delivery's failure, not the sweep's
+        error = redact_text(f"{type(exc).__name__}: {exc}")[:500]
+    DeliveryAttempt.objects.create(
+        delivery=delivery,
+        attempted_at=now,
+        ok=error is None,
+        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        error=error or "",
+    )
+    attempts = delivery.attempts + 1
+    if error is None:
+        fields: dict[str, Any] = {"status": DeliveryStatus.SENT, "sent_at": now, "last_error": ""}
+    elif attempts >= MAX_ATTEMPTS:
+        fields = {"status": DeliveryStatus.FAILED, "last_error": error}
+    else:
+        fields = {
+            "status": DeliveryStatus.PENDING,
+            "last_error": error,
+            "next_attempt_at": now + timedelta(seconds=backoff_seconds(attempts)),
+        }
+    Delivery.objects.filter(pk=delivery.pk).update(attempts=attempts, **fields)
+    for key, value in {"attempts": attempts, **fields}.items():
+        setattr(delivery, key, value)
+    return error is None
+
+
+# --- queueing and delivery ---------------------------------------------------------------
+def notify(
+    event: str, severity: str, title: str, body: str = "", *, tags: Iterable[str] = (), reminder: bool = False
+) -> list[Delivery]:
+    """Queue the notification for every enabled channel whose route takes it."""
+    tags = sorted(set(tags))
+    title, body = redact_text(title)[:250], redact_text(body)
+    now = timezone.now()
+    rows = [
+        Delivery(
+            channel=channel,
+            event=event[:200],
+            severity=severity,
+            tags=tags,
+            title=title,
+            body=body,
+            reminder=reminder,
+            next_attempt_at=now,
+            created_at=now,
+        )
+        for channel in NotificationChannel.objects.filter(enabled=True)
+        if routes_to(channel.severities, channel.tags, severity, tags)
+    ]
+    return Delivery.objects.bulk_create(rows)
+
+
+def claim(delivery: Delivery, now: datetime) -> bool:
+    """Compare-and-swap on (status, next_attempt_at): one sender per try."""
+    return bool(
+        Delivery.objects.filter(
+            pk=delivery.pk,
+            status__in=[DeliveryStatus.PENDING, DeliveryStatus.SENDING],
+            next_attempt_at=delivery.next_attempt_at,
+        ).update(status=DeliveryStatus.SENDING, next_attempt_at=now + timedelta(seconds=CLAIM_SECONDS))
+    )
+
+
+def deliver_due(now: datetime | None = None) -> dict[str, int]:
+    """Try every due delivery once (pending ones due, and sends whose claim lapsed)."""
+    now = now or timezone.now()
+    done = {"sent": 0, "failed": 0}
+    due = (
+        Delivery.objects.filter(status__in=[DeliveryStatus.PENDING, DeliveryStatus.SENDING], next_attempt_at__lte=now)
+        .select_related("channel")
+        .order_by("next_attempt_at")[:BATCH]
+    )
+    for delivery in list(due):
+        if not claim(delivery, now):
+            continue  # another sender has it
+        done["sent" if _attempt(delivery, now) else "failed"] += 1
+    return done
+
+
+def send_test(channel: NotificationChannel, *, actor: str) -> Delivery:
+    now = timezone.now()
+    with transaction.atomic():
+        delivery = Delivery.objects.create(
+            channel=channel,
+            event="test",
+            severity="info",
+            title="Test notification from the orchestrator",
+            body=f"Sent by {actor} to check the channel {channel.name}.",
+            status=DeliveryStatus.SENDING,
+            next_attempt_at=now + timedelta(seconds=CLAIM_SECONDS),
+            created_at=now,
+        )
+    ok = _attempt(delivery, now)
+    record(
+        "notification.test_sent",
+        f"Test notification to {channel.name} by {actor}: {'sent' if ok else 'failed: ' + delivery.last_error}",
+        subject=f"channel:{channel.name}",
+        actor=actor,
+        data={"delivery": delivery.pk, "ok": ok},
+    )
+    return delivery
+
+
+# --- reminders ---------------------------------------------------------------------------
+# event key prefix → callable giving the still-open events: {event: (severity, title, tags)}
+_OPEN_EVENTS: dict[str, Callable[[], dict[str, tuple[str, str, list[str]]]]] = {}
+
+
+def register_open_events(prefix: str, source: Callable[[], dict[str, tuple[str, str, list[str]]]]) -> None:
+    _OPEN_EVENTS[prefix] = source
+
+
+def remind_due(now: datetime | None = None) -> int:
+    """Queue a reminder on each reminding channel for every open event it was last told
+    about longer ago than its interval. Returns how many were queued."""
+    now = now or timezone.now()
+    channels = list(NotificationChannel.objects.filter(enabled=True, remind_every_minutes__isnull=False))
+    if not channels:
+        return 0
+    open_events: dict[str, tuple[str, str, list[str]]] = {}
+    for source in _OPEN_EVENTS.values():
+        open_events.update(source())
+    queued = 0
+    for channel in channels:
+        last = dict(
+            Delivery.objects.filter(channel=channel, event__in=list(open_events))
+            .values("event")
+            .annotate(at=Max("created_at"))
+            .values_list("event", "at")
+        )
+        for event, at in last.items():
+            if at > now - timedelta(minutes=channel.remind_every_minutes):
+                continue
+            severity, title, tags = open_events[event]
+            Delivery.objects.create(
+                channel=channel,
+                event=event,
+                severity=severity,
+                tags=tags,
+                title=f"Reminder: {title}"[:250],
+                body=f"Still open; last notified at {at:%Y-%m-%d %H:%M} UTC.",
+                reminder=True,
+                next_attempt_at=now,
+                created_at=now,
+            )
+            queued += 1
+    return queued
