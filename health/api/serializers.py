@@ -3,7 +3,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from health import status as pure
-from health.choices import CheckKindChoice
+from health.choices import CheckKindChoice, PingKind
 from health.kinds import CheckConfigError, get_kind
 from health.models import HealthCheck, Service, ServiceAlert
 from health.report import display_health
@@ -71,6 +71,8 @@ class ServiceSerializer(serializers.ModelSerializer):
     circuit_breaker_state = serializers.CharField(source="breaker_state", read_only=True)
     uptime_percentage = serializers.FloatField(read_only=True, allow_null=True)
     dependents = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
+    # Blank until the first ping: the schema must say so.
+    last_ping_kind = serializers.ChoiceField(choices=PingKind.choices, allow_blank=True, read_only=True)
 
     class Meta:
         model = Service

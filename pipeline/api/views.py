@@ -207,7 +207,14 @@ class PipelineJobViewSet(
 class InboxView(APIView):
     """Jobs waiting at a gate for the caller: they may decide it and have not yet."""
 
-    @extend_schema(responses={200: s.PipelineJobSerializer(many=True)})
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "PipelineInbox",
+                {"count": serializers.IntegerField(), "results": s.PipelineJobSerializer(many=True)},
+            )
+        }
+    )
     def get(self, request):
         jobs = people.inbox(request.user)
         return Response({"count": len(jobs), "results": s.PipelineJobSerializer(jobs, many=True).data})

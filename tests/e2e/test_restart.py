@@ -143,6 +143,9 @@ def test_restart_keeps_gates_breakers_queue_and_leases(tmp_path, how):
     user = get_user_model().objects.create_user("ops", password="pw-ops-123", is_staff=True)
     port = free_port()
     api = Api(port, Token.objects.create(user=user).key)
+    # Gates refuse approving one's own job: another person decides it.
+    reviewer = get_user_model().objects.create_user("reviewer", password="pw-reviewer-123", is_staff=True)
+    review = Api(port, Token.objects.create(user=reviewer).key)
     LoopState.get()
 
     with serving() as svc:
@@ -243,7 +246,7 @@ def test_restart_keeps_gates_breakers_queue_and_leases(tmp_path, how):
             breaker = CircuitBreaker.objects.get(name=BREAKER)
             assert (breaker.state, breaker.opened_at) == ("open", before["breaker"]["opened_at"])
 
-            moved = api.post(f"/api/v1/pipeline/jobs/{pipeline_id}/approve", {"stage": "script"}, expect=200)
+            moved = review.post(f"/api/v1/pipeline/jobs/{pipeline_id}/approve", {"stage": "script"}, expect=200)
             assert moved["status"] == "running" and moved["stage"] == "storyboard", moved
             wait_for(
                 lambda: PipelineJob.objects.filter(
@@ -268,11 +271,12 @@ def test_restart_keeps_gates_breakers_queue_and_leases(tmp_path, how):
 
     # --- the gate: approved by the person, the next stage ran, nothing ran twice ------
     assert list(GateDecision.objects.filter(job_id=pipeline_id).values_list("stage", "decided_by")) == [
-        ("script", "ops")
+        ("script", "reviewer")
     ]
     events = list(PipelineEvent.objects.filter(job_id=pipeline_id).order_by("id").values_list("type", "stage"))
     assert events[: len(before["events"])] == before["events"]
     assert events[len(before["events"]) :] == [
+        ("gate_decision", "script"),  # the person's decision, then the gate's outcome
         ("gate_approved", "script"),
         ("stage_started", "storyboard"),
         ("stage_completed", "storyboard"),
