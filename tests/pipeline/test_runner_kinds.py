@@ -226,3 +226,15 @@ def test_a_refused_address_is_refused_when_written_and_when_run(run_commits, ser
     job = start(run_commits, definition)
     assert job.status == t.FAILED and "outside OUTBOUND_ALLOWED_NETWORKS" in job.error
     assert hook.count == 0
+
+
+def test_the_readmes_gate_example_is_a_valid_definition(settings):
+    import yaml
+
+    from tests.support.processes import ROOT
+
+    settings.PIPELINE_COMMANDS = ["/usr/bin/make"]
+    section = (ROOT / "README.md").read_text().split("## Gates and stage runners", 1)[1]
+    spec = parse(yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0]))
+    assert spec.gates["review"]["quorum"] == 2 and spec.gates["review"]["on_timeout"] == "escalate"
+    assert {runner["kind"] for runner in spec.runners.values()} == {"command", "http"}
