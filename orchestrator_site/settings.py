@@ -442,6 +442,8 @@ PIPELINE_SSE_MAX_SECONDS = env_float("PIPELINE_SSE_MAX_SECONDS", 300.0, minimum=
 PIPELINE_SSE_POLL_SECONDS = env_float("PIPELINE_SSE_POLL_SECONDS", 0.25, minimum=0.05)
 # Executables a `command` stage runner may start (argv[0], exactly as written); none by default.
 PIPELINE_COMMANDS = env_list("PIPELINE_COMMANDS", [])
+# What a command or http stage runner keeps of each output (stdout, stderr, a response body).
+PIPELINE_RUNNER_OUTPUT_BYTES = env_int("PIPELINE_RUNNER_OUTPUT_BYTES", 1024 * 1024, minimum=1024)
 # Signed one-click gate decision links: how long they stay valid, and the address they point at.
 PIPELINE_LINK_MAX_AGE_SECONDS = env_int("PIPELINE_LINK_MAX_AGE_SECONDS", 24 * 3600, minimum=60)
 PIPELINE_LINK_BASE_URL = env_str("PIPELINE_LINK_BASE_URL", f"http://127.0.0.1:{env_int('PORT', 8000)}").rstrip("/")

@@ -11,8 +11,9 @@ from rest_framework.exceptions import PermissionDenied as NotPermitted
 
 from orchestration.core.models.ledger import record
 from orchestrator_site.admin_scale import admin_link
-from pipeline import engine
+from pipeline import engine, people
 from pipeline import transitions as t
+from pipeline import views as gate_pages
 from pipeline.models import Artifact, GateDecision, PipelineDefinition, PipelineEvent, PipelineJob
 
 
@@ -210,6 +211,8 @@ class PipelineJobAdmin(admin.ModelAdmin):
             extra["waiting_gate"] = job.stage if job.status == t.NEEDS_APPROVAL else None
             extra["can_decide"] = request.user.is_superuser or request.user.has_perm("pipeline.approve_gate")
             extra["decide_url"] = reverse("admin:pipeline_pipelinejob_decide", args=[job.pk])
+            if job.status == t.NEEDS_APPROVAL:
+                extra["input_fields"] = gate_pages.form_fields(job.policy().input_schema)
         return super().change_view(request, object_id, form_url, extra_context=extra)
 
     def decide_view(self, request, object_id: int):
@@ -225,9 +228,19 @@ class PipelineJobAdmin(admin.ModelAdmin):
         if decision not in ("approve", "reject"):
             self.message_user(request, "Choose approve or reject.", messages.ERROR)
             return HttpResponseRedirect(target)
+        values: dict | None = None
+        if decision == "approve":
+            values, problems = gate_pages.posted_input(job.policy(stage).input_schema, request.POST)
+            if problems:
+                self.message_user(request, f"Not done: {engine.GateInputError(problems)}", messages.ERROR)
+                return HttpResponseRedirect(target)
         try:
-            job = getattr(engine, decision)(job, stage, actor=request.user.get_username(), notes=notes)
-        except t.TransitionError as exc:
+            # The signed-in person, with their groups: the gate's assignees and its
+            # self-approval rule judge them as they judge an API or console caller.
+            job = engine.decide(
+                job, stage, decision, person=people.person_of(request.user), notes=notes, values=values, via="admin"
+            )
+        except (t.TransitionError, engine.GateForbidden, engine.GateInputError) as exc:
             self.message_user(request, f"Not done: {exc}", messages.ERROR)
         else:
             verb = "approved" if decision == "approve" else "rejected"

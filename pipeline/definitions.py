@@ -28,6 +28,7 @@ from typing import Any
 
 from orchestration.core import runnables
 from pipeline import gates as gate_rules
+from pipeline import runner_kinds
 from pipeline.transitions import Definition, Gate
 
 DEFAULT_STAGES = (
@@ -169,31 +170,10 @@ def gate_settings(gate: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
     return problems, settled
 
 
-RUNNER_KINDS = ("command", "http")
-
-
 def runner_spec_problems(runner: dict[str, Any]) -> list[str]:
-    """Problems of a ``{kind: command|http, …}`` runner, each naming its key."""
-    kind = runner.get("kind")
-    if kind not in RUNNER_KINDS:
-        return [f"kind must be one of {', '.join(RUNNER_KINDS)}, got {kind!r}"]
-    problems = []
-    allowed = {"kind", "timeout_seconds", "argv"} if kind == "command" else {"kind", "timeout_seconds", "url"}
-    extra = set(runner) - allowed
-    if extra:
-        problems.append(f"unknown key(s) {', '.join(sorted(map(str, extra)))} for a {kind} runner")
-    seconds = runner.get("timeout_seconds", 60)
-    if not _positive_int(seconds) or seconds > 86400:
-        problems.append(f"timeout_seconds must be 1-86400, got {seconds!r}")
-    if kind == "command":
-        argv = runner.get("argv")
-        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) and "\x00" not in a for a in argv):
-            problems.append(f"argv must be a non-empty list of strings (no shell), got {argv!r}")
-    else:
-        url = runner.get("url")
-        if not isinstance(url, str) or not re.match(r"^https?://[^\s]+$", url):
-            problems.append(f"url must be an http(s) URL, got {url!r}")
-    return problems
+    """Problems of a ``{kind: command|http, …}`` runner, each naming its key (the kinds
+    and their keys: pipeline/runner_kinds.py)."""
+    return runner_kinds.spec_problems(runner)
 
 
 def default_spec(name: str = "default") -> DefinitionSpec:
@@ -229,13 +209,8 @@ def runner_problems(runners: Any) -> dict[str, str]:
         if isinstance(runner, str) and runner != "placeholder" and _DOTTED.match(runner):
             if problem := runnables.problem(runner):
                 problems[str(stage)] = problem
-        elif isinstance(runner, dict) and runner.get("kind") == "command":
-            argv = runner.get("argv")
-            if isinstance(argv, list) and argv and argv[0] not in allowed_commands():
-                problems[str(stage)] = (
-                    f"{argv[0]!r} is not a command this deployment declared (PIPELINE_COMMANDS); "
-                    f"declared: {', '.join(allowed_commands()) or 'none'}"
-                )
+        elif problem := runner_kinds.deployment_problem(runner):
+            problems[str(stage)] = problem
     return problems
 
 

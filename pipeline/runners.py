@@ -1,7 +1,8 @@
 """Stage runners: what a stage actually does.
 
-Contract for a runner (configured per stage as a dotted path in the definition's
-``runners``; only functions declared runnable, see orchestration/core/runnables.py)::
+A definition's ``runners`` maps a stage to ``placeholder`` (the default), to a mapping
+with a ``kind`` (``command``, ``http``: the registry in pipeline/runner_kinds.py), or to
+a dotted path: only functions declared runnable (orchestration/core/runnables.py)::
 
     @runnable
     def my_stage(ctx: StageContext) -> dict | None: ...
@@ -33,6 +34,7 @@ from django.db import IntegrityError, transaction
 from orchestration.core import runnables
 from orchestration.core.jobs.registry import PermanentJobError
 from orchestration.core.runnables import runnable
+from pipeline import runner_kinds
 from pipeline.models import Artifact, PipelineJob
 
 Runner = Callable[["StageContext"], "dict | None"]
@@ -82,6 +84,28 @@ class StageContext:
         gates = self.job.config.get("gates", {})
         return {stage: self.job.gate_input(stage) for stage in before if stage in gates}
 
+    def stage_input(self) -> dict[str, Any]:
+        """What a command or HTTP runner is given: the job, the stage and the gate inputs."""
+        job = self.job
+        return {
+            "job": {"id": job.pk, "slug": job.slug, "intent": job.intent},
+            "stage": self.stage,
+            "run": self.run,
+            "gate_inputs": self.gate_inputs(),
+        }
+
+    def save_output(self, relpath: str, kind: str, content: bytes, metadata: dict[str, Any]) -> Artifact:
+        """Write ``content`` under run_dir and register it; a later run of the stage
+        replaces the file and its metadata (the artifact is the latest output)."""
+        target = self.run_dir / relpath
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+        artifact = self.add_artifact(relpath, kind, metadata)
+        if artifact.metadata != metadata:
+            Artifact.objects.filter(pk=artifact.pk).update(metadata=metadata)
+            artifact.metadata = metadata
+        return artifact
+
     def has_artifact(self, relpath: str) -> bool:
         return (self.run_dir / relpath).exists() and Artifact.objects.filter(job=self.job, path=relpath).exists()
 
@@ -101,8 +125,15 @@ class StageContext:
 
 def resolve(job: PipelineJob, stage: str) -> Runner:
     path = job.config.get("runners", {}).get(stage)
-    if not path:
+    if not path or path == "placeholder":
         return placeholder
+    if isinstance(path, dict):
+        kind = runner_kinds.KINDS.get(path.get("kind"))
+        # Checked again here: the snapshot may predate a change of code or settings.
+        problems = runner_kinds.spec_problems(path)
+        if kind is None or problems:
+            raise PermanentJobError(f"stage {stage}: runner {'; '.join(problems)}")
+        return lambda ctx: kind.run(ctx, path)
     # Only a declared runner runs: the registry may have changed since the job was queued.
     try:
         return runnables.resolve(path)

@@ -418,6 +418,8 @@ def _pipeline_page(
     context["form"] = form or GateDecisionForm(initial={"stage": job.stage}, auto_id=f"gate-{job.pk}-%s")
     # The gate's input_schema as form fields (the same fields as a decision link's page).
     context["input_fields"] = gate_pages.form_fields(job.policy().input_schema, values, input_errors)
+    # Errors by the input fields keep the form still: a live update would erase them.
+    context["hold_gate_form"] = bool(input_errors)
     return render_page(request, "console/pipeline_job.html", PIPELINE_PANELS, context, status=status)
 
 

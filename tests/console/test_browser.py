@@ -82,8 +82,8 @@ def system(db, settings):
     # own; here the first cycle is the one the operator runs from the dashboard.
     LoopState.objects.update(enabled=False)
     service = make_service("payments", health="circuit_open", breaker="open", last_error="HTTP 503")
-    # Started by someone else: a gate does not let a person approve their own job.
-    job = engine.create_job("launch-video", "A short launch video", actor="requester")  # runs inline to the gate
+    # Started by someone else: nobody approves their own job (the gate rules).
+    job = engine.create_job("launch-video", "A short launch video", actor="writer")  # runs inline to the gate
     job.refresh_from_db()
     assert (job.status, job.stage) == ("needs_approval", "script")
     return {"service": service, "job": job}

@@ -6,13 +6,13 @@ from io import StringIO
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Group, Permission
 from django.core.management import call_command
 
 from orchestration.core.demo import loaders
 from pipeline import engine
 from pipeline import transitions as t
-from pipeline.models import GateDecision, PipelineJob
+from pipeline.models import GateDecision, PipelineDefinition, PipelineJob
 
 pytestmark = pytest.mark.django_db
 
@@ -59,6 +59,71 @@ def test_staff_without_the_gate_permission_cannot_decide_in_admin(client, run_co
     assert "You need the" in page and 'value="approve"' not in page
     assert client.post(f"/admin/pipeline/pipelinejob/{job.pk}/decide/", {"decision": "approve"}).status_code == 403
     assert not GateDecision.objects.exists()
+
+
+def gate_person(name: str, group: str = "") -> object:
+    user = get_user_model().objects.create_user(name, password=f"pw-{name}-123", is_staff=True)
+    user.user_permissions.add(
+        *Permission.objects.filter(
+            codename__in=["approve_gate", "view_pipelinejob"], content_type__app_label="pipeline"
+        )
+    )
+    if group:
+        user.groups.add(Group.objects.get_or_create(name=group)[0])
+    return user
+
+
+def legal_gate(run_commits, *, starter: str) -> PipelineJob:
+    definition = PipelineDefinition.objects.create(
+        name="legal",
+        stages=["draft", "review", "publish"],
+        gates={"review": {"assignees": ["group:legal"], "input_schema": ADMIN_SCHEMA}},
+        stage_timeouts={"draft": 5, "review": 5, "publish": 5},
+    )
+    job = run_commits(engine.create_job, "legal", definition=definition, actor=starter)
+    assert (job.status, job.stage) == (t.NEEDS_APPROVAL, "review")
+    return job
+
+
+ADMIN_SCHEMA = {
+    "type": "object",
+    "required": ["takes"],
+    "properties": {"takes": {"type": "integer", "minimum": 1}, "tone": {"type": "string", "enum": ["calm", "bold"]}},
+}
+
+
+def test_the_admin_decides_as_the_signed_in_person_with_their_groups_and_typed_input(client, run_commits):
+    job = legal_gate(run_commits, starter="writer")
+    client.force_login(gate_person("lena", group="legal"))
+    page = client.get(f"/admin/pipeline/pipelinejob/{job.pk}/change/").content.decode()
+    assert 'name="input-takes"' in page and 'name="input-tone"' in page
+    url = f"/admin/pipeline/pipelinejob/{job.pk}/decide/"
+    bad = client.post(url, {"decision": "approve", "stage": "review", "input-takes": "0"}, follow=True)
+    assert "Not done: input.takes:" in bad.content.decode() and not GateDecision.objects.exists()
+    done = run_commits(
+        client.post, url, {"decision": "approve", "stage": "review", "input-takes": "3", "input-tone": "bold"}
+    )
+    assert done.status_code == 302
+    decision = GateDecision.objects.get(job=job)
+    assert (decision.decided_by, decision.via, decision.input) == ("lena", "admin", {"takes": 3, "tone": "bold"})
+    assert PipelineJob.objects.get(pk=job.pk).status == t.COMPLETED
+
+
+def test_the_admin_refuses_outsiders_and_the_starter_by_the_gate_rules(client, run_commits):
+    job = legal_gate(run_commits, starter="lena")
+    gate_person("lena", group="legal")
+    url = f"/admin/pipeline/pipelinejob/{job.pk}/decide/"
+    body = {"decision": "approve", "stage": "review", "input-takes": "2"}
+    # A superuser outside the gate's assignees is not one of them.
+    client.force_login(get_user_model().objects.create_superuser("root", password="pw-root-123"))
+    outsider = client.post(url, body, follow=True).content.decode()
+    assert "Not done: this gate is assigned to group:legal; root is not one of them" in outsider
+    # The person who started the job may not approve it (the gate does not allow it).
+    client.force_login(get_user_model().objects.get(username="lena"))
+    starter = client.post(url, body, follow=True).content.decode()
+    assert "Not done: lena started this job" in starter
+    assert not GateDecision.objects.exists()
+    assert PipelineJob.objects.get(pk=job.pk).status == t.NEEDS_APPROVAL
 
 
 def test_admin_actions_resume_and_cancel(client, admin_user, run_commits):
