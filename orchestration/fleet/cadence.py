@@ -57,7 +57,9 @@ class Cadence:
         if self.interval_seconds:
             step = effective_interval(self.interval_seconds, rate_factor)
             text = f"every {_human(step)}"
-            return text + (f" (rate reduced from {_human(self.interval_seconds)})" if step != self.interval_seconds else "")
+            return text + (
+                f" (rate reduced from {_human(self.interval_seconds)})" if step != self.interval_seconds else ""
+            )
         return "on demand"
 
 
@@ -114,7 +116,7 @@ def effective_interval(interval_seconds: int, rate_factor: float) -> int:
 
 def cron_stride(rate_factor: float) -> int:
     """A cron worker under a rate reduction runs one due time in this many."""
-    return max(1, int(math.ceil(rate_factor - 1e-9)))
+    return max(1, math.ceil(rate_factor - 1e-9))
 
 
 # --- wall time ↔ UTC ------------------------------------------------------------------
@@ -184,7 +186,9 @@ def next_runs(cadence: Cadence, after: datetime, count: int = 5, *, rate_factor:
     return out
 
 
-def runs_between(cadence: Cadence, start: datetime, end: datetime, *, rate_factor: float = 1.0, limit: int = 100_000) -> list[datetime]:
+def runs_between(
+    cadence: Cadence, start: datetime, end: datetime, *, rate_factor: float = 1.0, limit: int = 100_000
+) -> list[datetime]:
     """Every due time in (start, end]."""
     out: list[datetime] = []
     cursor = start

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pytest
 
@@ -43,7 +44,7 @@ def test_an_every_hour_cron_runs_in_both_passes_of_the_repeated_hour():
     runs = cadence.runs_between(hourly, utc(2026, 11, 1, 4, 0), utc(2026, 11, 1, 8, 0))
     # 00:15 EDT, 01:15 EDT, 01:15 EST, 02:15 EST: an hour apart each, as real time is.
     assert runs == [utc(2026, 11, 1, 4, 15), utc(2026, 11, 1, 5, 15), utc(2026, 11, 1, 6, 15), utc(2026, 11, 1, 7, 15)]
-    assert all(b - a == timedelta(hours=1) for a, b in zip(runs, runs[1:], strict=False))
+    assert all(b - a == timedelta(hours=1) for a, b in pairwise(runs))
 
 
 def test_next_runs_lists_five_due_times_in_order():
