@@ -89,7 +89,7 @@ def test_buffer_one_keeps_one_waiting_run_and_starts_it_when_the_current_ends(ma
 
 def test_buffer_all_runs_every_waiting_run_in_turn_oldest_first(make_worker):
     worker = make_worker(target=target("hold"), overlap="buffer_all")
-    first, thread = start_first(worker)
+    _first, thread = start_first(worker)
     waiting = [request_run(worker) for _ in range(3)]
     assert [execute_run(r.pk)["status"] for r in waiting] == ["buffered"] * 3
     finish_first(thread)
