@@ -98,8 +98,20 @@ class WorkerForm(MaskedSecretsForm):
             "lock_timeout_seconds",
         ]
 
+    # Schedule options a form may leave out: the model's defaults apply.
+    OPTIONAL = ("timezone", "overlap", "catch_up_seconds", "jitter_seconds", "pause_after_failures")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in self.OPTIONAL:
+            if name in self.fields:
+                self.fields[name].required = False
+
     def clean(self):
         data = super().clean()
+        for name in self.OPTIONAL:
+            if data.get(name) in (None, "") and name not in self.errors:
+                data[name] = Worker._meta.get_field(name).get_default()
         try:
             data["target"] = specs.validate_target(data.get("target"))
             specs.validate_cadence(
