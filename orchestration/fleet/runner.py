@@ -41,6 +41,7 @@ from orchestration.fleet.models import ScoreReport, Worker, WorkerRun, WorkerSta
 log = logging.getLogger("orchestration.fleet")
 
 JOB_KIND = "worker.run"
+BUFFERING = (OverlapPolicy.BUFFER_ONE, OverlapPolicy.BUFFER_ALL)
 
 
 # --- request ------------------------------------------------------------------------
@@ -263,6 +264,14 @@ def promote_buffered(worker: Worker, now: datetime | None = None) -> int | None:
     return run_id
 
 
+def promote_stragglers() -> list[int]:
+    """Buffered runs whose worker no longer buffers (its policy changed meanwhile), or
+    whose promotion was lost with a node: started by the fleet sweep."""
+    worker_ids = set(WorkerRun.objects.filter(status=RunStatus.BUFFERED).values_list("worker_id", flat=True))
+    promoted = [promote_buffered(w) for w in Worker.objects.filter(pk__in=worker_ids)]
+    return [p for p in promoted if p is not None]
+
+
 def _cancel_and_take_over(worker: Worker, run: WorkerRun, holder: str, owner: str, now: datetime) -> bool:
     """cancel_other: the running run is marked canceled and its lock handed to this one.
     Its target is not killed mid-call (it may be in another process); what it returns
@@ -462,7 +471,8 @@ def finish(
         **closed_run_fields(status, now, duration_s=duration_s, metrics=metrics, error=error)
     )
     release_lock(worker, owner)
-    promote_buffered(worker)
+    if worker.overlap in BUFFERING:
+        promote_buffered(worker)
     if not closed:
         # Declared crashed by the sweep, or canceled by a newer run, while it ran; its
         # result is dropped.
@@ -643,7 +653,8 @@ def mark_crashed(run: WorkerRun, now: datetime, reason: str) -> bool:
     if not changed:
         return False
     release_lock(run.worker, run.owner)
-    promote_buffered(run.worker, now)
+    if run.worker.overlap in BUFFERING:
+        promote_buffered(run.worker, now)
     Worker.objects.filter(pk=run.worker_id).update(
         last_run_at=now, last_status=RunStatus.CRASHED, **failure_streak(RunStatus.CRASHED)
     )

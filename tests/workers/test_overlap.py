@@ -123,3 +123,13 @@ def test_allow_all_runs_side_by_side(make_worker):
     assert state(first) == "running"  # still going while the second finished
     finish_first(thread)
     assert state(first) == "succeeded"
+
+
+def test_a_run_left_buffered_after_its_policy_changed_is_started_by_the_sweep(make_worker):
+    from orchestration.fleet.runner import promote_stragglers
+
+    worker = make_worker(target=target("ok"), overlap="skip")
+    left = request_run(worker)
+    WorkerRun.objects.filter(pk=left.pk).update(status="buffered")
+    assert promote_stragglers() == [left.pk]
+    assert state(left) == "queued" and execute_run(left.pk)["status"] == "succeeded"
