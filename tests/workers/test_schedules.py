@@ -95,7 +95,9 @@ def test_four_schedulers_racing_fire_each_due_time_exactly_once(make_worker, ove
     for t in threads:
         t.join()
     assert not errors
-    assert sum(1 for w in won if w) == 1  # one scheduler claimed, the others saw it taken
+    # One scheduler claimed the collector's due times, the others saw them taken (a
+    # built-in worker that fell due meanwhile may go to any of them).
+    assert sum(1 for w in won if "collector" in w) == 1
     runs = WorkerRun.objects.filter(worker__name="collector").order_by("due_at")
     dues = list(runs.values_list("due_at", flat=True))
     assert dues == sorted(set(dues)) and len(dues) >= 5
