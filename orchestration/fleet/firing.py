@@ -12,6 +12,7 @@ some out and says so on a skipped run.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,6 +25,8 @@ from orchestration.core.models.ledger import record
 from orchestration.fleet import cadence
 from orchestration.fleet.choices import ExecutionModel, RunStatus, RunTrigger, SkipReason
 from orchestration.fleet.models import Worker, WorkerRun
+
+log = logging.getLogger("orchestration.fleet")
 
 # Workers fired per tick at most; the rest are fired on the next tick.
 BATCH = 200
@@ -49,7 +52,11 @@ def fire_due(now: datetime | None = None) -> dict[str, list[str]]:
     )
     fired: dict[str, list[str]] = {}
     for worker in due:
-        queued = fire_worker(worker, now)
+        try:
+            queued = fire_worker(worker, now)
+        except (ValueError, LookupError):  # a row written around validation (bad zone, cron)
+            log.exception("worker %s: its schedule cannot be computed; fix its cadence", worker.name)
+            continue
         if queued:
             fired[worker.name] = [d.isoformat() for d in queued]
     return fired

@@ -212,7 +212,11 @@ class Worker(models.Model):
         start = self.next_due_at if self.next_due_at and self.next_due_at > now else now
         first = [start] if self.next_due_at and self.next_due_at == start else []
         rate = self.rate_factor if self.interval_seconds else 1.0
-        return (first + cadence.next_runs(self.cadence_spec(), start, count, rate_factor=rate))[:count]
+        try:
+            later = cadence.next_runs(self.cadence_spec(), start, count, rate_factor=rate)
+        except (ValueError, LookupError):  # a zone or cron stored around validation: show none, not a 500
+            return first
+        return (first + later)[:count]
 
     def resume(self, *, actor: str) -> bool:
         """A person resumes a worker paused after failures: the failure count starts

@@ -25,6 +25,8 @@ PUBLIC = {
     "health:demo-healthy": "a demo service's health endpoint: the health checker calls it without credentials",
     "health:demo-flaky": "a demo service's health endpoint: the health checker calls it without credentials",
     "health:demo-slow": "a demo service's health endpoint: the health checker calls it without credentials",
+    "demo-worker": "a demo worker's endpoint: the fleet's HTTP call carries no credentials; "
+    "it answers only while the demo fleet has that worker",
     "admin:login": "the admin's sign-in page",
     "admin:logout": "signing out of the admin (POST only)",
 }

@@ -168,3 +168,10 @@ def test_an_output_that_breaks_the_schema_raises_data_corruption(make_worker):
     good = make_worker("good", target=target("ok", items_total=3), output_schema=schema)
     execute_run(request_run(good).pk)
     assert not Anomaly.objects.filter(code="DATA_CORRUPTION", subject="worker:good").exists()
+
+
+def test_a_zone_stored_around_validation_shows_no_runs_instead_of_failing(make_worker, staff_client):
+    worker = make_worker(interval_seconds=None, cron="*/5 * * * *")
+    Worker.objects.filter(pk=worker.pk).update(timezone="Mars/Olympus", next_due_at=timezone.now())
+    assert staff_client.get("/api/v1/workers/collector/next-runs").status_code == 200
+    assert fire_due(timezone.now() + timedelta(seconds=1)) == {}  # logged, the other workers go on
