@@ -175,3 +175,21 @@ def test_a_zone_stored_around_validation_shows_no_runs_instead_of_failing(make_w
     Worker.objects.filter(pk=worker.pk).update(timezone="Mars/Olympus", next_due_at=timezone.now())
     assert staff_client.get("/api/v1/workers/collector/next-runs").status_code == 200
     assert fire_due(timezone.now() + timedelta(seconds=1)) == {}  # logged, the other workers go on
+
+
+def test_backfill_from_the_admin_queues_the_range_and_refuses_a_bad_one(make_worker, admin_client, broker_only):
+    worker = make_worker(interval_seconds=1800)
+    url = f"/admin/orchestration/worker/{worker.pk}/backfill/"
+    assert "Queue the backfill" in admin_client.get(url).content.decode()
+    start = (timezone.now() - timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
+    bad = admin_client.post(url, {"start": start.strftime("%Y-%m-%d %H:%M"), "end": "2001-01-01 00:00"})
+    assert bad.status_code == 200 and "must not be before start" in bad.content.decode()
+    end = start + timedelta(hours=1)
+    done = admin_client.post(url, {"start": start.strftime("%Y-%m-%d %H:%M"), "end": end.strftime("%Y-%m-%d %H:%M")})
+    assert done.status_code == 302
+    assert sorted(WorkerRun.objects.filter(worker=worker, trigger="backfill").values_list("due_at", flat=True)) == [
+        start,
+        start + timedelta(minutes=30),
+        end,
+    ]
+    assert LedgerEntry.objects.get(event_type="worker.backfilled").actor == "admin"
