@@ -69,7 +69,7 @@ def test_a_due_time_fired_twice_makes_one_run(make_worker):
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("overlap", ["skip", "buffer_all", "allow_all"])
+@pytest.mark.parametrize("overlap", ["skip", "buffer_one", "buffer_all", "cancel_other", "allow_all"])
 def test_four_schedulers_racing_fire_each_due_time_exactly_once(make_worker, overlap):
     """Two loop runners and two clusters look at the same overdue worker at the same
     moment, with catch-up: each due time becomes one run, whoever wins the claim."""
