@@ -402,6 +402,8 @@ EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.Emai
 # --- Worker fleet ---
 # HTTP targets of the fleet write their URL as "{base_url}/…"; this fills it in.
 FLEET_BASE_URL = env_str("FLEET_BASE_URL", "http://127.0.0.1:8100").rstrip("/")
+# The demo fleet (seed 004's 14 workers) calls this server's own /demo/workers/ endpoints.
+FLEET_DEMO_BASE_URL = env_str("FLEET_DEMO_BASE_URL", f"http://127.0.0.1:{env_int('PORT', 8000)}").rstrip("/")
 # Lane of the job queue that worker runs go through.
 FLEET_LANE = env_str("FLEET_LANE", "workers")
 # A running worker writes a heartbeat this often; a run silent for FLEET_CRASH_AFTER_SECONDS crashed.

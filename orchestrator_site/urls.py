@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from orchestration.fleet.api import urls as fleet_api
+from orchestration.fleet.demo_targets import demo_worker_endpoint
 from orchestration.loop.api import urls as loop_api
 
 # The queue's, the loop's and the fleet's endpoints answer under one URL namespace.
@@ -20,6 +21,7 @@ urlpatterns = [
     path("", include("orchestration.loop.api.loop_urls")),
     path("", include("health.urls")),
     path("", include("pipeline.urls")),
+    path("demo/workers/<slug:name>", demo_worker_endpoint, name="demo-worker"),
     path("", include("orchestration.console.metrics_urls")),
     path("", include("orchestration.console.urls")),
 ]

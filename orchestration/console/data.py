@@ -10,9 +10,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Avg, CharField, Count, FloatField, OuterRef, Q, Subquery, Value
+from django.db.models import Avg, Count, FloatField, Q
 from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Cast, Concat, TruncMinute
+from django.db.models.functions import Cast, TruncMinute
 from django.utils import timezone
 
 from health.models import Service
@@ -115,27 +115,13 @@ def services_panel(now: datetime) -> dict[str, Any]:
     return {"rows": rows, "total": total, "healthy": healthy, "more": max(0, total - len(rows))}
 
 
-def _next_run_annotation():
-    from django_q.models import Schedule
-
-    key = Concat(Value("worker:"), "name", output_field=CharField())
-    next_run = Schedule.objects.filter(name=OuterRef("schedule_key")).values("next_run")[:1]
-    return {"schedule_key": key}, {"next_run_at": Subquery(next_run)}
-
-
 def workers_panel(now: datetime) -> dict[str, Any]:
-    first, second = _next_run_annotation()
-    workers = list(
-        Worker.objects.select_related("circuit")
-        .annotate(**first)
-        .annotate(**second)
-        .order_by("-enabled", "name")[:LIST_LIMIT]
-    )
+    workers = list(Worker.objects.select_related("circuit").order_by("-enabled", "name")[:LIST_LIMIT])
     total = Worker.objects.count()
     rows = [
         {
             "worker": w,
-            "next_run_at": w.next_run_at,
+            "next_run_at": None if w.paused else w.next_due_at,
             "breaker": w.breaker_state,
             "fresh": w.is_fresh(now),
         }
@@ -277,7 +263,6 @@ def service_page(service: Service, now: datetime) -> dict[str, Any]:
 
 
 def worker_page(worker: Worker, now: datetime) -> dict[str, Any]:
-    from django_q.models import Schedule
 
     runs = list(worker.runs.select_related("score").order_by("-queued_at", "-id")[:LIST_LIMIT])
     reports = list(
@@ -295,7 +280,6 @@ def worker_page(worker: Worker, now: datetime) -> dict[str, Any]:
         floor=0,
         height=80,
     )
-    schedule = Schedule.objects.filter(name=worker.schedule_name).first()
     circuit = worker.circuit if worker.circuit_id else None
     anomalies = list(worker.anomalies.order_by("resolved_at", "-detected_at")[:LIST_LIMIT])
     return {
@@ -304,7 +288,7 @@ def worker_page(worker: Worker, now: datetime) -> dict[str, Any]:
         "score_chart": chart,
         "duration_chart": durations,
         "last_report": reports[-1] if reports else None,
-        "schedule": schedule,
+        "next_runs": worker.next_runs(5, now),
         "circuit": circuit,
         "anomalies": anomalies,
         "open_anomalies": sum(1 for a in anomalies if a.resolved_at is None),

@@ -29,6 +29,8 @@ RUN_COLORS = {
     "crashed": "#b02a37",
     "interrupted": "#fd7e14",
     "skipped": "#adb5bd",
+    "buffered": "#6f42c1",
+    "canceled": "#495057",
     "unknown": "#6c757d",
 }
 GATE_COLORS = {"waiting": "#fd7e14", "approved": "#198754", "rejected": "#dc3545", "pending": "#adb5bd"}

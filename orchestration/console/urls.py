@@ -25,6 +25,7 @@ urlpatterns = [
     path("workers/<slug:name>/trigger", views.worker_trigger, name="worker-trigger"),
     path("workers/<slug:name>/enable", views.worker_switch, {"enabled": True}, name="worker-enable"),
     path("workers/<slug:name>/disable", views.worker_switch, {"enabled": False}, name="worker-disable"),
+    path("workers/<slug:name>/resume", views.worker_resume, name="worker-resume"),
     path("processes/", views.processes_list, name="processes"),
     path("pipelines/", views.pipelines_list, name="pipelines"),
     path("inbox/", views.inbox, name="inbox"),

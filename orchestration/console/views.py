@@ -401,6 +401,18 @@ def worker_switch(request: HttpRequest, name: str, enabled: bool) -> HttpRespons
     return _back(request, reverse("console:worker", args=[worker.name]))
 
 
+@require_POST
+@console_login_required
+def worker_resume(request: HttpRequest, name: str) -> HttpResponse:
+    _require(can_control(request.user), "resume workers")
+    worker = get_object_or_404(Worker, name=name)
+    if worker.resume(actor=actor(request)):
+        messages.success(request, f"{worker.name} resumed; its schedule goes on from now.")
+    else:
+        messages.info(request, f"{worker.name} was not paused.")
+    return _back(request, reverse("console:worker", args=[worker.name]))
+
+
 # --- pipeline jobs --------------------------------------------------------------------------
 PIPELINE_PANELS = {"pipeline": "console/panels/pipeline.html"}
 

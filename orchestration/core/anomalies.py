@@ -121,8 +121,17 @@ def apply(
         anomaly, created = open_anomaly(code, subject, details, worker=worker, run=run, now=now)
         if created:
             opened.append(anomaly)
-    for code in evaluation.cleared:
-        resolve(code, subject, now)
+    if evaluation.cleared:
+        # One query for what is open, not one per cleared rule (most are not open).
+        cleared = list(evaluation.cleared)
+        still_open = set(
+            Anomaly.objects.filter(subject=subject, code__in=cleared, resolved_at__isnull=True).values_list(
+                "code", flat=True
+            )
+        )
+        for code in cleared:
+            if code in still_open:
+                resolve(code, subject, now)
     return opened
 
 

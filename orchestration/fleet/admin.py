@@ -3,12 +3,17 @@ with trigger/enable/disable actions, and read-only runs, reports and anomalies."
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo
+
+from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.db.models import CharField, OuterRef, Subquery, Value
-from django.db.models.functions import Concat
-from django.urls import reverse
-from django.utils.html import format_html
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
 
 from orchestration.core import runnables
 from orchestration.core.models import Anomaly
@@ -16,6 +21,7 @@ from orchestration.core.models.ledger import record
 from orchestration.core.secret_forms import MaskedSecretsForm
 from orchestration.fleet import specs
 from orchestration.fleet.choices import SkipReason
+from orchestration.fleet.firing import BackfillError
 from orchestration.fleet.models import ScoreReport, Worker, WorkerRun
 from orchestration.fleet.runner import WorkerStateError, trigger
 from orchestrator_site.admin_scale import (
@@ -35,6 +41,8 @@ RUN_BADGES = {
     "crashed": "critical",
     "interrupted": "retry",
     "skipped": "canceled",
+    "canceled": "canceled",
+    "buffered": "pending",
     "failed": "failed",
 }
 
@@ -53,6 +61,11 @@ def score_badge(value: float | None):
     return badge(key, f"{value:.0f}")
 
 
+class BackfillForm(forms.Form):
+    start = forms.DateTimeField(help_text="UTC, e.g. 2026-03-10 00:00")
+    end = forms.DateTimeField(help_text="UTC; not in the future")
+
+
 class WorkerForm(MaskedSecretsForm):
     # Every text and JSON field masked (the target's URL, headers and body included).
 
@@ -65,6 +78,12 @@ class WorkerForm(MaskedSecretsForm):
             "execution_model",
             "interval_seconds",
             "cron",
+            "timezone",
+            "overlap",
+            "catch_up_seconds",
+            "jitter_seconds",
+            "pause_after_failures",
+            "output_schema",
             "timeout_seconds",
             "max_timeout_seconds",
             "expected_duration_seconds",
@@ -79,11 +98,36 @@ class WorkerForm(MaskedSecretsForm):
             "lock_timeout_seconds",
         ]
 
+    # Schedule options a form may leave out: the model's defaults apply.
+    OPTIONAL = ("timezone", "overlap", "catch_up_seconds", "jitter_seconds", "pause_after_failures")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in self.OPTIONAL:
+            if name in self.fields:
+                self.fields[name].required = False
+
     def clean(self):
         data = super().clean()
+        for name in self.OPTIONAL:
+            if data.get(name) in (None, "") and name not in self.errors:
+                data[name] = Worker._meta.get_field(name).get_default()
         try:
             data["target"] = specs.validate_target(data.get("target"))
-            specs.validate_cadence(data.get("interval_seconds"), data.get("cron") or "", data.get("execution_model"))
+            specs.validate_cadence(
+                data.get("interval_seconds"),
+                data.get("cron") or "",
+                data.get("execution_model"),
+                data.get("timezone") or "UTC",
+                data.get("jitter_seconds") or 0,
+            )
+            specs.validate_schedule_options(
+                data.get("overlap") or "skip",
+                data.get("catch_up_seconds") or 0,
+                data.get("jitter_seconds") or 0,
+                data.get("pause_after_failures") or 0,
+                data.get("output_schema"),
+            )
             if data.get("timeout_seconds"):
                 specs.validate_timeouts(
                     data["timeout_seconds"], data.get("max_timeout_seconds"), settings.Q_CLUSTER["timeout"]
@@ -120,8 +164,13 @@ class WorkerAdmin(GuardedDeleteAdmin):
     ]
     list_filter = ["category", "execution_model", "enabled", "builtin", "last_status"]
     search_fields = ["name", "description"]
-    actions = ["trigger_workers", "enable_workers", "disable_workers"]
+    actions = ["trigger_workers", "enable_workers", "disable_workers", "resume_workers"]
     readonly_fields = [
+        "paused",
+        "paused_at",
+        "paused_reason",
+        "consecutive_failures",
+        "missed_runs",
         "builtin",
         "lock_owner",
         "lock_expires_at",
@@ -146,21 +195,63 @@ class WorkerAdmin(GuardedDeleteAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         fields = list(super().get_readonly_fields(request, obj))
-        return [*fields, "schedule_link", "related_links"] if obj is not None else fields
+        return [*fields, "next_five_runs", "related_links"] if obj is not None else fields
 
     def view_on_site(self, obj: Worker) -> str:
         return f"/workers/{obj.name}/"
 
-    @admin.display(description="django-q2 schedule")
-    def schedule_link(self, obj: Worker):
-        from django_q.models import Schedule
+    @admin.display(description="next five runs")
+    def next_five_runs(self, obj: Worker):
+        runs = obj.next_runs(5)
+        backfill = reverse("admin:orchestration_worker_backfill", args=[obj.pk])
+        if not runs:
+            why = "paused: resume it" if obj.paused else "none (on demand, or disabled)"
+            return format_html('{} · <a href="{}">backfill…</a>', why, backfill)
+        zone = ZoneInfo(obj.timezone or "UTC")
+        lines = format_html_join(
+            "",
+            "<li>{} UTC · {} {}</li>",
+            (
+                (d.strftime("%Y-%m-%d %H:%M:%S"), d.astimezone(zone).strftime("%Y-%m-%d %H:%M"), obj.timezone)
+                for d in runs
+            ),
+        )
+        return format_html('<ul class="next-runs">{}</ul><a href="{}">backfill a time range…</a>', lines, backfill)
 
-        schedule = Schedule.objects.filter(name=obj.schedule_name).first()
-        if schedule is None:
-            return "none (on demand, or disabled)"
-        url = reverse("admin:django_q_schedule_change", args=[schedule.pk])
-        when = schedule.next_run.strftime("%Y-%m-%d %H:%M:%S UTC") if schedule.next_run else "—"
-        return format_html('<a href="{}">{}</a> · next run {}', url, schedule.name, when)
+    def get_urls(self):
+        return [
+            path(
+                "<int:object_id>/backfill/",
+                self.admin_site.admin_view(self.backfill_view),
+                name="orchestration_worker_backfill",
+            ),
+            *super().get_urls(),
+        ]
+
+    def backfill_view(self, request, object_id: int):
+        """Queue a run per due time in a range, under the worker's overlap policy."""
+        worker = get_object_or_404(Worker, pk=object_id)
+        if not self.has_change_permission(request, worker):
+            raise PermissionDenied
+        form = BackfillForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                queued = worker.backfill(
+                    form.cleaned_data["start"], form.cleaned_data["end"], actor=request.user.username
+                )
+            except BackfillError as exc:
+                form.add_error(exc.field if exc.field in form.fields else None, str(exc))
+            else:
+                self.message_user(request, f"Backfill of {worker.name}: {queued} run(s) queued.")
+                return HttpResponseRedirect(reverse("admin:orchestration_worker_change", args=[worker.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Backfill {worker.name}",
+            "worker": worker,
+            "form": form,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/orchestration/worker/backfill.html", context)
 
     @admin.display(description="related")
     def related_links(self, obj: Worker):
@@ -192,12 +283,7 @@ class WorkerAdmin(GuardedDeleteAdmin):
         )
 
     def get_queryset(self, request):
-        from django_q.models import Schedule
-
-        key = Concat(Value("worker:"), "name", output_field=CharField())
-        next_run = Schedule.objects.filter(name=OuterRef("schedule_key")).values("next_run")[:1]
-        queryset = super().get_queryset(request).select_related("circuit")
-        return queryset.annotate(schedule_key=key).annotate(next_run_at=Subquery(next_run))
+        return super().get_queryset(request).select_related("circuit")
 
     @admin.display(description="enabled", ordering="enabled")
     def enabled_badge(self, obj: Worker):
@@ -221,10 +307,11 @@ class WorkerAdmin(GuardedDeleteAdmin):
     def score(self, obj: Worker):
         return score_badge(obj.last_score)
 
-    @admin.display(description="next run (UTC)", ordering="next_run_at")
+    @admin.display(description="next run (UTC)", ordering="next_due_at")
     def next_run(self, obj: Worker) -> str:
-        value = getattr(obj, "next_run_at", None)
-        return value.strftime("%Y-%m-%d %H:%M:%S") if value else "—"
+        if obj.paused:
+            return "paused"
+        return obj.next_due_at.strftime("%Y-%m-%d %H:%M:%S") if obj.next_due_at else "—"
 
     @admin.display(description="breaker")
     def breaker_badge(self, obj: Worker):
@@ -252,6 +339,11 @@ class WorkerAdmin(GuardedDeleteAdmin):
     @admin.action(description="Disable selected workers")
     def disable_workers(self, request, queryset):
         self._switch(request, queryset, False)
+
+    @admin.action(description="Resume selected workers paused after failures")
+    def resume_workers(self, request, queryset):
+        resumed = sum(worker.resume(actor=request.user.username) for worker in queryset)
+        self.message_user(request, f"{resumed} worker(s) resumed.")
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -20,8 +20,19 @@ class ExecutionModel(models.TextChoices):
     ON_DEMAND = "on_demand", "On demand"
 
 
+class OverlapPolicy(models.TextChoices):
+    """What a run does when another run of its worker is going (Temporal's set)."""
+
+    SKIP = "skip", "Skip: the new run is skipped"
+    BUFFER_ONE = "buffer_one", "Buffer one: it waits for the current run; further ones are skipped"
+    BUFFER_ALL = "buffer_all", "Buffer all: every one waits its turn, oldest first"
+    CANCEL_OTHER = "cancel_other", "Cancel other: the current run is canceled and the new one starts"
+    ALLOW_ALL = "allow_all", "Allow all: runs go side by side, no lock"
+
+
 class RunStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
+    BUFFERED = "buffered", "Buffered (waits for the current run)"
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
@@ -29,9 +40,10 @@ class RunStatus(models.TextChoices):
     CRASHED = "crashed", "Crashed"
     INTERRUPTED = "interrupted", "Interrupted"
     SKIPPED = "skipped", "Skipped"
+    CANCELED = "canceled", "Canceled (a newer run replaced it)"
 
 
-ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.BUFFERED, RunStatus.RUNNING)
 FAILED_RUN_STATUSES = (RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CRASHED)
 
 
@@ -42,6 +54,7 @@ class RunTrigger(models.TextChoices):
     RECOVERY = "recovery", "Recovery"
     REFRESH = "refresh", "Forced refresh"
     RERUN = "rerun", "Re-run after interruption"
+    BACKFILL = "backfill", "Backfill"
 
 
 class SkipReason(models.TextChoices):
@@ -53,6 +66,9 @@ class SkipReason(models.TextChoices):
     UPSTREAM_FAILED = "upstream_failed", "An upstream worker failed"
     ALREADY_FRESH = "already_fresh", "Data already fresh"
     QUEUE_PAUSED = "queue_paused", "New runs paused (queue overflow)"
+    BUFFER_FULL = "buffer_full", "A run is already buffered (overlap: buffer one)"
+    PAUSED = "paused", "Worker paused after consecutive failures"
+    RATE_REDUCED = "rate_reduced", "Rate reduced by recovery: this due time is one of those left out"
 
 
 class ReportPeriod(models.TextChoices):

@@ -1,88 +1,74 @@
-"""Demo loader: a small fleet with python targets, run a few times at once so the
-first visit shows runs, scores and anomalies. Everything is named ``demo-…``."""
+"""Demo loader: seed 004's fleet, the 14 workers of ``examples/fleet.yaml`` with their
+schedules, dependencies, timeouts and categories, named ``demo-…`` and calling this
+server's own ``/demo/workers/`` endpoints (demo_targets.py), so score reports and
+anomalies appear with no outside system. One run of each worker is queued at once, so
+the first visit shows runs as soon as the cluster takes them."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
 
 from orchestration.core.demo import DEMO_PREFIX, register_demo
 from orchestration.core.models import Anomaly
 
-P = "orchestration.fleet.demo_targets."
+EXAMPLE_FLEET = Path(settings.BASE_DIR) / "examples" / "fleet.yaml"
 
-DEMO_WORKERS = [
-    {
-        "name": f"{DEMO_PREFIX}-youtube",
-        "category": "collection",
-        "interval_seconds": 1800,
-        "timeout_seconds": 300,
-        "expected_duration_seconds": 1,
-        "freshness_seconds": 3600,
-        "target": {"type": "python", "path": P + "collect_trending"},
-    },
-    {
-        "name": f"{DEMO_PREFIX}-twitch-streams",
-        "category": "collection",
-        "interval_seconds": 900,
-        "timeout_seconds": 300,
-        "expected_duration_seconds": 1,
-        "freshness_seconds": 1800,
-        "target": {"type": "python", "path": P + "collect_streams"},
-    },
-    {
-        "name": f"{DEMO_PREFIX}-creator-intel",
-        "category": "intelligence",
-        "cron": "0 */4 * * *",
-        "timeout_seconds": 1800,
-        "expected_duration_seconds": 2,
-        "freshness_seconds": 14400,
-        "depends_on": [f"{DEMO_PREFIX}-youtube"],
-        "run_after_upstream": True,
-        "target": {"type": "python", "path": P + "analyse_creators"},
-    },
-    {
-        "name": f"{DEMO_PREFIX}-intel-aggregation",
-        "category": "aggregation",
-        "cron": "5 * * * *",
-        "timeout_seconds": 300,
-        "expected_duration_seconds": 1,
-        "depends_on": [f"{DEMO_PREFIX}-creator-intel"],
-        "run_after_upstream": True,
-        "target": {"type": "python", "path": P + "aggregate_intel"},
-    },
-    {
-        "name": f"{DEMO_PREFIX}-analytics-flush",
-        "category": "maintenance",
-        "interval_seconds": 3600,
-        "timeout_seconds": 600,
-        "expected_duration_seconds": 1,
-        "target": {"type": "python", "path": P + "flaky_flush"},
-    },
-]
+
+def demo_name(name: str) -> str:
+    return f"{DEMO_PREFIX}-{name}"
+
+
+def demo_fleet_specs(base_url: str | None = None) -> list[dict[str, Any]]:
+    """The example fleet as demo workers: renamed, wired to each other by the new names,
+    each target pointed at this server's demo endpoint for that worker."""
+    from orchestration.fleet import fleet_file
+    from orchestration.fleet.demo_targets import PLAYBOOK_SCHEMA
+
+    base = (base_url or settings.FLEET_DEMO_BASE_URL).rstrip("/")
+    out = []
+    for spec in fleet_file.parse(EXAMPLE_FLEET.read_text(), str(EXAMPLE_FLEET)):
+        name = spec["name"]
+        target = {**spec["target"], "url": f"{base}/demo/workers/{name}"}
+        out.append(
+            {
+                **spec,
+                "name": demo_name(name),
+                "description": f"{DEMO_PREFIX}: {spec['description']}",
+                "depends_on": [demo_name(n) for n in spec["depends_on"]],
+                "optional_depends_on": [demo_name(n) for n in spec["optional_depends_on"]],
+                "target": target,
+                "output_schema": PLAYBOOK_SCHEMA if name == "playbook" else spec["output_schema"],
+                # Reports that lean on data collected just before: wait for it, in turn.
+                "overlap": "buffer_one" if spec["category"] in ("intelligence", "reporting") else spec["overlap"],
+                "pause_after_failures": 5 if name == "analytics-flush" else spec["pause_after_failures"],
+            }
+        )
+    return out
 
 
 class WorkersDemo:
     def load(self) -> str:
         from orchestration.fleet.builtins import ensure_builtin_workers
-        from orchestration.fleet.models import Worker, WorkerRun
-        from orchestration.fleet.runner import execute_run, request_run
+        from orchestration.fleet.models import Worker
+        from orchestration.fleet.runner import request_run
 
         ensure_builtin_workers()
         if Worker.objects.filter(name__startswith=f"{DEMO_PREFIX}-").exists():
             return "already loaded"
-        for spec in DEMO_WORKERS:
-            Worker.objects.create(**spec)
-        # Run the fleet a few times now (inline), upstreams first; downstream runs
-        # queued by "run after upstream" are executed too.
-        for _ in range(3):
-            for name in (f"{DEMO_PREFIX}-youtube", f"{DEMO_PREFIX}-twitch-streams", f"{DEMO_PREFIX}-analytics-flush"):
-                execute_run(request_run(Worker.objects.get(name=name), actor="demo").pk)
-            for run_id in (
-                WorkerRun.objects.filter(worker__name__startswith=f"{DEMO_PREFIX}-", status="queued")
-                .order_by("id")
-                .values_list("pk", flat=True)
-            ):
-                execute_run(run_id)
-        runs = WorkerRun.objects.filter(worker__name__startswith=f"{DEMO_PREFIX}-").count()
-        return f"{len(DEMO_WORKERS)} demo workers (plus the built-in ones), {runs} runs"
+        specs = demo_fleet_specs()
+        with transaction.atomic():
+            workers = [Worker.objects.create(**spec) for spec in specs]
+            # Data workers first, so those depending on them find fresh data sooner.
+            for worker in sorted(workers, key=lambda w: bool(w.depends_on)):
+                request_run(worker, actor="demo")
+        return (
+            f"{len(workers)} demo workers (seed 004's fleet) calling {settings.FLEET_DEMO_BASE_URL}/demo/workers/, "
+            f"one run of each queued"
+        )
 
     def remove(self) -> int:
         from orchestration.fleet.models import Worker

@@ -33,6 +33,18 @@ FIELDS = {
     "target": None,
     "enabled": True,
     "priority": Priority.NORMAL,
+    "timezone": "UTC",
+    "overlap": "skip",
+    "catch_up_seconds": 60,
+    "jitter_seconds": 0,
+    "pause_after_failures": 0,
+    "output_schema": None,
+}
+# Top-level keys other files of this kind carry, refused with where they belong instead
+# of being dropped without a word.
+ELSEWHERE = {
+    "services": "services are registered in service health (/api/v1/services/ or the admin), not in the fleet file",
+    "base_url": "the base URL of '{base_url}' targets is the FLEET_BASE_URL setting (environment), not the file",
 }
 REQUIRED = ("name", "category", "target")
 
@@ -72,7 +84,9 @@ def parse(text: str, source: str = "fleet file") -> list[dict[str, Any]]:
         raise FleetFileError(f"{source} is not valid YAML: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("workers"), list) or not data["workers"]:
         raise FleetFileError(f"{source} must be a mapping with a non-empty 'workers' list")
-    unknown_top = set(data) - {"workers", "services", "base_url"}
+    for key in sorted(set(data) & set(ELSEWHERE)):
+        raise FleetFileError(f"{source}: '{key}:' is not loaded from here: {ELSEWHERE[key]}; remove it")
+    unknown_top = set(data) - {"workers"}
     if unknown_top:
         raise FleetFileError(f"{source}: unknown top-level key(s) {', '.join(sorted(unknown_top))}")
     out: list[dict[str, Any]] = []
@@ -107,7 +121,20 @@ def parse(text: str, source: str = "fleet file") -> list[dict[str, Any]]:
         spec["cron"] = spec["cron"] or ""
         try:
             spec["target"] = specs.validate_target(spec["target"])
-            specs.validate_cadence(spec["interval_seconds"], spec["cron"], spec["execution_model"])
+            specs.validate_cadence(
+                spec["interval_seconds"],
+                spec["cron"],
+                spec["execution_model"],
+                spec["timezone"],
+                spec["jitter_seconds"],
+            )
+            specs.validate_schedule_options(
+                spec["overlap"],
+                spec["catch_up_seconds"],
+                spec["jitter_seconds"],
+                spec["pause_after_failures"],
+                spec["output_schema"],
+            )
             specs.validate_timeouts(spec["timeout_seconds"], spec["max_timeout_seconds"], settings.Q_CLUSTER["timeout"])
             spec["depends_on"] = specs.validate_names(spec["depends_on"], "depends_on")
             spec["optional_depends_on"] = specs.validate_names(spec["optional_depends_on"], "optional_depends_on")

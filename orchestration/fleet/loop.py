@@ -140,8 +140,9 @@ class _SweepTick:
             return None
         self.last = time.monotonic()
         from orchestration.fleet.detection import sweep
+        from orchestration.fleet.runner import promote_stragglers
 
-        return sweep(timezone.now())
+        return {**sweep(timezone.now()), "buffered_started": promote_stragglers()}
 
 
 fleet_sweep_tick = _SweepTick()

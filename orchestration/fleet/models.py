@@ -14,7 +14,14 @@ from health.choices import BreakerState
 from orchestration.core.choices import Priority
 from orchestration.core.models.ledger import record
 from orchestration.core.storedjson import JSONField
-from orchestration.fleet.choices import ExecutionModel, ReportPeriod, RunStatus, RunTrigger, WorkerCategory
+from orchestration.fleet.choices import (
+    ExecutionModel,
+    OverlapPolicy,
+    ReportPeriod,
+    RunStatus,
+    RunTrigger,
+    WorkerCategory,
+)
 
 if TYPE_CHECKING:
     from health.models import CircuitBreaker
@@ -44,7 +51,32 @@ class Worker(models.Model):
     category = models.CharField(max_length=20, choices=WorkerCategory.choices)
     execution_model = models.CharField(max_length=20, choices=ExecutionModel.choices, default=ExecutionModel.SCHEDULED)
     interval_seconds = models.PositiveIntegerField(null=True, blank=True)
-    cron = models.CharField(max_length=100, blank=True, help_text="Five fields, read in UTC.")
+    cron = models.CharField(max_length=100, blank=True, help_text="Five fields, read in the worker's time zone.")
+    timezone = models.CharField(
+        max_length=64, default="UTC", help_text="IANA zone the cron is read in (intervals are elapsed time)."
+    )
+    overlap = models.CharField(
+        max_length=12,
+        choices=OverlapPolicy.choices,
+        default=OverlapPolicy.SKIP,
+        help_text="What a run does while another run of this worker is going.",
+    )
+    catch_up_seconds = models.PositiveIntegerField(
+        default=60,
+        help_text="Due times missed (downtime) within this many seconds run once each, oldest first; "
+        "older ones are skipped and counted.",
+    )
+    jitter_seconds = models.PositiveIntegerField(
+        default=0, help_text="Each scheduled run waits 0..N s, the same for a given due time on every node."
+    )
+    pause_after_failures = models.PositiveIntegerField(
+        default=0, help_text="Pause scheduled runs after this many consecutive failures (0: never)."
+    )
+    output_schema = JSONField(
+        null=True,
+        blank=True,
+        help_text="JSON Schema the run's output (metrics) must follow; a breach is DATA_CORRUPTION.",
+    )
     timeout_seconds = models.PositiveIntegerField(default=300, validators=[MinValueValidator(1)])
     max_timeout_seconds = models.PositiveIntegerField(
         null=True, blank=True, help_text="Cap for automatic timeout increases (default: 2× the timeout)."
@@ -80,6 +112,18 @@ class Worker(models.Model):
     lock_timeout_seconds = models.PositiveIntegerField(null=True, blank=True, help_text="Default: timeout + 60 s.")
     lock_failures = models.PositiveIntegerField(default=0, help_text="Failed acquisitions since the last success.")
 
+    # Schedule state: the cursor every scheduler claims with a conditional UPDATE.
+    next_due_at = models.DateTimeField(null=True, blank=True, editable=False)
+    cadence_key = models.CharField(max_length=200, blank=True, editable=False)
+    due_count = models.PositiveBigIntegerField(default=0, editable=False)
+    missed_runs = models.PositiveIntegerField(
+        default=0, editable=False, help_text="Due times skipped because they were older than the catch-up window."
+    )
+    paused = models.BooleanField(default=False, help_text="Scheduled runs paused after consecutive failures.")
+    paused_at = models.DateTimeField(null=True, blank=True, editable=False)
+    paused_reason = models.CharField(max_length=300, blank=True, editable=False)
+    consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
+
     # Denormalised so the fleet list needs no per-row queries.
     last_run_at = models.DateTimeField(null=True, blank=True)
     last_status = models.CharField(max_length=12, choices=RunStatus.choices, blank=True)
@@ -91,6 +135,10 @@ class Worker(models.Model):
 
     class Meta:
         ordering = ["name"]
+        indexes = [
+            # The scheduler's query each tick (fleet/firing.py, fire_due): due workers only.
+            models.Index(fields=["next_due_at"], condition=Q(next_due_at__isnull=False), name="worker_next_due_idx")
+        ]
         # Apart from staff writes: a python target runs code on the host (orchestration/core/runnables.py).
         permissions = [("run_code", "Can define code that runs by name (python jobs, worker targets, stage runners)")]
 
@@ -141,10 +189,65 @@ class Worker(models.Model):
     def timeout_cap(self) -> int:
         return self.max_timeout_seconds or self.timeout_seconds * 2
 
-    def cadence_text(self) -> str:
+    def cadence_spec(self):
         from orchestration.fleet.cadence import Cadence
 
-        return Cadence(self.interval_seconds, self.cron).describe()
+        return Cadence(self.interval_seconds, self.cron, self.timezone or "UTC")
+
+    def cadence_text(self) -> str:
+        return self.cadence_spec().describe(rate_factor=self.rate_factor)
+
+    @property
+    def scheduled(self) -> bool:
+        """Has due times of its own (on-demand workers run when asked)."""
+        return self.execution_model != ExecutionModel.ON_DEMAND and bool(self.interval_seconds or self.cron)
+
+    def next_runs(self, count: int = 5, now=None) -> list:
+        """The next ``count`` due times (UTC) while enabled and not paused; [] otherwise."""
+        from orchestration.fleet import cadence
+
+        if not (self.enabled and self.scheduled) or self.paused:
+            return []
+        now = now or timezone.now()
+        start = self.next_due_at if self.next_due_at and self.next_due_at > now else now
+        first = [start] if self.next_due_at and self.next_due_at == start else []
+        rate = self.rate_factor if self.interval_seconds else 1.0
+        try:
+            later = cadence.next_runs(self.cadence_spec(), start, count, rate_factor=rate)
+        except (ValueError, LookupError):  # a zone or cron stored around validation: show none, not a 500
+            return first
+        return (first + later)[:count]
+
+    def resume(self, *, actor: str) -> bool:
+        """A person resumes a worker paused after failures: the failure count starts
+        again and the schedule goes on from now (the paused due times are not replayed)."""
+        from orchestration.fleet.sync import sync_schedule
+
+        with transaction.atomic():
+            now = timezone.now()
+            changed = (
+                type(self)
+                .objects.filter(pk=self.pk, paused=True)
+                .update(paused=False, paused_at=None, paused_reason="", consecutive_failures=0, updated_at=now)
+            )
+            if not changed:
+                return False
+            self.refresh_from_db()
+            sync_schedule(self, restart=True)
+            record(
+                "worker.resumed",
+                f"Worker {self.name} resumed; next run {self.next_due_at.isoformat() if self.next_due_at else '—'}",
+                subject=self.breaker_name,
+                actor=actor,
+            )
+        return True
+
+    def backfill(self, start, end, *, actor: str) -> int:
+        """Queue one run per due time in [start, end] under the overlap policy; a due
+        time that already has a run is not queued again. Returns how many were queued."""
+        from orchestration.fleet.firing import backfill
+
+        return backfill(self, start, end, actor=actor)
 
     # --- a person's writes (API, console and admin all call these) ----------------
     def set_enabled(self, enabled: bool, *, actor: str) -> bool:

@@ -195,8 +195,7 @@ def _reduce_rate(worker: Worker) -> dict:
     worker.rate_factor = min(MAX_RATE_FACTOR, max(1.0, before) * 2)
     worker.save(update_fields=["rate_factor", "updated_at"])
     sync_schedule(worker)
-    note = "" if worker.interval_seconds else " (cron cadence: unchanged, interval workers only)"
-    return {"rate_factor": [before, worker.rate_factor], "note": note.strip()}
+    return {"rate_factor": [before, worker.rate_factor], "note": worker.cadence_text()}
 
 
 @recovery_strategy("HIGH_FAILURE_RATE", "open_circuit_reduce_rate")

@@ -11,7 +11,7 @@ from health.models import CircuitBreaker
 from orchestration.core import shutdown
 from orchestration.core.anomalies import register_reaction
 from orchestration.core.jobs.queue import job_finished
-from orchestration.fleet import demo, loop, recovery, runner, sync  # noqa: F401 - registries fill on import
+from orchestration.fleet import demo, firing, loop, recovery, runner, sync  # noqa: F401 - registries fill on import
 from orchestration.fleet.builtins import ensure_builtin_workers
 from orchestration.fleet.models import Worker
 from orchestration.fleet.moved_paths import update_moved_paths
@@ -29,6 +29,7 @@ register_conflict(runner.WorkerStateError)
 register_reaction(recovery.recover)
 shutdown.install_cluster_drain()
 register_tick_hook(loop.fleet_sweep_tick)
+register_tick_hook(firing.fire_due_tick)
 post_save.connect(sync.on_worker_saved, sender=Worker, dispatch_uid="fleet-schedule-save")
 post_delete.connect(sync.on_worker_deleted, sender=Worker, dispatch_uid="fleet-schedule-delete")
 post_delete.connect(_drop_circuit, sender=Worker, dispatch_uid="fleet-drop-circuit")

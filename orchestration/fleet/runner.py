@@ -21,11 +21,12 @@ from typing import Any
 import psutil
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from orchestration.core import anomaly_rules, outbound, shutdown
+from orchestration.core.anomalies import open_anomaly, react
 from orchestration.core.choices import AnomalySeverity, Severity
 from orchestration.core.jobs.kinds import import_callable
 from orchestration.core.jobs.queue import enqueue, worker_identity
@@ -33,12 +34,14 @@ from orchestration.core.jobs.registry import PermanentJobError, job_kind
 from orchestration.core.models import Anomaly
 from orchestration.core.models.ledger import record
 from orchestration.core.runnables import runnable
-from orchestration.fleet.choices import FAILED_RUN_STATUSES, RunStatus, RunTrigger, SkipReason
+from orchestration.fleet import output_schema
+from orchestration.fleet.choices import FAILED_RUN_STATUSES, OverlapPolicy, RunStatus, RunTrigger, SkipReason
 from orchestration.fleet.models import ScoreReport, Worker, WorkerRun, WorkerStateError
 
 log = logging.getLogger("orchestration.fleet")
 
 JOB_KIND = "worker.run"
+BUFFERING = (OverlapPolicy.BUFFER_ONE, OverlapPolicy.BUFFER_ALL)
 
 
 # --- request ------------------------------------------------------------------------
@@ -64,18 +67,10 @@ def request_run(
         except IntegrityError:
             # Another scheduler already turned this due time into a run.
             return WorkerRun.objects.get(worker=worker, due_at=due_at)
-        job = enqueue(
-            JOB_KIND,
-            {"run_id": run.pk, "worker": worker.name},
-            priority=worker.priority,
-            lane=settings.FLEET_LANE,
-            max_attempts=1,
-            not_before=not_before,
-            reference=f"worker:{worker.name}:{run.execution_id}",
-        )
+        job = _enqueue_run(worker, run.pk, run.execution_id, not_before=not_before)
         WorkerRun.objects.filter(pk=run.pk).update(job=job)
         run.job = job
-    if actor not in ("", "system", "orchestrator"):
+    if actor not in ("", "system", "orchestrator") and trigger != RunTrigger.BACKFILL:  # a backfill says it once
         record(
             "worker.triggered",
             f"Worker {worker.name} triggered ({trigger})",
@@ -84,6 +79,18 @@ def request_run(
             actor=actor,
         )
     return run
+
+
+def _enqueue_run(worker: Worker, run_id: int, execution_id: str, *, not_before=None, attempt: str = ""):
+    return enqueue(
+        JOB_KIND,
+        {"run_id": run_id, "worker": worker.name},
+        priority=worker.priority,
+        lane=settings.FLEET_LANE,
+        max_attempts=1,
+        not_before=not_before,
+        reference=f"worker:{worker.name}:{execution_id}" + (f":{attempt}" if attempt else ""),
+    )
 
 
 def trigger(worker: Worker, *, actor: str) -> WorkerRun:
@@ -150,9 +157,10 @@ def execute_run(run_id: int) -> dict[str, Any]:
     if gate is not None:
         return skip(run, *gate)
     owner = f"{worker_identity()}:{run.execution_id}"
-    if not acquire_lock(worker, owner, now):
-        holder = Worker.objects.filter(pk=worker.pk).values_list("lock_owner", flat=True).first()
-        return skip(run, SkipReason.LOCK_HELD, {"holder": holder or ""})
+    if worker.overlap != OverlapPolicy.ALLOW_ALL and not acquire_lock(worker, owner, now):
+        overlapped = _overlap(worker, run, owner, now)
+        if overlapped is not None:
+            return overlapped
     claimed = WorkerRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
         status=RunStatus.RUNNING, started_at=now, heartbeat_at=now, owner=owner, timeout_seconds=worker.timeout_seconds
     )
@@ -168,6 +176,8 @@ def check_gates(worker: Worker, run: WorkerRun, now: datetime) -> tuple[str, dic
     worker.refresh_from_db()
     if not worker.enabled:
         return SkipReason.DISABLED, {}
+    if worker.paused and run.trigger in (RunTrigger.SCHEDULE, RunTrigger.UPSTREAM, RunTrigger.BACKFILL):
+        return SkipReason.PAUSED, {"paused_at": worker.paused_at.isoformat() if worker.paused_at else None}
     if run.trigger in (RunTrigger.SCHEDULE, RunTrigger.UPSTREAM):
         if Anomaly.objects.filter(code="QUEUE_OVERFLOW", resolved_at__isnull=True).exists():
             return SkipReason.QUEUE_PAUSED, {}
@@ -197,6 +207,104 @@ def check_gates(worker: Worker, run: WorkerRun, now: datetime) -> tuple[str, dic
     if not worker.ensure_circuit().allow():
         return SkipReason.CIRCUIT_OPEN, {"breaker": worker.breaker_name}
     return None
+
+
+# --- overlap ------------------------------------------------------------------------
+def _overlap(worker: Worker, run: WorkerRun, owner: str, now: datetime) -> dict[str, Any] | None:
+    """Another run holds the lock: apply the worker's overlap policy. None means this
+    run now holds the lock and goes ahead (cancel_other)."""
+    holder = Worker.objects.filter(pk=worker.pk).values_list("lock_owner", flat=True).first() or ""
+    policy = worker.overlap
+    if policy in (OverlapPolicy.BUFFER_ONE, OverlapPolicy.BUFFER_ALL):
+        return _buffer(worker, run, holder, one=policy == OverlapPolicy.BUFFER_ONE)
+    if policy == OverlapPolicy.CANCEL_OTHER and _cancel_and_take_over(worker, run, holder, owner, now):
+        return None
+    return skip(run, SkipReason.LOCK_HELD, {"holder": holder, "overlap": policy})
+
+
+def _buffer(worker: Worker, run: WorkerRun, holder: str, *, one: bool) -> dict[str, Any]:
+    """The run waits for the current one (buffered); with buffer_one, only if no other
+    run is already waiting. One conditional UPDATE, so two runs arriving at once cannot
+    both take the single place."""
+    waiting = WorkerRun.objects.filter(worker_id=worker.pk, status=RunStatus.BUFFERED).exclude(pk=run.pk)
+    claim = WorkerRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED)
+    if one:
+        claim = claim.exclude(Exists(waiting))
+    if not claim.update(status=RunStatus.BUFFERED):
+        if one:
+            buffered = waiting.values_list("execution_id", flat=True).first() or ""
+            return skip(run, SkipReason.BUFFER_FULL, {"holder": holder, "buffered": buffered, "overlap": "buffer_one"})
+        return {"status": "stale"}
+    # The holder may have finished between our failed lock and the buffering: start the
+    # oldest waiting run now rather than leave it waiting for a finish that has passed.
+    promote_buffered(worker)
+    return {"status": RunStatus.BUFFERED, "holder": holder}
+
+
+def promote_buffered(worker: Worker, now: datetime | None = None) -> int | None:
+    """When the lock is free, queue the oldest buffered run again; returns its id."""
+    now = now or timezone.now()
+    free = Q(lock_owner="") | Q(lock_expires_at__isnull=True) | Q(lock_expires_at__lt=now)
+    if not Worker.objects.filter(free, pk=worker.pk).exists():
+        return None
+    oldest = (
+        WorkerRun.objects.filter(worker_id=worker.pk, status=RunStatus.BUFFERED)
+        .order_by("queued_at", "id")
+        .values_list("pk", "execution_id")
+        .first()
+    )
+    if oldest is None:
+        return None
+    run_id, execution_id = oldest
+    with transaction.atomic():
+        if not WorkerRun.objects.filter(pk=run_id, status=RunStatus.BUFFERED).update(status=RunStatus.QUEUED):
+            return None  # another node promoted it
+        job = _enqueue_run(worker, run_id, execution_id, attempt="buffered")
+        WorkerRun.objects.filter(pk=run_id).update(job=job)
+    return run_id
+
+
+def promote_stragglers() -> list[int]:
+    """Buffered runs whose worker no longer buffers (its policy changed meanwhile), or
+    whose promotion was lost with a node: started by the fleet sweep."""
+    worker_ids = set(WorkerRun.objects.filter(status=RunStatus.BUFFERED).values_list("worker_id", flat=True))
+    promoted = [promote_buffered(w) for w in Worker.objects.filter(pk__in=worker_ids)]
+    return [p for p in promoted if p is not None]
+
+
+def _cancel_and_take_over(worker: Worker, run: WorkerRun, holder: str, owner: str, now: datetime) -> bool:
+    """cancel_other: the running run is marked canceled and its lock handed to this one.
+    Its target is not killed mid-call (it may be in another process); what it returns
+    is dropped, since it no longer holds its run or the lock."""
+    with transaction.atomic():
+        taken = Worker.objects.filter(pk=worker.pk, lock_owner=holder).update(
+            lock_owner=owner,
+            lock_token=owner[-32:],
+            lock_expires_at=now + timedelta(seconds=worker.effective_lock_timeout),
+            lock_failures=0,
+        )
+        if not taken:
+            return False
+        canceled = list(
+            WorkerRun.objects.filter(worker_id=worker.pk, status=RunStatus.RUNNING, owner=holder).values_list(
+                "pk", "execution_id"
+            )
+        )
+        WorkerRun.objects.filter(pk__in=[pk for pk, _ in canceled], status=RunStatus.RUNNING).update(
+            status=RunStatus.CANCELED,
+            completed_at=now,
+            success=None,
+            error=f"canceled: run {run.execution_id} replaced it (overlap: cancel_other)",
+        )
+        record(
+            "worker.run_canceled",
+            f"Worker {worker.name}: run {', '.join(e for _, e in canceled) or holder} canceled for "
+            f"{run.execution_id} (overlap: cancel other)",
+            severity=Severity.WARNING,
+            subject=worker.breaker_name,
+            data={"canceled": [pk for pk, _ in canceled], "by_run_id": run.pk, "holder": holder},
+        )
+    return True
 
 
 # --- lock -------------------------------------------------------------------------
@@ -324,6 +432,8 @@ def _execute_claimed(worker: Worker, run: WorkerRun, owner: str) -> dict[str, An
     try:
         with shutdown.guarded(worker.timeout_seconds, settings.FLEET_SHUTDOWN_GRACE_SECONDS):
             metrics = call_target(worker, run)
+        if worker.output_schema:
+            metrics = output_schema.checked(worker.output_schema, metrics)
     except shutdown.RunTimeout as exc:
         status, error = RunStatus.TIMED_OUT, str(exc)
     except shutdown.RunInterrupted as exc:
@@ -361,14 +471,18 @@ def finish(
         **closed_run_fields(status, now, duration_s=duration_s, metrics=metrics, error=error)
     )
     release_lock(worker, owner)
+    if worker.overlap in BUFFERING:
+        promote_buffered(worker)
     if not closed:
-        # Declared crashed by the sweep while it ran; its result is dropped.
+        # Declared crashed by the sweep, or canceled by a newer run, while it ran; its
+        # result is dropped.
         return {"status": "stale"}
     run.refresh_from_db()
-    Worker.objects.filter(pk=worker.pk).update(**worker_fields_after(status, now))
+    Worker.objects.filter(pk=worker.pk).update(**worker_fields_after(status, now), **failure_streak(status))
     worker.refresh_from_db()
     if status == RunStatus.INTERRUPTED:
         return {"status": status, "rerun": _run_again(worker, run)}
+    pause_if_failing(worker, run, now)
     success = status == RunStatus.SUCCEEDED
     worker.ensure_circuit().record(success)
     report = _score(worker, run, status, error=error, duration_s=duration_s, memory_percent=memory_percent)
@@ -399,6 +513,20 @@ def worker_fields_after(status: str, now: datetime) -> dict[str, Any]:
     return fields
 
 
+def failure_streak(status: str) -> dict[str, Any]:
+    """How a finished run moves the worker's consecutive-failure count (an interrupted
+    run neither breaks nor extends the streak)."""
+    if status in FAILED_RUN_STATUSES:
+        return {"consecutive_failures": F("consecutive_failures") + 1}
+    if status == RunStatus.SUCCEEDED:
+        return {"consecutive_failures": 0}
+    return {}
+
+
+def should_pause(consecutive_failures: int, pause_after: int, paused: bool) -> bool:
+    return bool(pause_after) and not paused and consecutive_failures >= pause_after
+
+
 def run_message(name: str, status: str, duration_s: float, score: float, error: str) -> str:
     return f"Worker {name} {RunStatus(status).label.lower()} in {duration_s:.2f} s, score {score:.0f}" + (
         f": {error.splitlines()[0]}" if error else ""
@@ -414,6 +542,36 @@ def merged_anomalies(listed: list[str], codes: list[str]) -> list[str] | None:
 
 
 # --- steps around the database ----------------------------------------------------------
+def pause_if_failing(worker: Worker, run: WorkerRun, now: datetime) -> bool:
+    """After ``pause_after_failures`` consecutive failures the worker's scheduled runs
+    stop until a person resumes it: a paused flag, a ledger entry and an anomaly (so an
+    alert) saying why. Manual triggers still run."""
+    if not should_pause(worker.consecutive_failures, worker.pause_after_failures, worker.paused):
+        return False
+    reason = f"{worker.consecutive_failures} consecutive failures (pause after {worker.pause_after_failures})"
+    if not Worker.objects.filter(pk=worker.pk, paused=False).update(paused=True, paused_at=now, paused_reason=reason):
+        return False
+    worker.refresh_from_db()
+    record(
+        "worker.paused",
+        f"Worker {worker.name} paused: {reason}; resume it from the console, the admin or the API",
+        severity=Severity.ERROR,
+        subject=worker.breaker_name,
+        data={"run_id": run.pk, "consecutive_failures": worker.consecutive_failures},
+    )
+    anomaly, created = open_anomaly(
+        "HIGH_FAILURE_RATE",
+        worker.breaker_name,
+        {"paused": True, "consecutive_failures": worker.consecutive_failures, "reason": reason},
+        worker=worker,
+        run=run,
+        now=now,
+    )
+    if created:
+        react([anomaly])
+    return True
+
+
 def _run_again(worker: Worker, run: WorkerRun) -> int:
     """An interrupted run (shutdown) is queued again; returns the new run's id."""
     again = request_run(worker, trigger=RunTrigger.RERUN)
@@ -495,7 +653,11 @@ def mark_crashed(run: WorkerRun, now: datetime, reason: str) -> bool:
     if not changed:
         return False
     release_lock(run.worker, run.owner)
-    Worker.objects.filter(pk=run.worker_id).update(last_run_at=now, last_status=RunStatus.CRASHED)
+    if run.worker.overlap in BUFFERING:
+        promote_buffered(run.worker, now)
+    Worker.objects.filter(pk=run.worker_id).update(
+        last_run_at=now, last_status=RunStatus.CRASHED, **failure_streak(RunStatus.CRASHED)
+    )
     run.worker.ensure_circuit().record(False)
     run.refresh_from_db()
     record(

@@ -64,13 +64,46 @@ def defines_code(target: Mapping[str, Any], stored: Any) -> bool:
     )
 
 
-def validate_cadence(interval_seconds: int | None, cron: str, execution_model: str) -> None:
+def validate_cadence(
+    interval_seconds: int | None, cron: str, execution_model: str, timezone: str = "UTC", jitter_seconds: int = 0
+) -> None:
+    """Time-triggered workers fire at exact clock times: a cron, no jitter, no rate
+    reduction. Scheduled workers take an interval or a cron, and may be jittered."""
     try:
-        spec = cadence.validate(interval_seconds, cron)
+        cadence.validate_timezone(timezone)
+    except cadence.CadenceError as exc:
+        raise SpecError({"timezone": str(exc)}) from None
+    try:
+        spec = cadence.validate(interval_seconds, cron, timezone)
     except cadence.CadenceError as exc:
         raise SpecError({"cron" if cron else "interval_seconds": str(exc)}) from None
     if execution_model != "on_demand" and spec.kind == "none":
         raise SpecError({"interval_seconds": "a scheduled or time-triggered worker needs interval_seconds or cron"})
+    if execution_model == "time_triggered":
+        if spec.kind != "cron":
+            raise SpecError(
+                {"interval_seconds": "a time-triggered worker fires at exact clock times: give a cron, not an interval"}
+            )
+        if jitter_seconds:
+            raise SpecError({"jitter_seconds": "a time-triggered worker fires at exact clock times: jitter must be 0"})
+
+
+def validate_schedule_options(overlap: Any, catch_up: Any, jitter: Any, pause_after: Any, schema: Any) -> None:
+    from orchestration.fleet import output_schema
+    from orchestration.fleet.choices import OverlapPolicy
+
+    if overlap not in OverlapPolicy.values:
+        raise SpecError({"overlap": f"must be one of {', '.join(OverlapPolicy.values)}"})
+    for field, value, top in (
+        ("catch_up_seconds", catch_up, 366 * 86400),
+        ("jitter_seconds", jitter, 86400),
+        ("pause_after_failures", pause_after, 1000),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+            raise SpecError({field: f"must be a whole number from 0 to {top}"})
+    problem = output_schema.schema_problem(schema)
+    if problem:
+        raise SpecError({"output_schema": problem})
 
 
 def validate_timeouts(timeout: int, cap: int | None, task_timeout: int) -> None:

@@ -1,63 +1,55 @@
-"""Keep each worker's django-q2 Schedule in step with its row (by name, idempotent)."""
+"""Keep each worker's schedule cursor (``next_due_at``) in step with its row.
+
+The fleet schedules its workers itself (fleet/firing.py), not through django-q2
+Schedules: a cron is read in the worker's zone, missed due times are caught up
+within a window, and each due time is claimed once with a conditional UPDATE.
+"""
 
 from __future__ import annotations
 
 from django.utils import timezone
 
-from orchestration.core.schedules import delete_schedule, ensure_schedule
+from orchestration.core.schedules import delete_schedule
 from orchestration.fleet import cadence
-from orchestration.fleet.choices import ExecutionModel
 from orchestration.fleet.models import Worker
 
+# Kept so a django-q2 schedule stored before the fleet scheduled itself still resolves.
 SCHEDULE_FUNC = "orchestration.fleet.runner.scheduled_run"
 
 
 def wants_schedule(worker: Worker) -> bool:
-    return bool(
-        worker.enabled
-        and worker.execution_model != ExecutionModel.ON_DEMAND
-        and (worker.interval_seconds or worker.cron)
-    )
+    return bool(worker.enabled and worker.scheduled)
 
 
-def sync_schedule(worker: Worker):
-    """Create, update or delete the worker's schedule; returns it (or None).
+def cadence_key(worker: Worker) -> str:
+    rate = worker.rate_factor if worker.interval_seconds else 1.0
+    return f"{worker.interval_seconds or ''}|{worker.cron}|{worker.timezone}|{rate:g}"
 
-    The next due time is only recomputed when the cadence itself changed, so saving
-    an unrelated field never skips or doubles a pending due time.
+
+def sync_schedule(worker: Worker, *, restart: bool = False):
+    """Set or clear the worker's next due time; returns it (or None).
+
+    Only recomputed when the cadence itself changed (or ``restart``), so saving an
+    unrelated field never skips or doubles a pending due time.
     """
-    from django_q.models import Schedule
-
+    delete_schedule(worker.schedule_name)  # a leftover django-q2 schedule would fire it twice
     if not wants_schedule(worker):
-        delete_schedule(worker.schedule_name)
+        if worker.next_due_at is not None or worker.cadence_key:
+            Worker.objects.filter(pk=worker.pk).update(next_due_at=None, cadence_key="")
+            worker.next_due_at, worker.cadence_key = None, ""
         return None
-    spec = cadence.validate(worker.interval_seconds, worker.cron)
-    fields = cadence.schedule_fields(spec, timezone.now(), rate_factor=worker.rate_factor)
-    assert fields is not None
-    existing = Schedule.objects.filter(name=worker.schedule_name).order_by("id").first()
-    same_cadence = (
-        existing is not None
-        and existing.schedule_type == fields["schedule_type"]
-        and (existing.cron or None) == fields["cron"]
-        and (existing.minutes or None) == fields["minutes"]
-        and existing.repeats != 0
-    )
-    if same_cadence:
-        fields.pop("next_run")
-    return ensure_schedule(
-        worker.schedule_name,
-        SCHEDULE_FUNC,
-        args=repr(worker.name),
-        intended_date_kwarg="due_at",
-        repeats=-1,
-        **fields,
-    )
+    key = cadence_key(worker)
+    if not restart and worker.next_due_at is not None and worker.cadence_key == key:
+        return worker.next_due_at
+    spec = cadence.validate(worker.interval_seconds, worker.cron, worker.timezone)
+    due = cadence.next_run(spec, timezone.now(), rate_factor=worker.rate_factor if worker.interval_seconds else 1.0)
+    Worker.objects.filter(pk=worker.pk).update(next_due_at=due, cadence_key=key)
+    worker.next_due_at, worker.cadence_key = due, key
+    return due
 
 
 def next_run_at(worker: Worker):
-    from django_q.models import Schedule
-
-    return Schedule.objects.filter(name=worker.schedule_name).values_list("next_run", flat=True).first()
+    return Worker.objects.filter(pk=worker.pk).values_list("next_due_at", flat=True).first()
 
 
 def on_worker_saved(sender, instance: Worker, **kwargs) -> None:

@@ -55,13 +55,10 @@ def test_service_edits_are_ledgered_and_keep_the_dependency_guard(admin_browser)
 
 
 def test_a_worker_links_to_its_schedule_runs_and_console(admin_browser):
-    from django_q.models import Schedule
-
     worker = make_worker("collector")
     add_run(worker, success=True, duration_ms=120, score=95)
-    schedule = Schedule.objects.get(name="worker:collector")
     change = admin_browser.get(f"/admin/orchestration/worker/{worker.pk}/change/").content.decode()
-    assert f"/admin/django_q/schedule/{schedule.pk}/change/" in change
+    assert '<ul class="next-runs">' in change and f"/admin/orchestration/worker/{worker.pk}/backfill/" in change
     assert "/workers/collector/" in change
     listing = admin_browser.get("/admin/orchestration/worker/").content.decode()
     assert f"/admin/orchestration/workerrun/?worker__id__exact={worker.pk}" in listing
@@ -69,7 +66,7 @@ def test_a_worker_links_to_its_schedule_runs_and_console(admin_browser):
         f"/admin/orchestration/workerrun/?worker__id__exact={worker.pk}",
         f"/admin/orchestration/scorereport/?worker__id__exact={worker.pk}",
         f"/admin/orchestration/anomaly/?worker={worker.pk}",
-        f"/admin/django_q/schedule/{schedule.pk}/change/",
+        f"/admin/orchestration/worker/{worker.pk}/backfill/",
     ):
         assert admin_browser.get(url).status_code == 200, url
     runs = admin_browser.get("/admin/orchestration/workerrun/").content.decode()

@@ -18,7 +18,6 @@ import pytest
 from django.conf import settings
 from django.db.models import Max
 from django.utils import timezone
-from django_q.models import Schedule
 
 from orchestration.core.choices import JobStatus
 from orchestration.core.models import Job, LedgerEntry
@@ -54,9 +53,7 @@ def test_a_killed_node_loses_nothing(tmp_path, broker_only):
         )
         for i in range(SCHEDULES)
     ]
-    Schedule.objects.filter(name__in=[w.schedule_name for w in workers]).update(
-        next_run=timezone.now() + timedelta(days=1)
-    )
+    Worker.objects.filter(pk__in=[w.pk for w in workers]).update(next_due_at=timezone.now() + timedelta(days=1))
     lease = 4
     env = {"JOB_LEASE_SECONDS": str(lease), "Q_WORKERS": "2"}
     with running(
@@ -80,7 +77,7 @@ def test_a_killed_node_loses_nothing(tmp_path, broker_only):
         )
         soon = (timezone.now() + timedelta(seconds=1)).replace(microsecond=0)
         for i, worker in enumerate(workers):
-            Schedule.objects.filter(name=worker.schedule_name).update(next_run=soon + timedelta(seconds=i))
+            Worker.objects.filter(pk=worker.pk).update(next_due_at=soon + timedelta(seconds=i))
         node_a_pids = node_a.descendants()
         node_a.kill_group()
         killed = timezone.now()

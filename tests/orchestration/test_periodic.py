@@ -17,6 +17,7 @@ TRIGGERS = {
     "routing analysis": ("schedule", "routing.analyze"),
     "health sweep": ("tick", "health_tick"),
     "fleet sweep": ("tick", "fleet_sweep"),
+    "worker schedules (due workers fired)": ("tick", "fire_due_tick"),
     "ledger retention": ("worker", "ledger-retention"),
     "job retention": ("worker", "job-retention"),
     "check-history retention": ("worker", "check-history-retention"),
@@ -39,9 +40,9 @@ def test_it_installs_one_trigger_per_periodic_task_and_nothing_else():
     assert sorted(installed) == sorted(TRIGGERS.values())
 
 
-def test_each_builtin_worker_has_exactly_one_schedule():
-    for name in Worker.objects.filter(builtin=True).values_list("name", flat=True):
-        assert Schedule.objects.filter(name=f"worker:{name}").count() == 1, name
+def test_each_builtin_worker_is_due_through_the_fleet_scheduler_only():
+    for name, due in Worker.objects.filter(builtin=True).values_list("name", "next_due_at"):
+        assert due is not None and not Schedule.objects.filter(name=f"worker:{name}").exists(), name
 
 
 def test_no_two_triggers_run_the_same_function():

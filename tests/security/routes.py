@@ -30,6 +30,8 @@ PUBLIC = {
     "health:ping": "a heartbeat's ping: cron jobs call it without credentials; the secret is the URL's UUID",
     "health:ping-start": "a heartbeat's start signal, like health:ping",
     "health:ping-fail": "a heartbeat's failure signal, like health:ping",
+    "demo-worker": "a demo worker's endpoint: the fleet's HTTP call carries no credentials; "
+    "it answers only while the demo fleet has that worker",
     "admin:login": "the admin's sign-in page",
     "admin:logout": "signing out of the admin (POST only)",
 }

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from health.models import Service
@@ -62,6 +64,15 @@ def _disable_worker(w: World) -> None:
     Worker.objects.filter(pk=w.worker.pk).update(enabled=False)
 
 
+def _pause_worker(w: World) -> None:
+    Worker.objects.filter(pk=w.worker.pk).update(paused=True, paused_reason="3 consecutive failures")
+
+
+def _backfill_range(w: World) -> dict[str, Any]:
+    end = timezone.now()
+    return {"start": (end - timedelta(hours=1)).isoformat(), "end": end.isoformat()}
+
+
 def _disable_service(w: World) -> None:
     Service.objects.filter(pk=w.service.pk).update(enabled=False)
 
@@ -93,6 +104,8 @@ API_WRITES: dict[tuple[str, str], Write] = {
     ("orchestration-api:worker-enable", "POST"): Write(setup=_disable_worker),
     ("orchestration-api:worker-disable", "POST"): Write(),
     ("orchestration-api:worker-trigger", "POST"): Write(),
+    ("orchestration-api:worker-resume", "POST"): Write(setup=_pause_worker),
+    ("orchestration-api:worker-backfill", "POST"): Write(_backfill_range),
     ("health-api:service-list", "POST"): Write(lambda w: {"name": "audited", "base_url": "http://127.0.0.1:9"}),
     ("health-api:service-detail", "PUT"): Write(lambda w: {"name": w.service.name, "base_url": "http://127.0.0.1:9"}),
     ("health-api:service-detail", "PATCH"): Write(lambda w: {"timeout_seconds": 2}),
@@ -150,6 +163,7 @@ CONSOLE_WRITES: dict[str, Write] = {
     "console:worker-trigger": Write(),
     "console:worker-enable": Write(setup=_disable_worker),
     "console:worker-disable": Write(),
+    "console:worker-resume": Write(setup=_pause_worker),
     "console:pipeline-start": Write(lambda w: {"slug": "from-console", "intent": "x", "definition": w.definition.name}),
     "console:pipeline-decide": Write(lambda w: {"stage": w.pipeline_job.stage, "decision": "approve", "notes": ""}),
     "console:pipeline-resume": Write(setup=_pause_pipeline),

@@ -40,3 +40,20 @@ def hang_first_time(marker: str, seconds: float = 60) -> dict:
         time.sleep(seconds)
         return {"first": True}
     return {"first": False}
+
+
+# hold(): the first call waits for ``release`` (a run that is still going); later
+# calls return at once. Reset by the overlap tests.
+hold_started = threading.Event()
+hold_release = threading.Event()
+HOLD_CALLS: list[str] = []
+
+
+@runnable
+def hold(**metrics) -> dict:
+    first = not hold_started.is_set()
+    HOLD_CALLS.append("first" if first else "next")
+    if first:
+        hold_started.set()
+        hold_release.wait(20)
+    return {"first": first, **metrics}

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
-from django_q.models import Schedule
 
 from orchestration.core.models import LedgerEntry
+from orchestration.fleet import fleet_file
 from orchestration.fleet.models import Worker
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fleet.yaml"
@@ -44,9 +44,9 @@ def test_the_example_fleet_loads_its_14_workers_idempotently(db):
     on_demand = sorted(n for n, x in w.items() if x.execution_model == "on_demand")
     assert on_demand == ["generation", "twitch-packs"]
     assert all(x.target["url"].startswith("{base_url}/") for x in fleet)
-    # Every scheduled worker has exactly one schedule; on-demand ones none.
-    for name in w:
-        assert Schedule.objects.filter(name=f"worker:{name}").count() == (0 if name in on_demand else 1)
+    # Every scheduled worker has its next due time; on-demand ones none.
+    for name, x in w.items():
+        assert (x.next_due_at is None) == (name in on_demand)
 
 
 def runnable_text(text: str) -> str:
@@ -137,3 +137,41 @@ def test_bad_files_are_refused_with_a_clear_error_and_nothing_written(db, tmp_pa
 def test_a_missing_file_is_a_clear_error(db, tmp_path):
     with pytest.raises(CommandError, match="cannot read"):
         load(tmp_path / "nope.yaml")
+
+
+def test_a_services_section_is_refused_with_where_services_belong(tmp_path, db):
+    path = tmp_path / "fleet.yaml"
+    path.write_text(
+        runnable_text(
+            "services:\n  - {name: api, base_url: 'http://127.0.0.1:9'}\n"
+            "workers:\n  - {name: a, category: collection, interval_seconds: 60, target: {type: python, path: x.y}}\n"
+        )
+    )
+    with pytest.raises(
+        fleet_file.FleetFileError, match=r"'services:' is not loaded from here: services are registered"
+    ):
+        fleet_file.load(path)
+    assert not Worker.objects.filter(name="a").exists()
+
+
+def test_schedule_options_load_from_the_file_and_bad_ones_are_refused(tmp_path, db):
+    path = tmp_path / "fleet.yaml"
+    worker = (
+        "workers:\n  - {name: a, category: aggregation, execution_model: time_triggered, cron: '5 * * * *',"
+        " timezone: America/New_York, overlap: buffer_all, catch_up_seconds: 7200, pause_after_failures: 3%s,"
+        " target: {type: python, path: x.y}}\n"
+    )
+    path.write_text(runnable_text(worker % ""))
+    fleet_file.load(path)
+    a = Worker.objects.get(name="a")
+    assert (a.timezone, a.overlap, a.catch_up_seconds, a.pause_after_failures) == (
+        "America/New_York",
+        "buffer_all",
+        7200,
+        3,
+    )
+    path.write_text(runnable_text(worker % ", jitter_seconds: 10"))
+    with pytest.raises(
+        fleet_file.FleetFileError, match="jitter_seconds: a time-triggered worker fires at exact clock times"
+    ):
+        fleet_file.load(path)

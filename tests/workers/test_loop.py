@@ -116,20 +116,6 @@ def test_builtin_cleanup_prunes_old_history(db, make_worker, settings):
     assert run.status == "succeeded" and "deleted_runs" in run.metrics
 
 
-def test_the_demo_loads_runs_and_scores_and_removes_cleanly(db):
-    from orchestration.fleet.demo import WorkersDemo
-
-    demo = WorkersDemo()
-    message = demo.load()
-    assert "5 demo workers" in message
-    assert WorkerRun.objects.filter(worker__name__startswith="demo-", status="succeeded").count() >= 6
-    assert ScoreReport.objects.filter(worker__name__startswith="demo-").exists()
-    assert WorkerRun.objects.filter(worker__name="demo-creator-intel", trigger="upstream").exists()
-    assert demo.load() == "already loaded"
-    assert demo.remove() > 0
-    assert not Worker.objects.filter(name__startswith="demo-").exists()
-
-
 def test_an_open_worker_circuit_is_counted_and_probed(db, make_worker):
     worker = make_worker()
     make_worker("other")

@@ -64,15 +64,6 @@ def test_it_refuses_bad_cadences(interval, cron, message):
         cadence.validate(interval, cron)
 
 
-def test_it_describes_schedule_fields_for_django_q2():
-    now = datetime(2026, 3, 10, 9, 59, tzinfo=UTC)
-    assert cadence.schedule_fields(cadence.validate(None, "0 11 * * *"), now)["schedule_type"] == "C"
-    fields = cadence.schedule_fields(cadence.validate(1800, ""), now)
-    assert fields["minutes"] == 30 and fields["next_run"] == datetime(2026, 3, 10, 10, 0, tzinfo=UTC)
-    assert cadence.schedule_fields(cadence.validate(None, ""), now) is None
-
-
-# --- graph -------------------------------------------------------------------------------
 def test_it_finds_dependency_cycles():
     assert graph.find_cycle({"a": ["b"], "b": ["c"], "c": []}) is None
     cycle = graph.find_cycle({"a": ["b"], "b": ["c"], "c": ["a"]})

@@ -56,9 +56,30 @@ def test_high_failure_rate_opens_the_breaker_and_reduces_the_rate(make_worker):
     worker.refresh_from_db()
     assert worker.rate_factor == 2.0
     assert next_run_at(worker).minute % 10 == 0  # 5 min → 10 min schedule
-    from django_q.models import Schedule
+    assert action.result["note"] == "every 10 min (rate reduced from 5 min)"
 
-    assert Schedule.objects.get(name="worker:collector").minutes == 10
+
+def test_high_failure_rate_on_a_cron_worker_runs_every_second_due_time_and_says_so(make_worker):
+    from datetime import timedelta
+
+    from orchestration.fleet.firing import fire_due
+    from orchestration.fleet.models import WorkerRun
+
+    worker = make_worker(interval_seconds=None, cron="*/5 * * * *", catch_up_seconds=3600)
+    action = recovery.recover(anomaly("HIGH_FAILURE_RATE", worker))
+    assert action.result["note"] == "cron */5 * * * * (UTC), every 2nd due time (rate reduced)"
+    worker.refresh_from_db()
+    first = worker.next_due_at
+    fire_due(first + timedelta(minutes=20, seconds=1))  # five due times, all inside the window
+    runs = WorkerRun.objects.filter(worker=worker).order_by("due_at")
+    assert [(r.due_at - first, r.status, r.skipped_reason) for r in runs] == [
+        (timedelta(minutes=0), "queued", ""),
+        (timedelta(minutes=5), "skipped", "rate_reduced"),
+        (timedelta(minutes=10), "queued", ""),
+        (timedelta(minutes=15), "skipped", "rate_reduced"),
+        (timedelta(minutes=20), "queued", ""),
+    ]
+    assert runs[1].skipped_detail == {"rate_factor": 2.0, "runs_one_due_time_in": 2}
 
 
 def test_api_quota_low_reduces_fetch_frequency_up_to_a_limit(make_worker):

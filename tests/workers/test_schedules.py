@@ -1,4 +1,4 @@
-"""Cadence as django-q2 schedules: kept in sync with the worker row, fired once per due time."""
+"""The fleet's own scheduler: the cursor follows the worker row, each due time fires once."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ from django.db import connection
 from django.utils import timezone
 from django_q.models import Schedule
 
-from orchestration.core.models import Job
+from orchestration.fleet.firing import fire_due
 from orchestration.fleet.models import Worker, WorkerRun
 from orchestration.fleet.runner import scheduled_run
-from orchestration.fleet.sync import SCHEDULE_FUNC
 
 
 def schedule_of(name: str) -> Schedule | None:
@@ -22,36 +21,35 @@ def schedule_of(name: str) -> Schedule | None:
     return rows[0] if rows else None
 
 
+def due_of(name: str):
+    return Worker.objects.get(name=name).next_due_at
+
+
 def test_the_schedule_follows_the_worker_row(make_worker):
     worker = make_worker(interval_seconds=900)
-    schedule = schedule_of("collector")
-    assert (schedule.schedule_type, schedule.minutes, schedule.func) == (
-        "I",
-        15,
-        "orchestration.fleet.runner.scheduled_run",
-    )
-    assert schedule.intended_date_kwarg == "due_at" and schedule.args == "'collector'"
-    assert schedule.next_run.minute % 15 == 0 and schedule.next_run > timezone.now()
+    due = due_of("collector")
+    assert due.minute % 15 == 0 and due > timezone.now()
+    assert schedule_of("collector") is None  # the fleet schedules itself, not through django-q2
 
     # Saving an unrelated field keeps the pending due time.
-    due = schedule.next_run
     worker.description = "polls"
     worker.save()
-    assert schedule_of("collector").next_run == due
+    assert due_of("collector") == due
 
     worker.interval_seconds, worker.cron = None, "5 * * * *"
     worker.save()
-    schedule = schedule_of("collector")
-    assert (schedule.schedule_type, schedule.cron, schedule.next_run.minute) == ("C", "5 * * * *", 5)
+    assert due_of("collector").minute == 5
+
+    worker.timezone = "Asia/Kolkata"  # UTC+05:30: :05 local is :35 UTC
+    worker.save()
+    assert due_of("collector").minute == 35
 
     worker.enabled = False
     worker.save()
-    assert schedule_of("collector") is None
+    assert due_of("collector") is None
     worker.enabled = True
     worker.save()
-    assert schedule_of("collector") is not None
-    worker.delete()
-    assert schedule_of("collector") is None
+    assert due_of("collector") is not None
 
 
 def test_on_demand_workers_have_no_schedule(make_worker):
@@ -71,45 +69,44 @@ def test_a_due_time_fired_twice_makes_one_run(make_worker):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_schedulers_racing_fire_a_due_schedule_exactly_once(make_worker, broker_only):
-    """Two cluster schedulers look at the same due row at the same moment: django-q2
-    locks due rows, and the (worker, due_at) constraint backs it up."""
-    from django_q.brokers import get_broker
-    from django_q.scheduler import scheduler
-
-    from orchestration.core.jobs.broker import TASK_KIND
-
-    make_worker()
-    due = timezone.now().replace(microsecond=0) - timedelta(seconds=1)
-    Schedule.objects.filter(name="worker:collector").update(next_run=due)
-    barrier = threading.Barrier(2)
-    errors = []
+@pytest.mark.parametrize("overlap", ["skip", "buffer_one", "buffer_all", "cancel_other", "allow_all"])
+def test_four_schedulers_racing_fire_each_due_time_exactly_once(make_worker, overlap):
+    """Two loop runners and two clusters look at the same overdue worker at the same
+    moment, with catch-up: each due time becomes one run, whoever wins the claim."""
+    make_worker(overlap=overlap, catch_up_seconds=3600)
+    first = (timezone.now() - timedelta(minutes=21)).replace(second=0, microsecond=0)
+    first -= timedelta(minutes=first.minute % 5)
+    Worker.objects.filter(name="collector").update(next_due_at=first)
+    barrier = threading.Barrier(4)
+    errors, won = [], []
 
     def fire() -> None:
         try:
             barrier.wait()
-            scheduler(broker=get_broker())
+            won.append(fire_due())
         except Exception as exc:  # surfaced below
             errors.append(exc)
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=fire) for _ in range(2)]
+    threads = [threading.Thread(target=fire) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert not errors
-    assert Schedule.objects.get(name="worker:collector").next_run > due
-    # Exactly one run for that due time, committed with the schedule's new next_run,
-    # with its job queued: the firing needs no second job of its own.
-    fired = WorkerRun.objects.get(worker__name="collector", due_at=due)
-    assert fired.trigger == "schedule" and fired.job is not None
-    assert not Job.objects.filter(kind=TASK_KIND, payload__func=SCHEDULE_FUNC).exists()
-    # A late second firing of the same due time yields no second run.
-    for _ in range(2):
-        scheduled_run("collector", due_at=due.isoformat())
-    assert WorkerRun.objects.filter(worker__name="collector", due_at=due).count() == 1
+    # One scheduler claimed the collector's due times, the others saw them taken (a
+    # built-in worker that fell due meanwhile may go to any of them).
+    assert sum(1 for w in won if "collector" in w) == 1
+    runs = WorkerRun.objects.filter(worker__name="collector").order_by("due_at")
+    dues = list(runs.values_list("due_at", flat=True))
+    assert dues == sorted(set(dues)) and len(dues) >= 5
+    assert dues[0] == first and all(r.job_id for r in runs)
+    assert due_of("collector") > timezone.now()
+    # Firing again, or replaying a due time, adds nothing.
+    fire_due()
+    scheduled_run("collector", due_at=first.isoformat())
+    assert WorkerRun.objects.filter(worker__name="collector").count() == len(dues)
 
 
 def test_builtin_workers_exist_with_their_schedules(db):
@@ -122,7 +119,7 @@ def test_builtin_workers_exist_with_their_schedules(db):
         "score-rollup-hourly",
         "score-rollup-daily",
     }
-    assert all(schedule_of(n) is not None for n in names)
+    assert all(due_of(n) is not None for n in names)
 
 
 def test_a_retired_builtin_worker_is_removed_with_its_schedule(make_worker):
@@ -131,10 +128,9 @@ def test_a_retired_builtin_worker_is_removed_with_its_schedule(make_worker):
 
     make_worker("health-sweep", builtin=True)
     make_worker("mine")
-    assert schedule_of("health-sweep") is not None
     ensure_builtin_workers()  # as every migrate does
-    assert not Worker.objects.filter(name="health-sweep").exists() and schedule_of("health-sweep") is None
-    assert schedule_of("mine") is not None  # a person's own worker is never touched
+    assert not Worker.objects.filter(name="health-sweep").exists()
+    assert due_of("mine") is not None  # a person's own worker is never touched
 
 
 def test_the_ledger_is_pruned_by_its_worker_only(db):
@@ -145,4 +141,4 @@ def test_the_ledger_is_pruned_by_its_worker_only(db):
     sync_builtin_schedules()  # as every migrate does
     funcs = list(Schedule.objects.values_list("func", flat=True))
     assert "orchestration.loop.maintenance.prune_ledger" not in funcs
-    assert schedule_of("ledger-retention") is not None
+    assert due_of("ledger-retention") is not None

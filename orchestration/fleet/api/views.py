@@ -21,10 +21,17 @@ from orchestration.core.choices import AnomalySeverity, Priority
 from orchestration.core.models import Anomaly
 from orchestration.core.redaction import MaskedSecretError, redact, restore
 from orchestration.fleet import specs
-from orchestration.fleet.choices import FAILED_RUN_STATUSES, ExecutionModel, ReportPeriod, RunStatus, WorkerCategory
+from orchestration.fleet.choices import (
+    FAILED_RUN_STATUSES,
+    ExecutionModel,
+    OverlapPolicy,
+    ReportPeriod,
+    RunStatus,
+    WorkerCategory,
+)
+from orchestration.fleet.firing import BackfillError
 from orchestration.fleet.models import ScoreReport, Worker, WorkerRun
 from orchestration.fleet.runner import trigger
-from orchestration.fleet.sync import next_run_at
 from orchestrator_site.api.pagination import KeysetPagination
 from orchestrator_site.api.permissions import require_run_code
 from orchestrator_site.api.viewsets import AuditedModelViewSet, actor_of
@@ -39,10 +46,18 @@ class TargetField(serializers.JSONField):
     schema now says (it documented any JSON value)."""
 
 
+@extend_schema_field({"type": "object", "additionalProperties": True, "nullable": True})
+class SchemaField(serializers.JSONField):
+    """A JSON Schema (an object) or null."""
+
+
 class WorkerSerializer(serializers.ModelSerializer):
     name = serializers.SlugField(max_length=80)
     category = serializers.ChoiceField(choices=WorkerCategory.choices)
     execution_model = serializers.ChoiceField(choices=ExecutionModel.choices, default=ExecutionModel.SCHEDULED)
+    overlap = serializers.ChoiceField(choices=OverlapPolicy.choices, default=OverlapPolicy.SKIP)
+    timezone = serializers.CharField(max_length=64, default="UTC")
+    output_schema = SchemaField(required=False, allow_null=True)
     priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.NORMAL)
     depends_on = serializers.JSONField(required=False, default=list)
     optional_depends_on = serializers.JSONField(required=False, default=list)
@@ -62,6 +77,7 @@ class WorkerSerializer(serializers.ModelSerializer):
             "execution_model",
             "interval_seconds",
             "cron",
+            "timezone",
             "cadence",
             "timeout_seconds",
             "max_timeout_seconds",
@@ -73,6 +89,16 @@ class WorkerSerializer(serializers.ModelSerializer):
             "target",
             "enabled",
             "priority",
+            "overlap",
+            "catch_up_seconds",
+            "jitter_seconds",
+            "pause_after_failures",
+            "paused",
+            "paused_at",
+            "paused_reason",
+            "consecutive_failures",
+            "missed_runs",
+            "output_schema",
             "builtin",
             "rate_factor",
             "lock_timeout_seconds",
@@ -87,6 +113,11 @@ class WorkerSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = [
+            "paused",
+            "paused_at",
+            "paused_reason",
+            "consecutive_failures",
+            "missed_runs",
             "builtin",
             "rate_factor",
             "lock_failures",
@@ -103,7 +134,7 @@ class WorkerSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.DateTimeField(allow_null=True))
     def get_next_run_at(self, obj: Worker) -> str | None:
-        value = next_run_at(obj)
+        value = None if obj.paused else obj.next_due_at
         return value.isoformat() if value else None
 
     def get_breaker_state(self, obj: Worker) -> str:
@@ -138,7 +169,18 @@ class WorkerSerializer(serializers.ModelSerializer):
         try:
             attrs["target"] = specs.validate_target(merged.get("target"))
             specs.validate_cadence(
-                merged.get("interval_seconds"), merged.get("cron") or "", merged.get("execution_model", "scheduled")
+                merged.get("interval_seconds"),
+                merged.get("cron") or "",
+                merged.get("execution_model", "scheduled"),
+                merged.get("timezone") or "UTC",
+                merged.get("jitter_seconds") or 0,
+            )
+            specs.validate_schedule_options(
+                merged.get("overlap", "skip"),
+                merged.get("catch_up_seconds", 60),
+                merged.get("jitter_seconds", 0),
+                merged.get("pause_after_failures", 0),
+                merged.get("output_schema"),
             )
             required = specs.validate_names(merged.get("depends_on"), "depends_on")
             optional = specs.validate_names(merged.get("optional_depends_on"), "optional_depends_on")
@@ -280,6 +322,15 @@ _RUN_QUEUED = inline_serializer(
 )
 
 
+_NEXT_RUNS = inline_serializer("WorkerNextRuns", {"runs": serializers.ListField(child=serializers.DateTimeField())})
+_BACKFILLED = inline_serializer("WorkerBackfilled", {"queued": serializers.IntegerField()})
+
+
+class BackfillSerializer(serializers.Serializer):
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+
+
 class WorkerViewSet(AuditedModelViewSet):
     queryset = Worker.objects.select_related("circuit")
     serializer_class = WorkerSerializer
@@ -315,6 +366,30 @@ class WorkerViewSet(AuditedModelViewSet):
     def disable(self, request, name=None):
         return self._switch(request, False)
 
+    @extend_schema(responses={200: _NEXT_RUNS})
+    @action(detail=True, methods=["get"], url_path="next-runs")
+    def next_runs(self, request, name=None):
+        return Response({"runs": [d.isoformat() for d in self.get_object().next_runs(5)]})
+
+    @extend_schema(request=BackfillSerializer, responses={202: _BACKFILLED})
+    @action(detail=True, methods=["post"])
+    def backfill(self, request, name=None):
+        worker = self.get_object()
+        form = BackfillSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            queued = worker.backfill(form.validated_data["start"], form.validated_data["end"], actor=actor_of(request))
+        except BackfillError as exc:
+            raise serializers.ValidationError({exc.field: [str(exc)]}) from None
+        return Response({"queued": queued}, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={200: WorkerSerializer})
+    @action(detail=True, methods=["post"])
+    def resume(self, request, name=None):
+        worker = self.get_object()
+        worker.resume(actor=actor_of(request))
+        return Response(self.get_serializer(worker).data)
+
     @extend_schema(responses={200: WorkerRunSerializer(many=True)})
     @action(detail=True, methods=["get"], pagination_class=KeysetPagination)
     def runs(self, request, name=None):
@@ -338,13 +413,10 @@ class AnomalyViewSet(viewsets.ReadOnlyModelViewSet):
 
 def fleet_status(now=None) -> dict:
     """The fleet summary: counts plus one line per worker (constant queries)."""
-    from django_q.models import Schedule
-
     from orchestration.fleet.loop import workers_section
 
     now = now or timezone.now()
     hour = now - timedelta(hours=1)
-    next_runs = dict(Schedule.objects.filter(name__startswith="worker:").values_list("name", "next_run"))
     open_by_worker = dict(
         Anomaly.objects.filter(resolved_at__isnull=True, worker__isnull=False)
         .values_list("worker__name")
@@ -369,7 +441,8 @@ def fleet_status(now=None) -> dict:
             "last_success_at": w.last_success_at.isoformat() if w.last_success_at else None,
             "last_score": w.last_score,
             "fresh": w.is_fresh(now),
-            "next_run_at": next_runs[w.schedule_name].isoformat() if next_runs.get(w.schedule_name) else None,
+            "next_run_at": w.next_due_at.isoformat() if w.next_due_at and not w.paused else None,
+            "paused": w.paused,
             "locked": bool(w.lock_expires_at and w.lock_expires_at > now),
             "breaker_state": w.breaker_state,
             "runs_last_hour": w.runs_hour,

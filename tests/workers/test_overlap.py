@@ -1,0 +1,135 @@
+"""Overlap policies with real runs: a first run is still going (its target blocks in a
+thread, holding the real lock) when the next one starts."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection
+
+from orchestration.core.models import Job, LedgerEntry
+from orchestration.fleet.models import Worker, WorkerRun
+from orchestration.fleet.runner import execute_run, request_run
+from tests.workers import targets
+from tests.workers.conftest import target
+
+# Jobs stay queued (no inline run at commit): each test executes the runs it means to.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("broker_only")]
+
+
+@pytest.fixture(autouse=True)
+def _reset_hold():
+    targets.hold_started.clear()
+    targets.hold_release.clear()
+    targets.HOLD_CALLS.clear()
+    yield
+    targets.hold_release.set()  # never leave a thread waiting
+
+
+def start_first(worker: Worker) -> tuple[WorkerRun, threading.Thread]:
+    """Queue a run and execute it in a thread until its target is going."""
+    run = request_run(worker)
+    results = []
+
+    def go():
+        try:
+            results.append(execute_run(run.pk))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=go)
+    thread.start()
+    assert targets.hold_started.wait(10)
+    return run, thread
+
+
+def finish_first(thread: threading.Thread) -> None:
+    targets.hold_release.set()
+    thread.join(20)
+    assert not thread.is_alive()
+
+
+def state(run: WorkerRun) -> str:
+    run.refresh_from_db()
+    return run.status
+
+
+def test_skip_skips_the_new_run_while_one_is_going(make_worker):
+    worker = make_worker(target=target("hold"), overlap="skip")
+    first, thread = start_first(worker)
+    second = request_run(worker)
+    outcome = execute_run(second.pk)
+    assert outcome["status"] == "skipped" and outcome["reason"] == "lock_held"
+    second.refresh_from_db()
+    assert second.skipped_detail["overlap"] == "skip" and second.skipped_detail["holder"].endswith(first.execution_id)
+    finish_first(thread)
+    assert state(first) == "succeeded" and targets.HOLD_CALLS == ["first"]
+
+
+def test_buffer_one_keeps_one_waiting_run_and_starts_it_when_the_current_ends(make_worker):
+    worker = make_worker(target=target("hold"), overlap="buffer_one")
+    first, thread = start_first(worker)
+    second, third = request_run(worker), request_run(worker)
+    assert execute_run(second.pk)["status"] == "buffered"
+    outcome = execute_run(third.pk)
+    assert (outcome["status"], outcome["reason"]) == ("skipped", "buffer_full")
+    third.refresh_from_db()
+    assert third.skipped_detail["buffered"] == second.execution_id
+    assert state(second) == "buffered"
+
+    finish_first(thread)  # its finish hands the lock on: the buffered run is queued again
+    second.refresh_from_db()
+    assert second.status == "queued" and second.job_id != first.job_id
+    assert Job.objects.get(pk=second.job_id).status == "pending"
+    execute_run(second.pk)
+    assert [state(first), state(second), state(third)] == ["succeeded", "succeeded", "skipped"]
+    assert targets.HOLD_CALLS == ["first", "next"]
+
+
+def test_buffer_all_runs_every_waiting_run_in_turn_oldest_first(make_worker):
+    worker = make_worker(target=target("hold"), overlap="buffer_all")
+    _first, thread = start_first(worker)
+    waiting = [request_run(worker) for _ in range(3)]
+    assert [execute_run(r.pk)["status"] for r in waiting] == ["buffered"] * 3
+    finish_first(thread)
+    for expected in waiting:
+        queued = WorkerRun.objects.filter(worker=worker, status="queued")
+        assert list(queued.values_list("pk", flat=True)) == [expected.pk]  # one at a time, oldest first
+        assert execute_run(expected.pk)["status"] == "succeeded"
+    assert not WorkerRun.objects.filter(worker=worker, status__in=("queued", "buffered")).exists()
+    assert targets.HOLD_CALLS == ["first", "next", "next", "next"]
+
+
+def test_cancel_other_cancels_the_going_run_and_starts_the_new_one(make_worker):
+    worker = make_worker(target=target("hold"), overlap="cancel_other")
+    first, thread = start_first(worker)
+    second = request_run(worker)
+    assert execute_run(second.pk)["status"] == "succeeded"
+    first.refresh_from_db()
+    assert first.status == "canceled" and second.execution_id in first.error
+    assert LedgerEntry.objects.filter(event_type="worker.run_canceled").count() == 1
+    finish_first(thread)  # what the canceled target returns is dropped
+    assert state(first) == "canceled"
+    worker.refresh_from_db()
+    assert worker.last_status == "succeeded" and worker.lock_owner == ""
+
+
+def test_allow_all_runs_side_by_side(make_worker):
+    worker = make_worker(target=target("hold"), overlap="allow_all")
+    first, thread = start_first(worker)
+    second = request_run(worker)
+    assert execute_run(second.pk)["status"] == "succeeded"
+    assert state(first) == "running"  # still going while the second finished
+    finish_first(thread)
+    assert state(first) == "succeeded"
+
+
+def test_a_run_left_buffered_after_its_policy_changed_is_started_by_the_sweep(make_worker):
+    from orchestration.fleet.runner import promote_stragglers
+
+    worker = make_worker(target=target("ok"), overlap="skip")
+    left = request_run(worker)
+    WorkerRun.objects.filter(pk=left.pk).update(status="buffered")
+    assert promote_stragglers() == [left.pk]
+    assert state(left) == "queued" and execute_run(left.pk)["status"] == "succeeded"
