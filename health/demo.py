@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
+from health.models import Service
 from orchestration.core.demo import DEMO_PREFIX, register_demo
 from orchestration.core.models import Anomaly
 
@@ -30,7 +31,6 @@ DEMO_SERVICES = [
 
 class HealthDemo:
     def load(self) -> str:
-        from health.models import Service
 
         base = settings.HEALTH_DEMO_BASE_URL
         created = 0
@@ -49,7 +49,6 @@ class HealthDemo:
         return f"{created} service(s) against {base}/demo/health/" if created else "already loaded"
 
     def remove(self) -> int:
-        from health.models import Service
 
         services = Service.objects.filter(name__startswith=f"{DEMO_PREFIX}-").delete()[0]
         return services + Anomaly.objects.filter(subject__startswith=f"service:{DEMO_PREFIX}-").delete()[0]

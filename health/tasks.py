@@ -14,6 +14,7 @@ from django.utils import timezone
 from health.models import HealthCheck, Service
 from health.sweep import check_services, claim_due
 from orchestration.core.runnables import runnable
+from orchestration.core.schedules import delete_schedule
 
 log = logging.getLogger("health")
 
@@ -82,7 +83,6 @@ RETIRED_SCHEDULES = ("health.sweep", "health.check_retention")
 
 
 def retire_schedules(**kwargs: Any) -> None:
-    from orchestration.core.schedules import delete_schedule
 
     for name in RETIRED_SCHEDULES:
         delete_schedule(name)

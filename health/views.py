@@ -11,6 +11,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from health.models import Service
 from health.report import status_report
 from health.sweep import check_services
 from orchestration.core.demo import DEMO_PREFIX
@@ -71,7 +72,6 @@ class HealthTriggerView(APIView):
 def ping(request: HttpRequest, key, signal: str = "success") -> HttpResponse:
     """``/ping/<uuid>`` (success), ``…/start`` and ``…/fail``, by GET or POST, so
     ``curl -fsS`` or a worker's last line can report. No session, no body read."""
-    from health.models import Service
 
     if not Service.record_ping(key, signal):
         return HttpResponse("not found\n", status=404, content_type="text/plain")
@@ -89,7 +89,6 @@ def demo_endpoint(view):
 
     @wraps(view)
     def wrapper(request: HttpRequest) -> JsonResponse:
-        from health.models import Service
 
         if not Service.objects.filter(name__startswith=f"{DEMO_PREFIX}-", health_path=request.path_info).exists():
             return JsonResponse({"detail": "Not found."}, status=404)

@@ -14,6 +14,7 @@ from orchestrator_site.admin_scale import admin_link
 from pipeline import engine, people
 from pipeline import transitions as t
 from pipeline import views as gate_pages
+from pipeline.api.serializers import PipelineDefinitionSerializer
 from pipeline.models import Artifact, GateDecision, PipelineDefinition, PipelineEvent, PipelineJob
 
 
@@ -66,7 +67,6 @@ class PipelineDefinitionForm(forms.ModelForm):
         ]
 
     def clean(self):
-        from pipeline.api.serializers import PipelineDefinitionSerializer
 
         data = super().clean()
         if self.errors:

@@ -7,6 +7,8 @@ from contextlib import contextmanager
 
 from orchestration.core.demo import DEMO_PREFIX, register_demo
 from orchestration.core.jobs import queue
+from pipeline import engine
+from pipeline.models import PipelineJob
 
 
 @contextmanager
@@ -25,7 +27,6 @@ def inline_execution() -> Iterator[None]:
 
 def run_inline(job_id: int) -> None:
     """Claim and execute this job's queued stage runs here until it waits or ends."""
-    from pipeline.models import PipelineJob
 
     with inline_execution():
         for _ in range(200):
@@ -37,8 +38,6 @@ class PipelineDemo:
     slug = f"{DEMO_PREFIX}-explainer-video"
 
     def load(self) -> str:
-        from pipeline import engine
-        from pipeline.models import PipelineJob
 
         if PipelineJob.objects.filter(slug=self.slug).exists():
             return "already loaded"
@@ -49,7 +48,6 @@ class PipelineDemo:
         return f"pipeline job #{job.pk} {job.status} at {job.stage}"
 
     def remove(self) -> int:
-        from pipeline.models import PipelineJob
 
         return PipelineJob.objects.filter(slug__startswith=f"{DEMO_PREFIX}-").delete()[0]
 

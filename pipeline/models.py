@@ -8,7 +8,7 @@ from orchestration.core.storedjson import JSONField
 from pipeline import gates
 from pipeline import transitions as t
 from pipeline.choices import Decision, EventType, PipelineStatus
-from pipeline.definitions import DEFAULT_LANE, DefinitionSpec, default_spec, to_machine
+from pipeline.definitions import DEFAULT_LANE, DefinitionError, DefinitionSpec, default_spec, parse, to_machine
 
 
 class PipelineDefinition(models.Model):
@@ -44,8 +44,6 @@ class PipelineDefinition(models.Model):
     def clean(self) -> None:
         # The admin form checks the same rules as the API and load_pipeline.
         from django.core.exceptions import ValidationError
-
-        from pipeline.definitions import DefinitionError, parse
 
         document = {
             "gates": self.gates,

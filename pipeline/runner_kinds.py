@@ -24,7 +24,9 @@ import re
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from orchestration.core import outbound
 from orchestration.core.jobs.registry import PermanentJobError
+from pipeline import processes
 
 if TYPE_CHECKING:
     from pipeline.runners import StageContext
@@ -126,7 +128,6 @@ class CommandKind(RunnerKind):
         return None
 
     def run(self, ctx: StageContext, spec: dict[str, Any]) -> dict[str, Any] | None:
-        from pipeline import processes
 
         argv: list[str] = spec["argv"]
         # The list may have changed since the definition was saved.
@@ -194,7 +195,6 @@ class HttpKind(RunnerKind):
     keys = frozenset({"url"})
 
     def problems(self, spec: dict[str, Any]) -> list[str]:
-        from orchestration.core import outbound
 
         url = spec.get("url")
         if not isinstance(url, str) or not re.match(r"^https?://[^\s/]+[^\s]*$", url):
@@ -205,8 +205,6 @@ class HttpKind(RunnerKind):
 
     def run(self, ctx: StageContext, spec: dict[str, Any]) -> dict[str, Any] | None:
         import requests
-
-        from orchestration.core import outbound
 
         url: str = spec["url"]
         timeout = spec.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)

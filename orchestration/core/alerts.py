@@ -28,8 +28,9 @@ from django.core.mail import send_mail
 from django.utils import timezone
 
 from orchestration.core import notifications, outbound
+from orchestration.core.anomaly_rules import BY_CODE
 from orchestration.core.choices import AlertState, Severity
-from orchestration.core.models import Anomaly
+from orchestration.core.models import Anomaly, NotificationChannel
 from orchestration.core.models.ledger import record
 from orchestration.core.redaction import redact, redact_text
 
@@ -53,7 +54,6 @@ class Alert:
 
     @classmethod
     def of(cls, anomaly: Anomaly, *, escalated: bool = False) -> Alert:
-        from orchestration.core.anomaly_rules import BY_CODE
 
         rule = BY_CODE.get(anomaly.code)
         prefix = "ESCALATED: " if escalated else ""
@@ -184,7 +184,6 @@ class NotificationChannels(AlertChannel):
     severity and tags; queued here and delivered with retries by ``deliver_due``."""
 
     def configured(self) -> bool:
-        from orchestration.core.models import NotificationChannel
 
         return NotificationChannel.objects.filter(enabled=True).exists()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.checks import Error, register
 
+from orchestration.core import runnables
 from orchestrator_site.private import private_dir
 
 
@@ -30,7 +31,6 @@ def orchestrator_settings(app_configs, **kwargs):
         )
     if settings.JOB_LEASE_SECONDS >= q.get("retry", 10**9):
         problems.append(Error("JOB_LEASE_SECONDS must be below Q_CLUSTER retry", id="orchestration.E003"))
-    from orchestration.core import runnables
 
     for path in settings.RUNNABLE_PATHS:
         if problem := runnables.problem(path):

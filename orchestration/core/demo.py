@@ -8,6 +8,9 @@ from typing import Protocol
 
 from django.utils import timezone
 
+from orchestration.core.jobs.queue import enqueue
+from orchestration.core.models import Campaign, Job
+
 DEMO_PREFIX = "demo"
 
 
@@ -32,8 +35,6 @@ class QueueDemo:
     """A demo campaign and a handful of jobs so the queue and the rules have material."""
 
     def load(self) -> str:
-        from orchestration.core.jobs.queue import enqueue
-        from orchestration.core.models import Campaign, Job
 
         campaign, _ = Campaign.objects.get_or_create(
             name="demo-spring-launch", defaults={"channel": "youtube", "budget": 250}
@@ -53,7 +54,6 @@ class QueueDemo:
         return f"{len(specs)} jobs and 1 campaign"
 
     def remove(self) -> int:
-        from orchestration.core.models import Campaign, Job
 
         jobs = Job.objects.filter(reference__startswith=f"{DEMO_PREFIX}:").delete()[0]
         return jobs + Campaign.objects.filter(name__startswith=f"{DEMO_PREFIX}-").delete()[0]

@@ -14,6 +14,8 @@ from orchestration.core.jobs.kinds import import_callable
 from orchestration.core.models import Anomaly
 from orchestration.core.runnables import runnable
 from orchestration.fleet.choices import ExecutionModel, ReportPeriod, RunStatus, WorkerCategory
+from orchestration.fleet.models import ScoreReport, Worker, WorkerRun
+from orchestration.fleet.scores import rollup
 from orchestration.loop import maintenance
 
 
@@ -21,7 +23,6 @@ from orchestration.loop import maintenance
 def cleanup_stale_runs() -> dict:
     """Old runs, reports and resolved anomalies past the retention period are deleted in
     batches. (Crashed runs are the fleet sweep's: it looks every FLEET_SWEEP_SECONDS.)"""
-    from orchestration.fleet.models import ScoreReport, WorkerRun
 
     cutoff = timezone.now() - timedelta(days=settings.FLEET_RUN_RETENTION_DAYS)
     deleted = {"runs": 0, "score_reports": 0, "anomalies": 0}
@@ -57,14 +58,12 @@ def prune_jobs() -> dict:
 
 @runnable
 def score_rollup_hourly() -> dict:
-    from orchestration.fleet.scores import rollup
 
     return rollup(ReportPeriod.HOURLY)
 
 
 @runnable
 def score_rollup_daily() -> dict:
-    from orchestration.fleet.scores import rollup
 
     return rollup(ReportPeriod.DAILY)
 
@@ -152,7 +151,6 @@ RETIRED_BUILTINS = ("health-sweep",)
 def ensure_builtin_workers(**kwargs) -> int:
     """Create the built-in workers that are missing (people's later edits are kept) and
     delete retired ones (their schedules go with them)."""
-    from orchestration.fleet.models import Worker
 
     for worker in Worker.objects.filter(builtin=True, name__in=RETIRED_BUILTINS):
         worker.delete()  # one by one: post_delete removes each worker's schedule

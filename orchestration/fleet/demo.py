@@ -14,6 +14,11 @@ from django.db import transaction
 
 from orchestration.core.demo import DEMO_PREFIX, register_demo
 from orchestration.core.models import Anomaly
+from orchestration.fleet import fleet_file
+from orchestration.fleet.builtins import ensure_builtin_workers
+from orchestration.fleet.demo_targets import PLAYBOOK_SCHEMA
+from orchestration.fleet.models import Worker
+from orchestration.fleet.runner import request_run
 
 EXAMPLE_FLEET = Path(settings.BASE_DIR) / "examples" / "fleet.yaml"
 
@@ -25,8 +30,6 @@ def demo_name(name: str) -> str:
 def demo_fleet_specs(base_url: str | None = None) -> list[dict[str, Any]]:
     """The example fleet as demo workers: renamed, wired to each other by the new names,
     each target pointed at this server's demo endpoint for that worker."""
-    from orchestration.fleet import fleet_file
-    from orchestration.fleet.demo_targets import PLAYBOOK_SCHEMA
 
     base = (base_url or settings.FLEET_DEMO_BASE_URL).rstrip("/")
     out = []
@@ -52,9 +55,6 @@ def demo_fleet_specs(base_url: str | None = None) -> list[dict[str, Any]]:
 
 class WorkersDemo:
     def load(self) -> str:
-        from orchestration.fleet.builtins import ensure_builtin_workers
-        from orchestration.fleet.models import Worker
-        from orchestration.fleet.runner import request_run
 
         ensure_builtin_workers()
         if Worker.objects.filter(name__startswith=f"{DEMO_PREFIX}-").exists():
@@ -71,7 +71,6 @@ class WorkersDemo:
         )
 
     def remove(self) -> int:
-        from orchestration.fleet.models import Worker
 
         anomalies = Anomaly.objects.filter(subject__startswith=f"worker:{DEMO_PREFIX}-").delete()[0]
         return anomalies + Worker.objects.filter(name__startswith=f"{DEMO_PREFIX}-").delete()[0]

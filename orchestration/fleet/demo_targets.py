@@ -20,6 +20,7 @@ from django.views.decorators.http import require_POST
 
 from orchestration.core.demo import DEMO_PREFIX
 from orchestration.core.runnables import runnable
+from orchestration.fleet.models import Worker, WorkerRun
 
 # The demo playbook's output schema: a run that reports no generated report breaks it,
 # and the orchestrator itself raises DATA_CORRUPTION.
@@ -66,7 +67,6 @@ def demo_metrics(name: str, n: int) -> tuple[int, dict[str, Any]]:
 def demo_worker_endpoint(request: HttpRequest, name: str) -> JsonResponse:
     """Answers only while the demo fleet has the worker calling it: anonymous (a
     worker's HTTP call carries no session) but not open on every install."""
-    from orchestration.fleet.models import Worker, WorkerRun
 
     worker = Worker.objects.filter(name=f"{DEMO_PREFIX}-{name}").first()
     if worker is None:

@@ -24,6 +24,7 @@ from orchestration.core.choices import CLAIMABLE_STATUSES
 from orchestration.core.models import Anomaly, Job
 from orchestration.fleet.choices import FAILED_RUN_STATUSES, RunStatus
 from orchestration.fleet.models import Worker, WorkerRun
+from orchestration.fleet.runner import detect_crashed_runs
 
 log = logging.getLogger("orchestration.fleet")
 
@@ -114,7 +115,6 @@ def after_run(run: WorkerRun, now: datetime | None = None) -> list[Anomaly]:
 
 def sweep(now: datetime | None = None) -> dict[str, Any]:
     """One pass over the fleet: crashed runs, each worker's last hour, the fleet."""
-    from orchestration.fleet.runner import detect_crashed_runs
 
     now = now or timezone.now()
     crashed = detect_crashed_runs(now)

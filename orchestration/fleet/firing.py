@@ -25,6 +25,7 @@ from orchestration.core.models.ledger import record
 from orchestration.fleet import cadence
 from orchestration.fleet.choices import ExecutionModel, RunStatus, RunTrigger, SkipReason
 from orchestration.fleet.models import Worker, WorkerRun
+from orchestration.fleet.runner import request_run
 
 log = logging.getLogger("orchestration.fleet")
 
@@ -64,7 +65,6 @@ def fire_due(now: datetime | None = None) -> dict[str, list[str]]:
 
 def fire_worker(worker: Worker, now: datetime) -> list[datetime] | None:
     """Claim and queue the worker's due times up to ``now``; None if another node did."""
-    from orchestration.fleet.runner import request_run
 
     cursor = worker.next_due_at
     if cursor is None:
@@ -132,7 +132,6 @@ def _skipped_due_time(worker: Worker, due: datetime, now: datetime, *, factor: f
 def backfill(worker: Worker, start: datetime, end: datetime, *, actor: str) -> int:
     """Queue a run for every due time in [start, end] that has none yet; each runs under
     the worker's overlap policy like any other. Returns how many were queued."""
-    from orchestration.fleet.runner import request_run
 
     if not worker.scheduled:
         raise BackfillError("name", f"worker {worker.name} has no schedule: there are no due times to backfill")

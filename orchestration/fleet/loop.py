@@ -16,7 +16,10 @@ from orchestration.core.alerts import deliver_due
 from orchestration.core.choices import AlertState
 from orchestration.core.models import Anomaly
 from orchestration.fleet.choices import FAILED_RUN_STATUSES, RunStatus
+from orchestration.fleet.detection import sweep
 from orchestration.fleet.models import Worker, WorkerRun
+from orchestration.fleet.recovery import escalate_due, retry_open, strategies
+from orchestration.fleet.runner import promote_stragglers, request_run
 from orchestration.loop.decider import PlannedAction
 from orchestration.loop.executor import ActionContext, action_handler
 from orchestration.loop.monitor import Aggregation, aggregate_section
@@ -25,7 +28,6 @@ from orchestration.loop.monitor import Aggregation, aggregate_section
 def _workers_parts(now: datetime) -> list[Aggregation]:
     """The fleet, its runs and its open anomalies: three parts of one query whatever
     the size of the fleet and its history."""
-    from orchestration.fleet.recovery import strategies
 
     counts = {
         "total": Count("id"),
@@ -86,7 +88,6 @@ def workers_section(now: datetime, results: list[dict[str, Any]]) -> dict[str, A
 @action_handler("sweep_workers")
 def sweep_workers(action: PlannedAction, ctx: ActionContext) -> dict:
     """Sweep the fleet: crashed runs, failure rates, staleness, queue and resources."""
-    from orchestration.fleet.detection import sweep
 
     return sweep(ctx.now)
 
@@ -94,7 +95,6 @@ def sweep_workers(action: PlannedAction, ctx: ActionContext) -> dict:
 @action_handler("recover_workers")
 def recover_workers(action: PlannedAction, ctx: ActionContext) -> dict:
     """Run the recovery strategy of open anomalies that are due another attempt."""
-    from orchestration.fleet.recovery import retry_open
 
     return {"action_ids": retry_open(ctx.now, cycle=ctx.cycle)}
 
@@ -102,7 +102,6 @@ def recover_workers(action: PlannedAction, ctx: ActionContext) -> dict:
 @action_handler("escalate_worker_anomalies")
 def escalate_worker_anomalies(action: PlannedAction, ctx: ActionContext) -> dict:
     """Escalate anomalies that outlived their recovery."""
-    from orchestration.fleet.recovery import escalate_due
 
     return {"escalated": escalate_due(ctx.now)}
 
@@ -118,7 +117,6 @@ def deliver_worker_alerts(action: PlannedAction, ctx: ActionContext) -> dict:
 def probe_open_circuits(action: PlannedAction, ctx: ActionContext) -> dict:
     """Queue one probe run for each worker whose breaker is open; the breaker lets it
     through once its open timeout has passed (half-open) and closes on success."""
-    from orchestration.fleet.runner import request_run
 
     busy = WorkerRun.objects.filter(status__in=(RunStatus.QUEUED, RunStatus.RUNNING)).values("worker_id")
     queued = []
@@ -139,8 +137,6 @@ class _SweepTick:
         if time.monotonic() - self.last < settings.FLEET_SWEEP_SECONDS:
             return None
         self.last = time.monotonic()
-        from orchestration.fleet.detection import sweep
-        from orchestration.fleet.runner import promote_stragglers
 
         return {**sweep(timezone.now()), "buffered_started": promote_stragglers()}
 

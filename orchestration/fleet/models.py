@@ -14,6 +14,8 @@ from health.choices import BreakerState
 from orchestration.core.choices import Priority
 from orchestration.core.models.ledger import record
 from orchestration.core.storedjson import JSONField
+from orchestration.fleet import cadence
+from orchestration.fleet.cadence import Cadence
 from orchestration.fleet.choices import (
     ExecutionModel,
     OverlapPolicy,
@@ -190,7 +192,6 @@ class Worker(models.Model):
         return self.max_timeout_seconds or self.timeout_seconds * 2
 
     def cadence_spec(self):
-        from orchestration.fleet.cadence import Cadence
 
         return Cadence(self.interval_seconds, self.cron, self.timezone or "UTC")
 
@@ -204,7 +205,6 @@ class Worker(models.Model):
 
     def next_runs(self, count: int = 5, now=None) -> list:
         """The next ``count`` due times (UTC) while enabled and not paused; [] otherwise."""
-        from orchestration.fleet import cadence
 
         if not (self.enabled and self.scheduled) or self.paused:
             return []

@@ -31,6 +31,8 @@ from orchestration.core.models import Anomaly, Job
 from orchestration.core.models.ledger import record
 from orchestration.fleet.choices import RunTrigger
 from orchestration.fleet.models import Worker
+from orchestration.fleet.runner import request_run
+from orchestration.fleet.sync import sync_schedule
 from orchestration.loop.models import Action, LoopState
 
 log = logging.getLogger("orchestration.fleet")
@@ -167,7 +169,6 @@ def escalate_due(now: datetime | None = None) -> list[int]:
 @recovery_strategy("WORKER_CRASH", "restart_worker")
 def restart_worker(anomaly: Anomaly, now: datetime) -> dict:
     """Restart the worker (a fresh run); the critical alert goes out with the anomaly."""
-    from orchestration.fleet.runner import request_run
 
     worker = _worker(anomaly)
     if not worker.enabled:
@@ -189,7 +190,6 @@ def pause_new_jobs(anomaly: Anomaly, now: datetime) -> dict:
 
 
 def _reduce_rate(worker: Worker) -> dict:
-    from orchestration.fleet.sync import sync_schedule
 
     before = worker.rate_factor
     worker.rate_factor = min(MAX_RATE_FACTOR, max(1.0, before) * 2)
@@ -234,7 +234,6 @@ def raise_timeout(anomaly: Anomaly, now: datetime) -> dict:
 @recovery_strategy("STALE_DATA", "refresh_upstream")
 def refresh_upstream(anomaly: Anomaly, now: datetime) -> dict:
     """Force a run of the worker whose data is stale (unless one is already queued)."""
-    from orchestration.fleet.runner import request_run
 
     worker = _worker(anomaly)
     if not worker.enabled:
@@ -260,7 +259,6 @@ def retry_with_backoff(anomaly: Anomaly, now: datetime) -> dict:
     """Queue the blocked worker again after an exponential delay (1, 2, 4 … min).
     Optional upstreams never block (they are skipped by the gate), so only required
     ones get here."""
-    from orchestration.fleet.runner import request_run
 
     worker = _worker(anomaly)
     delay = 60 * retry_delay(anomaly.recovery_attempts + 1, "exponential")

@@ -34,9 +34,10 @@ from orchestration.core.jobs.registry import PermanentJobError, job_kind
 from orchestration.core.models import Anomaly
 from orchestration.core.models.ledger import record
 from orchestration.core.runnables import runnable
-from orchestration.fleet import output_schema
+from orchestration.fleet import output_schema, scores
 from orchestration.fleet.choices import FAILED_RUN_STATUSES, OverlapPolicy, RunStatus, RunTrigger, SkipReason
 from orchestration.fleet.models import ScoreReport, Worker, WorkerRun, WorkerStateError
+from orchestration.fleet.sync import SCHEDULE_FUNC
 
 log = logging.getLogger("orchestration.fleet")
 
@@ -125,7 +126,6 @@ def record_firing(sender, task: dict, **kwargs) -> None:
     its job are committed with the schedule's new ``next_run``, or neither is, and the
     broker queues no second job for the firing.
     """
-    from orchestration.fleet.sync import SCHEDULE_FUNC
 
     if task.get("func") != SCHEDULE_FUNC or task.get("sync"):
         return  # (a synchronous task runs scheduled_run right away anyway)
@@ -588,7 +588,6 @@ def _run_again(worker: Worker, run: WorkerRun) -> int:
 def _score(
     worker: Worker, run: WorkerRun, status: str, *, error: str, duration_s: float, memory_percent: float | None
 ) -> ScoreReport:
-    from orchestration.fleet import scores
 
     report = scores.report_for_run(run, memory_percent=memory_percent)
     Worker.objects.filter(pk=worker.pk).update(last_score=report.overall_score)

@@ -9,7 +9,8 @@ from typing import Any
 from django.conf import settings
 
 from orchestration.core import outbound, runnables
-from orchestration.fleet import cadence, graph
+from orchestration.fleet import cadence, graph, output_schema
+from orchestration.fleet.choices import OverlapPolicy
 
 HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"}
 
@@ -89,8 +90,6 @@ def validate_cadence(
 
 
 def validate_schedule_options(overlap: Any, catch_up: Any, jitter: Any, pause_after: Any, schema: Any) -> None:
-    from orchestration.fleet import output_schema
-    from orchestration.fleet.choices import OverlapPolicy
 
     if overlap not in OverlapPolicy.values:
         raise SpecError({"overlap": f"must be one of {', '.join(OverlapPolicy.values)}"})

@@ -19,6 +19,7 @@ from orchestration.core.models.ledger import record
 from orchestration.core.secret_forms import MaskedSecretsForm
 from orchestration.loop.api.serializers import JobCreateSerializer, RuleSerializer, ScoreDeductionSerializer
 from orchestration.loop.cycle import CycleBusy, run_cycle
+from orchestration.loop.executor import action_types
 from orchestration.loop.models import Action, ChannelWindow, LoopState, Rule, ScoreDeduction
 from orchestrator_site.admin_scale import (
     BigTableAdmin,
@@ -516,7 +517,6 @@ class ScoreDeductionAdmin(admin.ModelAdmin):
 
 
 def _action_types() -> list[str]:
-    from orchestration.loop.executor import action_types
 
     return sorted(action_types())
 

@@ -17,6 +17,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from orchestration.core.demo import DEMO_PREFIX, register_demo
+from orchestration.routing import improvement
+from orchestration.routing.executor import remember
+from orchestration.routing.models import RouteStat, Suggestion, TaskOutcome
 
 # task type, service, success rate, typical ms
 DEMO_ROUTES = [
@@ -31,9 +34,6 @@ OUTCOMES_PER_ROUTE = 24
 
 class RoutingDemo:
     def load(self) -> str:
-        from orchestration.routing import improvement
-        from orchestration.routing.executor import remember
-        from orchestration.routing.models import TaskOutcome
 
         if TaskOutcome.objects.filter(context=DEMO_PREFIX).exists():
             return "already loaded"
@@ -62,7 +62,6 @@ class RoutingDemo:
         return f"{made} routed-task outcomes over 6 h; {len(analysis['created'])} suggestion(s) to review"
 
     def remove(self) -> int:
-        from orchestration.routing.models import RouteStat, Suggestion, TaskOutcome
 
         demo_service = f"{DEMO_PREFIX}-"
         removed = TaskOutcome.objects.filter(

@@ -14,6 +14,8 @@ from typing import Any
 from health.models import Service
 from orchestration.core.models.ledger import record
 from orchestration.core.runnables import runnable
+from orchestration.routing.learning import percentile
+from orchestration.routing.models import RouteStat, Suggestion, SuggestionStatus, TaskOutcome
 
 SLOW_FACTOR = 2.0  # a service at 2× the type's fastest average is a bottleneck
 SLOW_MIN_MS = 1000.0  # …when it also takes a second or more
@@ -137,9 +139,6 @@ def analyze(window_hours: float = 24.0, *, actor: str = "system") -> dict[str, A
     from django.db.models import Avg, Count, Q
     from django.utils import timezone
 
-    from orchestration.routing.learning import percentile
-    from orchestration.routing.models import Suggestion, SuggestionStatus, TaskOutcome
-
     since = timezone.now() - timedelta(hours=window_hours)
     window = TaskOutcome.objects.filter(created_at__gte=since)
     rows = window.values("task_type", "service_name").annotate(
@@ -193,7 +192,6 @@ def analyze(window_hours: float = 24.0, *, actor: str = "system") -> dict[str, A
 
 def current_metrics(suggestion) -> dict[str, Any]:
     """The numbers a suggestion is about, as they are now (for before/after impact)."""
-    from orchestration.routing.models import RouteStat
 
     service, _, task_type = suggestion.subject.partition(":")
     rows = RouteStat.objects.filter(service_name=service)

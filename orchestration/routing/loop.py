@@ -11,13 +11,13 @@ from orchestration.core.choices import JobStatus
 from orchestration.core.models import Job
 from orchestration.core.schedules import ensure_schedule
 from orchestration.loop.monitor import Aggregation, aggregate_section
+from orchestration.routing.models import Suggestion, TaskOutcome
+from orchestration.routing.router import ROUTED_KIND
 
 
 def _routing_parts(now: datetime) -> list[Aggregation]:
     """Three counts on three tables, each on its own index (COUNT(*) as ``.count()``
     has it, so PostgreSQL can answer from the index alone)."""
-    from orchestration.routing.models import Suggestion, TaskOutcome
-    from orchestration.routing.router import ROUTED_KIND
 
     return [
         (

@@ -91,7 +91,6 @@ def routable_services(task_type: str) -> tuple[list[Any], dict[str, str]]:
 
 def capable_count(task_type: str) -> int:
     """Enabled services that list this task type (the share cap's denominator)."""
-    from health.models import Service
 
     return sum(
         1

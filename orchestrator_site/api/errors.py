@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from orchestration.core.dbfaults import close_connections, is_transient
+from orchestrator_site.api.renderers import RedactingJSONRenderer
 
 
 class Conflict(APIException):
@@ -58,7 +59,6 @@ def exception_handler(exc, context):
     if renderer is not None and getattr(renderer, "format", "") == "sse":
         # An error is a JSON body even where the success is an event stream (a 404 sent as
         # text/event-stream broke clients and the schema).
-        from orchestrator_site.api.renderers import RedactingJSONRenderer
 
         request.accepted_renderer, request.accepted_media_type = RedactingJSONRenderer(), "application/json"
     if is_transient(exc):

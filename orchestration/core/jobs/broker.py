@@ -39,8 +39,11 @@ from django_q.brokers import Broker
 from django_q.conf import Conf
 from django_q.signing import BadSignature, SignedPackage
 
+from orchestration.core import runnables
 from orchestration.core.choices import CLAIMABLE_STATUSES, JobStatus
 from orchestration.core.jobs import queue, statements
+from orchestration.core.jobs.registry import PermanentJobError
+from orchestration.core.models import Job
 
 log = logging.getLogger("orchestration.core.jobs.broker")
 
@@ -344,15 +347,12 @@ class JobBroker(Broker):
     def queue_size(self) -> int:
         from django.db.models import Q
 
-        from orchestration.core.models import Job
-
         now = timezone.now()
         return Job.objects.filter(
             Q(not_before__isnull=True) | Q(not_before__lte=now), status__in=CLAIMABLE_STATUSES
         ).count()
 
     def lock_size(self) -> int:
-        from orchestration.core.models import Job
 
         return Job.objects.filter(status=JobStatus.PROCESSING).count()
 
@@ -402,15 +402,11 @@ def run_package(payload: dict[str, Any]) -> Any:
     try:
         package = SignedPackage.loads(payload.get("package", ""))
     except (BadSignature, TypeError, ValueError) as exc:
-        from orchestration.core.jobs.registry import PermanentJobError
-
         raise PermanentJobError(f"the task package does not carry this installation's signature: {exc}")
     func = package["func"]
     if not callable(func):
         # A function named by path (every schedule's) runs only if declared runnable:
         # a schedule's func is editable in the admin, and must not name any code.
-        from orchestration.core import runnables
-        from orchestration.core.jobs.registry import PermanentJobError
 
         try:
             func = runnables.resolve(func)

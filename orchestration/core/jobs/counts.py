@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db.models import Count
 
 from orchestration.core.choices import FINAL_STATUSES, JobStatus
+from orchestration.core.models import Job
 
 ACTIVE_STATUSES = (JobStatus.PENDING, JobStatus.RETRY, JobStatus.PROCESSING)
 
@@ -24,7 +25,6 @@ def finished_since(now: datetime) -> datetime:
 
 def counts_by_status_and_lane(now: datetime) -> list[tuple[str, str, int]]:
     """``[(status, lane, n)]``: live jobs, and jobs finished in the window; one query."""
-    from orchestration.core.models import Job
 
     live = Job.objects.filter(status__in=ACTIVE_STATUSES).order_by().values_list("status", "lane")
     finished = (

@@ -38,6 +38,7 @@ from django_tasks.signals import task_enqueued, task_finished, task_started
 from django_tasks.utils import get_module_path, normalize_json
 
 from orchestration.core.choices import JobStatus, Priority
+from orchestration.core.jobs import queue
 from orchestration.core.jobs.registry import PermanentJobError, job_kind
 from orchestration.core.models import Job
 
@@ -122,7 +123,6 @@ class OrchestratorBackend(BaseTaskBackend):
             args, kwargs = normalize_json(list(args)), normalize_json(dict(kwargs))
         except TypeError as exc:
             raise InvalidTaskError(f"task arguments must be JSON: {exc}") from None
-        from orchestration.core.jobs import queue
 
         job = queue.enqueue(
             KIND,

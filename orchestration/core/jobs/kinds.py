@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 
 from orchestration.core import outbound, runnables
+from orchestration.core.jobs.broker import run_package
 from orchestration.core.jobs.registry import PermanentJobError, job_kind
 
 
@@ -154,8 +155,6 @@ def python_call_problems(payload: dict) -> dict[str, str]:
 )
 def django_q_task(payload: dict, ctx) -> dict:
     import json
-
-    from orchestration.core.jobs.broker import run_package
 
     result = run_package(payload)
     try:

@@ -30,6 +30,7 @@ from orchestration.fleet.choices import (
     WorkerCategory,
 )
 from orchestration.fleet.firing import BackfillError
+from orchestration.fleet.loop import workers_section
 from orchestration.fleet.models import ScoreReport, Worker, WorkerRun
 from orchestration.fleet.runner import trigger
 from orchestrator_site.api.pagination import KeysetPagination
@@ -413,7 +414,6 @@ class AnomalyViewSet(viewsets.ReadOnlyModelViewSet):
 
 def fleet_status(now=None) -> dict:
     """The fleet summary: counts plus one line per worker (constant queries)."""
-    from orchestration.fleet.loop import workers_section
 
     now = now or timezone.now()
     hour = now - timedelta(hours=1)
