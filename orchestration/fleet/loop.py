@@ -94,9 +94,14 @@ def sweep_workers(action: PlannedAction, ctx: ActionContext) -> dict:
 @action_handler("recover_workers")
 def recover_workers(action: PlannedAction, ctx: ActionContext) -> dict:
     """Run the recovery strategy of open anomalies that are due another attempt."""
-    from orchestration.fleet.recovery import retry_open
+    from orchestration.fleet.recovery import retry_open, run_approved, verify_recoveries
 
-    return {"action_ids": retry_open(ctx.now, cycle=ctx.cycle)}
+    approved = run_approved(ctx.now)
+    return {
+        "action_ids": retry_open(ctx.now, cycle=ctx.cycle),
+        "approved_run": approved,
+        "verified": verify_recoveries(ctx.now),
+    }
 
 
 @action_handler("escalate_worker_anomalies")
@@ -140,8 +145,11 @@ class _SweepTick:
             return None
         self.last = time.monotonic()
         from orchestration.fleet.detection import sweep
+        from orchestration.fleet.recovery import run_approved, verify_recoveries
 
-        return sweep(timezone.now())
+        now = timezone.now()
+        # Approved recoveries and their later checks run here too: no rule has to fire.
+        return {**sweep(now), "approved_run": run_approved(now), "verified": verify_recoveries(now)}
 
 
 fleet_sweep_tick = _SweepTick()

@@ -3,6 +3,7 @@ suggestions. Everything the brain knows is here, so it survives a restart."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from django.conf import settings
@@ -16,6 +17,8 @@ from django.utils import timezone
 from orchestration.core.choices import Severity
 from orchestration.core.models.ledger import record
 from orchestration.core.storedjson import JSONField
+from orchestration.loop import guardrails
+from orchestration.loop.models import AutomationPolicy, GuardrailCounter
 from orchestration.routing import outliers
 from orchestration.routing.learning import EWMA_ALPHA, ServiceStats, ewma_sample
 
@@ -250,6 +253,25 @@ def budget_config() -> outliers.BudgetConfig:
     return outliers.BudgetConfig.from_mapping(getattr(settings, "ROUTING_RETRY_BUDGET", None))
 
 
+EJECTION = "routing:ejection"
+
+
+def ejection_guard(service_name: str, task_type: str, now: datetime) -> guardrails.Verdict:
+    """The guardrails of an ejection (per service and task type): the hourly limit and
+    loop protection. It never waits for approval: an ejection is short and capped by
+    the share of services, and a try in flight cannot wait for a person."""
+    row = AutomationPolicy.of(EJECTION, risky=False, max_per_hour=EJECTIONS_PER_HOUR, loop_limit=EJECTION_LOOP_LIMIT)
+    policy = replace(row.policy(), needs_approval=False)
+    verdict, _first = GuardrailCounter.attempt(EJECTION, f"{service_name}/{task_type}", policy, now)
+    return verdict
+
+
+# An ejection grows longer each time (up to 5 min): 10 an hour is a service out most
+# of it; trying past twice that means ejecting does not help and a person should look.
+EJECTIONS_PER_HOUR = 10
+EJECTION_LOOP_LIMIT = 20
+
+
 class OutlierState(models.Model):
     """Passive outlier detection of one service for one task type: its recent routed
     outcomes and its ejection, if any. Shared by every process through the database;
@@ -324,6 +346,7 @@ class OutlierState(models.Model):
         now = now or timezone.now()
         config = outlier_config()
         cls.objects.get_or_create(service_name=service_name, task_type=task_type)
+        guard: guardrails.Verdict | None = None  # asked once per try, however many races follow
         for _ in range(20):
             row = cls.objects.get(service_name=service_name, task_type=task_type)
             if retry_after is not None:
@@ -350,6 +373,12 @@ class OutlierState(models.Model):
                 )
                 if not outliers.may_eject(others, capable, config):
                     result = outliers.observe(row.status, success, now, config, ejectable=False, what=what)
+                else:
+                    if guard is None:
+                        guard = ejection_guard(service_name, task_type, now)
+                    if not guard.runs:
+                        held = outliers.observe(row.status, success, now, config, ejectable=False, what=what)
+                        result = replace(held, held_back=f"guardrails: {guard.reason}")
                 if row._swap(result.status):
                     break
         else:  # pragma: no cover - twenty lost races in a row
@@ -398,6 +427,14 @@ class OutlierState(models.Model):
                 subject=subject,
                 severity=Severity.WARNING,
                 data={**data, "reason": outliers.RETRY_AFTER, "until": self.until.isoformat()},
+            )
+        elif result.held_back.startswith("guardrails: "):
+            record(
+                "routing.ejection_held_back",
+                f"{self.service_name} not ejected from {self.task_type}: {result.held_back}",
+                subject=subject,
+                severity=Severity.WARNING,
+                data={**data, "reason": result.held_back},
             )
         elif result.held_back:
             record(
