@@ -23,6 +23,7 @@ class OrchestrationConfig(AppConfig):
         from orchestration.fleet import registrations  # noqa: F401 - the worker fleet
         from orchestration.loop import actions  # noqa: F401
         from orchestration.loop.cycle import CycleBusy
+        from orchestration.loop.models import ActionStateError
         from orchestration.loop.standby import install_cluster_standby
         from orchestrator_site.api.errors import register_conflict
 
@@ -39,7 +40,7 @@ class OrchestrationConfig(AppConfig):
         mask_admin_forms(admin.site)
         # What may run by name, the same in every process (web, cluster nodes, loop).
         load_modules(settings.RUNNABLE_MODULES)
-        register_conflict(JobStateError, CycleBusy)
+        register_conflict(JobStateError, CycleBusy, ActionStateError)
         install_cluster_heartbeat()
         install_cluster_standby()
         signin.connect()

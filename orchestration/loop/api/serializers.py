@@ -164,12 +164,30 @@ class RuleSerializer(serializers.ModelSerializer):
             "priority",
             "enabled",
             "cooldown_seconds",
+            "mode",
+            "max_per_hour",
+            "loop_limit",
+            "risky",
+            "effectiveness",
             "last_fired_at",
             "builtin",
             "created_at",
             "updated_at",
         ]
         read_only_fields = ["last_fired_at", "builtin", "created_at", "updated_at"]
+        extra_kwargs = {"mode": {"required": False, "allow_blank": False}}
+
+    risky = serializers.BooleanField(read_only=True, help_text="A risky action waits for approval unless automatic.")
+    effectiveness = serializers.SerializerMethodField(
+        help_text="Of this rule's verified actions: how many cleared their condition (rate = effective / verified)."
+    )
+
+    def get_effectiveness(self, rule: Rule) -> dict:
+        # One query for the whole page (the view puts the map in the context).
+        table = self.context.get("effectiveness")
+        if table is None:
+            table = Action.effectiveness_by_rule()
+        return table.get(rule.name, {"verified": 0, "effective": 0, "rate": None})
 
     def validate_conditions(self, value):
         return validate_condition_list(value)
@@ -261,9 +279,22 @@ class ActionSerializer(serializers.ModelSerializer):
             "result",
             "error",
             "duration_ms",
+            "guardrail",
+            "expires_at",
+            "decided_by",
+            "decided_at",
+            "decision_notes",
+            "executed_at",
+            "effective",
+            "verified_at",
+            "verification",
             "created_at",
         ]
         read_only_fields = fields
+
+
+class ActionDecisionSerializer(serializers.Serializer):
+    notes = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
 
 
 class RunOnceSerializer(serializers.Serializer):
