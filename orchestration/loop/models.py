@@ -537,6 +537,8 @@ class GuardrailCounter(models.Model):
             row, _ = cls.objects.get_or_create(automation=automation, target=target)
             verdict = guardrails.judge(policy, row.as_counter(), now, approved=approved)
             after = verdict.counter
+            # A trip and the pause that follows are one state for the "say it once" rule.
+            outcome = guardrails.PAUSED if verdict.outcome == guardrails.TRIPPED else verdict.outcome
             swapped = cls.objects.filter(
                 pk=row.pk,
                 window_started_at=row.window_started_at,
@@ -548,13 +550,13 @@ class GuardrailCounter(models.Model):
                 attempts=after.attempts,
                 runs=after.runs,
                 paused_at=after.paused_at,
-                last_outcome=verdict.outcome,
+                last_outcome=outcome,
                 last_reason=verdict.reason[:300],
                 updated_at=now,
             )
             if not swapped:
                 continue  # another process counted meanwhile: judge again on its counts
-            first = verdict.outcome != row.last_outcome
+            first = outcome != row.last_outcome
             if first and verdict.outcome in (guardrails.RATE_LIMITED, guardrails.TRIPPED):
                 row.refresh_from_db()
                 row._held_back(verdict, now)
