@@ -390,7 +390,7 @@ class RuleAdmin(admin.ModelAdmin):
         "action_type",
         "conditions_text",
         "cooldown_seconds",
-        "mode",
+        "mode_display",
         "max_per_hour",
         "effectiveness",
         "last_fired_at",
@@ -424,6 +424,10 @@ class RuleAdmin(admin.ModelAdmin):
                 effective_count=Count("actions", filter=Q(actions__effective=True)),
             )
         )
+
+    @admin.display(description="mode", ordering="mode")
+    def mode_display(self, obj: Rule) -> str:
+        return obj.effective_mode + (" (risky)" if obj.risky else "")
 
     @admin.display(description="effective")
     def effectiveness(self, obj: Rule) -> str:

@@ -254,6 +254,12 @@ class Rule(models.Model):
     def risky(self) -> bool:
         return is_risky(self.action_type, self.action_params or {})
 
+    @property
+    def effective_mode(self) -> str:
+        """The mode in force: the one a person chose, else the one the action's risk gives
+        (a rule another app's data migration wrote has none stored)."""
+        return self.mode or guardrails.default_mode(self.risky)
+
     def policy(self) -> guardrails.Policy:
         return guardrails.Policy(
             max_per_hour=self.max_per_hour,

@@ -137,6 +137,8 @@ def values_for(route: Route, world: World | None) -> dict[str, object]:
         "orchestration-api:score-deduction": world.deduction.pk,
         "orchestration-api:channel": world.channel.pk,
         "orchestration-api:action": world.action.pk,
+        "console:action": world.action.pk,
+        "console:guardrail": world.counter.pk,
         "orchestration-api:ledger": world.entry.pk,
         "orchestration-api:score-report": world.report.pk,
         "orchestration-api:anomaly": world.anomaly.pk,

@@ -131,6 +131,8 @@ API_WRITES: dict[tuple[str, str], Write] = {
     ("orchestration-api:channel-detail", "PATCH"): Write(lambda w: {"enabled": False}),
     ("orchestration-api:channel-detail", "DELETE"): Write(),
     ("orchestration-api:channel-test", "POST"): Write(),
+    ("orchestration-api:action-approve", "POST"): Write(lambda w: {"notes": "go"}),
+    ("orchestration-api:action-reject", "POST"): Write(lambda w: {"notes": "not now"}),
 }
 
 # POSTs that compute an answer and change nothing: no ledger entry to expect.
@@ -154,6 +156,8 @@ CONSOLE_WRITES: dict[str, Write] = {
     "console:pipeline-decide": Write(lambda w: {"stage": w.pipeline_job.stage, "decision": "approve", "notes": ""}),
     "console:pipeline-resume": Write(setup=_pause_pipeline),
     "console:pipeline-cancel": Write(),
+    "console:action-decide": Write(lambda w: {"decision": "approve", "notes": ""}),
+    "console:guardrail-resume": Write(),
 }
 
 

@@ -12,7 +12,7 @@ from health.models import HealthCheck, Service, ServiceAlert
 from orchestration.core.jobs.queue import enqueue
 from orchestration.core.models import Anomaly, Job, Lane, LedgerEntry, NotificationChannel
 from orchestration.fleet.models import ScoreReport, Worker, WorkerRun
-from orchestration.loop.models import Action, LoopState, Rule, ScoreDeduction
+from orchestration.loop.models import Action, GuardrailCounter, LoopState, Rule, ScoreDeduction
 from orchestration.routing.models import Suggestion, TaskContext, TypeMultiplier
 from pipeline.models import PipelineDefinition, PipelineJob
 
@@ -40,6 +40,7 @@ class World:
     multiplier: TypeMultiplier
     deduction: ScoreDeduction
     channel: NotificationChannel
+    counter: GuardrailCounter
 
 
 def build_world() -> World:
@@ -81,8 +82,17 @@ def build_world() -> World:
         failed_job=failed_job,
         lane=Lane.objects.create(name="render", concurrency_limit=2),
         rule=rule,
+        # Waiting for a person: what approve and reject act on.
         action=Action.objects.create(
-            cycle=1, rule=rule, rule_name=rule.name, action_type="retry_failed", status="succeeded"
+            cycle=1,
+            rule=rule,
+            rule_name=rule.name,
+            action_type="retry_failed",
+            status="awaiting_approval",
+            expires_at=timezone.now() + timedelta(hours=1),
+        ),
+        counter=GuardrailCounter.objects.create(
+            automation=f"rule:{rule.name}", target="queue", attempts=9, runs=3, paused_at=timezone.now()
         ),
         entry=LedgerEntry.objects.create(event_type="tests.entry", message="a ledger entry"),
         worker=worker,

@@ -182,6 +182,11 @@ class RuleSerializer(serializers.ModelSerializer):
         help_text="Of this rule's verified actions: how many cleared their condition (rate = effective / verified)."
     )
 
+    def to_representation(self, instance: Rule) -> dict:
+        data = super().to_representation(instance)
+        data["mode"] = instance.effective_mode
+        return data
+
     def get_effectiveness(self, rule: Rule) -> dict:
         # One query for the whole page (the view puts the map in the context).
         table = self.context.get("effectiveness")
