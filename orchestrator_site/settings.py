@@ -372,6 +372,7 @@ SPECTACULAR_SETTINGS = {
         "JobStatusEnum": "orchestration.core.choices.JobStatus",
         "PriorityEnum": "orchestration.core.choices.Priority",
         "NotifySeverityEnum": "orchestration.core.choices.NotifySeverity",
+        "AnomalySeverityEnum": "orchestration.core.choices.AnomalySeverity",
         "ActionStatusEnum": "orchestration.core.choices.ActionStatus",
         "RunStatusEnum": "orchestration.fleet.choices.RunStatus",
         "PipelineStatusEnum": "pipeline.choices.PipelineStatus",

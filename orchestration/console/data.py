@@ -370,6 +370,11 @@ def actions_page(now: datetime) -> dict[str, Any]:
         "verified": list(Action.objects.filter(verified_at__isnull=False).order_by("-verified_at")[:20]),
         "effectiveness": sorted(Action.effectiveness_by_rule().items()),
         "paused": list(GuardrailCounter.objects.filter(paused_at__isnull=False)[:50]),
+        "anomalies": list(
+            Anomaly.objects.filter(resolved_at__isnull=True, severity__in=("critical", "high")).order_by("detected_at")[
+                :50
+            ]
+        ),
         "held": list(
             GuardrailCounter.objects.filter(last_outcome="rate_limited", updated_at__gte=now - timedelta(hours=1))[:50]
         ),

@@ -37,6 +37,7 @@ from rest_framework.views import APIView
 from health.models import DependencyError, Service
 from orchestration.console import data
 from orchestration.console.forms import GateDecisionForm, LoopIntervalForm, StartPipelineForm
+from orchestration.core.models import Anomaly, AnomalyStateError
 from orchestration.core.redaction import redact_html
 from orchestration.fleet.models import Worker
 from orchestration.fleet.runner import WorkerStateError
@@ -549,6 +550,22 @@ def guardrail_resume(request: HttpRequest, pk: int) -> HttpResponse:
         messages.success(request, f"{counter.automation} on {counter.target} resumed.")
     else:
         messages.info(request, f"{counter.automation} on {counter.target} was not paused.")
+    return _back(request, reverse("console:actions"))
+
+
+@require_POST
+@console_login_required
+def anomaly_write(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
+    """Acknowledge (stops escalation) or resolve an anomaly: the API's model methods."""
+    _require(can_control(request.user), f"{verb} anomalies")
+    anomaly = get_object_or_404(Anomaly, pk=pk)
+    notes = (request.POST.get("notes") or "")[:2000]
+    try:
+        (anomaly.acknowledge if verb == "acknowledge" else anomaly.resolve_by)(actor=actor(request), notes=notes)
+    except AnomalyStateError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{anomaly.code} on {anomaly.subject} {verb}d.")
     return _back(request, reverse("console:actions"))
 
 

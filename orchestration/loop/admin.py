@@ -13,9 +13,10 @@ from rest_framework import serializers
 from rest_framework.exceptions import PermissionDenied
 
 from orchestration.core.choices import JobStatus
+from orchestration.core.escalation_rules import TierError, validate_tiers
 from orchestration.core.jobs import queue
 from orchestration.core.jobs.registry import kind_names
-from orchestration.core.models import Campaign, Job, JobRollup, Lane, LedgerEntry
+from orchestration.core.models import Campaign, EscalationPolicy, Job, JobRollup, Lane, LedgerEntry
 from orchestration.core.models.ledger import record
 from orchestration.core.secret_forms import MaskedSecretsForm
 from orchestration.loop.api.serializers import JobCreateSerializer, RuleSerializer, ScoreDeductionSerializer
@@ -788,3 +789,58 @@ class LoopStateAdmin(admin.ModelAdmin):
             f"({system['status']}); {result['decision']['summary']}; "
             f"{execution['succeeded']} succeeded, {execution['failed']} failed.",
         )
+
+
+class EscalationPolicyForm(forms.ModelForm):
+    class Meta:
+        model = EscalationPolicy
+        fields = ["name", "severities", "tiers", "enabled"]
+
+    def clean_tiers(self):
+        try:
+            return validate_tiers(self.cleaned_data["tiers"])
+        except TierError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+    def clean_severities(self):
+        value = self.cleaned_data["severities"] or []
+        known = {"critical", "high", "medium", "low"}
+        if not isinstance(value, list) or not set(value) <= known:
+            raise forms.ValidationError(f"a list of severities among {', '.join(sorted(known))}")
+        return value
+
+
+@admin.register(EscalationPolicy)
+class EscalationPolicyAdmin(admin.ModelAdmin):
+    form = EscalationPolicyForm
+    list_display = ["name", "enabled", "severities", "tiers_text", "updated_at"]
+
+    @admin.display(description="tiers")
+    def tiers_text(self, obj: EscalationPolicy) -> str:
+        return "; ".join(
+            f"after {t.get('after_minutes')} min → {', '.join(t.get('channels') or []) or 'escalation route'}"
+            + (f", every {t['repeat_minutes']} min" if t.get("repeat_minutes") else "")
+            for t in obj.tiers or []
+            if isinstance(t, dict)
+        )
+
+    def save_model(self, request, obj, form, change):
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            verb = "updated" if change else "created"
+            record(
+                f"escalation_policy.{verb}",
+                f"Escalation policy {obj.name} {verb} in the admin",
+                subject=f"escalation_policy:{obj.name}",
+                actor=request.user.username,
+            )
+
+    def delete_model(self, request, obj):
+        with transaction.atomic():
+            record(
+                "escalation_policy.deleted",
+                f"Escalation policy {obj.name} deleted in the admin",
+                subject=f"escalation_policy:{obj.name}",
+                actor=request.user.username,
+            )
+            super().delete_model(request, obj)

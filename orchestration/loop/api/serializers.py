@@ -3,11 +3,12 @@ from __future__ import annotations
 from django.utils import timezone
 from rest_framework import serializers
 
-from orchestration.core.choices import Backoff, Priority
+from orchestration.core.choices import AnomalySeverity, Backoff, Priority
+from orchestration.core.escalation_rules import TierError, validate_tiers
 from orchestration.core.jobs import django_tasks
 from orchestration.core.jobs.kinds import http_request_problems, python_call_problems
 from orchestration.core.jobs.registry import kind_names
-from orchestration.core.models import Job, Lane, LedgerEntry, OrchestratorProcess
+from orchestration.core.models import EscalationPolicy, Job, Lane, LedgerEntry, OrchestratorProcess
 from orchestration.core.redaction import redact, redact_error
 from orchestration.loop.decider import ConditionError, validate_condition
 from orchestration.loop.executor import action_types
@@ -308,3 +309,30 @@ class RunOnceSerializer(serializers.Serializer):
 
 class EnableSerializer(serializers.Serializer):
     interval_seconds = serializers.FloatField(required=False, min_value=0.1, max_value=3600)
+
+
+class EscalationTierSerializer(serializers.Serializer):
+    """One tier: unacknowledged after ``after_minutes`` → ``channels``, repeated every
+    ``repeat_minutes`` (empty: once)."""
+
+    after_minutes = serializers.IntegerField(min_value=0)
+    channels = serializers.ListField(child=serializers.CharField(), help_text="Notification channel names.")
+    repeat_minutes = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+
+
+class EscalationPolicySerializer(serializers.ModelSerializer):
+    severities = serializers.ListField(
+        child=serializers.ChoiceField(choices=AnomalySeverity.choices), required=False, allow_empty=True
+    )
+    tiers = EscalationTierSerializer(many=True)
+
+    class Meta:
+        model = EscalationPolicy
+        fields = ["id", "name", "severities", "tiers", "enabled", "created_at", "updated_at"]
+        read_only_fields = ["created_at", "updated_at"]
+
+    def validate_tiers(self, value):
+        try:
+            return validate_tiers([dict(t) for t in value])
+        except TierError as exc:
+            raise serializers.ValidationError(str(exc)) from None

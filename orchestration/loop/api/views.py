@@ -8,12 +8,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from orchestration.core.jobs import queue
-from orchestration.core.models import Job, Lane, LedgerEntry, OrchestratorProcess
+from orchestration.core.models import EscalationPolicy, Job, Lane, LedgerEntry, OrchestratorProcess
 from orchestration.loop.api import filters
 from orchestration.loop.api.serializers import (
     ActionDecisionSerializer,
     ActionSerializer,
     EnableSerializer,
+    EscalationPolicySerializer,
     JobCreateSerializer,
     JobSerializer,
     LaneSerializer,
@@ -137,6 +138,14 @@ class ScoreDeductionViewSet(AuditedModelViewSet):
     ledger_prefix = "score_deduction"
 
 
+class EscalationPolicyViewSet(AuditedModelViewSet):
+    """Who hears of an open, unacknowledged anomaly, and when (tiers as data)."""
+
+    queryset = EscalationPolicy.objects.all()
+    serializer_class = EscalationPolicySerializer
+    ledger_prefix = "escalation_policy"
+
+
 class ActionViewSet(viewsets.ReadOnlyModelViewSet):
     """What cycles decided and the outcome; a risky action awaits a person's approval."""
 
@@ -246,6 +255,7 @@ class ApiRootView(APIView):
                     "ledger": "/api/v1/ledger/",
                     "rules": "/api/v1/rules/",
                     "score_deductions": "/api/v1/score-deductions/",
+                    "escalation_policies": "/api/v1/escalation-policies/",
                     "actions": "/api/v1/actions/",
                     "processes": "/api/v1/processes/",
                     "snapshot": "/orchestrator/snapshot",
