@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from health.models import HealthCheck, Service, ServiceAlert
 from orchestration.core.jobs.queue import enqueue
-from orchestration.core.models import Anomaly, Job, Lane, LedgerEntry, NotificationChannel
+from orchestration.core.models import Anomaly, EscalationPolicy, Job, Lane, LedgerEntry, NotificationChannel
 from orchestration.fleet.models import ScoreReport, Worker, WorkerRun
 from orchestration.loop.models import Action, GuardrailCounter, LoopState, Rule, ScoreDeduction
 from orchestration.routing.models import Suggestion, TaskContext, TypeMultiplier
@@ -41,6 +41,7 @@ class World:
     deduction: ScoreDeduction
     channel: NotificationChannel
     counter: GuardrailCounter
+    policy: EscalationPolicy
 
 
 def build_world() -> World:
@@ -90,6 +91,9 @@ def build_world() -> World:
             action_type="retry_failed",
             status="awaiting_approval",
             expires_at=timezone.now() + timedelta(hours=1),
+        ),
+        policy=EscalationPolicy.objects.create(
+            name="pagers", severities=["critical"], tiers=[{"after_minutes": 5, "channels": ["ops"]}]
         ),
         counter=GuardrailCounter.objects.create(
             automation=f"rule:{rule.name}", target="queue", attempts=9, runs=3, paused_at=timezone.now()
