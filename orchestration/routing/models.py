@@ -163,7 +163,8 @@ class SuggestionStatus(models.TextChoices):
     PENDING = "pending", "Pending approval"
     APPROVED = "approved", "Approved"
     REJECTED = "rejected", "Rejected"
-    APPLIED = "applied", "Applied (impact tracked)"
+    APPLIED = "applied", "Applied"
+    REVERTED = "reverted", "Reverted"
 
 
 class SuggestionPriority(models.TextChoices):
@@ -194,6 +195,12 @@ class Suggestion(models.Model):
     notes = models.TextField(blank=True)
     impact = JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Applying is a person's act: what it changed (to revert exactly that), who, when.
+    change = JSONField(default=dict, blank=True, help_text="service, field, before, after")
+    applied_by = models.CharField(max_length=150, blank=True)
+    applied_at = models.DateTimeField(null=True, blank=True)
+    reverted_by = models.CharField(max_length=150, blank=True)
+    reverted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -221,6 +228,93 @@ class Suggestion(models.Model):
             actor=actor,
         )
         return self
+
+    def apply(self, *, actor: str, metrics: dict) -> Suggestion:
+        """A person applies an approved suggestion: the service changes through its own
+        write (the one people use), and the metrics now are kept as "before"."""
+        from health.models import Service
+        from orchestration.routing import improvement
+
+        with transaction.atomic():
+            if self.status != SuggestionStatus.APPROVED:
+                raise SuggestionStateError(f"suggestion {self.pk} is {self.status}; only approved ones are applied")
+            plan = improvement.planned_change(self.action, self.subject, self.evidence or {}, *self._service_state())
+            service = Service.objects.get(name=plan.service)
+            now = timezone.now()
+            impact = {**(self.impact or {}), "before": metrics, "applied_at": now.isoformat()}
+            claimed = (
+                type(self)
+                .objects.filter(pk=self.pk, status=SuggestionStatus.APPROVED)
+                .update(
+                    status=SuggestionStatus.APPLIED,
+                    change=plan.as_dict(),
+                    applied_by=actor,
+                    applied_at=now,
+                    impact=impact,
+                )
+            )
+            if not claimed:
+                self.refresh_from_db()
+                raise SuggestionStateError(f"suggestion {self.pk} is already {self.status}")
+            service.configure(actor=actor, reason=f"suggestion {self.pk}: {self.title}", **{plan.field: plan.after})
+            self.refresh_from_db()
+            record(
+                "routing.suggestion_applied",
+                f"Suggestion '{self.title}' applied by {actor}: "
+                f"{plan.service} {plan.field} {plan.before} → {plan.after}",
+                subject=f"suggestion:{self.pk}",
+                data={"suggestion_id": self.pk, "change": plan.as_dict(), "before": metrics},
+                actor=actor,
+            )
+        return self
+
+    def revert(self, *, actor: str, metrics: dict) -> Suggestion:
+        """Put back what applying changed, unless someone changed that field since (then a
+        person decides: reverting would override them)."""
+        from health.models import Service
+
+        with transaction.atomic():
+            if self.status != SuggestionStatus.APPLIED or not self.change:
+                raise SuggestionStateError(f"suggestion {self.pk} is {self.status}; only applied ones are reverted")
+            change = self.change
+            service = Service.objects.filter(name=change["service"]).first()
+            if service is None:
+                raise SuggestionStateError(f"service {change['service']} no longer exists")
+            if getattr(service, change["field"]) != change["after"]:
+                raise SuggestionStateError(
+                    f"{change['service']} {change['field']} was changed since it was applied; not overriding that"
+                )
+            now = timezone.now()
+            impact = {**(self.impact or {}), "after": metrics, "reverted_at": now.isoformat()}
+            claimed = (
+                type(self)
+                .objects.filter(pk=self.pk, status=SuggestionStatus.APPLIED)
+                .update(status=SuggestionStatus.REVERTED, reverted_by=actor, reverted_at=now, impact=impact)
+            )
+            if not claimed:
+                self.refresh_from_db()
+                raise SuggestionStateError(f"suggestion {self.pk} is already {self.status}")
+            service.configure(
+                actor=actor, reason=f"revert of suggestion {self.pk}", **{change["field"]: change["before"]}
+            )
+            self.refresh_from_db()
+            record(
+                "routing.suggestion_reverted",
+                f"Suggestion '{self.title}' reverted by {actor}: {change['field']} back to {change['before']}",
+                subject=f"suggestion:{self.pk}",
+                data={"suggestion_id": self.pk, "change": change, "after": metrics},
+                actor=actor,
+            )
+        return self
+
+    def _service_state(self) -> tuple[float, list[str]]:
+        from health.models import Service
+
+        name = str((self.evidence or {}).get("service") or self.subject.partition(":")[0])
+        service = Service.objects.filter(name=name).first()
+        if service is None:
+            raise SuggestionStateError(f"service {name} does not exist")
+        return service.weight, list(service.capabilities or [])
 
     def track_impact(self, after: dict, *, actor: str) -> Suggestion:
         """Record before/after for an approved (or already tracked) suggestion."""
