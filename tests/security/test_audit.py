@@ -66,6 +66,10 @@ def _policy(name: str) -> dict[str, Any]:
     }
 
 
+def _apply(w: World) -> None:
+    w.approved_suggestion.apply(actor="someone-else", metrics={})
+
+
 def _disable_worker(w: World) -> None:
     Worker.objects.filter(pk=w.worker.pk).update(enabled=False)
 
@@ -147,6 +151,8 @@ API_WRITES: dict[tuple[str, str], Write] = {
     ("orchestration-api:escalation-policy-detail", "DELETE"): Write(),
     ("orchestration-api:anomaly-acknowledge", "POST"): Write(lambda w: {"notes": "on it"}),
     ("orchestration-api:anomaly-resolve", "POST"): Write(lambda w: {"notes": "fixed"}),
+    ("routing-api:suggestion-apply", "POST"): Write(values=lambda w: {"pk": w.approved_suggestion.pk}),
+    ("routing-api:suggestion-revert", "POST"): Write(values=lambda w: {"pk": w.approved_suggestion.pk}, setup=_apply),
 }
 
 # POSTs that compute an answer and change nothing: no ledger entry to expect.

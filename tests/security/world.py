@@ -107,8 +107,15 @@ def build_world() -> World:
         definition=pipeline_job.definition,
         pipeline_job=pipeline_job,
         suggestion=Suggestion.objects.create(kind="routing", subject="render", title="Prefer billing"),
+        # Applicable: it names a service of this world and a change the orchestrator can make.
         approved_suggestion=Suggestion.objects.create(
-            kind="routing", subject="render", title="Drop slow", status="approved", impact={"before": {}}
+            kind="slow_service",
+            subject="billing:render",
+            title="Drop slow",
+            status="approved",
+            action="lower_weight",
+            evidence={"service": "billing", "task_type": "render"},
+            impact={"before": {}},
         ),
         context=TaskContext.objects.create(name="campaign-a", data={"region": "eu"}),
         multiplier=TypeMultiplier.objects.create(task_type="render", multiplier=2),
