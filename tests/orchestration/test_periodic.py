@@ -17,6 +17,7 @@ TRIGGERS = {
     "routing analysis": ("schedule", "routing.analyze"),
     "health sweep": ("tick", "health_tick"),
     "fleet sweep": ("tick", "fleet_sweep"),
+    "anomaly escalation": ("tick", "anomaly_escalation"),
     "ledger retention": ("worker", "ledger-retention"),
     "job retention": ("worker", "job-retention"),
     "check-history retention": ("worker", "check-history-retention"),
