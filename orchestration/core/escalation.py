@@ -59,7 +59,12 @@ def escalate_due(now: datetime | None = None) -> list[int]:
         if not claimed:
             continue  # another sweep sent it, or a person acknowledged it meanwhile
         anomaly.refresh_from_db()
-        sent = _send(anomaly, step, policy)
+        if anomaly.escalated_at is not None and not step.channels and not step.repeat:
+            # The fleet already escalated it on this route when its recovery failed: the
+            # tier counts as sent, nobody is told the same thing twice.
+            sent: dict[str, Any] = {"already_escalated_at": anomaly.escalated_at.isoformat()}
+        else:
+            sent = _send(anomaly, step, policy)
         verb = "repeated" if step.repeat else "escalated"
         record(
             f"anomaly.escalation_{verb}" if step.repeat else "anomaly.escalated",

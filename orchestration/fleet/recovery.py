@@ -142,6 +142,7 @@ def _held(anomaly: Anomaly, name: str, verdict: guardrails.Verdict, now: datetim
         expires_at=now + timedelta(minutes=settings.ORCHESTRATOR_APPROVAL_TIMEOUT_MINUTES) if approval else None,
     )
     if approval:
+        action.ask_people()
         record(
             "action.awaiting_approval",
             f"{name} for {anomaly.code} on {anomaly.subject} waits for a person's approval",

@@ -529,7 +529,9 @@ def _write_cycle(
                 )
     with transaction.atomic():
         if planned:
-            Action.objects.bulk_create(rows)
+            for created in Action.objects.bulk_create(rows):
+                if created.status == ActionStatus.AWAITING_APPROVAL and created.pk:
+                    created.ask_people()
             fired = [a.rule_id for a in planned if a.rule_id]
             if fired and not run.dry:
                 Rule.objects.filter(pk__in=fired, cooldown_seconds__gt=0).update(last_fired_at=run.started)

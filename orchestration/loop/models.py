@@ -437,6 +437,21 @@ class Action(models.Model):
             )
         return self
 
+    def ask_people(self) -> int:
+        """Tell the notification channels that this action waits for a person."""
+        from orchestration.core import notifications
+
+        queued = notifications.notify(
+            f"action:{self.pk}",
+            "high",
+            f"Approval needed: {self.action_type} on {self.target or 'the queue'}",
+            f"{self.reason}\nRule: {self.rule_name}. Approve or reject in the console (Actions), the admin or "
+            f"POST /api/v1/actions/{self.pk}/approve"
+            + (f"; expires {self.expires_at:%Y-%m-%d %H:%M} UTC." if self.expires_at else "."),
+            tags=["approval"],
+        )
+        return len(queued)
+
     @classmethod
     def expire_due(cls, now) -> int:
         """Pending approvals nobody answered in time expire (they are not run)."""

@@ -146,3 +146,16 @@ def test_the_console_acknowledges_and_resolves(policy, staff_session: Client):
     anomaly.refresh_from_db()
     assert anomaly.acknowledged_by == "ops" and anomaly.resolved_by == "ops"
     assert Anomaly.objects.filter(pk=anomaly.pk, resolved_at__isnull=False).exists()
+
+
+def test_a_tier_the_fleet_already_escalated_on_the_same_route_is_not_sent_twice(db):
+    anomaly, _ = open_anomaly("HIGH_FAILURE_RATE", "worker:collector", {})
+    Anomaly.objects.filter(pk=anomaly.pk).update(escalated_at=anomaly.detected_at)
+    before = LedgerEntry.objects.filter(event_type="worker.alert").count()
+    assert escalation.escalate_due(anomaly.detected_at + timedelta(minutes=11)) == [anomaly.pk]
+    assert LedgerEntry.objects.filter(event_type="worker.alert").count() == before
+    entry = LedgerEntry.objects.get(event_type="anomaly.escalated")
+    assert "already_escalated_at" in entry.data["sent"]
+    # Its reminder, half an hour on, does go out.
+    escalation.escalate_due(anomaly.detected_at + timedelta(minutes=42))
+    assert LedgerEntry.objects.filter(event_type="worker.alert").count() == before + 1

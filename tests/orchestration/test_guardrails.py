@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 
 from orchestration.core import alerts
 from orchestration.core.choices import ActionStatus, JobStatus
-from orchestration.core.models import Anomaly, Job, LedgerEntry
+from orchestration.core.models import Anomaly, Delivery, Job, LedgerEntry, NotificationChannel
 from orchestration.loop.cycle import run_cycle
 from orchestration.loop.models import Action, GuardrailCounter, Rule
 
@@ -57,6 +57,7 @@ def test_the_seeded_emergency_rule_waits_for_approval_and_others_run_on_their_ow
 def test_it_makes_a_risky_action_wait_for_a_person_without_touching_the_jobs():
     rule = emergency_rule()
     assert rule.mode == "approval"  # nobody chose: the action's risk decides
+    NotificationChannel.objects.create(name="ops", url="json://127.0.0.1:9/ops")
     job = overdue_job()
     run_cycle()
     run_cycle()  # asked once: the second cycle does not ask again while it waits
@@ -66,6 +67,8 @@ def test_it_makes_a_risky_action_wait_for_a_person_without_touching_the_jobs():
     job.refresh_from_db()
     assert job.status == JobStatus.PENDING
     assert LedgerEntry.objects.filter(event_type="action.awaiting_approval").count() == 1
+    (asked,) = Delivery.objects.filter(event=f"action:{pending.pk}")
+    assert asked.title.startswith("Approval needed: rebalance_queue")
 
 
 def test_an_approved_action_runs_in_the_next_cycle_and_names_who_approved(staff_client: APIClient):
