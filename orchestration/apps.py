@@ -13,9 +13,11 @@ class OrchestrationConfig(AppConfig):
 
         # Registries fill themselves on import.
         from orchestration.core import checks, signin  # noqa: F401
+        from orchestration.core.escalation import escalation_tick
         from orchestration.core.jobs import django_tasks, kinds  # noqa: F401
         from orchestration.core.jobs.queue import JobStateError
         from orchestration.core.logformat import install_record_redaction
+        from orchestration.core.models import AnomalyStateError
         from orchestration.core.process_registry import install_cluster_heartbeat
         from orchestration.core.runnables import load_modules
         from orchestration.core.schedules import sync_builtin_schedules
@@ -23,6 +25,8 @@ class OrchestrationConfig(AppConfig):
         from orchestration.fleet import registrations  # noqa: F401 - the worker fleet
         from orchestration.loop import actions  # noqa: F401
         from orchestration.loop.cycle import CycleBusy
+        from orchestration.loop.models import ActionStateError
+        from orchestration.loop.runner import register_tick_hook
         from orchestration.loop.standby import install_cluster_standby
         from orchestrator_site.api.errors import register_conflict
 
@@ -39,7 +43,9 @@ class OrchestrationConfig(AppConfig):
         mask_admin_forms(admin.site)
         # What may run by name, the same in every process (web, cluster nodes, loop).
         load_modules(settings.RUNNABLE_MODULES)
-        register_conflict(JobStateError, CycleBusy)
+        register_conflict(JobStateError, CycleBusy, ActionStateError, AnomalyStateError)
+        # Open anomalies nobody acknowledged climb their escalation policy's tiers.
+        register_tick_hook(escalation_tick)
         install_cluster_heartbeat()
         install_cluster_standby()
         signin.connect()

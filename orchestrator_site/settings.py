@@ -206,6 +206,10 @@ LOGIN_REDIRECT_URL = "/"
 ORCHESTRATOR_ENABLED = env_bool("ORCHESTRATOR_ENABLED", True)
 ORCHESTRATOR_INTERVAL_SECONDS = env_float("ORCHESTRATOR_INTERVAL_SECONDS", 2.0, minimum=0.1)
 ORCHESTRATOR_DRY_RUN = env_bool("ORCHESTRATOR_DRY_RUN", False)
+# Guardrails: a risky action waits this long for a person's approval, then expires; an
+# action's triggering condition is checked again this long after it ran (effective or not).
+ORCHESTRATOR_APPROVAL_TIMEOUT_MINUTES = env_int("ORCHESTRATOR_APPROVAL_TIMEOUT_MINUTES", 60, minimum=1)
+ORCHESTRATOR_VERIFY_AFTER_SECONDS = env_int("ORCHESTRATOR_VERIFY_AFTER_SECONDS", 60, minimum=0)
 # /orchestrator/snapshot shares one snapshot per process for this long (0: always fresh).
 SNAPSHOT_MAX_AGE_SECONDS = env_float("SNAPSHOT_MAX_AGE_SECONDS", 1.0, minimum=0.0)
 # How long a processing job may go without a heartbeat before the loop reclaims it.
@@ -368,6 +372,7 @@ SPECTACULAR_SETTINGS = {
         "JobStatusEnum": "orchestration.core.choices.JobStatus",
         "PriorityEnum": "orchestration.core.choices.Priority",
         "NotifySeverityEnum": "orchestration.core.choices.NotifySeverity",
+        "AnomalySeverityEnum": "orchestration.core.choices.AnomalySeverity",
         "ActionStatusEnum": "orchestration.core.choices.ActionStatus",
         "RunStatusEnum": "orchestration.fleet.choices.RunStatus",
         "PipelineStatusEnum": "pipeline.choices.PipelineStatus",

@@ -197,6 +197,32 @@ class Service(models.Model):
         return circuit
 
     # --- enable / disable with the dependency guard -----------------------------------
+    # Fields a person (or an applied suggestion, by a person) may change in place.
+    CONFIGURABLE = ("weight", "capabilities")
+
+    def configure(self, *, actor: str, reason: str = "", **fields: Any) -> dict[str, list[Any]]:
+        """Change routing settings with their ledger entry; returns {field: [before, after]}."""
+        unknown = set(fields) - set(self.CONFIGURABLE)
+        if unknown:
+            raise ValueError(f"not configurable here: {', '.join(sorted(unknown))}")
+        changed = {}
+        for name, value in fields.items():
+            value = self._meta.get_field(name).clean(value, self)
+            changed[name] = [getattr(self, name), value]
+            setattr(self, name, value)
+        with transaction.atomic():
+            type(self).objects.filter(pk=self.pk).update(**{k: v[1] for k, v in changed.items()})
+            ledger_record(
+                "service.updated",
+                f"Service {self.name}: "
+                + ", ".join(f"{k} {v[0]} → {v[1]}" for k, v in changed.items())
+                + (f" ({reason})" if reason else ""),
+                subject=f"service:{self.name}",
+                data={"changed": changed, "reason": reason},
+                actor=actor,
+            )
+        return changed
+
     def enabled_dependents(self) -> list[str]:
         return sorted(self.dependents.filter(enabled=True).values_list("name", flat=True))
 

@@ -339,3 +339,27 @@ def pipeline_job_page(job: PipelineJob, now: datetime) -> dict[str, Any]:
 # --- helpers ------------------------------------------------------------------------------
 def _age(since: datetime | None, now: datetime) -> float | None:
     return max(0.0, (now - since).total_seconds()) if since else None
+
+
+# --- automatic actions ------------------------------------------------------------------------
+def actions_page(now: datetime) -> dict[str, Any]:
+    """Bounded reads: pending approvals, the latest verified actions, effectiveness per
+    rule (one grouped query) and the paused automations."""
+    from orchestration.core.choices import ActionStatus
+    from orchestration.loop.models import Action, GuardrailCounter
+
+    return {
+        "pending": list(Action.objects.filter(status=ActionStatus.AWAITING_APPROVAL).order_by("expires_at")[:50]),
+        "approved": list(Action.objects.filter(status=ActionStatus.APPROVED, executed_at__isnull=True)[:20]),
+        "verified": list(Action.objects.filter(verified_at__isnull=False).order_by("-verified_at")[:20]),
+        "effectiveness": sorted(Action.effectiveness_by_rule().items()),
+        "paused": list(GuardrailCounter.objects.filter(paused_at__isnull=False)[:50]),
+        "anomalies": list(
+            Anomaly.objects.filter(resolved_at__isnull=True, severity__in=("critical", "high")).order_by("detected_at")[
+                :50
+            ]
+        ),
+        "held": list(
+            GuardrailCounter.objects.filter(last_outcome="rate_limited", updated_at__gte=now - timedelta(hours=1))[:50]
+        ),
+    }

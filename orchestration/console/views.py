@@ -37,12 +37,13 @@ from rest_framework.views import APIView
 from health.models import DependencyError, Service
 from orchestration.console import data
 from orchestration.console.forms import GateDecisionForm, LoopIntervalForm, StartPipelineForm
+from orchestration.core.models import Anomaly, AnomalyStateError
 from orchestration.core.redaction import redact_html
 from orchestration.fleet.models import Worker
 from orchestration.fleet.runner import WorkerStateError
 from orchestration.fleet.runner import trigger as trigger_worker
 from orchestration.loop.cycle import CycleBusy, run_cycle
-from orchestration.loop.models import LoopState
+from orchestration.loop.models import Action, ActionStateError, GuardrailCounter, LoopState
 from pipeline import engine, people
 from pipeline import transitions as t
 from pipeline import views as gate_pages
@@ -521,6 +522,65 @@ def pipeline_resume(request: HttpRequest, pk: int) -> HttpResponse:
 @console_login_required
 def pipeline_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     return _pipeline_action(request, pk, "cancel")
+
+
+# --- automatic actions: approvals, effect, paused automations ---------------------------------
+@console_login_required
+def actions_page(request: HttpRequest) -> HttpResponse:
+    """Risky actions waiting for a person, what recent actions achieved, each rule's
+    effectiveness, and the automations loop protection paused."""
+    context = {**data.actions_page(timezone.now()), "page": "actions"}
+    return render_page(request, "console/actions.html", {}, context)
+
+
+@require_POST
+@console_login_required
+def action_decide(request: HttpRequest, pk: int) -> HttpResponse:
+    """Approve or reject a pending action through the model method the API and admin use."""
+    _require(can_control(request.user), "approve or reject automatic actions")
+    action = get_object_or_404(Action, pk=pk)
+    decision = request.POST.get("decision")
+    if decision not in ("approve", "reject"):
+        messages.error(request, "Choose approve or reject.")
+        return _back(request, reverse("console:actions"))
+    notes = (request.POST.get("notes") or "")[:2000]
+    try:
+        (action.approve if decision == "approve" else action.reject)(actor=actor(request), notes=notes)
+    except ActionStateError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request, f"{action.action_type} {decision}d" + (" (runs next cycle)." if decision == "approve" else ".")
+        )
+    return _back(request, reverse("console:actions"))
+
+
+@require_POST
+@console_login_required
+def guardrail_resume(request: HttpRequest, pk: int) -> HttpResponse:
+    _require(can_control(request.user), "resume paused automations")
+    counter = get_object_or_404(GuardrailCounter, pk=pk)
+    if counter.resume(actor=actor(request)):
+        messages.success(request, f"{counter.automation} on {counter.target} resumed.")
+    else:
+        messages.info(request, f"{counter.automation} on {counter.target} was not paused.")
+    return _back(request, reverse("console:actions"))
+
+
+@require_POST
+@console_login_required
+def anomaly_write(request: HttpRequest, pk: int, verb: str) -> HttpResponse:
+    """Acknowledge (stops escalation) or resolve an anomaly: the API's model methods."""
+    _require(can_control(request.user), f"{verb} anomalies")
+    anomaly = get_object_or_404(Anomaly, pk=pk)
+    notes = (request.POST.get("notes") or "")[:2000]
+    try:
+        (anomaly.acknowledge if verb == "acknowledge" else anomaly.resolve_by)(actor=actor(request), notes=notes)
+    except AnomalyStateError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{anomaly.code} on {anomaly.subject} {verb}d.")
+    return _back(request, reverse("console:actions"))
 
 
 # --- sign in / out ------------------------------------------------------------------------

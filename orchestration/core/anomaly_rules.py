@@ -267,6 +267,15 @@ OTHER: list[AnomalyRule] = [
         "A monitored service is down (the root cause; dependents failing because of it are listed)",
         lambda facts: None,
     ),
+    # Loop protection: one automatic remediation kept acting on the same target and is
+    # paused for it until a person resumes it (the loop's guardrails open it).
+    AnomalyRule(
+        "REMEDIATION_LOOP",
+        "high",
+        "automation",
+        "An automatic remediation repeated on one target too often in an hour and is paused there",
+        lambda facts: None,
+    ),
 ]
 BY_CODE: dict[str, AnomalyRule] = {rule.code: rule for rule in [*RULES, *OTHER]}
 CODES = [rule.code for rule in RULES]  # the fleet's seventeen

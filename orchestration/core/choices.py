@@ -56,6 +56,28 @@ class ActionStatus(models.TextChoices):
     PLANNED = "planned", "Planned (dry run)"
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
+    # Risk tiers: a risky action waits for a person, who approves (the next pass runs
+    # it) or rejects it; unanswered within the timeout it expires.
+    AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
+    APPROVED = "approved", "Approved (runs next cycle)"
+    REJECTED = "rejected", "Rejected"
+    EXPIRED = "expired", "Expired (nobody decided in time)"
+    # Guardrails held it back (no change made): over the hourly limit, or the
+    # automation is paused for that target after a remediation loop.
+    RATE_LIMITED = "rate_limited", "Held back (hourly limit)"
+    PAUSED = "paused", "Held back (automation paused for this target)"
+
+
+# Actions whose outcome is known and may be verified later.
+EXECUTED_STATUSES = (ActionStatus.SUCCEEDED, ActionStatus.FAILED)
+
+
+class RuleMode(models.TextChoices):
+    """Whether a rule's action runs on its own or waits for a person's approval. A
+    risky action's rule starts in approval; only a person makes it automatic."""
+
+    AUTOMATIC = "automatic", "Runs on its own"
+    APPROVAL = "approval", "Waits for a person's approval"
 
 
 class Operator(models.TextChoices):

@@ -155,6 +155,35 @@ def notify(
     return Delivery.objects.bulk_create(rows)
 
 
+def notify_channels(
+    channels: Iterable[NotificationChannel],
+    event: str,
+    severity: str,
+    title: str,
+    body: str = "",
+    *,
+    reminder: bool = False,
+) -> list[Delivery]:
+    """Queue the notification for these channels whatever their own routes (an
+    escalation tier names its channels)."""
+    title, body = redact_text(title)[:250], redact_text(body)
+    now = timezone.now()
+    rows = [
+        Delivery(
+            channel=channel,
+            event=event[:200],
+            severity=severity,
+            title=title,
+            body=body,
+            reminder=reminder,
+            next_attempt_at=now,
+            created_at=now,
+        )
+        for channel in channels
+    ]
+    return Delivery.objects.bulk_create(rows)
+
+
 def claim(delivery: Delivery, now: datetime) -> bool:
     """Compare-and-swap on (status, next_attempt_at): one sender per try."""
     return bool(

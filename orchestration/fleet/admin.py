@@ -16,7 +16,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from orchestration.core import runnables
-from orchestration.core.models import Anomaly
+from orchestration.core.models import Anomaly, AnomalyStateError
 from orchestration.core.models.ledger import record
 from orchestration.core.secret_forms import MaskedSecretsForm
 from orchestration.fleet import specs
@@ -431,9 +431,18 @@ class AnomalyAdmin(ReadOnlyAdmin):
         "occurrences",
         "recovery_attempts",
         "alert_state",
-        "escalated_at",
+        "escalation_tier",
+        "acknowledged_by",
+        "resolved_by",
     ]
-    list_filter = ["severity", "code", "alert_state", ("resolved_at", admin.EmptyFieldListFilter)]
+    list_filter = [
+        "severity",
+        "code",
+        "alert_state",
+        ("resolved_at", admin.EmptyFieldListFilter),
+        ("acknowledged_at", admin.EmptyFieldListFilter),
+    ]
+    actions = ["acknowledge", "resolve"]
     search_fields = ["code", "subject"]
     readonly_fields = ["recovery_pretty"]
     list_select_related = ["worker"]
@@ -449,3 +458,24 @@ class AnomalyAdmin(ReadOnlyAdmin):
     @admin.display(description="recovery")
     def recovery_pretty(self, obj: Anomaly):
         return pretty_json(obj.recovery)
+
+    @admin.action(description="Acknowledge selected anomalies (stops their escalation)")
+    def acknowledge(self, request, queryset):
+        self._write(request, queryset, "acknowledge")
+
+    @admin.action(description="Resolve selected anomalies")
+    def resolve(self, request, queryset):
+        self._write(request, queryset, "resolve")
+
+    def _write(self, request, queryset, verb: str) -> None:
+        done, refused = 0, []
+        for anomaly in queryset:
+            try:
+                write = anomaly.acknowledge if verb == "acknowledge" else anomaly.resolve_by
+                write(actor=request.user.username)
+                done += 1
+            except AnomalyStateError as exc:
+                refused.append(str(exc))
+        self.message_user(request, f"{done} anomal{'y' if done == 1 else 'ies'} {verb}d.")
+        if refused:
+            self.message_user(request, "; ".join(refused[:5]), level=messages.WARNING)

@@ -18,7 +18,7 @@ from orchestration.core.models import Anomaly
 from orchestration.fleet.choices import FAILED_RUN_STATUSES, RunStatus
 from orchestration.fleet.detection import sweep
 from orchestration.fleet.models import Worker, WorkerRun
-from orchestration.fleet.recovery import escalate_due, retry_open, strategies
+from orchestration.fleet.recovery import escalate_due, retry_open, run_approved, strategies, verify_recoveries
 from orchestration.fleet.runner import promote_stragglers, request_run
 from orchestration.loop.decider import PlannedAction
 from orchestration.loop.executor import ActionContext, action_handler
@@ -95,8 +95,14 @@ def sweep_workers(action: PlannedAction, ctx: ActionContext) -> dict:
 @action_handler("recover_workers")
 def recover_workers(action: PlannedAction, ctx: ActionContext) -> dict:
     """Run the recovery strategy of open anomalies that are due another attempt."""
+    from orchestration.fleet.recovery import run_approved, verify_recoveries
 
-    return {"action_ids": retry_open(ctx.now, cycle=ctx.cycle)}
+    approved = run_approved(ctx.now)
+    return {
+        "action_ids": retry_open(ctx.now, cycle=ctx.cycle),
+        "approved_run": approved,
+        "verified": verify_recoveries(ctx.now),
+    }
 
 
 @action_handler("escalate_worker_anomalies")
@@ -137,8 +143,14 @@ class _SweepTick:
         if time.monotonic() - self.last < settings.FLEET_SWEEP_SECONDS:
             return None
         self.last = time.monotonic()
-
-        return {**sweep(timezone.now()), "buffered_started": promote_stragglers()}
+        now = timezone.now()
+        # Approved recoveries and their later checks run here too: no rule has to fire.
+        return {
+            **sweep(now),
+            "buffered_started": promote_stragglers(),
+            "approved_run": run_approved(now),
+            "verified": verify_recoveries(now),
+        }
 
 
 fleet_sweep_tick = _SweepTick()

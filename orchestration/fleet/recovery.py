@@ -8,7 +8,11 @@ Contract for a strategy::
 It changes real state (rows, schedules, breakers), returns a JSON summary of what it
 did, and raises when it could not act. It must be safe to repeat. Every attempt is
 an orchestration ``Action`` (cycle = the loop's current cycle, 0 before the first)
-with its outcome in the ledger. An anomaly still open ``FLEET_ESCALATE_AFTER_SECONDS``
+with its outcome in the ledger. The loop's guardrails apply per strategy and worker
+(``AutomationPolicy`` "recovery:<strategy>"): an hourly limit, loop protection, and
+for a risky strategy (pausing schedules, tripping a worker's breaker) a person's
+approval unless a person made it automatic; a later pass records whether the anomaly
+cleared (the Action effective or not). An anomaly still open ``FLEET_ESCALATE_AFTER_SECONDS``
 after a recovery is escalated: alerted on the escalation route and marked.
 """
 
@@ -33,12 +37,21 @@ from orchestration.fleet.choices import RunTrigger
 from orchestration.fleet.models import Worker
 from orchestration.fleet.runner import request_run
 from orchestration.fleet.sync import sync_schedule
-from orchestration.loop.models import Action, LoopState
+from orchestration.loop import guardrails
+from orchestration.loop.models import Action, AutomationPolicy, GuardrailCounter, LoopState
 
 log = logging.getLogger("orchestration.fleet")
 
 Strategy = Callable[[Anomaly, datetime], dict[str, Any]]
 _STRATEGIES: dict[str, tuple[str, Strategy]] = {}
+# Strategies that stop work a person may be counting on: they wait for approval.
+RISKY: set[str] = set()
+RULE_NAME = "fleet-recovery"
+# Guardrail defaults of a strategy's policy row (people edit the row afterwards).
+MAX_PER_HOUR = 4
+LOOP_LIMIT = 8
+# An anomaly still open this long after its recovery: the recovery was not effective.
+VERIFY_AFTER_SECONDS = 120
 
 PRIORITY_BY_SEVERITY = {"critical": 10, "high": 8, "medium": 5, "low": 2}
 MAX_RATE_FACTOR = 8.0
@@ -48,9 +61,11 @@ class RecoveryError(Exception):
     pass
 
 
-def recovery_strategy(code: str, name: str) -> Callable[[Strategy], Strategy]:
+def recovery_strategy(code: str, name: str, *, risky: bool = False) -> Callable[[Strategy], Strategy]:
     def register(func: Strategy) -> Strategy:
         _STRATEGIES[code] = (name, func)
+        if risky:
+            RISKY.add(name)
         return func
 
     return register
@@ -72,32 +87,103 @@ def current_cycle() -> int:
     return LoopState.objects.filter(pk=LoopState.SINGLETON_ID).values_list("cycle_count", flat=True).first() or 0
 
 
+def policy_of(name: str) -> AutomationPolicy:
+    return AutomationPolicy.of(
+        f"recovery:{name}", risky=name in RISKY, max_per_hour=MAX_PER_HOUR, loop_limit=LOOP_LIMIT
+    )
+
+
 def recover(anomaly: Anomaly, *, now: datetime | None = None, actor: str = "orchestrator", cycle: int | None = None):
-    """Run the strategy for this anomaly once; returns the Action row (None: no strategy)."""
+    """Run the strategy for this anomaly once, if the guardrails allow; returns the
+    Action row (None: no strategy, or a request already waits for a person)."""
     if anomaly.code not in _STRATEGIES:
         return None
     now = now or timezone.now()
     name, func = _STRATEGIES[anomaly.code]
+    waiting = Action.objects.filter(
+        rule_name=RULE_NAME,
+        params__anomaly_id=anomaly.pk,
+        status__in=(ActionStatus.AWAITING_APPROVAL, ActionStatus.APPROVED),
+        executed_at__isnull=True,
+    )
+    if waiting.exists():
+        return None
+    verdict, first = GuardrailCounter.attempt(f"recovery:{name}", anomaly.subject, policy_of(name).policy(), now)
+    cycle = current_cycle() if cycle is None else cycle
+    if not verdict.runs:
+        # Held back: wait the cool-down before asking again, and say so once.
+        Anomaly.objects.filter(pk=anomaly.pk).update(last_recovery_at=now)
+        if not (first or verdict.outcome == guardrails.APPROVAL):
+            return None
+        return _held(anomaly, name, verdict, now, cycle)
+    return _run(anomaly, name, func, now=now, actor=actor, cycle=cycle, reason=verdict.reason)
+
+
+def _fields(anomaly: Anomaly, name: str, cycle: int, now: datetime) -> dict[str, Any]:
+    return {
+        "cycle": cycle,
+        "rule_name": RULE_NAME,
+        "action_type": name,
+        "priority": PRIORITY_BY_SEVERITY.get(anomaly.severity, 5),
+        "reason": f"{anomaly.code} on {anomaly.subject}"[:300],
+        "target": anomaly.subject[:200],
+        "params": {"anomaly_id": anomaly.pk, "code": anomaly.code},
+        "trigger": anomaly.details,
+        "created_at": now,
+    }
+
+
+def _held(anomaly: Anomaly, name: str, verdict: guardrails.Verdict, now: datetime, cycle: int) -> Action:
+    from orchestration.loop.cycle import HELD_STATUS
+
+    approval = verdict.outcome == guardrails.APPROVAL
+    action = Action.objects.create(
+        **_fields(anomaly, name, cycle, now),
+        status=HELD_STATUS[verdict.outcome],
+        guardrail=verdict.reason[:300],
+        expires_at=now + timedelta(minutes=settings.ORCHESTRATOR_APPROVAL_TIMEOUT_MINUTES) if approval else None,
+    )
+    if approval:
+        action.ask_people()
+        record(
+            "action.awaiting_approval",
+            f"{name} for {anomaly.code} on {anomaly.subject} waits for a person's approval",
+            severity=Severity.WARNING,
+            subject=anomaly.subject,
+            data={"action_id": action.pk, "anomaly_id": anomaly.pk, "strategy": name},
+        )
+    return action
+
+
+def _run(
+    anomaly: Anomaly,
+    name: str,
+    func: Strategy,
+    *,
+    now: datetime,
+    actor: str,
+    cycle: int,
+    reason: str = "",
+    row: Action | None = None,
+) -> Action:
+    """Run the strategy and record it: on a new Action row, or on the approved ``row``."""
     started = time.perf_counter()
     try:
         result, ok, error = func(anomaly, now) or {}, True, ""
     except Exception as exc:  # the failure is the action's outcome
         result, ok, error = {}, False, f"{type(exc).__name__}: {exc}"
-    action = Action.objects.create(
-        cycle=current_cycle() if cycle is None else cycle,
-        rule_name="fleet-recovery",
-        action_type=name,
-        priority=PRIORITY_BY_SEVERITY.get(anomaly.severity, 5),
-        reason=f"{anomaly.code} on {anomaly.subject}"[:300],
-        target=anomaly.subject[:200],
-        params={"anomaly_id": anomaly.pk, "code": anomaly.code},
-        trigger=anomaly.details,
-        status=ActionStatus.SUCCEEDED if ok else ActionStatus.FAILED,
-        result=result,
-        error=error,
-        duration_ms=round((time.perf_counter() - started) * 1000, 2),
-        created_at=now,
-    )
+    outcome = {
+        "status": ActionStatus.SUCCEEDED if ok else ActionStatus.FAILED,
+        "result": result,
+        "error": error,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        "verify_after": now + timedelta(seconds=VERIFY_AFTER_SECONDS) if ok else None,
+    }
+    if row is None:
+        action = Action.objects.create(**_fields(anomaly, name, cycle, now), guardrail=reason[:300], **outcome)
+    else:
+        Action.objects.filter(pk=row.pk).update(**outcome)
+        action = Action.objects.get(pk=row.pk)
     entry = {
         "at": now.isoformat(),
         "action_id": action.pk,
@@ -106,6 +192,8 @@ def recover(anomaly: Anomaly, *, now: datetime | None = None, actor: str = "orch
         "result": result,
         "error": error,
     }
+    if action.decided_by:
+        entry["approved_by"] = action.decided_by
     anomaly.refresh_from_db()
     Anomaly.objects.filter(pk=anomaly.pk).update(
         recovery=[*anomaly.recovery, entry][-20:],
@@ -114,13 +202,51 @@ def recover(anomaly: Anomaly, *, now: datetime | None = None, actor: str = "orch
     )
     record(
         "worker.recovery" if ok else "worker.recovery_failed",
-        f"{name} for {anomaly.code} on {anomaly.subject}: " + (str(result) if ok else error),
+        f"{name} for {anomaly.code} on {anomaly.subject}: "
+        + (str(result) if ok else error)
+        + (f" (approved by {action.decided_by})" if action.decided_by else ""),
         severity=Severity.INFO if ok else Severity.ERROR,
         subject=anomaly.subject,
         data={"anomaly_id": anomaly.pk, **entry},
         actor=actor,
     )
     return action
+
+
+def run_approved(now: datetime | None = None) -> list[int]:
+    """Run the recoveries a person approved (each claimed once)."""
+    now = now or timezone.now()
+    by_name = {name: func for name, func in _STRATEGIES.values()}
+    done = []
+    for row in Action.objects.filter(rule_name=RULE_NAME, status=ActionStatus.APPROVED, executed_at__isnull=True)[:50]:
+        if not row.claim_approved(now):
+            continue
+        anomaly = Anomaly.objects.filter(pk=(row.params or {}).get("anomaly_id")).first()
+        func = by_name.get(row.action_type)
+        if anomaly is None or func is None:
+            Action.objects.filter(pk=row.pk).update(status=ActionStatus.FAILED, error="its anomaly or strategy is gone")
+            continue
+        GuardrailCounter.attempt(
+            f"recovery:{row.action_type}", row.target, policy_of(row.action_type).policy(), now, approved=True
+        )
+        _run(anomaly, row.action_type, func, now=now, actor="orchestrator", cycle=row.cycle, row=row)
+        done.append(row.pk)
+    return done
+
+
+def verify_recoveries(now: datetime | None = None) -> int:
+    """The later check of a recovery: effective when its anomaly has resolved since."""
+    now = now or timezone.now()
+    verified = 0
+    due = Action.objects.filter(
+        rule_name=RULE_NAME, status=ActionStatus.SUCCEEDED, verified_at__isnull=True, verify_after__lte=now
+    )
+    for row in due[:100]:
+        anomaly = Anomaly.objects.filter(pk=(row.params or {}).get("anomaly_id")).first()
+        effective = anomaly is None or anomaly.resolved_at is not None
+        note = "the anomaly resolved" if effective else f"the anomaly is still open {VERIFY_AFTER_SECONDS} s later"
+        verified += int(row.mark_verified(effective, note, now))
+    return verified
 
 
 def retry_open(now: datetime | None = None, *, cycle: int | None = None) -> list[int]:
@@ -177,7 +303,7 @@ def restart_worker(anomaly: Anomaly, now: datetime) -> dict:
     return {"restarted": True, "run_id": run.pk, "execution_id": run.execution_id}
 
 
-@recovery_strategy("QUEUE_OVERFLOW", "pause_new_jobs")
+@recovery_strategy("QUEUE_OVERFLOW", "pause_new_jobs", risky=True)
 def pause_new_jobs(anomaly: Anomaly, now: datetime) -> dict:
     """Pause new scheduled runs while the anomaly is open (the run gate checks it) and
     push low-priority pending jobs back 5 minutes so urgent work drains first."""
@@ -198,7 +324,7 @@ def _reduce_rate(worker: Worker) -> dict:
     return {"rate_factor": [before, worker.rate_factor], "note": worker.cadence_text()}
 
 
-@recovery_strategy("HIGH_FAILURE_RATE", "open_circuit_reduce_rate")
+@recovery_strategy("HIGH_FAILURE_RATE", "open_circuit_reduce_rate", risky=True)
 def open_circuit_reduce_rate(anomaly: Anomaly, now: datetime) -> dict:
     worker = _worker(anomaly)
     circuit = worker.ensure_circuit()

@@ -53,7 +53,8 @@ def retry_failed(action: PlannedAction, ctx: ActionContext) -> dict:
     return {"retried": changed, "job_ids": ids[:50]}
 
 
-@action_handler("rebalance_queue")
+# The emergency mode fails jobs: a person approves it unless they made its rule automatic.
+@action_handler("rebalance_queue", risky=lambda params: bool(params.get("emergency")))
 def rebalance_queue(action: PlannedAction, ctx: ActionContext) -> dict:
     """Relieve a saturated queue: push low-priority work back so urgent jobs go first;
     in emergency mode, fail jobs that have been due for more than two hours (a job

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
+from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
@@ -12,15 +13,25 @@ from rest_framework import serializers
 from rest_framework.exceptions import PermissionDenied
 
 from orchestration.core.choices import JobStatus
+from orchestration.core.escalation_rules import TierError, validate_tiers
 from orchestration.core.jobs import queue
 from orchestration.core.jobs.registry import kind_names
-from orchestration.core.models import Campaign, Job, JobRollup, Lane, LedgerEntry
+from orchestration.core.models import Campaign, EscalationPolicy, Job, JobRollup, Lane, LedgerEntry
 from orchestration.core.models.ledger import record
 from orchestration.core.secret_forms import MaskedSecretsForm
 from orchestration.loop.api.serializers import JobCreateSerializer, RuleSerializer, ScoreDeductionSerializer
 from orchestration.loop.cycle import CycleBusy, run_cycle
 from orchestration.loop.executor import action_types
-from orchestration.loop.models import Action, ChannelWindow, LoopState, Rule, ScoreDeduction
+from orchestration.loop.models import (
+    Action,
+    ActionStateError,
+    AutomationPolicy,
+    ChannelWindow,
+    GuardrailCounter,
+    LoopState,
+    Rule,
+    ScoreDeduction,
+)
 from orchestrator_site.admin_scale import (
     BigTableAdmin,
     admin_link,
@@ -351,6 +362,9 @@ class RuleAdminForm(forms.ModelForm):
             "priority",
             "enabled",
             "cooldown_seconds",
+            "mode",
+            "max_per_hour",
+            "loop_limit",
         ]
 
     def clean_conditions(self):
@@ -378,10 +392,13 @@ class RuleAdmin(admin.ModelAdmin):
         "action_type",
         "conditions_text",
         "cooldown_seconds",
+        "mode_display",
+        "max_per_hour",
+        "effectiveness",
         "last_fired_at",
         "actions_link",
     ]
-    list_filter = ["enabled", "action_type", "builtin"]
+    list_filter = ["enabled", "mode", "action_type", "builtin"]
     search_fields = ["name", "description", "action_type"]
     actions = ["enable_rules", "disable_rules"]
     readonly_fields = ["last_fired_at", "builtin", "created_at", "updated_at"]
@@ -399,8 +416,39 @@ class RuleAdmin(admin.ModelAdmin):
     def conditions_text(self, obj: Rule) -> str:
         return " AND ".join(f"{c.get('field')} {c.get('op')} {c.get('value')}" for c in obj.conditions or [])
 
+    def get_queryset(self, request):
+        verified = Q(actions__effective__isnull=False)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                verified_count=Count("actions", filter=verified),
+                effective_count=Count("actions", filter=Q(actions__effective=True)),
+            )
+        )
+
+    @admin.display(description="mode", ordering="mode")
+    def mode_display(self, obj: Rule) -> str:
+        return obj.effective_mode + (" (risky)" if obj.risky else "")
+
+    @admin.display(description="effective")
+    def effectiveness(self, obj: Rule) -> str:
+        """Of its verified actions, how many cleared the condition that fired them."""
+        verified = getattr(obj, "verified_count", 0)
+        if not verified:
+            return "— (none verified)"
+        effective = getattr(obj, "effective_count", 0)
+        return f"{effective}/{verified} ({effective / verified:.0%})"
+
     def save_model(self, request, obj, form, change):
+        # A change of mode goes through the rule's own write (its ledger entry names who
+        # let a risky rule run on its own).
+        mode = obj.mode
+        if change and "mode" in form.changed_data:
+            obj.mode = form.initial.get("mode") or mode
         super().save_model(request, obj, form, change)
+        if change and mode != obj.mode:
+            obj.set_mode(mode, actor=request.user.username)
         record(
             f"rule.{'updated' if change else 'created'}",
             f"Rule {obj.name} {'updated' if change else 'created'} in the admin",
@@ -532,10 +580,13 @@ class ActionAdmin(BigTableAdmin):
         "reason",
         "rule_link",
         "target_display",
+        "effective_display",
+        "decided_by",
         "duration_ms",
     ]
     list_filter = [
         "status",
+        "effective",
         choices_filter("action type", "action_type", _action_types),
         choices_filter("rule", "rule_name", lambda: Rule.objects.order_by("name").values_list("name", flat=True)),
     ]
@@ -559,6 +610,79 @@ class ActionAdmin(BigTableAdmin):
     @admin.display(description="target", ordering="target")
     def target_display(self, obj: Action):
         return subject_link(obj.target)
+
+    @admin.display(description="effective", ordering="effective")
+    def effective_display(self, obj: Action) -> str:
+        if obj.effective is None:
+            return "not verified yet" if obj.verify_after else "—"
+        return f"{'yes' if obj.effective else 'no'}: {obj.verification}"
+
+    actions = ["approve_actions", "reject_actions"]
+
+    @admin.action(description="Approve selected actions (awaiting approval)")
+    def approve_actions(self, request, queryset):
+        self._decide(request, queryset, True)
+
+    @admin.action(description="Reject selected actions (awaiting approval)")
+    def reject_actions(self, request, queryset):
+        self._decide(request, queryset, False)
+
+    def _decide(self, request, queryset, approve: bool) -> None:
+        done, refused = 0, []
+        for action in queryset:
+            try:
+                (action.approve if approve else action.reject)(actor=request.user.username)
+                done += 1
+            except ActionStateError as exc:
+                refused.append(str(exc))
+        self.message_user(request, f"{done} action(s) {'approved' if approve else 'rejected'}.")
+        if refused:
+            self.message_user(request, "; ".join(refused[:5]), level=messages.WARNING)
+
+
+@admin.register(GuardrailCounter)
+class GuardrailCounterAdmin(admin.ModelAdmin):
+    """How often each automation acted on each target this hour, and what loop
+    protection paused (a person resumes it here)."""
+
+    list_display = ["automation", "target", "runs", "attempts", "window_started_at", "paused_at", "last_reason"]
+    list_filter = ["automation", "last_outcome"]
+    search_fields = ["automation", "target"]
+    actions = ["resume"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.action(description="Resume the selected paused automations")
+    def resume(self, request, queryset):
+        done = sum(row.resume(actor=request.user.username) for row in queryset)
+        self.message_user(request, f"{done} automation(s) resumed.")
+
+
+class AutomationPolicyForm(forms.ModelForm):
+    class Meta:
+        model = AutomationPolicy
+        fields = ["mode", "max_per_hour", "loop_limit"]
+
+
+@admin.register(AutomationPolicy)
+class AutomationPolicyAdmin(admin.ModelAdmin):
+    """The guardrails of recovery strategies and the routing ejection."""
+
+    form = AutomationPolicyForm
+    list_display = ["name", "mode", "risky", "max_per_hour", "loop_limit", "updated_by", "updated_at"]
+    readonly_fields = ["name", "risky", "updated_by", "updated_at"]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # each row is made by its automation the first time it acts
+
+    def save_model(self, request, obj, form, change):
+        fields = {name: form.cleaned_data[name] for name in form.changed_data}
+        if fields:
+            AutomationPolicy.objects.get(pk=obj.pk).configure(actor=request.user.username, **fields)
 
 
 @admin.register(LoopState)
@@ -665,3 +789,58 @@ class LoopStateAdmin(admin.ModelAdmin):
             f"({system['status']}); {result['decision']['summary']}; "
             f"{execution['succeeded']} succeeded, {execution['failed']} failed.",
         )
+
+
+class EscalationPolicyForm(forms.ModelForm):
+    class Meta:
+        model = EscalationPolicy
+        fields = ["name", "severities", "tiers", "enabled"]
+
+    def clean_tiers(self):
+        try:
+            return validate_tiers(self.cleaned_data["tiers"])
+        except TierError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+    def clean_severities(self):
+        value = self.cleaned_data["severities"] or []
+        known = {"critical", "high", "medium", "low"}
+        if not isinstance(value, list) or not set(value) <= known:
+            raise forms.ValidationError(f"a list of severities among {', '.join(sorted(known))}")
+        return value
+
+
+@admin.register(EscalationPolicy)
+class EscalationPolicyAdmin(admin.ModelAdmin):
+    form = EscalationPolicyForm
+    list_display = ["name", "enabled", "severities", "tiers_text", "updated_at"]
+
+    @admin.display(description="tiers")
+    def tiers_text(self, obj: EscalationPolicy) -> str:
+        return "; ".join(
+            f"after {t.get('after_minutes')} min → {', '.join(t.get('channels') or []) or 'escalation route'}"
+            + (f", every {t['repeat_minutes']} min" if t.get("repeat_minutes") else "")
+            for t in obj.tiers or []
+            if isinstance(t, dict)
+        )
+
+    def save_model(self, request, obj, form, change):
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            verb = "updated" if change else "created"
+            record(
+                f"escalation_policy.{verb}",
+                f"Escalation policy {obj.name} {verb} in the admin",
+                subject=f"escalation_policy:{obj.name}",
+                actor=request.user.username,
+            )
+
+    def delete_model(self, request, obj):
+        with transaction.atomic():
+            record(
+                "escalation_policy.deleted",
+                f"Escalation policy {obj.name} deleted in the admin",
+                subject=f"escalation_policy:{obj.name}",
+                actor=request.user.username,
+            )
+            super().delete_model(request, obj)

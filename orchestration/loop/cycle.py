@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -20,10 +21,10 @@ from orchestration.core.choices import ActionStatus, Severity
 from orchestration.core.dbfaults import close_connections
 from orchestration.core.jobs.queue import worker_identity
 from orchestration.core.models import LedgerEntry
-from orchestration.core.models.ledger import ledger_entry
-from orchestration.loop import decider
+from orchestration.core.models.ledger import ledger_entry, record
+from orchestration.loop import decider, guardrails
 from orchestration.loop.executor import ActionContext, ActionResult, execute
-from orchestration.loop.models import Action, LoopState, Rule
+from orchestration.loop.models import Action, GuardrailCounter, LoopState, Rule
 from orchestration.loop.monitor import build_snapshot
 
 log = logging.getLogger("orchestration.loop")
@@ -189,6 +190,40 @@ def action_status(outcome: ActionResult | None) -> str:
     return ActionStatus.SUCCEEDED if outcome.ok else ActionStatus.FAILED
 
 
+HELD_STATUS = {
+    guardrails.APPROVAL: ActionStatus.AWAITING_APPROVAL,
+    guardrails.RATE_LIMITED: ActionStatus.RATE_LIMITED,
+    guardrails.PAUSED: ActionStatus.PAUSED,
+    guardrails.TRIPPED: ActionStatus.PAUSED,
+}
+
+
+@dataclass(frozen=True)
+class Guard:
+    """What the guardrails said of one planned action; ``record``: whether a held-back
+    action gets its own row (the first of a run of hold-backs, every approval request)."""
+
+    verdict: guardrails.Verdict
+    record: bool = True
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+
+
+def guarded_fields(run: CycleRun, action: decider.PlannedAction, guard: Guard, outcome: ActionResult | None):
+    """The Action row of a guarded action: run (with what to verify later) or held back."""
+    fields = action_fields(run, action, outcome)
+    fields["guardrail"] = guard.verdict.reason[:300]
+    if guard.verdict.runs:
+        if outcome is not None and outcome.ok and guard.conditions:
+            fields["verify_conditions"] = guard.conditions
+            fields["verify_after"] = run.started + timedelta(seconds=settings.ORCHESTRATOR_VERIFY_AFTER_SECONDS)
+        return fields
+    fields["status"] = HELD_STATUS[guard.verdict.outcome]
+    if guard.verdict.outcome == guardrails.APPROVAL:
+        fields["expires_at"] = run.started + timedelta(minutes=settings.ORCHESTRATOR_APPROVAL_TIMEOUT_MINUTES)
+        fields["verify_conditions"] = guard.conditions
+    return fields
+
+
 def action_fields(run: CycleRun, action: decider.PlannedAction, outcome: ActionResult | None) -> dict[str, Any]:
     """The fields of the Action row for one planned action (outcome None: not executed)."""
     return {
@@ -279,7 +314,8 @@ def cycle_entries(
 ) -> list[EntrySpec]:
     """Every ledger entry of a cycle that ran, in the order they happened."""
     entries = [started_entry(run, planned, summary["summary"], summary["health_score"])] if planned else []
-    entries += [action_entry(run, action, outcome) for action, outcome in zip(planned, results, strict=False)]
+    executed = [r.action for r in results]
+    entries += [action_entry(run, action, outcome) for action, outcome in zip(executed, results, strict=True)]
     return [*entries, closing_entry(run, summary)]
 
 
@@ -319,15 +355,26 @@ def _run_with_lease(owner: str, *, dry_run: bool | None, actor: str, manual: boo
     entries: list[LedgerEntry] = []
     try:
         snapshot = build_snapshot(run.started)
-        planned = decider.decide(rule_specs(list(Rule.objects.filter(enabled=True)), run.started), snapshot)
+        rules = list(Rule.objects.filter(enabled=True))
+        planned = decider.decide(rule_specs(rules, run.started), snapshot)
         if planned:
             started = started_entry(run, planned, decider.summarize(planned), snapshot["system"]["health_score"])
             entries = _ledger_rows(run, [started])
-        results = [] if run.dry else execute(planned, ActionContext(snapshot, run.started, run.cycle, actor))
+        ctx = ActionContext(snapshot, run.started, run.cycle, actor)
+        guards: list[Guard | None] = [None] * len(planned)
+        results: list[ActionResult] = []
+        if not run.dry:
+            # A person's earlier decisions first: expired approvals, approved actions, checks due.
+            Action.expire_due(run.started)
+            run_approved(ctx)
+            verify_due(snapshot, run.started)
+            guards = guard_actions(planned, {r.pk: r for r in rules}, run.started)
+            runnable = [a for a, g in zip(planned, guards, strict=True) if g is None or g.verdict.runs]
+            results = execute(runnable, ctx)
         duration_ms = round((time.perf_counter() - clock) * 1000, 2)
         summary = cycle_summary(run, planned, results, snapshot["system"], duration_ms)
         entries += _ledger_rows(run, cycle_entries(run, planned, results, summary)[len(entries) :])
-        _write_cycle(run, planned, results, summary, entries)
+        _write_cycle(run, planned, guards, results, summary, entries)
         log.info("cycle %s: %s (%.1f ms)", run.cycle, summary["summary"], duration_ms)
         return cycle_result(run, snapshot, planned, results, summary)
     except Exception as exc:
@@ -364,21 +411,127 @@ def _ledger_rows(run: CycleRun, specs: list[EntrySpec]) -> list[LedgerEntry]:
     ]
 
 
+def guard_actions(planned: list[decider.PlannedAction], rules: dict[int, Rule], now: datetime) -> list[Guard | None]:
+    """Ask the guardrails about each planned action (counted per rule and target). An
+    action that already waits for a person is not asked again while it waits."""
+    if not planned:
+        return []
+    waiting = set(
+        Action.objects.filter(
+            status__in=(ActionStatus.AWAITING_APPROVAL, ActionStatus.APPROVED), executed_at__isnull=True
+        ).values_list("rule_id", "target")
+    )
+    guards: list[Guard | None] = []
+    for action in planned:
+        rule = rules.get(action.rule_id) if action.rule_id else None
+        if rule is None:
+            guards.append(None)
+            continue
+        if (rule.pk, action.target[:200]) in waiting:
+            verdict = guardrails.Verdict(guardrails.APPROVAL, guardrails.Counter(), "already waiting for a person")
+            guards.append(Guard(verdict, record=False))
+            continue
+        verdict, first = GuardrailCounter.attempt(f"rule:{rule.name}", action.target, rule.policy(), now)
+        record = verdict.runs or verdict.outcome == guardrails.APPROVAL or first
+        guards.append(Guard(verdict, record=record, conditions=list(rule.conditions)))
+    return guards
+
+
+def run_approved(ctx: ActionContext) -> list[int]:
+    """Run the rules' actions a person approved (each claimed once), writing the outcome
+    onto the same Action row."""
+    done = []
+    for row in Action.objects.filter(status=ActionStatus.APPROVED, executed_at__isnull=True, rule__isnull=False)[:50]:
+        if not row.claim_approved(ctx.now):
+            continue
+        action = decider.PlannedAction(
+            type=row.action_type,
+            priority=row.priority,
+            reason=row.reason,
+            target=row.target,
+            params=row.params,
+            trigger=row.trigger,
+            rule=row.rule_name,
+            rule_id=row.rule_id,
+        )
+        if row.rule is not None:
+            GuardrailCounter.attempt(f"rule:{row.rule_name}", row.target, row.rule.policy(), ctx.now, approved=True)
+        (outcome,) = execute([action], ctx)
+        fields = {
+            "status": action_status(outcome),
+            "result": outcome.result,
+            "error": outcome.error,
+            "duration_ms": outcome.duration_ms,
+        }
+        if outcome.ok and row.verify_conditions:
+            fields["verify_after"] = ctx.now + timedelta(seconds=settings.ORCHESTRATOR_VERIFY_AFTER_SECONDS)
+        Action.objects.filter(pk=row.pk).update(**fields)
+        record(
+            "orchestrator.action_executed" if outcome.ok else "orchestrator.action_failed",
+            f"{action.type} (approved by {row.decided_by}): {action.reason}"
+            + (f" — {outcome.error}" if outcome.error else ""),
+            severity=Severity.INFO if outcome.ok else Severity.ERROR,
+            subject=action.target or action.rule,
+            data={"cycle": ctx.cycle, "action_id": row.pk, "approved_by": row.decided_by, **outcome.as_dict()},
+            actor=ctx.actor,
+        )
+        done.append(row.pk)
+    return done
+
+
+def verify_due(snapshot: dict[str, Any], now: datetime) -> int:
+    """The later check: did the condition that fired each action clear since?"""
+    verified = 0
+    due = Action.objects.filter(verified_at__isnull=True, verify_after__lte=now, status=ActionStatus.SUCCEEDED).exclude(
+        verify_conditions=[]
+    )
+    for row in due[:100]:
+        effective = guardrails.cleared(row.verify_conditions, snapshot)
+        if effective is None:
+            continue
+        values = {c["field"]: decider.resolve(snapshot, c["field"]) for c in row.verify_conditions}
+        shown = ", ".join(f"{k}={v}" for k, v in values.items() if v is not decider.MISSING)
+        note = ("the condition cleared" if effective else "the condition still holds") + (
+            f" ({shown})" if shown else ""
+        )
+        verified += int(row.mark_verified(effective, note, now))
+    return verified
+
+
 def _write_cycle(
     run: CycleRun,
     planned: list[decider.PlannedAction],
+    guards: list[Guard | None],
     results: list[ActionResult],
     summary: dict[str, Any],
     entries: list[LedgerEntry],
 ) -> None:
     """One transaction for everything the cycle writes: its actions, the rules'
     cooldown marks, the ledger entries and the loop state (lease released)."""
-    outcomes: list[ActionResult | None] = list(results) if results else [None] * len(planned)
+    outcomes = {id(r.action): r for r in results}
+    rows = []
+    for action, guard in zip(planned, guards, strict=True):
+        outcome = outcomes.get(id(action))
+        if guard is None:
+            rows.append(Action(**action_fields(run, action, outcome)))
+        elif guard.record:
+            rows.append(Action(**guarded_fields(run, action, guard, outcome)))
+            if guard.verdict.outcome == guardrails.APPROVAL:
+                entries.append(
+                    ledger_entry(
+                        "action.awaiting_approval",
+                        f"{action.type} waits for a person's approval: {action.reason}",
+                        severity=Severity.WARNING,
+                        subject=action.target or action.rule,
+                        data={**run.base, **action.as_dict()},
+                        actor=run.actor,
+                    )
+                )
     with transaction.atomic():
         if planned:
-            Action.objects.bulk_create(
-                [Action(**action_fields(run, a, o)) for a, o in zip(planned, outcomes, strict=True)]
-            )
+            for created in Action.objects.bulk_create(rows):
+                if created.status == ActionStatus.AWAITING_APPROVAL and created.pk:
+                    created.ask_people()
             fired = [a.rule_id for a in planned if a.rule_id]
             if fired and not run.dry:
                 Rule.objects.filter(pk__in=fired, cooldown_seconds__gt=0).update(last_fired_at=run.started)

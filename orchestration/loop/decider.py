@@ -22,6 +22,7 @@ OPERATORS = {
 }
 
 _MISSING = object()
+MISSING = _MISSING  # what resolve() answers for a field the snapshot lacks
 
 
 class ConditionError(ValueError):

@@ -7,7 +7,9 @@ Contract for a handler::
 
 It does real work, returns a JSON-serialisable summary of what it changed (counts,
 ids), and raises on failure. It must be safe to run again next cycle: act only on
-rows that still need it. One failing handler never stops the others.
+rows that still need it. ``risky`` (a bool, or a function of the action's params)
+marks an action that waits for a person's approval unless its rule is automatic.
+One failing handler never stops the others.
 """
 
 from __future__ import annotations
@@ -32,11 +34,18 @@ class ActionContext:
 Handler = Callable[[PlannedAction, ActionContext], dict[str, Any]]
 
 
+Risk = bool | Callable[[dict[str, Any]], bool]
+
+
 @dataclass(frozen=True)
 class ActionKind:
     name: str
     handler: Handler
     description: str
+    risky: Risk = False
+
+    def is_risky(self, params: dict[str, Any]) -> bool:
+        return bool(self.risky(params) if callable(self.risky) else self.risky)
 
 
 _HANDLERS: dict[str, ActionKind] = {}
@@ -46,13 +55,20 @@ class UnknownAction(LookupError):
     pass
 
 
-def action_handler(name: str, *, description: str = "") -> Callable[[Handler], Handler]:
+def action_handler(name: str, *, description: str = "", risky: Risk = False) -> Callable[[Handler], Handler]:
     def register(func: Handler) -> Handler:
         doc = (func.__doc__ or "").strip()
-        _HANDLERS[name] = ActionKind(name, func, description or (doc.splitlines()[0] if doc else name))
+        _HANDLERS[name] = ActionKind(name, func, description or (doc.splitlines()[0] if doc else name), risky)
         return func
 
     return register
+
+
+def is_risky(name: str, params: dict[str, Any]) -> bool:
+    """Whether this action, with these params, is a risky one (an unknown action is not:
+    it cannot run anyway)."""
+    kind = _HANDLERS.get(name)
+    return kind.is_risky(params) if kind else False
 
 
 def action_types() -> dict[str, str]:

@@ -9,9 +9,12 @@ from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from orchestration.core.choices import ActionStatus, DeductionScope
+from orchestration.core import anomalies
+from orchestration.core.choices import ActionStatus, DeductionScope, RuleMode, Severity
 from orchestration.core.models.ledger import record
 from orchestration.core.storedjson import JSONField
+from orchestration.loop import guardrails
+from orchestration.loop.executor import is_risky
 
 
 class LoopState(models.Model):
@@ -214,6 +217,21 @@ class Rule(models.Model):
     priority = models.PositiveSmallIntegerField(default=5, validators=[MaxValueValidator(100)])
     enabled = models.BooleanField(default=True)
     cooldown_seconds = models.PositiveIntegerField(default=0)
+    mode = models.CharField(
+        max_length=10,
+        choices=RuleMode.choices,
+        blank=True,
+        help_text="Left empty, a risky action (the emergency fail, disabling a worker, pausing schedules) "
+        "waits for approval and any other runs on its own.",
+    )
+    max_per_hour = models.PositiveIntegerField(
+        default=30, help_text="Rate limit: runs per target per hour (0: no limit); more are held back."
+    )
+    loop_limit = models.PositiveIntegerField(
+        default=60,
+        help_text="Loop protection: more attempts than this per target in an hour pause the rule for that "
+        "target, raise an anomaly and alert (0: off).",
+    )
     last_fired_at = models.DateTimeField(null=True, blank=True)
     builtin = models.BooleanField(default=False, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -224,6 +242,50 @@ class Rule(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args, **kwargs) -> None:
+        # A rule nobody chose a mode for follows its action's risk; from then on only a
+        # person changes it.
+        if not self.mode:
+            self.mode = guardrails.default_mode(self.risky)
+        super().save(*args, **kwargs)
+
+    @property
+    def risky(self) -> bool:
+        return is_risky(self.action_type, self.action_params or {})
+
+    @property
+    def effective_mode(self) -> str:
+        """The mode in force: the one a person chose, else the one the action's risk gives
+        (a rule another app's data migration wrote has none stored)."""
+        return self.mode or guardrails.default_mode(self.risky)
+
+    def policy(self) -> guardrails.Policy:
+        return guardrails.Policy(
+            max_per_hour=self.max_per_hour,
+            loop_limit=self.loop_limit,
+            needs_approval=guardrails.needs_approval(self.mode, self.risky),
+        )
+
+    def set_mode(self, mode: str, *, actor: str) -> bool:
+        """A person lets the rule run on its own, or makes it wait for approval."""
+        if mode not in RuleMode.values:
+            raise ValueError(f"mode must be one of {', '.join(RuleMode.values)}")
+        with transaction.atomic():
+            changed = (
+                type(self).objects.filter(pk=self.pk).exclude(mode=mode).update(mode=mode, updated_at=timezone.now())
+            )
+            self.mode = mode
+            if changed:
+                record(
+                    "rule.mode_changed",
+                    f"Rule {self.name} now {RuleMode(mode).label.lower()}"
+                    + (" (a risky action)" if self.risky else ""),
+                    subject=f"rule:{self.name}",
+                    data={"mode": mode, "risky": self.risky},
+                    actor=actor,
+                )
+        return bool(changed)
 
     def set_enabled(self, enabled: bool, *, actor: str) -> bool:
         """Switch the rule on or off; returns whether anything changed (one ledger
@@ -311,18 +373,318 @@ class Action(models.Model):
     target = models.CharField(max_length=200, blank=True)
     params = JSONField(default=dict, blank=True)
     trigger = JSONField(default=dict, blank=True, help_text="Snapshot values that fired the rule.")
-    status = models.CharField(max_length=12, choices=ActionStatus.choices)
+    status = models.CharField(max_length=20, choices=ActionStatus.choices)
     result = JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
     duration_ms = models.FloatField(default=0)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    guardrail = models.CharField(max_length=300, blank=True, help_text="Why the guardrails held it back or asked.")
+    # Risk tiers: who decided, when, and until when a decision was awaited.
+    expires_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.CharField(max_length=150, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_notes = models.TextField(blank=True)
+    executed_at = models.DateTimeField(null=True, blank=True, help_text="When an approved action was run.")
+    # Verification: the conditions that fired it are checked again after verify_after.
+    verify_conditions = JSONField(default=list, blank=True)
+    verify_after = models.DateTimeField(null=True, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    effective = models.BooleanField(null=True, blank=True, help_text="Did the triggering condition clear?")
+    verification = models.CharField(max_length=300, blank=True, help_text="What the check found.")
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["action_type", "status"], name="action_type_status_idx")]
+        indexes = [
+            models.Index(fields=["action_type", "status"], name="action_type_status_idx"),
+            # Each cycle: approvals that expire, approved actions to run, checks that are due.
+            models.Index(fields=["status", "expires_at"], name="action_status_expiry_idx"),
+            models.Index(fields=["verified_at", "verify_after"], name="action_verify_idx"),
+            models.Index(fields=["rule_name", "effective"], name="action_rule_effective_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.action_type} (cycle {self.cycle}, {self.status})"
+
+    # --- a person's decision on a pending action (API, console and admin) ------------
+    def approve(self, *, actor: str, notes: str = "") -> Action:
+        """Approve an action awaiting approval; the next pass of its automation runs it."""
+        return self._decide(ActionStatus.APPROVED, actor=actor, notes=notes)
+
+    def reject(self, *, actor: str, notes: str = "") -> Action:
+        return self._decide(ActionStatus.REJECTED, actor=actor, notes=notes)
+
+    def _decide(self, status: str, *, actor: str, notes: str) -> Action:
+        now = timezone.now()
+        with transaction.atomic():
+            # Only the first decision counts, and never one after the timeout.
+            changed = (
+                type(self)
+                .objects.filter(pk=self.pk, status=ActionStatus.AWAITING_APPROVAL)
+                .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+                .update(status=status, decided_by=actor[:150], decided_at=now, decision_notes=notes)
+            )
+            if not changed:
+                self.refresh_from_db()
+                raise ActionStateError(f"action {self.pk} is {self.status}, not awaiting approval")
+            self.refresh_from_db()
+            record(
+                f"action.{status}",
+                f"{self.action_type} on {self.target or 'the queue'} {status} by {actor}"
+                + (f": {notes}" if notes else ""),
+                subject=self.target or self.rule_name,
+                data={"action_id": self.pk, "rule": self.rule_name, "notes": notes},
+                actor=actor,
+            )
+        return self
+
+    def ask_people(self) -> int:
+        """Tell the notification channels that this action waits for a person."""
+        from orchestration.core import notifications
+
+        queued = notifications.notify(
+            f"action:{self.pk}",
+            "high",
+            f"Approval needed: {self.action_type} on {self.target or 'the queue'}",
+            f"{self.reason}\nRule: {self.rule_name}. Approve or reject in the console (Actions), the admin or "
+            f"POST /api/v1/actions/{self.pk}/approve"
+            + (f"; expires {self.expires_at:%Y-%m-%d %H:%M} UTC." if self.expires_at else "."),
+            tags=["approval"],
+        )
+        return len(queued)
+
+    @classmethod
+    def expire_due(cls, now) -> int:
+        """Pending approvals nobody answered in time expire (they are not run)."""
+        ids = list(
+            cls.objects.filter(status=ActionStatus.AWAITING_APPROVAL, expires_at__lte=now).values_list("pk", flat=True)[
+                :200
+            ]
+        )
+        expired = 0
+        for pk in ids:
+            if cls.objects.filter(pk=pk, status=ActionStatus.AWAITING_APPROVAL).update(
+                status=ActionStatus.EXPIRED, decided_at=now
+            ):
+                expired += 1
+                row = cls.objects.get(pk=pk)
+                record(
+                    "action.expired",
+                    f"{row.action_type} on {row.target or 'the queue'} expired: nobody approved it in time",
+                    severity=Severity.WARNING,
+                    subject=row.target or row.rule_name,
+                    data={"action_id": pk, "rule": row.rule_name},
+                )
+        return expired
+
+    def claim_approved(self, now) -> bool:
+        """Take an approved action for running; only one process ever wins."""
+        return bool(
+            type(self)
+            .objects.filter(pk=self.pk, status=ActionStatus.APPROVED, executed_at__isnull=True)
+            .update(executed_at=now)
+        )
+
+    def mark_verified(self, effective: bool, note: str, now) -> bool:
+        """Record the later check; the first check wins. One ledger entry."""
+        done = (
+            type(self)
+            .objects.filter(pk=self.pk, verified_at__isnull=True)
+            .update(effective=effective, verified_at=now, verification=note[:300])
+        )
+        if done:
+            record(
+                "orchestrator.action_verified",
+                f"{self.action_type} on {self.target or 'the queue'} was "
+                + ("effective" if effective else "not effective")
+                + f": {note}",
+                severity=Severity.INFO if effective else Severity.WARNING,
+                subject=self.target or self.rule_name,
+                data={"action_id": self.pk, "rule": self.rule_name, "effective": effective},
+            )
+        return bool(done)
+
+    @classmethod
+    def effectiveness_by_rule(cls) -> dict[str, dict[str, Any]]:
+        """Per rule (or recovery strategy): verified actions and how many were effective."""
+        rows = (
+            cls.objects.filter(effective__isnull=False)
+            .values("rule_name")
+            .annotate(verified=models.Count("id"), effective_count=models.Count("id", filter=Q(effective=True)))
+        )
+        return {r["rule_name"]: guardrails.Effectiveness(r["verified"], r["effective_count"]).as_dict() for r in rows}
+
+
+class ActionStateError(Exception):
+    """The action is not in the state this decision needs (a 409)."""
+
+
+class GuardrailCounter(models.Model):
+    """The persisted counts of one automation on one target (see ``guardrails``): runs
+    and attempts in the current hour, and a pause loop protection set."""
+
+    automation = models.CharField(max_length=100, help_text="rule:<name>, recovery:<strategy> or routing:ejection")
+    target = models.CharField(max_length=200)
+    window_started_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    runs = models.PositiveIntegerField(default=0)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    last_outcome = models.CharField(max_length=20, blank=True)
+    last_reason = models.CharField(max_length=300, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["automation", "target"]
+        constraints = [models.UniqueConstraint(fields=["automation", "target"], name="guardrail_one_per_target")]
+
+    def __str__(self) -> str:
+        return f"{self.automation} on {self.target}"
+
+    @property
+    def subject(self) -> str:
+        return f"automation:{self.automation}@{self.target}"[:200]
+
+    def as_counter(self) -> guardrails.Counter:
+        return guardrails.Counter(self.window_started_at, self.attempts, self.runs, self.paused_at)
+
+    @classmethod
+    def attempt(
+        cls, automation: str, target: str, policy: guardrails.Policy, now, *, approved: bool = False
+    ) -> tuple[guardrails.Verdict, bool]:
+        """Count one attempt and say whether it may run, and whether this outcome is new
+        (not the same hold-back as last time). A compare-and-swap on the counts read, so
+        two processes never both take the last run of the hour."""
+        target = (target or "queue")[:200]
+        for _ in range(10):
+            row, _ = cls.objects.get_or_create(automation=automation, target=target)
+            verdict = guardrails.judge(policy, row.as_counter(), now, approved=approved)
+            after = verdict.counter
+            # A trip and the pause that follows are one state for the "say it once" rule.
+            outcome = guardrails.PAUSED if verdict.outcome == guardrails.TRIPPED else verdict.outcome
+            swapped = cls.objects.filter(
+                pk=row.pk,
+                window_started_at=row.window_started_at,
+                attempts=row.attempts,
+                runs=row.runs,
+                paused_at=row.paused_at,
+            ).update(
+                window_started_at=after.window_started_at,
+                attempts=after.attempts,
+                runs=after.runs,
+                paused_at=after.paused_at,
+                last_outcome=outcome,
+                last_reason=verdict.reason[:300],
+                updated_at=now,
+            )
+            if not swapped:
+                continue  # another process counted meanwhile: judge again on its counts
+            first = outcome != row.last_outcome
+            if first and verdict.outcome in (guardrails.RATE_LIMITED, guardrails.TRIPPED):
+                row.refresh_from_db()
+                row._held_back(verdict, now)
+            return verdict, first
+        busy = guardrails.Verdict(guardrails.RATE_LIMITED, guardrails.Counter(), "counter busy; held back this time")
+        return busy, False
+
+    def _held_back(self, verdict: guardrails.Verdict, now) -> None:
+        """The first hold-back of a run of them is written down (not one per cycle); a
+        loop protection trip also opens an anomaly, which alerts."""
+        tripped = verdict.outcome == guardrails.TRIPPED
+        record(
+            "guardrail.paused" if tripped else "guardrail.rate_limited",
+            f"{self.automation} on {self.target}: {verdict.reason}",
+            severity=Severity.ERROR if tripped else Severity.WARNING,
+            subject=self.target,
+            data={"automation": self.automation, "attempts": self.attempts, "runs": self.runs},
+        )
+        if tripped:
+            anomaly, created = anomalies.open_anomaly(
+                "REMEDIATION_LOOP",
+                self.subject,
+                {"automation": self.automation, "target": self.target, "attempts": self.attempts, "runs": self.runs},
+                now=now,
+            )
+            if created:
+                anomalies.react([anomaly])
+
+    def resume(self, *, actor: str) -> bool:
+        """A person lifts the pause: the automation acts on this target again, with
+        fresh counts, and the loop anomaly resolves."""
+        with transaction.atomic():
+            changed = (
+                type(self)
+                .objects.filter(pk=self.pk, paused_at__isnull=False)
+                .update(paused_at=None, attempts=0, runs=0, window_started_at=None, last_outcome="", last_reason="")
+            )
+            if changed:
+                record(
+                    "guardrail.resumed",
+                    f"{self.automation} on {self.target} resumed by {actor}",
+                    subject=self.target,
+                    data={"automation": self.automation},
+                    actor=actor,
+                )
+        if changed:
+            anomalies.resolve("REMEDIATION_LOOP", self.subject)
+        self.refresh_from_db()
+        return bool(changed)
+
+
+class AutomationPolicy(models.Model):
+    """The guardrails of an automation that is not a rule (a recovery strategy, the
+    routing ejection): rate limit, loop protection and mode, editable by a person."""
+
+    name = models.CharField(max_length=100, unique=True, help_text="recovery:<strategy> or routing:ejection")
+    mode = models.CharField(max_length=10, choices=RuleMode.choices)
+    max_per_hour = models.PositiveIntegerField(default=6)
+    loop_limit = models.PositiveIntegerField(default=12)
+    risky = models.BooleanField(default=False, editable=False)
+    updated_by = models.CharField(max_length=150, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "automation policies"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def of(cls, name: str, *, risky: bool, max_per_hour: int, loop_limit: int) -> AutomationPolicy:
+        row, _ = cls.objects.get_or_create(
+            name=name,
+            defaults={
+                "mode": guardrails.default_mode(risky),
+                "risky": risky,
+                "max_per_hour": max_per_hour,
+                "loop_limit": loop_limit,
+            },
+        )
+        return row
+
+    def policy(self) -> guardrails.Policy:
+        return guardrails.Policy(
+            max_per_hour=self.max_per_hour,
+            loop_limit=self.loop_limit,
+            needs_approval=guardrails.needs_approval(self.mode, self.risky),
+        )
+
+    def configure(self, *, actor: str, **fields: Any) -> None:
+        """A person's change of mode or limits, with its ledger entry."""
+        for name in fields:
+            if name not in ("mode", "max_per_hour", "loop_limit"):
+                raise ValueError(f"unknown field {name}")
+        if "mode" in fields and fields["mode"] not in RuleMode.values:
+            raise ValueError(f"mode must be one of {', '.join(RuleMode.values)}")
+        with transaction.atomic():
+            type(self).objects.filter(pk=self.pk).update(updated_by=actor[:150], updated_at=timezone.now(), **fields)
+            record(
+                "automation_policy.updated",
+                f"Automation {self.name}: " + ", ".join(f"{k}={v}" for k, v in fields.items()),
+                subject=self.name,
+                data=fields,
+                actor=actor,
+            )
+        self.refresh_from_db()
 
 
 class ChannelWindow(models.Model):

@@ -15,12 +15,20 @@ from orchestration.core.models import (
     OrchestratorProcess,
 )
 from orchestration.fleet.models import ScoreReport, Worker, WorkerRun
-from orchestration.loop.models import Action, ChannelWindow, LoopState, Rule, ScoreDeduction
+from orchestration.loop.models import (
+    Action,
+    AutomationPolicy,
+    ChannelWindow,
+    GuardrailCounter,
+    LoopState,
+    Rule,
+    ScoreDeduction,
+)
 
 __all__ = ["Action", "Campaign", "ChannelWindow", "Job", "Lane", "LedgerEntry", "LoopState", "Rule"]
 __all__ += ["Anomaly", "ScoreReport", "Worker", "WorkerRun"]
 __all__ += ["OrchestratorProcess"]
 __all__ += ["IdempotencyKey"]
 __all__ += ["JobRollup"]
-__all__ += ["ScoreDeduction"]
+__all__ += ["AutomationPolicy", "GuardrailCounter", "ScoreDeduction"]
 __all__ += ["Delivery", "DeliveryAttempt", "NotificationChannel"]

@@ -22,7 +22,13 @@ from orchestration.routing.models import (
 from orchestration.routing.strategies import strategy_names
 from orchestrator_site.admin_scale import EstimatedCountPaginator, admin_link, badge, choices_filter, pretty_json
 
-_SUGGESTION_COLORS = {"pending": "warning", "approved": "succeeded", "rejected": "failed", "applied": "completed"}
+_SUGGESTION_COLORS = {
+    "pending": "warning",
+    "approved": "succeeded",
+    "rejected": "failed",
+    "applied": "completed",
+    "reverted": "canceled",
+}
 
 
 def service_link(name: str):
@@ -147,10 +153,15 @@ class SuggestionAdmin(admin.ModelAdmin):
         "decided_by",
         "decided_at",
         "impact_pretty",
+        "change",
+        "applied_by",
+        "applied_at",
+        "reverted_by",
+        "reverted_at",
         "created_at",
     ]
     fields = [*readonly_fields, "notes"]
-    actions = ["approve", "reject", "track"]
+    actions = ["approve", "reject", "apply", "revert", "track"]
     change_list_template = "admin/routing/suggestion/change_list.html"
 
     def get_urls(self):
@@ -216,6 +227,26 @@ class SuggestionAdmin(admin.ModelAdmin):
     @admin.action(description="Reject selected suggestions")
     def reject(self, request, queryset):
         self._decide(request, queryset, False)
+
+    @admin.action(description="Apply selected approved suggestions")
+    def apply(self, request, queryset):
+        self._apply(request, queryset, "apply")
+
+    @admin.action(description="Revert selected applied suggestions")
+    def revert(self, request, queryset):
+        self._apply(request, queryset, "revert")
+
+    def _apply(self, request, queryset, verb: str) -> None:
+        # The API's model methods: the service changes through its own write, in the ledger.
+        done = 0
+        for suggestion in queryset:
+            write = suggestion.apply if verb == "apply" else suggestion.revert
+            try:
+                write(actor=request.user.username, metrics=improvement.current_metrics(suggestion))
+                done += 1
+            except (SuggestionStateError, improvement.NotApplicable) as exc:
+                self.message_user(request, str(exc), messages.WARNING)
+        self.message_user(request, f"{done} suggestion(s) {verb.removesuffix('e')}ed.")
 
     @admin.action(description="Record impact of selected approved suggestions")
     def track(self, request, queryset):

@@ -18,5 +18,8 @@ class RoutingConfig(AppConfig):
         from orchestrator_site.api.errors import register_conflict
 
         register_conflict(SuggestionStateError)
+        from orchestration.routing.improvement import NotApplicable
+
+        register_conflict(NotApplicable)
         register_conflict(NoRoute)
         post_migrate.connect(loop.sync_schedules, sender=self)

@@ -190,6 +190,46 @@ def analyze(window_hours: float = 24.0, *, actor: str = "system") -> dict[str, A
     return {"window_hours": window_hours, "outcomes": sum(s.count for s in stats), "created": [s.pk for s in created]}
 
 
+# --- applying a suggestion (a person's act; never the analysis) -------------------------------
+WEIGHT_DOWN = 0.5  # lower_weight halves it
+WEIGHT_UP = 1.5  # rebalance raises it by half
+MAX_WEIGHT = 1000.0
+
+
+class NotApplicable(Exception):
+    """This suggestion names nothing the orchestrator can change by itself (a 409)."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One field of one service: what applying sets, and what reverting puts back."""
+
+    service: str
+    field: str
+    before: Any
+    after: Any
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"service": self.service, "field": self.field, "before": self.before, "after": self.after}
+
+
+def planned_change(
+    action: str, subject: str, evidence: dict[str, Any], weight: float, capabilities: list[str]
+) -> Change:
+    """What applying a suggestion changes, from its action and the service as it is now."""
+    service = str(evidence.get("service") or subject.partition(":")[0])
+    if action == "lower_weight":
+        return Change(service, "weight", weight, round(weight * WEIGHT_DOWN, 3))
+    if action == "rebalance":
+        return Change(service, "weight", weight, round(min(MAX_WEIGHT, max(weight, 0.1) * WEIGHT_UP), 3))
+    if action == "remove_capability":
+        task_type = str(evidence.get("task_type") or subject.partition(":")[2])
+        if task_type not in capabilities:
+            raise NotApplicable(f"{service} no longer lists {task_type}")
+        return Change(service, "capabilities", list(capabilities), [c for c in capabilities if c != task_type])
+    raise NotApplicable(f"'{action or 'nothing'}' needs a person's work outside the orchestrator (e.g. new capacity)")
+
+
 def current_metrics(suggestion) -> dict[str, Any]:
     """The numbers a suggestion is about, as they are now (for before/after impact)."""
 

@@ -3,6 +3,7 @@ suggestions. Everything the brain knows is here, so it survives a restart."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from django.conf import settings
@@ -16,6 +17,8 @@ from django.utils import timezone
 from orchestration.core.choices import Severity
 from orchestration.core.models.ledger import record
 from orchestration.core.storedjson import JSONField
+from orchestration.loop import guardrails
+from orchestration.loop.models import AutomationPolicy, GuardrailCounter
 from orchestration.routing import outliers
 from orchestration.routing.learning import EWMA_ALPHA, ServiceStats, ewma_sample
 
@@ -160,7 +163,8 @@ class SuggestionStatus(models.TextChoices):
     PENDING = "pending", "Pending approval"
     APPROVED = "approved", "Approved"
     REJECTED = "rejected", "Rejected"
-    APPLIED = "applied", "Applied (impact tracked)"
+    APPLIED = "applied", "Applied"
+    REVERTED = "reverted", "Reverted"
 
 
 class SuggestionPriority(models.TextChoices):
@@ -191,6 +195,12 @@ class Suggestion(models.Model):
     notes = models.TextField(blank=True)
     impact = JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Applying is a person's act: what it changed (to revert exactly that), who, when.
+    change = JSONField(default=dict, blank=True, help_text="service, field, before, after")
+    applied_by = models.CharField(max_length=150, blank=True)
+    applied_at = models.DateTimeField(null=True, blank=True)
+    reverted_by = models.CharField(max_length=150, blank=True)
+    reverted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -218,6 +228,93 @@ class Suggestion(models.Model):
             actor=actor,
         )
         return self
+
+    def apply(self, *, actor: str, metrics: dict) -> Suggestion:
+        """A person applies an approved suggestion: the service changes through its own
+        write (the one people use), and the metrics now are kept as "before"."""
+        from health.models import Service
+        from orchestration.routing import improvement
+
+        with transaction.atomic():
+            if self.status != SuggestionStatus.APPROVED:
+                raise SuggestionStateError(f"suggestion {self.pk} is {self.status}; only approved ones are applied")
+            plan = improvement.planned_change(self.action, self.subject, self.evidence or {}, *self._service_state())
+            service = Service.objects.get(name=plan.service)
+            now = timezone.now()
+            impact = {**(self.impact or {}), "before": metrics, "applied_at": now.isoformat()}
+            claimed = (
+                type(self)
+                .objects.filter(pk=self.pk, status=SuggestionStatus.APPROVED)
+                .update(
+                    status=SuggestionStatus.APPLIED,
+                    change=plan.as_dict(),
+                    applied_by=actor,
+                    applied_at=now,
+                    impact=impact,
+                )
+            )
+            if not claimed:
+                self.refresh_from_db()
+                raise SuggestionStateError(f"suggestion {self.pk} is already {self.status}")
+            service.configure(actor=actor, reason=f"suggestion {self.pk}: {self.title}", **{plan.field: plan.after})
+            self.refresh_from_db()
+            record(
+                "routing.suggestion_applied",
+                f"Suggestion '{self.title}' applied by {actor}: "
+                f"{plan.service} {plan.field} {plan.before} → {plan.after}",
+                subject=f"suggestion:{self.pk}",
+                data={"suggestion_id": self.pk, "change": plan.as_dict(), "before": metrics},
+                actor=actor,
+            )
+        return self
+
+    def revert(self, *, actor: str, metrics: dict) -> Suggestion:
+        """Put back what applying changed, unless someone changed that field since (then a
+        person decides: reverting would override them)."""
+        from health.models import Service
+
+        with transaction.atomic():
+            if self.status != SuggestionStatus.APPLIED or not self.change:
+                raise SuggestionStateError(f"suggestion {self.pk} is {self.status}; only applied ones are reverted")
+            change = self.change
+            service = Service.objects.filter(name=change["service"]).first()
+            if service is None:
+                raise SuggestionStateError(f"service {change['service']} no longer exists")
+            if getattr(service, change["field"]) != change["after"]:
+                raise SuggestionStateError(
+                    f"{change['service']} {change['field']} was changed since it was applied; not overriding that"
+                )
+            now = timezone.now()
+            impact = {**(self.impact or {}), "after": metrics, "reverted_at": now.isoformat()}
+            claimed = (
+                type(self)
+                .objects.filter(pk=self.pk, status=SuggestionStatus.APPLIED)
+                .update(status=SuggestionStatus.REVERTED, reverted_by=actor, reverted_at=now, impact=impact)
+            )
+            if not claimed:
+                self.refresh_from_db()
+                raise SuggestionStateError(f"suggestion {self.pk} is already {self.status}")
+            service.configure(
+                actor=actor, reason=f"revert of suggestion {self.pk}", **{change["field"]: change["before"]}
+            )
+            self.refresh_from_db()
+            record(
+                "routing.suggestion_reverted",
+                f"Suggestion '{self.title}' reverted by {actor}: {change['field']} back to {change['before']}",
+                subject=f"suggestion:{self.pk}",
+                data={"suggestion_id": self.pk, "change": change, "after": metrics},
+                actor=actor,
+            )
+        return self
+
+    def _service_state(self) -> tuple[float, list[str]]:
+        from health.models import Service
+
+        name = str((self.evidence or {}).get("service") or self.subject.partition(":")[0])
+        service = Service.objects.filter(name=name).first()
+        if service is None:
+            raise SuggestionStateError(f"service {name} does not exist")
+        return service.weight, list(service.capabilities or [])
 
     def track_impact(self, after: dict, *, actor: str) -> Suggestion:
         """Record before/after for an approved (or already tracked) suggestion."""
@@ -248,6 +345,25 @@ def outlier_config() -> outliers.OutlierConfig:
 
 def budget_config() -> outliers.BudgetConfig:
     return outliers.BudgetConfig.from_mapping(getattr(settings, "ROUTING_RETRY_BUDGET", None))
+
+
+EJECTION = "routing:ejection"
+
+
+def ejection_guard(service_name: str, task_type: str, now: datetime) -> guardrails.Verdict:
+    """The guardrails of an ejection (per service and task type): the hourly limit and
+    loop protection. It never waits for approval: an ejection is short and capped by
+    the share of services, and a try in flight cannot wait for a person."""
+    row = AutomationPolicy.of(EJECTION, risky=False, max_per_hour=EJECTIONS_PER_HOUR, loop_limit=EJECTION_LOOP_LIMIT)
+    policy = replace(row.policy(), needs_approval=False)
+    verdict, _first = GuardrailCounter.attempt(EJECTION, f"{service_name}/{task_type}", policy, now)
+    return verdict
+
+
+# An ejection grows longer each time (up to 5 min): 10 an hour is a service out most
+# of it; trying past twice that means ejecting does not help and a person should look.
+EJECTIONS_PER_HOUR = 10
+EJECTION_LOOP_LIMIT = 20
 
 
 class OutlierState(models.Model):
@@ -324,6 +440,7 @@ class OutlierState(models.Model):
         now = now or timezone.now()
         config = outlier_config()
         cls.objects.get_or_create(service_name=service_name, task_type=task_type)
+        guard: guardrails.Verdict | None = None  # asked once per try, however many races follow
         for _ in range(20):
             row = cls.objects.get(service_name=service_name, task_type=task_type)
             if retry_after is not None:
@@ -350,6 +467,12 @@ class OutlierState(models.Model):
                 )
                 if not outliers.may_eject(others, capable, config):
                     result = outliers.observe(row.status, success, now, config, ejectable=False, what=what)
+                else:
+                    if guard is None:
+                        guard = ejection_guard(service_name, task_type, now)
+                    if not guard.runs:
+                        held = outliers.observe(row.status, success, now, config, ejectable=False, what=what)
+                        result = replace(held, held_back=f"guardrails: {guard.reason}")
                 if row._swap(result.status):
                     break
         else:  # pragma: no cover - twenty lost races in a row
@@ -398,6 +521,14 @@ class OutlierState(models.Model):
                 subject=subject,
                 severity=Severity.WARNING,
                 data={**data, "reason": outliers.RETRY_AFTER, "until": self.until.isoformat()},
+            )
+        elif result.held_back.startswith("guardrails: "):
+            record(
+                "routing.ejection_held_back",
+                f"{self.service_name} not ejected from {self.task_type}: {result.held_back}",
+                subject=subject,
+                severity=Severity.WARNING,
+                data={**data, "reason": result.held_back},
             )
         elif result.held_back:
             record(

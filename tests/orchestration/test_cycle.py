@@ -116,8 +116,10 @@ def test_a_crashing_cycle_is_recorded_as_cycle_error(monkeypatch):
 
 # The cycle's own work besides the snapshot: claim the lease (UPDATE), read the loop
 # state, read the rules, bulk-insert the ledger, write the state and release the lease
-# (one UPDATE), and the savepoint pair of its transaction (inside the test's transaction).
-CYCLE_OWN_QUERIES = 7
+# (one UPDATE), and the savepoint pair of its transaction (inside the test's transaction);
+# then the guardrails' three reads: approvals that expired, approved actions to run,
+# actions whose effect is due to be checked.
+CYCLE_OWN_QUERIES = 10
 
 
 def test_query_count_of_a_cycle_is_constant():

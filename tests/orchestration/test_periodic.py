@@ -18,6 +18,7 @@ TRIGGERS = {
     "health sweep": ("tick", "health_tick"),
     "fleet sweep": ("tick", "fleet_sweep"),
     "worker schedules (due workers fired)": ("tick", "fire_due_tick"),
+    "anomaly escalation": ("tick", "anomaly_escalation"),
     "ledger retention": ("worker", "ledger-retention"),
     "job retention": ("worker", "job-retention"),
     "check-history retention": ("worker", "check-history-retention"),

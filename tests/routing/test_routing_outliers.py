@@ -121,3 +121,35 @@ def test_two_processes_share_one_retry_budget(transactional_db):
     # No first tries yet: the floor of three retries, across both processes together.
     assert sum(taken) == 3
     assert RetryBudget.objects.get(task_type="email_campaign").denied == 17
+
+
+def test_ejections_of_one_service_are_limited_per_hour_and_loop_protection_pauses_them(db):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from orchestration.core.models import Anomaly
+    from orchestration.loop.models import AutomationPolicy, GuardrailCounter
+    from orchestration.routing.models import EJECTION
+
+    AutomationPolicy.of(EJECTION, risky=False, max_per_hour=1, loop_limit=2)
+    now = timezone.now()
+
+    def fail_until_judged(at) -> str | None:
+        # Five failures in a row call for an ejection (the default rule).
+        transitions = [
+            OutlierState.observe("billing", "render", False, capable=3, what="500", now=at) for _ in range(5)
+        ]
+        return transitions[-1]
+
+    assert fail_until_judged(now) == "ejected"
+    # Back after the ejection: on probation, one failure calls for another — the limit holds it back.
+    after = now + timedelta(minutes=2)
+    assert OutlierState.observe("billing", "render", False, capable=3, what="500", now=after) is None
+    held = LedgerEntry.objects.filter(event_type="routing.ejection_held_back").latest("id")
+    assert "guardrails" in held.message and "limit 1" in held.message
+    assert not OutlierState.objects.get(service_name="billing").is_ejected(after)
+    OutlierState.observe("billing", "render", False, capable=3, what="500", now=after + timedelta(seconds=1))
+    counter = GuardrailCounter.objects.get(automation=EJECTION, target="billing/render")
+    assert counter.paused_at is not None
+    assert Anomaly.objects.filter(code="REMEDIATION_LOOP", subject=counter.subject, resolved_at__isnull=True).exists()

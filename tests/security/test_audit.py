@@ -60,6 +60,18 @@ def _deduction(name: str) -> dict[str, Any]:
     return {"name": name, "condition": condition, "points": 5, "reason": "A backlog"}
 
 
+def _policy(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "severities": ["high"],
+        "tiers": [{"after_minutes": 10, "channels": [], "repeat_minutes": 30}],
+    }
+
+
+def _apply(w: World) -> None:
+    w.approved_suggestion.apply(actor="someone-else", metrics={})
+
+
 def _disable_worker(w: World) -> None:
     Worker.objects.filter(pk=w.worker.pk).update(enabled=False)
 
@@ -144,6 +156,16 @@ API_WRITES: dict[tuple[str, str], Write] = {
     ("orchestration-api:channel-detail", "PATCH"): Write(lambda w: {"enabled": False}),
     ("orchestration-api:channel-detail", "DELETE"): Write(),
     ("orchestration-api:channel-test", "POST"): Write(),
+    ("orchestration-api:action-approve", "POST"): Write(lambda w: {"notes": "go"}),
+    ("orchestration-api:action-reject", "POST"): Write(lambda w: {"notes": "not now"}),
+    ("orchestration-api:escalation-policy-list", "POST"): Write(lambda w: _policy("audited")),
+    ("orchestration-api:escalation-policy-detail", "PUT"): Write(lambda w: _policy(w.policy.name)),
+    ("orchestration-api:escalation-policy-detail", "PATCH"): Write(lambda w: {"enabled": False}),
+    ("orchestration-api:escalation-policy-detail", "DELETE"): Write(),
+    ("orchestration-api:anomaly-acknowledge", "POST"): Write(lambda w: {"notes": "on it"}),
+    ("orchestration-api:anomaly-resolve", "POST"): Write(lambda w: {"notes": "fixed"}),
+    ("routing-api:suggestion-apply", "POST"): Write(values=lambda w: {"pk": w.approved_suggestion.pk}),
+    ("routing-api:suggestion-revert", "POST"): Write(values=lambda w: {"pk": w.approved_suggestion.pk}, setup=_apply),
 }
 
 # POSTs that compute an answer and change nothing: no ledger entry to expect.
@@ -168,6 +190,10 @@ CONSOLE_WRITES: dict[str, Write] = {
     "console:pipeline-decide": Write(lambda w: {"stage": w.pipeline_job.stage, "decision": "approve", "notes": ""}),
     "console:pipeline-resume": Write(setup=_pause_pipeline),
     "console:pipeline-cancel": Write(),
+    "console:action-decide": Write(lambda w: {"decision": "approve", "notes": ""}),
+    "console:guardrail-resume": Write(),
+    "console:anomaly-acknowledge": Write(),
+    "console:anomaly-resolve": Write(),
 }
 
 

@@ -10,9 +10,9 @@ from django.utils import timezone
 
 from health.models import HealthCheck, Service, ServiceAlert
 from orchestration.core.jobs.queue import enqueue
-from orchestration.core.models import Anomaly, Job, Lane, LedgerEntry, NotificationChannel
+from orchestration.core.models import Anomaly, EscalationPolicy, Job, Lane, LedgerEntry, NotificationChannel
 from orchestration.fleet.models import ScoreReport, Worker, WorkerRun
-from orchestration.loop.models import Action, LoopState, Rule, ScoreDeduction
+from orchestration.loop.models import Action, GuardrailCounter, LoopState, Rule, ScoreDeduction
 from orchestration.routing.models import Suggestion, TaskContext, TypeMultiplier
 from pipeline.models import PipelineDefinition, PipelineJob
 
@@ -40,6 +40,8 @@ class World:
     multiplier: TypeMultiplier
     deduction: ScoreDeduction
     channel: NotificationChannel
+    counter: GuardrailCounter
+    policy: EscalationPolicy
 
 
 def build_world() -> World:
@@ -81,8 +83,20 @@ def build_world() -> World:
         failed_job=failed_job,
         lane=Lane.objects.create(name="render", concurrency_limit=2),
         rule=rule,
+        # Waiting for a person: what approve and reject act on.
         action=Action.objects.create(
-            cycle=1, rule=rule, rule_name=rule.name, action_type="retry_failed", status="succeeded"
+            cycle=1,
+            rule=rule,
+            rule_name=rule.name,
+            action_type="retry_failed",
+            status="awaiting_approval",
+            expires_at=timezone.now() + timedelta(hours=1),
+        ),
+        policy=EscalationPolicy.objects.create(
+            name="pagers", severities=["critical"], tiers=[{"after_minutes": 5, "channels": ["ops"]}]
+        ),
+        counter=GuardrailCounter.objects.create(
+            automation=f"rule:{rule.name}", target="queue", attempts=9, runs=3, paused_at=timezone.now()
         ),
         entry=LedgerEntry.objects.create(event_type="tests.entry", message="a ledger entry"),
         worker=worker,
@@ -93,8 +107,15 @@ def build_world() -> World:
         definition=pipeline_job.definition,
         pipeline_job=pipeline_job,
         suggestion=Suggestion.objects.create(kind="routing", subject="render", title="Prefer billing"),
+        # Applicable: it names a service of this world and a change the orchestrator can make.
         approved_suggestion=Suggestion.objects.create(
-            kind="routing", subject="render", title="Drop slow", status="approved", impact={"before": {}}
+            kind="slow_service",
+            subject="billing:render",
+            title="Drop slow",
+            status="approved",
+            action="lower_weight",
+            evidence={"service": "billing", "task_type": "render"},
+            impact={"before": {}},
         ),
         context=TaskContext.objects.create(name="campaign-a", data={"region": "eu"}),
         multiplier=TypeMultiplier.objects.create(task_type="render", multiplier=2),

@@ -16,12 +16,73 @@ from orchestration.core.models import Anomaly, Job, LedgerEntry
 from orchestration.fleet import detection, recovery
 from orchestration.fleet.models import Worker
 from orchestration.fleet.sync import next_run_at
+from orchestration.loop.models import Action, AutomationPolicy
 
 
 def anomaly(code: str, worker: Worker | None = None, **details) -> Anomaly:
     subject = f"worker:{worker.name}" if worker else "fleet"
     created, _ = open_anomaly(code, subject, details, worker=worker)
     return created
+
+
+def approved(action: Action) -> Action:
+    """A risky recovery waits for a person: approve it, and let the next pass run it."""
+    assert action.status == "awaiting_approval", action.status
+    assert Job.objects.filter(status="failed").count() == 0
+    action.approve(actor="ops", notes="go")
+    assert recovery.run_approved() == [action.pk]
+    action.refresh_from_db()
+    assert action.decided_by == "ops" and action.executed_at is not None
+    return action
+
+
+def test_risky_recoveries_wait_for_a_person_unless_a_person_made_them_automatic(make_worker):
+    from health.models import CircuitBreaker
+
+    worker = make_worker(interval_seconds=300)
+    found = anomaly("HIGH_FAILURE_RATE", worker)
+    waiting = recovery.recover(found)
+    assert waiting.status == "awaiting_approval"
+    assert CircuitBreaker.for_name("worker:collector").state != "open"
+    assert recovery.recover(found) is None  # not asked twice while it waits
+    waiting.reject(actor="ops", notes="the upstream is being fixed")
+    assert recovery.run_approved() == []
+    policy = AutomationPolicy.objects.get(name="recovery:open_circuit_reduce_rate")
+    assert policy.mode == "approval" and policy.risky
+    policy.configure(actor="ops", mode="automatic")
+    assert LedgerEntry.objects.filter(event_type="automation_policy.updated", actor="ops").exists()
+    ran = recovery.recover(found)
+    assert ran.status == "succeeded"
+    assert CircuitBreaker.for_name("worker:collector").state == "open"
+
+
+def test_a_recovery_is_verified_against_its_anomaly_later(make_worker):
+    worker = make_worker(enabled=True)
+    found = anomaly("STALE_DATA", worker)
+    action = recovery.recover(found)
+    assert action.status == "succeeded", action.error
+    assert recovery.verify_recoveries() == 0  # not yet due
+    later = timezone.now() + timedelta(seconds=recovery.VERIFY_AFTER_SECONDS + 1)
+    assert recovery.verify_recoveries(later) == 1
+    action.refresh_from_db()
+    assert action.effective is False and "still open" in action.verification
+    second = anomaly("LOCK_CONTENTION", worker)
+    fixed = recovery.recover(second)
+    anomalies.resolve("LOCK_CONTENTION", second.subject)
+    recovery.verify_recoveries(later)
+    fixed.refresh_from_db()
+    assert fixed.effective is True
+    assert Action.effectiveness_by_rule()["fleet-recovery"] == {"verified": 2, "effective": 1, "rate": 0.5}
+
+
+def test_recovery_of_one_worker_is_limited_per_hour(make_worker, settings):
+    settings.FLEET_RECOVERY_COOLDOWN_SECONDS = 0
+    worker = make_worker(interval_seconds=300)
+    found = anomaly("API_QUOTA_LOW", worker, quota_remaining_pct=10)
+    statuses = [recovery.recover(found) for _ in range(recovery.MAX_PER_HOUR + 2)]
+    ran = [a for a in statuses if a is not None and a.status == "succeeded"]
+    assert len(ran) == recovery.MAX_PER_HOUR
+    assert Action.objects.filter(status="rate_limited", target=found.subject).count() == 1
 
 
 def test_every_recovery_is_an_action_with_its_outcome_in_the_ledger(make_worker):
@@ -50,7 +111,7 @@ def test_high_failure_rate_opens_the_breaker_and_reduces_the_rate(make_worker):
     from health.models import CircuitBreaker
 
     worker = make_worker(interval_seconds=300)
-    action = recovery.recover(anomaly("HIGH_FAILURE_RATE", worker))
+    action = approved(recovery.recover(anomaly("HIGH_FAILURE_RATE", worker)))
     assert action.status == "succeeded", action.error
     assert CircuitBreaker.for_name("worker:collector").state == "open"
     worker.refresh_from_db()
@@ -98,7 +159,7 @@ def test_queue_overflow_pauses_new_scheduled_runs_and_defers_low_priority_jobs(m
     low = enqueue("noop", priority="low")
     normal = enqueue("noop", priority="normal")
     worker = make_worker()
-    action = recovery.recover(anomaly("QUEUE_OVERFLOW", queue_depth=1500))
+    action = approved(recovery.recover(anomaly("QUEUE_OVERFLOW", queue_depth=1500)))
     assert action.result == {"scheduled_runs_paused": True, "deferred_low_priority_jobs": 1}
     assert Job.objects.get(pk=low.pk).not_before > timezone.now()
     assert Job.objects.get(pk=normal.pk).not_before is None

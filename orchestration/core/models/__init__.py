@@ -1,4 +1,5 @@
-from orchestration.core.models.anomalies import Anomaly
+from orchestration.core.models.anomalies import Anomaly, AnomalyStateError
+from orchestration.core.models.escalation import EscalationPolicy
 from orchestration.core.models.idempotency import IdempotencyKey
 from orchestration.core.models.jobs import Campaign, Job, JobRollup, Lane
 from orchestration.core.models.ledger import LedgerEntry
@@ -7,9 +8,11 @@ from orchestration.core.models.processes import OrchestratorProcess
 
 __all__ = [
     "Anomaly",
+    "AnomalyStateError",
     "Campaign",
     "Delivery",
     "DeliveryAttempt",
+    "EscalationPolicy",
     "IdempotencyKey",
     "Job",
     "JobRollup",

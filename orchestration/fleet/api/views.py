@@ -33,6 +33,7 @@ from orchestration.fleet.firing import BackfillError
 from orchestration.fleet.loop import workers_section
 from orchestration.fleet.models import ScoreReport, Worker, WorkerRun
 from orchestration.fleet.runner import trigger
+from orchestrator_site.api.errors import object_body
 from orchestrator_site.api.pagination import KeysetPagination
 from orchestrator_site.api.permissions import require_run_code
 from orchestrator_site.api.viewsets import AuditedModelViewSet, actor_of
@@ -284,10 +285,21 @@ class AnomalySerializer(serializers.ModelSerializer):
             "recovery",
             "recovery_attempts",
             "escalated_at",
+            "escalation_tier",
+            "last_escalation_at",
+            "acknowledged_by",
+            "acknowledged_at",
+            "acknowledge_notes",
+            "resolved_by",
+            "resolve_notes",
             "alert_state",
             "alerted_at",
         ]
         read_only_fields = fields
+
+
+class AnomalyNotesSerializer(serializers.Serializer):
+    notes = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
 
 
 # --- filters --------------------------------------------------------------------------
@@ -410,6 +422,31 @@ class AnomalyViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = AnomalySerializer
     filterset_class = AnomalyFilter
     pagination_class = KeysetPagination
+
+    def _write(self, request, verb: str) -> Response:
+        body = AnomalyNotesSerializer(data=object_body(request))
+        body.is_valid(raise_exception=True)
+        anomaly = self.get_object()
+        write = anomaly.acknowledge if verb == "acknowledge" else anomaly.resolve_by
+        write(actor=actor_of(request), notes=body.validated_data["notes"])
+        return Response(AnomalySerializer(anomaly).data)
+
+    @extend_schema(
+        request=AnomalyNotesSerializer,
+        responses={200: AnomalySerializer, 409: OpenApiResponse(description="Resolved or already acknowledged")},
+    )
+    @action(detail=True, methods=["post"])
+    def acknowledge(self, request, pk=None):
+        """Someone is on it: its escalation stops."""
+        return self._write(request, "acknowledge")
+
+    @extend_schema(
+        request=AnomalyNotesSerializer,
+        responses={200: AnomalySerializer, 409: OpenApiResponse(description="Already resolved")},
+    )
+    @action(detail=True, methods=["post"])
+    def resolve(self, request, pk=None):
+        return self._write(request, "resolve")
 
 
 def fleet_status(now=None) -> dict:

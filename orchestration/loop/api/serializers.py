@@ -3,11 +3,12 @@ from __future__ import annotations
 from django.utils import timezone
 from rest_framework import serializers
 
-from orchestration.core.choices import Backoff, Priority
+from orchestration.core.choices import AnomalySeverity, Backoff, Priority
+from orchestration.core.escalation_rules import TierError, validate_tiers
 from orchestration.core.jobs import django_tasks
 from orchestration.core.jobs.kinds import http_request_problems, python_call_problems
 from orchestration.core.jobs.registry import kind_names
-from orchestration.core.models import Job, Lane, LedgerEntry, OrchestratorProcess
+from orchestration.core.models import EscalationPolicy, Job, Lane, LedgerEntry, OrchestratorProcess
 from orchestration.core.redaction import redact, redact_error
 from orchestration.loop.decider import ConditionError, validate_condition
 from orchestration.loop.executor import action_types
@@ -164,12 +165,35 @@ class RuleSerializer(serializers.ModelSerializer):
             "priority",
             "enabled",
             "cooldown_seconds",
+            "mode",
+            "max_per_hour",
+            "loop_limit",
+            "risky",
+            "effectiveness",
             "last_fired_at",
             "builtin",
             "created_at",
             "updated_at",
         ]
         read_only_fields = ["last_fired_at", "builtin", "created_at", "updated_at"]
+        extra_kwargs = {"mode": {"required": False, "allow_blank": False}}
+
+    risky = serializers.BooleanField(read_only=True, help_text="A risky action waits for approval unless automatic.")
+    effectiveness = serializers.SerializerMethodField(
+        help_text="Of this rule's verified actions: how many cleared their condition (rate = effective / verified)."
+    )
+
+    def to_representation(self, instance: Rule) -> dict:
+        data = super().to_representation(instance)
+        data["mode"] = instance.effective_mode
+        return data
+
+    def get_effectiveness(self, rule: Rule) -> dict:
+        # One query for the whole page (the view puts the map in the context).
+        table = self.context.get("effectiveness")
+        if table is None:
+            table = Action.effectiveness_by_rule()
+        return table.get(rule.name, {"verified": 0, "effective": 0, "rate": None})
 
     def validate_conditions(self, value):
         return validate_condition_list(value)
@@ -261,9 +285,22 @@ class ActionSerializer(serializers.ModelSerializer):
             "result",
             "error",
             "duration_ms",
+            "guardrail",
+            "expires_at",
+            "decided_by",
+            "decided_at",
+            "decision_notes",
+            "executed_at",
+            "effective",
+            "verified_at",
+            "verification",
             "created_at",
         ]
         read_only_fields = fields
+
+
+class ActionDecisionSerializer(serializers.Serializer):
+    notes = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
 
 
 class RunOnceSerializer(serializers.Serializer):
@@ -272,3 +309,30 @@ class RunOnceSerializer(serializers.Serializer):
 
 class EnableSerializer(serializers.Serializer):
     interval_seconds = serializers.FloatField(required=False, min_value=0.1, max_value=3600)
+
+
+class EscalationTierSerializer(serializers.Serializer):
+    """One tier: unacknowledged after ``after_minutes`` → ``channels``, repeated every
+    ``repeat_minutes`` (empty: once)."""
+
+    after_minutes = serializers.IntegerField(min_value=0)
+    channels = serializers.ListField(child=serializers.CharField(), help_text="Notification channel names.")
+    repeat_minutes = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+
+
+class EscalationPolicySerializer(serializers.ModelSerializer):
+    severities = serializers.ListField(
+        child=serializers.ChoiceField(choices=AnomalySeverity.choices), required=False, allow_empty=True
+    )
+    tiers = EscalationTierSerializer(many=True)
+
+    class Meta:
+        model = EscalationPolicy
+        fields = ["id", "name", "severities", "tiers", "enabled", "created_at", "updated_at"]
+        read_only_fields = ["created_at", "updated_at"]
+
+    def validate_tiers(self, value):
+        try:
+            return validate_tiers([dict(t) for t in value])
+        except TierError as exc:
+            raise serializers.ValidationError(str(exc)) from None

@@ -11,6 +11,7 @@ router.register("ledger", views.LedgerViewSet, basename="ledger")
 router.register("rules", views.RuleViewSet, basename="rule")
 router.register("actions", views.ActionViewSet, basename="action")
 router.register("score-deductions", views.ScoreDeductionViewSet, basename="score-deduction")
+router.register("escalation-policies", views.EscalationPolicyViewSet, basename="escalation-policy")
 router.register("processes", views.ProcessViewSet, basename="process")
 router.register("channels", notifications.ChannelViewSet, basename="channel")
 

@@ -8,11 +8,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from orchestration.core.jobs import queue
-from orchestration.core.models import Job, Lane, LedgerEntry, OrchestratorProcess
+from orchestration.core.models import EscalationPolicy, Job, Lane, LedgerEntry, OrchestratorProcess
 from orchestration.loop.api import filters
 from orchestration.loop.api.serializers import (
+    ActionDecisionSerializer,
     ActionSerializer,
     EnableSerializer,
+    EscalationPolicySerializer,
     JobCreateSerializer,
     JobSerializer,
     LaneSerializer,
@@ -26,7 +28,7 @@ from orchestration.loop.cycle import run_cycle
 from orchestration.loop.models import Action, LoopState, Rule, ScoreDeduction
 from orchestration.loop.snapshot_cache import current_snapshot
 from orchestrator_site.api.errors import object_body
-from orchestrator_site.api.idempotency import HEADER, idempotent
+from orchestrator_site.api.idempotency import HEADER, all_or_nothing, idempotent
 from orchestrator_site.api.pagination import KeysetPagination
 from orchestrator_site.api.permissions import PublicEndpoint
 from orchestrator_site.api.schema import DESCRIPTIONS
@@ -116,6 +118,17 @@ class RuleViewSet(AuditedModelViewSet):
     serializer_class = RuleSerializer
     ledger_prefix = "rule"
 
+    def get_serializer_context(self) -> dict:
+        return {**super().get_serializer_context(), "effectiveness": Action.effectiveness_by_rule()}
+
+    def perform_update(self, serializer):
+        # A change of mode is its own ledger entry (who let a risky rule run on its own).
+        mode = serializer.validated_data.pop("mode", None)
+        with all_or_nothing():
+            super().perform_update(serializer)
+            if mode is not None:
+                serializer.instance.set_mode(mode, actor=actor_of(self.request))
+
 
 class ScoreDeductionViewSet(AuditedModelViewSet):
     """The health score's deductions: 100 minus those that apply is the score."""
@@ -125,10 +138,45 @@ class ScoreDeductionViewSet(AuditedModelViewSet):
     ledger_prefix = "score_deduction"
 
 
+class EscalationPolicyViewSet(AuditedModelViewSet):
+    """Who hears of an open, unacknowledged anomaly, and when (tiers as data)."""
+
+    queryset = EscalationPolicy.objects.all()
+    serializer_class = EscalationPolicySerializer
+    ledger_prefix = "escalation_policy"
+
+
 class ActionViewSet(viewsets.ReadOnlyModelViewSet):
+    """What cycles decided and the outcome; a risky action awaits a person's approval."""
+
     queryset = Action.objects.all()
     serializer_class = ActionSerializer
     filterset_class = filters.ActionFilter
+
+    def _decide(self, request, approve: bool) -> Response:
+        body = ActionDecisionSerializer(data=object_body(request))
+        body.is_valid(raise_exception=True)
+        action = self.get_object()
+        decide = action.approve if approve else action.reject
+        decide(actor=actor_of(request), notes=body.validated_data["notes"])
+        return Response(ActionSerializer(action).data)
+
+    @extend_schema(
+        request=ActionDecisionSerializer,
+        responses={200: ActionSerializer, 409: OpenApiResponse(description="Not awaiting approval")},
+    )
+    @action(detail=True, methods=["post"])
+    def approve(self, request, pk=None):
+        """Approve a pending action: the next pass of its automation runs it."""
+        return self._decide(request, True)
+
+    @extend_schema(
+        request=ActionDecisionSerializer,
+        responses={200: ActionSerializer, 409: OpenApiResponse(description="Not awaiting approval")},
+    )
+    @action(detail=True, methods=["post"])
+    def reject(self, request, pk=None):
+        return self._decide(request, False)
 
 
 # --- control loop -------------------------------------------------------------------
@@ -207,6 +255,7 @@ class ApiRootView(APIView):
                     "ledger": "/api/v1/ledger/",
                     "rules": "/api/v1/rules/",
                     "score_deductions": "/api/v1/score-deductions/",
+                    "escalation_policies": "/api/v1/escalation-policies/",
                     "actions": "/api/v1/actions/",
                     "processes": "/api/v1/processes/",
                     "snapshot": "/orchestrator/snapshot",

@@ -378,6 +378,11 @@ class SuggestionSerializer(serializers.ModelSerializer):
             "decided_at",
             "notes",
             "impact",
+            "change",
+            "applied_by",
+            "applied_at",
+            "reverted_by",
+            "reverted_at",
             "created_at",
         ]
         read_only_fields = fields
@@ -424,6 +429,28 @@ class SuggestionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     @action(detail=True, methods=["post"])
     def reject(self, request, pk=None):
         return self._decide(request, False)
+
+    @extend_schema(
+        request=None,
+        responses={200: SuggestionSerializer, 409: OpenApiResponse(description="Not approved, or not applicable")},
+    )
+    @action(detail=True, methods=["post"])
+    def apply(self, request, pk=None):
+        """A person applies an approved suggestion (the change and the metrics before it are kept)."""
+        suggestion = self.get_object()
+        suggestion.apply(actor=actor_of(request), metrics=improvement.current_metrics(suggestion))
+        return Response(SuggestionSerializer(suggestion).data)
+
+    @extend_schema(
+        request=None,
+        responses={200: SuggestionSerializer, 409: OpenApiResponse(description="Not applied, or changed since")},
+    )
+    @action(detail=True, methods=["post"])
+    def revert(self, request, pk=None):
+        """Put back what applying changed (the metrics at that moment are kept as "after")."""
+        suggestion = self.get_object()
+        suggestion.revert(actor=actor_of(request), metrics=improvement.current_metrics(suggestion))
+        return Response(SuggestionSerializer(suggestion).data)
 
     @extend_schema(request=None, responses={200: SuggestionSerializer})
     @action(detail=True, methods=["post"])
