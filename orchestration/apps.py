@@ -16,6 +16,7 @@ class OrchestrationConfig(AppConfig):
         from orchestration.core.jobs import django_tasks, kinds  # noqa: F401
         from orchestration.core.jobs.queue import JobStateError
         from orchestration.core.logformat import install_record_redaction
+        from orchestration.core.notifications import sync_settings_channels
         from orchestration.core.process_registry import install_cluster_heartbeat
         from orchestration.core.runnables import load_modules
         from orchestration.core.schedules import sync_builtin_schedules
@@ -44,4 +45,5 @@ class OrchestrationConfig(AppConfig):
         install_cluster_standby()
         signin.connect()
         post_migrate.connect(sync_builtin_schedules, sender=self)
+        post_migrate.connect(sync_settings_channels, sender=self)
         connection_created.connect(read_invalid_text_replaced, dispatch_uid="orchestration.lenient_text")
