@@ -136,6 +136,7 @@ def values_for(route: Route, world: World | None) -> dict[str, object]:
         "orchestration-api:rule": world.rule.pk,
         "orchestration-api:score-deduction": world.deduction.pk,
         "orchestration-api:channel": world.channel.pk,
+        "health-api:maintenance": world.maintenance.pk,
         "orchestration-api:action": world.action.pk,
         "orchestration-api:ledger": world.entry.pk,
         "orchestration-api:score-report": world.report.pk,

@@ -131,6 +131,24 @@ API_WRITES: dict[tuple[str, str], Write] = {
     ("orchestration-api:channel-detail", "PATCH"): Write(lambda w: {"enabled": False}),
     ("orchestration-api:channel-detail", "DELETE"): Write(),
     ("orchestration-api:channel-test", "POST"): Write(),
+    ("health-api:maintenance-list", "POST"): Write(
+        lambda w: {
+            "name": "audited",
+            "starts_at": "2026-01-01T00:00:00Z",
+            "ends_at": "2026-01-02T00:00:00Z",
+            "tags": ["a"],
+        }
+    ),
+    ("health-api:maintenance-detail", "PUT"): Write(
+        lambda w: {
+            "name": w.maintenance.name,
+            "starts_at": "2026-01-01T00:00:00Z",
+            "ends_at": "2026-01-03T00:00:00Z",
+            "all_services": True,
+        }
+    ),
+    ("health-api:maintenance-detail", "PATCH"): Write(lambda w: {"all_services": False, "tags": ["b"]}),
+    ("health-api:maintenance-detail", "DELETE"): Write(),
 }
 
 # POSTs that compute an answer and change nothing: no ledger entry to expect.
