@@ -6,12 +6,13 @@ from functools import wraps
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from health.report import status_report
+from health.report import HEALTH_FILTERS, ReportFilterError, status_report
 from health.sweep import check_services
 from orchestration.core.demo import DEMO_PREFIX
 from orchestration.core.models.ledger import record
@@ -42,11 +43,24 @@ _STATUS_SCHEMA = inline_serializer(
 
 
 class HealthStatusView(APIView):
-    """Every enabled service's health, counters and breaker state, and the overall health."""
+    """Every enabled service's health, counters and breaker state, and the overall health
+    (of all enabled services, whatever the filters)."""
 
-    @extend_schema(responses={200: _STATUS_SCHEMA})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("health", str, enum=list(HEALTH_FILTERS), description="Only services of this health."),
+            OpenApiParameter("name", str, description="Only services whose name contains this (any case)."),
+        ],
+        responses={200: _STATUS_SCHEMA, 400: OpenApiResponse(description="A filter's value is refused")},
+    )
     def get(self, request):
-        return Response(status_report())
+        try:
+            report = status_report(
+                health=request.query_params.get("health") or None, name=request.query_params.get("name") or None
+            )
+        except ReportFilterError as exc:
+            raise ValidationError({exc.field: str(exc)}) from None
+        return Response(report)
 
 
 class HealthTriggerView(APIView):
