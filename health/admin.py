@@ -7,7 +7,15 @@ from django.db import models
 from django.urls import reverse
 from django.utils.html import format_html
 
-from health.models import CircuitBreaker, DependencyError, HealthCheck, MaintenanceWindow, Service, ServiceAlert
+from health.models import (
+    CircuitBreaker,
+    DependencyError,
+    HealthCheck,
+    MaintenanceWindow,
+    Service,
+    ServiceAlert,
+    StatusPage,
+)
 from health.report import display_health
 from health.sweep import check_services
 from orchestration.core.models.ledger import record
@@ -315,6 +323,40 @@ class MaintenanceWindowAdmin(admin.ModelAdmin):
     @admin.display(description="covers")
     def scope_text(self, obj: MaintenanceWindow) -> str:
         return obj.scope()
+
+    def save_model(self, request, obj, form, change):
+        pass  # saved with its services in save_related, in one write
+
+    def save_related(self, request, form, formsets, change):
+        form.instance.save_by(
+            actor=request.user.get_username(),
+            services=list(form.cleaned_data.get("services") or []),
+            created=not change,
+        )
+
+    def delete_model(self, request, obj):
+        obj.remove(actor=request.user.get_username())
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            obj.remove(actor=request.user.get_username())
+
+
+@admin.register(StatusPage)
+class StatusPageAdmin(admin.ModelAdmin):
+    """A group of services shown at /status/<slug>/ once marked public; writes go through
+    the model's own (with their ledger entry)."""
+
+    list_display = ["title", "slug", "public", "page_link"]
+    list_filter = ["public"]
+    search_fields = ["title", "slug"]
+    filter_horizontal = ["services"]
+    fields = ["title", "slug", "description", "public", "services", "tags"]
+    prepopulated_fields = {"slug": ["title"]}
+
+    @admin.display(description="page")
+    def page_link(self, obj: StatusPage):
+        return format_html('<a href="/status/{}/">/status/{}/</a>', obj.slug, obj.slug) if obj.public else "not public"
 
     def save_model(self, request, obj, form, change):
         pass  # saved with its services in save_related, in one write

@@ -4,6 +4,7 @@ import time
 from functools import wraps
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
@@ -131,3 +132,36 @@ def demo_slow(request: HttpRequest) -> JsonResponse:
     """Answers after 2 s: past the demo's 1 s timeout."""
     time.sleep(2.0)
     return JsonResponse({"status": "ok"})
+
+
+# --- public status pages: no sign-in, only groups marked public, nothing private --------
+def _status_format(request: HttpRequest) -> str:
+    return "json" if request.GET.get("format") == "json" else "html"
+
+
+@require_http_methods(["GET", "HEAD"])
+def status_index(request: HttpRequest) -> HttpResponse:
+    from health.models import StatusPage
+
+    pages = [
+        {"slug": p.slug, "title": p.title, "description": p.description} for p in StatusPage.objects.filter(public=True)
+    ]
+    if _status_format(request) == "json":
+        return JsonResponse({"pages": [{**p, "url": f"/status/{p['slug']}/"} for p in pages]})
+    return render(request, "health/status_index.html", {"pages": pages})
+
+
+@require_http_methods(["GET", "HEAD"])
+def status_page(request: HttpRequest, slug: str) -> HttpResponse:
+    from health.models import StatusPage
+    from health.public_status import page_body
+
+    page = StatusPage.objects.filter(slug=slug, public=True).first()
+    if page is None:  # a page not marked public does not exist for the public
+        if _status_format(request) == "json":
+            return JsonResponse({"detail": "Not found."}, status=404)
+        return render(request, "health/status_missing.html", {"slug": slug}, status=404)
+    body = page_body(page)
+    if _status_format(request) == "json":
+        return JsonResponse(body)
+    return render(request, "health/status_page.html", {"page": body})

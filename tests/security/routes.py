@@ -30,6 +30,8 @@ PUBLIC = {
     "health:ping": "a heartbeat's ping: cron jobs call it without credentials; the secret is the URL's UUID",
     "health:ping-start": "a heartbeat's start signal, like health:ping",
     "health:ping-fail": "a heartbeat's failure signal, like health:ping",
+    "health:status-pages": "the public status pages' index: only pages marked public, titles and descriptions",
+    "health:status-page": "a public status page: names, states, uptime and incident times of a group marked public",
     "admin:login": "the admin's sign-in page",
     "admin:logout": "signing out of the admin (POST only)",
 }
