@@ -52,7 +52,8 @@ def test_the_public_state_and_the_headline():
 @pytest.mark.django_db
 def test_a_public_page_shows_states_bars_and_incidents_without_sign_in(server, settings):
     settings.HEALTH_ALERT_AFTER_FAILURES = 1
-    api, db = make(server, "api"), make(server, "db", tags=["storage"])
+    api = make(server, "api")
+    make(server, "db", tags=["storage"])
     make(server, "secret-internal")
     server.behaviour["/db"] = Behaviour.ERROR
     check_services()
