@@ -41,6 +41,7 @@ BENCHMARKS = {
     "recovery": "1,000 jobs on two nodes, one SIGKILLed",
     "snapshot_load": "/orchestrator/snapshot under 20 clients vs /health",
     "health_sweep": "concurrent health sweep vs sequential",
+    "health_scale": "20,000 services of mixed kinds every 20 s, with 10 clients on the pages",
     "routing_failover": "routed tasks with one bad service of three, per strategy",
     "fleet_runs": "worker-run overhead, workers snapshot section",
     "loop_under_load": "loop timeliness with 16 writers POSTing jobs for 60 s",

@@ -7,12 +7,26 @@ from django.db import models
 from django.urls import reverse
 from django.utils.html import format_html
 
-from health.models import CircuitBreaker, DependencyError, HealthCheck, Service, ServiceAlert
+from health.models import (
+    CircuitBreaker,
+    DependencyError,
+    HealthCheck,
+    MaintenanceWindow,
+    Service,
+    ServiceAlert,
+    StatusPage,
+)
 from health.report import display_health
 from health.sweep import check_services
 from orchestration.core.models.ledger import record
 from orchestration.core.secret_forms import MaskedSecretsForm
-from orchestrator_site.admin_scale import EstimatedCountPaginator, GuardedDeleteAdmin, badge
+from orchestrator_site.admin_scale import (
+    BigTableAdmin,
+    GuardedDeleteAdmin,
+    as_int,
+    as_text,
+    badge,
+)
 
 
 def console_link(service: Service):
@@ -250,12 +264,15 @@ class CircuitBreakerAdmin(ReadOnlyAdmin):
 
 
 @admin.register(HealthCheck)
-class HealthCheckAdmin(ReadOnlyAdmin):
+class HealthCheckAdmin(BigTableAdmin, ReadOnlyAdmin):
+    """The check history: a million rows and more. Filters come from choices (no DISTINCT
+    over the table); the search box takes a service's exact name (healthcheck_service_idx)
+    or a check's id."""
+
     list_display = ["checked_at", "service_link", "health_badge", "status_code", "response_time_ms", "error_message"]
-    list_filter = ["success", "health", "service"]
+    list_filter = ["success", "health"]
     list_select_related = ["service"]
-    paginator = EstimatedCountPaginator
-    show_full_result_count = False
+    exact_search = (("service__name", as_text), ("pk", as_int))
 
     @admin.display(description="health", ordering="health")
     def health_badge(self, obj: HealthCheck):
@@ -283,3 +300,77 @@ class ServiceAlertAdmin(ReadOnlyAdmin):
     @admin.display(description="dependents affected")
     def affected_list(self, obj: ServiceAlert) -> str:
         return ", ".join(obj.affected) or "–"
+
+
+@admin.register(MaintenanceWindow)
+class MaintenanceWindowAdmin(admin.ModelAdmin):
+    """Saving and deleting go through the model's own writes (with their ledger entry)."""
+
+    list_display = ["name", "state_badge", "when", "scope_text", "created_by"]
+    search_fields = ["name"]
+    filter_horizontal = ["services"]
+    fields = ["name", "description", "starts_at", "ends_at", "recurrence", "services", "tags", "all_services"]
+
+    @admin.display(description="now")
+    def state_badge(self, obj: MaintenanceWindow):
+        on = obj.occurrence() is not None
+        return badge("half_open" if on else "closed", "under maintenance" if on else "off")
+
+    @admin.display(description="when")
+    def when(self, obj: MaintenanceWindow) -> str:
+        return obj.describe().split(", covering", 1)[0]
+
+    @admin.display(description="covers")
+    def scope_text(self, obj: MaintenanceWindow) -> str:
+        return obj.scope()
+
+    def save_model(self, request, obj, form, change):
+        pass  # saved with its services in save_related, in one write
+
+    def save_related(self, request, form, formsets, change):
+        form.instance.save_by(
+            actor=request.user.get_username(),
+            services=list(form.cleaned_data.get("services") or []),
+            created=not change,
+        )
+
+    def delete_model(self, request, obj):
+        obj.remove(actor=request.user.get_username())
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            obj.remove(actor=request.user.get_username())
+
+
+@admin.register(StatusPage)
+class StatusPageAdmin(admin.ModelAdmin):
+    """A group of services shown at /status/<slug>/ once marked public; writes go through
+    the model's own (with their ledger entry)."""
+
+    list_display = ["title", "slug", "public", "page_link"]
+    list_filter = ["public"]
+    search_fields = ["title", "slug"]
+    filter_horizontal = ["services"]
+    fields = ["title", "slug", "description", "public", "services", "tags"]
+    prepopulated_fields = {"slug": ["title"]}
+
+    @admin.display(description="page")
+    def page_link(self, obj: StatusPage):
+        return format_html('<a href="/status/{}/">/status/{}/</a>', obj.slug, obj.slug) if obj.public else "not public"
+
+    def save_model(self, request, obj, form, change):
+        pass  # saved with its services in save_related, in one write
+
+    def save_related(self, request, form, formsets, change):
+        form.instance.save_by(
+            actor=request.user.get_username(),
+            services=list(form.cleaned_data.get("services") or []),
+            created=not change,
+        )
+
+    def delete_model(self, request, obj):
+        obj.remove(actor=request.user.get_username())
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            obj.remove(actor=request.user.get_username())

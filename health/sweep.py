@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -24,7 +24,15 @@ from health import breaker as rules
 from health import status as pure
 from health.checker import ProbeResult, run_probes
 from health.choices import BreakerState, ServiceHealth
-from health.models import CircuitBreaker, HealthCheck, Service, ServiceAlert, breaker_name
+from health.models import (
+    CircuitBreaker,
+    HealthCheck,
+    MaintenanceWindow,
+    Service,
+    ServiceAlert,
+    ServiceDay,
+    breaker_name,
+)
 from orchestration.core import anomalies
 from orchestration.core.choices import Severity
 from orchestration.core.models import Anomaly
@@ -156,6 +164,7 @@ def _persist(
         if not outcome.success:
             result.failed.append(by_pk[outcome.key].name)
     _write_counters(counters, now)
+    _add_to_days(counters, now)
     HealthCheck.objects.bulk_create(
         [_history_row(pk, health, outcome, states[pk], now) for pk, health, outcome in counters], batch_size=500
     )
@@ -214,6 +223,24 @@ def _history_row(service_id: int, health: str, outcome: ProbeResult, breaker_sta
         error_message=outcome.error_message,
         breaker_state=breaker_state,
     )
+
+
+def _add_to_days(rows: list[tuple[int, str, ProbeResult]], now: datetime) -> None:
+    """Each check counted on its service's UTC day (the status page's uptime bars): one
+    upsert per service through executemany, added in SQL like the counters."""
+    if not rows:
+        return
+    qn = connection.ops.quote_name
+    table = qn(ServiceDay._meta.db_table)
+    sql = (
+        f"INSERT INTO {table} ({qn('service_id')}, {qn('day')}, {qn('checks')}, {qn('successes')}) "
+        f"VALUES (%s, %s, 1, %s) ON CONFLICT ({qn('service_id')}, {qn('day')}) DO UPDATE SET "
+        f"{qn('checks')} = {table}.{qn('checks')} + 1, "
+        f"{qn('successes')} = {table}.{qn('successes')} + excluded.{qn('successes')}"
+    )
+    day = connection.ops.adapt_datefield_value(now.astimezone(UTC).date())
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, [(pk, day, 1 if outcome.success else 0) for pk, _, outcome in rows])
 
 
 def _write_counters(rows: list[tuple[int, str, ProbeResult]], now: datetime) -> None:
@@ -286,16 +313,27 @@ def reconcile_alerts(now: datetime | None = None) -> dict[str, list[str]]:
     for name, alert in open_alerts.items():
         if name not in plan.wanted and _resolve_alert(alert, resolution(name, plan), now):
             changes["resolved"].append(name)
+    # Under maintenance nothing new alerts; an alert already open stays and still resolves.
+    quiet = _under_maintenance(set(plan.wanted) - set(open_alerts), now)
     for root, affected in sorted(plan.wanted.items()):
         error = by_name[root][3] if root in by_name else ""
         alert = open_alerts.get(root)
         if alert is None:
-            if _open_alert(root, by_name[root][0], affected, error, now):
+            if root not in quiet and _open_alert(root, by_name[root][0], affected, error, now):
                 changes["opened"].append(root)
         elif _refresh_alert(alert, root, affected, error, now):
             changes["updated"].append(root)
-    _sync_anomalies(plan.wanted, by_name, now)
+    _sync_anomalies(plan.wanted, by_name, now, quiet=quiet)
+    if quiet:
+        changes["quiet"] = sorted(quiet)
     return changes
+
+
+def _under_maintenance(names: set[str], now: datetime) -> set[str]:
+    if not names:
+        return set()
+    tags = dict(Service.objects.filter(name__in=names).values_list("name", "tags"))
+    return MaintenanceWindow.quiet_services({name: tags.get(name) or [] for name in names}, now)
 
 
 # --- pure: which alerts should be open -----------------------------------------------
@@ -389,14 +427,16 @@ def _refresh_alert(alert: ServiceAlert, root: str, affected: list[str], error: s
     return True
 
 
-def _sync_anomalies(wanted: dict[str, list[str]], by_name: dict[str, tuple], now: datetime) -> None:
+def _sync_anomalies(
+    wanted: dict[str, list[str]], by_name: dict[str, tuple], now: datetime, *, quiet: set[str] = frozenset()
+) -> None:
     """One open SERVICE_DOWN anomaly per open alert, none for anything else (a service
-    recovered, renamed, disabled or deleted since)."""
+    recovered, renamed, disabled or deleted since); none opened under maintenance."""
     open_now = set(
         Anomaly.objects.filter(code=SERVICE_DOWN, resolved_at__isnull=True).values_list("subject", flat=True)
     )
     for root, affected in wanted.items():
-        if service_subject(root) not in open_now:
+        if service_subject(root) not in open_now and root not in quiet:
             _open_anomaly(root, by_name[root][3] if root in by_name else "", affected, now)
     for subject in open_now - {service_subject(root) for root in wanted}:
         anomalies.resolve(SERVICE_DOWN, subject, now)

@@ -11,11 +11,12 @@ from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from health.models import HealthCheck, Service
+from health.models import HealthCheck, Service, ServiceDay
 from health.sweep import check_services, claim_due
 from orchestration.core.runnables import runnable
 from orchestration.core.schedules import delete_schedule
 
+DAYS_KEPT = 100  # status pages show 90 days of ServiceDay rows
 log = logging.getLogger("health")
 
 
@@ -72,6 +73,8 @@ def prune_checks(days: int | None = None, keep: int | None = None, batch: int = 
             if not ids:
                 break
             deleted["over_cap"] += HealthCheck.objects.filter(pk__in=ids).delete()[0]
+    # The status pages' day counts: 90 days are shown, a few more kept.
+    deleted["days"] = ServiceDay.objects.filter(day__lt=(timezone.now() - timedelta(days=DAYS_KEPT)).date()).delete()[0]
     if any(deleted.values()):
         log.info("pruned health checks: %s", deleted)
     return deleted

@@ -4,15 +4,17 @@ import time
 from functools import wraps
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from health.models import Service
-from health.report import status_report
+from health.report import HEALTH_FILTERS, ReportFilterError, status_report
 from health.sweep import check_services
 from orchestration.core.demo import DEMO_PREFIX
 from orchestration.core.models.ledger import record
@@ -43,11 +45,24 @@ _STATUS_SCHEMA = inline_serializer(
 
 
 class HealthStatusView(APIView):
-    """Every enabled service's health, counters and breaker state, and the overall health."""
+    """Every enabled service's health, counters and breaker state, and the overall health
+    (of all enabled services, whatever the filters)."""
 
-    @extend_schema(responses={200: _STATUS_SCHEMA})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("health", str, enum=list(HEALTH_FILTERS), description="Only services of this health."),
+            OpenApiParameter("name", str, description="Only services whose name contains this (any case)."),
+        ],
+        responses={200: _STATUS_SCHEMA, 400: OpenApiResponse(description="A filter's value is refused")},
+    )
     def get(self, request):
-        return Response(status_report())
+        try:
+            report = status_report(
+                health=request.query_params.get("health") or None, name=request.query_params.get("name") or None
+            )
+        except ReportFilterError as exc:
+            raise ValidationError({exc.field: str(exc)}) from None
+        return Response(report)
 
 
 class HealthTriggerView(APIView):
@@ -116,3 +131,36 @@ def demo_slow(request: HttpRequest) -> JsonResponse:
     """Answers after 2 s: past the demo's 1 s timeout."""
     time.sleep(2.0)
     return JsonResponse({"status": "ok"})
+
+
+# --- public status pages: no sign-in, only groups marked public, nothing private --------
+def _status_format(request: HttpRequest) -> str:
+    return "json" if request.GET.get("format") == "json" else "html"
+
+
+@require_http_methods(["GET", "HEAD"])
+def status_index(request: HttpRequest) -> HttpResponse:
+    from health.models import StatusPage
+
+    pages = [
+        {"slug": p.slug, "title": p.title, "description": p.description} for p in StatusPage.objects.filter(public=True)
+    ]
+    if _status_format(request) == "json":
+        return JsonResponse({"pages": [{**p, "url": f"/status/{p['slug']}/"} for p in pages]})
+    return render(request, "health/status_index.html", {"pages": pages})
+
+
+@require_http_methods(["GET", "HEAD"])
+def status_page(request: HttpRequest, slug: str) -> HttpResponse:
+    from health.models import StatusPage
+    from health.public_status import page_body
+
+    page = StatusPage.objects.filter(slug=slug, public=True).first()
+    if page is None:  # a page not marked public does not exist for the public
+        if _status_format(request) == "json":
+            return JsonResponse({"detail": "Not found."}, status=404)
+        return render(request, "health/status_missing.html", {"slug": slug}, status=404)
+    body = page_body(page)
+    if _status_format(request) == "json":
+        return JsonResponse(body)
+    return render(request, "health/status_page.html", {"page": body})

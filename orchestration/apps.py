@@ -18,6 +18,7 @@ class OrchestrationConfig(AppConfig):
         from orchestration.core.jobs.queue import JobStateError
         from orchestration.core.logformat import install_record_redaction
         from orchestration.core.models import AnomalyStateError
+        from orchestration.core.notifications import sync_settings_channels
         from orchestration.core.process_registry import install_cluster_heartbeat
         from orchestration.core.runnables import load_modules
         from orchestration.core.schedules import sync_builtin_schedules
@@ -50,4 +51,5 @@ class OrchestrationConfig(AppConfig):
         install_cluster_standby()
         signin.connect()
         post_migrate.connect(sync_builtin_schedules, sender=self)
+        post_migrate.connect(sync_settings_channels, sender=self)
         connection_created.connect(read_invalid_text_replaced, dispatch_uid="orchestration.lenient_text")

@@ -403,6 +403,12 @@ LOGGING = {
 }
 
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# The SMTP server the e-mail notification channel made from FLEET_ALERT_EMAILS sends through.
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 
 # --- Worker fleet ---
 # HTTP targets of the fleet write their URL as "{base_url}/…"; this fills it in.
@@ -428,16 +434,18 @@ FLEET_CHECK_RETENTION_PATH = env_str("FLEET_CHECK_RETENTION_PATH", "health.tasks
 # Alerts: channels per severity (comma-separated names of registered channels).
 FLEET_ALERT_ROUTES = {
     # "channels": the notification channels kept as data, each with its own severity/tag route.
-    "critical": env_list("FLEET_ALERT_ROUTE_CRITICAL", ["ledger", "webhook", "email", "channels"]),
-    "high": env_list("FLEET_ALERT_ROUTE_HIGH", ["ledger", "webhook", "channels"]),
+    # ("webhook" and "email" in an older route mean "channels": they are channels now.)
+    "critical": env_list("FLEET_ALERT_ROUTE_CRITICAL", ["ledger", "channels"]),
+    "high": env_list("FLEET_ALERT_ROUTE_HIGH", ["ledger", "channels"]),
     "medium": env_list("FLEET_ALERT_ROUTE_MEDIUM", ["ledger", "channels"]),
-    "escalation": env_list("FLEET_ALERT_ROUTE_ESCALATION", ["ledger", "webhook", "email", "channels"]),
-    # A gate waiting for people: each assignee gets their own signed decision links.
-    "gate": env_list("FLEET_ALERT_ROUTE_GATE", ["ledger", "webhook", "email"]),
+    "escalation": env_list("FLEET_ALERT_ROUTE_ESCALATION", ["ledger", "channels"]),
+    # A gate waiting for people: each assignee gets their own signed decision links,
+    # through the channels that carry notices.
+    "gate": env_list("FLEET_ALERT_ROUTE_GATE", ["ledger", "channels"]),
 }
+# After migrate these become notification channels (a JSON webhook; e-mail through
+# Django's EMAIL_HOST/EMAIL_PORT/EMAIL_HOST_USER/EMAIL_HOST_PASSWORD/EMAIL_USE_TLS).
 FLEET_ALERT_WEBHOOK_URL = env_str("FLEET_ALERT_WEBHOOK_URL", "")
-FLEET_ALERT_WEBHOOK_RETRIES = env_int("FLEET_ALERT_WEBHOOK_RETRIES", 3, minimum=1, maximum=10)
-FLEET_ALERT_WEBHOOK_TIMEOUT = env_float("FLEET_ALERT_WEBHOOK_TIMEOUT", 5.0, minimum=0.1)
 FLEET_ALERT_EMAILS = env_list("FLEET_ALERT_EMAILS", [])
 FLEET_ALERT_EMAIL_FROM = env_str("FLEET_ALERT_EMAIL_FROM", "orchestrator@localhost")
 

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from health import maintenance
 from health import status as pure
 from health.choices import CheckKindChoice, PingKind
 from health.kinds import CheckConfigError, get_kind
-from health.models import HealthCheck, Service, ServiceAlert
+from health.models import HealthCheck, MaintenanceWindow, Service, ServiceAlert
 from health.report import display_health
 from orchestration.core import outbound
 from orchestration.core.redaction import MaskedSecretError, restore_text
@@ -177,3 +178,90 @@ class ServiceAlertSerializer(serializers.ModelSerializer):
     class Meta:
         model = ServiceAlert
         fields = ["id", "service", "opened_at", "resolved_at", "resolution", "error_message", "affected"]
+
+
+class RecurrenceSerializer(serializers.Serializer):
+    cron = serializers.CharField(max_length=100, help_text="Five-field cron; a weekly window: e.g. '0 2 * * sun'.")
+    duration_minutes = serializers.IntegerField(min_value=1, max_value=maintenance.MAX_DURATION_MINUTES)
+    timezone = serializers.CharField(max_length=64, required=False, default="UTC")
+
+
+class MaintenanceWindowSerializer(serializers.ModelSerializer):
+    recurrence = RecurrenceSerializer(required=False, allow_null=True, help_text="Optional: cron + duration.")
+    services = serializers.SlugRelatedField(
+        slug_field="name", many=True, queryset=Service.objects.all(), required=False
+    )
+    tags = serializers.ListField(
+        child=serializers.CharField(max_length=50, allow_blank=False), required=False, max_length=50
+    )
+    active = serializers.SerializerMethodField(help_text="Whether the window is on now.")
+    current = serializers.SerializerMethodField(help_text="The occurrence under way: {starts_at, ends_at}, or null.")
+    next = serializers.SerializerMethodField(help_text="The next occurrence to start: {starts_at, ends_at}, or null.")
+
+    class Meta:
+        model = MaintenanceWindow
+        fields = [
+            "id",
+            "name",
+            "description",
+            "starts_at",
+            "ends_at",
+            "recurrence",
+            "services",
+            "tags",
+            "all_services",
+            "active",
+            "current",
+            "next",
+            "created_by",
+            "created_at",
+        ]
+        read_only_fields = ["id", "created_by", "created_at"]
+
+    @staticmethod
+    def _span(span) -> dict | None:
+        return {"starts_at": span[0].isoformat(), "ends_at": span[1].isoformat()} if span else None
+
+    def get_active(self, obj: MaintenanceWindow) -> bool:
+        return obj.occurrence() is not None
+
+    def get_current(self, obj: MaintenanceWindow) -> dict | None:
+        return self._span(obj.occurrence())
+
+    def get_next(self, obj: MaintenanceWindow) -> dict | None:
+        return self._span(obj.next_occurrence())
+
+    def validate_recurrence(self, value):
+        if value:
+            problem = maintenance.recurrence_problem(dict(value))
+            if problem:
+                raise serializers.ValidationError(problem)
+        return dict(value) if value else None
+
+    def validate(self, attrs):
+        merged = {
+            key: attrs.get(key, getattr(self.instance, key, None))
+            for key in ("starts_at", "ends_at", "recurrence", "all_services")
+        }
+        if not merged["recurrence"] and merged["ends_at"] is None:
+            raise serializers.ValidationError({"ends_at": "A one-off window needs its end."})
+        if merged["starts_at"] and merged["ends_at"] and merged["ends_at"] <= merged["starts_at"]:
+            raise serializers.ValidationError({"ends_at": "Must be after starts_at."})
+        services = attrs.get("services", None if self.instance is None else list(self.instance.services.all()))
+        tags = attrs.get("tags", getattr(self.instance, "tags", None))
+        if not (merged["all_services"] or services or tags):
+            raise serializers.ValidationError({"services": "Name services, tags, or set all_services."})
+        return attrs
+
+    def create(self, validated_data):
+        services = validated_data.pop("services", [])
+        window = MaintenanceWindow(**validated_data)
+        window.save_by(actor=self.context["actor"], services=services, created=True)
+        return window
+
+    def update(self, instance, validated_data):
+        services = validated_data.pop("services", None)
+        for key, value in validated_data.items():
+            setattr(instance, key, value)
+        instance.save_by(actor=self.context["actor"], services=services, created=False)
+        return instance

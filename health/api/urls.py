@@ -5,6 +5,7 @@ app_name = "health-api"
 
 router = OptionalSlashRouter()
 router.register("services", views.ServiceViewSet, basename="service")
+router.register("maintenance", views.MaintenanceWindowViewSet, basename="maintenance")
 router.register("service-alerts", views.ServiceAlertViewSet, basename="service-alert")
 
 urlpatterns = router.urls

@@ -7,8 +7,13 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from health.api.serializers import HealthCheckSerializer, ServiceAlertSerializer, ServiceSerializer
-from health.models import DependencyError, Service, ServiceAlert
+from health.api.serializers import (
+    HealthCheckSerializer,
+    MaintenanceWindowSerializer,
+    ServiceAlertSerializer,
+    ServiceSerializer,
+)
+from health.models import DependencyError, MaintenanceWindow, Service, ServiceAlert
 from health.report import service_status
 from orchestrator_site.api.pagination import KeysetPagination
 from orchestrator_site.api.viewsets import AuditedModelViewSet, actor_of
@@ -131,3 +136,23 @@ class ServiceAlertViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
                 raise ValidationError({"open": "Use true or false."})
             queryset = queryset.filter(resolved_at__isnull=is_open.lower() == "true")
         return queryset
+
+
+class MaintenanceWindowViewSet(viewsets.ModelViewSet):
+    """Maintenance windows, one-off or recurring, by service, tag or everything: no
+    alerts while one is on; checks and uptime go on."""
+
+    queryset = MaintenanceWindow.objects.prefetch_related("services")
+    serializer_class = MaintenanceWindowSerializer
+
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(), "actor": actor_of(self.request)}
+
+    def perform_destroy(self, instance: MaintenanceWindow) -> None:
+        instance.remove(actor=actor_of(self.request))
+
+    @extend_schema(responses={200: MaintenanceWindowSerializer(many=True)})
+    @action(detail=False, methods=["get"], pagination_class=None)
+    def active(self, request):
+        """The windows on now."""
+        return Response(self.get_serializer(MaintenanceWindow.active(), many=True).data)

@@ -7,17 +7,19 @@ rows or a million; tests/console/test_queries.py holds them to that.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Avg, Count, FloatField, Q
+from django.db.models import Avg, Case, Count, FloatField, IntegerField, Q, Value, When
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, TruncMinute
 from django.utils import timezone
 
-from health.models import Service
-from health.report import display_health
-from orchestration.console import charts
+from health.choices import BreakerState, ServiceHealth
+from health.models import MaintenanceWindow, Service
+from health.report import display_health, health_filter, shown_health
+from orchestration.console import charts, service_list
 from orchestration.core.choices import AnomalySeverity, JobStatus
 from orchestration.core.jobs.counts import counts_by_status_and_lane
 from orchestration.core.models import Anomaly, LedgerEntry, OrchestratorProcess
@@ -32,6 +34,8 @@ from pipeline.models import PipelineJob
 
 HISTORY_MINUTES = 60
 LIST_LIMIT = 50
+# Matches of a filter are counted exactly up to this many ("10,000+" above).
+MATCH_COUNT_LIMIT = 10_000
 CYCLE_EVENTS = ("orchestrator.cycle_completed", "orchestrator.cycle_idle")
 SEVERITY_ORDER = [s.value for s in AnomalySeverity]
 
@@ -96,12 +100,64 @@ def queue_panel(now: datetime) -> dict[str, Any]:
     }
 
 
-def services_panel(now: datetime) -> dict[str, Any]:
-    services = list(Service.objects.select_related("circuit").order_by("-enabled", "name")[:LIST_LIMIT])
-    total = Service.objects.count()
+def _rank_expression() -> Case:
+    # The order of service_list.RANK, in SQL: the breaker first, as display_health does.
+    return Case(
+        When(enabled=False, then=Value(service_list.DISABLED_RANK)),
+        When(circuit__state=BreakerState.OPEN, then=Value(service_list.RANK[ServiceHealth.CIRCUIT_OPEN])),
+        *[When(health=h, then=Value(r)) for h, r in service_list.RANK.items()],
+        default=Value(2),
+        output_field=IntegerField(),
+    )
+
+
+def service_counts() -> dict[str, int]:
+    """Services by the health a reader sees, over every row (one grouped query)."""
+    counts = {h: 0 for h in service_list.HEALTHS}
+    rows = Service.objects.values("enabled", "health", "circuit__state").annotate(n=Count("id")).order_by()
+    for row in rows:
+        key = shown_health(row["health"], row["circuit__state"]) if row["enabled"] else service_list.DISABLED
+        counts[key] = counts.get(key, 0) + row["n"]
+    return counts
+
+
+def _filtered(query: service_list.ServiceQuery):
+    services = Service.objects.all()
+    if query.q:
+        services = services.filter(name__icontains=query.q)
+    if query.health == service_list.DISABLED:
+        services = services.filter(enabled=False)
+    elif query.health:
+        services = services.filter(health_filter(query.health), enabled=True)
+    if query.breaker == BreakerState.CLOSED:
+        services = services.filter(Q(circuit__state=BreakerState.CLOSED) | Q(circuit__isnull=True))
+    elif query.breaker:
+        services = services.filter(circuit__state=query.breaker)
+    if query.kind:
+        services = services.filter(kind=query.kind)
+    if query.tag:
+        # The JSON text holds the tag quoted: a whole-tag match, whatever the case.
+        services = services.filter(tags__icontains=json.dumps(query.tag))
+    return services
+
+
+def services_panel(now: datetime, query: service_list.ServiceQuery | None = None) -> dict[str, Any]:
+    """One page of services, most urgent first, paged by key; the counts are over every
+    service (not this page), and the matches are counted up to a bound."""
+    query = query or service_list.ServiceQuery()
+    counts = service_counts()
+    total = sum(counts.values())
+    services = _filtered(query).select_related("circuit").annotate(rank=_rank_expression())
+    matching = services.order_by()[: MATCH_COUNT_LIMIT + 1].count() if query.filtered else total
+    if query.after:
+        rank, name = query.after
+        services = services.filter(Q(rank__gt=rank) | Q(rank=rank, name__gt=name))
+    page = list(services.order_by("rank", "name")[: LIST_LIMIT + 1])
+    more, page = len(page) > LIST_LIMIT, page[:LIST_LIMIT]
+    quiet = MaintenanceWindow.quiet_services({s.name: s.tags or [] for s in page}, now) if page else set()
     rows = []
-    for s in services:
-        health = display_health(s) if s.enabled else "disabled"
+    for s in page:
+        health = display_health(s) if s.enabled else service_list.DISABLED
         rows.append(
             {
                 "service": s,
@@ -109,10 +165,43 @@ def services_panel(now: datetime) -> dict[str, Any]:
                 "health_label": health.replace("_", " "),
                 "breaker": s.breaker_state,
                 "uptime": s.uptime_percentage,
+                "maintenance": s.name in quiet,
             }
         )
-    healthy = sum(1 for r in rows if r["health"] == "healthy")
-    return {"rows": rows, "total": total, "healthy": healthy, "more": max(0, total - len(rows))}
+    return {
+        "rows": rows,
+        "total": total,
+        "healthy": counts[ServiceHealth.HEALTHY],
+        "counts": [{"health": h, "label": h.replace("_", " "), "n": counts[h]} for h in service_list.HEALTHS],
+        "matching": min(matching, MATCH_COUNT_LIMIT),
+        "matching_capped": matching > MATCH_COUNT_LIMIT,
+        "query": query,
+        "query_string": query.query_string(after=query.after),
+        "next_query": query.query_string(after=(page[-1].rank, page[-1].name)) if more else None,
+        "first_query": query.query_string() if query.after else None,
+        "more": more,
+        "maintenance": maintenance_panel(now),
+    }
+
+
+def maintenance_panel(now: datetime) -> dict[str, Any]:
+    """Windows on now, and those starting within a week (few rows: windows are made by hand)."""
+    windows = list(
+        MaintenanceWindow.objects.prefetch_related("services").filter(Q(ends_at__isnull=True) | Q(ends_at__gt=now))[
+            :200
+        ]
+    )
+    active, upcoming = [], []
+    for w in windows:
+        current = w.occurrence(now)
+        if current:
+            active.append({"window": w, "until": current[1], "scope": w.scope()})
+            continue
+        upcoming_span = w.next_occurrence(now)
+        if upcoming_span and upcoming_span[0] <= now + timedelta(days=7):
+            upcoming.append({"window": w, "starts": upcoming_span[0], "until": upcoming_span[1], "scope": w.scope()})
+    upcoming.sort(key=lambda row: row["starts"])
+    return {"active": active, "upcoming": upcoming[:10]}
 
 
 def workers_panel(now: datetime) -> dict[str, Any]:

@@ -34,8 +34,9 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from health.choices import BreakerState, CheckKindChoice
 from health.models import DependencyError, Service
-from orchestration.console import data
+from orchestration.console import data, service_list
 from orchestration.console.forms import GateDecisionForm, LoopIntervalForm, StartPipelineForm
 from orchestration.core.models import Anomaly, AnomalyStateError
 from orchestration.core.redaction import redact_html
@@ -280,7 +281,16 @@ def pipeline_start(request: HttpRequest) -> HttpResponse:
 # --- lists ----------------------------------------------------------------------------------
 @console_login_required
 def services_list(request: HttpRequest) -> HttpResponse:
-    context = {"services": data.services_panel(timezone.now()), "page": "services"}
+    try:
+        query = service_list.parse(request.GET)
+    except service_list.FilterError as exc:
+        return _error(request, 400, "Bad filter", f"{exc.field}: {exc}")
+    context = {
+        "services": data.services_panel(timezone.now(), query),
+        "page": "services",
+        "breakers": BreakerState.values,
+        "kinds": CheckKindChoice.values,
+    }
     return render_page(request, "console/services.html", {"services": "console/panels/services.html"}, context)
 
 

@@ -8,7 +8,10 @@ Contract for a channel::
         def send(self, alert: Alert) -> dict: ...   # raise AlertError on failure
 
 Routes come from ``FLEET_ALERT_ROUTES`` (severity → channel names; ``escalation``
-for escalations). Critical anomalies are alerted at once, high within 5 minutes,
+for escalations, ``gate`` for people's notices): ``ledger`` and ``channels``, the
+notification channels kept as data (Apprise), which also hold what the old
+``FLEET_ALERT_WEBHOOK_URL`` and ``FLEET_ALERT_EMAILS`` settings described.
+Critical anomalies are alerted at once, high within 5 minutes,
 medium within 15; an anomaly that resolves before its alert is due is not alerted.
 Low anomalies are only logged. Delivery is claimed row by row with a conditional
 UPDATE (pending → sending), so two sweeps never send the same alert twice.
@@ -17,17 +20,14 @@ UPDATE (pending → sending), so two sweeps never send the same alert twice.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-import requests
 from django.conf import settings
-from django.core.mail import send_mail
 from django.utils import timezone
 
-from orchestration.core import notifications, outbound
+from orchestration.core import notifications
 from orchestration.core.anomaly_rules import BY_CODE
 from orchestration.core.choices import AlertState, Severity
 from orchestration.core.models import Anomaly, NotificationChannel
@@ -138,46 +138,6 @@ class LedgerChannel(AlertChannel):
         return {"ledger_id": entry.pk}
 
 
-@alert_channel("webhook")
-class WebhookChannel(AlertChannel):
-    """POST the alert as JSON; retried with exponential backoff on errors and 5xx."""
-
-    def configured(self) -> bool:
-        return bool(settings.FLEET_ALERT_WEBHOOK_URL)
-
-    def send(self, alert: Alert) -> dict[str, Any]:
-        return self._post(redact({"source": "orchestrator", **asdict(alert)}))
-
-    def notify(self, notice: Notice) -> dict[str, Any]:
-        if not self.configured():
-            return {"skipped": "not configured"}
-        # The links go out unmasked: they are what the receiver forwards to the person.
-        body = {"source": "orchestrator", "kind": "notice", **redact(asdict(notice)), "links": notice.links}
-        return self._post(body)
-
-    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        url = settings.FLEET_ALERT_WEBHOOK_URL
-        last = ""
-        for attempt in range(1, settings.FLEET_ALERT_WEBHOOK_RETRIES + 1):
-            try:
-                # A notification leaves like every other exit: secrets in its details masked.
-                response = outbound.post(url, json=body, timeout=settings.FLEET_ALERT_WEBHOOK_TIMEOUT)
-                if response.status_code < 300:
-                    return {"status_code": response.status_code, "attempts": attempt}
-                last = f"answered {response.status_code}"
-                if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
-                    break  # the receiver refuses this request; retrying will not help
-            except outbound.OutboundRefused as exc:
-                last = str(exc)
-                break  # permanent: the address will not become allowed on a retry
-            except requests.RequestException as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            if attempt < settings.FLEET_ALERT_WEBHOOK_RETRIES:
-                time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
-        # The webhook's URL (and the exception text, which repeats it) often holds its token.
-        raise AlertError(redact_text(f"webhook {url} failed after {attempt} attempt(s): {last}"))
-
-
 @alert_channel("channels")
 class NotificationChannels(AlertChannel):
     """The notification channels people keep as data (Apprise URLs), each routed by
@@ -198,6 +158,19 @@ class NotificationChannels(AlertChannel):
         )
         return {"queued": len(queued)}
 
+    def notify(self, notice: Notice) -> dict[str, Any]:
+        sent = notifications.notify_person(
+            f"notice:{notice.subject}",
+            notice.title,
+            notice.message,
+            recipient=notice.recipient,
+            email=notice.email,
+            links=notice.links,
+        )
+        if not sent:
+            return {"skipped": "no enabled channel carries notices to this person"}
+        return {"deliveries": [d.as_dict() for d in sent]}
+
 
 def open_anomaly_events() -> dict[str, tuple[str, str, list[str]]]:
     """Open anomalies whose alert went out: what reminders repeat."""
@@ -211,32 +184,17 @@ def open_anomaly_events() -> dict[str, tuple[str, str, list[str]]]:
 notifications.register_open_events("anomaly:", open_anomaly_events)
 
 
-@alert_channel("email")
-class EmailChannel(AlertChannel):
-    def configured(self) -> bool:
-        return bool(settings.FLEET_ALERT_EMAILS)
+# The senders these names meant are channels now (made from the same settings).
+_FORMER_SENDERS = {"webhook": "channels", "email": "channels"}
 
-    def send(self, alert: Alert) -> dict[str, Any]:
-        body = redact_text(f"{alert.message}\n\nDetected at {alert.detected_at}\nDetails: {redact(alert.details)}\n")
-        sent = send_mail(
-            f"[orchestrator] {alert.severity.upper()} {alert.code} {alert.subject}",
-            body,
-            settings.FLEET_ALERT_EMAIL_FROM,
-            list(settings.FLEET_ALERT_EMAILS),
-        )
-        return {"sent": sent, "to": list(settings.FLEET_ALERT_EMAILS)}
 
-    def notify(self, notice: Notice) -> dict[str, Any]:
-        if not notice.email:
-            return {"skipped": f"{notice.recipient} has no e-mail address"}
-        links = "".join(f"\n{name}: {url}" for name, url in notice.links.items())
-        body = f"{redact_text(notice.message)}\n{links}\n"
-        sent = send_mail(f"[orchestrator] {notice.title}", body, settings.FLEET_ALERT_EMAIL_FROM, [notice.email])
-        return {"sent": sent, "to": [notice.email]}
+def route_names(route_name: str) -> list[str]:
+    names = [_FORMER_SENDERS.get(n, n) for n in settings.FLEET_ALERT_ROUTES.get(route_name, [])]
+    return list(dict.fromkeys(names))
 
 
 def route(severity: str, *, escalated: bool = False) -> list[str]:
-    return list(settings.FLEET_ALERT_ROUTES.get("escalation" if escalated else severity, []))
+    return route_names("escalation" if escalated else severity)
 
 
 def send(anomaly: Anomaly, *, escalated: bool = False) -> dict[str, Any]:
@@ -262,7 +220,7 @@ def notify(notice: Notice, *, route_name: str = "gate") -> dict[str, Any]:
     """Send a person's notice through every channel of ``route_name``'s route; one
     failing channel does not stop the others."""
     results: dict[str, Any] = {}
-    for name in settings.FLEET_ALERT_ROUTES.get(route_name, []):
+    for name in route_names(route_name):
         channel = _CHANNELS.get(name)
         if channel is None:
             results[name] = {"ok": False, "error": "unknown channel"}
@@ -292,5 +250,6 @@ def deliver_due(now: datetime | None = None) -> int:
         sent += int(ok)
     # The channels' own queue: new deliveries, retries that are due, reminders.
     notifications.remind_due(now)
-    notifications.deliver_due(now)
+    # (what this pass queued is stamped with the wall clock, and is due now too)
+    notifications.deliver_due(max(now, timezone.now()))
     return sent

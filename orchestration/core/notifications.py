@@ -18,8 +18,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import apprise
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -43,6 +45,51 @@ def routes_to(severities: Sequence[str], tags: Sequence[str], severity: str, eve
     if severities and severity not in severities:
         return False
     return not tags or bool(set(tags) & set(event_tags))
+
+
+EMAIL_SCHEMES = ("mailto", "mailtos")
+
+
+def is_email_url(url: str) -> bool:
+    return url.strip().split("://", 1)[0].lower() in EMAIL_SCHEMES
+
+
+def addressed_to(url: str, address: str) -> str:
+    """An e-mail channel's URL sending to ``address`` only (a person's own notice)."""
+    parts = urlsplit(url.strip())
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() not in ("to", "cc", "bcc")]
+    return urlunsplit(parts._replace(query=urlencode([*query, ("to", address)])))
+
+
+def message_with_links(body: str, links: dict[str, str]) -> str:
+    """The body as sent: a person's links one a line (``approve: https://…``), last."""
+    if not links:
+        return body
+    return body + "\n" + "".join(f"\n{name}: {url}" for name, url in links.items())
+
+
+def settings_channel_urls(
+    webhook_url: str, emails: list[str], *, sender: str, host: str, port: int, user: str, password: str, tls: bool
+) -> dict[str, str]:
+    """The Apprise URLs of the channels the old settings described (``FLEET_ALERT_WEBHOOK_URL``,
+    ``FLEET_ALERT_EMAILS`` through Django's SMTP settings), by channel name."""
+    urls: dict[str, str] = {}
+    if webhook_url:
+        parts = urlsplit(webhook_url)
+        scheme = {"http": "json", "https": "jsons"}.get(parts.scheme.lower())
+        if scheme:
+            urls[SETTINGS_WEBHOOK] = urlunsplit(parts._replace(scheme=scheme))
+    if emails:
+        credentials = f"{quote(user, safe='')}:{quote(password, safe='')}@" if user else ""
+        query = urlencode({"from": sender, "to": ",".join(emails), "smtp": host})
+        urls[SETTINGS_EMAIL] = f"{'mailtos' if tls else 'mailto'}://{credentials}{host}:{port}?{query}"
+    return urls
+
+
+SETTINGS_WEBHOOK = "webhook (FLEET_ALERT_WEBHOOK_URL)"
+SETTINGS_EMAIL = "e-mail (FLEET_ALERT_EMAILS)"
+# The severities the old fixed routes sent to each (webhook: critical and high; e-mail: critical).
+SETTINGS_SEVERITIES = {SETTINGS_WEBHOOK: ["critical", "high"], SETTINGS_EMAIL: ["critical"]}
 
 
 def backoff_seconds(attempts: int, *, base: float = 30.0, cap: float = 3600.0) -> float:
@@ -92,7 +139,10 @@ def send_now(url: str, title: str, body: str, severity: str) -> str | None:
     sender = apprise.Apprise()
     sender.add(url)
     with apprise.LogCapture(level=logging.WARNING) as logs:
-        ok = sender.notify(title=title, body=body or title, notify_type=_notify_type(severity))
+        # Plain text in: lines (a person's links, one a line) survive into HTML e-mail too.
+        ok = sender.notify(
+            title=title, body=body or title, notify_type=_notify_type(severity), body_format=apprise.NotifyFormat.TEXT
+        )
         text = logs.getvalue().strip()
     if ok:
         return None
@@ -101,8 +151,11 @@ def send_now(url: str, title: str, body: str, severity: str) -> str | None:
 
 def _attempt(delivery: Delivery, now: datetime) -> bool:
     started = time.perf_counter()
+    url = delivery.channel.url
+    if delivery.recipient and is_email_url(url):
+        url = addressed_to(url, delivery.recipient)
     try:
-        error = send_now(delivery.channel.url, delivery.title, delivery.body, delivery.severity)
+        error = send_now(url, delivery.title, message_with_links(delivery.body, delivery.links), delivery.severity)
     except Exception as exc:  # a plugin's bug is this delivery's failure, not the sweep's
         error = redact_text(f"{type(exc).__name__}: {exc}")[:500]
     DeliveryAttempt.objects.create(
@@ -182,6 +235,67 @@ def notify_channels(
         for channel in channels
     ]
     return Delivery.objects.bulk_create(rows)
+
+
+def notify_person(
+    event: str, title: str, body: str, *, recipient: str, email: str = "", links: dict[str, str] | None = None
+) -> list[Delivery]:
+    """Queue a person's notice on every enabled channel that carries notices (an e-mail
+    channel only when the person has an address, and then to it alone), then try each
+    at once; a failed try is retried by ``deliver_due`` like every delivery."""
+    now = timezone.now()
+    rows = [
+        Delivery(
+            channel=channel,
+            event=event[:200],
+            severity="info",
+            tags=[],
+            title=redact_text(title)[:250],
+            body=redact_text(body),
+            recipient=email if is_email_url(channel.url) else recipient[:254],
+            links=dict(links or {}),
+            next_attempt_at=now,
+            created_at=now,
+        )
+        for channel in NotificationChannel.objects.filter(enabled=True, notices=True)
+        if email or not is_email_url(channel.url)
+    ]
+    created = Delivery.objects.bulk_create(rows)
+    for delivery in Delivery.objects.filter(pk__in=[d.pk for d in created]).select_related("channel"):
+        if claim(delivery, now):
+            _attempt(delivery, now)
+    return list(Delivery.objects.filter(pk__in=[d.pk for d in created]).select_related("channel"))
+
+
+def sync_settings_channels(**_: Any) -> list[str]:
+    """Make the channels the old settings describe (after migrate): created once, their
+    URL kept current while the setting is set; a person may disable or re-route them."""
+    urls = settings_channel_urls(
+        settings.FLEET_ALERT_WEBHOOK_URL,
+        list(settings.FLEET_ALERT_EMAILS),
+        sender=settings.FLEET_ALERT_EMAIL_FROM,
+        host=settings.EMAIL_HOST,
+        port=settings.EMAIL_PORT,
+        user=settings.EMAIL_HOST_USER,
+        password=settings.EMAIL_HOST_PASSWORD,
+        tls=bool(settings.EMAIL_USE_TLS or settings.EMAIL_USE_SSL),
+    )
+    changed = []
+    for name, url in urls.items():
+        channel, created = NotificationChannel.objects.get_or_create(
+            name=name, defaults={"url": url, "severities": SETTINGS_SEVERITIES[name], "notices": True}
+        )
+        if created or channel.url != url:
+            NotificationChannel.objects.filter(pk=channel.pk).update(url=url)
+            changed.append(name)
+            record(
+                "channel.created" if created else "channel.updated",
+                # (no URL here: a webhook's path often is its token, which masking cannot tell)
+                f"Notification channel {name} {'made' if created else 'updated'} from the settings",
+                subject=f"channel:{name}",
+                actor="settings",
+            )
+    return changed
 
 
 def claim(delivery: Delivery, now: datetime) -> bool:

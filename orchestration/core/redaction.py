@@ -119,6 +119,13 @@ def _masks(key: Any, value: Any) -> bool:
     return is_secret_name(key) and not (value is None or isinstance(value, bool) or value == "")
 
 
+class Masked(dict):
+    """A JSON object whose builder masked every text in it that could hold a secret
+    (``redact_text`` on each free-text field; the rest are numbers, choices and
+    validated names), so ``redact`` passes it through: for answers where walking every
+    value costs more than building them (``/health/status`` at 10,000 services)."""
+
+
 def redact(value: Any, max_depth: int = MAX_DEPTH) -> Any:
     """A copy of a JSON value with every secret masked (see the module docstring).
 
@@ -131,7 +138,9 @@ def redact(value: Any, max_depth: int = MAX_DEPTH) -> Any:
     stack: list[tuple[Any, Any, Any, int]] = [(value, root, 0, 0)]
     while stack:
         item, parent, slot, depth = stack.pop()
-        if isinstance(item, Mapping | list | tuple):
+        if isinstance(item, Masked):
+            parent[slot] = item  # masked field by field where it was built
+        elif isinstance(item, Mapping | list | tuple):
             if depth >= max_depth:
                 parent[slot] = CUT
             elif isinstance(item, Mapping):

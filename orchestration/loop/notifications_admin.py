@@ -14,7 +14,7 @@ from orchestration.core.notifications import url_problem
 class ChannelForm(forms.ModelForm):
     class Meta:
         model = NotificationChannel
-        fields = ["name", "url", "severities", "tags", "remind_every_minutes", "enabled"]
+        fields = ["name", "url", "severities", "tags", "remind_every_minutes", "notices", "enabled"]
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -35,7 +35,7 @@ class ChannelForm(forms.ModelForm):
 @admin.register(NotificationChannel)
 class NotificationChannelAdmin(admin.ModelAdmin):
     form = ChannelForm
-    list_display = ["name", "shown_url", "severities", "tags", "remind_every_minutes", "enabled"]
+    list_display = ["name", "shown_url", "severities", "tags", "remind_every_minutes", "notices", "enabled"]
     list_filter = ["enabled"]
     search_fields = ["name"]
     actions = ["send_test"]
@@ -79,6 +79,8 @@ class DeliveryAdmin(admin.ModelAdmin):
     list_select_related = ["channel"]
     inlines = [AttemptInline]
     show_full_result_count = False
+    # A person's signed links are their credentials: never shown.
+    exclude = ["links"]
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -74,3 +74,41 @@ def test_the_api_schema_includes_the_health_endpoints(staff_client):
     text = response.content.decode()
     assert "/api/v1/services/{name}/reset-circuit" in text and "/health/trigger" in text
     assert paths is None or "/health/status" in paths
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/admin/health/healthcheck/",
+        "/admin/health/healthcheck/?success__exact=0&health__exact=unhealthy",
+        "/admin/health/healthcheck/?q=api",
+        "/admin/health/healthcheck/?q=12",
+    ],
+)
+def test_the_check_history_never_counts_or_scans_the_whole_table(admin_client, url):
+    import re
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    api = Service.objects.create(name="api", base_url="http://127.0.0.1:9")
+    HealthCheck.objects.bulk_create(
+        HealthCheck(
+            service=api, success=i % 3 > 0, health="healthy" if i % 3 else "unhealthy", checked_at=timezone.now()
+        )
+        for i in range(60)
+    )
+    with CaptureQueriesContext(connection) as ctx:
+        response = admin_client.get(url)
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "date_hierarchy" not in page and "xfull" not in page
+    if "q=api" in url:
+        assert page.count('href="/services/api/"') == 50  # a page of api's checks, found by its exact name
+    big = [q["sql"] for q in ctx.captured_queries if "health_healthcheck" in q["sql"]]
+    assert big
+    for sql in big:
+        assert "DISTINCT" not in sql.upper(), sql
+        if "COUNT(" in sql.upper():
+            assert re.search(r"LIMIT 10001\b", sql), f"an unbounded count: {sql}"

@@ -233,6 +233,35 @@ def test_status_has_the_seed_shape(staff_client, server):
     assert body["overall_health"] == "degraded"
 
 
+def test_status_filters_by_shown_health_and_name_and_keeps_the_overall_of_all(staff_client, server):
+    for name in ("web-eu", "web-us", "db"):
+        create(staff_client, name, server)
+    server.behaviour["/web-us"] = Behaviour.ERROR
+    check_services()
+    CircuitBreaker.objects.filter(name="service:db").update(state="open")
+    unhealthy = staff_client.get("/health/status?health=unhealthy").json()
+    assert set(unhealthy["services"]) == {"web-us"} and unhealthy["overall_health"] == "degraded"
+    tripped = staff_client.get("/health/status?health=circuit_open").json()["services"]
+    assert set(tripped) == {"db"} and tripped["db"]["circuit_breaker_state"] == "open"
+    healthy = staff_client.get("/health/status?health=healthy").json()["services"]
+    assert set(healthy) == {"web-eu"}  # db's stored health is healthy, but its breaker is open
+    assert set(staff_client.get("/health/status?name=WEB").json()["services"]) == {"web-eu", "web-us"}
+    assert set(staff_client.get("/health/status?name=web&health=healthy").json()["services"]) == {"web-eu"}
+
+
+@pytest.mark.parametrize(("query", "field"), [("health=sideways", "health"), ("name=" + "x" * 101, "name")])
+def test_a_bad_status_filter_is_a_400_naming_it(staff_client, query, field):
+    response = staff_client.get(f"/health/status?{query}")
+    assert response.status_code == 400 and field in response.json()
+
+
+def test_an_error_text_in_the_status_is_masked(staff_client, server):
+    create(staff_client, "leaky", server)
+    Service.objects.filter(name="leaky").update(last_error="GET http://bot:hunter22@10.0.0.1/x?api_key=abc123 failed")
+    error = staff_client.get("/health/status").json()["services"]["leaky"]["error_message"]
+    assert "hunter22" not in error and "abc123" not in error and "10.0.0.1" in error
+
+
 def test_trigger_checks_everything_now(staff_client, server):
     create(staff_client, "a", server)
     create(staff_client, "b", server)

@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 from django_q.models import Schedule
 
-from health.models import HealthCheck, Service
+from health.models import HealthCheck, Service, ServiceDay
 from health.sweep import check_services
 from health.tasks import RETIRED_SCHEDULES, health_tick, prune_checks, retire_schedules
 from tests.health.servers import Behaviour
@@ -78,7 +78,11 @@ def test_retention_drops_old_checks_and_caps_each_service():
             for i in range(8)
         ]
     )
-    assert prune_checks(days=7, keep=10) == {"by_age": 5, "over_cap": 20}
+    ServiceDay.objects.bulk_create(
+        ServiceDay(service=svc, day=(now - timedelta(days=d)).date(), checks=1, successes=1) for d in (0, 99, 101, 300)
+    )
+    assert prune_checks(days=7, keep=10) == {"by_age": 5, "over_cap": 20, "days": 2}
+    assert ServiceDay.objects.count() == 2  # the status pages' 90 days stay
     kept = list(HealthCheck.objects.filter(service=svc).order_by("-checked_at").values_list("checked_at", flat=True))
     assert len(kept) == 10 and kept[0] == now and kept[-1] == now - timedelta(seconds=9)
     assert HealthCheck.objects.filter(service=other).count() == 8

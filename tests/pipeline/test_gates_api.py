@@ -10,15 +10,16 @@ import pytest
 import time_machine
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
-from django.core import mail, signing
+from django.core import signing
 from django.test import Client
 from django.utils import timezone
 
-from orchestration.core.models import LedgerEntry
+from orchestration.core.models import Delivery, LedgerEntry, NotificationChannel
 from pipeline import engine, links
 from pipeline import transitions as t
 from pipeline.models import Artifact, GateDecision, GateLink, PipelineDefinition, PipelineEvent, PipelineJob
 from tests.conftest import _client_for
+from tests.support.smtp import smtp_server
 
 pytestmark = pytest.mark.django_db
 BASE = "/api/v1/pipeline"
@@ -217,32 +218,44 @@ def test_escalation_adds_a_tier_with_a_fresh_deadline(run_commits, django_captur
 
 
 # --- signed links ------------------------------------------------------------------
-def _links(job) -> dict[str, str]:
+@pytest.fixture
+def mailbox():
+    """An e-mail channel that carries notices, to an SMTP server on 127.0.0.1."""
+    with smtp_server() as box:
+        NotificationChannel.objects.create(
+            name="mail", url=f"mailto://127.0.0.1:{box.port}?from=orchestrator@localhost", notices=True
+        )
+        yield box
+
+
+def _links(box) -> dict[str, str]:
     """The links each person was sent, from the e-mails (the real delivery path)."""
     found = {}
-    for message in mail.outbox:
-        for line in message.body.splitlines():
+    for (to, *_), text in box.texts():
+        for line in text.splitlines():
             if line.startswith(("approve: ", "reject: ")):
                 verb, url = line.split(": ", 1)
-                found[(message.to[0], verb)] = url.split("://", 1)[1].split("/", 1)[1]
+                found[(to, verb)] = url.split("://", 1)[1].split("/", 1)[1]
     return {key: "/" + path for key, path in found.items()}
 
 
-def test_every_pause_mails_each_assignee_their_own_links(run_commits, settings):
-    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+def test_every_pause_mails_each_assignee_their_own_links(run_commits, mailbox):
     person("ann", email="ann@example.org"), person("bob", email="bob@example.org")
     job = waiting(run_commits, {"assignees": ["ann", "bob"]})
-    sent = _links(job)
+    sent = _links(mailbox)
     assert set(sent) == {(f"{u}@example.org", v) for u in ("ann", "bob") for v in ("approve", "reject")}
     assert GateLink.objects.filter(job=job).count() == 4
     assert not LedgerEntry.objects.filter(event_type="notice.sent", message__contains="/pipeline/links/").exists()
+    # Each delivery is recorded, sent to its person; the links are kept apart from what is shown.
+    deliveries = Delivery.objects.filter(event=f"notice:pipeline:{job.pk}")
+    assert sorted(d.recipient for d in deliveries) == ["ann@example.org", "bob@example.org"]
+    assert all(d.status == "sent" and "/pipeline/links/" not in d.body for d in deliveries)
 
 
-def test_a_link_confirms_on_get_and_decides_once_on_post(run_commits, settings):
-    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+def test_a_link_confirms_on_get_and_decides_once_on_post(run_commits, mailbox):
     person("ann", email="ann@example.org")
     job = waiting(run_commits, {"assignees": ["ann"], "input_schema": SCHEMA})
-    url = _links(job)[("ann@example.org", "approve")]
+    url = _links(mailbox)[("ann@example.org", "approve")]
     browser = Client()
     page = browser.get(url)
     assert (
@@ -263,11 +276,10 @@ def test_a_link_confirms_on_get_and_decides_once_on_post(run_commits, settings):
     assert replay.status_code == 410 and GateDecision.objects.count() == 1
 
 
-def test_forged_expired_and_revoked_links_change_nothing(run_commits, settings):
-    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+def test_forged_expired_and_revoked_links_change_nothing(run_commits, settings, mailbox):
     ann = person("ann", email="ann@example.org")
     job = waiting(run_commits, {"assignees": ["ann"]})
-    url = _links(job)[("ann@example.org", "approve")]
+    url = _links(mailbox)[("ann@example.org", "approve")]
     token = url.rsplit("/", 1)[1]
     forged = signing.dumps({"n": "0" * 32}, salt="not-the-link-salt")
     assert Client().post(f"/pipeline/links/{forged}").status_code == 400

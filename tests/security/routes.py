@@ -32,6 +32,8 @@ PUBLIC = {
     "health:ping-fail": "a heartbeat's failure signal, like health:ping",
     "demo-worker": "a demo worker's endpoint: the fleet's HTTP call carries no credentials; "
     "it answers only while the demo fleet has that worker",
+    "health:status-pages": "the public status pages' index: only pages marked public, titles and descriptions",
+    "health:status-page": "a public status page: names, states, uptime and incident times of a group marked public",
     "admin:login": "the admin's sign-in page",
     "admin:logout": "signing out of the admin (POST only)",
 }
@@ -138,6 +140,7 @@ def values_for(route: Route, world: World | None) -> dict[str, object]:
         "orchestration-api:rule": world.rule.pk,
         "orchestration-api:score-deduction": world.deduction.pk,
         "orchestration-api:channel": world.channel.pk,
+        "health-api:maintenance": world.maintenance.pk,
         "orchestration-api:action": world.action.pk,
         "console:action": world.action.pk,
         "console:guardrail": world.counter.pk,

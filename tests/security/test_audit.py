@@ -166,6 +166,24 @@ API_WRITES: dict[tuple[str, str], Write] = {
     ("orchestration-api:anomaly-resolve", "POST"): Write(lambda w: {"notes": "fixed"}),
     ("routing-api:suggestion-apply", "POST"): Write(values=lambda w: {"pk": w.approved_suggestion.pk}),
     ("routing-api:suggestion-revert", "POST"): Write(values=lambda w: {"pk": w.approved_suggestion.pk}, setup=_apply),
+    ("health-api:maintenance-list", "POST"): Write(
+        lambda w: {
+            "name": "audited",
+            "starts_at": "2026-01-01T00:00:00Z",
+            "ends_at": "2026-01-02T00:00:00Z",
+            "tags": ["a"],
+        }
+    ),
+    ("health-api:maintenance-detail", "PUT"): Write(
+        lambda w: {
+            "name": w.maintenance.name,
+            "starts_at": "2026-01-01T00:00:00Z",
+            "ends_at": "2026-01-03T00:00:00Z",
+            "all_services": True,
+        }
+    ),
+    ("health-api:maintenance-detail", "PATCH"): Write(lambda w: {"all_services": False, "tags": ["b"]}),
+    ("health-api:maintenance-detail", "DELETE"): Write(),
 }
 
 # POSTs that compute an answer and change nothing: no ledger entry to expect.

@@ -13,7 +13,7 @@ from django.test import Client
 
 from health.checker import Probe, probe
 from health.models import Service
-from orchestration.core import alerts, outbound
+from orchestration.core import notifications, outbound
 from orchestration.core.jobs import queue
 from orchestration.core.models import Job
 from orchestration.fleet import fleet_file
@@ -160,10 +160,13 @@ def test_health_checks_routing_and_webhooks_are_guarded(default_networks, settin
     service = Service(name="meta", base_url="http://169.254.169.254")
     tried = _post(service, {}, 1)
     assert not tried.ok and tried.status_code is None and "refused" in tried.error
+    # The webhook of the settings is a channel now, refused like any other outbound call.
     settings.FLEET_ALERT_WEBHOOK_URL = METADATA
-    alert = alerts.Alert(1, "WORKER_CRASH", "critical", "w", "m", "now")
-    with pytest.raises(alerts.AlertError, match="refused"):
-        alerts.WebhookChannel().send(alert)
+    notifications.sync_settings_channels()
+    (delivery,) = notifications.notify("anomaly:1", "critical", "m")
+    notifications.deliver_due()
+    delivery.refresh_from_db()
+    assert delivery.status == "pending" and "refused" in delivery.last_error
 
 
 def test_fetched_bodies_are_shown_to_staff_only(

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from health.models import HealthCheck, Service, ServiceAlert
+from health.models import HealthCheck, MaintenanceWindow, Service, ServiceAlert
 from orchestration.core.jobs.queue import enqueue
 from orchestration.core.models import Anomaly, EscalationPolicy, Job, Lane, LedgerEntry, NotificationChannel
 from orchestration.fleet.models import ScoreReport, Worker, WorkerRun
@@ -42,6 +42,7 @@ class World:
     channel: NotificationChannel
     counter: GuardrailCounter
     policy: EscalationPolicy
+    maintenance: MaintenanceWindow
 
 
 def build_world() -> World:
@@ -77,8 +78,12 @@ def build_world() -> World:
         conditions=[{"field": "jobs.pending", "op": ">", "value": 1000}],
         action_type="retry_failed",
     )
+    now = timezone.now()
     return World(
         channel=NotificationChannel.objects.create(name="ops", url="json://127.0.0.1:9/hook"),
+        maintenance=MaintenanceWindow.objects.create(
+            name="nightly", starts_at=now, recurrence={"cron": "0 2 * * *", "duration_minutes": 30}, all_services=True
+        ),
         job=job,
         failed_job=failed_job,
         lane=Lane.objects.create(name="render", concurrency_limit=2),

@@ -1,22 +1,23 @@
 """Recovery strategies (each an Action with its outcome in the ledger), escalation,
-alert routing and delivery (webhook to a real local HTTP server)."""
+alert routing and delivery (the channels the settings describe, to a real local HTTP
+server and a real local SMTP server)."""
 
 from __future__ import annotations
 
 import json
 from datetime import timedelta
 
-from django.core import mail
 from django.utils import timezone
 from werkzeug import Response
 
-from orchestration.core import alerts, anomalies
+from orchestration.core import alerts, anomalies, notifications
 from orchestration.core.anomalies import open_anomaly
-from orchestration.core.models import Anomaly, Job, LedgerEntry
+from orchestration.core.models import Anomaly, Delivery, DeliveryAttempt, Job, LedgerEntry, NotificationChannel
 from orchestration.fleet import detection, recovery
 from orchestration.fleet.models import Worker
 from orchestration.fleet.sync import next_run_at
 from orchestration.loop.models import Action, AutomationPolicy
+from tests.support.smtp import smtp_server
 
 
 def anomaly(code: str, worker: Worker | None = None, **details) -> Anomaly:
@@ -210,32 +211,54 @@ def test_a_recovery_that_clears_the_anomaly_is_not_escalated(make_worker, settin
 
 
 # --- alerts -----------------------------------------------------------------------------
+def _settings_channels(settings, *, webhook: str = "", emails: list[str] | None = None, smtp_port: int = 0):
+    """The channels the old settings describe, made as migrate makes them."""
+    settings.FLEET_ALERT_WEBHOOK_URL, settings.FLEET_ALERT_EMAILS = webhook, emails or []
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", smtp_port or 25
+    return notifications.sync_settings_channels()
+
+
 def test_alerts_are_routed_by_severity_and_delayed_by_it(make_worker, settings):
-    settings.FLEET_ALERT_EMAILS = ["oncall@example.org"]
     worker = make_worker()
-    critical = anomaly("DATA_CORRUPTION", worker)
-    high = anomaly("API_QUOTA_LOW", worker)
-    medium = anomaly("PARTIAL_SUCCESS", worker)
-    low = anomaly("MINOR_VALIDATION_ISSUE", worker)
-    assert low.alert_state == "log_only" and low.alert_due_at is None
-    now = timezone.now()
-    assert alerts.deliver_due(now) == 1  # only the critical one is due at once
-    critical.refresh_from_db()
-    assert critical.alert_state == "sent"
-    assert critical.alert_result["email"]["ok"] and critical.alert_result["webhook"] == {
-        "ok": False,
-        "skipped": "not configured",
-    }
-    assert len(mail.outbox) == 1 and "DATA_CORRUPTION" in mail.outbox[0].subject
-    assert alerts.deliver_due(now + timedelta(minutes=4)) == 0
-    assert alerts.deliver_due(now + timedelta(minutes=5, seconds=1)) == 1
-    high.refresh_from_db()
-    assert set(high.alert_result) == {"ledger", "webhook", "channels"}
+    with smtp_server() as box:
+        assert _settings_channels(settings, emails=["oncall@example.org"], smtp_port=box.port) == [
+            notifications.SETTINGS_EMAIL
+        ]
+        critical = anomaly("DATA_CORRUPTION", worker)
+        high = anomaly("API_QUOTA_LOW", worker)
+        medium = anomaly("PARTIAL_SUCCESS", worker)
+        low = anomaly("MINOR_VALIDATION_ISSUE", worker)
+        assert low.alert_state == "log_only" and low.alert_due_at is None
+        now = timezone.now()
+        assert alerts.deliver_due(now) == 1  # only the critical one is due at once
+        critical.refresh_from_db()
+        assert critical.alert_state == "sent" and set(critical.alert_result) == {"ledger", "channels"}
+        assert critical.alert_result["channels"] == {"ok": True, "queued": 1}
+        ((to, text),) = box.texts()
+        assert to == ["oncall@example.org"] and "DATA_CORRUPTION" in text
+        assert alerts.deliver_due(now + timedelta(minutes=4)) == 0
+        assert alerts.deliver_due(now + timedelta(minutes=5, seconds=1)) == 1
+        high.refresh_from_db()
+        # The e-mail channel takes critical alerts only, as the old route did.
+        assert high.alert_result["channels"] == {"ok": True, "queued": 0} and len(box.messages) == 1
     # A medium anomaly that resolves before its 15 minutes is never alerted.
     anomalies.resolve("PARTIAL_SUCCESS", "worker:collector")
     assert alerts.deliver_due(now + timedelta(minutes=16)) == 0
     medium.refresh_from_db()
     assert medium.alert_state == "suppressed"
+
+
+def test_the_settings_channels_are_made_once_and_follow_the_settings(db, settings):
+    _settings_channels(settings, webhook="https://hooks.example.org/T/s3cr3t", emails=["a@example.org"])
+    webhook = NotificationChannel.objects.get(name=notifications.SETTINGS_WEBHOOK)
+    assert webhook.url == "jsons://hooks.example.org/T/s3cr3t" and webhook.severities == ["critical", "high"]
+    assert webhook.notices and NotificationChannel.objects.get(name=notifications.SETTINGS_EMAIL).notices
+    NotificationChannel.objects.filter(pk=webhook.pk).update(enabled=False, severities=["critical"])
+    assert notifications.sync_settings_channels() == []  # a person's changes stay
+    webhook.refresh_from_db()
+    assert (webhook.enabled, webhook.severities) == (False, ["critical"])
+    entries = LedgerEntry.objects.filter(event_type="channel.created")
+    assert entries.count() == 2 and not any("s3cr3t" in e.message for e in entries)
 
 
 def test_a_webhook_alert_reaches_a_real_http_server_after_a_retry(make_worker, settings, httpserver):
@@ -250,26 +273,38 @@ def test_a_webhook_alert_reaches_a_real_http_server_after_a_retry(make_worker, s
         return Response("ok", status=200)
 
     httpserver.expect_request("/hooks/oncall", method="POST").respond_with_handler(handler)
-    settings.FLEET_ALERT_WEBHOOK_URL = httpserver.url_for("/hooks/oncall")
+    _settings_channels(settings, webhook=httpserver.url_for("/hooks/oncall"))
     crash = anomaly("WORKER_CRASH", make_worker())
-    assert alerts.deliver_due() == 1
+    now = timezone.now()
+    assert alerts.deliver_due(now) == 1
     crash.refresh_from_db()
-    assert crash.alert_state == "sent" and crash.alert_result["webhook"]["attempts"] == 2
-    assert received[0]["code"] == "WORKER_CRASH" and received[0]["subject"] == "worker:collector"
-    assert received[0]["severity"] == "critical" and received[0]["source"] == "orchestrator"
+    assert crash.alert_state == "sent" and received == []
+    delivery = Delivery.objects.get()
+    assert delivery.status == "pending" and delivery.attempts == 1 and "503" in delivery.last_error
+    alerts.deliver_due(delivery.next_attempt_at)  # the retry, after its backoff
+    delivery.refresh_from_db()
+    assert delivery.status == "sent" and delivery.attempts == 2
+    assert received[0]["title"].startswith("WORKER_CRASH on worker:collector") and received[0]["type"] == "failure"
 
 
 def test_a_webhook_that_keeps_failing_is_reported_and_other_channels_still_send(make_worker, settings, httpserver):
     httpserver.expect_request("/down").respond_with_data("no", status=500)
-    settings.FLEET_ALERT_WEBHOOK_URL = httpserver.url_for("/down")
-    settings.FLEET_ALERT_WEBHOOK_RETRIES = 2
+    _settings_channels(settings, webhook=httpserver.url_for("/down"))
     crash = anomaly("WORKER_CRASH", make_worker())
-    alerts.deliver_due()
+    now = timezone.now()
+    alerts.deliver_due(now)
+    for n in range(1, notifications.MAX_ATTEMPTS):
+        alerts.deliver_due(now + timedelta(hours=2 * n))
     crash.refresh_from_db()
     assert crash.alert_state == "sent"  # the ledger channel worked
-    assert (
-        crash.alert_result["webhook"]["ok"] is False and "after 2 attempt(s)" in crash.alert_result["webhook"]["error"]
-    )
+    delivery = Delivery.objects.get()
+    assert delivery.status == "failed" and delivery.attempts == notifications.MAX_ATTEMPTS
+    assert DeliveryAttempt.objects.filter(delivery=delivery, ok=False).count() == notifications.MAX_ATTEMPTS
+
+
+def test_old_route_names_mean_the_channels(db, settings):
+    settings.FLEET_ALERT_ROUTES = {**settings.FLEET_ALERT_ROUTES, "critical": ["ledger", "webhook", "email"]}
+    assert alerts.route("critical") == ["ledger", "channels"]
 
 
 def test_one_open_anomaly_per_code_and_subject(make_worker):

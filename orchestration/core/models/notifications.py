@@ -24,6 +24,11 @@ class NotificationChannel(models.Model):
     remind_every_minutes = models.PositiveIntegerField(
         null=True, blank=True, help_text="Repeat while the problem stays open; empty: no reminders."
     )
+    notices = models.BooleanField(
+        default=False,
+        help_text="Also carries people's own notices (a gate waiting for them, with their decision links); "
+        "an e-mail channel sends each to the person's own address.",
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -69,6 +74,10 @@ class Delivery(models.Model):
     title = models.CharField(max_length=250)
     body = models.TextField(blank=True)
     reminder = models.BooleanField(default=False)
+    # A person's notice: their address (e-mail channels send there) and their own signed
+    # links, credentials of that person, added to the message only when it is sent.
+    recipient = models.CharField(max_length=254, blank=True)
+    links = JSONField(default=dict, blank=True)
     status = models.CharField(max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
     # When it may next be tried; while sending, when the claim lapses (a dead sender).

@@ -25,7 +25,7 @@ class ChannelSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = NotificationChannel
-        fields = ["id", "name", "url", "severities", "tags", "remind_every_minutes", "enabled", "created_at"]
+        fields = ["id", "name", "url", "severities", "tags", "remind_every_minutes", "notices", "enabled", "created_at"]
         read_only_fields = ["id", "created_at"]
 
     def to_representation(self, instance: NotificationChannel) -> dict:

@@ -1,0 +1,447 @@
+"""Service health at scale: 20,000 services of mixed kinds checked every 20 s (1,000
+checks/s) for 60 s by the real processes (web, qcluster, loop runner), while 10 clients
+read the dashboard, the services page, ``/orchestrator/snapshot`` and ``/health/status``.
+
+Services: 70 % HTTP (a threaded server on 127.0.0.1), 20 % TCP connect (a listener on
+127.0.0.1), 10 % heartbeats (pinged, judged by the sweep without a network call); their
+first checks are spread over the first 20 s. Figures:
+
+- checks/s achieved (history rows written in the window / window), against 1,000/s;
+- CPU share of the cluster: CPU seconds of qcluster + loop (and their children) over
+  the window, in cores (target < 1.2 of 2); the web tier's, busy with the 10 clients
+  requesting back to back, is reported apart (all of it shares the machine's 2 cores
+  with this script's target servers and clients);
+- lag between a check being due and being made: from the history (first check: its
+  seeded due time; later ones: the previous check + 20 s), p50/p99 (target p99 ≤ 2 s);
+- per page, p50/p99 under that load (dashboard, services page and snapshot ≤ 300 ms,
+  ``/health/status`` ≤ 1 s); snapshot answers served from the per-process copy (its
+  ``taken_at`` before the request was sent) are counted apart from fresh builds;
+- the snapshot build itself, cache off: ``build_snapshot()`` timed in this process
+  while the load runs.
+
+``--quick``: 4,000 services, 20 s.
+
+    python bench/health_scale.py [--services 20000] [--interval 20] [--seconds 60] [--clients 10] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import random
+import socket
+import statistics
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import psutil
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import (
+    Report,
+    Row,
+    check,
+    finish,
+    free_port,
+    percentile,
+    progress,
+    running,
+    setup_django,
+    table,
+    wait_for,
+)
+
+PAGES = {
+    "dashboard": ("/", 0.300),
+    "services page": ("/services/", 0.300),
+    "snapshot": ("/orchestrator/snapshot", 0.300),
+    "/health/status": ("/health/status", 1.0),
+}
+CPU_TARGET_CORES = 1.2
+LAG_P99_TARGET_S = 2.0
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 4096
+
+
+def http_target() -> _Server:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            body = b'{"status": "ok"}'
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    server = _Server(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return server
+
+
+def tcp_target(stop: threading.Event) -> int:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4096)
+    sock.settimeout(0.2)
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+                conn.close()
+            except OSError:
+                continue
+        sock.close()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return sock.getsockname()[1]
+
+
+def populate(services: int, interval: int, http_base: str, tcp_port: int, start: datetime) -> dict[int, datetime]:
+    """The services, their breakers, a signed-in staff user; returns each service's first due time."""
+    from django.db import transaction
+
+    from health.models import CircuitBreaker, Service
+
+    rng = random.Random(20)
+    rows = []
+    for i in range(services):
+        pick = rng.random()
+        fields: dict = {"kind": "http", "base_url": http_base, "health_path": f"/ok/{i}"}
+        if pick >= 0.9:
+            fields = {
+                "kind": "heartbeat",
+                "check_config": {"period_seconds": 3600, "grace_seconds": 3600},
+                "ping_key": uuid.uuid4(),
+                "last_ping_at": start,
+                "last_ping_kind": "success",
+            }
+        elif pick >= 0.7:
+            fields = {"kind": "tcp", "check_config": {"host": "127.0.0.1", "port": tcp_port}}
+        due = start + timedelta(seconds=interval * i / services)
+        rows.append(
+            Service(
+                name=f"scale-{i:05d}",
+                check_interval_seconds=interval,
+                timeout_seconds=2.0,
+                next_check_at=due,
+                tags=["eu"] if i % 2 else ["us"],
+                **fields,
+            )
+        )
+    with transaction.atomic():
+        breakers = CircuitBreaker.objects.bulk_create(
+            [CircuitBreaker(name=f"service:{s.name}", **s.breaker_defaults()) for s in rows], batch_size=2000
+        )
+        for service, breaker in zip(rows, breakers, strict=True):
+            service.circuit_id = breaker.pk
+        Service.objects.bulk_create(rows, batch_size=2000)
+    return dict(Service.objects.values_list("pk", "next_check_at"))
+
+
+def signed_in() -> tuple[str, str]:
+    """(session cookie, API token) of a staff user, made directly in the database."""
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+    from django.contrib.sessions.backends.db import SessionStore
+    from rest_framework.authtoken.models import Token
+
+    user, _ = get_user_model().objects.get_or_create(username="bench", defaults={"is_staff": True})
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.create()
+    return session.session_key, Token.objects.get_or_create(user=user)[0].key
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            for proc in [root, *root.children(recursive=True)]:
+                times = proc.cpu_times()
+                total += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def clients_load(base: str, cookie: str, token: str, clients: int, stop: threading.Event) -> dict[str, list]:
+    """``clients`` threads, each cycling through the pages back to back until ``stop``."""
+    samples: dict[str, list] = {name: [] for name in PAGES}
+    hits: list[bool] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def client(offset: int) -> None:
+        session = requests.Session()
+        session.cookies.set("sessionid", cookie)
+        session.headers["Authorization"] = f"Bearer {token}"
+        names = itertools.cycle(list(PAGES)[offset % len(PAGES) :] + list(PAGES)[: offset % len(PAGES)])
+        while not stop.is_set():
+            name = next(names)
+            sent = datetime.now().astimezone()
+            began = time.perf_counter()
+            try:
+                response = session.get(base + PAGES[name][0], timeout=30)
+                elapsed = time.perf_counter() - began
+                if response.status_code != 200:
+                    raise RuntimeError(f"{name}: {response.status_code}")
+                hit = None
+                if name == "snapshot":
+                    taken = datetime.fromisoformat(response.json()["snapshot"]["taken_at"])
+                    hit = taken < sent
+            except Exception as exc:  # counted and shown; the run goes on
+                with lock:
+                    errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                continue
+            with lock:
+                samples[name].append(elapsed)
+                if hit is not None:
+                    hits.append(hit)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {**samples, "_hits": hits, "_errors": errors}
+
+
+def lags(first_due: dict[int, datetime], interval: int, since: datetime, until: datetime) -> list[float]:
+    from health.models import HealthCheck
+
+    out: list[float] = []
+    previous: dict[int, datetime] = {}
+    rows = HealthCheck.objects.order_by("service_id", "checked_at").values_list("service_id", "checked_at")
+    for sid, at in rows.iterator(chunk_size=20000):
+        due = previous[sid] + timedelta(seconds=interval) if sid in previous else first_due[sid]
+        previous[sid] = at
+        if since <= at <= until:
+            out.append(max(0.0, (at - due).total_seconds()))
+    return out
+
+
+def run(
+    *,
+    quick: bool = False,
+    services: int | None = None,
+    interval: int = 20,
+    seconds: int | None = None,
+    clients: int = 10,
+) -> Report:
+    services = services or (4000 if quick else 20000)
+    seconds = seconds or (20 if quick else 60)
+    setup_django("health_scale", fresh=True)
+
+    from django.utils import timezone
+
+    from bench.common import profile_name
+    from health.models import HealthCheck
+    from orchestration.loop.models import LoopState
+    from orchestration.loop.monitor import build_snapshot
+
+    rate = services / interval
+    print(
+        f"Health at scale on {profile_name()}: {services} services every {interval} s "
+        f"({rate:.0f} checks/s) for {seconds} s"
+    )
+    stop_targets = threading.Event()
+    server = http_target()
+    http_base = f"http://127.0.0.1:{server.server_address[1]}"
+    tcp_port = tcp_target(stop_targets)
+    warmup = 25
+    start = timezone.now() + timedelta(seconds=warmup)
+    progress(f"registering {services} services (first checks from {warmup} s on)")
+    first_due = populate(services, interval, http_base, tcp_port, start)
+    cookie, token = signed_in()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    web = ["-m", "gunicorn", "orchestrator_site.wsgi", "-b", f"127.0.0.1:{port}", "--workers", "2", "--threads", "10"]
+    env = {"DEBUG": "false", "OUTBOUND_ALLOWED_NETWORKS": "127.0.0.0/8", "LOG_LEVEL": "WARNING"}
+    with running(("web", web), ("qcluster", ["qcluster"]), ("loop", ["run_orchestrator"]), **env) as procs:
+        wait_for(lambda: _up(f"{base}/health"), timeout=60, what="the web server", procs=procs)
+        wait_for(lambda: LoopState.get().cycle_count >= 1, timeout=60, what="a loop cycle", procs=procs)
+        wait_for(
+            lambda: timezone.now() >= start + timedelta(seconds=interval / 2), timeout=120, what="the first checks"
+        )
+        # The checking cluster (qcluster + loop) apart from the web tier the clients keep busy.
+        pids = {p.name: [p.popen.pid] for p in procs}
+        stop = threading.Event()
+        loaded: dict[str, list] = {}
+        load = threading.Thread(target=lambda: loaded.update(clients_load(base, cookie, token, clients, stop)))
+        since, wall_before = timezone.now(), time.monotonic()
+        cpu_before = {name: cpu_seconds(p) for name, p in pids.items()}
+        own_before = psutil.Process().cpu_times()
+        load.start()
+        builds = []
+        while time.monotonic() - wall_before < seconds:
+            began = time.perf_counter()
+            build_snapshot()  # the build itself, no cache
+            builds.append(time.perf_counter() - began)
+            time.sleep(1.0)
+        cpu_after, wall = {name: cpu_seconds(p) for name, p in pids.items()}, time.monotonic() - wall_before
+        own_after = psutil.Process().cpu_times()
+        until = timezone.now()
+        stop.set()
+        load.join()
+        progress("load stopped; reading the history")
+    stop_targets.set()
+    server.shutdown()
+
+    checks = HealthCheck.objects.filter(checked_at__gte=since, checked_at__lte=until).count()
+    achieved = checks / (until - since).total_seconds()
+    used = {name: (cpu_after[name] - cpu_before[name]) / wall for name in pids}
+    cores = used["qcluster"] + used["loop"]
+    # This script's own share (the HTTP and TCP targets, the 10 clients, the snapshot builds).
+    used["bench"] = (own_after.user + own_after.system - own_before.user - own_before.system) / wall
+    lag = lags(first_due, interval, since, until)
+    lag_p50, lag_p99 = (percentile(lag, 50), percentile(lag, 99)) if lag else (float("nan"), float("nan"))
+    pages = {}
+    for name, (_, limit) in PAGES.items():
+        got = loaded.get(name) or []
+        pages[name] = {
+            "requests": len(got),
+            "p50_ms": round(percentile(got, 50) * 1000, 1) if got else None,
+            "p99_ms": round(percentile(got, 99) * 1000, 1) if got else None,
+            "target_ms": round(limit * 1000),
+        }
+    hits = loaded.get("_hits") or []
+    errors = loaded.get("_errors") or []
+    build_ms = [b * 1000 for b in builds]
+    print()
+    print(
+        table(
+            ["figure", "value"],
+            [
+                ["checks/s achieved", f"{achieved:.0f} of {rate:.0f}"],
+                ["checking CPU: qcluster + loop (cores of 2)", f"{cores:.2f}"],
+                ["web CPU under the 10 clients (cores)", f"{used['web']:.2f}"],
+                ["this script: targets, clients (cores)", f"{used['bench']:.2f}"],
+                ["lag due → checked p50 / p99 s", f"{lag_p50:.2f} / {lag_p99:.2f}"],
+                *[
+                    [f"{n} p50 / p99 ms", f"{p['p50_ms']} / {p['p99_ms']} ({p['requests']} req)"]
+                    for n, p in pages.items()
+                ],
+                ["snapshot answers from the copy", f"{sum(hits)} of {len(hits)}"],
+                [
+                    "snapshot build, cache off, median / max ms",
+                    f"{statistics.median(build_ms):.0f} / {max(build_ms):.0f}",
+                ],
+                ["failed requests", len(errors)],
+            ],
+            left=1,
+        )
+    )
+    if errors:
+        print(f"e.g. {errors[0]}")
+    rows = [
+        Row(
+            "health_scale",
+            "checks/s achieved",
+            round(achieved),
+            "/s",
+            baseline=round(rate),
+            ratio=round(achieved / rate, 3),
+            target="≥ 0.95",
+            passed=check(achieved / rate, "≥", 0.95),
+        ),
+        Row(
+            "health_scale",
+            "checking CPU (qcluster + loop)",
+            round(cores, 2),
+            "cores",
+            target=f"< {CPU_TARGET_CORES}",
+            passed=cores < CPU_TARGET_CORES,
+        ),
+        Row(
+            "health_scale",
+            "lag due → checked p99",
+            round(lag_p99, 2),
+            "s",
+            target=f"≤ {LAG_P99_TARGET_S:g} s",
+            passed=check(lag_p99, "≤", LAG_P99_TARGET_S),
+        ),
+    ]
+    for name, p in pages.items():
+        if p["p99_ms"] is not None:
+            rows.append(
+                Row(
+                    "health_scale",
+                    f"{name} p99 under load",
+                    p["p99_ms"],
+                    "ms",
+                    target=f"≤ {p['target_ms']} ms",
+                    passed=check(p["p99_ms"], "≤", p["target_ms"]),
+                )
+            )
+    rows.append(Row("health_scale", "snapshot build, cache off (median)", round(statistics.median(build_ms), 1), "ms"))
+    return Report(
+        "health_scale",
+        {
+            "services": services,
+            "interval_s": interval,
+            "seconds": round(wall, 1),
+            "kinds": {"http": 0.7, "tcp": 0.2, "heartbeat": 0.1},
+            "checks": checks,
+            "checks_per_s": round(achieved, 1),
+            "cpu_cores": {name: round(value, 3) for name, value in used.items()},
+            "lag_s": {"p50": round(lag_p50, 3), "p99": round(lag_p99, 3), "n": len(lag)},
+            "pages": pages,
+            "snapshot_from_copy": {"hits": sum(hits), "answers": len(hits)},
+            "snapshot_build_ms": {
+                "median": round(statistics.median(build_ms), 1),
+                "max": round(max(build_ms), 1),
+                "n": len(build_ms),
+            },
+            "failed_requests": len(errors),
+        },
+        rows,
+    )
+
+
+def _up(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--services", type=int)
+    parser.add_argument("--interval", type=int, default=20)
+    parser.add_argument("--seconds", type=int)
+    parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument("--quick", action="store_true", help="4,000 services for 20 s")
+    parser.add_argument("--report", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    started = time.monotonic()
+    report = run(
+        quick=args.quick, services=args.services, interval=args.interval, seconds=args.seconds, clients=args.clients
+    )
+    report.figures["wall_seconds"] = round(time.monotonic() - started, 1)
+    finish(report, args.report)
+
+
+if __name__ == "__main__":
+    main()
