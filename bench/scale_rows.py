@@ -94,10 +94,10 @@ def _job_sql(vendor: str) -> str:
     return (
         f"{prefix}INSERT INTO orchestration_job (kind, payload, priority, priority_rank, lane, status, attempts, "
         "max_attempts, backoff, lease_token, lease_owner, cancel_requested, created_at, updated_at, finished_at, "
-        "error, channel, reference, auto_retries, promoted, downgraded, forced) "
+        "error, channel, reference, auto_retries, promoted, downgraded, forced, deferred_by, failed_permanently) "
         f"SELECT CASE WHEN i %% 2 = 0 THEN 'noop' ELSE 'render' END, '{{}}', 'normal', 2, "
         f"CASE WHEN i %% 5 = 0 THEN 'fast' ELSE 'default' END, {status}, 1, 3, 'exponential', '', '', {false}, "
-        f"{ts}, {ts}, {finished}, '', '', '', 0, {false}, {false}, {false} FROM {source}"
+        f"{ts}, {ts}, {finished}, '', '', '', 0, {false}, {false}, {false}, '', {false} FROM {source}"
     )
 
 
