@@ -128,7 +128,7 @@ def test_high_failure_rate_on_a_cron_worker_runs_every_second_due_time_and_says_
     from orchestration.fleet.models import WorkerRun
 
     worker = make_worker(interval_seconds=None, cron="*/5 * * * *", catch_up_seconds=3600)
-    action = recovery.recover(anomaly("HIGH_FAILURE_RATE", worker))
+    action = approved(recovery.recover(anomaly("HIGH_FAILURE_RATE", worker)))  # a risky recovery waits for a person
     assert action.result["note"] == "cron */5 * * * * (UTC), every 2nd due time (rate reduced)"
     worker.refresh_from_db()
     first = worker.next_due_at
