@@ -32,6 +32,7 @@ CLAIM_ORDER: tuple[str, ...] = ("-priority_rank", "created_at", "id")
 class _Sql:
     claim: str  # claims a batch, lane limits counted (on PostgreSQL under the claim lock)
     claim_unlimited: str  # while no lane has a limit: no counting
+    claim_unless_limited: str  # PostgreSQL: the unlimited claim, or -1 if a lane has a limit
     any_due: str
     limits_exist: str
     start: str
@@ -91,6 +92,13 @@ def _sql(quote: Any, vendor: str) -> _Sql:
     return _Sql(
         claim=limited,
         claim_unlimited=unlimited,
+        # One round trip where no lane has a limit (the usual case): the limit check is
+        # the UPDATE's one-time filter, and a -1 row says "count lanes instead".
+        claim_unless_limited=(
+            f"WITH lim AS (SELECT EXISTS (SELECT 1 FROM {lane} WHERE {quote('concurrency_limit')} > 0) AS on_), "
+            f"claimed AS ({unlimited.replace(' WHERE ', ' WHERE NOT (SELECT on_ FROM lim) AND ', 1)}) "
+            "SELECT * FROM claimed UNION ALL SELECT -1 FROM lim WHERE on_"
+        ),
         any_due=f"SELECT 1 FROM {job} WHERE {claimable_due} LIMIT 1",
         limits_exist=f"SELECT 1 FROM {lane} WHERE {quote('concurrency_limit')} > 0 LIMIT 1",
         start=(
@@ -151,10 +159,10 @@ def claim(limit: int, now: datetime, *, token: str, owner: str, lease_expires_at
     limited = bool(default_limit)
     if not limited and connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(sql.limits_exist)
-            if cursor.fetchone() is None:
-                cursor.execute(sql.claim_unlimited, [*head, at, limit])
-                return [row[0] for row in cursor.fetchall()]
+            cursor.execute(sql.claim_unless_limited, [*head, at, limit])
+            ids = [row[0] for row in cursor.fetchall()]
+        if -1 not in ids:
+            return ids
         limited = True
     # (No savepoint inside a caller's transaction: the claim is one statement.)
     with transaction.atomic(using=connection.alias, savepoint=False), connection.cursor() as cursor:
