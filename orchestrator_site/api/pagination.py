@@ -14,6 +14,7 @@ import base64
 import binascii
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -140,6 +141,14 @@ def encode_cursor(values: Sequence[Any], *, reverse: bool) -> str:
     return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
 
 
+def _in_utc(value: Any) -> Any:
+    """A cursor's time in UTC, as both databases compare it: one before year 1 in UTC
+    overflows here (a 400) rather than being a valid key on one database only."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC)
+    return value
+
+
 def decode_cursor(text: str) -> tuple[list[Any], bool]:
     """The key values and direction a cursor names; ValueError when it names none."""
     try:
@@ -208,7 +217,8 @@ class KeysetPagination(BasePagination):
                 if len(values) != len(self.ordering):
                     raise ValueError("invalid cursor")
                 values = [
-                    self._field(queryset, name).to_python(v) for name, v in zip(self.ordering, values, strict=True)
+                    _in_utc(self._field(queryset, name).to_python(v))
+                    for name, v in zip(self.ordering, values, strict=True)
                 ]
                 chosen = queryset.order_by(*(self._flip(f) for f in self.ordering)) if reverse else ordered
                 rows = list(chosen.filter(keyset_filter(self.ordering, values, reverse=reverse))[: self.limit + 1])
