@@ -2,8 +2,8 @@
 
 Every job passes through three statements on its way: a batch claim (many jobs, one
 statement), its start, and its finish. Built through the ORM, each cost more to
-construct and compile than the database took to run it (2-7 ms against 1-2 ms on
-PostgreSQL): expressions with subqueries are cloned and resolved on every call. Here
+construct and compile than the database took to run it: expressions with
+subqueries are cloned and resolved on every call. Here
 their text is made once per connection vendor from the model's own table and column
 names; only the parameters change between calls. The SQL is the subset PostgreSQL
 (14+) and SQLite (3.35+, for RETURNING) both speak, and the queue's tests run it on both.
@@ -63,8 +63,8 @@ def _sql(quote: Any, vendor: str) -> _Sql:
     due = f"({j['not_before']} IS NULL OR {j['not_before']} <= %s)"
     claimable_due = f"{j['status']} IN ({claimable}) AND {due}"
     lock = " FOR UPDATE SKIP LOCKED" if vendor == "postgresql" else ""
-    # SQLite, with no statistics, preferred an index on status and sorted every waiting
-    # job on each claim (0.8 ms per claim at 2,000 waiting, growing with the backlog).
+    # SQLite, with no statistics, would pick an index on status and sort every waiting
+    # job on each claim, a cost that grows with the backlog.
     in_order = " INDEXED BY job_claim_idx" if vendor == "sqlite" else ""
     sets = (
         f"UPDATE {job} SET {j['status']} = %s, {j['lease_token']} = %s, {j['lease_owner']} = %s, "
