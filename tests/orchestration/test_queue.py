@@ -174,6 +174,45 @@ class TestOrderAndLanes:
         assert len(claim()) == 1  # the freed place, and only that
         assert Job.objects.filter(lane="narrow", status=JobStatus.PROCESSING).count() == 2
 
+    def test_a_limited_lane_without_waiting_jobs_costs_no_counting(self):
+        """The pipeline's lane always has a limit: while none of its jobs is among the
+        next candidates, the claim takes its batch without counting lanes (on
+        PostgreSQL: one statement, no advisory lock)."""
+        from django.test.utils import CaptureQueriesContext
+
+        Lane.objects.create(name="single", concurrency_limit=1)
+        jobs = [make(lane="other").pk for _ in range(3)]
+        with CaptureQueriesContext(connection) as ctx:
+            assert sorted(claim(limit=8)) == jobs
+        sql = [q["sql"] for q in ctx.captured_queries]
+        assert not any("ROW_NUMBER" in q or "pg_advisory" in q for q in sql), sql
+        if connection.vendor == "postgresql":  # the look first (a plain read), then the claim
+            assert len(sql) == 2 and sql[0].startswith("SELECT 1 "), sql
+
+    @pytest.mark.parametrize("limited", [False, True], ids=["no-counting", "counting"])
+    def test_a_batch_comes_back_in_queue_order(self, limited):
+        """A node hands out the first ids first: the claim's answer is in queue order,
+        whichever way the rows were written."""
+        low, normal, critical, high = (make(priority=p) for p in ("low", "normal", "critical", "high"))
+        expected = [critical.pk, high.pk, normal.pk, low.pk]
+        if limited:
+            Lane.objects.create(name="single", concurrency_limit=1)
+            first = make(lane="single", priority="critical")
+            expected.insert(1, first.pk)
+        assert claim(limit=8) == expected
+
+    def test_a_waiting_job_of_a_limited_lane_among_the_candidates_is_counted(self):
+        Lane.objects.create(name="single", concurrency_limit=1)
+        make(lane="single")
+        make(lane="single")
+        other = make(lane="other")
+        from django.test.utils import CaptureQueriesContext
+
+        with CaptureQueriesContext(connection) as ctx:
+            first = claim(limit=8)
+        assert other.pk in first and len(first) == 2
+        assert any("ROW_NUMBER" in q["sql"] for q in ctx.captured_queries)
+
     def test_a_full_lane_does_not_block_other_lanes(self):
         Lane.objects.create(name="single", concurrency_limit=1)
         make(lane="single", priority="critical")
@@ -369,15 +408,18 @@ class TestStart:
         with django_assert_num_queries(2 if postgresql else 3) as captured:
             assert len(claim(3)) == 3
         assert sum("UPDATE" in q["sql"] for q in captured.captured_queries) == 1
-        # With a lane limit in force the claim counts lanes, still in one statement; on
-        # PostgreSQL the first statement finds the limit instead of claiming, and
-        # claimers take one advisory lock so the counts are exact.
+        # With a job of a limited lane among the candidates the claim counts lanes,
+        # still in one statement; on PostgreSQL the first statement finds the limit
+        # instead of claiming, and claimers take one advisory lock so the counts are exact.
         Lane.objects.create(name="single", concurrency_limit=1)
+        make(lane="single", priority="critical")
+        make(lane="single", priority="critical")
         with django_assert_num_queries(4 if postgresql else 3) as captured:
             assert len(claim(2)) == 2
         claims = [q["sql"] for q in captured.captured_queries if "UPDATE" in q["sql"]]
         assert len(claims) == (2 if postgresql else 1)  # on PostgreSQL: the one that found the limit, then the claim
         assert Job.objects.filter(status=JobStatus.PROCESSING, lease_owner=NODE, started_at=None).count() == 5
+        assert Job.objects.filter(status=JobStatus.PROCESSING, lane="single").count() == 1
 
 
 @pytest.mark.django_db
@@ -595,6 +637,13 @@ def test_the_claim_reads_waiting_jobs_in_queue_order_from_its_index():
             cursor.execute("SET enable_seqscan = off")  # (a tiny table would be scanned whole)
             cursor.execute("SET enable_sort = off")
             cursor.execute(f"EXPLAIN {sql.claim_unlimited}", params)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            cursor.execute("RESET enable_seqscan")
+            cursor.execute("RESET enable_sort")
+            assert "job_claim_idx" in plan, plan
+            cursor.execute("SET enable_seqscan = off")
+            cursor.execute("SET enable_sort = off")
+            cursor.execute(f"EXPLAIN {sql.claim_unless_limited}", [now, 8, *params[:6]])
             plan = "\n".join(row[0] for row in cursor.fetchall())
             cursor.execute("RESET enable_seqscan")
             cursor.execute("RESET enable_sort")

@@ -31,10 +31,10 @@ CLAIM_ORDER: tuple[str, ...] = ("-priority_rank", "created_at", "id")
 @dataclass(frozen=True)
 class _Sql:
     claim: str  # claims a batch, lane limits counted (on PostgreSQL under the claim lock)
-    claim_unlimited: str  # while no lane has a limit: no counting
-    claim_unless_limited: str  # PostgreSQL: the unlimited claim, or -1 if a lane has a limit
+    claim_unlimited: str  # while no candidate is in a lane with a limit: no counting
+    claim_unless_limited: str  # PostgreSQL: the unlimited claim, or -1 if a candidate's lane has a limit
     any_due: str
-    limits_exist: str
+    limits_exist: str  # is any of the next candidates in a lane with a limit?
     start: str
     renew: str
 
@@ -66,6 +66,9 @@ def _sql(quote: Any, vendor: str) -> _Sql:
     # SQLite, with no statistics, would pick an index on status and sort every waiting
     # job on each claim, a cost that grows with the backlog.
     in_order = " INDEXED BY job_claim_idx" if vendor == "sqlite" else ""
+    # RETURNING comes back in the order rows were written: the ids are put in queue
+    # order after (see _in_order), so a node hands the most urgent jobs out first.
+    returning = f"{j['id']}, {j['priority_rank']}, {j['created_at']}"
     sets = (
         f"UPDATE {job} SET {j['status']} = %s, {j['lease_token']} = %s, {j['lease_owner']} = %s, "
         f"{j['lease_expires_at']} = %s, {j['dispatched_at']} = %s, {j['updated_at']} = %s, {j['started_at']} = NULL "
@@ -82,25 +85,36 @@ def _sql(quote: Any, vendor: str) -> _Sql:
         f"LEFT JOIN {lane} l ON l.{quote('name')} = r.lane "
         f"WHERE COALESCE(l.{quote('concurrency_limit')}, %s) = 0 OR r.n + (SELECT COUNT(*) FROM {job} p "
         f"WHERE p.{j['lane']} = r.lane AND p.{j['status']} = %s) <= COALESCE(l.{quote('concurrency_limit')}, %s) "
-        f"ORDER BY r.pr DESC, r.ca, r.id LIMIT %s) AND {j['status']} IN ({claimable}) RETURNING {j['id']}"
+        f"ORDER BY r.pr DESC, r.ca, r.id LIMIT %s) AND {j['status']} IN ({claimable}) RETURNING {returning}"
     )
     unlimited = (
         f"{sets}WHERE {j['id']} IN (SELECT {j['id']} FROM {job}{in_order} WHERE {claimable_due} "
-        f"ORDER BY {_order('', j)} LIMIT %s{lock}) RETURNING {j['id']}"
+        f"ORDER BY {_order('', j)} LIMIT %s{lock}) RETURNING {returning}"
     )
     columns = ", ".join(j.values())
     return _Sql(
         claim=limited,
         claim_unlimited=unlimited,
-        # One round trip where no lane has a limit (the usual case): the limit check is
-        # the UPDATE's one-time filter, and a -1 row says "count lanes instead".
+        # One round trip while none of the next candidates is in a lane with a limit
+        # (the usual case, though the pipeline's lane always has one): the lane check
+        # is over the locked candidates, and a -1 row says "count lanes instead".
         claim_unless_limited=(
-            f"WITH lim AS (SELECT EXISTS (SELECT 1 FROM {lane} WHERE {quote('concurrency_limit')} > 0) AS on_), "
-            f"claimed AS ({unlimited.replace(' WHERE ', ' WHERE NOT (SELECT on_ FROM lim) AND ', 1)}) "
-            "SELECT * FROM claimed UNION ALL SELECT -1 FROM lim WHERE on_"
+            f"WITH c AS MATERIALIZED (SELECT {j['id']} AS id, {j['lane']} AS lane FROM {job} WHERE {claimable_due} "
+            f"ORDER BY {_order('', j)} LIMIT %s{lock}), "
+            f"lim AS (SELECT EXISTS (SELECT 1 FROM c JOIN {lane} l ON l.{quote('name')} = c.lane "
+            f"WHERE l.{quote('concurrency_limit')} > 0) AS on_), "
+            f"claimed AS ({sets}WHERE {j['id']} IN (SELECT id FROM c) AND NOT (SELECT on_ FROM lim) "
+            f"RETURNING {j['id']} AS id, {j['priority_rank']} AS pr, {j['created_at']} AS ca) "
+            # In queue order: the node hands the most urgent jobs out first.
+            "SELECT id FROM (SELECT id, pr, ca FROM claimed UNION ALL SELECT -1, 0, NULL FROM lim WHERE on_) r "
+            "ORDER BY pr DESC, ca, id"
         ),
         any_due=f"SELECT 1 FROM {job} WHERE {claimable_due} LIMIT 1",
-        limits_exist=f"SELECT 1 FROM {lane} WHERE {quote('concurrency_limit')} > 0 LIMIT 1",
+        limits_exist=(
+            f"SELECT 1 FROM (SELECT {j['lane']} AS lane FROM {job}{in_order} WHERE {claimable_due} "
+            f"ORDER BY {_order('', j)} LIMIT %s) c JOIN {lane} l ON l.{quote('name')} = c.lane "
+            f"WHERE l.{quote('concurrency_limit')} > 0 LIMIT 1"
+        ),
         start=(
             # No indexed column changes here (the claim set the lease, the node renews
             # it), so the row is rewritten without touching any of the job's indexes.
@@ -143,23 +157,24 @@ def claim(limit: int, now: datetime, *, token: str, owner: str, lease_expires_at
     On SQLite the claim runs in a transaction that holds the database's write lock
     (IMMEDIATE), so claimers are serialised and the lane counts are exact. On
     PostgreSQL the rows are taken with FOR UPDATE SKIP LOCKED, so claimers never wait
-    for each other; while any lane has a limit, claimers take one advisory lock in a
-    transaction first, and the claim (a statement of its own, so with a fresh
-    snapshot) counts every claim committed before it. While no lane has a limit the
-    claim is that one statement, atomic by itself: no BEGIN and COMMIT round trips.
-    Whether a lane has a limit is read just before, so a limit set a moment ago holds
-    from the next claim.
+    for each other; while a lane with a limit has a job among the next candidates,
+    claimers take one advisory lock in a transaction first, and the claim (a statement
+    of its own, so with a fresh snapshot) counts every claim committed before it.
+    Otherwise (the usual case: a limited lane such as the pipeline's is mostly empty)
+    the claim is one statement, atomic by itself: no BEGIN and COMMIT round trips, no
+    counting. The lanes' limits are read by the claim itself, so a limit set a moment
+    ago holds from the next claim.
     """
     connection, sql = _prepared()
     at = _at(connection, now)
     head = [JobStatus.PROCESSING, token, owner, _at(connection, lease_expires_at), at, at]
     default_limit = settings.JOB_DEFAULT_LANE_LIMIT
-    # Counting lanes costs a window over the candidates and a count per lane: only
-    # paid while some lane has a limit.
+    # Counting lanes costs a window over the candidates and a count per lane (on
+    # PostgreSQL, 4 round trips and 3-4 ms instead of 0.5): only paid when it matters.
     limited = bool(default_limit)
     if not limited and connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(sql.claim_unless_limited, [*head, at, limit])
+            cursor.execute(sql.claim_unless_limited, [at, limit, *head])
             ids = [row[0] for row in cursor.fetchall()]
         if -1 not in ids:
             return ids
@@ -167,17 +182,22 @@ def claim(limit: int, now: datetime, *, token: str, owner: str, lease_expires_at
     # (No savepoint inside a caller's transaction: the claim is one statement.)
     with transaction.atomic(using=connection.alias, savepoint=False), connection.cursor() as cursor:
         if not limited:
-            cursor.execute(sql.limits_exist)
+            cursor.execute(sql.limits_exist, [at, limit])
             limited = cursor.fetchone() is not None
         if not limited:
             cursor.execute(sql.claim_unlimited, [*head, at, limit])
-            return [row[0] for row in cursor.fetchall()]
+            return _in_order(cursor.fetchall())
         if connection.vendor == "postgresql":
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CLAIM_LOCK_KEY])
         window = max(limit * 4, 32)
         params = [*head, at, window, default_limit, JobStatus.PROCESSING, default_limit, limit]
         cursor.execute(sql.claim, params)
-        return [row[0] for row in cursor.fetchall()]
+        return _in_order(cursor.fetchall())
+
+
+def _in_order(rows: list[tuple[int, int, Any]]) -> list[int]:
+    """Ids of claimed (id, priority rank, created at) rows in CLAIM_ORDER."""
+    return [row[0] for row in sorted(rows, key=lambda row: (-row[1], row[2], row[0]))]
 
 
 def renew(node: str, running: list[int], lease_expires_at: datetime) -> int:
