@@ -342,10 +342,11 @@ def _post(url: str, payload: dict[str, Any], timeout: float, limit: int) -> _Ans
             )
 
 
-def _within(seconds: float, call: Callable[[], _Answer]) -> _Answer:
-    """``call()``'s answer, or requests.Timeout once ``seconds`` have passed: requests'
-    own timeout is per connect and per read, so a slow connect followed by a dripping
-    answer could outlast the stage's limit, and the cluster's, several times over."""
+def _within(seconds: float, call: Callable[[], _Answer], should_stop: Callable[[], bool]) -> _Answer | None:
+    """``call()``'s answer; None once ``should_stop()`` (the job was canceled or moved
+    on); requests.Timeout once ``seconds`` have passed: requests' own timeout is per
+    connect and per read, so a slow connect followed by a dripping answer could outlast
+    the stage's limit, and the cluster's, several times over."""
     import requests
 
     box: dict[str, Any] = {}
@@ -358,7 +359,11 @@ def _within(seconds: float, call: Callable[[], _Answer]) -> _Answer:
 
     worker = threading.Thread(target=target, name="pipeline-http-runner", daemon=True)
     worker.start()
-    worker.join(seconds)
+    deadline = time.monotonic() + seconds
+    while worker.is_alive() and time.monotonic() < deadline:
+        worker.join(min(0.1, max(0.0, deadline - time.monotonic())))
+        if worker.is_alive() and should_stop():
+            return None  # the request ends on requests' own timeout; nobody waits for it
     if worker.is_alive():
         # Left to end on requests' own timeout; its answer no longer matters.
         raise requests.Timeout(f"no answer within {seconds} s")
@@ -398,13 +403,15 @@ class HttpKind(RunnerKind):
         payload, limit = ctx.stage_input(), _output_limit()
         try:
             outbound.check_url(url)
-            answer = _within(timeout, lambda: _post(url, payload, timeout, limit))
+            answer = _within(timeout, lambda: _post(url, payload, timeout, limit), ctx.should_stop)
         except outbound.OutboundRefused as exc:
             raise PermanentJobError(f"stage {ctx.stage}: {exc}") from None
         except requests.Timeout:
             raise StageFailed(f"POST {url}: no answer within {timeout} s{_cut_note(cut)}") from None
         except requests.RequestException as exc:
             raise StageFailed(f"POST {url}: {type(exc).__name__}: {_one_line(str(exc))[:EXCERPT_CHARS]}") from None
+        if answer is None:
+            return {"stopped": True}
         status = answer.status
         relpath = f"{ctx.stage}/response.{'json' if 'json' in answer.content_type else 'txt'}"
         metadata: dict[str, Any] = {

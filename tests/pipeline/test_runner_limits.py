@@ -412,3 +412,38 @@ def test_the_timeout_a_runner_gets_is_what_the_stage_and_the_cluster_leave():
         1,
         "cut from 600 s to 1 s: the cluster's task timeout (Q_TIMEOUT) is 5 s",
     )
+
+
+def test_an_http_runner_stops_waiting_when_the_job_is_canceled(run_commits):
+    """The queue's stop flag (a cancel) ends the wait for an answer at once, as it ends
+    a command, rather than at the runner's timeout."""
+    from pipeline import runners
+    from pipeline.runner_kinds import KINDS
+
+    held = threading.Event()
+
+    class Holding(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            held.wait(10)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Holding)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        job = start(run_commits, pipeline_with({"kind": "command", "argv": [PY, "-V"]}))
+        PipelineJob.objects.filter(pk=job.pk).update(status=t.RUNNING)  # as while its stage runs
+        canceled = threading.Event()
+        threading.Timer(0.3, canceled.set).start()
+        ctx = runners.StageContext(job, "work", job.stage_run, _run_dir(job), queue_should_stop=canceled.is_set)
+        began = time.monotonic()
+        outcome = KINDS["http"].run(ctx, {"kind": "http", "url": url, "timeout_seconds": 30})
+        assert outcome == {"stopped": True} and 0.3 <= time.monotonic() - began < 2
+        assert not Artifact.objects.filter(job=job, path__startswith="work/response").exists()
+    finally:
+        held.set()
+        server.shutdown()
+        server.server_close()
