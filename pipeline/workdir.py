@@ -35,14 +35,25 @@ class Harvest:
     skipped_bytes: int = 0
 
 
-def snapshot(folder: Path, ignore: frozenset[str] = frozenset()) -> dict[str, Stamp]:
+#: Entries looked at, at most, when a folder is scanned: a command that wrote a million
+#: files must not spend the time its stage has left to stop and record why.
+SCAN_LIMIT = 20000
+
+
+def snapshot(folder: Path, ignore: frozenset[str] = frozenset(), limit: int | None = None) -> dict[str, Stamp]:
     """Every file under ``folder`` and every link (to a file or a folder), without
-    following links: a link is judged by where it leads when harvested."""
+    following links: a link is judged by where it leads when harvested. At most
+    ``limit`` entries: a caller that gets that many knows the scan was cut short."""
+    limit = SCAN_LIMIT if limit is None else limit
     stamps: dict[str, Stamp] = {}
     for dirpath, dirnames, filenames in os.walk(folder):
+        if len(stamps) >= limit:
+            break
         here = Path(dirpath)
         linked_dirs = [name for name in dirnames if (here / name).is_symlink()]
         for name in [*filenames, *linked_dirs]:
+            if len(stamps) >= limit:
+                break
             path = here / name
             rel = path.relative_to(folder).as_posix()
             if rel in ignore:
@@ -76,7 +87,10 @@ def harvest(
     root = run_root.resolve()
     found = Harvest()
     total = 0
-    for rel, stamp in sorted(snapshot(folder, ignore).items()):
+    after = snapshot(folder, ignore)
+    if len(after) >= SCAN_LIMIT:
+        found.refused.append(f"(the rest): looked at the first {SCAN_LIMIT} entries of the folder only")
+    for rel, stamp in sorted(after.items()):
         if before.get(rel) == stamp:
             continue
         path = folder / rel

@@ -447,3 +447,12 @@ def test_an_http_runner_stops_waiting_when_the_job_is_canceled(run_commits):
         held.set()
         server.shutdown()
         server.server_close()
+
+
+def test_a_folder_too_large_to_look_through_is_cut_short_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(workdir, "SCAN_LIMIT", 5)
+    for i in range(8):
+        (tmp_path / f"f{i}.txt").write_text("x")
+    found = workdir.harvest(tmp_path, tmp_path, {}, max_files=100, max_bytes=10**6)
+    assert len(found.files) == 5
+    assert found.refused == ["(the rest): looked at the first 5 entries of the folder only"]
