@@ -222,6 +222,7 @@ class CommandKind(RunnerKind):
             HOME=str(workdir),
         )
         before = workdir_files.snapshot(workdir, RUNNER_FILES)
+        root = ctx.run_dir.resolve()
         try:
             outcome = processes.run(
                 argv,
@@ -235,7 +236,11 @@ class CommandKind(RunnerKind):
             raise PermanentJobError(f"stage {ctx.stage}: cannot start {argv[0]!r}: {exc.strerror or exc}") from None
         if outcome.stopped:
             return {"stopped": True}
-        files = self._register_files(ctx, workdir, before)
+        files = self._register_files(ctx, workdir, root, before)
+        if workdir.is_symlink():
+            # The command swapped its folder for a link: its output must not be written through it.
+            workdir.unlink()
+            workdir.mkdir()
         common: dict[str, Any] = {
             "argv": argv,
             "exit_code": outcome.returncode,
@@ -269,14 +274,16 @@ class CommandKind(RunnerKind):
         return {"exit_code": 0, "seconds": outcome.seconds, "stdout_bytes": outcome.stdout_bytes}
 
     @staticmethod
-    def _register_files(ctx: StageContext, workdir: Path, before: dict[str, workdir_files.Stamp]) -> dict[str, Any]:
+    def _register_files(
+        ctx: StageContext, workdir: Path, root: Path, before: dict[str, workdir_files.Stamp]
+    ) -> dict[str, Any]:
         """Each file the command wrote or changed becomes an artifact of the stage; what
         was refused or skipped is said in the stage's events and its stdout's metadata."""
         from django.conf import settings
 
         found = workdir_files.harvest(
             workdir,
-            ctx.run_dir,
+            root,
             before,
             ignore=RUNNER_FILES,
             max_files=settings.PIPELINE_COMMAND_ARTIFACT_FILES,
@@ -307,7 +314,9 @@ class CommandKind(RunnerKind):
             log.warning("pipeline job %s, stage %s: %s", ctx.job.pk, ctx.stage, note)
         return {
             "files": [f"{ctx.stage}/{each.relpath}" for each in found.files],
-            "files_refused": found.refused,
+            # The first few: a command making links by the thousand must not bloat the row.
+            "files_refused": found.refused[:20],
+            "files_refused_count": len(found.refused),
             "files_skipped": found.skipped,
         }
 

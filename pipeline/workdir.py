@@ -83,9 +83,15 @@ def harvest(
     """The files under ``folder`` that are new or changed since ``before``, in path
     order, up to ``max_files`` files and ``max_bytes`` in all; the rest are counted as
     skipped. A link is refused unless it leads to a regular file inside ``run_root``;
-    ``prefix`` is what the artifact's path will start with (its length counts)."""
-    root = run_root.resolve()
+    ``prefix`` is what the artifact's path will start with (its length counts).
+
+    ``run_root`` is the run's folder as resolved before the command ran: a command that
+    replaced its folder (or the run's) with a link has every file refused."""
+    root = run_root
     found = Harvest()
+    if root.resolve() != root or not folder.resolve().is_relative_to(root):
+        found.refused.append("(all): the stage's folder no longer lies inside the run's folder")
+        return found
     total = 0
     after = snapshot(folder, ignore)
     if len(after) >= SCAN_LIMIT:

@@ -378,7 +378,7 @@ def test_files_of_a_failed_command_are_kept_too(run_commits):
 
 
 def test_only_new_or_changed_files_are_harvested(tmp_path):
-    run = tmp_path / "run"
+    run = tmp_path.resolve() / "run"
     folder = run / "work"
     folder.mkdir(parents=True)
     (folder / "kept.txt").write_text("same")
@@ -453,6 +453,24 @@ def test_a_folder_too_large_to_look_through_is_cut_short_and_says_so(tmp_path, m
     monkeypatch.setattr(workdir, "SCAN_LIMIT", 5)
     for i in range(8):
         (tmp_path / f"f{i}.txt").write_text("x")
-    found = workdir.harvest(tmp_path, tmp_path, {}, max_files=100, max_bytes=10**6)
+    found = workdir.harvest(tmp_path, tmp_path.resolve(), {}, max_files=100, max_bytes=10**6)
     assert len(found.files) == 5
     assert found.refused == ["(the rest): looked at the first 5 entries of the folder only"]
+
+
+def test_a_command_that_swaps_its_folder_for_a_link_outside_gets_nothing_registered_or_written_there(
+    run_commits, tmp_path
+):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("not the run's")
+    script = f"import os, shutil\nos.chdir('..')\nshutil.rmtree('work')\nos.symlink({str(outside)!r}, 'work')"
+    job = start(run_commits, pipeline_with({"kind": "command", "argv": [PY, "-c", script]}))
+    assert job.status == t.COMPLETED, job.error
+    assert not Artifact.objects.filter(job=job, path="work/secret.txt").exists()
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]  # stdout was not written through the link
+    assert (_run_dir(job) / "work" / "stdout.txt").is_file() and not (_run_dir(job) / "work").is_symlink()
+    notes = job.events.get(type="stage_completed").data["notes"]
+    assert notes == [
+        "refused 1 file(s) of the command: (all): the stage's folder no longer lies inside the run's folder"
+    ]
