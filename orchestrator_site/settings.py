@@ -459,6 +459,13 @@ PIPELINE_SSE_POLL_SECONDS = env_float("PIPELINE_SSE_POLL_SECONDS", 0.25, minimum
 PIPELINE_COMMANDS = env_list("PIPELINE_COMMANDS", [])
 # What a command or http stage runner keeps of each output (stdout, stderr, a response body).
 PIPELINE_RUNNER_OUTPUT_BYTES = env_int("PIPELINE_RUNNER_OUTPUT_BYTES", 1024 * 1024, minimum=1024)
+# Files a `command` stage runner's process writes into its folder become artifacts, up to
+# this many files and bytes per run, so a runaway command cannot flood the artifact table.
+PIPELINE_COMMAND_ARTIFACT_FILES = env_int("PIPELINE_COMMAND_ARTIFACT_FILES", 200, minimum=0)
+PIPELINE_COMMAND_ARTIFACT_BYTES = env_int("PIPELINE_COMMAND_ARTIFACT_BYTES", 512 * 1024 * 1024, minimum=0)
+# Longest wait an `http` stage runner's target may ask for with Retry-After (429, 503);
+# a longer one is cut to this.
+PIPELINE_HTTP_RETRY_AFTER_MAX_SECONDS = env_int("PIPELINE_HTTP_RETRY_AFTER_MAX_SECONDS", 300, minimum=0)
 # Signed one-click gate decision links: how long they stay valid, and the address they point at.
 PIPELINE_LINK_MAX_AGE_SECONDS = env_int("PIPELINE_LINK_MAX_AGE_SECONDS", 24 * 3600, minimum=60)
 PIPELINE_LINK_BASE_URL = env_str("PIPELINE_LINK_BASE_URL", f"http://127.0.0.1:{env_int('PORT', 8000)}").rstrip("/")

@@ -225,7 +225,8 @@ def parse(data: Any, *, name: str | None = None, task_timeout_seconds: int | Non
     """Validate a mapping in the YAML format; raise DefinitionError listing every problem.
 
     ``task_timeout_seconds``: the cluster's task timeout (Q_TIMEOUT), which kills a stage
-    running longer, so no stage may be given a longer timeout than that.
+    running longer, so no stage may be given a longer timeout than that, nor a runner
+    one that leaves it too little time to stop and record why (runner_kinds.timeout_problem).
     """
     errors: list[str] = []
     if not isinstance(data, dict):
@@ -293,6 +294,13 @@ def parse(data: Any, *, name: str | None = None, task_timeout_seconds: int | Non
                 f"or a mapping with kind: command or http, got {runner!r}"
             )
     errors.extend(f"runners.{stage}: {problem}" for stage, problem in runner_problems(runners).items())
+    for stage, runner in runners.items():
+        # A timeout left out is cut to fit when the stage runs; one written must fit.
+        seconds = runner.get("timeout_seconds") if isinstance(runner, dict) else None
+        minutes = timeouts.get(stage)
+        if _positive_int(seconds) and (minutes is None or _positive_int(minutes)):
+            if problem := runner_kinds.timeout_problem(str(stage), seconds, minutes, task_timeout_seconds):
+                errors.append(problem)
     lane = pipeline.get("lane", DEFAULT_LANE)
     if not isinstance(lane, str) or not re.match(r"^[-a-zA-Z0-9_]{1,64}$", lane):
         errors.append(f"pipeline.lane must be a slug, got {lane!r}")

@@ -51,6 +51,8 @@ class StageContext:
     queue_should_stop: Callable[[], bool] = lambda: False
     created: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
+    #: What a person should know about the run (files refused or skipped), in its events.
+    notes: list[str] = field(default_factory=list)
     _checked_at: float = 0.0
     _stopped: bool = False
 
@@ -100,6 +102,11 @@ class StageContext:
         target = self.run_dir / relpath
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(content)
+        return self.record_artifact(relpath, kind, metadata)
+
+    def record_artifact(self, relpath: str, kind: str, metadata: dict[str, Any]) -> Artifact:
+        """Register a file already under run_dir; when the path has a row already (the
+        stage ran before), its metadata becomes this run's."""
         artifact = self.add_artifact(relpath, kind, metadata)
         if artifact.metadata != metadata:
             Artifact.objects.filter(pk=artifact.pk).update(metadata=metadata)

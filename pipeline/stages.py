@@ -51,7 +51,11 @@ def run_stage(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         "stage_completed",
         stage=stage,
         run=run,
-        data={"artifacts": context.created, "reused_artifacts": context.reused},
+        data={
+            "artifacts": context.created,
+            "reused_artifacts": context.reused,
+            **({"notes": context.notes} if context.notes else {}),
+        },
     )
     return {"stage": stage, "run": run, "artifacts": context.created, "reused": context.reused, **result}
 

@@ -27,8 +27,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any
+
+from orchestration.core.retry_after import parse_retry_after  # noqa: F401  (its callers import it from here)
 
 RETRY_AFTER = "retry_after"
 MAX_RETRY_AFTER_SECONDS = 600.0
@@ -173,22 +174,6 @@ def cooldown(status: OutlierStatus, seconds: float, now: datetime, what: str) ->
     if status.until is not None and status.until >= until:
         return Observation(status)
     return Observation(replace(status, ejected_at=now, until=until, reason=RETRY_AFTER, probation=False), COOLDOWN)
-
-
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, (when - now).total_seconds())
 
 
 def error_class(status_code: int | None, error: str) -> str:

@@ -198,6 +198,21 @@ def test_each_timeout_policy(run_commits, policy, status, decision):
         )
 
 
+def test_a_decision_the_timeout_beat_is_a_409_and_changes_nothing(run_commits, django_capture_on_commit_callbacks):
+    from orchestration.loop.cycle import run_cycle
+
+    ann = person("ann")
+    job = waiting(run_commits, {"assignees": ["ann"], "on_timeout": "reject", "timeout_minutes": 30})
+    with time_machine.travel(timezone.now() + timedelta(minutes=31)):
+        run_commits(run_cycle)
+        late = post(_client_for(ann), job, "approve", {"stage": "review"}, django_capture_on_commit_callbacks)
+    assert late.status_code == 409 and "detail" in late.json()
+    job.refresh_from_db()
+    assert job.status == t.PAUSED
+    assert list(GateDecision.objects.filter(job=job).values_list("decided_by", "automatic")) == [("system", True)]
+    assert not LedgerEntry.objects.filter(actor="ann").exists()
+
+
 def test_escalation_adds_a_tier_with_a_fresh_deadline(run_commits, django_capture_on_commit_callbacks):
     from orchestration.loop.cycle import run_cycle
 
