@@ -5,6 +5,7 @@ capable when ``capabilities`` lists the task type, and routable when it is enabl
 not unhealthy and its circuit is not open. A routable service that outlier detection
 ejected (or that asked for a cooldown) for this task type goes last, after every other
 one: tried only when all the others failed, where a success brings it back early.
+Once its ejection's time is up it stays last until its one probe try succeeded.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from django.db.models import Count
+from django.utils import timezone
 
 from health.models import Service
 from orchestration.core.choices import JobStatus
@@ -140,9 +142,15 @@ def route(
         weights={s.name: s.weight for s in services},
     )
     order = (balancer(names, ctx) if names else []) + ejected
+    now = timezone.now()
     for name in ejected:
         row = live[name]
-        ctx.notes[name] = f"ejected until {row.until:%H:%M:%S} ({row.reason}), tried only if all others fail"
+        if row.awaiting_probe(now):
+            ctx.notes[name] = (
+                f"ejection over at {row.until:%H:%M:%S} ({row.reason}); back in traffic once one probe try succeeds"
+            )
+        else:
+            ctx.notes[name] = f"ejected until {row.until:%H:%M:%S} ({row.reason}), tried only if all others fail"
     primary = next(s for s in services if s.name == order[0])
     primary_stats = stats.get(primary.name)
     conf = confidence(primary_stats.successes, primary_stats.count) if primary_stats else confidence(0, 0)
