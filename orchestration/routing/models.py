@@ -591,6 +591,9 @@ class OutlierState(models.Model):
     ) -> None:
         """Ejections are remediations like the loop's: each one an Action row, verified
         after it ends; a guardrail hold-back an Action row too (once per run of them)."""
+        held = guard is not None and not guard[0].runs and guard[1] and result.held_back.startswith("guardrails: ")
+        if result.transition not in (outliers.EJECTED, outliers.EJECTION_ENDED) and not held:
+            return  # most tries: no query at all
         target = ejection_target(self.service_name, self.task_type)
         open_ones = Action.objects.filter(
             rule_name=EJECTION, target=target, status=ActionStatus.SUCCEEDED, verified_at__isnull=True
@@ -632,7 +635,7 @@ class OutlierState(models.Model):
                     result={**(action.result or {}), "ended_at": now.isoformat(), "ended_by": how},
                     verify_after=now + timedelta(seconds=EJECTION_VERIFY_SECONDS),
                 )
-        elif guard is not None and not guard[0].runs and guard[1] and result.held_back.startswith("guardrails: "):
+        elif held and guard is not None:
             Action.objects.create(
                 **base,
                 priority=5,
