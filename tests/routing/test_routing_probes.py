@@ -35,7 +35,9 @@ def _eject(services) -> tuple:
 
 
 @pytest.mark.django_db
-def test_an_ejection_is_a_guarded_action_that_a_successful_probe_ends_and_later_verifies(services, generous_budget):
+def test_an_ejection_is_a_guarded_action_that_a_successful_probe_ends_and_later_verifies(
+    services, generous_budget, staff_session
+):
     broken, state = _eject(services)
     (action,) = Action.objects.filter(rule_name=EJECTION)
     assert action.action_type == EJECT_ACTION and action.target == TARGET
@@ -84,6 +86,10 @@ def test_an_ejection_is_a_guarded_action_that_a_successful_probe_ends_and_later_
     assert action.verification.startswith(f"{after}/{after} routed tries succeeded after the ejection ended")
     verified = LedgerEntry.objects.get(event_type="orchestrator.action_verified")
     assert verified.data == {"action_id": action.pk, "rule": EJECTION, "effective": True}
+    # The console's Actions page lists it with what the check found, and the rule's rate.
+    page = staff_session.get("/actions/").content.decode()
+    assert f"eject_service (routing:ejection) on {TARGET}: effective — {action.verification}" in page
+    assert "<td>routing:ejection</td><td>1 / 1</td>" in page
 
 
 @pytest.mark.django_db
