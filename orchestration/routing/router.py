@@ -151,6 +151,9 @@ def route(
             )
         else:
             ctx.notes[name] = f"ejected until {row.until:%H:%M:%S} ({row.reason}), tried only if all others fail"
+    fallbacks = order[1 : 1 + MAX_FALLBACKS]
+    # A service waiting for its probe stays within reach, or behind many others it would never get one.
+    fallbacks += [n for n in order[1 + MAX_FALLBACKS :] if n in live and live[n].awaiting_probe(now)]
     primary = next(s for s in services if s.name == order[0])
     primary_stats = stats.get(primary.name)
     conf = confidence(primary_stats.successes, primary_stats.count) if primary_stats else confidence(0, 0)
@@ -161,7 +164,7 @@ def route(
         strategy=chosen,
         primary_service=primary.name,
         endpoint=primary.base_url.rstrip("/") + "/process",
-        fallback_services=order[1 : 1 + MAX_FALLBACKS],
+        fallback_services=fallbacks,
         retry_strategy=dict(RETRY_STRATEGIES[priority]),
         priority_score=priority_score(priority, task_type, TypeMultiplier.table()),
         priority_level=level,

@@ -135,6 +135,29 @@ def test_a_probe_is_skipped_while_another_process_holds_it_and_taken_again_once_
 
 
 @pytest.mark.django_db
+def test_a_service_waiting_for_its_probe_gets_it_even_behind_many_others(services, generous_budget):
+    _, probed = services("a-probed")
+    fast = [services(f"b-{i}")[1] for i in range(5)]
+    now = timezone.now()
+    OutlierState.objects.create(
+        service_name="a-probed",
+        task_type="email_campaign",
+        ejections=1,
+        ejected_at=now - timedelta(seconds=31),
+        until=now - timedelta(seconds=1),
+        reason="5 consecutive failures",
+        probation=True,
+    )
+    decision = route("email_campaign", strategy="round_robin")
+    # Four others in front of it, and still in the task's list.
+    assert decision.fallback_services[-1] == "a-probed" and len(decision.fallback_services) == 4
+    job = run_task(strategy="round_robin")
+    assert job.result["service"] == "a-probed" and probed.count == 1
+    assert sum(f.count for f in fast) == 0
+    assert not OutlierState.live("email_campaign")
+
+
+@pytest.mark.django_db
 def test_held_back_ejections_are_actions_too_and_leave_the_service_in_traffic(db):
     from orchestration.loop.models import AutomationPolicy
 
