@@ -559,8 +559,9 @@ class OutlierState(models.Model):
                     break
         else:  # pragma: no cover - twenty lost races in a row
             return None
-        row._ledger(result, now, capable, probed=probed)
-        row._act(result, now, capable, guard, probed=probed)
+        with transaction.atomic():  # the Action and its ledger entry together
+            action_id = row._act(result, now, capable, guard, probed=probed)
+            row._ledger(result, now, capable, probed=probed, action_id=action_id)
         return result.transition
 
     def _swap(self, status: outliers.OutlierStatus) -> bool:
@@ -588,12 +589,13 @@ class OutlierState(models.Model):
         guard: tuple[guardrails.Verdict, bool] | None,
         *,
         probed: bool,
-    ) -> None:
+    ) -> int | None:
         """Ejections are remediations like the loop's: each one an Action row, verified
-        after it ends; a guardrail hold-back an Action row too (once per run of them)."""
+        after it ends; a guardrail hold-back an Action row too (once per run of them).
+        Returns the Action written or updated."""
         held = guard is not None and not guard[0].runs and guard[1] and result.held_back.startswith("guardrails: ")
         if result.transition not in (outliers.EJECTED, outliers.EJECTION_ENDED) and not held:
-            return  # most tries: no query at all
+            return None  # most tries: no query at all
         target = ejection_target(self.service_name, self.task_type)
         open_ones = Action.objects.filter(
             rule_name=EJECTION, target=target, status=ActionStatus.SUCCEEDED, verified_at__isnull=True
@@ -611,7 +613,7 @@ class OutlierState(models.Model):
             for action in open_ones:
                 action.mark_verified(False, f"ejected again at {now:%H:%M:%S} UTC: {self.reason}"[:300], now)
             seconds = (self.until - now).total_seconds()
-            Action.objects.create(
+            return Action.objects.create(
                 **base,
                 priority=5,
                 status=ActionStatus.SUCCEEDED,
@@ -627,27 +629,41 @@ class OutlierState(models.Model):
                 result={"ejected_at": now.isoformat(), "until": self.until.isoformat(), "ejections": self.ejections},
                 guardrail=(guard[0].reason if guard else "")[:300],
                 executed_at=now,
-            )
-        elif result.transition == outliers.EJECTION_ENDED:
+            ).pk
+        if result.transition == outliers.EJECTION_ENDED:
             how = "its probe try succeeded" if probed else "a routed try succeeded while it was out"
+            ended = None
             for action in open_ones.filter(verify_after__isnull=True):
                 Action.objects.filter(pk=action.pk).update(
                     result={**(action.result or {}), "ended_at": now.isoformat(), "ended_by": how},
                     verify_after=now + timedelta(seconds=EJECTION_VERIFY_SECONDS),
                 )
-        elif held and guard is not None:
-            Action.objects.create(
+                ended = action.pk
+            return ended
+        if held and guard is not None:
+            return Action.objects.create(
                 **base,
                 priority=5,
                 status=HELD_STATUS[guard[0].outcome],
                 reason=f"not ejected: {result.held_back.removeprefix('guardrails: ')}"[:300],
                 trigger={"capable_services": capable, "consecutive_failures": self.consecutive_failures},
                 guardrail=guard[0].reason[:300],
-            )
+            ).pk
+        return None
 
-    def _ledger(self, result: outliers.Observation, now: datetime, capable: int, *, probed: bool = False) -> None:
+    def _ledger(
+        self,
+        result: outliers.Observation,
+        now: datetime,
+        capable: int,
+        *,
+        probed: bool = False,
+        action_id: int | None = None,
+    ) -> None:
         subject = f"service:{self.service_name}"
         data = {"service": self.service_name, "task_type": self.task_type, "capable_services": capable}
+        if action_id is not None:
+            data["action_id"] = action_id
         if result.transition == outliers.EJECTED:
             seconds = (self.until - now).total_seconds()
             record(

@@ -46,6 +46,7 @@ def test_an_ejection_is_a_guarded_action_that_a_successful_probe_ends_and_later_
     assert "out for 30 s (ejection 1)" in action.reason and "verified 60 s after it ends" in action.reason
     assert action.params == {"service": "a-broken", "task_type": "email_campaign"}
     assert GuardrailCounter.objects.get(automation=EJECTION, target=TARGET).runs == 1
+    assert LedgerEntry.objects.get(event_type="routing.service_ejected").data["action_id"] == action.pk
     tried = broken.count
 
     # Still ejected: tried by nobody while the other service answers.
@@ -67,6 +68,7 @@ def test_an_ejection_is_a_guarded_action_that_a_successful_probe_ends_and_later_
         assert LedgerEntry.objects.filter(event_type="routing.probe_sent", subject="service:a-broken").count() == 1
         ended = LedgerEntry.objects.get(event_type="routing.ejection_ended")
         assert "its probe try succeeded" in ended.message and ended.data["probe"] is True
+        assert ended.data["action_id"] == action.pk
         action.refresh_from_db()
         assert action.result["ended_by"] == "its probe try succeeded"
         ended_at = action.verify_after - timedelta(seconds=60)
