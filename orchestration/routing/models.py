@@ -594,12 +594,17 @@ class OutlierState(models.Model):
         after it ends; a guardrail hold-back an Action row too (once per run of them).
         Returns the Action written or updated."""
         held = guard is not None and not guard[0].runs and guard[1] and result.held_back.startswith("guardrails: ")
-        if result.transition not in (outliers.EJECTED, outliers.EJECTION_ENDED) and not held:
+        failed_probe = probed and bool(result.held_back)  # back in traffic without a new ejection
+        if result.transition not in (outliers.EJECTED, outliers.EJECTION_ENDED) and not (held or failed_probe):
             return None  # most tries: no query at all
         target = ejection_target(self.service_name, self.task_type)
         open_ones = Action.objects.filter(
             rule_name=EJECTION, target=target, status=ActionStatus.SUCCEEDED, verified_at__isnull=True
         )
+        if failed_probe:
+            for action in open_ones:
+                note = f"its probe failed at {now:%H:%M:%S} UTC; not ejected again ({result.held_back})"
+                action.mark_verified(False, note[:300], now)
         base = {
             "cycle": _cycle(),
             "rule_name": EJECTION,

@@ -172,6 +172,9 @@ def test_held_back_ejections_are_actions_too_and_leave_the_service_in_traffic(db
     assert OutlierState.observe("billing", "render", False, capable=3, what="500", now=after) is None
     state = OutlierState.objects.get(service_name="billing")
     assert not state.probation and state.until is None
+    first = Action.objects.get(rule_name=EJECTION, status=ActionStatus.SUCCEEDED)
+    assert first.effective is False and first.verification.startswith("its probe failed at")
+    assert "not ejected again (guardrails: already ran 1 times this hour" in first.verification
     assert OutlierState.live("render", after) == {}
     OutlierState.observe("billing", "render", False, capable=3, what="500", now=after + timedelta(seconds=1))
     OutlierState.observe("billing", "render", False, capable=3, what="500", now=after + timedelta(seconds=2))
