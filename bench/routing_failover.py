@@ -78,10 +78,20 @@ def prepare() -> tuple[str, list]:
 
 def forget() -> None:
     """A clean memory for the next strategy: what routing learned, ejected, spent."""
-    from orchestration.routing.models import OutlierState, RetryBudget, RotationCursor, RouteStat, TaskOutcome
+    from orchestration.loop.models import GuardrailCounter
+    from orchestration.routing.models import (
+        EJECTION,
+        OutlierState,
+        RetryBudget,
+        RotationCursor,
+        RouteStat,
+        TaskOutcome,
+    )
 
     for model in (OutlierState, RetryBudget, RotationCursor, RouteStat, TaskOutcome):
         model.objects.all().delete()
+    # The ejections' hourly counts too: each strategy starts with its guardrails fresh.
+    GuardrailCounter.objects.filter(automation=EJECTION).delete()
 
 
 def send(base: str, token: str, strategy: str, tasks: int, clients: int) -> tuple[list[float], list[dict]]:

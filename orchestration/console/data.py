@@ -27,7 +27,7 @@ from orchestration.fleet.choices import ReportPeriod
 from orchestration.fleet.models import ScoreReport, Worker
 from orchestration.loop.models import Action, LoopState
 from orchestration.routing.learning import confidence
-from orchestration.routing.models import RouteStat, Suggestion, SuggestionStatus
+from orchestration.routing.models import OutlierState, RouteStat, Suggestion, SuggestionStatus
 from pipeline import transitions as t
 from pipeline.choices import PipelineStatus
 from pipeline.models import PipelineJob
@@ -267,11 +267,27 @@ def routing_panel(now: datetime) -> dict[str, Any]:
 
     routes = list(RouteStat.objects.order_by("-count", "task_type", "service_name")[:8])
     pending = Suggestion.objects.filter(status=SuggestionStatus.PENDING)
+    out = OutlierState.objects.filter(OutlierState.out_of_traffic(now)).order_by("-ejected_at", "service_name")
     return {
         "routes": [{"stat": r, "rate": r.success_rate, "confidence": confidence(r.successes, r.count)} for r in routes],
         "pending_suggestions": pending.count(),
         "suggestions": list(pending.order_by("-created_at", "-id")[:3]),
+        "ejections": [_ejection_row(row, now) for row in out[:MAX_EJECTIONS_SHOWN]],
     }
+
+
+MAX_EJECTIONS_SHOWN = 20
+
+
+def _ejection_row(row: OutlierState, now: datetime) -> dict[str, Any]:
+    """One service out of routed traffic, in words a person reads at a glance."""
+    if row.reason == "retry_after":
+        state, badge = "cooling down", "warning"
+    elif row.awaiting_probe(now):
+        state, badge = "waiting for its probe", "half_open"
+    else:
+        state, badge = "ejected", "open"
+    return {"row": row, "state": state, "badge": badge}
 
 
 def activity_panel(now: datetime) -> dict[str, Any]:

@@ -23,3 +23,7 @@ class RoutingConfig(AppConfig):
         register_conflict(NotApplicable)
         register_conflict(NoRoute)
         post_migrate.connect(loop.sync_schedules, sender=self)
+        from orchestration.loop.runner import register_tick_hook
+
+        # Ejections that ended are verified by a later pass of the loop runner.
+        register_tick_hook(loop.verify_tick)

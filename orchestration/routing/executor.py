@@ -3,7 +3,8 @@ data. Failover first: a failed try goes at once to the next capable service, and
 priority's backoff only applies between rounds, once every candidate has failed. A
 task's tries are bounded (``max_tries``) and every retry is taken from its task type's
 retry budget. Every try is remembered, feeds outlier detection for its (service, task
-type), and a 429/503 with ``Retry-After`` cools the service down.
+type), and a 429/503 with ``Retry-After`` cools the service down. A service whose
+ejection's time is up gets one probe: the task that claims it tries that service first.
 
 The active health check's circuit breaker is not fed from here: ``/process`` failures
 fill outlier detection, which a passing ``/health`` cannot reset."""
@@ -25,7 +26,7 @@ from orchestration.core.jobs.backoff import retry_delay
 from orchestration.core.jobs.registry import PermanentJobError, RetryLater, job_kind
 from orchestration.core.models import Job
 from orchestration.routing import outliers
-from orchestration.routing.models import OutlierState, RetryBudget, RouteStat, TaskOutcome
+from orchestration.routing.models import PROBE_CLAIM_SECONDS, OutlierState, RetryBudget, RouteStat, TaskOutcome
 from orchestration.routing.router import REFERENCE_PREFIX, ROUTED_KIND, RouteDecision, capable_count, route
 
 # At most this many tries per task, whatever the number of services and rounds.
@@ -184,6 +185,10 @@ def run_routed_task(payload: dict, ctx) -> dict:
         live = OutlierState.live(task_type)
         # The decision's order, but whoever was ejected since goes last.
         pending = sorted((n for n in services if n not in tried), key=lambda n: n in live)
+        probe = _claim_probe(pending, live, by_name, task_type, owner=f"job {job.pk}")
+        if probe:
+            pending.remove(probe)
+            pending.insert(0, probe)
         if not pending:
             round_no += 1
             tried = []
@@ -251,6 +256,21 @@ def run_routed_task(payload: dict, ctx) -> dict:
         if result.client_error:
             save_progress()
             raise PermanentJobError(f"{name} rejected the task: {result.error}")
+
+
+def _claim_probe(pending: list[str], live: dict[str, OutlierState], by_name: dict, task_type: str, *, owner: str):
+    """The first service among ``pending`` whose ejection's time is up and whose one
+    probe this task won: it gets this try first (its failure costs one failover)."""
+    now = timezone.now()
+    for name in pending:
+        row, service = live.get(name), by_name.get(name)
+        if row is None or service is None or not service.enabled or not row.awaiting_probe(now):
+            continue
+        if row.probe_claimed_at and (now - row.probe_claimed_at).total_seconds() < PROBE_CLAIM_SECONDS:
+            continue  # someone else's probe is out; skip the UPDATE that would lose
+        if OutlierState.claim_probe(name, task_type, owner=owner, now=now):
+            return name
+    return None
 
 
 def wait_for_job(job: Job, timeout: float = 60.0) -> Job:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -11,7 +12,7 @@ from orchestration.core.choices import JobStatus
 from orchestration.core.models import Job
 from orchestration.core.schedules import ensure_schedule
 from orchestration.loop.monitor import Aggregation, aggregate_section
-from orchestration.routing.models import Suggestion, TaskOutcome
+from orchestration.routing.models import Suggestion, TaskOutcome, verify_ejections
 from orchestration.routing.router import ROUTED_KIND
 
 
@@ -52,3 +53,23 @@ def sync_schedules(**kwargs: Any) -> None:
         schedule_type=Schedule.HOURLY,
         repeats=-1,
     )
+
+
+class _VerifyTick:
+    """Runner tick hook: the later check of ejections that ended, every
+    VERIFY_EVERY_SECONDS per runner process (a check is written once: the first wins)."""
+
+    VERIFY_EVERY_SECONDS = 10.0
+
+    def __init__(self) -> None:
+        self.last = 0.0
+        self.__name__ = "routing_verify_ejections"
+
+    def __call__(self) -> object:
+        if time.monotonic() - self.last < self.VERIFY_EVERY_SECONDS:
+            return None
+        self.last = time.monotonic()
+        return {"verified": verify_ejections()}
+
+
+verify_tick = _VerifyTick()

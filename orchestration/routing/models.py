@@ -4,21 +4,21 @@ suggestions. Everything the brain knows is here, so it survives a restart."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
-from django.db.models import F, Value
+from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce, Greatest
 from django.db.models.lookups import GreaterThanOrEqual
 from django.utils import timezone
 
-from orchestration.core.choices import Severity
+from orchestration.core.choices import ActionStatus, Severity
 from orchestration.core.models.ledger import record
 from orchestration.core.storedjson import JSONField
 from orchestration.loop import guardrails
-from orchestration.loop.models import AutomationPolicy, GuardrailCounter
+from orchestration.loop.models import Action, AutomationPolicy, GuardrailCounter, LoopState
 from orchestration.routing import outliers
 from orchestration.routing.learning import EWMA_ALPHA, ServiceStats, ewma_sample
 
@@ -350,14 +350,62 @@ def budget_config() -> outliers.BudgetConfig:
 EJECTION = "routing:ejection"
 
 
-def ejection_guard(service_name: str, task_type: str, now: datetime) -> guardrails.Verdict:
+EJECT_ACTION = "eject_service"
+# How long after an ejection ended its routed tries are looked at to verify it.
+EJECTION_VERIFY_SECONDS = 60
+# A claimed probe not answered in this long (its process died) may be claimed again;
+# longer than the longest try (60 s, the normal priority's timeout).
+PROBE_CLAIM_SECONDS = 90
+HELD_STATUS = {
+    guardrails.RATE_LIMITED: ActionStatus.RATE_LIMITED,
+    guardrails.PAUSED: ActionStatus.PAUSED,
+    guardrails.TRIPPED: ActionStatus.PAUSED,
+}
+
+
+def ejection_guard(service_name: str, task_type: str, now: datetime) -> tuple[guardrails.Verdict, bool]:
     """The guardrails of an ejection (per service and task type): the hourly limit and
-    loop protection. It never waits for approval: an ejection is short and capped by
-    the share of services, and a try in flight cannot wait for a person."""
+    loop protection, and whether the verdict is new. It never waits for approval: an
+    ejection is short and capped by the share of services, and a try in flight cannot
+    wait for a person."""
     row = AutomationPolicy.of(EJECTION, risky=False, max_per_hour=EJECTIONS_PER_HOUR, loop_limit=EJECTION_LOOP_LIMIT)
     policy = replace(row.policy(), needs_approval=False)
-    verdict, _first = GuardrailCounter.attempt(EJECTION, f"{service_name}/{task_type}", policy, now)
-    return verdict
+    return GuardrailCounter.attempt(EJECTION, ejection_target(service_name, task_type), policy, now)
+
+
+def ejection_target(service_name: str, task_type: str) -> str:
+    return f"{service_name}/{task_type}"[:200]
+
+
+def _cycle() -> int:
+    return LoopState.objects.filter(pk=LoopState.SINGLETON_ID).values_list("cycle_count", flat=True).first() or 0
+
+
+def verify_ejections(now: datetime | None = None) -> int:
+    """The later check of each ejection that ended: effective when the service's routed
+    tries since its end fail below the ejection's rate (outliers.recovered). One with no
+    tries since waits for some; one ejected again was already found not effective."""
+    now = now or timezone.now()
+    config = outlier_config()
+    verified = 0
+    due = Action.objects.filter(
+        rule_name=EJECTION, status=ActionStatus.SUCCEEDED, verified_at__isnull=True, verify_after__lte=now
+    )
+    for action in due[:100]:
+        params, result = action.params or {}, action.result or {}
+        ended = result.get("ended_at")
+        if not ended:
+            continue
+        tries = TaskOutcome.objects.filter(
+            service_name=params.get("service"),
+            task_type=params.get("task_type"),
+            created_at__gte=datetime.fromisoformat(ended),
+        ).aggregate(n=models.Count("id"), failed=models.Count("id", filter=Q(success=False)))
+        if not tries["n"]:
+            continue
+        effective, note = outliers.recovered(tries["n"], tries["failed"], config)
+        verified += int(action.mark_verified(effective, note, now))
+    return verified
 
 
 # An ejection grows longer each time (up to 5 min): 10 an hour is a service out most
@@ -385,6 +433,9 @@ class OutlierState(models.Model):
     probation = models.BooleanField(default=False, help_text="Back from an ejection: one failure ejects it again.")
     ended_at = models.DateTimeField(null=True, blank=True)
     last_reason = models.CharField(max_length=300, blank=True, help_text="Why it was last ejected.")
+    probe_claimed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a process took the one probe try after the ejection's time was up."
+    )
     version = models.PositiveBigIntegerField(default=0, editable=False)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -417,11 +468,41 @@ class OutlierState(models.Model):
     def is_ejected(self, now: datetime | None = None) -> bool:
         return self.until is not None and (now or timezone.now()) < self.until
 
+    def awaiting_probe(self, now: datetime | None = None) -> bool:
+        return self.status.awaiting_probe(now or timezone.now())
+
+    @classmethod
+    def out_of_traffic(cls, now: datetime) -> Q:
+        """Ejected, cooling down, or past its ejection but not yet probed successfully."""
+        return Q(until__gt=now) | Q(probation=True, until__isnull=False)
+
     @classmethod
     def live(cls, task_type: str, now: datetime | None = None) -> dict[str, OutlierState]:
-        """The services ejected or cooling down for this task type right now."""
-        rows = cls.objects.filter(task_type=task_type, until__gt=now or timezone.now())
+        """The services out of full traffic for this task type right now."""
+        rows = cls.objects.filter(cls.out_of_traffic(now or timezone.now()), task_type=task_type)
         return {row.service_name: row for row in rows}
+
+    @classmethod
+    def claim_probe(cls, service_name: str, task_type: str, *, owner: str, now: datetime | None = None) -> bool:
+        """Take the one probe try of a service whose ejection's time is up: a conditional
+        UPDATE, so of all the processes that ask only one gets it (a claim whose process
+        died without an answer may be taken again after PROBE_CLAIM_SECONDS)."""
+        now = now or timezone.now()
+        stale = now - timedelta(seconds=PROBE_CLAIM_SECONDS)
+        won = (
+            cls.objects.filter(service_name=service_name, task_type=task_type, probation=True, until__lte=now)
+            .filter(Q(probe_claimed_at__isnull=True) | Q(probe_claimed_at__lt=stale))
+            .update(probe_claimed_at=now, updated_at=now)
+        )
+        if won:
+            record(
+                "routing.probe_sent",
+                f"{service_name}: ejection from {task_type} is over; one probe try ({owner}) decides whether it"
+                " takes traffic again",
+                subject=f"service:{service_name}",
+                data={"service": service_name, "task_type": task_type, "owner": owner},
+            )
+        return bool(won)
 
     @classmethod
     def observe(
@@ -440,9 +521,10 @@ class OutlierState(models.Model):
         now = now or timezone.now()
         config = outlier_config()
         cls.objects.get_or_create(service_name=service_name, task_type=task_type)
-        guard: guardrails.Verdict | None = None  # asked once per try, however many races follow
+        guard: tuple[guardrails.Verdict, bool] | None = None  # asked once per try, however many races follow
         for _ in range(20):
             row = cls.objects.get(service_name=service_name, task_type=task_type)
+            probed = row.awaiting_probe(now)  # this try is the probe after the ejection
             if retry_after is not None:
                 seen = outliers.observe(row.status, success, now, config, ejectable=False, what=what)
                 result = outliers.cooldown(seen.status, retry_after, now, what)
@@ -460,7 +542,7 @@ class OutlierState(models.Model):
                 RetryBudget.objects.get_or_create(task_type=task_type)
                 RetryBudget.objects.select_for_update().filter(task_type=task_type).first()
                 others = (
-                    cls.objects.filter(task_type=task_type, until__gt=now)
+                    cls.objects.filter(cls.out_of_traffic(now), task_type=task_type)
                     .exclude(service_name=service_name)
                     .exclude(reason=outliers.RETRY_AFTER)
                     .count()
@@ -470,20 +552,25 @@ class OutlierState(models.Model):
                 else:
                     if guard is None:
                         guard = ejection_guard(service_name, task_type, now)
-                    if not guard.runs:
+                    if not guard[0].runs:
                         held = outliers.observe(row.status, success, now, config, ejectable=False, what=what)
-                        result = replace(held, held_back=f"guardrails: {guard.reason}")
+                        result = replace(held, held_back=f"guardrails: {guard[0].reason}")
                 if row._swap(result.status):
                     break
         else:  # pragma: no cover - twenty lost races in a row
             return None
-        row._ledger(result, now, capable)
+        with transaction.atomic():  # the Action and its ledger entry together
+            action_id = row._act(result, now, capable, guard, probed=probed)
+            row._ledger(result, now, capable, probed=probed, action_id=action_id)
         return result.transition
 
     def _swap(self, status: outliers.OutlierStatus) -> bool:
         fields = {name: getattr(status, name) for name in self.STATUS_FIELDS}
         if status.reason and status.reason != outliers.RETRY_AFTER:
             fields["last_reason"] = status.reason
+        # A new ejection, or back in traffic: any probe claim belonged to the old state.
+        if status.until != self.until or not status.probation:
+            fields["probe_claimed_at"] = None
         changed = (
             type(self)
             .objects.filter(pk=self.pk, version=self.version)
@@ -494,9 +581,94 @@ class OutlierState(models.Model):
                 setattr(self, name, value)
         return bool(changed)
 
-    def _ledger(self, result: outliers.Observation, now: datetime, capable: int) -> None:
+    def _act(
+        self,
+        result: outliers.Observation,
+        now: datetime,
+        capable: int,
+        guard: tuple[guardrails.Verdict, bool] | None,
+        *,
+        probed: bool,
+    ) -> int | None:
+        """Ejections are remediations like the loop's: each one an Action row, verified
+        after it ends; a guardrail hold-back an Action row too (once per run of them).
+        Returns the Action written or updated."""
+        held = guard is not None and not guard[0].runs and guard[1] and result.held_back.startswith("guardrails: ")
+        failed_probe = probed and bool(result.held_back)  # back in traffic without a new ejection
+        if result.transition not in (outliers.EJECTED, outliers.EJECTION_ENDED) and not (held or failed_probe):
+            return None  # most tries: no query at all
+        target = ejection_target(self.service_name, self.task_type)
+        open_ones = Action.objects.filter(
+            rule_name=EJECTION, target=target, status=ActionStatus.SUCCEEDED, verified_at__isnull=True
+        )
+        if failed_probe:
+            for action in open_ones:
+                note = f"its probe failed at {now:%H:%M:%S} UTC; not ejected again ({result.held_back})"
+                action.mark_verified(False, note[:300], now)
+        base = {
+            "cycle": _cycle(),
+            "rule_name": EJECTION,
+            "action_type": EJECT_ACTION,
+            "target": target,
+            "params": {"service": self.service_name, "task_type": self.task_type},
+            "created_at": now,
+        }
+        if result.transition == outliers.EJECTED:
+            # The one before did not hold: the service failed again once it was back.
+            for action in open_ones:
+                action.mark_verified(False, f"ejected again at {now:%H:%M:%S} UTC: {self.reason}"[:300], now)
+            seconds = (self.until - now).total_seconds()
+            return Action.objects.create(
+                **base,
+                priority=5,
+                status=ActionStatus.SUCCEEDED,
+                reason=(
+                    f"{self.reason}; out for {seconds:g} s (ejection {self.ejections}); verified "
+                    f"{EJECTION_VERIFY_SECONDS} s after it ends by the routed tries since"
+                )[:300],
+                trigger={
+                    "reason": self.reason,
+                    "consecutive_failures": self.consecutive_failures,
+                    "capable_services": capable,
+                },
+                result={"ejected_at": now.isoformat(), "until": self.until.isoformat(), "ejections": self.ejections},
+                guardrail=(guard[0].reason if guard else "")[:300],
+                executed_at=now,
+            ).pk
+        if result.transition == outliers.EJECTION_ENDED:
+            how = "its probe try succeeded" if probed else "a routed try succeeded while it was out"
+            ended = None
+            for action in open_ones.filter(verify_after__isnull=True):
+                Action.objects.filter(pk=action.pk).update(
+                    result={**(action.result or {}), "ended_at": now.isoformat(), "ended_by": how},
+                    verify_after=now + timedelta(seconds=EJECTION_VERIFY_SECONDS),
+                )
+                ended = action.pk
+            return ended
+        if held and guard is not None:
+            return Action.objects.create(
+                **base,
+                priority=5,
+                status=HELD_STATUS[guard[0].outcome],
+                reason=f"not ejected: {result.held_back.removeprefix('guardrails: ')}"[:300],
+                trigger={"capable_services": capable, "consecutive_failures": self.consecutive_failures},
+                guardrail=guard[0].reason[:300],
+            ).pk
+        return None
+
+    def _ledger(
+        self,
+        result: outliers.Observation,
+        now: datetime,
+        capable: int,
+        *,
+        probed: bool = False,
+        action_id: int | None = None,
+    ) -> None:
         subject = f"service:{self.service_name}"
         data = {"service": self.service_name, "task_type": self.task_type, "capable_services": capable}
+        if action_id is not None:
+            data["action_id"] = action_id
         if result.transition == outliers.EJECTED:
             seconds = (self.until - now).total_seconds()
             record(
@@ -509,9 +681,10 @@ class OutlierState(models.Model):
         elif result.transition == outliers.EJECTION_ENDED:
             record(
                 "routing.ejection_ended",
-                f"{self.service_name} back in {self.task_type}: a routed try succeeded",
+                f"{self.service_name} back in {self.task_type}: "
+                + ("its probe try succeeded" if probed else "a routed try succeeded while it was out"),
                 subject=subject,
-                data={**data, "ejections": self.ejections},
+                data={**data, "ejections": self.ejections, "probe": probed},
             )
         elif result.transition == outliers.COOLDOWN:
             seconds = (self.until - now).total_seconds()

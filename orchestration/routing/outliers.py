@@ -11,8 +11,12 @@ the active health check (a service whose ``/health`` passes while ``/process`` a
   ejected, up to ``max_ejection_seconds``); the count starts again after a quiet spell;
 - at most ``max_ejected_share`` of a capability's services are ejected at once, so a
   wide outage degrades to trying everyone instead of routing to nobody;
-- once an ejection ends the service is on probation: one failure ejects it again at
-  once, one success clears it; a success while still ejected ends the ejection early.
+- when an ejection's time is up the service still takes no traffic but one probe: a
+  single routed try, sent by the one process that claims it. Its success ends the
+  ejection; its failure (the service is on probation) ejects it again, for longer. A
+  success while still ejected (every other service failed too) ends it early;
+- an ejection the guardrails hold back (hourly limit, loop protection) leaves the
+  service in full traffic: the automation is what is paused, not the service.
 
 A 429 or 503 with ``Retry-After`` sets a cooldown of that length instead (the service
 asked for it): no share cap, reason ``retry_after``.
@@ -68,6 +72,10 @@ class OutlierStatus:
 
     def ejected(self, now: datetime) -> bool:
         return self.until is not None and now < self.until
+
+    def awaiting_probe(self, now: datetime) -> bool:
+        """The ejection's time is up but no probe has succeeded yet."""
+        return self.probation and self.until is not None and now >= self.until
 
 
 # Transitions, also the suffix of the ledger event (routing.<name>).
@@ -131,7 +139,9 @@ def observe(
     if not reason:
         return Observation(status)
     if not ejectable:
-        return Observation(status, held_back=reason)
+        # Back in full traffic: nothing keeps the service out any longer.
+        back = replace(status, probation=False, until=None) if status.probation else status
+        return Observation(back, held_back=reason)
     # A service that stayed out of trouble for a long while starts again from one.
     quiet = status.ended_at is not None and now - status.ended_at > timedelta(seconds=config.max_ejection_seconds)
     count = 1 if quiet else status.ejections + 1
@@ -164,6 +174,17 @@ def _ejection_reason(status: OutlierStatus, config: OutlierConfig, what: str) ->
                 f" (limit {config.failure_rate:.0%}){last}"
             )
     return ""
+
+
+def recovered(requests: int, failures: int, config: OutlierConfig) -> tuple[bool, str]:
+    """The later check of an ejection that ended: did the service's routed tries since
+    then fail below the rate that ejects? (Ejected again before the check: it did not.)"""
+    rate = failures / requests if requests else 0.0
+    effective = rate < config.failure_rate
+    return effective, (
+        f"{requests - failures}/{requests} routed tries succeeded after the ejection ended "
+        f"(failure rate {rate:.0%}, ejection at {config.failure_rate:.0%})"
+    )
 
 
 def cooldown(status: OutlierStatus, seconds: float, now: datetime, what: str) -> Observation:

@@ -5,6 +5,7 @@ capable when ``capabilities`` lists the task type, and routable when it is enabl
 not unhealthy and its circuit is not open. A routable service that outlier detection
 ejected (or that asked for a cooldown) for this task type goes last, after every other
 one: tried only when all the others failed, where a success brings it back early.
+Once its ejection's time is up it stays last until its one probe try succeeded.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from django.db.models import Count
+from django.utils import timezone
 
 from health.models import Service
 from orchestration.core.choices import JobStatus
@@ -140,9 +142,18 @@ def route(
         weights={s.name: s.weight for s in services},
     )
     order = (balancer(names, ctx) if names else []) + ejected
+    now = timezone.now()
     for name in ejected:
         row = live[name]
-        ctx.notes[name] = f"ejected until {row.until:%H:%M:%S} ({row.reason}), tried only if all others fail"
+        if row.awaiting_probe(now):
+            ctx.notes[name] = (
+                f"ejection over at {row.until:%H:%M:%S} ({row.reason}); back in traffic once one probe try succeeds"
+            )
+        else:
+            ctx.notes[name] = f"ejected until {row.until:%H:%M:%S} ({row.reason}), tried only if all others fail"
+    fallbacks = order[1 : 1 + MAX_FALLBACKS]
+    # A service waiting for its probe stays within reach, or behind many others it would never get one.
+    fallbacks += [n for n in order[1 + MAX_FALLBACKS :] if n in live and live[n].awaiting_probe(now)]
     primary = next(s for s in services if s.name == order[0])
     primary_stats = stats.get(primary.name)
     conf = confidence(primary_stats.successes, primary_stats.count) if primary_stats else confidence(0, 0)
@@ -153,7 +164,7 @@ def route(
         strategy=chosen,
         primary_service=primary.name,
         endpoint=primary.base_url.rstrip("/") + "/process",
-        fallback_services=order[1 : 1 + MAX_FALLBACKS],
+        fallback_services=fallbacks,
         retry_strategy=dict(RETRY_STRATEGIES[priority]),
         priority_score=priority_score(priority, task_type, TypeMultiplier.table()),
         priority_level=level,

@@ -207,3 +207,32 @@ def test_the_pipelines_list_filters_by_status(staff_browser, world):
     assert bad.status_code == 400 and "There is no status &#x27;sleeping&#x27;" in bad.content.decode()
     live = staff_browser.get("/pipelines/?live=1&status=needs_approval").json()
     assert f'data-pipeline-job="{job.pk}"' in live["panels"]["pipelines"]
+
+
+def test_the_dashboard_lists_services_out_of_routed_traffic_with_their_reasons(viewer_browser, world):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from orchestration.routing.models import OutlierState
+
+    now = timezone.now()
+    html = viewer_browser.get("/").content.decode()
+    assert 'data-metric="routing.ejections">0<' in html and "Every capable service takes routed traffic." in html
+    for _ in range(5):
+        OutlierState.observe("api", "render", False, capable=3, what="http://x/process answered 500", now=now)
+    OutlierState.observe("db", "render", False, capable=3, retry_after=30, now=now)
+    # An older ejection whose time is up: it waits for its probe.
+    for _ in range(5):
+        OutlierState.observe("api", "report", False, capable=3, now=now - timedelta(minutes=2))
+    html = viewer_browser.get("/").content.decode()
+    assert 'data-metric="routing.ejections">3<' in html and 'href="/api/v1/routing/ejections"' in html
+    api = OutlierState.objects.get(service_name="api", task_type="render")
+    row = html.split('data-ejection="api/render"')[1].split("</tr>")[0]
+    assert "ejected</span>" in row and "5 consecutive failures (last: http://x/process answered 500)" in row
+    assert f"{api.ejected_at:%Y-%m-%d %H:%M:%S}" in row and f"{api.until:%Y-%m-%d %H:%M:%S}" in row
+    assert '<td class="num">1</td>' in row
+    cooling = html.split('data-ejection="db/render"')[1].split("</tr>")[0]
+    assert "cooling down</span>" in cooling and "retry_after" in cooling and '<td class="num">0</td>' in cooling
+    probing = html.split('data-ejection="api/report"')[1].split("</tr>")[0]
+    assert "waiting for its probe</span>" in probing

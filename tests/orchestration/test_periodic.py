@@ -19,6 +19,7 @@ TRIGGERS = {
     "fleet sweep": ("tick", "fleet_sweep"),
     "worker schedules (due workers fired)": ("tick", "fire_due_tick"),
     "anomaly escalation": ("tick", "anomaly_escalation"),
+    "routing ejection verification": ("tick", "routing_verify_ejections"),
     "ledger retention": ("worker", "ledger-retention"),
     "job retention": ("worker", "job-retention"),
     "check-history retention": ("worker", "check-history-retention"),

@@ -132,3 +132,22 @@ def test_least_request_picks_the_less_loaded_of_two_random_choices():
         assert "drawn with" in ctx.notes[order[0]]
     # c (the busiest) never wins a draw; b wins every draw it is in (two of three pairs).
     assert "c" not in firsts and 110 < firsts.count("b") < 160
+
+
+def test_an_ejection_whose_time_is_up_waits_for_its_probe_and_a_held_back_one_is_back_in_traffic():
+    ejected = fail(OutlierStatus(), 5).status
+    assert ejected.ejected(T0) and not ejected.awaiting_probe(T0)
+    later = T0 + timedelta(seconds=31)
+    assert not ejected.ejected(later) and ejected.awaiting_probe(later)
+    # Its probe failed but a new ejection is held back (share cap or guardrails).
+    held = outliers.observe(ejected, False, later, CONFIG, ejectable=False)
+    assert held.held_back.startswith("failed on probation after ejection 1")
+    assert not held.status.probation and held.status.until is None and not held.status.awaiting_probe(later)
+
+
+def test_an_ended_ejection_is_effective_when_later_tries_fail_below_the_ejection_rate():
+    assert outliers.recovered(10, 4, CONFIG) == (
+        True,
+        "6/10 routed tries succeeded after the ejection ended (failure rate 40%, ejection at 50%)",
+    )
+    assert outliers.recovered(4, 2, CONFIG)[0] is False

@@ -282,6 +282,7 @@ class EjectionSerializer(serializers.ModelSerializer):
     reason = serializers.SerializerMethodField()
     until = serializers.SerializerMethodField()
     active = serializers.SerializerMethodField()
+    awaiting_probe = serializers.SerializerMethodField()
 
     class Meta:
         model = OutlierState
@@ -293,6 +294,7 @@ class EjectionSerializer(serializers.ModelSerializer):
             "until",
             "ejections",
             "active",
+            "awaiting_probe",
             "probation",
             "ended_at",
             "consecutive_failures",
@@ -309,6 +311,10 @@ class EjectionSerializer(serializers.ModelSerializer):
 
     def get_active(self, row: OutlierState) -> bool:
         return row.is_ejected(self.context["now"])
+
+    def get_awaiting_probe(self, row: OutlierState) -> bool:
+        """Its time is up, but it takes traffic again only once one probe try succeeds."""
+        return row.awaiting_probe(self.context["now"])
 
 
 class EjectionsView(APIView):
