@@ -631,7 +631,7 @@ class ActionAdmin(BigTableAdmin):
         done, refused = 0, []
         for action in queryset:
             try:
-                (action.approve if approve else action.reject)(actor=request.user.username)
+                action.decide(approve, actor=request.user.username)
                 done += 1
             except ActionStateError as exc:
                 refused.append(str(exc))

@@ -413,6 +413,10 @@ class Action(models.Model):
     def reject(self, *, actor: str, notes: str = "") -> Action:
         return self._decide(ActionStatus.REJECTED, actor=actor, notes=notes)
 
+    def decide(self, approve: bool, *, actor: str, notes: str = "") -> Action:
+        """Approve or reject: the one call the API, the console and the admin make."""
+        return self.approve(actor=actor, notes=notes) if approve else self.reject(actor=actor, notes=notes)
+
     def _decide(self, status: str, *, actor: str, notes: str) -> Action:
         now = timezone.now()
         with transaction.atomic():

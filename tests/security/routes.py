@@ -144,6 +144,7 @@ def values_for(route: Route, world: World | None) -> dict[str, object]:
         "orchestration-api:action": world.action.pk,
         "console:action": world.action.pk,
         "console:guardrail": world.counter.pk,
+        "orchestration-api:guardrail": world.counter.pk,
         "console:anomaly": world.anomaly.pk,
         "orchestration-api:escalation-policy": world.policy.pk,
         "orchestration-api:ledger": world.entry.pk,

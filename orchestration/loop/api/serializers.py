@@ -12,7 +12,7 @@ from orchestration.core.models import EscalationPolicy, Job, Lane, LedgerEntry, 
 from orchestration.core.redaction import redact, redact_error
 from orchestration.loop.decider import ConditionError, validate_condition
 from orchestration.loop.executor import action_types
-from orchestration.loop.models import Action, Rule, ScoreDeduction
+from orchestration.loop.models import Action, GuardrailCounter, Rule, ScoreDeduction
 from orchestrator_site.api.permissions import require_run_code
 
 FETCHED_KEYS = ("body", "response")
@@ -297,6 +297,34 @@ class ActionSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = fields
+
+
+class GuardrailSerializer(serializers.ModelSerializer):
+    """One automation on one target: its counts this hour and a pause loop protection set."""
+
+    paused = serializers.SerializerMethodField()
+    reason = serializers.CharField(source="last_reason", read_only=True)
+    outcome = serializers.CharField(source="last_outcome", read_only=True)
+
+    class Meta:
+        model = GuardrailCounter
+        fields = [
+            "id",
+            "automation",
+            "target",
+            "paused",
+            "paused_at",
+            "reason",
+            "outcome",
+            "attempts",
+            "runs",
+            "window_started_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_paused(self, obj: GuardrailCounter) -> bool:
+        return obj.paused_at is not None
 
 
 class ActionDecisionSerializer(serializers.Serializer):
