@@ -18,7 +18,7 @@ from orchestration.core.models import Anomaly
 from orchestration.fleet.choices import FAILED_RUN_STATUSES, RunStatus
 from orchestration.fleet.detection import sweep
 from orchestration.fleet.models import Worker, WorkerRun
-from orchestration.fleet.recovery import escalate_due, retry_open, run_approved, strategies, verify_recoveries
+from orchestration.fleet.recovery import retry_open, run_approved, strategies, verify_recoveries
 from orchestration.fleet.runner import promote_stragglers, request_run
 from orchestration.loop.decider import PlannedAction
 from orchestration.loop.executor import ActionContext, action_handler
@@ -38,7 +38,6 @@ def _workers_parts(now: datetime) -> list[Aggregation]:
     }
     hour = now - timedelta(hours=1)
     cooldown = now - timedelta(seconds=settings.FLEET_RECOVERY_COOLDOWN_SECONDS)
-    escalate = now - timedelta(seconds=settings.FLEET_ESCALATE_AFTER_SECONDS)
     return [
         (Worker.objects.all(), counts),
         (
@@ -68,9 +67,6 @@ def _workers_parts(now: datetime) -> list[Aggregation]:
                     "id",
                     filter=Q(code__in=list(strategies()), recovery_attempts__lt=settings.FLEET_MAX_RECOVERY_ATTEMPTS)
                     & (Q(last_recovery_at__isnull=True) | Q(last_recovery_at__lte=cooldown)),
-                ),
-                "escalations_due": Count(
-                    "id", filter=Q(escalated_at__isnull=True, recovery_attempts__gte=1, last_recovery_at__lte=escalate)
                 ),
                 "alerts_due": Count("id", filter=Q(alert_state=AlertState.PENDING, alert_due_at__lte=now)),
             },
@@ -103,13 +99,6 @@ def recover_workers(action: PlannedAction, ctx: ActionContext) -> dict:
         "approved_run": approved,
         "verified": verify_recoveries(ctx.now),
     }
-
-
-@action_handler("escalate_worker_anomalies")
-def escalate_worker_anomalies(action: PlannedAction, ctx: ActionContext) -> dict:
-    """Escalate anomalies that outlived their recovery."""
-
-    return {"escalated": escalate_due(ctx.now)}
 
 
 @action_handler("deliver_worker_alerts")

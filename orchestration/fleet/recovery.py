@@ -1,4 +1,4 @@
-"""Recovery strategies per anomaly code (seed table), and escalation.
+"""Recovery strategies per anomaly code (seed table).
 
 Contract for a strategy::
 
@@ -12,8 +12,8 @@ with its outcome in the ledger. The loop's guardrails apply per strategy and wor
 (``AutomationPolicy`` "recovery:<strategy>"): an hourly limit, loop protection, and
 for a risky strategy (pausing schedules, tripping a worker's breaker) a person's
 approval unless a person made it automatic; a later pass records whether the anomaly
-cleared (the Action effective or not). An anomaly still open ``FLEET_ESCALATE_AFTER_SECONDS``
-after a recovery is escalated: alerted on the escalation route and marked.
+cleared (the Action effective or not). An anomaly a recovery did not clear escalates
+through the escalation policies (``core.escalation``), like every other anomaly.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from orchestration.core import alerts
 from orchestration.core.choices import CLAIMABLE_STATUSES, ActionStatus, DeferredBy, Priority, Severity
 from orchestration.core.jobs.backoff import retry_delay
 from orchestration.core.models import Anomaly, Job
@@ -265,30 +264,6 @@ def retry_open(now: datetime | None = None, *, cycle: int | None = None) -> list
         if action is not None:
             done.append(action.pk)
     return done
-
-
-def escalate_due(now: datetime | None = None) -> list[int]:
-    """Escalate open anomalies that a recovery did not clear in time."""
-
-    now = now or timezone.now()
-    cutoff = now - timedelta(seconds=settings.FLEET_ESCALATE_AFTER_SECONDS)
-    escalated = []
-    for anomaly in Anomaly.objects.filter(
-        resolved_at__isnull=True, escalated_at__isnull=True, recovery_attempts__gte=1, last_recovery_at__lte=cutoff
-    )[:100]:
-        if not Anomaly.objects.filter(pk=anomaly.pk, escalated_at__isnull=True).update(escalated_at=now):
-            continue  # another process escalated it
-        anomaly.refresh_from_db()
-        result = alerts.send(anomaly, escalated=True)
-        record(
-            "worker.anomaly_escalated",
-            f"{anomaly.code} on {anomaly.subject} still open after {anomaly.recovery_attempts} recovery attempt(s)",
-            severity=Severity.CRITICAL,
-            subject=anomaly.subject,
-            data={"anomaly_id": anomaly.pk, "alerts": result},
-        )
-        escalated.append(anomaly.pk)
-    return escalated
 
 
 # --- strategies (seed table) ------------------------------------------------------

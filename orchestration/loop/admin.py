@@ -794,7 +794,7 @@ class LoopStateAdmin(admin.ModelAdmin):
 class EscalationPolicyForm(forms.ModelForm):
     class Meta:
         model = EscalationPolicy
-        fields = ["name", "severities", "tiers", "enabled"]
+        fields = ["name", "severities", "after_recovery", "tiers", "enabled"]
 
     def clean_tiers(self):
         try:
@@ -813,7 +813,7 @@ class EscalationPolicyForm(forms.ModelForm):
 @admin.register(EscalationPolicy)
 class EscalationPolicyAdmin(admin.ModelAdmin):
     form = EscalationPolicyForm
-    list_display = ["name", "enabled", "severities", "tiers_text", "updated_at"]
+    list_display = ["name", "enabled", "severities", "after_recovery", "tiers_text", "updated_at"]
 
     @admin.display(description="tiers")
     def tiers_text(self, obj: EscalationPolicy) -> str:

@@ -10,7 +10,7 @@ from datetime import timedelta
 from django.utils import timezone
 from werkzeug import Response
 
-from orchestration.core import alerts, anomalies, notifications
+from orchestration.core import alerts, anomalies, escalation, notifications
 from orchestration.core.anomalies import open_anomaly
 from orchestration.core.models import Anomaly, Delivery, DeliveryAttempt, Job, LedgerEntry, NotificationChannel
 from orchestration.fleet import detection, recovery
@@ -182,32 +182,32 @@ def test_anomalies_without_a_strategy_are_only_alerted(make_worker):
     assert "CACHE_MISS" not in recovery.strategies()
 
 
-def test_recovery_is_retried_after_the_cooldown_then_escalated(make_worker, settings):
+def test_recovery_is_retried_after_the_cooldown_then_escalated_by_policy(make_worker, settings):
     settings.FLEET_RECOVERY_COOLDOWN_SECONDS = 60
-    settings.FLEET_ESCALATE_AFTER_SECONDS = 120
     settings.FLEET_MAX_RECOVERY_ATTEMPTS = 2
     worker = make_worker(timeout_seconds=100)
     found = anomaly("SLOW_EXECUTION", worker)
-    now = timezone.now()
+    now = found.detected_at
     recovery.recover(found, now=now)
     assert recovery.retry_open(now + timedelta(seconds=30)) == []  # cooling down
     assert len(recovery.retry_open(now + timedelta(seconds=61))) == 1
     assert recovery.retry_open(now + timedelta(seconds=200)) == []  # attempts exhausted
-    assert recovery.escalate_due(now + timedelta(seconds=100)) == []
-    assert recovery.escalate_due(now + timedelta(seconds=200)) == [found.pk]
-    assert recovery.escalate_due(now + timedelta(seconds=300)) == []  # once
+    # One mechanism escalates: the policies' (the seeded one: high, after 10 minutes).
+    assert escalation.escalate_due(now + timedelta(minutes=9)) == []
+    assert escalation.escalate_due(now + timedelta(minutes=10)) == [found.pk]
+    assert escalation.escalate_due(now + timedelta(minutes=11)) == []  # once
     found.refresh_from_db()
-    assert found.escalated_at is not None
-    assert LedgerEntry.objects.filter(event_type="worker.anomaly_escalated", severity="critical").exists()
+    assert found.escalated_at is not None and found.recovery_attempts == 2
+    assert LedgerEntry.objects.filter(event_type="anomaly.escalated", subject=found.subject).count() == 1
     assert LedgerEntry.objects.filter(event_type="worker.alert", message__startswith="ESCALATED").exists()
+    assert not hasattr(recovery, "escalate_due")
 
 
-def test_a_recovery_that_clears_the_anomaly_is_not_escalated(make_worker, settings):
-    settings.FLEET_ESCALATE_AFTER_SECONDS = 0
+def test_a_recovery_that_clears_the_anomaly_is_not_escalated(make_worker):
     found = anomaly("SLOW_EXECUTION", make_worker())
     recovery.recover(found)
     anomalies.resolve("SLOW_EXECUTION", "worker:collector")
-    assert recovery.escalate_due(timezone.now() + timedelta(seconds=5)) == []
+    assert escalation.escalate_due(found.detected_at + timedelta(hours=1)) == []
 
 
 # --- alerts -----------------------------------------------------------------------------

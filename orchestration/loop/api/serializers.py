@@ -356,7 +356,7 @@ class EscalationPolicySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = EscalationPolicy
-        fields = ["id", "name", "severities", "tiers", "enabled", "created_at", "updated_at"]
+        fields = ["id", "name", "severities", "after_recovery", "tiers", "enabled", "created_at", "updated_at"]
         read_only_fields = ["created_at", "updated_at"]
 
     def validate_tiers(self, value):
