@@ -22,6 +22,7 @@ from orchestration.fleet.recovery import retry_open, run_approved, strategies, v
 from orchestration.fleet.runner import promote_stragglers, request_run
 from orchestration.loop.decider import PlannedAction
 from orchestration.loop.executor import ActionContext, action_handler
+from orchestration.loop.models import Action
 from orchestration.loop.monitor import Aggregation, aggregate_section
 
 
@@ -133,10 +134,12 @@ class _SweepTick:
             return None
         self.last = time.monotonic()
         now = timezone.now()
-        # Approved recoveries and their later checks run here too: no rule has to fire.
+        # Approvals that timed out, approved recoveries and their later checks run here
+        # too: no rule has to fire, and a switched-off loop leaves no request waiting forever.
         return {
             **sweep(now),
             "buffered_started": promote_stragglers(),
+            "expired": Action.expire_due(now),
             "approved_run": run_approved(now),
             "verified": verify_recoveries(now),
         }

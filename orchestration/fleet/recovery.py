@@ -49,8 +49,6 @@ RULE_NAME = "fleet-recovery"
 # Guardrail defaults of a strategy's policy row (people edit the row afterwards).
 MAX_PER_HOUR = 4
 LOOP_LIMIT = 8
-# An anomaly still open this long after its recovery: the recovery was not effective.
-VERIFY_AFTER_SECONDS = 120
 
 PRIORITY_BY_SEVERITY = {"critical": 10, "high": 8, "medium": 5, "low": 2}
 MAX_RATE_FACTOR = 8.0
@@ -176,7 +174,9 @@ def _run(
         "result": result,
         "error": error,
         "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-        "verify_after": now + timedelta(seconds=VERIFY_AFTER_SECONDS) if ok else None,
+        # Checked as the loop's actions are: an anomaly still open this long after its
+        # recovery means the recovery was not effective.
+        "verify_after": now + timedelta(seconds=settings.ORCHESTRATOR_VERIFY_AFTER_SECONDS) if ok else None,
     }
     if row is None:
         action = Action.objects.create(**_fields(anomaly, name, cycle, now), guardrail=reason[:300], **outcome)
@@ -225,12 +225,28 @@ def run_approved(now: datetime | None = None) -> list[int]:
         if anomaly is None or func is None:
             Action.objects.filter(pk=row.pk).update(status=ActionStatus.FAILED, error="its anomaly or strategy is gone")
             continue
+        if anomaly.resolved_at is not None:
+            # The condition that asked for it cleared while it waited: running it now
+            # would change a worker for nothing.
+            _moot(row, anomaly, now)
+            continue
         GuardrailCounter.attempt(
             f"recovery:{row.action_type}", row.target, policy_of(row.action_type).policy(), now, approved=True
         )
         _run(anomaly, row.action_type, func, now=now, actor="orchestrator", cycle=row.cycle, row=row)
         done.append(row.pk)
     return done
+
+
+def _moot(row: Action, anomaly: Anomaly, now: datetime) -> None:
+    reason = f"not run: {anomaly.code} on {anomaly.subject} resolved before it ran"
+    Action.objects.filter(pk=row.pk).update(status=ActionStatus.EXPIRED, error=reason)
+    record(
+        "action.expired",
+        f"{row.action_type} on {row.target} (approved by {row.decided_by}) {reason}",
+        subject=row.target,
+        data={"action_id": row.pk, "anomaly_id": anomaly.pk, "strategy": row.action_type},
+    )
 
 
 def verify_recoveries(now: datetime | None = None) -> int:
@@ -243,7 +259,8 @@ def verify_recoveries(now: datetime | None = None) -> int:
     for row in due[:100]:
         anomaly = Anomaly.objects.filter(pk=(row.params or {}).get("anomaly_id")).first()
         effective = anomaly is None or anomaly.resolved_at is not None
-        note = "the anomaly resolved" if effective else f"the anomaly is still open {VERIFY_AFTER_SECONDS} s later"
+        waited = int((now - (row.executed_at or row.created_at)).total_seconds())
+        note = "the anomaly resolved" if effective else f"the anomaly is still open {waited} s later"
         verified += int(row.mark_verified(effective, note, now))
     return verified
 

@@ -57,13 +57,15 @@ def test_risky_recoveries_wait_for_a_person_unless_a_person_made_them_automatic(
     assert CircuitBreaker.for_name("worker:collector").state == "open"
 
 
-def test_a_recovery_is_verified_against_its_anomaly_later(make_worker):
+def test_a_recovery_is_verified_against_its_anomaly_later(make_worker, settings):
+    settings.ORCHESTRATOR_VERIFY_AFTER_SECONDS = 90  # the same delay as the loop's own actions
     worker = make_worker(enabled=True)
     found = anomaly("STALE_DATA", worker)
     action = recovery.recover(found)
     assert action.status == "succeeded", action.error
-    assert recovery.verify_recoveries() == 0  # not yet due
-    later = timezone.now() + timedelta(seconds=recovery.VERIFY_AFTER_SECONDS + 1)
+    assert action.verify_after == action.created_at + timedelta(seconds=90)
+    assert recovery.verify_recoveries(action.created_at + timedelta(seconds=89)) == 0  # not yet due
+    later = timezone.now() + timedelta(seconds=91)
     assert recovery.verify_recoveries(later) == 1
     action.refresh_from_db()
     assert action.effective is False and "still open" in action.verification
@@ -73,7 +75,68 @@ def test_a_recovery_is_verified_against_its_anomaly_later(make_worker):
     recovery.verify_recoveries(later)
     fixed.refresh_from_db()
     assert fixed.effective is True
-    assert Action.effectiveness_by_rule()["fleet-recovery"] == {"verified": 2, "effective": 1, "rate": 0.5}
+    effectiveness = Action.effectiveness_by_rule()
+    assert effectiveness["fleet-recovery"] == {"verified": 2, "effective": 1, "rate": 0.5}
+    # Each strategy has its own line too: the one that never helps shows.
+    assert effectiveness["fleet-recovery:refresh_upstream"] == {"verified": 1, "effective": 0, "rate": 0.0}
+    assert effectiveness["fleet-recovery:lengthen_lock_timeout"] == {"verified": 1, "effective": 1, "rate": 1.0}
+
+
+def test_loop_protection_pauses_a_recovery_for_its_worker_alerts_and_a_person_resumes_it(make_worker, staff_client):
+    worker = make_worker(interval_seconds=300)
+    found = anomaly("API_QUOTA_LOW", worker, quota_remaining_pct=10)
+    AutomationPolicy.objects.filter(name="recovery:reduce_fetch_frequency").delete()
+    policy = recovery.policy_of("reduce_fetch_frequency")
+    policy.configure(actor="ops", max_per_hour=10, loop_limit=3)
+    outcomes = [recovery.recover(found) for _ in range(6)]
+    assert [a.status for a in outcomes if a is not None] == ["succeeded", "succeeded", "succeeded", "paused"]
+    worker.refresh_from_db()
+    assert worker.rate_factor == 8.0  # three reductions ran, none after the pause
+    loop = Anomaly.objects.get(code="REMEDIATION_LOOP", resolved_at__isnull=True)
+    assert "recovery:reduce_fetch_frequency" in loop.subject and loop.subject.endswith(found.subject)
+    assert LedgerEntry.objects.filter(event_type="guardrail.paused", subject=found.subject).count() == 1
+    # Another worker is not held back by this one's loop.
+    other = anomaly("API_QUOTA_LOW", make_worker("other"), quota_remaining_pct=10)
+    assert recovery.recover(other).status == "succeeded"
+
+    (paused,) = staff_client.get("/api/v1/guardrails/?paused=true").json()["results"]
+    assert (paused["automation"], paused["target"]) == ("recovery:reduce_fetch_frequency", found.subject)
+    assert staff_client.post(f"/api/v1/guardrails/{paused['id']}/resume").status_code == 200
+    loop.refresh_from_db()
+    assert loop.resolved_at is not None
+    assert recovery.recover(found).status == "succeeded"
+
+
+def test_an_approved_recovery_whose_anomaly_resolved_meanwhile_is_not_run(make_worker):
+    from health.models import CircuitBreaker
+
+    worker = make_worker(interval_seconds=300)
+    found = anomaly("HIGH_FAILURE_RATE", worker)
+    waiting = recovery.recover(found)
+    assert waiting.status == "awaiting_approval"
+    anomalies.resolve("HIGH_FAILURE_RATE", found.subject)
+    waiting.approve(actor="ops")
+    assert recovery.run_approved() == []
+    waiting.refresh_from_db()
+    assert waiting.status == "expired" and "resolved before it ran" in waiting.error
+    assert CircuitBreaker.for_name("worker:collector").state != "open"
+    worker.refresh_from_db()
+    assert worker.rate_factor == 1.0
+    assert LedgerEntry.objects.filter(event_type="action.expired", subject=found.subject).exists()
+
+
+def test_the_fleet_sweep_expires_unanswered_recoveries_while_the_loop_is_off(make_worker, settings):
+    from orchestration.fleet.loop import fleet_sweep_tick
+    from orchestration.loop.models import LoopState
+
+    LoopState.disable(actor="ops")
+    settings.ORCHESTRATOR_APPROVAL_TIMEOUT_MINUTES = 0
+    waiting = recovery.recover(anomaly("HIGH_FAILURE_RATE", make_worker()))
+    assert waiting.status == "awaiting_approval"
+    fleet_sweep_tick.last = 0.0
+    assert fleet_sweep_tick()["expired"] == 1
+    waiting.refresh_from_db()
+    assert waiting.status == "expired"
 
 
 def test_recovery_of_one_worker_is_limited_per_hour(make_worker, settings):
