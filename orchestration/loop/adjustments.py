@@ -18,6 +18,7 @@ change is meant to move (kept before and after).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 
@@ -48,3 +49,21 @@ def target(kind: str) -> Adjustable:
         return _TARGETS[kind]
     except KeyError:
         raise AdjustmentError(f"nothing can change a {kind} here") from None
+
+
+# --- where suggestions come from beyond routing's own analysis --------------------------------
+# A source is ``(window_hours) -> list of findings``, each a dict with ``kind, subject,
+# title, description, action, priority, evidence``; the analysis writes each new one as a
+# pending suggestion, which only a person applies.
+Source = Callable[[float], list[dict[str, Any]]]
+_SOURCES: list[Source] = []
+
+
+def register_source(source: Source) -> Source:
+    if source not in _SOURCES:
+        _SOURCES.append(source)
+    return source
+
+
+def sources() -> list[Source]:
+    return list(_SOURCES)

@@ -169,8 +169,11 @@ def analyze(window_hours: float = 24.0, *, actor: str = "system") -> dict[str, A
     capable = {
         s.name: list(s.capabilities or []) for s in Service.objects.filter(enabled=True).exclude(health="unhealthy")
     }
+    findings = find_findings(stats, capable, window_hours)
+    for source in adjustments.sources():  # the fleet's findings about its workers
+        findings += [Finding(**found) for found in source(window_hours)]
     created = []
-    for finding in find_findings(stats, capable, window_hours):
+    for finding in findings:
         exists = Suggestion.objects.filter(
             kind=finding.kind, subject=finding.subject, status=SuggestionStatus.PENDING
         ).exists()

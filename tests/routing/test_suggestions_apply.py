@@ -4,6 +4,7 @@ service's own write, with the metrics before and after kept."""
 from __future__ import annotations
 
 import pytest
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from health.models import Service
@@ -267,3 +268,44 @@ def test_a_suggestion_about_a_worker_that_is_gone_is_a_409(worker, staff_client:
     worker.delete()
     answer = staff_client.post(f"/api/v1/suggestions/{s.pk}/apply")
     assert answer.status_code == 409 and "does not exist" in answer.json()["detail"]
+
+
+# --- the fleet's own findings -----------------------------------------------------------------------------
+def test_the_fleet_suggests_switching_off_a_worker_that_never_succeeds_and_slowing_one_that_overlaps():
+    from orchestration.fleet.adjustments import WorkerWindow, worker_findings
+
+    rows = [
+        WorkerWindow("broken", True, 300, finished=12, succeeded=0, skipped_lock_held=0),
+        WorkerWindow("busy", True, 90 * 60, finished=5, succeeded=5, skipped_lock_held=6),
+        WorkerWindow("fine", True, 300, finished=40, succeeded=39, skipped_lock_held=1),
+        WorkerWindow("young", True, 300, finished=9, succeeded=0, skipped_lock_held=0),  # too little evidence
+        WorkerWindow("off", False, 300, finished=12, succeeded=0, skipped_lock_held=0),  # already off
+    ]
+    found = worker_findings(rows, 24)
+    assert [(f["subject"], f["action"]) for f in found] == [
+        ("worker:broken", "disable_worker"),
+        ("worker:busy", "set_cadence"),
+    ]
+    assert found[1]["evidence"]["interval_seconds"] == 3 * 60 * 60
+
+
+def test_the_analysis_proposes_a_worker_change_that_a_person_applies(worker, staff_client: APIClient):
+    from orchestration.fleet.models import WorkerRun
+
+    WorkerRun.objects.bulk_create(
+        WorkerRun(worker=worker, status="failed", success=False, completed_at=timezone.now()) for _ in range(10)
+    )
+    answer = staff_client.post("/api/v1/suggestions/analyze", {"time_window_hours": 24}, format="json")
+    assert answer.status_code == 200, answer.content
+    s = Suggestion.objects.get(subject="worker:collector")
+    assert (s.kind, s.action, s.status, s.priority) == ("failing_worker", "disable_worker", "pending", "high")
+    worker.refresh_from_db()
+    assert worker.enabled is True  # proposed, never applied by the analysis
+    staff_client.post("/api/v1/suggestions/analyze", {"time_window_hours": 24}, format="json")
+    assert Suggestion.objects.filter(subject="worker:collector").count() == 1  # not proposed twice
+    assert staff_client.post(f"/api/v1/suggestions/{s.pk}/approve", {}, format="json").status_code == 200
+    applied = staff_client.post(f"/api/v1/suggestions/{s.pk}/apply")
+    assert applied.status_code == 200, applied.content
+    assert applied.json()["impact"]["before"]["success_rate"] == 0.0
+    worker.refresh_from_db()
+    assert worker.enabled is False
