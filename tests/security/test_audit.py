@@ -159,6 +159,8 @@ API_WRITES: dict[tuple[str, str], Write] = {
     ("orchestration-api:action-approve", "POST"): Write(lambda w: {"notes": "go"}),
     ("orchestration-api:action-reject", "POST"): Write(lambda w: {"notes": "not now"}),
     ("orchestration-api:guardrail-resume", "POST"): Write(),
+    ("orchestration-api:automation-policy-detail", "PUT"): Write(lambda w: {"mode": "automatic", "max_per_hour": 2}),
+    ("orchestration-api:automation-policy-detail", "PATCH"): Write(lambda w: {"loop_limit": 3}),
     ("orchestration-api:escalation-policy-list", "POST"): Write(lambda w: _policy("audited")),
     ("orchestration-api:escalation-policy-detail", "PUT"): Write(lambda w: _policy(w.policy.name)),
     ("orchestration-api:escalation-policy-detail", "PATCH"): Write(lambda w: {"enabled": False}),

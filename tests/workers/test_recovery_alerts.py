@@ -400,3 +400,26 @@ def test_the_sweep_detects_fleet_anomalies_and_resolves_them(make_worker, settin
     Worker.objects.filter(pk=worker.pk).update(last_success_at=timezone.now())
     detection.sweep()
     assert not Anomaly.objects.filter(resolved_at__isnull=True, code__in=["QUEUE_OVERFLOW", "STALE_DATA"]).exists()
+
+
+def test_a_person_sets_a_recovery_strategys_mode_and_limits_through_the_api(make_worker, staff_client, user_client):
+    worker = make_worker(interval_seconds=300)
+    waiting = recovery.recover(anomaly("HIGH_FAILURE_RATE", worker))
+    assert waiting.status == "awaiting_approval"
+    row = AutomationPolicy.objects.get(name="recovery:open_circuit_reduce_rate")
+    listed = user_client.get("/api/v1/automation-policies/").json()["results"]
+    shown = next(p for p in listed if p["id"] == row.pk)
+    assert (shown["name"], shown["mode"], shown["risky"]) == (row.name, "approval", True)
+    url = f"/api/v1/automation-policies/{row.pk}/"
+    assert user_client.patch(url, {"mode": "automatic"}, format="json").status_code == 403
+    bad = staff_client.patch(url, {"mode": "whenever"}, format="json")
+    assert bad.status_code == 400 and "mode" in bad.json()
+    assert staff_client.patch(url, {"name": "renamed"}, format="json").json()["name"] == row.name  # read-only
+    answer = staff_client.patch(url, {"mode": "automatic", "max_per_hour": 2}, format="json")
+    assert answer.status_code == 200, answer.content
+    body = answer.json()
+    assert (body["mode"], body["max_per_hour"], body["updated_by"]) == ("automatic", 2, "ops")
+    assert LedgerEntry.objects.get(event_type="automation_policy.updated").actor == "ops"
+    # Now it runs on its own, as the person said.
+    waiting.reject(actor="ops")
+    assert recovery.recover(anomaly("HIGH_FAILURE_RATE", worker)).status == "succeeded"

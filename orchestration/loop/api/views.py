@@ -13,6 +13,7 @@ from orchestration.loop.api import filters
 from orchestration.loop.api.serializers import (
     ActionDecisionSerializer,
     ActionSerializer,
+    AutomationPolicySerializer,
     EnableSerializer,
     EscalationPolicySerializer,
     GuardrailSerializer,
@@ -26,7 +27,7 @@ from orchestration.loop.api.serializers import (
     ScoreDeductionSerializer,
 )
 from orchestration.loop.cycle import run_cycle
-from orchestration.loop.models import Action, GuardrailCounter, LoopState, Rule, ScoreDeduction
+from orchestration.loop.models import Action, AutomationPolicy, GuardrailCounter, LoopState, Rule, ScoreDeduction
 from orchestration.loop.snapshot_cache import current_snapshot
 from orchestrator_site.api.errors import Conflict, object_body
 from orchestrator_site.api.idempotency import HEADER, all_or_nothing, idempotent
@@ -197,6 +198,25 @@ class GuardrailViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(GuardrailSerializer(counter).data)
 
 
+class AutomationPolicyViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet
+):
+    """Mode and limits of each recovery strategy and of the routing ejection. Each row is
+    made by its automation the first time it acts; a person changes it (ledgered)."""
+
+    queryset = AutomationPolicy.objects.all()
+    serializer_class = AutomationPolicySerializer
+
+    def perform_update(self, serializer):
+        changed = {
+            name: value
+            for name, value in serializer.validated_data.items()
+            if getattr(serializer.instance, name) != value
+        }
+        if changed:
+            serializer.instance.configure(actor=actor_of(self.request), **changed)
+
+
 # --- control loop -------------------------------------------------------------------
 _OK = inline_serializer("Ok", {"status": serializers.CharField()})
 
@@ -276,6 +296,7 @@ class ApiRootView(APIView):
                     "escalation_policies": "/api/v1/escalation-policies/",
                     "actions": "/api/v1/actions/",
                     "guardrails": "/api/v1/guardrails/",
+                    "automation_policies": "/api/v1/automation-policies/",
                     "processes": "/api/v1/processes/",
                     "snapshot": "/orchestrator/snapshot",
                     "run_once": "/orchestrator/run-once",
