@@ -424,9 +424,11 @@ FLEET_CRASH_AFTER_SECONDS = env_float("FLEET_CRASH_AFTER_SECONDS", 45.0, minimum
 FLEET_SHUTDOWN_GRACE_SECONDS = env_float("FLEET_SHUTDOWN_GRACE_SECONDS", 30.0, minimum=0.0)
 # How often the loop runner sweeps the fleet for anomalies (crashes, failure rates, staleness).
 FLEET_SWEEP_SECONDS = env_float("FLEET_SWEEP_SECONDS", 15.0, minimum=0.5)
-# Recovery: wait between attempts, give up after N, escalate when an anomaly outlives its recovery.
+# Recovery: wait between attempts, give up after N.
 FLEET_RECOVERY_COOLDOWN_SECONDS = env_int("FLEET_RECOVERY_COOLDOWN_SECONDS", 300, minimum=0)
 FLEET_MAX_RECOVERY_ATTEMPTS = env_int("FLEET_MAX_RECOVERY_ATTEMPTS", 3, minimum=1)
+# Read once, at migrate (0021): the first tier of the seeded "unrecovered" escalation
+# policy; from then on the policy (admin, API) says when an unrecovered anomaly escalates.
 FLEET_ESCALATE_AFTER_SECONDS = env_int("FLEET_ESCALATE_AFTER_SECONDS", 600, minimum=0)
 FLEET_RUN_RETENTION_DAYS = env_int("FLEET_RUN_RETENTION_DAYS", 14, minimum=1)
 # The built-in worker that calls into the health app (a dotted path, imported when it runs).

@@ -555,7 +555,7 @@ def action_decide(request: HttpRequest, pk: int) -> HttpResponse:
         return _back(request, reverse("console:actions"))
     notes = (request.POST.get("notes") or "")[:2000]
     try:
-        (action.approve if decision == "approve" else action.reject)(actor=actor(request), notes=notes)
+        action.decide(decision == "approve", actor=actor(request), notes=notes)
     except ActionStateError as exc:
         messages.error(request, str(exc))
     else:

@@ -1,6 +1,8 @@
 """Escalating open, unacknowledged anomalies by their policy's tiers (every severity a
-policy covers, whether or not a recovery strategy exists). Each step is claimed with a
-conditional UPDATE on the tier and time last sent, so two sweeps never send it twice."""
+policy covers, whether or not a recovery strategy exists; a recovery that did not clear
+its anomaly escalates through a policy too). Each step is claimed with a conditional
+UPDATE on the tier and time last sent, so two sweeps never send it twice; the first one
+sets ``escalated_at``."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import time
 from datetime import datetime
 from typing import Any
 
+from django.db.models import Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from orchestration.core import alerts, notifications
@@ -19,8 +23,21 @@ from orchestration.core.models.ledger import record
 BATCH = 200
 
 
-def policy_for(policies: list[EscalationPolicy], severity: str) -> EscalationPolicy | None:
-    return next((p for p in policies if rules.covers(p.severities or [], severity)), None)
+def policy_for(policies: list[EscalationPolicy], anomaly: Anomaly) -> EscalationPolicy | None:
+    """The first enabled policy by name that covers the anomaly."""
+    return next(
+        (
+            p
+            for p in policies
+            if rules.covers(
+                p.severities or [],
+                anomaly.severity,
+                after_recovery=p.after_recovery,
+                recovery_attempts=anomaly.recovery_attempts,
+            )
+        ),
+        None,
+    )
 
 
 def escalate_due(now: datetime | None = None) -> list[int]:
@@ -32,7 +49,7 @@ def escalate_due(now: datetime | None = None) -> list[int]:
     open_rows = Anomaly.objects.filter(resolved_at__isnull=True, acknowledged_at__isnull=True).order_by("detected_at")
     done = []
     for anomaly in open_rows[:BATCH]:
-        policy = policy_for(policies, anomaly.severity)
+        policy = policy_for(policies, anomaly)
         if policy is None:
             continue
         try:
@@ -55,16 +72,11 @@ def escalate_due(now: datetime | None = None) -> list[int]:
             last_escalation_at=anomaly.last_escalation_at,
             acknowledged_at__isnull=True,
             resolved_at__isnull=True,
-        ).update(escalation_tier=step.tier, last_escalation_at=now)
+        ).update(escalation_tier=step.tier, last_escalation_at=now, escalated_at=Coalesce("escalated_at", Value(now)))
         if not claimed:
             continue  # another sweep sent it, or a person acknowledged it meanwhile
         anomaly.refresh_from_db()
-        if anomaly.escalated_at is not None and not step.channels and not step.repeat:
-            # The fleet already escalated it on this route when its recovery failed: the
-            # tier counts as sent, nobody is told the same thing twice.
-            sent: dict[str, Any] = {"already_escalated_at": anomaly.escalated_at.isoformat()}
-        else:
-            sent = _send(anomaly, step, policy)
+        sent = _send(anomaly, step, policy)
         verb = "repeated" if step.repeat else "escalated"
         record(
             f"anomaly.escalation_{verb}" if step.repeat else "anomaly.escalated",

@@ -4,7 +4,8 @@ A policy covers some severities and lists tiers, each ``{"after_minutes", "chann
 "repeat_minutes"}``: while an anomaly stays open and nobody has acknowledged it, the
 tier whose ``after_minutes`` (counted from detection) has passed is notified on its
 channels, and repeated every ``repeat_minutes`` until the next tier, an acknowledgement
-or the resolution. Empty ``channels`` means the escalation alert route.
+or the resolution. Empty ``channels`` means the escalation alert route. A policy marked
+``after_recovery`` covers only anomalies a recovery strategy has tried and not cleared.
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ def next_step(
     return None
 
 
-def covers(severities: list[str], severity: str) -> bool:
-    """A policy with no severities covers every one."""
+def covers(severities: list[str], severity: str, *, after_recovery: bool = False, recovery_attempts: int = 0) -> bool:
+    """A policy with no severities covers every one; one ``after_recovery`` only the
+    anomalies that outlived at least one recovery attempt."""
+    if after_recovery and recovery_attempts < 1:
+        return False
     return not severities or severity in severities

@@ -17,13 +17,6 @@ FLEET_RULES = [
         "priority": 10,
     },
     {
-        "name": "fleet-escalations-due",
-        "description": "Anomalies still open after their recovery: escalate",
-        "conditions": [c("workers.escalations_due", ">", 0)],
-        "action_type": "escalate_worker_anomalies",
-        "priority": 9,
-    },
-    {
         "name": "fleet-recovery-due",
         "description": "Open worker anomalies due another recovery attempt",
         "conditions": [c("workers.recovery_due", ">", 0)],

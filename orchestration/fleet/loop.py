@@ -18,10 +18,11 @@ from orchestration.core.models import Anomaly
 from orchestration.fleet.choices import FAILED_RUN_STATUSES, RunStatus
 from orchestration.fleet.detection import sweep
 from orchestration.fleet.models import Worker, WorkerRun
-from orchestration.fleet.recovery import escalate_due, retry_open, run_approved, strategies, verify_recoveries
+from orchestration.fleet.recovery import retry_open, run_approved, strategies, verify_recoveries
 from orchestration.fleet.runner import promote_stragglers, request_run
 from orchestration.loop.decider import PlannedAction
 from orchestration.loop.executor import ActionContext, action_handler
+from orchestration.loop.models import Action
 from orchestration.loop.monitor import Aggregation, aggregate_section
 
 
@@ -38,7 +39,6 @@ def _workers_parts(now: datetime) -> list[Aggregation]:
     }
     hour = now - timedelta(hours=1)
     cooldown = now - timedelta(seconds=settings.FLEET_RECOVERY_COOLDOWN_SECONDS)
-    escalate = now - timedelta(seconds=settings.FLEET_ESCALATE_AFTER_SECONDS)
     return [
         (Worker.objects.all(), counts),
         (
@@ -68,9 +68,6 @@ def _workers_parts(now: datetime) -> list[Aggregation]:
                     "id",
                     filter=Q(code__in=list(strategies()), recovery_attempts__lt=settings.FLEET_MAX_RECOVERY_ATTEMPTS)
                     & (Q(last_recovery_at__isnull=True) | Q(last_recovery_at__lte=cooldown)),
-                ),
-                "escalations_due": Count(
-                    "id", filter=Q(escalated_at__isnull=True, recovery_attempts__gte=1, last_recovery_at__lte=escalate)
                 ),
                 "alerts_due": Count("id", filter=Q(alert_state=AlertState.PENDING, alert_due_at__lte=now)),
             },
@@ -105,13 +102,6 @@ def recover_workers(action: PlannedAction, ctx: ActionContext) -> dict:
     }
 
 
-@action_handler("escalate_worker_anomalies")
-def escalate_worker_anomalies(action: PlannedAction, ctx: ActionContext) -> dict:
-    """Escalate anomalies that outlived their recovery."""
-
-    return {"escalated": escalate_due(ctx.now)}
-
-
 @action_handler("deliver_worker_alerts")
 def deliver_worker_alerts(action: PlannedAction, ctx: ActionContext) -> dict:
     """Send the alerts of anomalies whose alert time has come."""
@@ -144,10 +134,12 @@ class _SweepTick:
             return None
         self.last = time.monotonic()
         now = timezone.now()
-        # Approved recoveries and their later checks run here too: no rule has to fire.
+        # Approvals that timed out, approved recoveries and their later checks run here
+        # too: no rule has to fire, and a switched-off loop leaves no request waiting forever.
         return {
             **sweep(now),
             "buffered_started": promote_stragglers(),
+            "expired": Action.expire_due(now),
             "approved_run": run_approved(now),
             "verified": verify_recoveries(now),
         }

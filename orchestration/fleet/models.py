@@ -270,6 +270,31 @@ class Worker(models.Model):
                 record(f"worker.{state}", f"Worker {self.name} {state}", subject=self.breaker_name, actor=actor)
         return bool(changed)
 
+    def set_cadence(self, *, interval_seconds: int | None, cron: str, actor: str, reason: str = "") -> bool:
+        """Change how often the worker runs (an interval, or a cron read in its zone),
+        validated as the admin's form and the API validate it; the schedule cursor
+        follows through the save signal the admin's save goes through. Returns whether
+        anything changed; ``specs.SpecError`` names the field that is wrong."""
+        from orchestration.fleet import specs
+
+        interval, cron = interval_seconds or None, (cron or "").strip()
+        specs.validate_cadence(interval, cron, self.execution_model, self.timezone or "UTC", self.jitter_seconds)
+        if (self.interval_seconds or None, self.cron or "") == (interval, cron):
+            return False
+        before = self.cadence_text()
+        changed = {"interval_seconds": [self.interval_seconds, interval], "cron": [self.cron, cron]}
+        with transaction.atomic():
+            self.interval_seconds, self.cron = interval, cron
+            self.save(update_fields=["interval_seconds", "cron", "updated_at"])
+            record(
+                "worker.updated",
+                f"Worker {self.name}: cadence {before} → {self.cadence_text()}" + (f" ({reason})" if reason else ""),
+                subject=self.breaker_name,
+                data={"changed": changed, "reason": reason},
+                actor=actor,
+            )
+        return True
+
     def downstream(self) -> list[str]:
         """Workers that name this one as an upstream, required or optional."""
         return sorted(

@@ -1,4 +1,4 @@
-"""Recovery strategies per anomaly code (seed table), and escalation.
+"""Recovery strategies per anomaly code (seed table).
 
 Contract for a strategy::
 
@@ -12,8 +12,8 @@ with its outcome in the ledger. The loop's guardrails apply per strategy and wor
 (``AutomationPolicy`` "recovery:<strategy>"): an hourly limit, loop protection, and
 for a risky strategy (pausing schedules, tripping a worker's breaker) a person's
 approval unless a person made it automatic; a later pass records whether the anomaly
-cleared (the Action effective or not). An anomaly still open ``FLEET_ESCALATE_AFTER_SECONDS``
-after a recovery is escalated: alerted on the escalation route and marked.
+cleared (the Action effective or not). An anomaly a recovery did not clear escalates
+through the escalation policies (``core.escalation``), like every other anomaly.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from orchestration.core import alerts
 from orchestration.core.choices import CLAIMABLE_STATUSES, ActionStatus, DeferredBy, Priority, Severity
 from orchestration.core.jobs.backoff import retry_delay
 from orchestration.core.models import Anomaly, Job
@@ -50,8 +49,6 @@ RULE_NAME = "fleet-recovery"
 # Guardrail defaults of a strategy's policy row (people edit the row afterwards).
 MAX_PER_HOUR = 4
 LOOP_LIMIT = 8
-# An anomaly still open this long after its recovery: the recovery was not effective.
-VERIFY_AFTER_SECONDS = 120
 
 PRIORITY_BY_SEVERITY = {"critical": 10, "high": 8, "medium": 5, "low": 2}
 MAX_RATE_FACTOR = 8.0
@@ -177,7 +174,9 @@ def _run(
         "result": result,
         "error": error,
         "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-        "verify_after": now + timedelta(seconds=VERIFY_AFTER_SECONDS) if ok else None,
+        # Checked as the loop's actions are: an anomaly still open this long after its
+        # recovery means the recovery was not effective.
+        "verify_after": now + timedelta(seconds=settings.ORCHESTRATOR_VERIFY_AFTER_SECONDS) if ok else None,
     }
     if row is None:
         action = Action.objects.create(**_fields(anomaly, name, cycle, now), guardrail=reason[:300], **outcome)
@@ -226,12 +225,28 @@ def run_approved(now: datetime | None = None) -> list[int]:
         if anomaly is None or func is None:
             Action.objects.filter(pk=row.pk).update(status=ActionStatus.FAILED, error="its anomaly or strategy is gone")
             continue
+        if anomaly.resolved_at is not None:
+            # The condition that asked for it cleared while it waited: running it now
+            # would change a worker for nothing.
+            _moot(row, anomaly, now)
+            continue
         GuardrailCounter.attempt(
             f"recovery:{row.action_type}", row.target, policy_of(row.action_type).policy(), now, approved=True
         )
         _run(anomaly, row.action_type, func, now=now, actor="orchestrator", cycle=row.cycle, row=row)
         done.append(row.pk)
     return done
+
+
+def _moot(row: Action, anomaly: Anomaly, now: datetime) -> None:
+    reason = f"not run: {anomaly.code} on {anomaly.subject} resolved before it ran"
+    Action.objects.filter(pk=row.pk).update(status=ActionStatus.EXPIRED, error=reason)
+    record(
+        "action.expired",
+        f"{row.action_type} on {row.target} (approved by {row.decided_by}) {reason}",
+        subject=row.target,
+        data={"action_id": row.pk, "anomaly_id": anomaly.pk, "strategy": row.action_type},
+    )
 
 
 def verify_recoveries(now: datetime | None = None) -> int:
@@ -244,7 +259,8 @@ def verify_recoveries(now: datetime | None = None) -> int:
     for row in due[:100]:
         anomaly = Anomaly.objects.filter(pk=(row.params or {}).get("anomaly_id")).first()
         effective = anomaly is None or anomaly.resolved_at is not None
-        note = "the anomaly resolved" if effective else f"the anomaly is still open {VERIFY_AFTER_SECONDS} s later"
+        waited = int((now - (row.executed_at or row.created_at)).total_seconds())
+        note = "the anomaly resolved" if effective else f"the anomaly is still open {waited} s later"
         verified += int(row.mark_verified(effective, note, now))
     return verified
 
@@ -265,30 +281,6 @@ def retry_open(now: datetime | None = None, *, cycle: int | None = None) -> list
         if action is not None:
             done.append(action.pk)
     return done
-
-
-def escalate_due(now: datetime | None = None) -> list[int]:
-    """Escalate open anomalies that a recovery did not clear in time."""
-
-    now = now or timezone.now()
-    cutoff = now - timedelta(seconds=settings.FLEET_ESCALATE_AFTER_SECONDS)
-    escalated = []
-    for anomaly in Anomaly.objects.filter(
-        resolved_at__isnull=True, escalated_at__isnull=True, recovery_attempts__gte=1, last_recovery_at__lte=cutoff
-    )[:100]:
-        if not Anomaly.objects.filter(pk=anomaly.pk, escalated_at__isnull=True).update(escalated_at=now):
-            continue  # another process escalated it
-        anomaly.refresh_from_db()
-        result = alerts.send(anomaly, escalated=True)
-        record(
-            "worker.anomaly_escalated",
-            f"{anomaly.code} on {anomaly.subject} still open after {anomaly.recovery_attempts} recovery attempt(s)",
-            severity=Severity.CRITICAL,
-            subject=anomaly.subject,
-            data={"anomaly_id": anomaly.pk, "alerts": result},
-        )
-        escalated.append(anomaly.pk)
-    return escalated
 
 
 # --- strategies (seed table) ------------------------------------------------------

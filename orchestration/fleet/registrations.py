@@ -11,7 +11,7 @@ from health.models import CircuitBreaker
 from orchestration.core import shutdown
 from orchestration.core.anomalies import register_reaction
 from orchestration.core.jobs.queue import job_finished
-from orchestration.fleet import demo, firing, loop, recovery, runner, sync  # noqa: F401 - registries fill on import
+from orchestration.fleet import adjustments, demo, firing, loop, recovery, runner, sync  # noqa: F401 - registries fill on import
 from orchestration.fleet.builtins import ensure_builtin_workers
 from orchestration.fleet.models import Worker
 from orchestration.fleet.moved_paths import update_moved_paths

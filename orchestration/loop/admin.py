@@ -631,7 +631,7 @@ class ActionAdmin(BigTableAdmin):
         done, refused = 0, []
         for action in queryset:
             try:
-                (action.approve if approve else action.reject)(actor=request.user.username)
+                action.decide(approve, actor=request.user.username)
                 done += 1
             except ActionStateError as exc:
                 refused.append(str(exc))
@@ -794,7 +794,7 @@ class LoopStateAdmin(admin.ModelAdmin):
 class EscalationPolicyForm(forms.ModelForm):
     class Meta:
         model = EscalationPolicy
-        fields = ["name", "severities", "tiers", "enabled"]
+        fields = ["name", "severities", "after_recovery", "tiers", "enabled"]
 
     def clean_tiers(self):
         try:
@@ -813,7 +813,7 @@ class EscalationPolicyForm(forms.ModelForm):
 @admin.register(EscalationPolicy)
 class EscalationPolicyAdmin(admin.ModelAdmin):
     form = EscalationPolicyForm
-    list_display = ["name", "enabled", "severities", "tiers_text", "updated_at"]
+    list_display = ["name", "enabled", "severities", "after_recovery", "tiers_text", "updated_at"]
 
     @admin.display(description="tiers")
     def tiers_text(self, obj: EscalationPolicy) -> str:

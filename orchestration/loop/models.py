@@ -413,6 +413,10 @@ class Action(models.Model):
     def reject(self, *, actor: str, notes: str = "") -> Action:
         return self._decide(ActionStatus.REJECTED, actor=actor, notes=notes)
 
+    def decide(self, approve: bool, *, actor: str, notes: str = "") -> Action:
+        """Approve or reject: the one call the API, the console and the admin make."""
+        return self.approve(actor=actor, notes=notes) if approve else self.reject(actor=actor, notes=notes)
+
     def _decide(self, status: str, *, actor: str, notes: str) -> Action:
         now = timezone.now()
         with transaction.atomic():
@@ -505,13 +509,21 @@ class Action(models.Model):
 
     @classmethod
     def effectiveness_by_rule(cls) -> dict[str, dict[str, Any]]:
-        """Per rule (or recovery strategy): verified actions and how many were effective."""
+        """Per rule: verified actions and how many were effective. An automation that is
+        not a rule (the fleet's recovery) acts through several strategies: each also has
+        its own line, ``<automation>:<action type>``, so a strategy that never helps shows."""
         rows = (
             cls.objects.filter(effective__isnull=False)
-            .values("rule_name")
+            .values("rule_name", "action_type", "rule_id")
             .annotate(verified=models.Count("id"), effective_count=models.Count("id", filter=Q(effective=True)))
         )
-        return {r["rule_name"]: guardrails.Effectiveness(r["verified"], r["effective_count"]).as_dict() for r in rows}
+        totals: dict[str, list[int]] = {}
+        for r in rows:
+            keys = [r["rule_name"]] + ([f"{r['rule_name']}:{r['action_type']}"] if r["rule_id"] is None else [])
+            for key in keys:
+                verified, effective = totals.get(key, [0, 0])
+                totals[key] = [verified + r["verified"], effective + r["effective_count"]]
+        return {key: guardrails.Effectiveness(*counts).as_dict() for key, counts in sorted(totals.items())}
 
 
 class ActionStateError(Exception):

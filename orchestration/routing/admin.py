@@ -237,7 +237,7 @@ class SuggestionAdmin(admin.ModelAdmin):
         self._apply(request, queryset, "revert")
 
     def _apply(self, request, queryset, verb: str) -> None:
-        # The API's model methods: the service changes through its own write, in the ledger.
+        # The API's model methods: the service or worker changes through its own write, in the ledger.
         done = 0
         for suggestion in queryset:
             write = suggestion.apply if verb == "apply" else suggestion.revert

@@ -1,8 +1,10 @@
 """Self-improvement: analyse outcomes over a window and propose changes for a person
-to approve. Suggestions only: nothing here changes routing, services or settings.
+to approve. The analysis changes nothing: only a person applying an approved
+suggestion does (``Suggestion.apply``, through the target kinds of ``loop.adjustments``).
 
-``find_findings`` is pure (stats in, findings out); ``analyze`` reads the database and
-writes one pending Suggestion per new finding.
+``find_findings`` and ``planned_change`` are pure (stats in, findings out; a suggestion
+and the object's fields in, the change out); ``analyze`` reads the database and writes
+one pending Suggestion per new finding.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from health.models import Service
+from django.core.exceptions import ValidationError
+
+from health.models import DependencyError, Service
 from orchestration.core.models.ledger import record
 from orchestration.core.runnables import runnable
+from orchestration.loop import adjustments
 from orchestration.routing.learning import percentile
 from orchestration.routing.models import RouteStat, Suggestion, SuggestionStatus, TaskOutcome
 
@@ -164,8 +169,11 @@ def analyze(window_hours: float = 24.0, *, actor: str = "system") -> dict[str, A
     capable = {
         s.name: list(s.capabilities or []) for s in Service.objects.filter(enabled=True).exclude(health="unhealthy")
     }
+    findings = find_findings(stats, capable, window_hours)
+    for source in adjustments.sources():  # the fleet's findings about its workers
+        findings += [Finding(**found) for found in source(window_hours)]
     created = []
-    for finding in find_findings(stats, capable, window_hours):
+    for finding in findings:
         exists = Suggestion.objects.filter(
             kind=finding.kind, subject=finding.subject, status=SuggestionStatus.PENDING
         ).exists()
@@ -194,6 +202,11 @@ def analyze(window_hours: float = 24.0, *, actor: str = "system") -> dict[str, A
 WEIGHT_DOWN = 0.5  # lower_weight halves it
 WEIGHT_UP = 1.5  # rebalance raises it by half
 MAX_WEIGHT = 1000.0
+# The four kinds of change a suggestion may make, by its action: a service's weight or
+# capabilities, a worker's cadence, a worker's or a service's switch.
+WEIGHT_ACTIONS = ("lower_weight", "rebalance")
+SWITCH_ACTIONS = {"disable_worker": False, "enable_worker": True, "disable_service": False, "enable_service": True}
+WORKER_ACTIONS = ("set_cadence", "disable_worker", "enable_worker")
 
 
 class NotApplicable(Exception):
@@ -202,39 +215,70 @@ class NotApplicable(Exception):
 
 @dataclass(frozen=True)
 class Change:
-    """One field of one service: what applying sets, and what reverting puts back."""
+    """One field of one service or worker: what applying sets, and what reverting puts back."""
 
-    service: str
+    target: str
+    name: str
     field: str
     before: Any
     after: Any
 
     def as_dict(self) -> dict[str, Any]:
-        return {"service": self.service, "field": self.field, "before": self.before, "after": self.after}
+        return {
+            "target": self.target,
+            "name": self.name,
+            "field": self.field,
+            "before": self.before,
+            "after": self.after,
+        }
 
 
-def planned_change(
-    action: str, subject: str, evidence: dict[str, Any], weight: float, capabilities: list[str]
-) -> Change:
-    """What applying a suggestion changes, from its action and the service as it is now."""
-    service = str(evidence.get("service") or subject.partition(":")[0])
-    if action == "lower_weight":
-        return Change(service, "weight", weight, round(weight * WEIGHT_DOWN, 3))
-    if action == "rebalance":
-        return Change(service, "weight", weight, round(min(MAX_WEIGHT, max(weight, 0.1) * WEIGHT_UP), 3))
+def target_of(action: str, subject: str, evidence: dict[str, Any]) -> tuple[str, str]:
+    """Which object a suggestion is about: ("worker" | "service", its name)."""
+    if action in WORKER_ACTIONS or evidence.get("worker"):
+        return "worker", str(evidence.get("worker") or subject.removeprefix("worker:").partition(":")[0])
+    return "service", str(evidence.get("service") or subject.removeprefix("service:").partition(":")[0])
+
+
+def planned_change(action: str, subject: str, evidence: dict[str, Any], state: dict[str, Any]) -> Change:
+    """What applying a suggestion changes, from its action and the object's fields as
+    they are now (``state``: what its target kind reads)."""
+    kind, name = target_of(action, subject, evidence)
+    if action in WEIGHT_ACTIONS:
+        weight = float(state["weight"])
+        after = weight * WEIGHT_DOWN if action == "lower_weight" else min(MAX_WEIGHT, max(weight, 0.1) * WEIGHT_UP)
+        return Change(kind, name, "weight", weight, round(after, 3))
     if action == "remove_capability":
+        capabilities = list(state["capabilities"])
         task_type = str(evidence.get("task_type") or subject.partition(":")[2])
         if task_type not in capabilities:
-            raise NotApplicable(f"{service} no longer lists {task_type}")
-        return Change(service, "capabilities", list(capabilities), [c for c in capabilities if c != task_type])
+            raise NotApplicable(f"{name} no longer lists {task_type}")
+        return Change(kind, name, "capabilities", capabilities, [c for c in capabilities if c != task_type])
+    if action == "set_cadence":
+        after = {"interval_seconds": evidence.get("interval_seconds") or None, "cron": str(evidence.get("cron") or "")}
+        if not (after["interval_seconds"] or after["cron"]):
+            raise NotApplicable(f"the suggestion names no new cadence for {name} (interval_seconds or cron)")
+        if after == state["cadence"]:
+            raise NotApplicable(f"{name} already runs on that cadence")
+        return Change(kind, name, "cadence", state["cadence"], after)
+    if action in SWITCH_ACTIONS:
+        enabled = SWITCH_ACTIONS[action]
+        if state["enabled"] == enabled:
+            raise NotApplicable(f"{kind} {name} is already {'enabled' if enabled else 'disabled'}")
+        return Change(kind, name, "enabled", state["enabled"], enabled)
     raise NotApplicable(f"'{action or 'nothing'}' needs a person's work outside the orchestrator (e.g. new capacity)")
 
 
 def current_metrics(suggestion) -> dict[str, Any]:
     """The numbers a suggestion is about, as they are now (for before/after impact)."""
-
-    service, _, task_type = suggestion.subject.partition(":")
-    rows = RouteStat.objects.filter(service_name=service)
+    kind, name = target_of(suggestion.action, suggestion.subject, suggestion.evidence or {})
+    if kind != "service":
+        try:
+            return adjustments.target(kind).metrics(name)
+        except (adjustments.AdjustmentError, LookupError):
+            return {}
+    _, _, task_type = suggestion.subject.partition(":")
+    rows = RouteStat.objects.filter(service_name=name)
     if task_type:
         rows = rows.filter(task_type=task_type)
     stats = list(rows)
@@ -244,3 +288,32 @@ def current_metrics(suggestion) -> dict[str, Any]:
         "success_rate": round(sum(r.successes for r in stats) / count, 4) if count else None,
         "avg_ms": round(sum(r.total_ms for r in stats) / max(1, sum(r.timed for r in stats)), 1) if stats else None,
     }
+
+
+class Services:
+    """A service as a suggestion changes it: routing's fields through ``configure``,
+    the switch through ``set_enabled`` (the admin's and the API's writes)."""
+
+    fields = ("weight", "capabilities", "enabled")
+
+    def read(self, name: str) -> dict[str, Any]:
+        service = Service.objects.filter(name=name).first()
+        if service is None:
+            raise LookupError(f"service {name} does not exist")
+        return {"weight": service.weight, "capabilities": list(service.capabilities or []), "enabled": service.enabled}
+
+    def write(self, name: str, field: str, value: Any, *, actor: str, reason: str) -> None:
+        service = Service.objects.get(name=name)
+        try:
+            if field == "enabled":
+                service.set_enabled(bool(value), actor=actor)
+            else:
+                service.configure(actor=actor, reason=reason, **{field: value})
+        except (DependencyError, ValueError, ValidationError) as exc:
+            raise adjustments.AdjustmentError(f"service {name} refused {field}={value}: {exc}") from None
+
+    def metrics(self, name: str) -> dict[str, Any]:
+        return {}  # a service's numbers are its routing stats (current_metrics)
+
+
+adjustments.register_target("service", Services())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -17,7 +18,7 @@ from django.utils import timezone
 from orchestration.core.choices import ActionStatus, Severity
 from orchestration.core.models.ledger import record
 from orchestration.core.storedjson import JSONField
-from orchestration.loop import guardrails
+from orchestration.loop import adjustments, guardrails
 from orchestration.loop.models import Action, AutomationPolicy, GuardrailCounter, LoopState
 from orchestration.routing import outliers
 from orchestration.routing.learning import EWMA_ALPHA, ServiceStats, ewma_sample
@@ -230,16 +231,17 @@ class Suggestion(models.Model):
         return self
 
     def apply(self, *, actor: str, metrics: dict) -> Suggestion:
-        """A person applies an approved suggestion: the service changes through its own
-        write (the one people use), and the metrics now are kept as "before"."""
-        from health.models import Service
+        """A person applies an approved suggestion: the service or worker changes through
+        its own write (the one the admin and the API use), and the metrics now are kept
+        as "before"."""
         from orchestration.routing import improvement
 
         with transaction.atomic():
             if self.status != SuggestionStatus.APPROVED:
                 raise SuggestionStateError(f"suggestion {self.pk} is {self.status}; only approved ones are applied")
-            plan = improvement.planned_change(self.action, self.subject, self.evidence or {}, *self._service_state())
-            service = Service.objects.get(name=plan.service)
+            kind, name = improvement.target_of(self.action, self.subject, self.evidence or {})
+            target, state = self._target(kind, name)
+            plan = improvement.planned_change(self.action, self.subject, self.evidence or {}, state)
             now = timezone.now()
             impact = {**(self.impact or {}), "before": metrics, "applied_at": now.isoformat()}
             claimed = (
@@ -256,12 +258,14 @@ class Suggestion(models.Model):
             if not claimed:
                 self.refresh_from_db()
                 raise SuggestionStateError(f"suggestion {self.pk} is already {self.status}")
-            service.configure(actor=actor, reason=f"suggestion {self.pk}: {self.title}", **{plan.field: plan.after})
+            self._write(
+                target, plan.name, plan.field, plan.after, actor=actor, reason=f"suggestion {self.pk}: {self.title}"
+            )
             self.refresh_from_db()
             record(
                 "routing.suggestion_applied",
-                f"Suggestion '{self.title}' applied by {actor}: "
-                f"{plan.service} {plan.field} {plan.before} → {plan.after}",
+                f"Suggestion '{self.title}' applied by {actor}: {plan.target} {plan.name} {plan.field} "
+                f"{plan.before} → {plan.after}",
                 subject=f"suggestion:{self.pk}",
                 data={"suggestion_id": self.pk, "change": plan.as_dict(), "before": metrics},
                 actor=actor,
@@ -271,18 +275,18 @@ class Suggestion(models.Model):
     def revert(self, *, actor: str, metrics: dict) -> Suggestion:
         """Put back what applying changed, unless someone changed that field since (then a
         person decides: reverting would override them)."""
-        from health.models import Service
-
         with transaction.atomic():
             if self.status != SuggestionStatus.APPLIED or not self.change:
                 raise SuggestionStateError(f"suggestion {self.pk} is {self.status}; only applied ones are reverted")
             change = self.change
-            service = Service.objects.filter(name=change["service"]).first()
-            if service is None:
-                raise SuggestionStateError(f"service {change['service']} no longer exists")
-            if getattr(service, change["field"]) != change["after"]:
+            # Changes applied before workers could be changed name only their service.
+            kind, name = change.get("target", "service"), change.get("name") or change.get("service")
+            target, state = self._target(kind, name)
+            now_value = state.get(change["field"])
+            if now_value != change["after"]:
                 raise SuggestionStateError(
-                    f"{change['service']} {change['field']} was changed since it was applied; not overriding that"
+                    f"{kind} {name} {change['field']} was changed since it was applied "
+                    f"(now {now_value}, applied {change['after']}); not overriding that"
                 )
             now = timezone.now()
             impact = {**(self.impact or {}), "after": metrics, "reverted_at": now.isoformat()}
@@ -294,27 +298,40 @@ class Suggestion(models.Model):
             if not claimed:
                 self.refresh_from_db()
                 raise SuggestionStateError(f"suggestion {self.pk} is already {self.status}")
-            service.configure(
-                actor=actor, reason=f"revert of suggestion {self.pk}", **{change["field"]: change["before"]}
+            self._write(
+                target, name, change["field"], change["before"], actor=actor, reason=f"revert of suggestion {self.pk}"
             )
             self.refresh_from_db()
             record(
                 "routing.suggestion_reverted",
-                f"Suggestion '{self.title}' reverted by {actor}: {change['field']} back to {change['before']}",
+                f"Suggestion '{self.title}' reverted by {actor}: {name} {change['field']} back to {change['before']}",
                 subject=f"suggestion:{self.pk}",
                 data={"suggestion_id": self.pk, "change": change, "after": metrics},
                 actor=actor,
             )
         return self
 
-    def _service_state(self) -> tuple[float, list[str]]:
-        from health.models import Service
+    @staticmethod
+    def _target(kind: str, name: str) -> tuple[adjustments.Adjustable, dict[str, Any]]:
+        from orchestration.routing.improvement import NotApplicable
 
-        name = str((self.evidence or {}).get("service") or self.subject.partition(":")[0])
-        service = Service.objects.filter(name=name).first()
-        if service is None:
-            raise SuggestionStateError(f"service {name} does not exist")
-        return service.weight, list(service.capabilities or [])
+        try:
+            target = adjustments.target(kind)
+        except adjustments.AdjustmentError as exc:
+            raise NotApplicable(str(exc)) from None
+        try:
+            return target, target.read(name)
+        except LookupError:
+            raise SuggestionStateError(f"{kind} {name} does not exist") from None
+
+    @staticmethod
+    def _write(target: adjustments.Adjustable, name: str, field: str, value: Any, *, actor: str, reason: str) -> None:
+        from orchestration.routing.improvement import NotApplicable
+
+        try:
+            target.write(name, field, value, actor=actor, reason=reason)
+        except adjustments.AdjustmentError as exc:
+            raise NotApplicable(str(exc)) from None  # the claim above rolls back with it
 
     def track_impact(self, after: dict, *, actor: str) -> Suggestion:
         """Record before/after for an approved (or already tracked) suggestion."""

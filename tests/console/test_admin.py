@@ -3,8 +3,11 @@ between related objects, ledgered switches."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from orchestration.core.jobs.queue import enqueue
 from orchestration.core.models import Campaign, Job, LedgerEntry
@@ -126,3 +129,48 @@ def test_suggestion_analysis_needs_the_change_permission(client, plain_user):
     client.force_login(plain_user)
     assert client.post("/admin/routing/suggestion/analyze/", {"time_window_hours": "1"}).status_code == 403
     assert not LedgerEntry.objects.filter(event_type="routing.analysis").exists()
+
+
+def test_pending_actions_are_approved_and_rejected_from_the_admin_naming_who(admin_browser):
+    waiting = [
+        Action.objects.create(
+            cycle=1,
+            rule_name="emergency",
+            action_type="rebalance_queue",
+            status="awaiting_approval",
+            expires_at=timezone.now() + timedelta(hours=1),
+        )
+        for _ in range(3)
+    ]
+    done = Action.objects.create(cycle=1, rule_name="emergency", action_type="rebalance_queue", status="succeeded")
+    url = "/admin/orchestration/action/"
+    approved = admin_browser.post(
+        url, {"action": "approve_actions", "_selected_action": [waiting[0].pk, done.pk]}, follow=True
+    )
+    assert "1 action(s) approved." in approved.content.decode()
+    assert "not awaiting approval" in approved.content.decode()  # the finished one is refused, saying why
+    admin_browser.post(url, {"action": "reject_actions", "_selected_action": [waiting[1].pk]})
+    statuses = {a.pk: (a.status, a.decided_by) for a in Action.objects.filter(pk__in=[w.pk for w in waiting])}
+    assert statuses == {
+        waiting[0].pk: ("approved", "root"),
+        waiting[1].pk: ("rejected", "root"),
+        waiting[2].pk: ("awaiting_approval", ""),
+    }
+    events = set(LedgerEntry.objects.filter(actor="root").values_list("event_type", flat=True))
+    assert {"action.approved", "action.rejected"} <= events
+
+
+def test_a_paused_automation_is_resumed_from_the_admin(admin_browser):
+    from orchestration.loop.models import GuardrailCounter
+
+    paused = GuardrailCounter.objects.create(automation="rule:x", target="queue", attempts=9, paused_at=timezone.now())
+    running = GuardrailCounter.objects.create(automation="rule:y", target="queue", attempts=1)
+    response = admin_browser.post(
+        "/admin/orchestration/guardrailcounter/",
+        {"action": "resume", "_selected_action": [paused.pk, running.pk]},
+        follow=True,
+    )
+    assert "1 automation(s) resumed." in response.content.decode()
+    paused.refresh_from_db()
+    assert paused.paused_at is None
+    assert LedgerEntry.objects.get(event_type="guardrail.resumed").actor == "root"

@@ -148,14 +148,44 @@ def test_the_console_acknowledges_and_resolves(policy, staff_session: Client):
     assert Anomaly.objects.filter(pk=anomaly.pk, resolved_at__isnull=False).exists()
 
 
-def test_a_tier_the_fleet_already_escalated_on_the_same_route_is_not_sent_twice(db):
-    anomaly, _ = open_anomaly("HIGH_FAILURE_RATE", "worker:collector", {})
-    Anomaly.objects.filter(pk=anomaly.pk).update(escalated_at=anomaly.detected_at)
-    before = LedgerEntry.objects.filter(event_type="worker.alert").count()
-    assert escalation.escalate_due(anomaly.detected_at + timedelta(minutes=11)) == [anomaly.pk]
-    assert LedgerEntry.objects.filter(event_type="worker.alert").count() == before
+def test_the_first_escalation_marks_the_anomaly_escalated_and_later_tiers_keep_that_time(policy):
+    anomaly, _ = open_anomaly("DATA_CORRUPTION", "worker:collector", {})
+    start = anomaly.detected_at
+    escalation.escalate_due(start + timedelta(minutes=5))
+    anomaly.refresh_from_db()
+    assert anomaly.escalated_at == start + timedelta(minutes=5)
+    escalation.escalate_due(start + timedelta(minutes=31))
+    anomaly.refresh_from_db()
+    assert (anomaly.escalation_tier, anomaly.escalated_at) == (2, start + timedelta(minutes=5))
+
+
+def test_an_anomaly_a_recovery_did_not_clear_escalates_whatever_its_severity(db):
+    """The fleet's old escalation is a policy now: of every severity, after a recovery."""
+    unrecovered = EscalationPolicy.objects.get(name="unrecovered")
+    assert (unrecovered.severities, unrecovered.after_recovery) == ([], True)
+    assert unrecovered.tiers == [{"after_minutes": 10, "channels": [], "repeat_minutes": None}]
+    tried, _ = open_anomaly("PARTIAL_SUCCESS", "worker:collector", {})
+    untried, _ = open_anomaly("CACHE_MISS", "worker:collector", {})
+    Anomaly.objects.filter(pk=tried.pk).update(recovery_attempts=1, last_recovery_at=tried.detected_at)
+    start = tried.detected_at
+    assert escalation.escalate_due(start + timedelta(minutes=9)) == []
+    assert escalation.escalate_due(start + timedelta(minutes=10)) == [tried.pk]
+    assert escalation.escalate_due(start + timedelta(minutes=60)) == []  # once; the untried one never
+    tried.refresh_from_db()
+    untried.refresh_from_db()
+    assert tried.escalated_at is not None and untried.escalated_at is None
     entry = LedgerEntry.objects.get(event_type="anomaly.escalated")
-    assert "already_escalated_at" in entry.data["sent"]
-    # Its reminder, half an hour on, does go out.
-    escalation.escalate_due(anomaly.detected_at + timedelta(minutes=42))
-    assert LedgerEntry.objects.filter(event_type="worker.alert").count() == before + 1
+    assert entry.data["policy"] == "unrecovered" and entry.data["anomaly_id"] == tried.pk
+    assert LedgerEntry.objects.filter(event_type="worker.alert", message__startswith="ESCALATED").count() == 1
+
+
+def test_the_policies_api_shows_and_sets_after_recovery(policy, staff_client: APIClient):
+    made = staff_client.post(
+        "/api/v1/escalation-policies/",
+        {"name": "after-fix", "severities": ["medium"], "after_recovery": True, "tiers": TIERS},
+        format="json",
+    )
+    assert made.status_code == 201, made.content
+    assert EscalationPolicy.objects.get(name="after-fix").after_recovery is True
+    bad = staff_client.patch(f"/api/v1/escalation-policies/{made.json()['id']}/", {"after_recovery": "maybe"})
+    assert bad.status_code == 400 and "after_recovery" in bad.json()

@@ -180,6 +180,32 @@ def test_loop_protection_pauses_raises_an_anomaly_alerts_and_a_person_resumes(st
     assert Action.objects.filter(rule=rule).latest("id").status == "succeeded"
 
 
+def test_the_api_lists_paused_automations_and_a_person_resumes_one(staff_client: APIClient, user_client):
+    rule = alert_rule(max_per_hour=1)
+    Rule.objects.filter(pk=rule.pk).update(loop_limit=2)
+    for _ in range(4):
+        run_cycle()
+    held = GuardrailCounter.objects.create(automation="rule:other", target="queue", attempts=2, runs=1)
+
+    paused = user_client.get("/api/v1/guardrails/?paused=true").json()["results"]
+    assert [(row["automation"], row["target"], row["paused"]) for row in paused] == [("rule:alert", "queue", True)]
+    assert paused[0]["paused_at"] and "remediation loop" in paused[0]["reason"]
+    assert {row["id"] for row in user_client.get("/api/v1/guardrails/").json()["results"]} >= {held.pk}
+    pk = paused[0]["id"]
+    assert user_client.post(f"/api/v1/guardrails/{pk}/resume").status_code == 403  # readers may not
+
+    answer = staff_client.post(f"/api/v1/guardrails/{pk}/resume")
+    assert answer.status_code == 200
+    assert (answer.json()["paused"], answer.json()["paused_at"], answer.json()["attempts"]) == (False, None, 0)
+    assert LedgerEntry.objects.filter(event_type="guardrail.resumed", actor="ops").count() == 1
+    assert Anomaly.objects.get(code="REMEDIATION_LOOP").resolved_at is not None
+    again = staff_client.post(f"/api/v1/guardrails/{pk}/resume")
+    assert again.status_code == 409 and "not paused" in again.json()["detail"]
+    assert staff_client.post(f"/api/v1/guardrails/{held.pk}/resume").status_code == 409
+    assert LedgerEntry.objects.filter(event_type="guardrail.resumed").count() == 1
+    assert staff_client.get("/api/v1/guardrails/?paused=true").json()["results"] == []
+
+
 # --- verification ---------------------------------------------------------------------------------
 def test_a_later_cycle_records_whether_the_action_helped(settings, staff_client: APIClient):
     settings.ORCHESTRATOR_VERIFY_AFTER_SECONDS = 0

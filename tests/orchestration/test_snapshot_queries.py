@@ -141,7 +141,6 @@ def reference_workers(now: datetime) -> dict[str, Any]:
         )
     )
     cooldown = now - timedelta(seconds=settings.FLEET_RECOVERY_COOLDOWN_SECONDS)
-    escalate = now - timedelta(seconds=settings.FLEET_ESCALATE_AFTER_SECONDS)
     anomalies = (
         Anomaly.objects.order_by()
         .filter(resolved_at__isnull=True)
@@ -153,9 +152,6 @@ def reference_workers(now: datetime) -> dict[str, Any]:
                 "id",
                 filter=Q(code__in=list(strategies()), recovery_attempts__lt=settings.FLEET_MAX_RECOVERY_ATTEMPTS)
                 & (Q(last_recovery_at__isnull=True) | Q(last_recovery_at__lte=cooldown)),
-            ),
-            escalations_due=Count(
-                "id", filter=Q(escalated_at__isnull=True, recovery_attempts__gte=1, last_recovery_at__lte=escalate)
             ),
             alerts_due=Count("id", filter=Q(alert_state=AlertState.PENDING, alert_due_at__lte=now)),
         )

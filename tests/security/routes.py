@@ -144,6 +144,8 @@ def values_for(route: Route, world: World | None) -> dict[str, object]:
         "orchestration-api:action": world.action.pk,
         "console:action": world.action.pk,
         "console:guardrail": world.counter.pk,
+        "orchestration-api:guardrail": world.counter.pk,
+        "orchestration-api:automation-policy": world.automation_policy.pk,
         "console:anomaly": world.anomaly.pk,
         "orchestration-api:escalation-policy": world.policy.pk,
         "orchestration-api:ledger": world.entry.pk,

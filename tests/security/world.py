@@ -12,7 +12,7 @@ from health.models import HealthCheck, MaintenanceWindow, Service, ServiceAlert
 from orchestration.core.jobs.queue import enqueue
 from orchestration.core.models import Anomaly, EscalationPolicy, Job, Lane, LedgerEntry, NotificationChannel
 from orchestration.fleet.models import ScoreReport, Worker, WorkerRun
-from orchestration.loop.models import Action, GuardrailCounter, LoopState, Rule, ScoreDeduction
+from orchestration.loop.models import Action, AutomationPolicy, GuardrailCounter, LoopState, Rule, ScoreDeduction
 from orchestration.routing.models import Suggestion, TaskContext, TypeMultiplier
 from pipeline.models import PipelineDefinition, PipelineJob
 
@@ -41,6 +41,7 @@ class World:
     deduction: ScoreDeduction
     channel: NotificationChannel
     counter: GuardrailCounter
+    automation_policy: AutomationPolicy
     policy: EscalationPolicy
     maintenance: MaintenanceWindow
 
@@ -102,6 +103,9 @@ def build_world() -> World:
         ),
         counter=GuardrailCounter.objects.create(
             automation=f"rule:{rule.name}", target="queue", attempts=9, runs=3, paused_at=timezone.now()
+        ),
+        automation_policy=AutomationPolicy.of(
+            "recovery:open_circuit_reduce_rate", risky=True, max_per_hour=4, loop_limit=8
         ),
         entry=LedgerEntry.objects.create(event_type="tests.entry", message="a ledger entry"),
         worker=worker,

@@ -59,7 +59,7 @@ def test_the_snapshot_carries_the_fleet_and_dead_runs_trigger_a_sweep(db, make_w
     worker = make_worker()
     run = request_run(worker)
     WorkerRun.objects.filter(pk=run.pk).update(status="running", heartbeat_at=timezone.now() - timedelta(minutes=5))
-    assert Rule.objects.filter(name__startswith="fleet-", builtin=True).count() == 5
+    assert Rule.objects.filter(name__startswith="fleet-", builtin=True).count() == 4
     result = run_cycle(manual=True, actor="ops")
     assert result["snapshot"]["workers"]["dead_runs"] == 1
     assert "sweep_workers" in [a["type"] for a in result["decision"]["actions"]]
@@ -72,17 +72,21 @@ def test_the_snapshot_carries_the_fleet_and_dead_runs_trigger_a_sweep(db, make_w
     assert crash.recovery[0]["action_id"] == restart.pk
 
 
-def test_recovery_and_escalation_rules_run_from_the_loop(db, make_worker, settings):
-    settings.FLEET_RECOVERY_COOLDOWN_SECONDS = 0
-    settings.FLEET_ESCALATE_AFTER_SECONDS = 0
+def test_recovery_runs_from_the_loop_and_escalation_from_the_policies_tick(db, make_worker):
     from orchestration.core.anomalies import open_anomaly
+    from orchestration.core.escalation import escalation_tick
+    from orchestration.loop.runner import _TICK_HOOKS
 
-    open_anomaly("SLOW_EXECUTION", "worker:collector", {}, worker=make_worker())
+    found, _ = open_anomaly("SLOW_EXECUTION", "worker:collector", {}, worker=make_worker())
     first = run_cycle(manual=True)
     assert "recover_workers" in [a["type"] for a in first["decision"]["actions"]]
-    second = run_cycle(manual=True)
-    assert "escalate_worker_anomalies" in [a["type"] for a in second["decision"]["actions"]]
-    assert Anomaly.objects.get(code="SLOW_EXECUTION").escalated_at is not None
+    # The loop has no escalation rule of its own any more: the policies' tick hook escalates.
+    assert not Rule.objects.filter(action_type="escalate_worker_anomalies").exists()
+    assert escalation_tick in _TICK_HOOKS
+    Anomaly.objects.filter(pk=found.pk).update(detected_at=timezone.now() - timedelta(minutes=11))
+    escalation_tick.last = 0.0
+    assert escalation_tick() == {"escalated": [found.pk]}
+    assert Anomaly.objects.get(pk=found.pk).escalated_at is not None
 
 
 def test_hourly_and_daily_rollups(db, make_worker):

@@ -10,7 +10,7 @@ from datetime import timedelta
 from django.utils import timezone
 from werkzeug import Response
 
-from orchestration.core import alerts, anomalies, notifications
+from orchestration.core import alerts, anomalies, escalation, notifications
 from orchestration.core.anomalies import open_anomaly
 from orchestration.core.models import Anomaly, Delivery, DeliveryAttempt, Job, LedgerEntry, NotificationChannel
 from orchestration.fleet import detection, recovery
@@ -57,13 +57,15 @@ def test_risky_recoveries_wait_for_a_person_unless_a_person_made_them_automatic(
     assert CircuitBreaker.for_name("worker:collector").state == "open"
 
 
-def test_a_recovery_is_verified_against_its_anomaly_later(make_worker):
+def test_a_recovery_is_verified_against_its_anomaly_later(make_worker, settings):
+    settings.ORCHESTRATOR_VERIFY_AFTER_SECONDS = 90  # the same delay as the loop's own actions
     worker = make_worker(enabled=True)
     found = anomaly("STALE_DATA", worker)
     action = recovery.recover(found)
     assert action.status == "succeeded", action.error
-    assert recovery.verify_recoveries() == 0  # not yet due
-    later = timezone.now() + timedelta(seconds=recovery.VERIFY_AFTER_SECONDS + 1)
+    assert action.verify_after == action.created_at + timedelta(seconds=90)
+    assert recovery.verify_recoveries(action.created_at + timedelta(seconds=89)) == 0  # not yet due
+    later = timezone.now() + timedelta(seconds=91)
     assert recovery.verify_recoveries(later) == 1
     action.refresh_from_db()
     assert action.effective is False and "still open" in action.verification
@@ -73,7 +75,68 @@ def test_a_recovery_is_verified_against_its_anomaly_later(make_worker):
     recovery.verify_recoveries(later)
     fixed.refresh_from_db()
     assert fixed.effective is True
-    assert Action.effectiveness_by_rule()["fleet-recovery"] == {"verified": 2, "effective": 1, "rate": 0.5}
+    effectiveness = Action.effectiveness_by_rule()
+    assert effectiveness["fleet-recovery"] == {"verified": 2, "effective": 1, "rate": 0.5}
+    # Each strategy has its own line too: the one that never helps shows.
+    assert effectiveness["fleet-recovery:refresh_upstream"] == {"verified": 1, "effective": 0, "rate": 0.0}
+    assert effectiveness["fleet-recovery:lengthen_lock_timeout"] == {"verified": 1, "effective": 1, "rate": 1.0}
+
+
+def test_loop_protection_pauses_a_recovery_for_its_worker_alerts_and_a_person_resumes_it(make_worker, staff_client):
+    worker = make_worker(interval_seconds=300)
+    found = anomaly("API_QUOTA_LOW", worker, quota_remaining_pct=10)
+    AutomationPolicy.objects.filter(name="recovery:reduce_fetch_frequency").delete()
+    policy = recovery.policy_of("reduce_fetch_frequency")
+    policy.configure(actor="ops", max_per_hour=10, loop_limit=3)
+    outcomes = [recovery.recover(found) for _ in range(6)]
+    assert [a.status for a in outcomes if a is not None] == ["succeeded", "succeeded", "succeeded", "paused"]
+    worker.refresh_from_db()
+    assert worker.rate_factor == 8.0  # three reductions ran, none after the pause
+    loop = Anomaly.objects.get(code="REMEDIATION_LOOP", resolved_at__isnull=True)
+    assert "recovery:reduce_fetch_frequency" in loop.subject and loop.subject.endswith(found.subject)
+    assert LedgerEntry.objects.filter(event_type="guardrail.paused", subject=found.subject).count() == 1
+    # Another worker is not held back by this one's loop.
+    other = anomaly("API_QUOTA_LOW", make_worker("other"), quota_remaining_pct=10)
+    assert recovery.recover(other).status == "succeeded"
+
+    (paused,) = staff_client.get("/api/v1/guardrails/?paused=true").json()["results"]
+    assert (paused["automation"], paused["target"]) == ("recovery:reduce_fetch_frequency", found.subject)
+    assert staff_client.post(f"/api/v1/guardrails/{paused['id']}/resume").status_code == 200
+    loop.refresh_from_db()
+    assert loop.resolved_at is not None
+    assert recovery.recover(found).status == "succeeded"
+
+
+def test_an_approved_recovery_whose_anomaly_resolved_meanwhile_is_not_run(make_worker):
+    from health.models import CircuitBreaker
+
+    worker = make_worker(interval_seconds=300)
+    found = anomaly("HIGH_FAILURE_RATE", worker)
+    waiting = recovery.recover(found)
+    assert waiting.status == "awaiting_approval"
+    anomalies.resolve("HIGH_FAILURE_RATE", found.subject)
+    waiting.approve(actor="ops")
+    assert recovery.run_approved() == []
+    waiting.refresh_from_db()
+    assert waiting.status == "expired" and "resolved before it ran" in waiting.error
+    assert CircuitBreaker.for_name("worker:collector").state != "open"
+    worker.refresh_from_db()
+    assert worker.rate_factor == 1.0
+    assert LedgerEntry.objects.filter(event_type="action.expired", subject=found.subject).exists()
+
+
+def test_the_fleet_sweep_expires_unanswered_recoveries_while_the_loop_is_off(make_worker, settings):
+    from orchestration.fleet.loop import fleet_sweep_tick
+    from orchestration.loop.models import LoopState
+
+    LoopState.disable(actor="ops")
+    settings.ORCHESTRATOR_APPROVAL_TIMEOUT_MINUTES = 0
+    waiting = recovery.recover(anomaly("HIGH_FAILURE_RATE", make_worker()))
+    assert waiting.status == "awaiting_approval"
+    fleet_sweep_tick.last = 0.0
+    assert fleet_sweep_tick()["expired"] == 1
+    waiting.refresh_from_db()
+    assert waiting.status == "expired"
 
 
 def test_recovery_of_one_worker_is_limited_per_hour(make_worker, settings):
@@ -182,32 +245,32 @@ def test_anomalies_without_a_strategy_are_only_alerted(make_worker):
     assert "CACHE_MISS" not in recovery.strategies()
 
 
-def test_recovery_is_retried_after_the_cooldown_then_escalated(make_worker, settings):
+def test_recovery_is_retried_after_the_cooldown_then_escalated_by_policy(make_worker, settings):
     settings.FLEET_RECOVERY_COOLDOWN_SECONDS = 60
-    settings.FLEET_ESCALATE_AFTER_SECONDS = 120
     settings.FLEET_MAX_RECOVERY_ATTEMPTS = 2
     worker = make_worker(timeout_seconds=100)
     found = anomaly("SLOW_EXECUTION", worker)
-    now = timezone.now()
+    now = found.detected_at
     recovery.recover(found, now=now)
     assert recovery.retry_open(now + timedelta(seconds=30)) == []  # cooling down
     assert len(recovery.retry_open(now + timedelta(seconds=61))) == 1
     assert recovery.retry_open(now + timedelta(seconds=200)) == []  # attempts exhausted
-    assert recovery.escalate_due(now + timedelta(seconds=100)) == []
-    assert recovery.escalate_due(now + timedelta(seconds=200)) == [found.pk]
-    assert recovery.escalate_due(now + timedelta(seconds=300)) == []  # once
+    # One mechanism escalates: the policies' (the seeded one: high, after 10 minutes).
+    assert escalation.escalate_due(now + timedelta(minutes=9)) == []
+    assert escalation.escalate_due(now + timedelta(minutes=10)) == [found.pk]
+    assert escalation.escalate_due(now + timedelta(minutes=11)) == []  # once
     found.refresh_from_db()
-    assert found.escalated_at is not None
-    assert LedgerEntry.objects.filter(event_type="worker.anomaly_escalated", severity="critical").exists()
+    assert found.escalated_at is not None and found.recovery_attempts == 2
+    assert LedgerEntry.objects.filter(event_type="anomaly.escalated", subject=found.subject).count() == 1
     assert LedgerEntry.objects.filter(event_type="worker.alert", message__startswith="ESCALATED").exists()
+    assert not hasattr(recovery, "escalate_due")
 
 
-def test_a_recovery_that_clears_the_anomaly_is_not_escalated(make_worker, settings):
-    settings.FLEET_ESCALATE_AFTER_SECONDS = 0
+def test_a_recovery_that_clears_the_anomaly_is_not_escalated(make_worker):
     found = anomaly("SLOW_EXECUTION", make_worker())
     recovery.recover(found)
     anomalies.resolve("SLOW_EXECUTION", "worker:collector")
-    assert recovery.escalate_due(timezone.now() + timedelta(seconds=5)) == []
+    assert escalation.escalate_due(found.detected_at + timedelta(hours=1)) == []
 
 
 # --- alerts -----------------------------------------------------------------------------
@@ -337,3 +400,26 @@ def test_the_sweep_detects_fleet_anomalies_and_resolves_them(make_worker, settin
     Worker.objects.filter(pk=worker.pk).update(last_success_at=timezone.now())
     detection.sweep()
     assert not Anomaly.objects.filter(resolved_at__isnull=True, code__in=["QUEUE_OVERFLOW", "STALE_DATA"]).exists()
+
+
+def test_a_person_sets_a_recovery_strategys_mode_and_limits_through_the_api(make_worker, staff_client, user_client):
+    worker = make_worker(interval_seconds=300)
+    waiting = recovery.recover(anomaly("HIGH_FAILURE_RATE", worker))
+    assert waiting.status == "awaiting_approval"
+    row = AutomationPolicy.objects.get(name="recovery:open_circuit_reduce_rate")
+    listed = user_client.get("/api/v1/automation-policies/").json()["results"]
+    shown = next(p for p in listed if p["id"] == row.pk)
+    assert (shown["name"], shown["mode"], shown["risky"]) == (row.name, "approval", True)
+    url = f"/api/v1/automation-policies/{row.pk}/"
+    assert user_client.patch(url, {"mode": "automatic"}, format="json").status_code == 403
+    bad = staff_client.patch(url, {"mode": "whenever"}, format="json")
+    assert bad.status_code == 400 and "mode" in bad.json()
+    assert staff_client.patch(url, {"name": "renamed"}, format="json").json()["name"] == row.name  # read-only
+    answer = staff_client.patch(url, {"mode": "automatic", "max_per_hour": 2}, format="json")
+    assert answer.status_code == 200, answer.content
+    body = answer.json()
+    assert (body["mode"], body["max_per_hour"], body["updated_by"]) == ("automatic", 2, "ops")
+    assert LedgerEntry.objects.get(event_type="automation_policy.updated").actor == "ops"
+    # Now it runs on its own, as the person said.
+    waiting.reject(actor="ops")
+    assert recovery.recover(anomaly("HIGH_FAILURE_RATE", worker)).status == "succeeded"

@@ -18,6 +18,9 @@ class EscalationPolicy(models.Model):
         help_text='[{"after_minutes": 10, "channels": ["ops"], "repeat_minutes": 30}, …]; channels name '
         "notification channels (empty: the escalation alert route).",
     )
+    after_recovery = models.BooleanField(
+        default=False, help_text="Only anomalies that a recovery strategy tried and did not clear."
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

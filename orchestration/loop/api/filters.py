@@ -6,7 +6,7 @@ import django_filters
 
 from orchestration.core.choices import JobStatus, Severity
 from orchestration.core.models import Job, LedgerEntry
-from orchestration.loop.models import Action
+from orchestration.loop.models import Action, GuardrailCounter
 from orchestrator_site.api.filters import IdFilter, UtcIsoDateTimeFilter, event_type_prefix
 
 
@@ -43,3 +43,13 @@ class ActionFilter(django_filters.FilterSet):
     class Meta:
         model = Action
         fields = ["action_type", "status", "cycle", "rule"]
+
+
+class GuardrailFilter(django_filters.FilterSet):
+    paused = django_filters.BooleanFilter(
+        field_name="paused_at", lookup_expr="isnull", exclude=True, help_text="true: only what loop protection paused."
+    )
+
+    class Meta:
+        model = GuardrailCounter
+        fields = ["automation", "target", "paused"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.utils import timezone
 from rest_framework import serializers
 
-from orchestration.core.choices import AnomalySeverity, Backoff, Priority
+from orchestration.core.choices import AnomalySeverity, Backoff, Priority, RuleMode
 from orchestration.core.escalation_rules import TierError, validate_tiers
 from orchestration.core.jobs import django_tasks
 from orchestration.core.jobs.kinds import http_request_problems, python_call_problems
@@ -12,7 +12,7 @@ from orchestration.core.models import EscalationPolicy, Job, Lane, LedgerEntry, 
 from orchestration.core.redaction import redact, redact_error
 from orchestration.loop.decider import ConditionError, validate_condition
 from orchestration.loop.executor import action_types
-from orchestration.loop.models import Action, Rule, ScoreDeduction
+from orchestration.loop.models import Action, AutomationPolicy, GuardrailCounter, Rule, ScoreDeduction
 from orchestrator_site.api.permissions import require_run_code
 
 FETCHED_KEYS = ("body", "response")
@@ -299,6 +299,47 @@ class ActionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class GuardrailSerializer(serializers.ModelSerializer):
+    """One automation on one target: its counts this hour and a pause loop protection set."""
+
+    paused = serializers.SerializerMethodField()
+    reason = serializers.CharField(source="last_reason", read_only=True)
+    outcome = serializers.CharField(source="last_outcome", read_only=True)
+
+    class Meta:
+        model = GuardrailCounter
+        fields = [
+            "id",
+            "automation",
+            "target",
+            "paused",
+            "paused_at",
+            "reason",
+            "outcome",
+            "attempts",
+            "runs",
+            "window_started_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_paused(self, obj: GuardrailCounter) -> bool:
+        return obj.paused_at is not None
+
+
+class AutomationPolicySerializer(serializers.ModelSerializer):
+    """The guardrails of an automation that is not a rule (a recovery strategy, the
+    routing ejection): a person sets its mode and limits."""
+
+    mode = serializers.ChoiceField(choices=RuleMode.choices, required=False)
+
+    class Meta:
+        model = AutomationPolicy
+        fields = ["id", "name", "mode", "risky", "max_per_hour", "loop_limit", "updated_by", "updated_at"]
+        read_only_fields = ["name", "risky", "updated_by", "updated_at"]
+        extra_kwargs = {"max_per_hour": {"max_value": 10_000}, "loop_limit": {"max_value": 10_000}}
+
+
 class ActionDecisionSerializer(serializers.Serializer):
     notes = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
 
@@ -328,7 +369,7 @@ class EscalationPolicySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = EscalationPolicy
-        fields = ["id", "name", "severities", "tiers", "enabled", "created_at", "updated_at"]
+        fields = ["id", "name", "severities", "after_recovery", "tiers", "enabled", "created_at", "updated_at"]
         read_only_fields = ["created_at", "updated_at"]
 
     def validate_tiers(self, value):

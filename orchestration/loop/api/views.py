@@ -13,8 +13,10 @@ from orchestration.loop.api import filters
 from orchestration.loop.api.serializers import (
     ActionDecisionSerializer,
     ActionSerializer,
+    AutomationPolicySerializer,
     EnableSerializer,
     EscalationPolicySerializer,
+    GuardrailSerializer,
     JobCreateSerializer,
     JobSerializer,
     LaneSerializer,
@@ -25,9 +27,9 @@ from orchestration.loop.api.serializers import (
     ScoreDeductionSerializer,
 )
 from orchestration.loop.cycle import run_cycle
-from orchestration.loop.models import Action, LoopState, Rule, ScoreDeduction
+from orchestration.loop.models import Action, AutomationPolicy, GuardrailCounter, LoopState, Rule, ScoreDeduction
 from orchestration.loop.snapshot_cache import current_snapshot
-from orchestrator_site.api.errors import object_body
+from orchestrator_site.api.errors import Conflict, object_body
 from orchestrator_site.api.idempotency import HEADER, all_or_nothing, idempotent
 from orchestrator_site.api.pagination import KeysetPagination
 from orchestrator_site.api.permissions import PublicEndpoint
@@ -157,8 +159,7 @@ class ActionViewSet(viewsets.ReadOnlyModelViewSet):
         body = ActionDecisionSerializer(data=object_body(request))
         body.is_valid(raise_exception=True)
         action = self.get_object()
-        decide = action.approve if approve else action.reject
-        decide(actor=actor_of(request), notes=body.validated_data["notes"])
+        action.decide(approve, actor=actor_of(request), notes=body.validated_data["notes"])
         return Response(ActionSerializer(action).data)
 
     @extend_schema(
@@ -177,6 +178,43 @@ class ActionViewSet(viewsets.ReadOnlyModelViewSet):
     @action(detail=True, methods=["post"])
     def reject(self, request, pk=None):
         return self._decide(request, False)
+
+
+class GuardrailViewSet(viewsets.ReadOnlyModelViewSet):
+    """Each automation's counts per target this hour; ``?paused=true`` lists what loop
+    protection paused, which a person resumes."""
+
+    queryset = GuardrailCounter.objects.all()
+    serializer_class = GuardrailSerializer
+    filterset_class = filters.GuardrailFilter
+
+    @extend_schema(request=None, responses={200: GuardrailSerializer, 409: OpenApiResponse(description="Not paused")})
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        """Lift a loop protection pause: the automation acts on this target again."""
+        counter = self.get_object()
+        if not counter.resume(actor=actor_of(request)):
+            raise Conflict(f"{counter.automation} on {counter.target} is not paused")
+        return Response(GuardrailSerializer(counter).data)
+
+
+class AutomationPolicyViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin, viewsets.GenericViewSet
+):
+    """Mode and limits of each recovery strategy and of the routing ejection. Each row is
+    made by its automation the first time it acts; a person changes it (ledgered)."""
+
+    queryset = AutomationPolicy.objects.all()
+    serializer_class = AutomationPolicySerializer
+
+    def perform_update(self, serializer):
+        changed = {
+            name: value
+            for name, value in serializer.validated_data.items()
+            if getattr(serializer.instance, name) != value
+        }
+        if changed:
+            serializer.instance.configure(actor=actor_of(self.request), **changed)
 
 
 # --- control loop -------------------------------------------------------------------
@@ -257,6 +295,8 @@ class ApiRootView(APIView):
                     "score_deductions": "/api/v1/score-deductions/",
                     "escalation_policies": "/api/v1/escalation-policies/",
                     "actions": "/api/v1/actions/",
+                    "guardrails": "/api/v1/guardrails/",
+                    "automation_policies": "/api/v1/automation-policies/",
                     "processes": "/api/v1/processes/",
                     "snapshot": "/orchestrator/snapshot",
                     "run_once": "/orchestrator/run-once",
