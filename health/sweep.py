@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from health import breaker as rules
 from health import status as pure
+from health import status_copy
 from health.checker import ProbeResult, run_probes
 from health.choices import BreakerState, ServiceHealth
 from health.models import (
@@ -128,6 +129,7 @@ def check_services(
     with transaction.atomic():
         _persist(allowed, outcomes, circuits, now, actor, result)
         reconcile_alerts(now)
+    status_copy.forget()  # (this process's copy; another's ages out within its max age)
     result.duration_ms = (time.perf_counter() - started) * 1000
     log.info(
         "health sweep: %d checked, %d failed, %d skipped (circuit open) in %.0f ms",
