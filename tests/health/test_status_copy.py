@@ -4,6 +4,7 @@ elsewhere show once it is older than the max age, and filtered answers are alway
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -69,3 +70,30 @@ def test_filtered_answers_and_a_max_age_of_zero_are_always_fresh(user_client, se
     assert set(status(user_client, "?health=unhealthy")["services"]) == {"api"}
     settings.HEALTH_STATUS_MAX_AGE_SECONDS = 0
     assert status(user_client)["services"]["api"]["health"] == "unhealthy"
+
+
+def test_requests_waiting_for_a_build_take_it_even_when_it_outlasted_the_max_age(settings):
+    from health import status_copy
+
+    settings.HEALTH_STATUS_MAX_AGE_SECONDS = 0.05
+    building = threading.Event()
+    builds: list[int] = []
+
+    def slow_build() -> bytes:
+        builds.append(1)
+        building.set()
+        time.sleep(0.3)  # longer than the max age, as a 6 MB body on a busy machine
+        return b'{"n": %d}' % len(builds)
+
+    answers: list[tuple[bytes, bool]] = []
+    first = threading.Thread(target=lambda: answers.append(status_copy.body(slow_build)))
+    first.start()
+    building.wait(2)
+    waiters = [threading.Thread(target=lambda: answers.append(status_copy.body(slow_build))) for _ in range(3)]
+    for thread in waiters:
+        thread.start()
+    for thread in [first, *waiters]:
+        thread.join(5)
+    assert len(builds) == 1 and sorted(answers) == [(b'{"n": 1}', False)] + [(b'{"n": 1}', True)] * 3
+    time.sleep(0.06)  # a request arriving after the max age builds anew
+    assert status_copy.body(slow_build) == (b'{"n": 2}', False)
