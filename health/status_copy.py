@@ -2,11 +2,12 @@
 
 At 20,000 services that body is 6 MB and costs about 0.2 s of CPU to read and render;
 with ten clients polling it, its builds left no CPU for any other page of the same
-process. Within ``HEALTH_STATUS_MAX_AGE_SECONDS`` (default 1 s) every request of a
-process answers the same rendered body; one request builds at a time and the others
-wait for it and take it. Its ``timestamp`` is when it was read, so a reader sees how old it is. A
-sweep or a change to a service or breaker made in this process drops it (a build in
-flight then is not kept). Filtered answers are always built fresh. 0 turns it off.
+process. Within ``HEALTH_STATUS_MAX_AGE_SECONDS`` (default 1 s, counted from when it
+was ready) every request of a process answers the same rendered body; one request
+builds at a time and the others wait for it and take it. Its ``timestamp`` is when it
+was read, so a reader sees how old it is. A sweep or a change to a service or breaker
+made in this process drops it (a build in flight then is not kept). Filtered answers
+are always built fresh. 0 turns it off.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from django.conf import settings
 
 _lock = threading.Lock()  # held while a request builds the body
-_copy: tuple[float, bytes] | None = None  # (monotonic time its build started, body)
+_copy: tuple[float, bytes] | None = None  # (monotonic time it was ready, body)
 _generation = 0  # bumped by forget(): a build that started before is not kept
 _builds = 0  # copies kept so far
 
@@ -44,10 +45,12 @@ def body(build: Callable[[], bytes]) -> tuple[bytes, bool]:
 def _build(build: Callable[[], bytes]) -> bytes:
     """Under ``_lock``."""
     global _copy, _builds
-    generation, started = _generation, time.monotonic()
+    generation = _generation
     data = build()
     if generation == _generation:
-        _copy, _builds = (started, data), _builds + 1
+        # Aged from when it is ready: counted from the start, a build that outlasts the
+        # max age would serve nobody but its waiters, and the next request builds again.
+        _copy, _builds = (time.monotonic(), data), _builds + 1
     return data
 
 
