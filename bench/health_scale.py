@@ -2,9 +2,12 @@
 checks/s) for 60 s by the real processes (web, qcluster, loop runner), while 10 clients
 read the dashboard, the services page, ``/orchestrator/snapshot`` and ``/health/status``.
 
-Services: 70 % HTTP (a threaded server on 127.0.0.1), 20 % TCP connect (a listener on
-127.0.0.1), 10 % heartbeats (pinged, judged by the sweep without a network call); their
-first checks are spread over the first 20 s. Figures:
+Services: 60 % HTTP (a threaded server on 127.0.0.1), 15 % TCP connect (a listener on
+127.0.0.1), 10 % DNS (an A record asked of a dnspython server on 127.0.0.1), 5 % TLS
+(a handshake with a threaded server on 127.0.0.1 presenting a self-signed certificate
+made for the run; ``verify`` off, the expiry judged), 10 % heartbeats (pinged, judged
+by the sweep without a network call); their first checks are spread over the first
+20 s. Figures:
 
 - checks/s achieved (history rows written in the window / window), against 1,000/s;
 - CPU share of the cluster: CPU seconds of qcluster + loop (and their children) over
@@ -14,8 +17,9 @@ first checks are spread over the first 20 s. Figures:
 - lag between a check being due and being made: from the history (first check: its
   seeded due time; later ones: the previous check + 20 s), p50/p99 (target p99 ≤ 2 s);
 - per page, p50/p99 under that load (dashboard, services page and snapshot ≤ 300 ms,
-  ``/health/status`` ≤ 1 s); snapshot answers served from the per-process copy (its
-  ``taken_at`` before the request was sent) are counted apart from fresh builds;
+  ``/health/status`` ≤ 1 s); answers of the snapshot and of ``/health/status`` served
+  from their per-process copy (``taken_at`` / ``timestamp`` before the request was
+  sent) are counted apart, with the p99 of the fresh builds alone;
 - the snapshot build itself, cache off: ``build_snapshot()`` timed in this process
   while the load runs.
 
@@ -29,9 +33,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import random
+import re
 import socket
+import socketserver
+import ssl
 import statistics
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -63,6 +71,9 @@ PAGES = {
     "snapshot": ("/orchestrator/snapshot", 0.300),
     "/health/status": ("/health/status", 1.0),
 }
+# Answered from a per-process copy within its max age (timestamp before the request).
+COPIED = ("snapshot", "/health/status")
+TIMESTAMP = re.compile(rb'"timestamp":\s*"([^"]+)"')
 CPU_TARGET_CORES = 1.2
 LAG_P99_TARGET_S = 2.0
 
@@ -115,7 +126,77 @@ def tcp_target(stop: threading.Event) -> int:
     return sock.getsockname()[1]
 
 
-def populate(services: int, interval: int, http_base: str, tcp_port: int, start: datetime) -> dict[int, datetime]:
+DNS_NAME = "svc.bench.test"
+KINDS = {"http": 0.6, "tcp": 0.15, "dns": 0.1, "tls": 0.05, "heartbeat": 0.1}
+
+
+def dns_target(stop: threading.Event) -> str:
+    """A UDP DNS server answering ``DNS_NAME`` A 127.0.0.1 (anything else NXDOMAIN), as
+    the DNS kind's tests serve; two threads read the one socket. Returns "host:port"."""
+    import dns.exception
+    import dns.message
+    import dns.rcode
+    import dns.rrset
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.2)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                data, peer = sock.recvfrom(4096)
+                query = dns.message.from_wire(data)
+            except (OSError, dns.exception.DNSException):
+                continue
+            response = dns.message.make_response(query)
+            question = query.question[0]
+            if question.name.to_text().lower() == DNS_NAME + ".":
+                response.answer.append(dns.rrset.from_text_list(question.name, 60, "IN", "A", ["127.0.0.1"]))
+            else:
+                response.set_rcode(dns.rcode.NXDOMAIN)
+            try:
+                sock.sendto(response.to_wire(), peer)
+            except OSError:
+                pass
+
+    for _ in range(2):
+        threading.Thread(target=serve, daemon=True).start()
+    return f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+def tls_target(directory: Path) -> socketserver.ThreadingTCPServer:
+    """Completes TLS handshakes (a thread each) with a certificate made for the run,
+    valid a year, then closes, as the TLS kind's tests serve."""
+    from tests.health.probe_servers import make_certificate
+
+    cert, key = make_certificate(directory, not_after=datetime.now().astimezone() + timedelta(days=365))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            try:
+                self.request.settimeout(5)
+                with context.wrap_socket(self.request, server_side=True) as tls:
+                    tls.recv(1)
+            except (OSError, ssl.SSLError):
+                pass
+
+    class Server(socketserver.ThreadingTCPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+        request_queue_size = 4096
+
+    server = Server(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return server
+
+
+def populate(
+    services: int, interval: int, http_base: str, tcp_port: int, dns_server: str, tls_port: int, start: datetime
+) -> dict[int, datetime]:
     """The services, their breakers, a signed-in staff user; returns each service's first due time."""
     from django.db import transaction
 
@@ -124,9 +205,9 @@ def populate(services: int, interval: int, http_base: str, tcp_port: int, start:
     rng = random.Random(20)
     rows = []
     for i in range(services):
-        pick = rng.random()
+        kind = rng.choices(list(KINDS), weights=list(KINDS.values()))[0]
         fields: dict = {"kind": "http", "base_url": http_base, "health_path": f"/ok/{i}"}
-        if pick >= 0.9:
+        if kind == "heartbeat":
             fields = {
                 "kind": "heartbeat",
                 "check_config": {"period_seconds": 3600, "grace_seconds": 3600},
@@ -134,8 +215,14 @@ def populate(services: int, interval: int, http_base: str, tcp_port: int, start:
                 "last_ping_at": start,
                 "last_ping_kind": "success",
             }
-        elif pick >= 0.7:
+        elif kind == "tcp":
             fields = {"kind": "tcp", "check_config": {"host": "127.0.0.1", "port": tcp_port}}
+        elif kind == "dns":
+            config = {"name": DNS_NAME, "record_type": "A", "expected": ["127.0.0.1"], "server": dns_server}
+            fields = {"kind": "dns", "check_config": config}
+        elif kind == "tls":
+            config = {"host": "127.0.0.1", "port": tls_port, "warn_days": 14, "verify": False}
+            fields = {"kind": "tls", "check_config": config}
         due = start + timedelta(seconds=interval * i / services)
         rows.append(
             Service(
@@ -188,7 +275,8 @@ def cpu_seconds(pids: list[int]) -> float:
 def clients_load(base: str, cookie: str, token: str, clients: int, stop: threading.Event) -> dict[str, list]:
     """``clients`` threads, each cycling through the pages back to back until ``stop``."""
     samples: dict[str, list] = {name: [] for name in PAGES}
-    hits: list[bool] = []
+    # Per answer of the pages kept per process: (seconds, whether it came from the copy).
+    copies: dict[str, list] = {name: [] for name in COPIED}
     errors: list[str] = []
     lock = threading.Lock()
 
@@ -210,6 +298,10 @@ def clients_load(base: str, cookie: str, token: str, clients: int, stop: threadi
                 if name == "snapshot":
                     taken = datetime.fromisoformat(response.json()["snapshot"]["taken_at"])
                     hit = taken < sent
+                elif name == "/health/status":
+                    # Its timestamp leads the body; read from there, not by parsing megabytes.
+                    taken = datetime.fromisoformat(TIMESTAMP.search(response.content[:200]).group(1).decode())
+                    hit = taken < sent
             except Exception as exc:  # counted and shown; the run goes on
                 with lock:
                     errors.append(f"{type(exc).__name__}: {exc}"[:200])
@@ -217,14 +309,14 @@ def clients_load(base: str, cookie: str, token: str, clients: int, stop: threadi
             with lock:
                 samples[name].append(elapsed)
                 if hit is not None:
-                    hits.append(hit)
+                    copies[name].append((elapsed, hit))
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return {**samples, "_hits": hits, "_errors": errors}
+    return {**samples, "_copies": copies, "_errors": errors}
 
 
 def lags(first_due: dict[int, datetime], interval: int, since: datetime, until: datetime) -> list[float]:
@@ -253,6 +345,7 @@ def run(
     seconds = seconds or (20 if quick else 60)
     setup_django("health_scale", fresh=True)
 
+    from django.db.models import Count
     from django.utils import timezone
 
     from bench.common import profile_name
@@ -269,10 +362,13 @@ def run(
     server = http_target()
     http_base = f"http://127.0.0.1:{server.server_address[1]}"
     tcp_port = tcp_target(stop_targets)
+    dns_server = dns_target(stop_targets)
+    certificates = tempfile.TemporaryDirectory(prefix="health-scale-")
+    tls_server = tls_target(Path(certificates.name))
     warmup = 25
     start = timezone.now() + timedelta(seconds=warmup)
     progress(f"registering {services} services (first checks from {warmup} s on)")
-    first_due = populate(services, interval, http_base, tcp_port, start)
+    first_due = populate(services, interval, http_base, tcp_port, dns_server, tls_server.server_address[1], start)
     cookie, token = signed_in()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -307,8 +403,14 @@ def run(
         progress("load stopped; reading the history")
     stop_targets.set()
     server.shutdown()
+    tls_server.shutdown()
+    certificates.cleanup()
 
-    checks = HealthCheck.objects.filter(checked_at__gte=since, checked_at__lte=until).count()
+    window = HealthCheck.objects.filter(checked_at__gte=since, checked_at__lte=until)
+    checks = window.count()
+    # Every target answers: a failed check is the checker's own trouble (a timeout under load), shown by kind.
+    by_kind = dict(window.order_by().values_list("service__kind").annotate(n=Count("id")))
+    failed_by_kind = dict(window.filter(success=False).order_by().values_list("service__kind").annotate(n=Count("id")))
     achieved = checks / (until - since).total_seconds()
     used = {name: (cpu_after[name] - cpu_before[name]) / wall for name in pids}
     cores = used["qcluster"] + used["loop"]
@@ -325,7 +427,15 @@ def run(
             "p99_ms": round(percentile(got, 99) * 1000, 1) if got else None,
             "target_ms": round(limit * 1000),
         }
-    hits = loaded.get("_hits") or []
+    copies = loaded.get("_copies") or {name: [] for name in COPIED}
+    copied = {}
+    for name, answers in copies.items():
+        fresh = [seconds for seconds, hit in answers if not hit]
+        copied[name] = {
+            "answers": len(answers),
+            "from_copy": sum(1 for _, hit in answers if hit),
+            "fresh_p99_ms": round(percentile(fresh, 99) * 1000, 1) if fresh else None,
+        }
     errors = loaded.get("_errors") or []
     build_ms = [b * 1000 for b in builds]
     print()
@@ -342,12 +452,22 @@ def run(
                     [f"{n} p50 / p99 ms", f"{p['p50_ms']} / {p['p99_ms']} ({p['requests']} req)"]
                     for n, p in pages.items()
                 ],
-                ["snapshot answers from the copy", f"{sum(hits)} of {len(hits)}"],
+                *[
+                    [
+                        f"{n} answers from the copy (fresh p99 ms)",
+                        f"{c['from_copy']} of {c['answers']} ({c['fresh_p99_ms']})",
+                    ]
+                    for n, c in copied.items()
+                ],
                 [
                     "snapshot build, cache off, median / max ms",
                     f"{statistics.median(build_ms):.0f} / {max(build_ms):.0f}",
                 ],
                 ["failed requests", len(errors)],
+                [
+                    "checks by kind (failed)",
+                    ", ".join(f"{k} {n} ({failed_by_kind.get(k, 0)})" for k, n in sorted(by_kind.items())),
+                ],
             ],
             left=1,
         )
@@ -401,19 +521,21 @@ def run(
             "services": services,
             "interval_s": interval,
             "seconds": round(wall, 1),
-            "kinds": {"http": 0.7, "tcp": 0.2, "heartbeat": 0.1},
+            "kinds": KINDS,
             "checks": checks,
             "checks_per_s": round(achieved, 1),
             "cpu_cores": {name: round(value, 3) for name, value in used.items()},
             "lag_s": {"p50": round(lag_p50, 3), "p99": round(lag_p99, 3), "n": len(lag)},
             "pages": pages,
-            "snapshot_from_copy": {"hits": sum(hits), "answers": len(hits)},
+            "answers_from_copy": copied,
             "snapshot_build_ms": {
                 "median": round(statistics.median(build_ms), 1),
                 "max": round(max(build_ms), 1),
                 "n": len(build_ms),
             },
             "failed_requests": len(errors),
+            "checks_by_kind": by_kind,
+            "failed_checks_by_kind": failed_by_kind,
         },
         rows,
     )

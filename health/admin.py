@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.db import models
 from django.urls import reverse
 from django.utils.html import format_html
 
+from health import maintenance as windows
 from health.models import (
     CircuitBreaker,
     DependencyError,
@@ -302,14 +304,88 @@ class ServiceAlertAdmin(ReadOnlyAdmin):
         return ", ".join(obj.affected) or "–"
 
 
+WEEKLY_FIELDS = {
+    "weekly_days": "days",
+    "weekly_start": "start",
+    "weekly_duration_minutes": "duration_minutes",
+    "weekly_timezone": "timezone",
+}
+
+
+class MaintenanceWindowForm(MaskedSecretsForm):
+    """A weekly window picked from days, a start time, a duration and a time zone, so a
+    person need not write cron: the form writes ``recurrence`` from them. Any other
+    recurrence is still written in ``recurrence`` itself."""
+
+    weekly_days = forms.MultipleChoiceField(
+        label="Days",
+        choices=[(d, d.capitalize()) for d in windows.WEEKDAYS],
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+    )
+    weekly_start = forms.TimeField(
+        label="Start time", required=False, widget=forms.TimeInput(format="%H:%M"), help_text="In the time zone below."
+    )
+    weekly_duration_minutes = forms.IntegerField(label="Duration (minutes)", required=False)
+    weekly_timezone = forms.CharField(
+        label="Time zone", required=False, max_length=64, help_text="IANA name, e.g. Europe/Paris (empty: UTC)."
+    )
+
+    class Meta:
+        model = MaintenanceWindow
+        fields = ["name", "description", "starts_at", "ends_at", "recurrence", "services", "tags", "all_services"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)  # (masks first: the weekly parts then replace recurrence)
+        weekly = windows.weekly_of(self.instance.recurrence) if self.instance.pk else None
+        if weekly is not None and not self.is_bound:
+            # Shown as its parts only, so the two representations cannot disagree.
+            self.initial.update(
+                weekly_days=list(weekly.days),
+                weekly_start=weekly.start,
+                weekly_duration_minutes=weekly.duration_minutes,
+                weekly_timezone=weekly.timezone,
+                recurrence=None,
+            )
+
+    def clean(self) -> dict:
+        data = super().clean()
+        days, start = data.get("weekly_days") or [], data.get("weekly_start")
+        minutes = data.get("weekly_duration_minutes")
+        zone = (data.get("weekly_timezone") or "").strip()
+        if not (days or start or minutes is not None) or any(f in self.errors for f in WEEKLY_FIELDS):
+            return data  # not a weekly window (a field's own error is already shown)
+        problems = windows.weekly_problem(days, start, minutes, zone or "UTC")
+        for field, part in WEEKLY_FIELDS.items():
+            if part in problems:
+                self.add_error(field, problems[part])
+        if problems:
+            return data
+        built = windows.weekly_recurrence(windows.Weekly(tuple(days), start, minutes, zone or "UTC"))
+        if data.get("recurrence") and data["recurrence"] != built:
+            self.add_error("recurrence", "Leave empty when the weekly fields are filled: they write it.")
+            return data
+        data["recurrence"] = built
+        return data
+
+
 @admin.register(MaintenanceWindow)
 class MaintenanceWindowAdmin(admin.ModelAdmin):
     """Saving and deleting go through the model's own writes (with their ledger entry)."""
 
+    form = MaintenanceWindowForm
     list_display = ["name", "state_badge", "when", "scope_text", "created_by"]
     search_fields = ["name"]
     filter_horizontal = ["services"]
-    fields = ["name", "description", "starts_at", "ends_at", "recurrence", "services", "tags", "all_services"]
+    fieldsets = [
+        (None, {"fields": ["name", "description", "starts_at", "ends_at"]}),
+        (
+            "Weekly (writes the recurrence below)",
+            {"fields": ["weekly_days", "weekly_start", "weekly_duration_minutes", "weekly_timezone"]},
+        ),
+        ("Any other recurrence", {"fields": ["recurrence"]}),
+        ("Covers", {"fields": ["services", "tags", "all_services"]}),
+    ]
 
     @admin.display(description="now")
     def state_badge(self, obj: MaintenanceWindow):

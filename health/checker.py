@@ -6,6 +6,8 @@ No database here: the sweep hands in plain ``Probe`` values and persists the
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -27,6 +29,22 @@ def probe(item: Probe, *, max_body_bytes: int = 65536) -> ProbeResult:
         return ProbeResult(item.key, False, None, 0.0, f"probe error: {type(exc).__name__}: {str(exc)[:200]}")
 
 
+# One pool per process and size, kept between sweeps: its threads keep their pooled
+# HTTP sessions (keep-alive) and no sweep pays for starting 64 threads. Keyed by pid
+# as well, since a pool's threads do not survive a fork.
+_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(size: int) -> ThreadPoolExecutor:
+    key = (os.getpid(), size)
+    with _pools_lock:
+        pool = _pools.get(key)
+        if pool is None:
+            pool = _pools[key] = ThreadPoolExecutor(max_workers=size, thread_name_prefix="health-probe")
+        return pool
+
+
 def run_probes(
     items: Sequence[Probe],
     *,
@@ -34,16 +52,16 @@ def run_probes(
     max_body_bytes: int = 65536,
     on_result: Callable[[ProbeResult], None] | None = None,
 ) -> list[ProbeResult]:
-    """Probe everything concurrently; results in the order of ``items``."""
+    """Probe everything concurrently, at most ``max_workers`` at a time; results in the
+    order of ``items``."""
     if not items:
         return []
-    workers = max(1, min(max_workers, len(items)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="health-probe") as pool:
-        futures = [pool.submit(probe, item, max_body_bytes=max_body_bytes) for item in items]
-        results = []
-        for future in futures:
-            outcome = future.result()
-            if on_result is not None:
-                on_result(outcome)
-            results.append(outcome)
+    pool = _pool(max(1, max_workers))
+    futures = [pool.submit(probe, item, max_body_bytes=max_body_bytes) for item in items]
+    results = []
+    for future in futures:
+        outcome = future.result()
+        if on_result is not None:
+            on_result(outcome)
+        results.append(outcome)
     return results

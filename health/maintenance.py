@@ -9,9 +9,10 @@ covers; checks, breakers and uptime go on.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -54,6 +55,66 @@ def recurrence_problem(value: object) -> str | None:
     if not isinstance(zone, str) or not zone:
         return "timezone: an IANA time zone name, e.g. Europe/Paris."
     return None
+
+
+# --- the weekly shape: what a person picks instead of writing cron -----------------
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # cron's names, in ISO order
+_WEEKLY = re.compile(r"^(\d{1,2}) (\d{1,2}) \* \* ([a-z]{3}(?:,[a-z]{3})*)$")
+
+
+@dataclass(frozen=True)
+class Weekly:
+    days: tuple[str, ...]  # of WEEKDAYS, in that order
+    start: time
+    duration_minutes: int
+    timezone: str = "UTC"
+
+
+def weekly_problem(days: Iterable[str], start: time | None, duration_minutes: int | None, zone: str) -> dict[str, str]:
+    """What is wrong with a weekly window's parts, by part (empty when nothing is)."""
+    problems: dict[str, str] = {}
+    picked = list(days)
+    if not picked or set(picked) - set(WEEKDAYS):
+        problems["days"] = f"Pick at least one day ({', '.join(WEEKDAYS)})."
+    if start is None:
+        problems["start"] = "A start time, e.g. 02:00."
+    elif start.second or start.microsecond:
+        problems["start"] = "Whole minutes, e.g. 02:30."
+    if (
+        not isinstance(duration_minutes, int)
+        or isinstance(duration_minutes, bool)
+        or not 1 <= duration_minutes <= MAX_DURATION_MINUTES
+    ):
+        problems["duration_minutes"] = f"A whole number of minutes from 1 to {MAX_DURATION_MINUTES}."
+    try:
+        ZoneInfo(zone) if zone else None
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ""
+    if not zone:
+        problems["timezone"] = "An IANA time zone name, e.g. Europe/Paris."
+    return problems
+
+
+def weekly_recurrence(weekly: Weekly) -> dict:
+    """The stored recurrence (cron, duration, time zone) of a weekly window."""
+    days = ",".join(d for d in WEEKDAYS if d in weekly.days)
+    cron = f"{weekly.start.minute} {weekly.start.hour} * * {days}"
+    return {"cron": cron, "duration_minutes": weekly.duration_minutes, "timezone": weekly.timezone}
+
+
+def weekly_of(recurrence: dict | None) -> Weekly | None:
+    """The weekly parts of a stored recurrence, or None when it is not of that shape
+    (another cron stays as written)."""
+    if not recurrence or recurrence_problem(recurrence):
+        return None
+    match = _WEEKLY.match(recurrence["cron"].strip().lower())
+    if match is None:
+        return None
+    minute, hour, days = int(match[1]), int(match[2]), match[3].split(",")
+    if minute > 59 or hour > 23 or set(days) - set(WEEKDAYS):
+        return None
+    ordered = tuple(d for d in WEEKDAYS if d in days)
+    return Weekly(ordered, time(hour, minute), recurrence["duration_minutes"], recurrence.get("timezone") or "UTC")
 
 
 def parse_recurrence(value: dict | None) -> Recurrence | None:

@@ -4,8 +4,10 @@ rows, one for their dependencies, one for the overall health)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
+from django.db import connection
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
@@ -97,6 +99,23 @@ def overall(queryset: QuerySet | None = None) -> str:
     return pure.overall_health(healths)
 
 
+def _raw_rows(queryset: QuerySet) -> list[tuple]:
+    """The rows as the database driver gives them: the ORM's converters (a datetime
+    parsed per row among them) were 40 % of the read at 20,000 services."""
+    sql, params = queryset.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _iso(value: datetime | None) -> str | None:
+    """A stored time as the model gives it, in ISO form: SQLite's driver hands back the
+    stored UTC time without its zone (USE_TZ stores UTC)."""
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
 def status_report(*, health: str | None = None, name: str | None = None) -> dict[str, Any]:
     """Every enabled service (or those whose shown health is ``health`` and whose name
     holds ``name``), with the overall health of them all. Rows are read as tuples and
@@ -111,14 +130,14 @@ def status_report(*, health: str | None = None, name: str | None = None) -> dict
         if len(name) > 100:
             raise ReportFilterError("name", "At most 100 characters.")
         queryset = queryset.filter(name__icontains=name)
-    rows = list(queryset.order_by("name").values_list(*_COLUMNS))
+    rows = _raw_rows(queryset.order_by("name").values_list(*_COLUMNS))
     depends = _dependencies(row[0] for row in rows)
     body: dict[str, Any] = {}
     for pk, sname, shealth, breaker, enabled, last, rt, code, error, fails, total, ok in rows:
         body[sname] = {
             "health": shown_health(shealth, breaker),
-            "enabled": enabled,
-            "last_check": last.isoformat() if last else None,
+            "enabled": bool(enabled),
+            "last_check": _iso(last),
             "response_time_ms": rt,
             "status_code": code,
             "error_message": redact_text(error) if error else None,

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from health import breaker as rules
 from health import status as pure
+from health import status_copy
 from health.checker import ProbeResult, run_probes
 from health.choices import BreakerState, ServiceHealth
 from health.models import (
@@ -65,22 +66,33 @@ class SweepResult:
 
 # --- claiming due services -----------------------------------------------------------
 def claim_due(now: datetime | None = None, *, limit: int = 1000) -> list[Service]:
-    """Services whose check is due, each claimed by moving its ``next_check_at`` with a
-    conditional UPDATE: however many runners call this at once, a service is handed to
-    exactly one of them per interval."""
+    """Services whose check is due, each claimed by moving its ``next_check_at``:
+    however many runners call this at once, a service is handed to exactly one of them
+    per interval. One read and one UPDATE per distinct interval, inside a transaction
+    that holds the rows (row locks skipping those another runner holds on PostgreSQL,
+    the IMMEDIATE write lock on SQLite): a claim per row cost 1.3 ms, more than a tick
+    at 1,000 checks/s. Only the columns the claim reads are loaded; the sweep reads
+    each service fresh."""
     now = now or timezone.now()
-    claimed = []
-    for service in Service.objects.due(now).select_related("circuit").order_by("next_check_at", "pk")[:limit]:
-        query = Service.objects.filter(pk=service.pk, enabled=True)
-        if service.next_check_at is None:
-            query = query.filter(next_check_at__isnull=True)
-        else:
-            query = query.filter(next_check_at=service.next_check_at)
-        following = now + timedelta(seconds=service.check_interval_seconds)
-        if query.update(next_check_at=following):
-            service.next_check_at = following
-            claimed.append(service)
+    with transaction.atomic():
+        due = Service.objects.due(now).only("pk", "name", "next_check_at", "check_interval_seconds")
+        if connection.features.has_select_for_update_skip_locked:
+            due = due.select_for_update(skip_locked=True)
+        claimed = list(due.order_by("next_check_at", "pk")[:limit])
+        by_interval: dict[int, list[Service]] = {}
+        for service in claimed:
+            by_interval.setdefault(service.check_interval_seconds, []).append(service)
+        for interval, group in by_interval.items():
+            following = now + timedelta(seconds=interval)
+            for start in range(0, len(group), CLAIM_CHUNK):
+                chunk = group[start : start + CLAIM_CHUNK]
+                Service.objects.filter(pk__in=[s.pk for s in chunk]).update(next_check_at=following)
+            for service in group:
+                service.next_check_at = following
     return claimed
+
+
+CLAIM_CHUNK = 500  # ids per UPDATE, well under any backend's parameter limit
 
 
 # --- the sweep -------------------------------------------------------------------------
@@ -117,6 +129,7 @@ def check_services(
     with transaction.atomic():
         _persist(allowed, outcomes, circuits, now, actor, result)
         reconcile_alerts(now)
+    status_copy.forget()  # (this process's copy; another's ages out within its max age)
     result.duration_ms = (time.perf_counter() - started) * 1000
     log.info(
         "health sweep: %d checked, %d failed, %d skipped (circuit open) in %.0f ms",
@@ -165,9 +178,7 @@ def _persist(
             result.failed.append(by_pk[outcome.key].name)
     _write_counters(counters, now)
     _add_to_days(counters, now)
-    HealthCheck.objects.bulk_create(
-        [_history_row(pk, health, outcome, states[pk], now) for pk, health, outcome in counters], batch_size=500
-    )
+    _write_history(counters, states, now)
 
 
 # --- pure: what a probe's outcome means ------------------------------------------------
@@ -212,17 +223,34 @@ def _bump_closed_successes(
     return still_closed
 
 
-def _history_row(service_id: int, health: str, outcome: ProbeResult, breaker_state: str, now: datetime) -> HealthCheck:
-    return HealthCheck(
-        service_id=service_id,
-        checked_at=now,
-        success=outcome.success,
-        health=health,
-        status_code=outcome.status_code,
-        response_time_ms=outcome.response_time_ms,
-        error_message=outcome.error_message,
-        breaker_state=breaker_state,
+def _write_history(rows: list[tuple[int, str, ProbeResult]], states: dict[int, str], now: datetime) -> None:
+    """One history row per check through executemany: bulk_create spent 0.16 s of ORM
+    work per 1,000 rows preparing values this statement takes as they are."""
+    if not rows:
+        return
+    qn = connection.ops.quote_name
+    columns = ("service_id", "checked_at", "success", "health", "status_code", "response_time_ms")
+    columns += ("error_message", "breaker_state")
+    sql = (
+        f"INSERT INTO {qn(HealthCheck._meta.db_table)} ({', '.join(qn(c) for c in columns)}) "
+        f"VALUES ({', '.join(['%s'] * len(columns))})"
     )
+    stamp = connection.ops.adapt_datetimefield_value(now)
+    params = [
+        (
+            pk,
+            stamp,
+            outcome.success,
+            health,
+            outcome.status_code,
+            outcome.response_time_ms,
+            outcome.error_message or "",
+            states[pk],
+        )
+        for pk, health, outcome in rows
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
 
 
 def _add_to_days(rows: list[tuple[int, str, ProbeResult]], now: datetime) -> None:
@@ -303,7 +331,13 @@ def reconcile_alerts(now: datetime | None = None) -> dict[str, list[str]]:
     dependents that fail because of it; resolve alerts whose service is fine (or is
     now explained by a deeper failure). Returns {"opened", "resolved", "updated"}."""
     now = now or timezone.now()
-    rows = list(Service.objects.enabled().values_list("pk", "name", "health", "consecutive_failures", "last_error"))
+    # Only services down can alert or be blamed (plan_alerts reads no other row), so the
+    # rest of a 20,000-service fleet is not read on every sweep.
+    rows = list(
+        Service.objects.enabled()
+        .filter(health__in=pure.DOWN)
+        .values_list("pk", "name", "health", "consecutive_failures", "last_error")
+    )
     by_name = {name: (pk, health, failures, error) for pk, name, health, failures, error in rows}
     plan = plan_alerts(by_name, settings.HEALTH_ALERT_AFTER_FAILURES, _dependency_graph())
     open_alerts = {

@@ -24,7 +24,8 @@ log = logging.getLogger("health")
 def check_service_ids(ids: list[int]) -> dict[str, Any]:
     """Check services claimed by the tick hook (runs on a django-q2 worker; queued by
     path, so it must be declared runnable like every schedule target)."""
-    services = list(Service.objects.enabled().filter(pk__in=ids).select_related("circuit"))
+    # No join to the breakers: the sweep reads them fresh itself.
+    services = list(Service.objects.enabled().filter(pk__in=ids))
     return check_services(services).as_dict()
 
 

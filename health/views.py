@@ -13,12 +13,14 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from health import status_copy
 from health.models import Service
 from health.report import HEALTH_FILTERS, ReportFilterError, status_report
 from health.sweep import check_services
 from orchestration.core.demo import DEMO_PREFIX
 from orchestration.core.models.ledger import record
 from orchestrator_site.api.permissions import PublicEndpoint
+from orchestrator_site.api.renderers import RedactingJSONRenderer
 from orchestrator_site.api.viewsets import actor_of
 
 
@@ -56,10 +58,13 @@ class HealthStatusView(APIView):
         responses={200: _STATUS_SCHEMA, 400: OpenApiResponse(description="A filter's value is refused")},
     )
     def get(self, request):
+        health, name = request.query_params.get("health") or None, request.query_params.get("name") or None
+        renderer = request.accepted_renderer
+        if not (health or name) and isinstance(renderer, RedactingJSONRenderer):
+            body, _ = status_copy.body(lambda: renderer.render(status_report()))
+            return HttpResponse(body, content_type=renderer.media_type)
         try:
-            report = status_report(
-                health=request.query_params.get("health") or None, name=request.query_params.get("name") or None
-            )
+            report = status_report(health=health, name=name)
         except ReportFilterError as exc:
             raise ValidationError({exc.field: str(exc)}) from None
         return Response(report)

@@ -212,6 +212,8 @@ ORCHESTRATOR_APPROVAL_TIMEOUT_MINUTES = env_int("ORCHESTRATOR_APPROVAL_TIMEOUT_M
 ORCHESTRATOR_VERIFY_AFTER_SECONDS = env_int("ORCHESTRATOR_VERIFY_AFTER_SECONDS", 60, minimum=0)
 # /orchestrator/snapshot shares one snapshot per process for this long (0: always fresh).
 SNAPSHOT_MAX_AGE_SECONDS = env_float("SNAPSHOT_MAX_AGE_SECONDS", 1.0, minimum=0.0)
+# /health/status (unfiltered) shares one rendered body per process for this long (0: always fresh).
+HEALTH_STATUS_MAX_AGE_SECONDS = env_float("HEALTH_STATUS_MAX_AGE_SECONDS", 1.0, minimum=0.0)
 # How long a processing job may go without a heartbeat before the loop reclaims it.
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 30, minimum=2)
 # Lanes not listed in the Lane table get this concurrency limit (0 = unlimited).

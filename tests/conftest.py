@@ -131,13 +131,17 @@ def _fast_password_hasher(settings):
 
 @pytest.fixture(autouse=True)
 def _forget_snapshot():
-    """The read API's snapshot is kept per process (orchestration/loop/snapshot_cache.py):
-    each test starts without the copy a test before it built."""
+    """The read API's snapshot and the /health/status body are kept per process
+    (orchestration/loop/snapshot_cache.py, health/status_copy.py): each test starts
+    without the copies a test before it built."""
+    from health import status_copy
     from orchestration.loop import snapshot_cache
 
     snapshot_cache.forget()
+    status_copy.forget()
     yield
     snapshot_cache.forget()
+    status_copy.forget()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ system trusts it for that host name."""
 
 from __future__ import annotations
 
+import functools
 import ssl
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -40,11 +41,19 @@ def judge_expiry(not_after: datetime, now: datetime, warn_days: int) -> str | No
     return None
 
 
-def _peer_certificate(host: str, port: int, timeout: float, verify: bool) -> bytes:
+@functools.cache
+def _context(verify: bool) -> ssl.SSLContext:
+    """One context per process and setting: loading the system's CA store took 33 ms of
+    CPU per probe. A context is safe to share between the probe threads."""
     context = ssl.create_default_context()
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _peer_certificate(host: str, port: int, timeout: float, verify: bool) -> bytes:
+    context = _context(verify)
     with outbound.connect(host, port, timeout=timeout) as raw:
         raw.settimeout(timeout)
         with context.wrap_socket(raw, server_hostname=host) as tls:

@@ -288,3 +288,19 @@ def test_alerts_endpoint_lists_root_causes(staff_client, server, settings):
     body = staff_client.get("/api/v1/service-alerts/?open=true").json()
     assert body["count"] == 1 and body["results"][0]["service"] == "db" and body["results"][0]["affected"] == ["api"]
     assert staff_client.get("/api/v1/service-alerts/?open=soon").status_code == 400
+
+
+def test_status_times_and_flags_read_as_the_model_gives_them(staff_client):
+    from datetime import UTC, datetime
+
+    create(staff_client, "micro")
+    create(staff_client, "whole")
+    create(staff_client, "never")
+    Service.objects.filter(name="micro").update(last_check_at=datetime(2026, 3, 1, 2, 3, 4, 5006, tzinfo=UTC))
+    Service.objects.filter(name="whole").update(last_check_at=datetime(2026, 3, 1, 2, 3, 4, tzinfo=UTC))
+    services = staff_client.get("/health/status").json()["services"]
+    for name in ("micro", "whole"):
+        assert services[name]["last_check"] == Service.objects.get(name=name).last_check_at.isoformat()
+    assert services["micro"]["last_check"] == "2026-03-01T02:03:04.005006+00:00"
+    assert services["whole"]["last_check"] == "2026-03-01T02:03:04+00:00"
+    assert services["never"]["last_check"] is None and services["never"]["enabled"] is True

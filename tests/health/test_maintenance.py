@@ -176,3 +176,65 @@ def test_the_admin_saves_through_the_model_with_its_actor(admin_client, server):
     assert entry.actor == "admin" and entry.data["services"] == ["db"]
     page = admin_client.get("/admin/health/maintenancewindow/")
     assert b"under maintenance" in page.content
+
+
+def _weekly_form(**fields) -> dict:
+    now = timezone.now()
+    form = {
+        "name": "weekly",
+        "description": "",
+        "starts_at_0": now.strftime("%Y-%m-%d"),
+        "starts_at_1": now.strftime("%H:%M:%S"),
+        "ends_at_0": "",
+        "ends_at_1": "",
+        "recurrence": "null",
+        "weekly_days": ["mon", "fri"],
+        "weekly_start": "02:30",
+        "weekly_duration_minutes": "90",
+        "weekly_timezone": "Europe/Paris",
+        "tags": '["db"]',
+    }
+    form.update(fields)
+    return {k: v for k, v in form.items() if v is not None}
+
+
+def test_the_admin_weekly_fields_write_the_recurrence_with_the_actor(admin_client):
+    response = admin_client.post("/admin/health/maintenancewindow/add/", _weekly_form())
+    assert response.status_code == 302, response.content.decode()[:3000]
+    saved = MaintenanceWindow.objects.get(name="weekly")
+    expected = {"cron": "30 2 * * mon,fri", "duration_minutes": 90, "timezone": "Europe/Paris"}
+    assert saved.recurrence == expected and saved.ends_at is None
+    entry = LedgerEntry.objects.get(event_type="maintenance.created")
+    assert entry.actor == "admin" and entry.data["recurrence"] == expected
+    # The edit page shows the parts again (and not the cron), and saving them changed keeps one truth.
+    page = admin_client.get(f"/admin/health/maintenancewindow/{saved.pk}/change/")
+    shown = page.context["adminform"].form.initial
+    assert shown["weekly_days"] == ["mon", "fri"] and shown["weekly_duration_minutes"] == 90
+    assert shown["weekly_timezone"] == "Europe/Paris" and shown["recurrence"] is None
+    assert 'name="weekly_start" value="02:30"' in page.content.decode()
+    changed = _weekly_form(weekly_days=["sun"], weekly_start="23:00", weekly_timezone="")
+    response = admin_client.post(f"/admin/health/maintenancewindow/{saved.pk}/change/", changed)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    saved.refresh_from_db()
+    assert saved.recurrence == {"cron": "0 23 * * sun", "duration_minutes": 90, "timezone": "UTC"}
+    assert LedgerEntry.objects.get(event_type="maintenance.updated").actor == "admin"
+
+
+@pytest.mark.parametrize(
+    "fields, field",
+    [
+        ({"weekly_days": None}, "weekly_days"),
+        ({"weekly_start": ""}, "weekly_start"),
+        ({"weekly_start": "2 o'clock"}, "weekly_start"),
+        ({"weekly_duration_minutes": "0"}, "weekly_duration_minutes"),
+        ({"weekly_duration_minutes": ""}, "weekly_duration_minutes"),
+        ({"weekly_timezone": "Mars/Olympus"}, "weekly_timezone"),
+        ({"weekly_days": ["mon", "someday"]}, "weekly_days"),
+        ({"recurrence": '{"cron": "0 1 * * *", "duration_minutes": 5}'}, "recurrence"),
+    ],
+)
+def test_the_admin_weekly_fields_name_the_field_at_fault_and_write_nothing(admin_client, fields, field):
+    response = admin_client.post("/admin/health/maintenancewindow/add/", _weekly_form(**fields))
+    assert response.status_code == 200
+    assert field in response.context["adminform"].form.errors, response.context["adminform"].form.errors
+    assert not MaintenanceWindow.objects.exists() and not LedgerEntry.objects.filter(event_type__startswith="maint")

@@ -89,3 +89,50 @@ def test_a_bad_recurrence_says_which_part_is_wrong(value, problem):
 def test_a_good_recurrence_or_none_is_fine():
     assert recurrence_problem(None) is None
     assert recurrence_problem({"cron": "0 2 * * sun", "duration_minutes": 60, "timezone": "Europe/Paris"}) is None
+
+
+# --- the weekly shape ---------------------------------------------------------------
+def test_a_weekly_window_is_written_as_cron_and_read_back_as_its_parts():
+    from datetime import time
+
+    from health.maintenance import Weekly, weekly_of, weekly_recurrence
+
+    weekly = Weekly(("fri", "mon"), time(2, 30), 90, "Europe/Paris")
+    stored = weekly_recurrence(weekly)
+    assert stored == {"cron": "30 2 * * mon,fri", "duration_minutes": 90, "timezone": "Europe/Paris"}
+    assert recurrence_problem(stored) is None
+    assert weekly_of(stored) == Weekly(("mon", "fri"), time(2, 30), 90, "Europe/Paris")
+    # Mondays 02:30 in Paris is 01:30 UTC in March (CET): on from then for 90 minutes.
+    spec = WindowSpec(starts_at=T0, ends_at=None, recurrence=Recurrence(**stored))
+    monday = T0 + timedelta(days=1, hours=1, minutes=30)
+    assert current_occurrence(spec, monday) == (monday, monday + timedelta(minutes=90))
+    assert current_occurrence(spec, monday - timedelta(minutes=1)) is None
+    assert current_occurrence(spec, T0 + timedelta(days=2, hours=1, minutes=45)) is None  # a Tuesday
+
+
+def test_other_recurrences_are_not_read_as_weekly():
+    from health.maintenance import weekly_of
+
+    for cron in ("0 2 1 * *", "0 2 * * 1-5", "*/5 * * * *", "0 2 * * 1"):
+        assert weekly_of({"cron": cron, "duration_minutes": 30}) is None
+    assert weekly_of(None) is None
+
+
+@pytest.mark.parametrize(
+    "days, start, minutes, zone, part",
+    [
+        ([], "02:00", 60, "UTC", "days"),
+        (["someday"], "02:00", 60, "UTC", "days"),
+        (["mon"], None, 60, "UTC", "start"),
+        (["mon"], "02:00:30", 60, "UTC", "start"),
+        (["mon"], "02:00", 0, "UTC", "duration_minutes"),
+        (["mon"], "02:00", 7 * 24 * 60 + 1, "UTC", "duration_minutes"),
+        (["mon"], "02:00", 60, "Mars/Olympus", "timezone"),
+    ],
+)
+def test_a_weekly_window_names_the_part_at_fault(days, start, minutes, zone, part):
+    from datetime import time
+
+    from health.maintenance import weekly_problem
+
+    assert set(weekly_problem(days, time.fromisoformat(start) if start else None, minutes, zone)) == {part}

@@ -1,0 +1,99 @@
+"""/health/status shares one rendered body per process for HEALTH_STATUS_MAX_AGE_SECONDS:
+its timestamp says when it was read, changes made in this process drop it, changes made
+elsewhere show once it is older than the max age, and filtered answers are always fresh."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from health.models import CircuitBreaker, Service
+from health.sweep import check_services
+from tests.health.servers import Behaviour
+
+pytestmark = pytest.mark.django_db
+
+
+def make(server, name: str) -> Service:
+    return Service.objects.create(name=name, base_url=server.base_url, health_path=f"/{name}", failure_threshold=5)
+
+
+def status(client, query: str = "") -> dict:
+    response = client.get(f"/health/status{query}")
+    assert response.status_code == 200 and response["Content-Type"] == "application/json"
+    return response.json()
+
+
+def test_reads_within_the_max_age_share_one_body_and_a_sweep_here_drops_it(user_client, server, settings):
+    assert settings.HEALTH_STATUS_MAX_AGE_SECONDS == 1.0  # production's: nothing overrides it here
+    make(server, "api")
+    first = status(user_client)
+    assert status(user_client) == first  # the same copy, timestamp and all
+    server.behaviour["/api"] = Behaviour.ERROR
+    check_services()
+    after = status(user_client)
+    assert after["timestamp"] > first["timestamp"]
+    assert after["services"]["api"]["health"] == "unhealthy" and after["services"]["api"]["total_checks"] == 1
+
+
+def test_a_change_made_elsewhere_shows_once_the_copy_is_older_than_the_max_age(user_client, server, settings):
+    settings.HEALTH_STATUS_MAX_AGE_SECONDS = 0.3
+    make(server, "api")
+    first = status(user_client)
+    # As another process's sweep writes: a bulk UPDATE, no signal reaches this process.
+    Service.objects.filter(name="api").update(health="unhealthy", last_error="HTTP 503")
+    assert status(user_client) == first  # still the copy, its timestamp says how old
+    time.sleep(0.35)
+    later = status(user_client)
+    assert later["timestamp"] > first["timestamp"] and later["services"]["api"]["error_message"] == "HTTP 503"
+
+
+def test_saves_of_services_and_breakers_here_drop_the_copy(user_client, server):
+    make(server, "api")
+    assert set(status(user_client)["services"]) == {"api"}
+    make(server, "db")
+    assert set(status(user_client)["services"]) == {"api", "db"}
+    breaker = CircuitBreaker.objects.get(name="service:db")
+    breaker.state = "open"
+    breaker.save()
+    assert status(user_client)["services"]["db"]["circuit_breaker_state"] == "open"
+    Service.objects.get(name="api").depends_on.add(Service.objects.get(name="db"))
+    assert status(user_client)["services"]["api"]["depends_on"] == ["db"]
+
+
+def test_filtered_answers_and_a_max_age_of_zero_are_always_fresh(user_client, server, settings):
+    make(server, "api")
+    status(user_client)
+    Service.objects.filter(name="api").update(health="unhealthy")
+    assert set(status(user_client, "?health=unhealthy")["services"]) == {"api"}
+    settings.HEALTH_STATUS_MAX_AGE_SECONDS = 0
+    assert status(user_client)["services"]["api"]["health"] == "unhealthy"
+
+
+def test_requests_waiting_for_a_build_take_it_even_when_it_outlasted_the_max_age(settings):
+    from health import status_copy
+
+    settings.HEALTH_STATUS_MAX_AGE_SECONDS = 0.05
+    building = threading.Event()
+    builds: list[int] = []
+
+    def slow_build() -> bytes:
+        builds.append(1)
+        building.set()
+        time.sleep(0.3)  # longer than the max age, as a 6 MB body on a busy machine
+        return b'{"n": %d}' % len(builds)
+
+    answers: list[tuple[bytes, bool]] = []
+    first = threading.Thread(target=lambda: answers.append(status_copy.body(slow_build)))
+    first.start()
+    building.wait(2)
+    waiters = [threading.Thread(target=lambda: answers.append(status_copy.body(slow_build))) for _ in range(3)]
+    for thread in waiters:
+        thread.start()
+    for thread in [first, *waiters]:
+        thread.join(5)
+    assert len(builds) == 1 and sorted(answers) == [(b'{"n": 1}', False)] + [(b'{"n": 1}', True)] * 3
+    time.sleep(0.06)  # a request arriving after the max age builds anew
+    assert status_copy.body(slow_build) == (b'{"n": 2}', False)
