@@ -90,13 +90,18 @@ def fleet_facts(now: datetime) -> rules.FleetFacts:
 
 
 # --- entry points -----------------------------------------------------------------
-def after_run(run: WorkerRun, now: datetime | None = None) -> list[Anomaly]:
-    """Evaluate a finished or skipped run, and its worker's last hour."""
+def after_run(run: WorkerRun, now: datetime | None = None, *, current: bool = False) -> list[Anomaly]:
+    """Evaluate a finished or skipped run, and its worker's last hour.
+
+    ``current``: the run's worker is as the runner just wrote it, so it is not read
+    again."""
     now = now or timezone.now()
     worker = run.worker
-    worker.refresh_from_db()
+    if not current:
+        worker.refresh_from_db()
     subject = subject_of(worker)
-    opened = apply(rules.evaluate("run", run_facts(run)), subject, worker=worker, run=run, now=now)
+    run_eval = rules.evaluate("run", run_facts(run))
+    opened: list[Anomaly] = []
     # A skip because an upstream is stale is the upstream's anomaly: its recovery
     # refreshes the upstream.
     if run.skipped_reason == "upstream_stale":
@@ -108,7 +113,10 @@ def after_run(run: WorkerRun, now: datetime | None = None) -> list[Anomaly]:
             if created:
                 opened.append(anomaly)
     worker_eval = rules.evaluate("worker", worker_facts(worker, now))
-    opened += apply(worker_eval, subject, worker=worker, run=run, now=now)
+    # Both evaluations at once: one look-up of what is open to resolve, not two.
+    fired = {**run_eval.fired, **worker_eval.fired}
+    cleared = (run_eval.cleared | worker_eval.cleared) - set(fired)
+    opened += apply(rules.Evaluation(fired=fired, cleared=cleared), subject, worker=worker, run=run, now=now)
     react(opened)
     return opened
 
