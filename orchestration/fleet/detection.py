@@ -22,6 +22,7 @@ from orchestration.core import anomaly_rules as rules
 from orchestration.core.anomalies import apply, open_anomaly, react
 from orchestration.core.choices import CLAIMABLE_STATUSES
 from orchestration.core.models import Anomaly, Job
+from orchestration.fleet import tally
 from orchestration.fleet.choices import FAILED_RUN_STATUSES, RunStatus
 from orchestration.fleet.models import Worker, WorkerRun
 from orchestration.fleet.runner import detect_crashed_runs
@@ -144,4 +145,5 @@ def sweep(now: datetime | None = None) -> dict[str, Any]:
         opened += apply(rules.evaluate("worker", facts), subject_of(worker), worker=worker, now=now)
     react(opened)
     sent = alerts.deliver_due(now)
+    tally.prune(now)
     return {"crashed": crashed, "opened": [f"{a.code}:{a.subject}" for a in opened], "alerts_sent": sent}

@@ -34,7 +34,7 @@ from orchestration.core.jobs.registry import PermanentJobError, job_kind
 from orchestration.core.models import Anomaly
 from orchestration.core.models.ledger import record
 from orchestration.core.runnables import runnable
-from orchestration.fleet import output_schema, scores
+from orchestration.fleet import output_schema, scores, tally
 from orchestration.fleet.choices import FAILED_RUN_STATUSES, OverlapPolicy, RunStatus, RunTrigger, SkipReason
 from orchestration.fleet.models import ScoreReport, Worker, WorkerRun, WorkerStateError
 from orchestration.fleet.sync import SCHEDULE_FUNC
@@ -301,12 +301,13 @@ def _cancel_and_take_over(worker: Worker, run: WorkerRun, holder: str, owner: st
                 "pk", "execution_id"
             )
         )
-        WorkerRun.objects.filter(pk__in=[pk for pk, _ in canceled], status=RunStatus.RUNNING).update(
+        ended = WorkerRun.objects.filter(pk__in=[pk for pk, _ in canceled], status=RunStatus.RUNNING).update(
             status=RunStatus.CANCELED,
             completed_at=now,
             success=None,
             error=f"canceled: run {run.execution_id} replaced it (overlap: cancel_other)",
         )
+        tally.count(RunStatus.CANCELED, now, ended)
         record(
             "worker.run_canceled",
             f"Worker {worker.name}: run {', '.join(e for _, e in canceled) or holder} canceled for "
@@ -352,6 +353,7 @@ def skip(run: WorkerRun, reason: str, detail: dict) -> dict[str, Any]:
     )
     if not changed:
         return {"status": "stale"}
+    tally.count(RunStatus.SKIPPED, now)
     run.status, run.completed_at, run.skipped_reason, run.skipped_detail, run.success = (
         RunStatus.SKIPPED,
         now,
@@ -546,6 +548,7 @@ def finish(
         if worker.overlap in BUFFERING:
             promote_buffered(worker)
         return {"status": "stale"}
+    tally.count(status, now)
     for name, value in closed_fields.items():
         setattr(run, name, value)
     report = None
@@ -759,6 +762,7 @@ def mark_crashed(run: WorkerRun, now: datetime, reason: str) -> bool:
     )
     if not changed:
         return False
+    tally.count(RunStatus.CRASHED, now)
     release_lock(run.worker, run.owner)
     if run.worker.overlap in BUFFERING:
         promote_buffered(run.worker, now)
@@ -788,9 +792,11 @@ def on_job_finished(sender, job, **kwargs) -> None:
     if run is None or run.status not in (RunStatus.RUNNING, RunStatus.QUEUED):
         return
     if run.status == RunStatus.QUEUED and job.status == "canceled":
-        WorkerRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
-            status=RunStatus.SKIPPED, completed_at=timezone.now(), skipped_reason="", error="job canceled"
+        now = timezone.now()
+        skipped = WorkerRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+            status=RunStatus.SKIPPED, completed_at=now, skipped_reason="", error="job canceled"
         )
+        tally.count(RunStatus.SKIPPED, now, skipped)
         return
     mark_crashed(run, timezone.now(), f"job {job.pk} ended {job.status}: {(job.error or '').splitlines()[0:1]}")
 

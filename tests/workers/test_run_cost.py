@@ -14,9 +14,9 @@ from orchestration.fleet.runner import execute_run, request_run
 # Queue: BEGIN, run INSERT, job INSERT, run's job UPDATE, COMMIT.
 REQUEST_STATEMENTS = 5
 # Read run + worker + breaker; take the lock; claim the run; close the run; the
-# worker's lock, outcome and score in one UPDATE; the breaker; the report; the ledger;
-# the worker's last hour; what is open to resolve; downstream workers.
-EXECUTE_STATEMENTS = 11
+# worker's lock, outcome and score in one UPDATE; the minute's tally; the breaker; the
+# report; the ledger; the worker's last hour; what is open to resolve; downstream workers.
+EXECUTE_STATEMENTS = 12
 
 
 def test_a_no_op_run_stays_within_its_statement_budget_and_writes_everything(make_worker):
