@@ -322,6 +322,9 @@ class WorkerRun(models.Model):
     error = models.TextField(blank=True)
     skipped_reason = models.CharField(max_length=20, blank=True)
     skipped_detail = JSONField(default=dict, blank=True)
+    buffer_slot = models.BooleanField(
+        default=False, editable=False, help_text="Buffered under buffer_one: holds the worker's single waiting place."
+    )
 
     class Meta:
         ordering = ["-queued_at", "-id"]
@@ -329,7 +332,13 @@ class WorkerRun(models.Model):
             # A schedule's due time produces one run, whatever races the schedulers run.
             models.UniqueConstraint(
                 fields=["worker", "due_at"], condition=Q(due_at__isnull=False), name="workerrun_one_per_due_time"
-            )
+            ),
+            # buffer_one: one run waiting per worker, whatever races the runners run.
+            models.UniqueConstraint(
+                fields=["worker"],
+                condition=Q(status="buffered", buffer_slot=True),
+                name="workerrun_one_buffered_for_buffer_one",
+            ),
         ]
         indexes = [
             models.Index(fields=["worker", "-queued_at"], name="workerrun_worker_idx"),

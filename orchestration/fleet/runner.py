@@ -235,16 +235,25 @@ def _overlap(worker: Worker, run: WorkerRun, owner: str, now: datetime) -> dict[
 
 def _buffer(worker: Worker, run: WorkerRun, holder: str, *, one: bool) -> dict[str, Any]:
     """The run waits for the current one (buffered); with buffer_one, only if no other
-    run is already waiting. One conditional UPDATE, so two runs arriving at once cannot
-    both take the single place."""
+    run is already waiting.
+
+    buffer_one's single place is ``buffer_slot`` under a partial unique index (one
+    buffered slot-holder per worker): the NOT EXISTS of the UPDATE alone lets two
+    runs racing on PostgreSQL both buffer (neither sees the other's uncommitted row),
+    while the index makes the second one's UPDATE fail, so exactly one wins."""
     waiting = WorkerRun.objects.filter(worker_id=worker.pk, status=RunStatus.BUFFERED).exclude(pk=run.pk)
     claim = WorkerRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED)
     if one:
         claim = claim.exclude(Exists(waiting))
-    if not claim.update(status=RunStatus.BUFFERED):
+    try:
+        with transaction.atomic():
+            buffered = claim.update(status=RunStatus.BUFFERED, buffer_slot=one)
+    except IntegrityError:  # another run took the single place first
+        buffered = 0
+    if not buffered:
         if one:
-            buffered = waiting.values_list("execution_id", flat=True).first() or ""
-            return skip(run, SkipReason.BUFFER_FULL, {"holder": holder, "buffered": buffered, "overlap": "buffer_one"})
+            taken = waiting.values_list("execution_id", flat=True).first() or ""
+            return skip(run, SkipReason.BUFFER_FULL, {"holder": holder, "buffered": taken, "overlap": "buffer_one"})
         return {"status": "stale"}
     # The holder may have finished between our failed lock and the buffering: start the
     # oldest waiting run now rather than leave it waiting for a finish that has passed.

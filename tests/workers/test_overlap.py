@@ -6,11 +6,11 @@ from __future__ import annotations
 import threading
 
 import pytest
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 
 from orchestration.core.models import Job, LedgerEntry
 from orchestration.fleet.models import Worker, WorkerRun
-from orchestration.fleet.runner import execute_run, request_run
+from orchestration.fleet.runner import acquire_lock, execute_run, request_run
 from tests.workers import targets
 from tests.workers.conftest import target
 
@@ -133,3 +133,42 @@ def test_a_run_left_buffered_after_its_policy_changed_is_started_by_the_sweep(ma
     WorkerRun.objects.filter(pk=left.pk).update(status="buffered")
     assert promote_stragglers() == [left.pk]
     assert state(left) == "queued" and execute_run(left.pk)["status"] == "succeeded"
+
+
+def test_buffer_one_racing_runs_leave_exactly_one_buffered(make_worker):
+    """Four runs reach a held lock at once: one takes the single place, three are
+    skipped as buffer_full (on PostgreSQL the NOT EXISTS alone let two through)."""
+    worker = make_worker(overlap="buffer_one")
+    assert acquire_lock(worker, "other-node:run")
+    runs = [request_run(worker) for _ in range(4)]
+    barrier = threading.Barrier(len(runs))
+    outcomes: list[dict] = []
+
+    def go(run: WorkerRun) -> None:
+        try:
+            barrier.wait()
+            outcomes.append(execute_run(run.pk))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=go, args=(run,)) for run in runs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(o["status"] for o in outcomes) == ["buffered", "skipped", "skipped", "skipped"]
+    assert WorkerRun.objects.filter(worker=worker, status="buffered").count() == 1
+    assert {o.get("reason") for o in outcomes if o["status"] == "skipped"} == {"buffer_full"}
+
+
+def test_the_database_refuses_a_second_buffer_one_place_even_past_the_check(make_worker):
+    """What a lost race looks like from the second runner: its NOT EXISTS saw no
+    waiting run, and its UPDATE still fails."""
+    worker = make_worker(overlap="buffer_one")
+    first, second = request_run(worker), request_run(worker)
+    WorkerRun.objects.filter(pk=first.pk).update(status="buffered", buffer_slot=True)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        WorkerRun.objects.filter(pk=second.pk).update(status="buffered", buffer_slot=True)
+    # buffer_all's waiting runs hold no slot: any number may wait.
+    WorkerRun.objects.filter(pk=second.pk).update(status="buffered", buffer_slot=False)
+    assert WorkerRun.objects.filter(worker=worker, status="buffered").count() == 2
