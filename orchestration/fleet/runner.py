@@ -293,9 +293,12 @@ def promote_stragglers() -> list[int]:
 
 
 def _cancel_and_take_over(worker: Worker, run: WorkerRun, holder: str, owner: str, now: datetime) -> bool:
-    """cancel_other: the running run is marked canceled and its lock handed to this one.
-    Its target is not killed mid-call (it may be in another process); what it returns
-    is dropped, since it no longer holds its run or the lock."""
+    """cancel_other: the running run is marked canceled and its lock handed to this one,
+    which starts at once. The canceled run's heartbeat finds its row canceled within
+    FLEET_HEARTBEAT_SECONDS and stops its target where it runs (whatever process that
+    is); what the target returns meanwhile is dropped, since it no longer holds its run
+    or the lock.
+    """
     with transaction.atomic():
         taken = Worker.objects.filter(pk=worker.pk, lock_owner=holder).update(
             lock_owner=owner,
@@ -391,10 +394,14 @@ class _Beat:
     def __init__(self, run_id: int, worker_id: int, owner: str, lock_seconds: int):
         self.run_id, self.worker_id, self.owner, self.lock_seconds = run_id, worker_id, owner, lock_seconds
         self.peak_memory = psutil.virtual_memory().percent
+        # Only a run in the main thread can be stopped (by an alarm, as timeouts are).
+        self.stoppable = shutdown.enforceable()
+        self.canceled = False
 
 
 class _Heartbeats:
-    """Keeps every run this process executes visibly alive and its lock held.
+    """Keeps every run this process executes visibly alive and its lock held, and
+    stops one that a newer run canceled (overlap: cancel other) within a beat.
 
     One thread per process, started with its first run, rather than one per run: a
     short run is over before its first beat, and starting and joining a thread (with
@@ -446,10 +453,24 @@ class _Heartbeats:
         shutdown.check_drain()
         for beat in beats:
             beat.peak_memory = max(beat.peak_memory, memory)
-            WorkerRun.objects.filter(pk=beat.run_id, status=RunStatus.RUNNING).update(heartbeat_at=now)
+            if not WorkerRun.objects.filter(pk=beat.run_id, status=RunStatus.RUNNING).update(heartbeat_at=now):
+                self._stop_if_canceled(beat)
             Worker.objects.filter(pk=beat.worker_id, lock_owner=beat.owner).update(
                 lock_expires_at=now + timedelta(seconds=beat.lock_seconds)
             )
+
+    def _stop_if_canceled(self, beat: _Beat) -> None:
+        """The run's row is no longer running: if a newer run canceled it, stop its
+        target rather than let it go on working for a result that will be dropped."""
+        if beat.canceled:
+            return
+        status, error = WorkerRun.objects.filter(pk=beat.run_id).values_list("status", "error").first() or ("", "")
+        if status != RunStatus.CANCELED:
+            return
+        beat.canceled = True
+        with self._mutex:  # still this run's turn in the main thread, not the next run's
+            if beat.stoppable and beat.run_id in self._beats:
+                shutdown.cancel(error or "canceled")
 
 
 _heartbeats = _Heartbeats()
@@ -515,6 +536,8 @@ def _execute_claimed(worker: Worker, run: WorkerRun, owner: str) -> dict[str, An
         status, error = RunStatus.TIMED_OUT, str(exc)
     except shutdown.RunInterrupted as exc:
         status, error = RunStatus.INTERRUPTED, str(exc)
+    except shutdown.RunCanceled as exc:  # its row already says canceled: finish drops it
+        status, error = RunStatus.CANCELED, str(exc)
     except Exception as exc:  # the target's failure is the run's result, not ours
         status, error = RunStatus.FAILED, f"{type(exc).__name__}: {exc}"
     finally:

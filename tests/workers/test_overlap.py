@@ -4,6 +4,7 @@ thread, holding the real lock) when the next one starts."""
 from __future__ import annotations
 
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.db import IntegrityError, connection, transaction
@@ -172,3 +173,77 @@ def test_the_database_refuses_a_second_buffer_one_place_even_past_the_check(make
     # buffer_all's waiting runs hold no slot: any number may wait.
     WorkerRun.objects.filter(pk=second.pk).update(status="buffered", buffer_slot=False)
     assert WorkerRun.objects.filter(worker=worker, status="buffered").count() == 2
+
+
+class _SlowTarget(ThreadingHTTPServer):
+    """An HTTP target on 127.0.0.1 whose first request holds until released (or 45 s);
+    later requests answer at once."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.started, self.release, self.answered = threading.Event(), threading.Event(), threading.Event()
+        self.calls: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                server.calls.append(self.path)
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                first = len(server.calls) == 1
+                if first:
+                    server.started.set()
+                    server.release.wait(45)
+                body = b'{"metrics": {"done": 1}}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                if first:
+                    server.answered.set()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+def test_cancel_other_stops_the_running_target_in_flight_and_the_new_run_starts(make_worker, settings):
+    settings.FLEET_HEARTBEAT_SECONDS = 0.2
+    server = _SlowTarget()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings.FLEET_BASE_URL = f"http://127.0.0.1:{server.server_address[1]}"
+        worker = make_worker(
+            overlap="cancel_other",
+            timeout_seconds=60,  # longer than the target holds: only the cancel can stop it
+            target={"type": "http", "method": "POST", "url": "{base_url}/work"},
+        )
+        first, second = request_run(worker), request_run(worker)
+        replaced: list[dict] = []
+
+        def next_firing() -> None:  # a newer run arrives while the first waits on its target
+            try:
+                assert server.started.wait(10)
+                replaced.append(execute_run(second.pk))
+            finally:
+                connection.close()
+
+        newer = threading.Thread(target=next_firing)
+        newer.start()
+        # The first run executes here, in the main thread, as in a cluster worker.
+        outcome = execute_run(first.pk)
+        stopped_before_the_target_answered = not server.answered.is_set()
+        newer.join(20)
+        assert stopped_before_the_target_answered and outcome == {"status": "stale"}
+        assert replaced and replaced[0]["status"] == "succeeded"
+        first.refresh_from_db()
+        assert first.status == "canceled" and second.execution_id in first.error
+        assert state(second) == "succeeded" and server.calls == ["/work", "/work"]
+        worker.refresh_from_db()
+        assert worker.lock_owner == "" and worker.last_status == "succeeded"
+    finally:
+        server.release.set()
+        server.shutdown()
+        server.server_close()
