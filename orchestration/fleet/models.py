@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 from django.db.models import Q
@@ -248,6 +250,44 @@ class Worker(models.Model):
         from orchestration.fleet.firing import backfill
 
         return backfill(self, start, end, actor=actor)
+
+    @classmethod
+    def check_fields(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The checks a worker's fields must pass whoever writes them (the API and the
+        admin call this alike). ``values`` holds the worker as it would be saved; what
+        is missing takes the model's default. Returns the normalised target and
+        upstream lists; raises ``specs.SpecError`` naming the field."""
+        from orchestration.fleet import specs
+
+        def get(name: str) -> Any:
+            value = values.get(name)
+            return cls._meta.get_field(name).get_default() if value is None else value
+
+        target = specs.validate_target(values.get("target"))
+        specs.validate_cadence(
+            values.get("interval_seconds"),
+            values.get("cron") or "",
+            get("execution_model"),
+            values.get("timezone") or "UTC",
+            get("jitter_seconds"),
+        )
+        specs.validate_schedule_options(
+            get("overlap"),
+            get("catch_up_seconds"),
+            get("jitter_seconds"),
+            get("pause_after_failures"),
+            values.get("output_schema"),
+        )
+        specs.validate_timeouts(
+            get("timeout_seconds"), values.get("max_timeout_seconds"), settings.Q_CLUSTER["timeout"]
+        )
+        required = specs.validate_names(values.get("depends_on"), "depends_on")
+        optional = specs.validate_names(values.get("optional_depends_on"), "optional_depends_on")
+        name = values.get("name") or ""
+        others = cls.objects.exclude(name=name).values_list("name", "depends_on", "optional_depends_on")
+        edges = {n: list(d or []) + list(o or []) for n, d, o in others}
+        specs.validate_graph(name, required + optional, edges, set(edges))
+        return {"target": target, "depends_on": required, "optional_depends_on": optional}
 
     # --- a person's writes (API, console and admin all call these) ----------------
     def set_enabled(self, enabled: bool, *, actor: str) -> bool:
