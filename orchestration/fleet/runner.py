@@ -13,6 +13,7 @@ more than one process could take at once is a conditional UPDATE:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from datetime import datetime, timedelta
@@ -409,6 +410,12 @@ class _Heartbeats:
     """
 
     def __init__(self) -> None:
+        self._reset()
+        # A forked cluster worker starts clean: the parent's thread is not in the
+        # child, and its mutex may have been copied while held.
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
         self._mutex = threading.Lock()
         self._beats: dict[int, _Beat] = {}
         self._thread: threading.Thread | None = None
