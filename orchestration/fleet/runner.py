@@ -420,6 +420,7 @@ class _Heartbeats:
         self._beats: dict[int, _Beat] = {}
         self._thread: threading.Thread | None = None
         self._wake = threading.Event()
+        self._interval = 0.0  # the FLEET_HEARTBEAT_SECONDS the thread waits with
 
     def add(self, beat: _Beat) -> None:
         with self._mutex:
@@ -427,7 +428,8 @@ class _Heartbeats:
             if self._thread is None or not self._thread.is_alive():  # first run, or a forked child
                 self._thread = threading.Thread(target=self._loop, daemon=True, name="fleet-heartbeat")
                 self._thread.start()
-        self._wake.set()  # the interval is read again (a setting may have changed)
+        if settings.FLEET_HEARTBEAT_SECONDS != self._interval:
+            self._wake.set()  # only then: waking the thread on every run start costs the run
 
     def remove(self, beat: _Beat) -> None:
         with self._mutex:
@@ -438,7 +440,8 @@ class _Heartbeats:
         while True:
             # Woken early by a new run only to re-read the interval: runs already
             # going still beat every FLEET_HEARTBEAT_SECONDS, not later.
-            self._wake.wait(max(0.0, last + settings.FLEET_HEARTBEAT_SECONDS - time.monotonic()))
+            self._interval = settings.FLEET_HEARTBEAT_SECONDS
+            self._wake.wait(max(0.0, last + self._interval - time.monotonic()))
             self._wake.clear()
             if time.monotonic() < last + settings.FLEET_HEARTBEAT_SECONDS:
                 continue
