@@ -3,8 +3,12 @@
 1. Per-run cost of an orchestrated worker run (request → gates → lock → target →
    run row, score report, anomaly rules, ledger) for a no-op python target, against
    a baseline measured in the same process: the same no-op as a plain queue job.
-2. The ``workers`` snapshot section (three aggregate queries) on a small and a large
-   history, with the ratio of the two.
+2. The ``workers`` snapshot section (one query of four parts: the fleet, its active
+   runs, the last hour's per-minute run counts, its open anomalies) on a small and a
+   large history, with the ratio of the two. Per read, each side reads every worker
+   row, the active runs through their index, at most 61 minute rows and the open
+   anomalies; the large history is written in bulk, so its minute counts are rebuilt
+   from the runs table once, untimed, as if each run had been counted as it ended.
 
 No targets: the figures show what a worker run adds over a plain job, and that the
 section's cost does not follow the size of the history. ``--quick``: 50 runs, a
@@ -38,6 +42,7 @@ def run(*, quick: bool = False, runs: int | None = None, workers: int = 200, his
 
     from orchestration.core.jobs import queue
     from orchestration.core.models import Anomaly, Job
+    from orchestration.fleet import tally
     from orchestration.fleet.loop import workers_section
     from orchestration.fleet.models import Worker, WorkerRun
     from orchestration.fleet.runner import execute_run, request_run
@@ -101,6 +106,7 @@ def run(*, quick: bool = False, runs: int | None = None, workers: int = 200, his
             ],
             batch_size=2000,
         )
+    tally.recount(now - timedelta(hours=3))
     Anomaly.objects.bulk_create(
         [Anomaly(code="CACHE_MISS", severity="medium", subject=f"worker:{w.name}") for w in fleet]
     )

@@ -42,8 +42,13 @@ class RunInterrupted(Exception):
     """The process is shutting down and the grace period is over."""
 
 
+class RunCanceled(Exception):
+    """A newer run took this one's place (overlap: cancel other)."""
+
+
 class _State:
     requested_at: float | None = None
+    canceled: str | None = None
     grace: float = 0.0
     deadline: float = 0.0
     active: bool = False
@@ -78,9 +83,11 @@ def guarded(timeout_s: float, grace_s: float) -> Iterator[bool]:
     previous_timer = signal.getitimer(signal.ITIMER_REAL)
     previous_term = signal.getsignal(signal.SIGTERM)
     _state.requested_at, _state.grace, _state.deadline = None, grace_s, deadline
-    _state.from_drain, _state.active = False, True
+    _state.from_drain, _state.active, _state.canceled = False, True, None
 
     def on_alarm(signum, frame):
+        if _state.canceled is not None:
+            raise RunCanceled(_state.canceled)
         if requested() and time.monotonic() < deadline:
             raise RunInterrupted("shutdown grace period over")
         raise RunTimeout(f"timed out after {timeout_s:g} s")
@@ -101,6 +108,17 @@ def guarded(timeout_s: float, grace_s: float) -> Iterator[bool]:
         if previous_timer[0] > 0:
             left = previous_timer[0] - (time.monotonic() - started)
             signal.setitimer(signal.ITIMER_REAL, max(left, 0.001), previous_timer[1])
+
+
+def cancel(reason: str) -> bool:
+    """Stop the guarded run now, from another thread (the heartbeat, once it saw the
+    run canceled in the database): the alarm fires at once and raises RunCanceled in
+    the run's thread. False when no run is guarded (nothing can be stopped)."""
+    if not _state.active:
+        return False
+    _state.canceled = reason
+    signal.setitimer(signal.ITIMER_REAL, 0.001)
+    return True
 
 
 def _begin(*, from_drain: bool) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from zoneinfo import ZoneInfo
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
@@ -113,32 +112,7 @@ class WorkerForm(MaskedSecretsForm):
             if data.get(name) in (None, "") and name not in self.errors:
                 data[name] = Worker._meta.get_field(name).get_default()
         try:
-            data["target"] = specs.validate_target(data.get("target"))
-            specs.validate_cadence(
-                data.get("interval_seconds"),
-                data.get("cron") or "",
-                data.get("execution_model"),
-                data.get("timezone") or "UTC",
-                data.get("jitter_seconds") or 0,
-            )
-            specs.validate_schedule_options(
-                data.get("overlap") or "skip",
-                data.get("catch_up_seconds") or 0,
-                data.get("jitter_seconds") or 0,
-                data.get("pause_after_failures") or 0,
-                data.get("output_schema"),
-            )
-            if data.get("timeout_seconds"):
-                specs.validate_timeouts(
-                    data["timeout_seconds"], data.get("max_timeout_seconds"), settings.Q_CLUSTER["timeout"]
-                )
-            names = specs.validate_names(data.get("depends_on"), "depends_on") + specs.validate_names(
-                data.get("optional_depends_on"), "optional_depends_on"
-            )
-            name = data.get("name") or ""
-            others = Worker.objects.exclude(name=name).values_list("name", "depends_on", "optional_depends_on")
-            edges = {n: list(d or []) + list(o or []) for n, d, o in others}
-            specs.validate_graph(name, names, edges, set(edges))
+            data["target"] = Worker.check_fields(data)["target"]
             stored = self.instance.target if self.instance.pk is not None else None
             if specs.defines_code(data["target"], stored) and not runnables.may_define(getattr(self, "user", None)):
                 raise specs.SpecError({"target": runnables.RUN_CODE_DENIED})

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from orchestration.core.choices import Severity
 from orchestration.core.models.ledger import record
-from orchestration.fleet import cadence
+from orchestration.fleet import cadence, tally
 from orchestration.fleet.choices import ExecutionModel, RunStatus, RunTrigger, SkipReason
 from orchestration.fleet.models import Worker, WorkerRun
 from orchestration.fleet.runner import request_run
@@ -116,7 +116,7 @@ def fire_worker(worker: Worker, now: datetime) -> list[datetime] | None:
 def _skipped_due_time(worker: Worker, due: datetime, now: datetime, *, factor: float) -> None:
     """A due time a rate reduction leaves out, shown as a skipped run that says why."""
     stride = cadence.cron_stride(factor)
-    WorkerRun.objects.get_or_create(
+    _, created = WorkerRun.objects.get_or_create(
         worker=worker,
         due_at=due,
         defaults={
@@ -127,6 +127,8 @@ def _skipped_due_time(worker: Worker, due: datetime, now: datetime, *, factor: f
             "skipped_detail": {"rate_factor": factor, "runs_one_due_time_in": stride},
         },
     )
+    if created:
+        tally.count(RunStatus.SKIPPED, now)
 
 
 def backfill(worker: Worker, start: datetime, end: datetime, *, actor: str) -> int:

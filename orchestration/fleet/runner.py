@@ -13,6 +13,7 @@ more than one process could take at once is a conditional UPDATE:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from datetime import datetime, timedelta
@@ -21,7 +22,7 @@ from typing import Any
 import psutil
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, F, Q
+from django.db.models import Case, DateTimeField, Exists, F, Q, Value, When
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -34,7 +35,7 @@ from orchestration.core.jobs.registry import PermanentJobError, job_kind
 from orchestration.core.models import Anomaly
 from orchestration.core.models.ledger import record
 from orchestration.core.runnables import runnable
-from orchestration.fleet import output_schema, scores
+from orchestration.fleet import output_schema, scores, tally
 from orchestration.fleet.choices import FAILED_RUN_STATUSES, OverlapPolicy, RunStatus, RunTrigger, SkipReason
 from orchestration.fleet.models import ScoreReport, Worker, WorkerRun, WorkerStateError
 from orchestration.fleet.sync import SCHEDULE_FUNC
@@ -55,19 +56,22 @@ def request_run(
     not_before: datetime | None = None,
 ) -> WorkerRun:
     """Queue one run. For a scheduled due time that already has a run, return that run."""
+    fields = {
+        "trigger": trigger,
+        "due_at": due_at,
+        "actor": actor or "system",
+        "timeout_seconds": worker.timeout_seconds,
+    }
     with transaction.atomic():
-        try:
-            with transaction.atomic():
-                run = WorkerRun.objects.create(
-                    worker=worker,
-                    trigger=trigger,
-                    due_at=due_at,
-                    actor=actor or "system",
-                    timeout_seconds=worker.timeout_seconds,
-                )
-        except IntegrityError:
-            # Another scheduler already turned this due time into a run.
-            return WorkerRun.objects.get(worker=worker, due_at=due_at)
+        if due_at is None:  # only a due time can collide: no savepoint for the rest
+            run = WorkerRun.objects.create(worker=worker, **fields)
+        else:
+            try:
+                with transaction.atomic():
+                    run = WorkerRun.objects.create(worker=worker, **fields)
+            except IntegrityError:
+                # Another scheduler already turned this due time into a run.
+                return WorkerRun.objects.get(worker=worker, due_at=due_at)
         job = _enqueue_run(worker, run.pk, run.execution_id, not_before=not_before)
         WorkerRun.objects.filter(pk=run.pk).update(job=job)
         run.job = job
@@ -148,12 +152,13 @@ def worker_run_job(payload: dict, ctx) -> dict:
 
 def execute_run(run_id: int) -> dict[str, Any]:
     """Gate, lock and execute one queued run. Safe to call twice: the second does nothing."""
-    run = WorkerRun.objects.select_related("worker").filter(pk=run_id).first()
+    # The run, its worker and its breaker in one read; nothing below reads them again.
+    run = WorkerRun.objects.select_related("worker", "worker__circuit").filter(pk=run_id).first()
     if run is None or run.status != RunStatus.QUEUED:
         return {"status": "stale"}
     worker = run.worker
     now = timezone.now()
-    gate = check_gates(worker, run, now)
+    gate = check_gates(worker, run, now, fresh=True)
     if gate is not None:
         return skip(run, *gate)
     owner = f"{worker_identity()}:{run.execution_id}"
@@ -161,19 +166,26 @@ def execute_run(run_id: int) -> dict[str, Any]:
         overlapped = _overlap(worker, run, owner, now)
         if overlapped is not None:
             return overlapped
-    claimed = WorkerRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
-        status=RunStatus.RUNNING, started_at=now, heartbeat_at=now, owner=owner, timeout_seconds=worker.timeout_seconds
-    )
-    if not claimed:
+    running = {
+        "status": RunStatus.RUNNING,
+        "started_at": now,
+        "heartbeat_at": now,
+        "owner": owner,
+        "timeout_seconds": worker.timeout_seconds,
+    }
+    if not WorkerRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(**running):
         release_lock(worker, owner)
         return {"status": "stale"}
-    run.refresh_from_db()
+    for name, value in running.items():  # what the claim wrote, without reading it back
+        setattr(run, name, value)
     return _execute_claimed(worker, run, owner)
 
 
-def check_gates(worker: Worker, run: WorkerRun, now: datetime) -> tuple[str, dict] | None:
-    """Why this run must not start now, or None. Cheapest checks first."""
-    worker.refresh_from_db()
+def check_gates(worker: Worker, run: WorkerRun, now: datetime, *, fresh: bool = False) -> tuple[str, dict] | None:
+    """Why this run must not start now, or None. Cheapest checks first. ``fresh``: the
+    worker was read together with the run just now, so it is not read again."""
+    if not fresh:
+        worker.refresh_from_db()
     if not worker.enabled:
         return SkipReason.DISABLED, {}
     if worker.paused and run.trigger in (RunTrigger.SCHEDULE, RunTrigger.UPSTREAM, RunTrigger.BACKFILL):
@@ -224,16 +236,25 @@ def _overlap(worker: Worker, run: WorkerRun, owner: str, now: datetime) -> dict[
 
 def _buffer(worker: Worker, run: WorkerRun, holder: str, *, one: bool) -> dict[str, Any]:
     """The run waits for the current one (buffered); with buffer_one, only if no other
-    run is already waiting. One conditional UPDATE, so two runs arriving at once cannot
-    both take the single place."""
+    run is already waiting.
+
+    buffer_one's single place is ``buffer_slot`` under a partial unique index (one
+    buffered slot-holder per worker): the NOT EXISTS of the UPDATE alone lets two
+    runs racing on PostgreSQL both buffer (neither sees the other's uncommitted row),
+    while the index makes the second one's UPDATE fail, so exactly one wins."""
     waiting = WorkerRun.objects.filter(worker_id=worker.pk, status=RunStatus.BUFFERED).exclude(pk=run.pk)
     claim = WorkerRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED)
     if one:
         claim = claim.exclude(Exists(waiting))
-    if not claim.update(status=RunStatus.BUFFERED):
+    try:
+        with transaction.atomic():
+            buffered = claim.update(status=RunStatus.BUFFERED, buffer_slot=one)
+    except IntegrityError:  # another run took the single place first
+        buffered = 0
+    if not buffered:
         if one:
-            buffered = waiting.values_list("execution_id", flat=True).first() or ""
-            return skip(run, SkipReason.BUFFER_FULL, {"holder": holder, "buffered": buffered, "overlap": "buffer_one"})
+            taken = waiting.values_list("execution_id", flat=True).first() or ""
+            return skip(run, SkipReason.BUFFER_FULL, {"holder": holder, "buffered": taken, "overlap": "buffer_one"})
         return {"status": "stale"}
     # The holder may have finished between our failed lock and the buffering: start the
     # oldest waiting run now rather than leave it waiting for a finish that has passed.
@@ -273,9 +294,12 @@ def promote_stragglers() -> list[int]:
 
 
 def _cancel_and_take_over(worker: Worker, run: WorkerRun, holder: str, owner: str, now: datetime) -> bool:
-    """cancel_other: the running run is marked canceled and its lock handed to this one.
-    Its target is not killed mid-call (it may be in another process); what it returns
-    is dropped, since it no longer holds its run or the lock."""
+    """cancel_other: the running run is marked canceled and its lock handed to this one,
+    which starts at once. The canceled run's heartbeat finds its row canceled within
+    FLEET_HEARTBEAT_SECONDS and stops its target where it runs (whatever process that
+    is); what the target returns meanwhile is dropped, since it no longer holds its run
+    or the lock.
+    """
     with transaction.atomic():
         taken = Worker.objects.filter(pk=worker.pk, lock_owner=holder).update(
             lock_owner=owner,
@@ -290,12 +314,13 @@ def _cancel_and_take_over(worker: Worker, run: WorkerRun, holder: str, owner: st
                 "pk", "execution_id"
             )
         )
-        WorkerRun.objects.filter(pk__in=[pk for pk, _ in canceled], status=RunStatus.RUNNING).update(
+        ended = WorkerRun.objects.filter(pk__in=[pk for pk, _ in canceled], status=RunStatus.RUNNING).update(
             status=RunStatus.CANCELED,
             completed_at=now,
             success=None,
             error=f"canceled: run {run.execution_id} replaced it (overlap: cancel_other)",
         )
+        tally.count(RunStatus.CANCELED, now, ended)
         record(
             "worker.run_canceled",
             f"Worker {worker.name}: run {', '.join(e for _, e in canceled) or holder} canceled for "
@@ -312,13 +337,17 @@ def acquire_lock(worker: Worker, owner: str, now: datetime | None = None) -> boo
     """Take the worker's lock if free or expired. A failure is counted (contention)."""
     now = now or timezone.now()
     free = Q(lock_owner="") | Q(lock_expires_at__isnull=True) | Q(lock_expires_at__lt=now)
-    won = Worker.objects.filter(free, pk=worker.pk).update(
-        lock_owner=owner,
-        lock_token=owner[-32:],
-        lock_expires_at=now + timedelta(seconds=worker.effective_lock_timeout),
-        lock_failures=0,
-    )
-    if not won:
+    taken = {
+        "lock_owner": owner,
+        "lock_token": owner[-32:],
+        "lock_expires_at": now + timedelta(seconds=worker.effective_lock_timeout),
+        "lock_failures": 0,
+    }
+    won = Worker.objects.filter(free, pk=worker.pk).update(**taken)
+    if won:  # the instance in hand says what the row now holds
+        for name, value in taken.items():
+            setattr(worker, name, value)
+    else:
         Worker.objects.filter(pk=worker.pk).update(lock_failures=F("lock_failures") + 1)
     return bool(won)
 
@@ -337,7 +366,14 @@ def skip(run: WorkerRun, reason: str, detail: dict) -> dict[str, Any]:
     )
     if not changed:
         return {"status": "stale"}
-    run.refresh_from_db()
+    tally.count(RunStatus.SKIPPED, now)
+    run.status, run.completed_at, run.skipped_reason, run.skipped_detail, run.success = (
+        RunStatus.SKIPPED,
+        now,
+        reason,
+        detail,
+        None,
+    )
     label = SkipReason(reason).label
     record(
         "worker.run_skipped",
@@ -348,34 +384,106 @@ def skip(run: WorkerRun, reason: str, detail: dict) -> dict[str, Any]:
     )
     from orchestration.fleet import detection
 
-    detection.after_run(run)
+    detection.after_run(run, now)  # re-reads the worker: a failed lock counted on its row
     return {"status": RunStatus.SKIPPED, "reason": reason, "detail": detail}
 
 
 # --- the target -------------------------------------------------------------------
-class _Heartbeat(threading.Thread):
-    """Keeps the run visibly alive and the lock held while the target runs."""
+class _Beat:
+    """One run this process is executing, as the heartbeat sees it."""
 
     def __init__(self, run_id: int, worker_id: int, owner: str, lock_seconds: int):
-        super().__init__(daemon=True, name=f"heartbeat-run-{run_id}")
         self.run_id, self.worker_id, self.owner, self.lock_seconds = run_id, worker_id, owner, lock_seconds
-        self.done = threading.Event()
         self.peak_memory = psutil.virtual_memory().percent
+        # Only a run in the main thread can be stopped (by an alarm, as timeouts are).
+        self.stoppable = shutdown.enforceable()
+        self.canceled = False
 
-    def run(self) -> None:
-        try:
-            while not self.done.wait(settings.FLEET_HEARTBEAT_SECONDS):
-                now = timezone.now()
-                self.peak_memory = max(self.peak_memory, psutil.virtual_memory().percent)
-                shutdown.check_drain()
-                WorkerRun.objects.filter(pk=self.run_id, status=RunStatus.RUNNING).update(heartbeat_at=now)
-                Worker.objects.filter(pk=self.worker_id, lock_owner=self.owner).update(
-                    lock_expires_at=now + timedelta(seconds=self.lock_seconds)
-                )
-        except Exception:  # a failed heartbeat only makes crash detection earlier
-            log.exception("heartbeat of run %s failed", self.run_id)
-        finally:
-            connection.close()
+
+class _Heartbeats:
+    """Keeps every run this process executes visibly alive and its lock held, and
+    stops one that a newer run canceled (overlap: cancel other) within a beat.
+
+    One thread per process, started with its first run, rather than one per run: a
+    short run is over before its first beat, and starting and joining a thread (with
+    its own database connection) cost a no-op run more than its target did.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        # A forked cluster worker starts clean: the parent's thread is not in the
+        # child, and its mutex may have been copied while held.
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._mutex = threading.Lock()
+        self._beats: dict[int, _Beat] = {}
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._interval = 0.0  # the FLEET_HEARTBEAT_SECONDS the thread waits with
+
+    def add(self, beat: _Beat) -> None:
+        with self._mutex:
+            self._beats[beat.run_id] = beat
+            if self._thread is None or not self._thread.is_alive():  # first run, or a forked child
+                self._thread = threading.Thread(target=self._loop, daemon=True, name="fleet-heartbeat")
+                self._thread.start()
+        if settings.FLEET_HEARTBEAT_SECONDS != self._interval:
+            self._wake.set()  # only then: waking the thread on every run start costs the run
+
+    def remove(self, beat: _Beat) -> None:
+        with self._mutex:
+            self._beats.pop(beat.run_id, None)
+
+    def _loop(self) -> None:
+        last = time.monotonic()
+        while True:
+            # Woken early by a new run only to re-read the interval: runs already
+            # going still beat every FLEET_HEARTBEAT_SECONDS, not later.
+            self._interval = settings.FLEET_HEARTBEAT_SECONDS
+            self._wake.wait(max(0.0, last + self._interval - time.monotonic()))
+            self._wake.clear()
+            if time.monotonic() < last + settings.FLEET_HEARTBEAT_SECONDS:
+                continue
+            last = time.monotonic()
+            with self._mutex:
+                beats = list(self._beats.values())
+            if not beats:
+                continue
+            try:
+                self.beat(beats)
+            except Exception:  # a failed heartbeat only makes crash detection earlier
+                log.exception("heartbeat of runs %s failed", [b.run_id for b in beats])
+            finally:
+                connection.close()
+
+    def beat(self, beats: list[_Beat]) -> None:
+        now = timezone.now()
+        memory = psutil.virtual_memory().percent
+        shutdown.check_drain()
+        for beat in beats:
+            beat.peak_memory = max(beat.peak_memory, memory)
+            if not WorkerRun.objects.filter(pk=beat.run_id, status=RunStatus.RUNNING).update(heartbeat_at=now):
+                self._stop_if_canceled(beat)
+            Worker.objects.filter(pk=beat.worker_id, lock_owner=beat.owner).update(
+                lock_expires_at=now + timedelta(seconds=beat.lock_seconds)
+            )
+
+    def _stop_if_canceled(self, beat: _Beat) -> None:
+        """The run's row is no longer running: if a newer run canceled it, stop its
+        target rather than let it go on working for a result that will be dropped."""
+        if beat.canceled:
+            return
+        status, error = WorkerRun.objects.filter(pk=beat.run_id).values_list("status", "error").first() or ("", "")
+        if status != RunStatus.CANCELED:
+            return
+        beat.canceled = True
+        with self._mutex:  # still this run's turn in the main thread, not the next run's
+            if beat.stoppable and beat.run_id in self._beats:
+                shutdown.cancel(error or "canceled")
+
+
+_heartbeats = _Heartbeats()
 
 
 def http_url(url: str) -> str:
@@ -423,8 +531,8 @@ def call_target(worker: Worker, run: WorkerRun) -> dict[str, Any]:
 
 
 def _execute_claimed(worker: Worker, run: WorkerRun, owner: str) -> dict[str, Any]:
-    beat = _Heartbeat(run.pk, worker.pk, owner, worker.effective_lock_timeout)
-    beat.start()
+    beat = _Beat(run.pk, worker.pk, owner, worker.effective_lock_timeout)
+    _heartbeats.add(beat)
     started = time.monotonic()
     metrics: dict[str, Any] = {}
     error = ""
@@ -438,11 +546,12 @@ def _execute_claimed(worker: Worker, run: WorkerRun, owner: str) -> dict[str, An
         status, error = RunStatus.TIMED_OUT, str(exc)
     except shutdown.RunInterrupted as exc:
         status, error = RunStatus.INTERRUPTED, str(exc)
+    except shutdown.RunCanceled as exc:  # its row already says canceled: finish drops it
+        status, error = RunStatus.CANCELED, str(exc)
     except Exception as exc:  # the target's failure is the run's result, not ours
         status, error = RunStatus.FAILED, f"{type(exc).__name__}: {exc}"
     finally:
-        beat.done.set()
-        beat.join(timeout=5)
+        _heartbeats.remove(beat)
     duration_s = time.monotonic() - started
     if status == RunStatus.SUCCEEDED and duration_s > worker.timeout_seconds:
         # Not enforceable here (not a main thread): detected after the fact.
@@ -464,32 +573,77 @@ def finish(
     duration_s: float = 0.0,
     memory_percent: float | None = None,
 ) -> dict[str, Any]:
-    """Record the outcome, release the lock, then score, detect, recover and alert."""
+    """Record the outcome, release the lock, then score, detect, recover and alert.
+
+    The run and the worker in hand are current (read with the run, written only by
+    this run while it holds the lock), so nothing is read back: the run's row is closed
+    with one UPDATE, and the worker's lock, last outcome, failure streak and score go
+    in one more."""
     now = timezone.now()
     worker = run.worker
-    closed = WorkerRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
-        **closed_run_fields(status, now, duration_s=duration_s, metrics=metrics, error=error)
-    )
-    release_lock(worker, owner)
-    if worker.overlap in BUFFERING:
-        promote_buffered(worker)
+    closed_fields = closed_run_fields(status, now, duration_s=duration_s, metrics=metrics, error=error)
+    closed = WorkerRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(**closed_fields)
     if not closed:
         # Declared crashed by the sweep, or canceled by a newer run, while it ran; its
         # result is dropped.
+        release_lock(worker, owner)
+        if worker.overlap in BUFFERING:
+            promote_buffered(worker)
         return {"status": "stale"}
-    run.refresh_from_db()
-    Worker.objects.filter(pk=worker.pk).update(**worker_fields_after(status, now), **failure_streak(status))
-    worker.refresh_from_db()
+    tally.count(status, now)
+    for name, value in closed_fields.items():
+        setattr(run, name, value)
+    report = None
+    worker_fields = {**worker_fields_after(status, now), **failure_streak(status), **lock_released_by(owner)}
+    if status != RunStatus.INTERRUPTED:
+        report = scores.report_for_run(run, memory_percent=memory_percent, save=False)
+        worker_fields["last_score"] = report.overall_score
+    Worker.objects.filter(pk=worker.pk).update(**worker_fields)
+    _apply_locally(worker, worker_fields, status, owner)
+    if worker.overlap in BUFFERING:
+        promote_buffered(worker)
     if status == RunStatus.INTERRUPTED:
         return {"status": status, "rerun": _run_again(worker, run)}
     pause_if_failing(worker, run, now)
     success = status == RunStatus.SUCCEEDED
     worker.ensure_circuit().record(success)
-    report = _score(worker, run, status, error=error, duration_s=duration_s, memory_percent=memory_percent)
-    _note_anomalies(run, report)
+    report.save(force_insert=True)
+    _ledger_run(worker, run, status, report, error=error, duration_s=duration_s)
+    _note_anomalies(run, report, now)
     if success:
         trigger_downstream(worker)
     return {"status": status, "score": report.overall_score, "anomalies": report.anomalies}
+
+
+def lock_released_by(owner: str) -> dict[str, Any]:
+    """The lock columns of an UPDATE that frees the lock only if ``owner`` still holds
+    it (every SET reads the row as it was, so the three agree)."""
+    held = Q(lock_owner=owner)
+    return {
+        "lock_owner": Case(When(held, then=Value("")), default=F("lock_owner")),
+        "lock_token": Case(When(held, then=Value("")), default=F("lock_token")),
+        "lock_expires_at": Case(
+            When(held, then=Value(None, output_field=DateTimeField())), default=F("lock_expires_at")
+        ),
+    }
+
+
+def _apply_locally(worker: Worker, fields: dict[str, Any], status: str, owner: str) -> None:
+    """What the finishing UPDATE wrote, on the instance in hand instead of a re-read."""
+    for name, value in fields.items():
+        if not hasattr(value, "resolve_expression"):
+            setattr(worker, name, value)
+    if worker.lock_owner == owner:
+        worker.lock_owner, worker.lock_token, worker.lock_expires_at = "", "", None
+    if status == RunStatus.SUCCEEDED:
+        worker.consecutive_failures = 0
+    elif status in FAILED_RUN_STATUSES:
+        if worker.pause_after_failures:
+            # Other runs (allow_all) or the sweep may have counted too: the pause
+            # decision reads the streak as it is now. Only a failing run pays for it.
+            worker.refresh_from_db(fields=["consecutive_failures", "paused"])
+        else:
+            worker.consecutive_failures += 1
 
 
 # --- pure: what a finished run writes ---------------------------------------------------
@@ -551,7 +705,7 @@ def pause_if_failing(worker: Worker, run: WorkerRun, now: datetime) -> bool:
     reason = f"{worker.consecutive_failures} consecutive failures (pause after {worker.pause_after_failures})"
     if not Worker.objects.filter(pk=worker.pk, paused=False).update(paused=True, paused_at=now, paused_reason=reason):
         return False
-    worker.refresh_from_db()
+    worker.paused, worker.paused_at, worker.paused_reason = True, now, reason
     record(
         "worker.paused",
         f"Worker {worker.name} paused: {reason}; resume it from the console, the admin or the API",
@@ -585,12 +739,7 @@ def _run_again(worker: Worker, run: WorkerRun) -> int:
     return again.pk
 
 
-def _score(
-    worker: Worker, run: WorkerRun, status: str, *, error: str, duration_s: float, memory_percent: float | None
-) -> ScoreReport:
-
-    report = scores.report_for_run(run, memory_percent=memory_percent)
-    Worker.objects.filter(pk=worker.pk).update(last_score=report.overall_score)
+def _ledger_run(worker: Worker, run: WorkerRun, status: str, report: ScoreReport, *, error: str, duration_s: float):
     success = status == RunStatus.SUCCEEDED
     record(
         f"worker.run_{'succeeded' if success else 'failed'}",
@@ -599,13 +748,12 @@ def _score(
         subject=worker.breaker_name,
         data={"run_id": run.pk, "execution_id": run.execution_id, "status": status, "score": report.overall_score},
     )
-    return report
 
 
-def _note_anomalies(run: WorkerRun, report: ScoreReport) -> None:
+def _note_anomalies(run: WorkerRun, report: ScoreReport, now: datetime) -> None:
     from orchestration.fleet import detection
 
-    opened = detection.after_run(run)
+    opened = detection.after_run(run, now, current=True)
     codes = [a.code for a in opened] + list(anomaly_rules.evaluate("run", detection.run_facts(run)).fired)
     merged = merged_anomalies(report.anomalies, codes)
     if merged is not None:
@@ -616,11 +764,16 @@ def _note_anomalies(run: WorkerRun, report: ScoreReport) -> None:
 def trigger_downstream(worker: Worker) -> list[int]:
     """Queue workers that run after this one. JSON lists are filtered in Python to stay
     portable across SQLite and PostgreSQL; the fleet is small."""
-    queued = []
-    for candidate in Worker.objects.filter(enabled=True, run_after_upstream=True).exclude(pk=worker.pk):
-        if worker.name in (candidate.depends_on or []) or worker.name in (candidate.optional_depends_on or []):
-            queued.append(request_run(candidate, trigger=RunTrigger.UPSTREAM).pk)
-    return queued
+    candidates = (
+        Worker.objects.filter(enabled=True, run_after_upstream=True)
+        .exclude(pk=worker.pk)
+        .values_list("pk", "depends_on", "optional_depends_on")
+    )
+    chosen = [pk for pk, required, optional in candidates if worker.name in (required or []) + (optional or [])]
+    # Most runs have no downstream: the full rows are read only for those that do.
+    return (
+        [request_run(c, trigger=RunTrigger.UPSTREAM).pk for c in Worker.objects.filter(pk__in=chosen)] if chosen else []
+    )
 
 
 def _jsonable(value: Any) -> Any:
@@ -651,6 +804,7 @@ def mark_crashed(run: WorkerRun, now: datetime, reason: str) -> bool:
     )
     if not changed:
         return False
+    tally.count(RunStatus.CRASHED, now)
     release_lock(run.worker, run.owner)
     if run.worker.overlap in BUFFERING:
         promote_buffered(run.worker, now)
@@ -680,9 +834,11 @@ def on_job_finished(sender, job, **kwargs) -> None:
     if run is None or run.status not in (RunStatus.RUNNING, RunStatus.QUEUED):
         return
     if run.status == RunStatus.QUEUED and job.status == "canceled":
-        WorkerRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
-            status=RunStatus.SKIPPED, completed_at=timezone.now(), skipped_reason="", error="job canceled"
+        now = timezone.now()
+        skipped = WorkerRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+            status=RunStatus.SKIPPED, completed_at=now, skipped_reason="", error="job canceled"
         )
+        tally.count(RunStatus.SKIPPED, now, skipped)
         return
     mark_crashed(run, timezone.now(), f"job {job.pk} ended {job.status}: {(job.error or '').splitlines()[0:1]}")
 

@@ -14,7 +14,9 @@ from orchestration.fleet.models import ScoreReport, WorkerRun
 SCORE_KEYS = ("reliability_score", "performance_score", "data_quality_score", "resource_score", "overall_score")
 
 
-def report_for_run(run: WorkerRun, *, memory_percent: float | None = None) -> ScoreReport:
+def report_for_run(run: WorkerRun, *, memory_percent: float | None = None, save: bool = True) -> ScoreReport:
+    """The run's report card; with ``save=False`` the caller inserts it (a finishing
+    run writes the score into the worker's row first)."""
     worker = run.worker
     outcome = scoring.RunOutcome(
         category=worker.category,
@@ -30,21 +32,21 @@ def report_for_run(run: WorkerRun, *, memory_percent: float | None = None) -> Sc
     metrics = dict(run.metrics or {})
     if memory_percent is not None:
         metrics.setdefault("memory_percent", memory_percent)
-    report, _ = ScoreReport.objects.update_or_create(
-        run=run,
-        defaults={
-            "worker": worker,
-            "period": ReportPeriod.RUN,
-            "execution_id": run.execution_id,
-            "started_at": run.started_at,
-            "completed_at": run.completed_at,
-            "success": outcome.success,
-            "duration_ms": run.duration_ms,
-            **result.as_dict(),
-            "recommendations": result.recommendations,
-            "metrics": metrics,
-        },
-    )
+    fields = {
+        "worker": worker,
+        "period": ReportPeriod.RUN,
+        "execution_id": run.execution_id,
+        "started_at": run.started_at,
+        "completed_at": run.completed_at,
+        "success": outcome.success,
+        "duration_ms": run.duration_ms,
+        **result.as_dict(),
+        "recommendations": result.recommendations,
+        "metrics": metrics,
+    }
+    if not save:
+        return ScoreReport(run=run, **fields)
+    report, _ = ScoreReport.objects.update_or_create(run=run, defaults=fields)
     return report
 
 

@@ -19,6 +19,7 @@ from django.utils import timezone
 from health.models import CircuitBreaker
 from orchestration.core.choices import CLAIMABLE_STATUSES, AlertState, JobStatus
 from orchestration.core.models import Anomaly, Job
+from orchestration.fleet import tally
 from orchestration.fleet.choices import FAILED_RUN_STATUSES, RunStatus
 from orchestration.fleet.loop import workers_section
 from orchestration.fleet.models import Worker, WorkerRun
@@ -121,7 +122,9 @@ def reference_workers(now: datetime) -> dict[str, Any]:
             circuits_open=Count("id", filter=Q(circuit_open=True)),
         )
     )
-    hour = now - timedelta(hours=1)
+    # The section reads the last hour to the minute, from per-minute counts kept as
+    # runs end; the reference counts the runs table over that same span.
+    hour = tally.hour_start(now)
     runs = (
         WorkerRun.objects.order_by()
         .filter(Q(status__in=(RunStatus.QUEUED, RunStatus.RUNNING)) | Q(completed_at__gte=hour))
@@ -222,6 +225,7 @@ def _mixed_data(now: datetime) -> None:
         )
         for _ in range(150)
     )
+    tally.recount(now - timedelta(hours=3))  # rows written in bulk were not counted as they ended
     codes = [*strategies(), "UNKNOWN_CODE"]
     Anomaly.objects.bulk_create(
         Anomaly(

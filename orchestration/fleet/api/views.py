@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from datetime import timedelta
 
 import django_filters
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -169,41 +168,15 @@ class WorkerSerializer(serializers.ModelSerializer):
             except MaskedSecretError as exc:
                 raise serializers.ValidationError({"target": str(exc)}) from None
         try:
-            attrs["target"] = specs.validate_target(merged.get("target"))
-            specs.validate_cadence(
-                merged.get("interval_seconds"),
-                merged.get("cron") or "",
-                merged.get("execution_model", "scheduled"),
-                merged.get("timezone") or "UTC",
-                merged.get("jitter_seconds") or 0,
-            )
-            specs.validate_schedule_options(
-                merged.get("overlap", "skip"),
-                merged.get("catch_up_seconds", 60),
-                merged.get("jitter_seconds", 0),
-                merged.get("pause_after_failures", 0),
-                merged.get("output_schema"),
-            )
-            required = specs.validate_names(merged.get("depends_on"), "depends_on")
-            optional = specs.validate_names(merged.get("optional_depends_on"), "optional_depends_on")
-            name = merged["name"]
-            others = Worker.objects.exclude(name=name).values_list("name", "depends_on", "optional_depends_on")
-            edges = {n: list(d or []) + list(o or []) for n, d, o in others}
-            specs.validate_graph(name, required + optional, edges, set(edges))
+            checked = Worker.check_fields(merged)
         except specs.SpecError as exc:
             raise serializers.ValidationError(exc.errors) from None
+        attrs["target"] = checked["target"]
         if specs.defines_code(attrs["target"], self.instance.target if self.instance is not None else None):
             require_run_code(self.context)
-        if "depends_on" in attrs:
-            attrs["depends_on"] = required
-        if "optional_depends_on" in attrs:
-            attrs["optional_depends_on"] = optional
-        try:
-            specs.validate_timeouts(
-                merged.get("timeout_seconds") or 300, merged.get("max_timeout_seconds"), settings.Q_CLUSTER["timeout"]
-            )
-        except specs.SpecError as exc:
-            raise serializers.ValidationError(exc.errors) from None
+        for name in ("depends_on", "optional_depends_on"):
+            if name in attrs:
+                attrs[name] = checked[name]
         return attrs
 
 
