@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('orchestration', '0021_fleet_run_tally_per_minute'),
+        ('orchestration', '0022_fleet_run_tally_per_minute'),
     ]
 
     operations = [

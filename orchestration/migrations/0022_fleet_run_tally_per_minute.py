@@ -27,7 +27,7 @@ def count_the_last_hours(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('orchestration', '0020_channel_notices_and_person_deliveries'),
+        ('orchestration', '0021_escalation_after_a_failed_recovery'),
     ]
 
     operations = [
