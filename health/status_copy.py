@@ -3,25 +3,42 @@
 At 20,000 services that body is 6 MB and costs about 0.2 s of CPU to read and render;
 with ten clients polling it, its builds left no CPU for any other page of the same
 process. Within ``HEALTH_STATUS_MAX_AGE_SECONDS`` (default 1 s, counted from when it
-was ready) every request of a process answers the same rendered body; one request
-builds at a time and the others wait for it and take it. Its ``timestamp`` is when it
-was read, so a reader sees how old it is. A sweep or a change to a service or breaker
-made in this process drops it (a build in flight then is not kept). Filtered answers
-are always built fresh. 0 turns it off.
+was ready) every request of a process answers the same rendered body. Once it is
+older, requests still answer with it at once while one background thread of the
+process rebuilds it, so no request queues behind a build; only when there is no copy
+or it is older than ``STALE_LIMIT`` max ages (the first requests, or after a quiet
+spell) does a request build, one at a time, the others waiting and taking its body.
+Its ``timestamp`` is when it was read, so a reader sees how old it is. A sweep or a
+change to a service or breaker made in this process drops it (a build in flight then
+is not kept). Filtered answers are always built fresh. 0 turns it off.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 
 from django.conf import settings
+from django.db import close_old_connections, connection
 
-_lock = threading.Lock()  # held while a request builds the body
+log = logging.getLogger("health")
+
+# A copy up to this many max ages old is answered while the next one is built.
+STALE_LIMIT = 5
+
+_lock = threading.Lock()  # held while a build runs (a request's or the refresher's)
+_store_lock = threading.Lock()  # makes "still the same generation? keep it" one step
 _copy: tuple[float, bytes] | None = None  # (monotonic time it was ready, body)
 _generation = 0  # bumped by forget(): a build that started before is not kept
 _builds = 0  # copies kept so far
+
+_refresh_wanted = threading.Event()
+_refresh_request: tuple[Callable[[], bytes], int] | None = None  # (build, generation it refreshes)
+_refresher_lock = threading.Lock()
+_refresher_pid: int | None = None
 
 
 def body(build: Callable[[], bytes]) -> tuple[bytes, bool]:
@@ -29,9 +46,14 @@ def body(build: Callable[[], bytes]) -> tuple[bytes, bool]:
     max_age = settings.HEALTH_STATUS_MAX_AGE_SECONDS
     if max_age <= 0:
         return build(), False
-    copy, builds = _copy, _builds
-    if copy is not None and time.monotonic() - copy[0] < max_age:
-        return copy[1], True
+    copy, builds, generation = _copy, _builds, _generation
+    if copy is not None:
+        age = time.monotonic() - copy[0]
+        if age < max_age:
+            return copy[1], True
+        if age < max_age * STALE_LIMIT:
+            _request_refresh(build, generation)
+            return copy[1], True
     with _lock:
         copy = _copy
         # Built while this request waited: it is taken whatever its age, since a build
@@ -47,16 +69,55 @@ def _build(build: Callable[[], bytes]) -> bytes:
     global _copy, _builds
     generation = _generation
     data = build()
-    if generation == _generation:
-        # Aged from when it is ready: counted from the start, a build that outlasts the
-        # max age would serve nobody but its waiters, and the next request builds again.
-        _copy, _builds = (time.monotonic(), data), _builds + 1
+    with _store_lock:
+        if generation == _generation:
+            # Aged from when it is ready: counted from the start, a build that outlasts
+            # the max age would be stale at once and the next request asks again.
+            _copy, _builds = (time.monotonic(), data), _builds + 1
     return data
+
+
+def _request_refresh(build: Callable[[], bytes], generation: int) -> None:
+    """Wake this process's refresher thread (started on first use: threads do not
+    survive the fork of a server's worker processes)."""
+    global _refresher_pid, _refresh_request
+    with _refresher_lock:
+        _refresh_request = (build, generation)
+        if _refresher_pid != os.getpid():
+            _refresher_pid = os.getpid()
+            threading.Thread(target=_refresh_forever, daemon=True, name="health-status-refresh").start()
+    _refresh_wanted.set()
+
+
+def _refresh_forever() -> None:
+    while True:
+        _refresh_wanted.wait()
+        _refresh_wanted.clear()
+        with _refresher_lock:
+            wanted = _refresh_request
+        if wanted is None:
+            continue
+        build, generation = wanted
+        try:
+            with _lock:
+                copy = _copy
+                # Dropped since it was asked for (a change here, or the next test): the
+                # next request builds; a copy made meanwhile needs no refresh.
+                if generation != _generation or copy is None:
+                    continue
+                if time.monotonic() - copy[0] < settings.HEALTH_STATUS_MAX_AGE_SECONDS:
+                    continue
+                close_old_connections()
+                _build(build)
+        except Exception:  # the next stale request asks again
+            log.exception("/health/status refresh failed")
+            connection.close()
 
 
 def forget(*args: object, **kwargs: object) -> None:
     """Drop the copy (also a signal receiver: saves and deletes of services, breakers
     and dependencies)."""
     global _copy, _generation
-    _generation += 1
-    _copy = None
+    with _store_lock:
+        _generation += 1
+        _copy = None

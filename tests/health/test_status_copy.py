@@ -1,6 +1,8 @@
 """/health/status shares one rendered body per process for HEALTH_STATUS_MAX_AGE_SECONDS:
 its timestamp says when it was read, changes made in this process drop it, changes made
-elsewhere show once it is older than the max age, and filtered answers are always fresh."""
+elsewhere show once it is older than the max age (answered stale while a background
+thread rebuilds it, built by the request once far too old), and filtered answers are
+always fresh."""
 
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ def test_reads_within_the_max_age_share_one_body_and_a_sweep_here_drops_it(user_
     assert after["services"]["api"]["health"] == "unhealthy" and after["services"]["api"]["total_checks"] == 1
 
 
+@pytest.mark.django_db(transaction=True)  # the refresher thread reads through a connection of its own
 def test_a_change_made_elsewhere_shows_once_the_copy_is_older_than_the_max_age(user_client, server, settings):
     settings.HEALTH_STATUS_MAX_AGE_SECONDS = 0.3
     make(server, "api")
@@ -46,7 +49,23 @@ def test_a_change_made_elsewhere_shows_once_the_copy_is_older_than_the_max_age(u
     Service.objects.filter(name="api").update(health="unhealthy", last_error="HTTP 503")
     assert status(user_client) == first  # still the copy, its timestamp says how old
     time.sleep(0.35)
-    later = status(user_client)
+    # Older than the max age: answered at once with the copy while it is rebuilt.
+    assert status(user_client) == first
+    deadline = time.monotonic() + 5
+    while (later := status(user_client)) == first and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert later["timestamp"] > first["timestamp"] and later["services"]["api"]["error_message"] == "HTTP 503"
+
+
+def test_a_copy_older_than_the_stale_limit_is_not_answered(user_client, server, settings):
+    from health import status_copy
+
+    settings.HEALTH_STATUS_MAX_AGE_SECONDS = 0.05
+    make(server, "api")
+    first = status(user_client)
+    Service.objects.filter(name="api").update(health="unhealthy", last_error="HTTP 503")
+    time.sleep(0.05 * status_copy.STALE_LIMIT + 0.05)  # a quiet spell
+    later = status(user_client)  # built by this request, in its transaction
     assert later["timestamp"] > first["timestamp"] and later["services"]["api"]["error_message"] == "HTTP 503"
 
 
@@ -95,5 +114,32 @@ def test_requests_waiting_for_a_build_take_it_even_when_it_outlasted_the_max_age
     for thread in [first, *waiters]:
         thread.join(5)
     assert len(builds) == 1 and sorted(answers) == [(b'{"n": 1}', False)] + [(b'{"n": 1}', True)] * 3
-    time.sleep(0.06)  # a request arriving after the max age builds anew
+    time.sleep(0.05 * status_copy.STALE_LIMIT + 0.01)  # after a quiet spell a request builds anew
     assert status_copy.body(slow_build) == (b'{"n": 2}', False)
+
+
+def test_a_stale_copy_is_answered_at_once_while_one_thread_rebuilds_it(settings):
+    from health import status_copy
+
+    settings.HEALTH_STATUS_MAX_AGE_SECONDS = 0.1
+    release = threading.Event()
+    builds: list[str] = []
+
+    def build() -> bytes:
+        builds.append(threading.current_thread().name)
+        if len(builds) > 1:
+            release.wait(5)  # a slow rebuild: requests must not wait for it
+        return b'{"n": %d}' % len(builds)
+
+    assert status_copy.body(build) == (b'{"n": 1}', False)
+    time.sleep(0.12)
+    started = time.monotonic()
+    answers = [status_copy.body(build) for _ in range(5)]
+    assert time.monotonic() - started < 0.5
+    assert answers == [(b'{"n": 1}', True)] * 5
+    release.set()
+    deadline = time.monotonic() + 5
+    while status_copy.body(build)[0] == b'{"n": 1}' and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert status_copy.body(build) == (b'{"n": 2}', True)
+    assert builds == ["MainThread", "health-status-refresh"]  # one rebuild, in the background
