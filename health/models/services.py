@@ -101,7 +101,12 @@ class Service(models.Model):
 
     class Meta:
         ordering = ["name"]
-        indexes = [models.Index(fields=["enabled", "next_check_at"], name="service_due_idx")]
+        indexes = [
+            models.Index(fields=["enabled", "next_check_at"], name="service_due_idx"),
+            # The services page: counts by health without reading the rows, and each
+            # health group paged in name order (orchestration/console/data.py).
+            models.Index(fields=["enabled", "health", "name"], name="service_health_name_idx"),
+        ]
 
     def __str__(self) -> str:
         return self.name

@@ -11,14 +11,14 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Avg, Case, Count, FloatField, IntegerField, Q, Value, When
+from django.db.models import Avg, Count, FloatField, Q, Value
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, TruncMinute
 from django.utils import timezone
 
 from health.choices import BreakerState, ServiceHealth
-from health.models import MaintenanceWindow, Service
-from health.report import display_health, health_filter, shown_health
+from health.models import CircuitBreaker, MaintenanceWindow, Service
+from health.report import display_health, health_filter
 from orchestration.console import charts, service_list
 from orchestration.core.choices import AnomalySeverity, JobStatus
 from orchestration.core.jobs.counts import counts_by_status_and_lane
@@ -100,24 +100,51 @@ def queue_panel(now: datetime) -> dict[str, Any]:
     }
 
 
-def _rank_expression() -> Case:
-    # The order of service_list.RANK, in SQL: the breaker first, as display_health does.
-    return Case(
-        When(enabled=False, then=Value(service_list.DISABLED_RANK)),
-        When(circuit__state=BreakerState.OPEN, then=Value(service_list.RANK[ServiceHealth.CIRCUIT_OPEN])),
-        *[When(health=h, then=Value(r)) for h, r in service_list.RANK.items()],
-        default=Value(2),
-        output_field=IntegerField(),
-    )
+def _rank_groups() -> dict[int, list[Q]]:
+    """The rows of each rank of service_list.RANK (the breaker first, as display_health
+    does), in parts. Each part is read along an index (most are a range of
+    service_health_name_idx: enabled, health, name), so a page walks it in name order
+    instead of sorting every row by a computed rank (6-10 ms a page at 20,000 services)."""
+    # enabled=True alone is written as a bare column test, which SQLite cannot match to
+    # the index; compared with a value it is the index's first column.
+    on, off = Value(True), Value(False)
+    open_ = Q(circuit__state=BreakerState.OPEN)
+    # Found by breaker_state_idx, not by reading every service's breaker.
+    opened = Q(circuit__in=CircuitBreaker.objects.filter(state=BreakerState.OPEN).values("pk"))
+    named = {ServiceHealth.CIRCUIT_OPEN, ServiceHealth.UNHEALTHY, ServiceHealth.HEALTHY}
+    # Unknown, and any other health the ranks do not name (the rank's default).
+    others = [h for h in ServiceHealth.values if h not in named]
+    return {
+        # Two parts: the enabled test left bare, so the open breakers' ids lead.
+        service_list.RANK[ServiceHealth.CIRCUIT_OPEN]: [
+            opened & Q(enabled=True),
+            Q(enabled=on, health=ServiceHealth.CIRCUIT_OPEN),
+        ],
+        service_list.RANK[ServiceHealth.UNHEALTHY]: [Q(enabled=on, health=ServiceHealth.UNHEALTHY) & ~open_],
+        service_list.RANK[ServiceHealth.UNKNOWN]: [Q(enabled=on, health__in=others) & ~open_],
+        service_list.RANK[ServiceHealth.HEALTHY]: [Q(enabled=on, health=ServiceHealth.HEALTHY) & ~open_],
+        service_list.DISABLED_RANK: [Q(enabled=off)],
+    }
 
 
 def service_counts() -> dict[str, int]:
-    """Services by the health a reader sees, over every row (one grouped query)."""
+    """Services by the health a reader sees, over every row. Two grouped queries, so
+    neither reads the breakers of every service: the stored health (covered by
+    service_health_name_idx), then the few services whose breaker is open (by
+    breaker_state_idx), moved from their stored health to "circuit open"."""
     counts = {h: 0 for h in service_list.HEALTHS}
-    rows = Service.objects.values("enabled", "health", "circuit__state").annotate(n=Count("id")).order_by()
-    for row in rows:
-        key = shown_health(row["health"], row["circuit__state"]) if row["enabled"] else service_list.DISABLED
+    for row in Service.objects.values("enabled", "health").annotate(n=Count("*")).order_by():
+        key = row["health"] if row["enabled"] else service_list.DISABLED
         counts[key] = counts.get(key, 0) + row["n"]
+    open_rows = (
+        CircuitBreaker.objects.filter(state=BreakerState.OPEN, service__enabled=True)
+        .values("service__health")
+        .annotate(n=Count("*"))
+        .order_by()
+    )
+    for row in open_rows:
+        counts[row["service__health"]] -= row["n"]
+        counts[ServiceHealth.CIRCUIT_OPEN] += row["n"]
     return counts
 
 
@@ -147,12 +174,9 @@ def services_panel(now: datetime, query: service_list.ServiceQuery | None = None
     query = query or service_list.ServiceQuery()
     counts = service_counts()
     total = sum(counts.values())
-    services = _filtered(query).select_related("circuit").annotate(rank=_rank_expression())
+    services = _filtered(query).select_related("circuit")
     matching = services.order_by()[: MATCH_COUNT_LIMIT + 1].count() if query.filtered else total
-    if query.after:
-        rank, name = query.after
-        services = services.filter(Q(rank__gt=rank) | Q(rank=rank, name__gt=name))
-    page = list(services.order_by("rank", "name")[: LIST_LIMIT + 1])
+    page = _page(services, query)
     more, page = len(page) > LIST_LIMIT, page[:LIST_LIMIT]
     quiet = MaintenanceWindow.quiet_services({s.name: s.tags or [] for s in page}, now) if page else set()
     rows = []
@@ -182,6 +206,29 @@ def services_panel(now: datetime, query: service_list.ServiceQuery | None = None
         "more": more,
         "maintenance": maintenance_panel(now),
     }
+
+
+def _page(services, query: service_list.ServiceQuery) -> list[Service]:
+    """Up to LIST_LIMIT + 1 rows after the page key, most urgent first, each with its
+    ``rank``. One query: the rows whose ids the first LIST_LIMIT + 1 of each rank group
+    (from the key's on) name, each group an index walk in name order; so the page costs
+    the same query whatever the data, and the rank is display_health's, in Python."""
+    first_rank, after_name = query.after or (0, "")
+    wanted = service_list.rank_of_filter(query.health)
+    picked = Q(pk__in=[])
+    for rank, parts in _rank_groups().items():
+        if rank < first_rank or (wanted is not None and rank != wanted):
+            continue
+        for where in parts:
+            part = services.filter(where)
+            if rank == first_rank and after_name:
+                part = part.filter(name__gt=after_name)
+            picked |= Q(pk__in=part.order_by("name").values("pk")[: LIST_LIMIT + 1])
+    rows = list(Service.objects.select_related("circuit").filter(picked))
+    for s in rows:
+        s.rank = service_list.rank_of(s.enabled, display_health(s))
+    rows.sort(key=lambda s: (s.rank, s.name))
+    return rows[: LIST_LIMIT + 1]
 
 
 def maintenance_panel(now: datetime) -> dict[str, Any]:

@@ -93,3 +93,10 @@ def parse(params: Mapping[str, str]) -> ServiceQuery:
 
 def rank_of(enabled: bool, shown_health: str) -> int:
     return RANK.get(shown_health, 2) if enabled else DISABLED_RANK
+
+
+def rank_of_filter(health: str) -> int | None:
+    """The one rank a health filter's rows all have (None without a filter)."""
+    if not health:
+        return None
+    return DISABLED_RANK if health == DISABLED else RANK.get(health, 2)

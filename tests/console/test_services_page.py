@@ -59,6 +59,33 @@ def test_paging_by_key_visits_every_service_once(staff_browser):
     assert len(seen) == 127 and len(set(seen)) == 127 and seen[:7] == [f"bad-{i:03d}" for i in range(7)]
 
 
+def test_every_rank_is_paged_in_order_and_counted_with_its_breaker(staff_browser):
+    """Each rank is read apart along its index: the pages still run through the ranks
+    in order, a page may end inside one, and an open breaker moves a service (and its
+    count) to "circuit open" unless the service is disabled."""
+    from orchestration.console.data import service_counts
+
+    many(30, prefix="up", health="healthy")
+    many(30, prefix="down", health="unhealthy")
+    many(5, prefix="new", health="unknown")
+    many(3, prefix="off", health="unhealthy", enabled=False)
+    Service.objects.create(name="stuck", base_url="http://127.0.0.1:9", health="circuit_open")
+    for name in ("down-007", "off-001", "up-012"):
+        tripped = Service.objects.get(name=name)
+        CircuitBreaker.objects.filter(pk=tripped.ensure_circuit().pk).update(state="open")
+    seen, url = [], "/services/"
+    while url:
+        html = staff_browser.get(url).content.decode()
+        seen += names(html)
+        url = next_link(html)
+    down = [f"down-{i:03d}" for i in range(30) if i != 7]
+    up = [f"up-{i:03d}" for i in range(30) if i != 12]
+    new = [f"new-{i:03d}" for i in range(5)]
+    off = [f"off-{i:03d}" for i in range(3)]
+    assert seen == ["down-007", "stuck", "up-012", *down, *new, *up, *off]
+    assert service_counts() == {"healthy": 29, "unhealthy": 29, "unknown": 5, "circuit_open": 3, "disabled": 3}
+
+
 def test_search_and_filters_narrow_the_list_and_say_how_many_match(staff_browser):
     many(5, prefix="web", tags=["eu", "front"])
     many(5, prefix="db", kind="tcp", check_config={"host": "127.0.0.1", "port": 5432}, tags=["eu-west"])
