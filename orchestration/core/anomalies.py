@@ -114,8 +114,11 @@ def apply(
     worker: models.Model | None = None,
     run: models.Model | None = None,
     now: datetime | None = None,
+    open_now: set[str] | None = None,
 ) -> list[Anomaly]:
-    """Open what fired, resolve what cleared; returns the anomalies opened now."""
+    """Open what fired, resolve what cleared; returns the anomalies opened now.
+    ``open_now``: which of the cleared codes are open about ``subject``, when the
+    caller read them already (the fleet reads them with a run's last hour)."""
     opened = []
     for code, details in evaluation.fired.items():
         anomaly, created = open_anomaly(code, subject, details, worker=worker, run=run, now=now)
@@ -124,7 +127,7 @@ def apply(
     if evaluation.cleared:
         # One query for what is open, not one per cleared rule (most are not open).
         cleared = list(evaluation.cleared)
-        still_open = open_codes(subject, cleared)
+        still_open = open_codes(subject, cleared) if open_now is None else open_now
         for code in cleared:
             if code in still_open:
                 resolve(code, subject, now)

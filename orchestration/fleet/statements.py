@@ -23,6 +23,8 @@ from typing import Any
 
 from django.db import connections, models
 
+from orchestration.core.models import Anomaly
+from orchestration.fleet.choices import FAILED_RUN_STATUSES, RunStatus
 from orchestration.fleet.models import Worker, WorkerRun
 
 _TEXT: dict[tuple[Any, ...], str] = {}
@@ -240,3 +242,42 @@ def downstream_candidates(worker_id: int) -> list[tuple[int, list[str], list[str
             values.append(value or [])
         out.append((pk, values[0], values[1]))
     return out
+
+
+def hour_and_open(worker_id: int, since: datetime, subject: str, codes: list[str]) -> tuple[int, int, set[str]]:
+    """(runs, failures) of one worker that ended since ``since`` (skipped and
+    interrupted runs are not runs here), and which of ``codes`` are open about
+    ``subject``: the two reads after every run, in one round trip (UNION ALL; the
+    counts' row is the one whose code is empty, which no anomaly's is)."""
+
+    def build(quote: Callable[[str], str]) -> str:
+        r, a = _columns(WorkerRun, quote), _columns(Anomaly, quote)
+        return (
+            f"SELECT '', COALESCE(SUM(CASE WHEN {r['status']} NOT IN (%s, %s) THEN 1 ELSE 0 END), 0), "
+            f"COALESCE(SUM(CASE WHEN {r['status']} IN (%s, %s, %s) THEN 1 ELSE 0 END), 0) "
+            f"FROM {quote(WorkerRun._meta.db_table)} WHERE {r['worker']} = %s AND {r['completed_at']} >= %s "
+            f"UNION ALL SELECT {a['code']}, 0, 0 FROM {quote(Anomaly._meta.db_table)} WHERE {a['subject']} = %s "
+            f"AND {a['code']} IN ({', '.join(['%s'] * len(codes))}) AND {a['resolved_at']} IS NULL"
+        )
+
+    connection, text = _text(("hour_and_open", len(codes)), build)
+    params = [
+        RunStatus.SKIPPED.value,
+        RunStatus.INTERRUPTED.value,
+        *(str(s) for s in FAILED_RUN_STATUSES),
+        worker_id,
+        connection.ops.adapt_datetimefield_value(since),
+        subject,
+        *codes,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(text, params)
+        rows = cursor.fetchall()
+    runs = failures = 0
+    open_now = set()
+    for code, first, second in rows:
+        if code:
+            open_now.add(code)
+        else:
+            runs, failures = int(first), int(second)
+    return runs, failures, open_now
