@@ -115,7 +115,10 @@ def read_run(run_id: int) -> WorkerRun | None:
     worker = _instance(Worker, row[n_run : n_run + n_worker], connection)
     circuit_row = row[n_run + n_worker :]
     circuit = _instance(breaker, circuit_row, connection) if circuit_row[0] is not None else None
-    Worker._meta.get_field("circuit").set_cached_value(worker, circuit)
+    link = Worker._meta.get_field("circuit")
+    link.set_cached_value(worker, circuit)
+    if circuit is not None:  # a one-to-one: select_related filled the breaker's side too
+        link.remote_field.set_cached_value(circuit, worker)
     WorkerRun._meta.get_field("worker").set_cached_value(run, worker)
     return run
 
