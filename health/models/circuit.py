@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from django.core.validators import MinValueValidator
-from django.db import models, transaction
+from django.db import connections, models, transaction
 from django.utils import timezone
 
 from health import breaker
@@ -23,6 +23,29 @@ _TRANSITION_SEVERITY = {
 # Every lost swap is another writer's win, so the loop only runs out when far more
 # writers pile onto one breaker than the sweep and the fleet ever put on it.
 _SWAP_ATTEMPTS = 100
+
+
+_SWAP_TEXT: dict[tuple[str, tuple[str, ...]], str] = {}
+
+
+def _swap_row(model: type[models.Model], pk: int, version: int, fields: dict[str, Any]) -> bool:
+    """The compare-and-swap UPDATE: ``fields`` written only while the row is still at
+    ``version``. Plain SQL made once per database and set of columns: every worker run
+    records its result, and building the UPDATE through the ORM cost more than running it."""
+    connection = connections[model.objects.db]
+    names = tuple(fields)
+    text = _SWAP_TEXT.get((connection.vendor, names))
+    if text is None:
+        quote = connection.ops.quote_name
+        c = {f.name: quote(f.column) for f in model._meta.concrete_fields}
+        sets = ", ".join(f"{c[name]} = %s" for name in names)
+        text = _SWAP_TEXT[(connection.vendor, names)] = (
+            f"UPDATE {quote(model._meta.db_table)} SET {sets} WHERE {c['id']} = %s AND {c['version']} = %s"
+        )
+    values = [model._meta.get_field(name).get_db_prep_save(value, connection) for name, value in fields.items()]
+    with connection.cursor() as cursor:
+        cursor.execute(text, [*values, pk, version])
+        return cursor.rowcount == 1
 
 
 class CircuitBreaker(models.Model):
@@ -203,7 +226,7 @@ class CircuitBreaker(models.Model):
             # A lone UPDATE is atomic by itself; a transaction is only needed to tie a
             # transition to its ledger entry.
             with transaction.atomic() if transition else nullcontext():
-                won = model.objects.filter(pk=self.pk, version=row.version).update(**fields)
+                won = _swap_row(model, self.pk, row.version, fields)
                 if won:
                     self._copy_from(row)
                     for key, value in fields.items():

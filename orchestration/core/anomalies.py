@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, connections, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -114,8 +114,11 @@ def apply(
     worker: models.Model | None = None,
     run: models.Model | None = None,
     now: datetime | None = None,
+    open_now: set[str] | None = None,
 ) -> list[Anomaly]:
-    """Open what fired, resolve what cleared; returns the anomalies opened now."""
+    """Open what fired, resolve what cleared; returns the anomalies opened now.
+    ``open_now``: which of the cleared codes are open about ``subject``, when the
+    caller read them already (the fleet reads them with a run's last hour)."""
     opened = []
     for code, details in evaluation.fired.items():
         anomaly, created = open_anomaly(code, subject, details, worker=worker, run=run, now=now)
@@ -124,15 +127,33 @@ def apply(
     if evaluation.cleared:
         # One query for what is open, not one per cleared rule (most are not open).
         cleared = list(evaluation.cleared)
-        still_open = set(
-            Anomaly.objects.filter(subject=subject, code__in=cleared, resolved_at__isnull=True).values_list(
-                "code", flat=True
-            )
-        )
+        still_open = open_codes(subject, cleared) if open_now is None else open_now
         for code in cleared:
             if code in still_open:
                 resolve(code, subject, now)
     return opened
+
+
+_OPEN_CODES: dict[tuple[str, int], str] = {}
+
+
+def open_codes(subject: str, codes: list[str]) -> set[str]:
+    """Which of ``codes`` are open about ``subject``. Plain SQL made once per database
+    and number of codes: it runs after every worker run, and building it through the
+    ORM cost more than the query itself."""
+    connection = connections[Anomaly.objects.db]
+    key = (connection.vendor, len(codes))
+    text = _OPEN_CODES.get(key)
+    if text is None:
+        quote = connection.ops.quote_name
+        c = {f.name: quote(f.column) for f in Anomaly._meta.concrete_fields}
+        text = _OPEN_CODES[key] = (
+            f"SELECT {c['code']} FROM {quote(Anomaly._meta.db_table)} WHERE {c['subject']} = %s "
+            f"AND {c['code']} IN ({', '.join(['%s'] * len(codes))}) AND {c['resolved_at']} IS NULL"
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(text, [subject, *codes])
+        return {row[0] for row in cursor.fetchall()}
 
 
 def react(opened: list[Anomaly]) -> None:

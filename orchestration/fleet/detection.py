@@ -23,7 +23,7 @@ from orchestration.core import anomaly_rules as rules
 from orchestration.core.anomalies import apply, open_anomaly, react
 from orchestration.core.choices import CLAIMABLE_STATUSES
 from orchestration.core.models import Anomaly, Job
-from orchestration.fleet import tally
+from orchestration.fleet import statements, tally
 from orchestration.fleet.choices import FAILED_RUN_STATUSES, RunStatus
 from orchestration.fleet.models import Worker, WorkerRun
 from orchestration.fleet.runner import detect_crashed_runs
@@ -109,6 +109,10 @@ def fleet_facts(now: datetime) -> rules.FleetFacts:
     )
 
 
+# Every code a run's or a worker's evaluation can clear: what after_run reads as open.
+_CLEARABLE = sorted({r.code for r in rules.RULES if r.scope in ("run", "worker")} | {r.code for r in rules.RUN_EXTRA})
+
+
 # --- entry points -----------------------------------------------------------------
 def after_run(run: WorkerRun, now: datetime | None = None, *, current: bool = False) -> list[Anomaly]:
     """Evaluate a finished or skipped run, and its worker's last hour.
@@ -132,11 +136,14 @@ def after_run(run: WorkerRun, now: datetime | None = None, *, current: bool = Fa
             )
             if created:
                 opened.append(anomaly)
-    worker_eval = rules.evaluate("worker", worker_facts(worker, now))
+    # The worker's last hour and what is open about it, in one statement.
+    runs, failures, open_now = statements.hour_and_open(worker.pk, now - timedelta(hours=1), subject, _CLEARABLE)
+    worker_eval = rules.evaluate("worker", worker_facts(worker, now, runs, failures))
     # Both evaluations at once: one look-up of what is open to resolve, not two.
     fired = {**run_eval.fired, **worker_eval.fired}
     cleared = (run_eval.cleared | worker_eval.cleared) - set(fired)
-    opened += apply(rules.Evaluation(fired=fired, cleared=cleared), subject, worker=worker, run=run, now=now)
+    evaluation = rules.Evaluation(fired=fired, cleared=cleared)
+    opened += apply(evaluation, subject, worker=worker, run=run, now=now, open_now=open_now & cleared)
     react(opened)
     return opened
 

@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Case, DateTimeField, Exists, F, Q, Value, When
+from django.db.models import Exists, F, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -35,7 +35,7 @@ from orchestration.core.jobs.registry import PermanentJobError, job_kind
 from orchestration.core.models import Anomaly
 from orchestration.core.models.ledger import record
 from orchestration.core.runnables import runnable
-from orchestration.fleet import output_schema, scores, tally
+from orchestration.fleet import output_schema, scores, statements, tally
 from orchestration.fleet.choices import FAILED_RUN_STATUSES, OverlapPolicy, RunStatus, RunTrigger, SkipReason
 from orchestration.fleet.models import ScoreReport, Worker, WorkerRun, WorkerStateError
 from orchestration.fleet.sync import SCHEDULE_FUNC
@@ -64,16 +64,16 @@ def request_run(
     }
     with transaction.atomic():
         if due_at is None:  # only a due time can collide: no savepoint for the rest
-            run = WorkerRun.objects.create(worker=worker, **fields)
+            run = statements.insert(WorkerRun(worker=worker, **fields))
         else:
             try:
                 with transaction.atomic():
-                    run = WorkerRun.objects.create(worker=worker, **fields)
+                    run = statements.insert(WorkerRun(worker=worker, **fields))
             except IntegrityError:
                 # Another scheduler already turned this due time into a run.
                 return WorkerRun.objects.get(worker=worker, due_at=due_at)
         job = _enqueue_run(worker, run.pk, run.execution_id, not_before=not_before)
-        WorkerRun.objects.filter(pk=run.pk).update(job=job)
+        statements.set_job(run.pk, job.pk)
         run.job = job
     if actor not in ("", "system", "orchestrator") and trigger != RunTrigger.BACKFILL:  # a backfill says it once
         record(
@@ -153,7 +153,7 @@ def worker_run_job(payload: dict, ctx) -> dict:
 def execute_run(run_id: int) -> dict[str, Any]:
     """Gate, lock and execute one queued run. Safe to call twice: the second does nothing."""
     # The run, its worker and its breaker in one read; nothing below reads them again.
-    run = WorkerRun.objects.select_related("worker", "worker__circuit").filter(pk=run_id).first()
+    run = statements.read_run(run_id)
     if run is None or run.status != RunStatus.QUEUED:
         return {"status": "stale"}
     worker = run.worker
@@ -173,7 +173,7 @@ def execute_run(run_id: int) -> dict[str, Any]:
         "owner": owner,
         "timeout_seconds": worker.timeout_seconds,
     }
-    if not WorkerRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(**running):
+    if not statements.update_run_if(run.pk, RunStatus.QUEUED, running):
         release_lock(worker, owner)
         return {"status": "stale"}
     for name, value in running.items():  # what the claim wrote, without reading it back
@@ -336,14 +336,13 @@ def _cancel_and_take_over(worker: Worker, run: WorkerRun, holder: str, owner: st
 def acquire_lock(worker: Worker, owner: str, now: datetime | None = None) -> bool:
     """Take the worker's lock if free or expired. A failure is counted (contention)."""
     now = now or timezone.now()
-    free = Q(lock_owner="") | Q(lock_expires_at__isnull=True) | Q(lock_expires_at__lt=now)
     taken = {
         "lock_owner": owner,
         "lock_token": owner[-32:],
         "lock_expires_at": now + timedelta(seconds=worker.effective_lock_timeout),
         "lock_failures": 0,
     }
-    won = Worker.objects.filter(free, pk=worker.pk).update(**taken)
+    won = statements.take_lock(worker.pk, taken, now)
     if won:  # the instance in hand says what the row now holds
         for name, value in taken.items():
             setattr(worker, name, value)
@@ -582,7 +581,7 @@ def finish(
     now = timezone.now()
     worker = run.worker
     closed_fields = closed_run_fields(status, now, duration_s=duration_s, metrics=metrics, error=error)
-    closed = WorkerRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(**closed_fields)
+    closed = statements.update_run_if(run.pk, RunStatus.RUNNING, closed_fields)
     if not closed:
         # Declared crashed by the sweep, or canceled by a newer run, while it ran; its
         # result is dropped.
@@ -594,11 +593,12 @@ def finish(
     for name, value in closed_fields.items():
         setattr(run, name, value)
     report = None
-    worker_fields = {**worker_fields_after(status, now), **failure_streak(status), **lock_released_by(owner)}
+    worker_fields = worker_fields_after(status, now)
     if status != RunStatus.INTERRUPTED:
         report = scores.report_for_run(run, memory_percent=memory_percent, save=False)
         worker_fields["last_score"] = report.overall_score
-    Worker.objects.filter(pk=worker.pk).update(**worker_fields)
+    streak = "add" if status in FAILED_RUN_STATUSES else "reset" if status == RunStatus.SUCCEEDED else ""
+    statements.finish_worker(worker.pk, worker_fields, streak=streak, owner=owner)
     _apply_locally(worker, worker_fields, status, owner)
     if worker.overlap in BUFFERING:
         promote_buffered(worker)
@@ -607,7 +607,7 @@ def finish(
     pause_if_failing(worker, run, now)
     success = status == RunStatus.SUCCEEDED
     worker.ensure_circuit().record(success)
-    report.save(force_insert=True)
+    statements.insert(report)
     _ledger_run(worker, run, status, report, error=error, duration_s=duration_s)
     _note_anomalies(run, report, now)
     if success:
@@ -615,24 +615,10 @@ def finish(
     return {"status": status, "score": report.overall_score, "anomalies": report.anomalies}
 
 
-def lock_released_by(owner: str) -> dict[str, Any]:
-    """The lock columns of an UPDATE that frees the lock only if ``owner`` still holds
-    it (every SET reads the row as it was, so the three agree)."""
-    held = Q(lock_owner=owner)
-    return {
-        "lock_owner": Case(When(held, then=Value("")), default=F("lock_owner")),
-        "lock_token": Case(When(held, then=Value("")), default=F("lock_token")),
-        "lock_expires_at": Case(
-            When(held, then=Value(None, output_field=DateTimeField())), default=F("lock_expires_at")
-        ),
-    }
-
-
 def _apply_locally(worker: Worker, fields: dict[str, Any], status: str, owner: str) -> None:
     """What the finishing UPDATE wrote, on the instance in hand instead of a re-read."""
     for name, value in fields.items():
-        if not hasattr(value, "resolve_expression"):
-            setattr(worker, name, value)
+        setattr(worker, name, value)
     if worker.lock_owner == owner:
         worker.lock_owner, worker.lock_token, worker.lock_expires_at = "", "", None
     if status == RunStatus.SUCCEEDED:
@@ -764,12 +750,8 @@ def _note_anomalies(run: WorkerRun, report: ScoreReport, now: datetime) -> None:
 def trigger_downstream(worker: Worker) -> list[int]:
     """Queue workers that run after this one. JSON lists are filtered in Python to stay
     portable across SQLite and PostgreSQL; the fleet is small."""
-    candidates = (
-        Worker.objects.filter(enabled=True, run_after_upstream=True)
-        .exclude(pk=worker.pk)
-        .values_list("pk", "depends_on", "optional_depends_on")
-    )
-    chosen = [pk for pk, required, optional in candidates if worker.name in (required or []) + (optional or [])]
+    candidates = statements.downstream_candidates(worker.pk)
+    chosen = [pk for pk, required, optional in candidates if worker.name in required + optional]
     # Most runs have no downstream: the full rows are read only for those that do.
     return (
         [request_run(c, trigger=RunTrigger.UPSTREAM).pk for c in Worker.objects.filter(pk__in=chosen)] if chosen else []

@@ -45,15 +45,20 @@ def count(status: str, ended_at: datetime, n: int = 1) -> None:
     add(minute_of(ended_at), *(c * n for c in columns(status)))
 
 
+_ADD_TEXT: dict[str, str] = {}
+
+
 def add(minute: datetime, runs: int, failed: int, skipped: int) -> None:
-    table = connection.ops.quote_name(RunTally._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
+    text = _ADD_TEXT.get(connection.vendor)
+    if text is None:  # made once per database: every ended run pays for this statement
+        table = connection.ops.quote_name(RunTally._meta.db_table)
+        text = _ADD_TEXT[connection.vendor] = (
             f"INSERT INTO {table} (minute, runs, failed, skipped) VALUES (%s, %s, %s, %s) "
             f"ON CONFLICT (minute) DO UPDATE SET runs = {table}.runs + excluded.runs, "
-            f"failed = {table}.failed + excluded.failed, skipped = {table}.skipped + excluded.skipped",
-            [connection.ops.adapt_datetimefield_value(minute), runs, failed, skipped],
+            f"failed = {table}.failed + excluded.failed, skipped = {table}.skipped + excluded.skipped"
         )
+    with connection.cursor() as cursor:
+        cursor.execute(text, [connection.ops.adapt_datetimefield_value(minute), runs, failed, skipped])
 
 
 def last_hour_part(now: datetime):

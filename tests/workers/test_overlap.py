@@ -4,6 +4,7 @@ thread, holding the real lock) when the next one starts."""
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -233,10 +234,13 @@ def test_cancel_other_stops_the_running_target_in_flight_and_the_new_run_starts(
         newer = threading.Thread(target=next_firing)
         newer.start()
         # The first run executes here, in the main thread, as in a cluster worker.
+        began = time.monotonic()
         outcome = execute_run(first.pk)
+        took = time.monotonic() - began
         stopped_before_the_target_answered = not server.answered.is_set()
         newer.join(20)
-        assert stopped_before_the_target_answered and outcome == {"status": "stale"}
+        assert stopped_before_the_target_answered, f"the first run ended after its target answered ({took:.1f} s)"
+        assert outcome == {"status": "stale"}, outcome
         assert replaced and replaced[0]["status"] == "succeeded"
         first.refresh_from_db()
         assert first.status == "canceled" and second.execution_id in first.error

@@ -15,8 +15,8 @@ from orchestration.fleet.runner import execute_run, request_run
 REQUEST_STATEMENTS = 5
 # Read run + worker + breaker; take the lock; claim the run; close the run; the
 # worker's lock, outcome and score in one UPDATE; the minute's tally; the breaker; the
-# report; the ledger; the worker's last hour; what is open to resolve; downstream workers.
-EXECUTE_STATEMENTS = 12
+# report; the ledger; the worker's last hour with what is open to resolve; downstream workers.
+EXECUTE_STATEMENTS = 11
 
 
 def test_a_no_op_run_stays_within_its_statement_budget_and_writes_everything(make_worker):

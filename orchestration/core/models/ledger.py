@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import models
+from django.db import connections, models
 from django.db.models import Value
 from django.db.models.functions import StrIndex, Substr
 from django.utils import timezone
@@ -88,6 +88,33 @@ def ledger_entry(
 
 def record(event_type: str, message: str = "", **kwargs: Any) -> LedgerEntry:
     """Write one ledger entry now."""
-    entry = ledger_entry(event_type, message, **kwargs)
-    entry.save(force_insert=True)
+    return _insert(ledger_entry(event_type, message, **kwargs))
+
+
+_INSERT_TEXT: dict[str, tuple[str, list[models.Field], list[models.Field]]] = {}
+
+
+def _insert(entry: LedgerEntry) -> LedgerEntry:
+    """INSERT ``entry`` as save(force_insert=True) would, reading back its id and the
+    columns the database computes. The text is made once per database: every worker
+    run writes an entry, and compiling the ORM's INSERT cost more than running it."""
+    connection = connections[LedgerEntry.objects.db]
+    cached = _INSERT_TEXT.get(connection.vendor)
+    if cached is None:
+        quote = connection.ops.quote_name
+        fields = [f for f in LedgerEntry._meta.concrete_fields if not f.primary_key and not f.generated]
+        returning = LedgerEntry._meta.db_returning_fields
+        text = (
+            f"INSERT INTO {quote(LedgerEntry._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+            f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING {', '.join(quote(f.column) for f in returning)}"
+        )
+        cached = _INSERT_TEXT[connection.vendor] = (text, fields, returning)
+    text, fields, returning = cached
+    params = [field.get_db_prep_save(field.pre_save(entry, True), connection) for field in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(text, params)
+        row = cursor.fetchone()
+    for value, field in zip(row, returning, strict=True):
+        setattr(entry, field.attname, value)
+    entry._state.adding, entry._state.db = False, connection.alias
     return entry
