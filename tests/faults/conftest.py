@@ -32,10 +32,20 @@ class ScaleServers:
         argv = [*self.pg_as, str(self.pg_bin / "pg_ctl"), "-D", str(self.pgdata), *args]
         return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=timeout)
 
-    def restart_postgresql(self) -> None:
+    def restart_postgresql(self, down_seconds: float = 0.0) -> None:
         """``pg_ctl -m fast restart``: every connection is cut, and the server refuses
-        new ones ("starting up") until it is back. Returns once it accepts them again."""
-        self.pg_ctl("-m", "fast", "-w", "-l", str(self.work / "pg.log"), "restart")
+        new ones until it is back. Returns once it accepts them again. With
+        ``down_seconds`` the server stays stopped that long first (a restart can take
+        less than a second here, too short for a process that looks once a second)."""
+        if not down_seconds:
+            self.pg_ctl("-m", "fast", "-w", "-l", str(self.work / "pg.log"), "restart")
+            return
+        # The server's own options (port, socket folder, settings), as a restart reuses them.
+        argv = shlex.split((self.pgdata / "postmaster.opts").read_text())[1:]
+        options = [arg for i, arg in enumerate(argv) if arg != "-D" and (i == 0 or argv[i - 1] != "-D")]
+        self.pg_ctl("-m", "fast", "-w", "stop")
+        time.sleep(down_seconds)
+        self.pg_ctl("-w", "-l", str(self.work / "pg.log"), "-o", shlex.join(options), "start")
 
     def postmaster_pid(self) -> int:
         return int((self.pgdata / "postmaster.pid").read_text().split()[0])

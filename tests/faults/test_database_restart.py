@@ -57,7 +57,8 @@ def test_postgresql_restarted_mid_run_with_1000_jobs_flowing(tmp_path, scale):
 
         before_pid, before_started = scale.postmaster_pid(), postmaster_started()
         restart_began = time.monotonic()
-        scale.restart_postgresql()
+        # Down for 2 s: longer than the loop's 1 s interval, so the loop runner meets it.
+        scale.restart_postgresql(down_seconds=2.0)
         back_at = timezone.now()  # the database accepts connections again
         outage = time.monotonic() - restart_began
         connection.close()  # the restart cut this test's connection too
