@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from health import breaker
 from health.choices import BreakerState
+from orchestration.core import sqlrows
 from orchestration.core.choices import Severity
 from orchestration.core.models.ledger import record as ledger_record
 
@@ -42,7 +43,7 @@ def _swap_row(model: type[models.Model], pk: int, version: int, fields: dict[str
         text = _SWAP_TEXT[(connection.vendor, names)] = (
             f"UPDATE {quote(model._meta.db_table)} SET {sets} WHERE {c['id']} = %s AND {c['version']} = %s"
         )
-    values = [model._meta.get_field(name).get_db_prep_save(value, connection) for name, value in fields.items()]
+    values = sqlrows.prepared_values(model, fields, connection)
     with connection.cursor() as cursor:
         cursor.execute(text, [*values, pk, version])
         return cursor.rowcount == 1

@@ -17,12 +17,13 @@ closed only while running.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from django.db import connections, models
 
+from orchestration.core import sqlrows
 from orchestration.core.models import Anomaly
 from orchestration.fleet.choices import FAILED_RUN_STATUSES, RunStatus
 from orchestration.fleet.models import Worker, WorkerRun
@@ -47,36 +48,6 @@ def _text(key: tuple[Any, ...], build: Callable[[Callable[[str], str]], str]) ->
 
 def _columns(model: type[models.Model], quote: Callable[[str], str]) -> dict[str, str]:
     return {f.name: quote(f.column) for f in model._meta.concrete_fields}
-
-
-def _prep(model: type[models.Model], fields: dict[str, Any], connection) -> list[Any]:
-    """Each value prepared as the field itself prepares it for a save (JSON, datetimes)."""
-    return [model._meta.get_field(name).get_db_prep_save(value, connection) for name, value in fields.items()]
-
-
-# --- rows into instances ------------------------------------------------------------------
-def _converters(model: type[models.Model], connection) -> list[tuple[int, list[Any], Any]]:
-    """(column position, converters, expression) of every column of ``model`` that has
-    any, as a normal read applies them: worked out once per connection, not per row."""
-    cache = connection.__dict__.setdefault("_fleet_row_converters", {})
-    found = cache.get(model)
-    if found is None:
-        found = []
-        for position, field in enumerate(model._meta.concrete_fields):
-            col = field.get_col(model._meta.db_table)
-            converters = connection.ops.get_db_converters(col) + field.get_db_converters(connection)
-            if converters:
-                found.append((position, converters, col))
-        cache[model] = found
-    return found
-
-
-def _instance(model: type[models.Model], values: Sequence[Any], connection) -> models.Model:
-    values = list(values)
-    for position, converters, expression in _converters(model, connection):
-        for convert in converters:
-            values[position] = convert(values[position], expression, connection)
-    return model.from_db(connection.alias, [f.attname for f in model._meta.concrete_fields], values)
 
 
 def _breaker_model() -> type[models.Model]:
@@ -111,10 +82,10 @@ def read_run(run_id: int) -> WorkerRun | None:
         return None
     breaker = _breaker_model()
     n_run, n_worker = len(WorkerRun._meta.concrete_fields), len(Worker._meta.concrete_fields)
-    run = _instance(WorkerRun, row[:n_run], connection)
-    worker = _instance(Worker, row[n_run : n_run + n_worker], connection)
+    run = sqlrows.instance(WorkerRun, row[:n_run], connection)
+    worker = sqlrows.instance(Worker, row[n_run : n_run + n_worker], connection)
     circuit_row = row[n_run + n_worker :]
-    circuit = _instance(breaker, circuit_row, connection) if circuit_row[0] is not None else None
+    circuit = sqlrows.instance(breaker, circuit_row, connection) if circuit_row[0] is not None else None
     link = Worker._meta.get_field("circuit")
     link.set_cached_value(worker, circuit)
     if circuit is not None:  # a one-to-one: select_related filled the breaker's side too
@@ -139,7 +110,11 @@ def take_lock(worker_id: int, fields: dict[str, Any], now: datetime) -> bool:
     names = tuple(fields)
     where = "({lock_owner} = '' OR {lock_expires_at} IS NULL OR {lock_expires_at} < %s)"
     connection, text = _text(("take_lock", names), _update_sql(Worker, names, where))
-    params = [*_prep(Worker, fields, connection), worker_id, connection.ops.adapt_datetimefield_value(now)]
+    params = [
+        *sqlrows.prepared_values(Worker, fields, connection),
+        worker_id,
+        connection.ops.adapt_datetimefield_value(now),
+    ]
     with connection.cursor() as cursor:
         cursor.execute(text, params)
         return cursor.rowcount == 1
@@ -151,7 +126,7 @@ def update_run_if(run_id: int, status: str, fields: dict[str, Any]) -> bool:
     names = tuple(fields)
     connection, text = _text(("update_run", names), _update_sql(WorkerRun, names, "{status} = %s"))
     with connection.cursor() as cursor:
-        cursor.execute(text, [*_prep(WorkerRun, fields, connection), run_id, status])
+        cursor.execute(text, [*sqlrows.prepared_values(WorkerRun, fields, connection), run_id, status])
         return cursor.rowcount == 1
 
 
@@ -177,7 +152,7 @@ def finish_worker(worker_id: int, fields: dict[str, Any], *, streak: str, owner:
 
     connection, text = _text(("finish_worker", names, streak), build)
     with connection.cursor() as cursor:
-        cursor.execute(text, [*_prep(Worker, fields, connection), owner, owner, owner, worker_id])
+        cursor.execute(text, [*sqlrows.prepared_values(Worker, fields, connection), owner, owner, owner, worker_id])
 
 
 def set_job(run_id: int, job_id: int) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connections, transaction
 
+from orchestration.core import sqlrows
 from orchestration.core.choices import CLAIMABLE_STATUSES, JobStatus
 from orchestration.core.models import Job, Lane
 
@@ -254,27 +255,10 @@ def finish(job_id: int, token: str, fields: dict[str, Any]) -> bool:
             f"UPDATE {quote(Job._meta.db_table)} SET {sets} WHERE {column['id']} = %s "
             f"AND {column['lease_token']} = %s AND {column['status']} = %s AND {column['cancel_requested']} = %s"
         )
-    # Each value prepared as the field itself prepares it for a save (JSON, datetimes).
-    values = [Job._meta.get_field(name).get_db_prep_save(fields[name], connection) for name in names]
+    values = sqlrows.prepared_values(Job, {name: fields[name] for name in names}, connection)
     with connection.cursor() as cursor:
         cursor.execute(text, [*values, job_id, token, JobStatus.PROCESSING, False])
         return cursor.rowcount == 1
-
-
-def _converters(connection) -> list[tuple[int, list[Any], Any]]:
-    """(column position, converters, expression) of every Job column that has any, as a
-    normal read applies them (datetimes and JSON on SQLite, JSON on PostgreSQL): worked
-    out once per connection instead of on every row, as raw() did."""
-    cached = connection.__dict__.get("_job_row_converters")
-    if cached is None:
-        cached = []
-        for position, field in enumerate(Job._meta.concrete_fields):
-            col = field.get_col(Job._meta.db_table)
-            found = connection.ops.get_db_converters(col) + field.get_db_converters(connection)
-            if found:
-                cached.append((position, found, col))
-        connection.__dict__["_job_row_converters"] = cached
-    return cached
 
 
 def start(job_id: int, token: str, now: datetime, *, owner: str) -> Job | None:
@@ -288,11 +272,7 @@ def start(job_id: int, token: str, now: datetime, *, owner: str) -> Job | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    values = list(row)
-    for position, converters, expression in _converters(connection):
-        for convert in converters:
-            values[position] = convert(values[position], expression, connection)
-    return Job.from_db(connection.alias, [f.attname for f in Job._meta.concrete_fields], values)
+    return sqlrows.instance(Job, row, connection)
 
 
 _INSERT_TEXT: dict[tuple[str, str], tuple[str, list[Any]]] = {}
