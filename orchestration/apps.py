@@ -50,6 +50,10 @@ class OrchestrationConfig(AppConfig):
         install_cluster_heartbeat()
         install_cluster_standby()
         signin.connect()
+        # A write in this process drops the console's shared panels (console/copies.py).
+        from orchestration.console import copies
+
+        copies.connect()
         post_migrate.connect(sync_builtin_schedules, sender=self)
         post_migrate.connect(sync_settings_channels, sender=self)
         connection_created.connect(read_invalid_text_replaced, dispatch_uid="orchestration.lenient_text")

@@ -214,6 +214,9 @@ ORCHESTRATOR_VERIFY_AFTER_SECONDS = env_int("ORCHESTRATOR_VERIFY_AFTER_SECONDS",
 SNAPSHOT_MAX_AGE_SECONDS = env_float("SNAPSHOT_MAX_AGE_SECONDS", 1.0, minimum=0.0)
 # /health/status (unfiltered) shares one rendered body per process for this long (0: always fresh).
 HEALTH_STATUS_MAX_AGE_SECONDS = env_float("HEALTH_STATUS_MAX_AGE_SECONDS", 1.0, minimum=0.0)
+# The console's show-only panels (lists, counts) are read and rendered once per process
+# for this long and shared by the requests that see them alike (0: always fresh).
+CONSOLE_COPY_MAX_AGE_SECONDS = env_float("CONSOLE_COPY_MAX_AGE_SECONDS", 2.0, minimum=0.0)
 # How long a processing job may go without a heartbeat before the loop reclaims it.
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 30, minimum=2)
 # Lanes not listed in the Lane table get this concurrency limit (0 = unlimited).

@@ -131,17 +131,19 @@ def _fast_password_hasher(settings):
 
 @pytest.fixture(autouse=True)
 def _forget_snapshot():
-    """The read API's snapshot and the /health/status body are kept per process
-    (orchestration/loop/snapshot_cache.py, health/status_copy.py): each test starts
+    """The read API's snapshot, the /health/status body and the console's panels are
+    kept per process (orchestration/loop/snapshot_cache.py, health/status_copy.py,
+    orchestration/console/copies.py): each test starts
     without the copies a test before it built."""
     from health import status_copy
+    from orchestration.console import copies
     from orchestration.loop import snapshot_cache
 
-    snapshot_cache.forget()
-    status_copy.forget()
+    for forget in (snapshot_cache.forget, status_copy.forget, copies.forget):
+        forget()
     yield
-    snapshot_cache.forget()
-    status_copy.forget()
+    for forget in (snapshot_cache.forget, status_copy.forget, copies.forget):
+        forget()
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.views import redirect_to_login
@@ -28,6 +29,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
@@ -36,7 +38,7 @@ from rest_framework.views import APIView
 
 from health.choices import BreakerState, CheckKindChoice
 from health.models import DependencyError, Service
-from orchestration.console import data, service_list
+from orchestration.console import copies, data, service_list
 from orchestration.console.forms import GateDecisionForm, LoopIntervalForm, StartPipelineForm
 from orchestration.core.models import Anomaly, AnomalyStateError
 from orchestration.core.redaction import redact_html
@@ -119,24 +121,55 @@ def render_page(
     *,
     status: int = 200,
     extra_json: dict[str, Any] | None = None,
+    shown: copies.Copy | None = None,
 ) -> HttpResponse:
+    """``shown``: panels read and rendered once for many requests (copies.py); the
+    page then says when they were read."""
     context = {
         **_permissions(request),
         "poll_ms": POLL_MS,
         "now": timezone.now(),
         **context,
     }
+    copied = shown.html if shown is not None else {}
+    if shown is not None:
+        context["shown"], context["copy_max_age"] = shown, settings.CONSOLE_COPY_MAX_AGE_SECONDS
     if request.GET.get("live"):
         body = {
-            "generated_at": context["now"].isoformat(),
-            # Pages are masked by RedactHtmlMiddleware; these panels travel inside JSON.
-            "panels": {name: redact_html(render_to_string(tpl, context, request)) for name, tpl in panels.items()},
+            # As old as its oldest part: a copy's panels were read when it was taken.
+            "generated_at": (shown.taken_at if shown is not None else context["now"]).isoformat(),
+            # Pages are masked by RedactHtmlMiddleware; these panels travel inside JSON
+            # (a copy's were masked when it was made).
+            "panels": {
+                name: copied[name] if name in copied else redact_html(render_to_string(tpl, context, request))
+                for name, tpl in panels.items()
+            },
             **(extra_json or {}),
         }
         response = JsonResponse(body)
         response["Cache-Control"] = "no-store"
         return response
     return render(request, template, context, status=status)
+
+
+def _copied_panels(
+    request: HttpRequest,
+    key: tuple,
+    builders: dict[str, Callable[[Any], Any]],
+    templates: dict[str, str],
+) -> copies.Copy:
+    """The panels ``builders`` names, read and rendered, shared for a few seconds by the
+    requests of this process that see them alike (copies.py): the templates differ for
+    staff only (links to the admin)."""
+
+    def build() -> copies.Copy:
+        now = timezone.now()
+        values = {name: builder(now) for name, builder in builders.items()}
+        context = {"poll_ms": POLL_MS, "now": now, **values}
+        html = {name: mark_safe(redact_html(render_to_string(templates[name], context, request))) for name in values}
+        return copies.Copy(taken_at=now, data=values, html=html)
+
+    return copies.take((*key, request.user.is_staff), build, fresh=copies.wants_fresh(request))
 
 
 def _back(request: HttpRequest, fallback: str) -> HttpResponse:
@@ -159,6 +192,11 @@ DASHBOARD_PANELS = {
 }
 
 
+# Dashboard panels without forms, shared between requests (copies.py); each is read by
+# data.<name>_panel.
+COPIED_DASHBOARD_PANELS = ("queue", "services", "workers", "anomalies", "routing", "activity")
+
+
 def _dashboard(
     request: HttpRequest,
     *,
@@ -168,6 +206,9 @@ def _dashboard(
     start_form: StartPipelineForm | None = None,
 ) -> HttpResponse:
     now = timezone.now()
+    builders = {name: getattr(data, f"{name}_panel") for name in COPIED_DASHBOARD_PANELS}
+    shown = _copied_panels(request, ("dashboard",), builders, DASHBOARD_PANELS)
+    # The panels with forms (the loop's switch, the gates) are read for each request.
     gates = data.gates_panel(now)
     bound = gate_forms or {}
     for row in gates["waiting"]:
@@ -175,16 +216,11 @@ def _dashboard(
         row["form"] = bound.get(job.pk) or GateDecisionForm(initial={"stage": job.stage}, auto_id=f"gate-{job.pk}-%s")
     loop = data.loop_panel(now)
     context = {
+        **shown.data,
         "loop": loop,
         "loop_form": loop_form or LoopIntervalForm(initial={"interval_seconds": loop["state"].interval_seconds}),
-        "queue": data.queue_panel(now),
-        "services": data.services_panel(now),
-        "workers": data.workers_panel(now),
-        "anomalies": data.anomalies_panel(now),
         "gates": gates,
         "start_form": start_form or StartPipelineForm(auto_id="start-%s"),
-        "routing": data.routing_panel(now),
-        "activity": data.activity_panel(now),
         "page": "dashboard",
     }
     extra = {
@@ -196,7 +232,9 @@ def _dashboard(
             "gates_waiting": len(gates["waiting"]),
         }
     }
-    return render_page(request, "console/dashboard.html", DASHBOARD_PANELS, context, status=status, extra_json=extra)
+    return render_page(
+        request, "console/dashboard.html", DASHBOARD_PANELS, context, status=status, extra_json=extra, shown=shown
+    )
 
 
 @console_login_required
@@ -285,13 +323,15 @@ def services_list(request: HttpRequest) -> HttpResponse:
         query = service_list.parse(request.GET)
     except service_list.FilterError as exc:
         return _error(request, 400, "Bad filter", f"{exc.field}: {exc}")
-    context = {
-        "services": data.services_panel(timezone.now(), query),
-        "page": "services",
-        "breakers": BreakerState.values,
-        "kinds": CheckKindChoice.values,
-    }
-    return render_page(request, "console/services.html", {"services": "console/panels/services.html"}, context)
+    panels = {"services": "console/panels/services.html"}
+    shown = _copied_panels(
+        request,
+        ("services", query.query_string(after=query.after)),
+        {"services": functools.partial(data.services_panel, query=query)},
+        panels,
+    )
+    context = {**shown.data, "page": "services", "breakers": BreakerState.values, "kinds": CheckKindChoice.values}
+    return render_page(request, "console/services.html", panels, context, shown=shown)
 
 
 @console_login_required

@@ -1,0 +1,119 @@
+"""Short-lived, per-process copies of the console's show-only panels, read and rendered.
+
+At 20,000 services the dashboard cost about 35 ms of CPU a request (some 26 queries
+and the templates), the services page about 20; ten people, or one screen on a wall
+per team, polling them left little CPU for the checks sharing the machine. Within
+``CONSOLE_COPY_MAX_AGE_SECONDS`` (default 2 s, counted from when the copy was read)
+every request of a process that sees the same panels shares one copy: their data and
+their HTML. Only panels without forms are copied, keyed by what changes them for a
+reader (whether they are staff); the page says when the copy was read.
+
+A request carrying a message (the page after a person's own action) builds fresh, so
+what they just did shows; a write in this process to a model of the project drops
+every copy, and one being built then is not kept. 0 turns copying off.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.contrib.messages import get_messages
+from django.http import HttpRequest
+
+# Distinct keys kept (pages × filters × staff or not); the oldest goes first.
+KEEP = 64
+
+
+@dataclass(frozen=True)
+class Copy:
+    taken_at: datetime  # when its data was read
+    data: dict[str, Any] = field(default_factory=dict)  # panel name → what it shows
+    html: dict[str, str] = field(default_factory=dict)  # panel name → rendered (safe) HTML
+    copied: bool = False  # answered from the copy rather than built for this request
+
+
+_store: OrderedDict[Hashable, tuple[float, Copy]] = OrderedDict()
+_store_lock = threading.Lock()
+_build_locks: dict[Hashable, threading.Lock] = {}
+_generation = 0  # bumped by forget(): a build that started before is not kept
+
+
+def wants_fresh(request: HttpRequest) -> bool:
+    """After an action the page shows its message; it then shows what the action did."""
+    return len(get_messages(request)) > 0
+
+
+def take(key: Hashable, build: Callable[[], Copy], *, fresh: bool = False) -> Copy:
+    """The copy under ``key`` while younger than the max age, else one built now (one
+    build per key at a time: requests arriving meanwhile wait and share it)."""
+    max_age = settings.CONSOLE_COPY_MAX_AGE_SECONDS
+    if max_age <= 0:
+        return build()
+    if not fresh:
+        hit = _young(key, max_age)
+        if hit is not None:
+            return hit
+    with _lock_for(key):
+        if not fresh:
+            hit = _young(key, max_age)
+            if hit is not None:
+                return hit
+        generation = _generation
+        made = build()
+        with _store_lock:
+            if generation == _generation:
+                _store[key] = (time.monotonic(), made)
+                _store.move_to_end(key)
+                while len(_store) > KEEP:
+                    _store.popitem(last=False)
+        return made
+
+
+def forget(*args: Any, **kwargs: Any) -> None:
+    """Drop every copy (a signal receiver as well: any arguments)."""
+    global _generation
+    with _store_lock:
+        _generation += 1
+        _store.clear()
+
+
+# Whose writes drop the copies: the project's own models (not sessions, sign-in records).
+PROJECT_APPS = frozenset({"orchestration", "routing", "health", "pipeline"})
+
+
+def forget_on_write(sender: type, **kwargs: Any) -> None:
+    """post_save / post_delete / m2m_changed receiver."""
+    if sender._meta.app_label in PROJECT_APPS:
+        forget()
+
+
+def connect() -> None:
+    from django.db.models.signals import m2m_changed, post_delete, post_save
+
+    for signal in (post_save, post_delete, m2m_changed):
+        signal.connect(forget_on_write, dispatch_uid=f"console.copies.{id(signal)}")
+
+
+def _young(key: Hashable, max_age: float) -> Copy | None:
+    with _store_lock:
+        hit = _store.get(key)
+    if hit is not None and time.monotonic() - hit[0] < max_age:
+        return replace(hit[1], copied=True)
+    return None
+
+
+def _lock_for(key: Hashable) -> threading.Lock:
+    with _store_lock:
+        lock = _build_locks.get(key)
+        if lock is None:
+            if len(_build_locks) > KEEP * 4:
+                _build_locks.clear()  # (held locks stay with their holders)
+            lock = _build_locks[key] = threading.Lock()
+        return lock

@@ -1,0 +1,156 @@
+"""The console's show-only panels are read and rendered once per process for a few
+seconds and shared (orchestration/console/copies.py): what is shared, for whom, how a
+reader learns its age, and what makes a request build fresh."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.contrib import messages
+from django.utils import timezone
+
+from orchestration.console import copies
+from orchestration.core.jobs.queue import enqueue
+from tests.console.conftest import make_service
+
+
+@pytest.fixture
+def long_copies(settings):
+    settings.CONSOLE_COPY_MAX_AGE_SECONDS = 60
+
+
+def _pending(body: dict) -> int:
+    return body["summary"]["jobs"]["pending"]
+
+
+def _queue_pending(html: str) -> int:
+    return int(re.search(r'data-metric="jobs.pending">(\d+)<', html).group(1))
+
+
+def _read_at(html: str) -> str:
+    return re.search(r'data-copy-note>Lists and counts as read at <time datetime="([^"]+)"', html).group(1)
+
+
+def test_requests_share_the_panels_and_say_when_they_were_read(staff_browser, world, long_copies):
+    first = staff_browser.get("/").content.decode()
+    # The queue's insert is hand-written SQL: no model signal drops the copy.
+    enqueue("noop", {}, not_before=timezone.now() + timedelta(hours=1))
+    second = staff_browser.get("/").content.decode()
+    assert "(this view is a copy)" not in first and "(this view is a copy)" in second
+    assert _read_at(first) == _read_at(second)
+    assert "shared by every viewer for up to 60 s" in second
+    assert _queue_pending(second) == _queue_pending(first)  # the job is not in the copy yet
+    live = staff_browser.get("/?live=1").json()
+    # The live answer is as old as its copy, and its panels are the copy's.
+    assert live["generated_at"] == _read_at(first)
+    assert _queue_pending(live["panels"]["queue"]) == _queue_pending(first)
+    copies.forget()
+    fresh = staff_browser.get("/?live=1").json()
+    assert _queue_pending(fresh["panels"]["queue"]) == _queue_pending(first) + 1
+    # The loop's panel (it has the switch) and the gates are read for every request.
+    assert fresh["summary"]["gates_waiting"] == live["summary"]["gates_waiting"] == 1
+
+
+def test_a_copy_is_rebuilt_once_it_is_older_than_its_max_age(staff_browser, world, settings):
+    settings.CONSOLE_COPY_MAX_AGE_SECONDS = 0.3
+    before = _pending(staff_browser.get("/?live=1").json())
+    enqueue("noop", {}, not_before=timezone.now() + timedelta(hours=1))
+    assert _pending(staff_browser.get("/?live=1").json()) == before
+    time.sleep(0.35)
+    assert _pending(staff_browser.get("/?live=1").json()) == before + 1
+
+
+def test_a_write_in_the_process_drops_the_copies(staff_browser, world, long_copies):
+    staff_browser.get("/services/")
+    make_service("newcomer")
+    html = staff_browser.get("/services/").content.decode()
+    assert 'data-service="newcomer"' in html and "(this view is a copy)" not in html
+
+
+def test_the_page_after_an_action_is_fresh(staff_browser, world, long_copies, monkeypatch):
+    staff_browser.get("/")
+    enqueue("noop", {}, not_before=timezone.now() + timedelta(hours=1))
+    real = copies.wants_fresh
+    seen = []
+
+    def watched(request):
+        seen.append(real(request))
+        return seen[-1]
+
+    monkeypatch.setattr(copies, "wants_fresh", watched)
+    # The loop switch answers with a message and a redirect to the dashboard.
+    response = staff_browser.post("/console/loop/disable", follow=True)
+    html = response.content.decode()
+    assert "Loop disabled" in html
+    assert seen == [True] and "(this view is a copy)" not in html
+    assert _queue_pending(html) == _pending(staff_browser.get("/?live=1").json())
+
+
+def test_staff_and_others_do_not_share_a_copy(staff_browser, viewer_browser, world, long_copies):
+    staff = staff_browser.get("/").content.decode()
+    viewer = viewer_browser.get("/").content.decode()
+    assert "/admin/orchestration/job/" in staff  # the queue panel's link for staff
+    assert "/admin/orchestration/job/" not in viewer
+    assert "(this view is a copy)" not in viewer  # built for the viewer, not the staff's copy
+    assert "(this view is a copy)" in viewer_browser.get("/").content.decode()
+
+
+def test_each_filter_of_the_services_page_has_its_own_copy(staff_browser, world, long_copies):
+    unhealthy = staff_browser.get("/services/?health=unhealthy").content.decode()
+    every = staff_browser.get("/services/").content.decode()
+    assert 'data-service="api"' not in unhealthy and 'data-service="api"' in every
+    assert "(this view is a copy)" not in every
+
+
+def test_requests_arriving_during_a_build_wait_for_it(long_copies):
+    built = []
+    gate = threading.Event()
+
+    def build():
+        built.append(1)
+        gate.wait(5)
+        return copies.Copy(taken_at=timezone.now(), data={"n": len(built)})
+
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(copies.take(("page",), build))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    gate.set()
+    for thread in threads:
+        thread.join(10)
+    assert len(built) == 1 and len(answers) == 4
+    assert len({a.taken_at for a in answers}) == 1
+    # One built it; the three that waited were handed its copy.
+    assert sorted(a.copied for a in answers) == [False, True, True, True]
+
+
+def test_a_copy_being_built_when_a_write_comes_is_not_kept(long_copies):
+    def build():
+        copies.forget()  # a write lands while the copy is being read
+        return copies.Copy(taken_at=timezone.now())
+
+    assert copies.take(("page",), build).copied is False
+    assert copies.take(("page",), lambda: copies.Copy(taken_at=timezone.now())).copied is False
+
+
+def test_zero_turns_copying_off(staff_browser, world, settings):
+    settings.CONSOLE_COPY_MAX_AGE_SECONDS = 0
+    staff_browser.get("/")
+    html = staff_browser.get("/").content.decode()
+    assert "(this view is a copy)" not in html and "shared by every viewer" not in html
+
+
+def test_a_message_makes_the_request_fresh(rf, staff_user):
+    from django.contrib.messages.storage.fallback import FallbackStorage
+
+    request = rf.get("/")
+    request.user, request.session = staff_user, {}
+    request._messages = FallbackStorage(request)
+    assert copies.wants_fresh(request) is False
+    messages.success(request, "done")
+    assert copies.wants_fresh(request) is True
