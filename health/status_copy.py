@@ -2,7 +2,7 @@
 
 At 20,000 services that body is 6 MB and costs about 0.2 s of CPU to read and render;
 with ten clients polling it, its builds left no CPU for any other page of the same
-process. Within ``HEALTH_STATUS_MAX_AGE_SECONDS`` (default 1 s, counted from when it
+process. Within ``HEALTH_STATUS_MAX_AGE_SECONDS`` (default 5 s, counted from when it
 was ready) every request of a process answers the same rendered body. Once it is
 older, requests still answer with it at once while one background thread of the
 process rebuilds it, so no request queues behind a build; only when there is no copy

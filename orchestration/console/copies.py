@@ -4,9 +4,10 @@ At 20,000 services the dashboard cost about 35 ms of CPU a request (some 26 quer
 and the templates), the services page about 20; ten people, or one screen on a wall
 per team, polling them left little CPU for the checks sharing the machine. Within
 ``CONSOLE_COPY_MAX_AGE_SECONDS`` (default 2 s, counted from when the copy was read)
-every request of a process that sees the same panels shares one copy: their data and
-their HTML. Only panels without forms are copied, keyed by what changes them for a
-reader (whether they are staff); the page says when the copy was read.
+every request of a process that sees the same panels shares one copy: what they show,
+and the HTML of those without forms (a form's CSRF token is the reader's own), keyed by
+what changes them for a reader (whether they are staff); the page says when the copy
+was read.
 
 A request carrying a message (the page after a person's own action) builds fresh, so
 what they just did shows; a write in this process to a model of the project drops

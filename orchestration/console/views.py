@@ -158,15 +158,16 @@ def _copied_panels(
     builders: dict[str, Callable[[Any], Any]],
     templates: dict[str, str],
 ) -> copies.Copy:
-    """The panels ``builders`` names, read and rendered, shared for a few seconds by the
-    requests of this process that see them alike (copies.py): the templates differ for
-    staff only (links to the admin)."""
+    """What ``builders`` read, and the panels of ``templates`` rendered from it, shared
+    for a few seconds by the requests of this process that see them alike (copies.py):
+    those templates differ for staff only (links to the admin), and have no forms."""
 
     def build() -> copies.Copy:
         now = timezone.now()
         values = {name: builder(now) for name, builder in builders.items()}
         context = {"poll_ms": POLL_MS, "now": now, **values}
-        html = {name: mark_safe(redact_html(render_to_string(templates[name], context, request))) for name in values}
+        html = {name: redact_html(render_to_string(tpl, context, request)) for name, tpl in templates.items()}
+        html = {name: mark_safe(text) for name, text in html.items()}  # masked, of our own templates
         return copies.Copy(taken_at=now, data=values, html=html)
 
     return copies.take((*key, request.user.is_staff), build, fresh=copies.wants_fresh(request))
@@ -192,9 +193,11 @@ DASHBOARD_PANELS = {
 }
 
 
-# Dashboard panels without forms, shared between requests (copies.py); each is read by
-# data.<name>_panel.
+# Dashboard panels without forms: read and rendered once for many requests (copies.py);
+# each is read by data.<name>_panel.
 COPIED_DASHBOARD_PANELS = ("queue", "services", "workers", "anomalies", "routing", "activity")
+# Read once for many requests too, but rendered for each: their panels hold forms.
+READ_ONCE = ("loop", "gates")
 
 
 def _dashboard(
@@ -205,16 +208,23 @@ def _dashboard(
     gate_forms: dict[int, GateDecisionForm] | None = None,
     start_form: StartPipelineForm | None = None,
 ) -> HttpResponse:
-    now = timezone.now()
-    builders = {name: getattr(data, f"{name}_panel") for name in COPIED_DASHBOARD_PANELS}
-    shown = _copied_panels(request, ("dashboard",), builders, DASHBOARD_PANELS)
-    # The panels with forms (the loop's switch, the gates) are read for each request.
-    gates = data.gates_panel(now)
+    builders = {name: getattr(data, f"{name}_panel") for name in (*COPIED_DASHBOARD_PANELS, *READ_ONCE)}
+    templates = {name: DASHBOARD_PANELS[name] for name in COPIED_DASHBOARD_PANELS}
+    shown = _copied_panels(request, ("dashboard",), builders, templates)
+    loop = shown.data["loop"]
     bound = gate_forms or {}
-    for row in gates["waiting"]:
-        job = row["job"]
-        row["form"] = bound.get(job.pk) or GateDecisionForm(initial={"stage": job.stage}, auto_id=f"gate-{job.pk}-%s")
-    loop = data.loop_panel(now)
+    # New rows: the copy's are shared by other requests.
+    gates = {
+        **shown.data["gates"],
+        "waiting": [
+            {
+                **row,
+                "form": bound.get(row["job"].pk)
+                or GateDecisionForm(initial={"stage": row["job"].stage}, auto_id=f"gate-{row['job'].pk}-%s"),
+            }
+            for row in shown.data["gates"]["waiting"]
+        ],
+    }
     context = {
         **shown.data,
         "loop": loop,

@@ -32,7 +32,7 @@ def _queue_pending(html: str) -> int:
 
 
 def _read_at(html: str) -> str:
-    return re.search(r'data-copy-note>Lists and counts as read at <time datetime="([^"]+)"', html).group(1)
+    return re.search(r'data-copy-note>Read at <time datetime="([^"]+)"', html).group(1)
 
 
 def test_requests_share_the_panels_and_say_when_they_were_read(staff_browser, world, long_copies):
@@ -51,8 +51,9 @@ def test_requests_share_the_panels_and_say_when_they_were_read(staff_browser, wo
     copies.forget()
     fresh = staff_browser.get("/?live=1").json()
     assert _queue_pending(fresh["panels"]["queue"]) == _queue_pending(first) + 1
-    # The loop's panel (it has the switch) and the gates are read for every request.
+    # The gates' forms are made for each request, from the copy's rows.
     assert fresh["summary"]["gates_waiting"] == live["summary"]["gates_waiting"] == 1
+    assert live["panels"]["gates"].count('class="gate-form"') == 1
 
 
 def test_a_copy_is_rebuilt_once_it_is_older_than_its_max_age(staff_browser, world, settings):
