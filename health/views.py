@@ -61,7 +61,7 @@ class HealthStatusView(APIView):
         health, name = request.query_params.get("health") or None, request.query_params.get("name") or None
         renderer = request.accepted_renderer
         if not (health or name) and isinstance(renderer, RedactingJSONRenderer):
-            body, _ = status_copy.body(lambda: renderer.render(status_report()))
+            body, _ = status_copy.body(lambda: renderer.render_in_pieces(status_report(), "services"))
             return HttpResponse(body, content_type=renderer.media_type)
         try:
             report = status_report(health=health, name=name)

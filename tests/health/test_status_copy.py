@@ -6,6 +6,7 @@ always fresh."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -143,3 +144,25 @@ def test_a_stale_copy_is_answered_at_once_while_one_thread_rebuilds_it(settings)
         time.sleep(0.01)
     assert status_copy.body(build) == (b'{"n": 2}', True)
     assert builds == ["MainThread", "health-status-refresh"]  # one rebuild, in the background
+
+
+def test_the_shared_body_is_encoded_in_pieces_byte_for_byte_as_in_one(user_client, server, monkeypatch, settings):
+    """Encoded a few services a call (so a 6 MB body never holds the interpreter lock
+    for its whole encoding), the body is the one a single call makes."""
+    from health.report import status_report
+    from orchestrator_site.api import renderers
+
+    settings.HEALTH_STATUS_MAX_AGE_SECONDS = 0
+    for name in ("api", "db", "cache", "queue", "search"):
+        make(server, name)
+    Service.objects.filter(name="db").update(last_error="line\u2028break é")
+    monkeypatch.setattr(renderers, "PIECE", 2)
+    renderer = renderers.RedactingJSONRenderer()
+    report = status_report()
+    assert len(report["services"]) == 5
+    pieces = renderer.render_in_pieces(report, "services")
+    assert pieces == renderer.render(report)
+    assert b"\\u2028" in pieces and list(json.loads(pieces)["services"]) == ["api", "cache", "db", "queue", "search"]
+    settings.HEALTH_STATUS_MAX_AGE_SECONDS = 60
+    served = user_client.get("/health/status").content
+    assert json.loads(served)["services"] == json.loads(pieces)["services"]
