@@ -48,6 +48,12 @@ _QUOTES = ('"', "'", "&quot;", "&#x27;", "&#39;")
 _NAME_SEP = re.compile(
     r"(?<![A-Za-z0-9_\-])(?P<name>[A-Za-z0-9_\-]{1,200})(?:\"|'|&quot;|&#x27;|&#39;)?[ \t]*[:=][ \t]*"
 )
+# The words of SECRET_NAME_PATTERN, found first in a lower-cased text: a page has a
+# name=value pair per HTML attribute (about 1,000 a dashboard), and visiting every pair
+# in Python was most of a page's redaction; only names holding one of these can be secret.
+_SECRET_WORD = re.compile(r"auth|token|secret|passw|pwd|cookie|signature|credential|session|sig|key")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 # A bare value: up to a separator; an auth scheme ("Basic ") stays with its credential.
 _BARE = re.compile(r"(?:(?:bearer|basic|token|digest)[ \t]+)?[^\s&,;}\]#\"'<>]+", re.IGNORECASE)
 _LONGEST_QUOTED = 4096
@@ -65,14 +71,28 @@ def _value_end(text: str, start: int) -> tuple[int, str] | None:
     return (bare.end(), "") if bare else None
 
 
-def _mask_pairs(text: str) -> str:
+def _mask_pairs(text: str, lower: str) -> str:
+    """Each ``name: value`` / ``name=value`` whose name is secret, its value masked.
+    ``lower``: the text lower-cased."""
+    if len(lower) != len(text):
+        # A few characters lower-case to two ("İ"): names are ASCII, so lower only that.
+        lower = text.translate(_ASCII_LOWER)
     out: list[str] = []
-    pos = 0
-    while (match := _NAME_SEP.search(text, pos)) is not None:
-        found = _value_end(text, match.end()) if is_secret_name(match["name"]) else None
+    pos = 0  # text before it is in ``out``
+    seen = -1  # the start of the last name looked at
+    for word in _SECRET_WORD.finditer(lower):
+        if word.start() < pos:
+            continue  # inside a value masked already
+        start = word.start()
+        while start > 0 and text[start - 1] in _NAME_CHARS:
+            start -= 1
+        if start == seen or start < pos:
+            continue
+        seen = start
+        # The whole name (at most 200 characters), then its separator.
+        match = _NAME_SEP.match(text, start)
+        found = _value_end(text, match.end()) if match is not None and is_secret_name(match["name"]) else None
         if found is None:
-            out.append(text[pos : match.end()])
-            pos = match.end()
             continue
         end, quote = found
         value = text[match.end() + len(quote) : end - len(quote)]
@@ -109,7 +129,7 @@ def redact_text(text: str) -> str:
         text = _USERINFO.sub(lambda m: m[1] + MASK + "@" if m[2] != MASK else m[0], text)
     lower = text.lower()
     if _SECRET_NAME.search(lower):
-        text = _mask_pairs(text)
+        text = _mask_pairs(text, lower)
     if "bearer" in lower:
         text = _BEARER.sub(lambda m: f"{m[1]} {MASK}", text)
     return text
