@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import functools
 import time
 from functools import wraps
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
@@ -15,12 +17,13 @@ from rest_framework.views import APIView
 
 from health import status_copy
 from health.models import Service
-from health.report import HEALTH_FILTERS, ReportFilterError, status_report
+from health.report import HEALTH_FILTERS, ReportFilterError, encoded_status, status_report
 from health.sweep import check_services
 from orchestration.core.demo import DEMO_PREFIX
 from orchestration.core.models.ledger import record
+from orchestration.core.redaction import Masked
 from orchestrator_site.api.permissions import PublicEndpoint
-from orchestrator_site.api.renderers import RedactingJSONRenderer
+from orchestrator_site.api.renderers import Encoded, RedactingJSONRenderer
 from orchestrator_site.api.viewsets import actor_of
 
 
@@ -46,6 +49,14 @@ _STATUS_SCHEMA = inline_serializer(
 )
 
 
+def _shared_status(renderer: RedactingJSONRenderer) -> bytes:
+    """The unfiltered body (status_copy.py), as ``renderer.render(status_report())`` writes it."""
+    encode, _, colon = renderer.encoding()
+    entries, overall = encoded_status(encode, colon)
+    report = Masked({"timestamp": timezone.now().isoformat(), "services": Encoded(entries), "overall_health": overall})
+    return renderer.render_in_pieces(report, "services")
+
+
 class HealthStatusView(APIView):
     """Every enabled service's health, counters and breaker state, and the overall health
     (of all enabled services, whatever the filters)."""
@@ -61,7 +72,7 @@ class HealthStatusView(APIView):
         health, name = request.query_params.get("health") or None, request.query_params.get("name") or None
         renderer = request.accepted_renderer
         if not (health or name) and isinstance(renderer, RedactingJSONRenderer):
-            body, _ = status_copy.body(lambda: renderer.render_in_pieces(status_report(), "services"))
+            body, _ = status_copy.body(functools.partial(_shared_status, renderer))
             return HttpResponse(body, content_type=renderer.media_type)
         try:
             report = status_report(health=health, name=name)

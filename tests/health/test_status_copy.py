@@ -166,3 +166,37 @@ def test_the_shared_body_is_encoded_in_pieces_byte_for_byte_as_in_one(user_clien
     settings.HEALTH_STATUS_MAX_AGE_SECONDS = 60
     served = user_client.get("/health/status").content
     assert json.loads(served)["services"] == json.loads(pieces)["services"]
+
+
+def test_the_shared_body_reencodes_only_what_changed_and_matches_a_full_build(server, monkeypatch):
+    """The shared body keeps each service's encoded entry while its row and dependencies
+    stay the same; after any change it is the body a full build writes."""
+    from health import report
+    from health.views import _shared_status
+    from orchestrator_site.api.renderers import RedactingJSONRenderer
+
+    renderer = RedactingJSONRenderer()
+
+    def same_as_a_full_build() -> None:
+        shared = json.loads(_shared_status(renderer))
+        full = json.loads(renderer.render(report.status_report()))
+        assert shared.pop("timestamp") <= full.pop("timestamp")
+        assert shared == full and list(shared["services"]) == list(full["services"])
+
+    for name in ("api", "db", "cache"):
+        make(server, name)
+    same_as_a_full_build()
+    encoded = []
+    real = report._entry
+    monkeypatch.setattr(report, "_entry", lambda row, deps: encoded.append(row[1]) or real(row, deps))
+    same_as_a_full_build()
+    assert encoded.count("api") == 1  # the full build's only: the shared body kept its entry
+    encoded.clear()
+    server.behaviour["/db"] = Behaviour.ERROR
+    check_services(list(Service.objects.filter(name="db")))
+    Service.objects.get(name="api").depends_on.add(Service.objects.get(name="cache"))
+    Service.objects.filter(name="cache").update(enabled=False)
+    make(server, "queue")
+    same_as_a_full_build()
+    # The shared build ran first, then the full one (the three enabled services).
+    assert len(encoded) == 6 and sorted(encoded[:3]) == ["api", "db", "queue"]  # changed, changed, new
