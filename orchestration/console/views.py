@@ -107,10 +107,20 @@ def _permissions(request: HttpRequest) -> dict[str, Any]:
         "can_control": can_control(request.user),
         "can_decide": decider,
         # The navigation's "waiting for me" count.
-        "inbox_count": len(people.inbox(request.user)) if decider else 0,
+        "inbox_count": _inbox_count(request) if decider else 0,
         "can_change_pipeline": can_change_pipeline(request.user),
         "can_start_pipeline": can_start_pipeline(request.user),
     }
+
+
+def _inbox_count(request: HttpRequest) -> int:
+    """Shared a few seconds like the panels (copies.py): every page shows it, and reading
+    the gates a person may decide cost about a millisecond a page."""
+
+    def build() -> copies.Copy:
+        return copies.Copy(taken_at=timezone.now(), data={"n": len(people.inbox(request.user))})
+
+    return copies.take(("inbox", request.user.pk), build, fresh=copies.wants_fresh(request)).data["n"]
 
 
 def render_page(
@@ -509,7 +519,8 @@ def inbox(request: HttpRequest) -> HttpResponse:
         {"job": job, "fields": gate_pages.form_fields(job.policy().input_schema), "gate": job.policy()}
         for job in people.inbox(request.user)
     ]
-    return render_page(request, "console/inbox.html", {}, {"rows": rows, "page": "inbox"})
+    # The count beside the link is this list's, not a shared copy's.
+    return render_page(request, "console/inbox.html", {}, {"rows": rows, "page": "inbox", "inbox_count": len(rows)})
 
 
 @require_POST

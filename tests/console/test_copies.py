@@ -87,7 +87,7 @@ def test_the_page_after_an_action_is_fresh(staff_browser, world, long_copies, mo
     response = staff_browser.post("/console/loop/disable", follow=True)
     html = response.content.decode()
     assert "Loop disabled" in html
-    assert seen == [True] and "(this view is a copy)" not in html
+    assert seen and all(seen) and "(this view is a copy)" not in html
     assert _queue_pending(html) == _pending(staff_browser.get("/?live=1").json())
 
 
