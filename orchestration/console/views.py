@@ -117,8 +117,10 @@ def _inbox_count(request: HttpRequest) -> int:
     """Shared a few seconds like the panels (copies.py): every page shows it, and reading
     the gates a person may decide cost about a millisecond a page."""
 
+    user = request.user
+
     def build() -> copies.Copy:
-        return copies.Copy(taken_at=timezone.now(), data={"n": len(people.inbox(request.user))})
+        return copies.Copy(taken_at=timezone.now(), data={"n": len(people.inbox(user))})
 
     return copies.take(("inbox", request.user.pk), build, fresh=copies.wants_fresh(request)).data["n"]
 
@@ -172,11 +174,13 @@ def _copied_panels(
     for a few seconds by the requests of this process that see them alike (copies.py):
     those templates differ for staff only (links to the admin), and have no forms."""
 
+    user = request.user  # (the build may run after this request, in another thread)
+
     def build() -> copies.Copy:
         now = timezone.now()
         values = {name: builder(now) for name, builder in builders.items()}
-        context = {"poll_ms": POLL_MS, "now": now, **values}
-        html = {name: redact_html(render_to_string(tpl, context, request)) for name, tpl in templates.items()}
+        context = {"poll_ms": POLL_MS, "now": now, "user": user, **values}
+        html = {name: redact_html(render_to_string(tpl, context)) for name, tpl in templates.items()}
         html = {name: mark_safe(text) for name, text in html.items()}  # masked, of our own templates
         return copies.Copy(taken_at=now, data=values, html=html)
 
