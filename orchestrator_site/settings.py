@@ -216,6 +216,10 @@ SNAPSHOT_MAX_AGE_SECONDS = env_float("SNAPSHOT_MAX_AGE_SECONDS", 1.0, minimum=0.
 # fresh). At 20,000 services a body costs ~0.24 s of CPU: rebuilt every second, it took a
 # quarter of a core per web process; services are checked every 20-60 s.
 HEALTH_STATUS_MAX_AGE_SECONDS = env_float("HEALTH_STATUS_MAX_AGE_SECONDS", 5.0, minimum=0.0)
+# Web processes lower their CPU priority by this much (os.nice) when they start, so on a
+# machine they share with the cluster and the loop a busy console slows its own pages,
+# not the checks and cycles behind them (0: left as started).
+WEB_NICE = env_int("WEB_NICE", 5, minimum=0, maximum=19)
 # The console's show-only panels (lists, counts) are read and rendered once per process
 # for this long and shared by the requests that see them alike (0: always fresh).
 CONSOLE_COPY_MAX_AGE_SECONDS = env_float("CONSOLE_COPY_MAX_AGE_SECONDS", 2.0, minimum=0.0)

@@ -6,11 +6,9 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator_site.settings")
 application = get_wsgi_application()
 
-# This web process joins the process registry (GET /api/v1/processes/).
-from orchestration.core.choices import ProcessRole  # noqa: E402 - needs the apps loaded above
-from orchestration.core.process_registry import start_heartbeat  # noqa: E402
+from orchestrator_site import web_process  # noqa: E402 - needs the apps loaded above
 
-start_heartbeat(ProcessRole.WEB)
+web_process.started()
 
 # Everything loaded so far (Django, the apps, their modules) lives as long as the
 # process: move it out of the garbage collector's sight, so a full collection during a
