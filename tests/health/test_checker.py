@@ -69,3 +69,21 @@ def test_all_probes_are_in_flight_together_when_the_pool_allows(server):
         server.behaviour[f"/s{i}"] = Behaviour.SLOW
     run_probes([Probe(i, server.url(f"/s{i}"), 5.0) for i in range(10)], max_workers=64)
     assert server.max_in_flight == 10
+
+
+def test_one_broken_probe_loses_none_of_the_others(server, monkeypatch):
+    from health import checker
+
+    real = checker.http_probe
+
+    def broken_for_two(item, **kwargs):
+        if item.key == 2:
+            raise RuntimeError("bug")
+        return real(item, **kwargs)
+
+    monkeypatch.setattr(checker, "http_probe", broken_for_two)
+    server.behaviour["/h"] = Behaviour.OK
+    results = run_probes([Probe(i, server.url("/h"), 2.0) for i in range(5)], max_workers=2)
+    assert [r.key for r in results] == [0, 1, 2, 3, 4]
+    assert [r.success for r in results] == [True, True, False, True, True]
+    assert results[2].error_message == "probe error: RuntimeError: bug"
