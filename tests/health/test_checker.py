@@ -87,3 +87,13 @@ def test_one_broken_probe_loses_none_of_the_others(server, monkeypatch):
     assert [r.key for r in results] == [0, 1, 2, 3, 4]
     assert [r.success for r in results] == [True, True, False, True, True]
     assert results[2].error_message == "probe error: RuntimeError: bug"
+
+
+def test_slow_services_get_more_threads_than_the_first_few(server):
+    # Threads start at FIRST_THREADS and double while probes are slow: 20 services that
+    # take a second each are all in flight at once well before the first answers.
+    server.delay = 1.0
+    for i in range(20):
+        server.behaviour[f"/s{i}"] = Behaviour.SLOW
+    results = run_probes([Probe(i, server.url(f"/s{i}"), 5.0) for i in range(20)], max_workers=64)
+    assert all(r.success for r in results) and server.max_in_flight == 20
