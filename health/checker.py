@@ -46,12 +46,14 @@ def _pool(size: int) -> ThreadPoolExecutor:
         return pool
 
 
-# Threads a run starts with, doubled every RAMP_SECONDS while the probes are slow (up to
-# max_workers): 64 threads runnable at once on a 2-core machine cost a fifth of a check's
-# CPU in GIL hand-offs when the services answer at once; slow ones still get every thread
-# within about 0.15 s.
+# Threads a run starts with, doubled every RAMP_SECONDS for as long as doubling pays, and
+# again whenever most of them wait on slow services (up to max_workers): 64 threads
+# runnable at once cost a tenth more CPU per check in GIL hand-offs than 16 when the
+# services answer at once (2 cores), while services that keep threads waiting still get
+# every thread within about 0.15 s.
 FIRST_THREADS = 8
 RAMP_SECONDS = 0.05
+RAMP_GAIN = 1.5  # probes finished per interval after a doubling, against before it
 
 
 def run_probes(
@@ -94,14 +96,17 @@ def run_probes(
                         all_done.set()
 
     tasks = [pool.submit(drain) for _ in range(min(limit, FIRST_THREADS))]
-    seen = 0
+    seen, before, trying = 0, 0, True
     while len(tasks) < limit and not all_done.wait(RAMP_SECONDS):
-        # Fewer probes finished than a quarter of the threads: they wait on slow services,
-        # so more threads help; otherwise the process is busy, and more would only contend
-        # (a window this long also rides out the process waiting for a core).
-        if finished - seen < len(tasks) / 4:
+        pace, seen = finished - seen, finished
+        if trying and len(tasks) > FIRST_THREADS and pace < before * RAMP_GAIN:
+            # The last doubling did not speed the probes up by half: the threads are busy,
+            # not waiting on services, and more would only contend for the GIL and cores.
+            trying = False
+        # (Past that, threads are added only when most wait on slow services.)
+        if trying or pace < len(tasks) / 4:
+            before = pace
             tasks += [pool.submit(drain) for _ in range(min(len(tasks), limit - len(tasks)))]
-        seen = finished
     for task in tasks:
         task.result()  # (probe never raises; anything else is the caller's to see)
     done = cast(list[ProbeResult], results)

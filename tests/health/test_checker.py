@@ -91,9 +91,20 @@ def test_one_broken_probe_loses_none_of_the_others(server, monkeypatch):
 
 def test_slow_services_get_more_threads_than_the_first_few(server):
     # Threads start at FIRST_THREADS and double while probes are slow: 20 services that
-    # take a second each are all in flight at once well before the first answers.
-    server.delay = 1.0
+    # take two seconds each (long enough for a loaded machine, as above) are all in
+    # flight at once well before the first answers.
+    server.delay = 2.0
     for i in range(20):
         server.behaviour[f"/s{i}"] = Behaviour.SLOW
     results = run_probes([Probe(i, server.url(f"/s{i}"), 5.0) for i in range(20)], max_workers=64)
     assert all(r.success for r in results) and server.max_in_flight == 20
+
+
+def test_services_answering_in_a_tenth_of_a_second_get_more_threads_while_that_pays(server):
+    # Each doubling of the threads doubles how many such probes finish per interval, so
+    # the threads keep doubling past the first test of it.
+    server.delay = 0.1
+    for i in range(300):
+        server.behaviour[f"/m{i}"] = Behaviour.SLOW
+    results = run_probes([Probe(i, server.url(f"/m{i}"), 5.0) for i in range(300)], max_workers=64)
+    assert all(r.success for r in results) and server.max_in_flight > 16
