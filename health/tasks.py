@@ -25,7 +25,7 @@ def check_service_ids(ids: list[int]) -> dict[str, Any]:
     """Check services claimed by the tick hook (runs on a django-q2 worker; queued by
     path, so it must be declared runnable like every schedule target)."""
     # No join to the breakers: the sweep reads them fresh itself.
-    services = list(Service.objects.enabled().filter(pk__in=ids))
+    services = list(Service.objects.enabled().filter(pk__in=ids).only(*Service.SWEEP_FIELDS))
     return check_services(services).as_dict()
 
 

@@ -31,6 +31,10 @@ MAX_BODY_BYTES = 65536
 
 _local = threading.local()
 _MISSING = object()
+# Shared by the pool threads (read-only once built; a race only builds one twice).
+_templates: dict[tuple[str, tuple[tuple[str, str], ...]], requests.PreparedRequest] = {}
+_prepared_urls: dict[str, str] = {}
+MAX_CACHED = 100_000  # distinct health URLs remembered (about 0.2 KB each) before starting over
 _PATH_PART = re.compile(r"\.?([^.\[\]]+)|\[(\d+)\]")
 
 
@@ -43,6 +47,38 @@ def _session() -> requests.Session:
         session.headers["User-Agent"] = USER_AGENT
         _local.session = session
     return session
+
+
+def _prepared(session: requests.Session, method: str, url: str, headers: dict[str, str]) -> requests.PreparedRequest:
+    """The request ``session.request`` would send, without its per-call cost: building
+    it (settings merged, URL parsed and quoted) was a quarter of an HTTP probe's CPU.
+    Everything but the URL comes from a template per method and headers; the URL is
+    prepared once. Only while the session holds no cookies (they would be added per
+    request) and the URL carries no credentials (they become a header)."""
+    if len(session.cookies) or "@" in url:
+        return session.prepare_request(requests.Request(method, url, headers=headers))
+    prepared_url = _prepared_urls.get(url)
+    if prepared_url is None:
+        scratch = requests.PreparedRequest()
+        scratch.prepare_url(url, None)  # (raises what session.request would: MissingSchema, InvalidURL…)
+        if len(_prepared_urls) >= MAX_CACHED:
+            _prepared_urls.clear()
+        prepared_url = _prepared_urls[url] = scratch.url
+    key = (method, tuple(headers.items()))
+    template = _templates.get(key)
+    if template is None:
+        template = session.prepare_request(requests.Request(method, "http://template.invalid/", headers=headers))
+        if len(_templates) >= 1000:
+            _templates.clear()
+        _templates[key] = template
+    prepared = requests.PreparedRequest()
+    prepared.method = template.method
+    prepared.url = prepared_url
+    prepared.headers = template.headers.copy()
+    # Never written when redirects are not followed (a redirect's next request copies it).
+    prepared._cookies = template._cookies
+    prepared.body = template.body
+    return prepared
 
 
 def parse_json_path(path: str) -> list[str | int]:
@@ -170,13 +206,17 @@ def http_probe(item: Probe, *, max_body_bytes: int = MAX_BODY_BYTES) -> ProbeRes
     config = item.config
     deadline = timer.started + item.timeout
     try:
-        with _session().request(
-            config.get("method", "GET"),
-            item.url,
-            headers=dict(config.get("headers") or {}),
+        session = _session()
+        request = _prepared(session, config.get("method", "GET"), item.url, dict(config.get("headers") or {}))
+        # What session.request merges in: no proxies (trust_env is off), the session's TLS settings.
+        with session.send(
+            request,
             timeout=item.timeout,
-            stream=True,
             allow_redirects=False,
+            proxies={},
+            stream=True,
+            verify=session.verify,
+            cert=session.cert,
         ) as response:
             body = bytearray()
             complete = True

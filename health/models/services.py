@@ -134,6 +134,28 @@ class Service(models.Model):
     def breaker_state(self) -> str:
         return self.circuit.state if self.circuit_id else BreakerState.CLOSED
 
+    # What a sweep reads of a service (probe_item, its breaker through ensure_circuit, and
+    # its name in the results): the tick's checks load only these, since the counters,
+    # tags and the rest are written in SQL and never read there, and converting them
+    # was a tenth of a check's CPU.
+    SWEEP_FIELDS = (
+        "id",
+        "name",
+        "base_url",
+        "health_path",
+        "timeout_seconds",
+        "kind",
+        "check_config",
+        "circuit",
+        "failure_threshold",
+        "success_threshold",
+        "open_timeout_seconds",
+        "last_ping_at",
+        "last_ping_kind",
+        "last_start_at",
+        "created_at",
+    )
+
     def probe_item(self) -> Probe:
         """What a pool thread needs to check this service, as plain values."""
         state = {}

@@ -69,3 +69,42 @@ def test_all_probes_are_in_flight_together_when_the_pool_allows(server):
         server.behaviour[f"/s{i}"] = Behaviour.SLOW
     run_probes([Probe(i, server.url(f"/s{i}"), 5.0) for i in range(10)], max_workers=64)
     assert server.max_in_flight == 10
+
+
+def test_one_broken_probe_loses_none_of_the_others(server, monkeypatch):
+    from health import checker
+
+    real = checker.http_probe
+
+    def broken_for_two(item, **kwargs):
+        if item.key == 2:
+            raise RuntimeError("bug")
+        return real(item, **kwargs)
+
+    monkeypatch.setattr(checker, "http_probe", broken_for_two)
+    server.behaviour["/h"] = Behaviour.OK
+    results = run_probes([Probe(i, server.url("/h"), 2.0) for i in range(5)], max_workers=2)
+    assert [r.key for r in results] == [0, 1, 2, 3, 4]
+    assert [r.success for r in results] == [True, True, False, True, True]
+    assert results[2].error_message == "probe error: RuntimeError: bug"
+
+
+def test_slow_services_get_more_threads_than_the_first_few(server):
+    # Threads start at FIRST_THREADS and double while probes are slow: 20 services that
+    # take two seconds each (long enough for a loaded machine, as above) are all in
+    # flight at once well before the first answers.
+    server.delay = 2.0
+    for i in range(20):
+        server.behaviour[f"/s{i}"] = Behaviour.SLOW
+    results = run_probes([Probe(i, server.url(f"/s{i}"), 5.0) for i in range(20)], max_workers=64)
+    assert all(r.success for r in results) and server.max_in_flight == 20
+
+
+def test_services_answering_in_a_tenth_of_a_second_get_more_threads_while_that_pays(server):
+    # Each doubling of the threads doubles how many such probes finish per interval, so
+    # the threads keep doubling past the first test of it.
+    server.delay = 0.1
+    for i in range(300):
+        server.behaviour[f"/m{i}"] = Behaviour.SLOW
+    results = run_probes([Probe(i, server.url(f"/m{i}"), 5.0) for i in range(300)], max_workers=64)
+    assert all(r.success for r in results) and server.max_in_flight > 16

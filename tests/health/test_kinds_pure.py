@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import requests
 
 from health.kinds import CheckConfigError, get_kind
-from health.kinds.http import judge, parse_json_path
+from health.kinds.http import _prepared, _session, judge, parse_json_path
 from health.kinds.tls import judge_expiry
 
 
@@ -22,6 +23,35 @@ def test_without_expected_codes_a_2xx_with_a_failing_status_word_fails():
     assert judge({}, 200, "application/json", b'{"status": "down"}', 5, True) == "service reports status 'down'"
     assert judge({}, 503, "text/plain", b"", 5, True) == "HTTP 503"
     assert judge({"expected_status": [503]}, 503, "text/plain", b"", 5, True) is None
+
+
+@pytest.mark.parametrize(
+    "method, url, headers",
+    [
+        ("GET", "http://127.0.0.1:8000/health", {}),
+        ("POST", "http://127.0.0.1:8000/a b?x=1&y=é", {"X-Token": "1", "Content-Type": "text/plain"}),
+        ("HEAD", "http://bücher.example/health", {"user-agent": "mine"}),
+        ("DELETE", "https://example.com:8443/x#frag", {}),
+        ("OPTIONS", "http://user:secret@example.com/x", {}),
+    ],
+)
+def test_a_probe_sends_the_request_the_session_would_prepare(method, url, headers):
+    session = _session()
+    for _ in range(2):  # built, then from the templates
+        wanted = session.prepare_request(requests.Request(method, url, headers=headers))
+        sent = _prepared(session, method, url, headers)
+        assert (sent.method, sent.url, list(sent.headers.items()), sent.body) == (
+            wanted.method,
+            wanted.url,
+            list(wanted.headers.items()),
+            wanted.body,
+        )
+
+
+def test_a_session_holding_cookies_sends_them():
+    session = requests.Session()
+    session.cookies.set("seen", "1", domain="example.com")
+    assert _prepared(session, "GET", "http://example.com/health", {}).headers["Cookie"] == "seen=1"
 
 
 def test_a_falsy_json_path_value_fails_without_json_equals():

@@ -157,3 +157,36 @@ def test_another_process_sees_the_persisted_breaker_and_counters(server):
     assert api["circuit_breaker_state"] == "open" and api["health"] == "circuit_open"
     assert api["total_checks"] == 2 and api["consecutive_failures"] == 2
     assert server.hits["/api"] == 2  # the new process sent nothing to the open circuit
+
+
+def test_a_tick_check_reads_no_service_field_one_by_one(server):
+    """The tick's checks load only Service.SWEEP_FIELDS: nothing the sweep reads may be
+    left out (it would cost a query per service), whatever the kinds and breakers."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from health.tasks import check_service_ids
+
+    def batch(prefix: str, n: int) -> list[int]:
+        ids = []
+        for i in range(n):
+            path = "/ok" if i % 3 else "/bad"
+            ids.append(
+                Service.objects.create(
+                    name=f"{prefix}{i}", base_url=server.base_url, health_path=path, failure_threshold=1
+                ).pk
+            )
+        ids.append(Service.objects.create(name=f"{prefix}-hb", kind="heartbeat", check_config={}).pk)
+        return ids
+
+    server.behaviour["/bad"] = Behaviour.ERROR
+    small, large = batch("s", 3), batch("l", 9)
+    counts = []
+    for ids in (small, large):
+        check_service_ids(ids)  # breakers of the failing ones open
+        with CaptureQueriesContext(connection) as queries:
+            check_service_ids(ids)
+        table = connection.ops.quote_name(Service._meta.db_table)
+        counts.append(sum(1 for q in queries if q["sql"].startswith("SELECT") and f"FROM {table}" in q["sql"]))
+    assert counts[0] == counts[1]  # however many services, the same reads of them
+    assert Service.objects.get(name="l0").health == "circuit_open"
