@@ -73,12 +73,17 @@ class RunningJobs:
     def __init__(self) -> None:
         self._slots = multiprocessing.Array("q", self.SLOTS * 2)
 
+    # Under the lock the raw array is read: each item of the synchronized wrapper takes
+    # the lock again, so a sweep of the 1,024 slots held it 0.83 ms (0.07 on the raw
+    # array), and on a busy machine the workers ending jobs waited on it a third of their
+    # time (20,000 services at 1,000 checks/s).
     def add(self, job_id: int) -> int:
         pid = os.getpid()
         with self._slots.get_lock():
+            slots = self._slots.get_obj()
             for i in range(0, self.SLOTS * 2, 2):
-                if self._slots[i] == 0:
-                    self._slots[i], self._slots[i + 1] = pid, job_id
+                if slots[i] == 0:
+                    slots[i], slots[i + 1] = pid, job_id
                     return i
         log.warning("no free slot to note job %s: its lease runs out if it runs longer than one", job_id)
         return -1
@@ -86,22 +91,24 @@ class RunningJobs:
     def remove(self, slot: int) -> None:
         if slot >= 0:
             with self._slots.get_lock():
-                self._slots[slot], self._slots[slot + 1] = 0, 0
+                slots = self._slots.get_obj()
+                slots[slot], slots[slot + 1] = 0, 0
 
     def sweep(self) -> tuple[list[int], list[int]]:
         """(jobs held by live processes, jobs held by processes that died); the slots
         of dead processes are freed, so each of theirs is reported once."""
         alive, dead = [], []
         with self._slots.get_lock():
+            slots = self._slots.get_obj()
             for i in range(0, self.SLOTS * 2, 2):
-                pid, job_id = self._slots[i], self._slots[i + 1]
+                pid, job_id = slots[i], slots[i + 1]
                 if not pid:
                     continue
                 if _pid_alive(pid):
                     alive.append(job_id)
                 else:
                     dead.append(job_id)
-                    self._slots[i], self._slots[i + 1] = 0, 0
+                    slots[i], slots[i + 1] = 0, 0
         return alive, dead
 
 
