@@ -66,17 +66,18 @@ def wants_fresh(request: HttpRequest) -> bool:
     return len(get_messages(request)) > 0
 
 
-def take(key: Hashable, build: Callable[[], Copy], *, fresh: bool = False) -> Copy:
+def take(key: Hashable, build: Callable[[], Copy], *, fresh: bool = False, refresh: bool = True) -> Copy:
     """The copy under ``key``: while younger than the max age; older (up to STALE_LIMIT
     max ages) while the refresher reads the next; else one built now (one build per key
-    at a time: requests arriving meanwhile wait and share it)."""
+    at a time: requests arriving meanwhile wait and share it). ``refresh=False``: a copy
+    that cannot change (its key names the data it was made from) is not read again."""
     max_age = settings.CONSOLE_COPY_MAX_AGE_SECONDS
     if max_age <= 0:
         return build()
     if not fresh:
         hit = _aged(key)
         if hit is not None and hit[0] < max_age * STALE_LIMIT:
-            if hit[0] >= max_age:
+            if hit[0] >= max_age and refresh:
                 _request_refresh(key, build)
             return replace(hit[1], copied=True)
     with _lock_for(key):

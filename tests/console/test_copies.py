@@ -174,3 +174,31 @@ def test_a_message_makes_the_request_fresh(rf, staff_user):
     assert copies.wants_fresh(request) is False
     messages.success(request, "done")
     assert copies.wants_fresh(request) is True
+
+
+def test_the_loop_and_gate_forms_are_rendered_once_with_each_readers_own_csrf_token(staff_user, world, long_copies):
+    from django.test import Client
+
+    def signed_in() -> Client:
+        client = Client(enforce_csrf_checks=True)
+        client.force_login(staff_user)
+        return client
+
+    token_of = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+    first, second = signed_in(), signed_in()
+    html_first = first.get("/").content.decode()
+    html_second = second.get("/").content.decode()
+    assert "(this view is a copy)" in html_second  # the second reader was served the copy
+    assert "csrf-token-of-this-request" not in html_first + html_second
+    tokens_first, tokens_second = set(token_of.findall(html_first)), set(token_of.findall(html_second))
+    assert tokens_first and tokens_second and not tokens_first & tokens_second
+    # Each reader's token is good for their own form.
+    response = second.post("/console/loop/disable", {"csrfmiddlewaretoken": tokens_second.pop()})
+    assert response.status_code == 302
+
+
+def test_readers_with_other_permissions_get_other_form_panels(staff_browser, viewer_browser, world, long_copies):
+    staff = staff_browser.get("/").content.decode()
+    viewer = viewer_browser.get("/").content.decode()
+    assert 'data-action="loop-disable"' in staff or 'action="/console/loop/enable"' in staff
+    assert "/console/loop/" not in viewer  # no loop switch without the right to control it
