@@ -16,13 +16,14 @@ is not kept). Filtered answers are always built fresh. 0 turns it off.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 
 from django.conf import settings
 from django.db import close_old_connections, connection
+
+from orchestration.core.refresher import Refresher
 
 log = logging.getLogger("health")
 
@@ -35,10 +36,8 @@ _copy: tuple[float, bytes] | None = None  # (monotonic time it was ready, body)
 _generation = 0  # bumped by forget(): a build that started before is not kept
 _builds = 0  # copies kept so far
 
-_refresh_wanted = threading.Event()
 _refresh_request: tuple[Callable[[], bytes], int] | None = None  # (build, generation it refreshes)
 _refresher_lock = threading.Lock()
-_refresher_pid: int | None = None
 
 
 def body(build: Callable[[], bytes]) -> tuple[bytes, bool]:
@@ -78,40 +77,35 @@ def _build(build: Callable[[], bytes]) -> bytes:
 
 
 def _request_refresh(build: Callable[[], bytes], generation: int) -> None:
-    """Wake this process's refresher thread (started on first use: threads do not
-    survive the fork of a server's worker processes)."""
-    global _refresher_pid, _refresh_request
+    global _refresh_request
     with _refresher_lock:
         _refresh_request = (build, generation)
-        if _refresher_pid != os.getpid():
-            _refresher_pid = os.getpid()
-            threading.Thread(target=_refresh_forever, daemon=True, name="health-status-refresh").start()
-    _refresh_wanted.set()
+    _refresher.wake()
 
 
-def _refresh_forever() -> None:
-    while True:
-        _refresh_wanted.wait()
-        _refresh_wanted.clear()
-        with _refresher_lock:
-            wanted = _refresh_request
-        if wanted is None:
-            continue
-        build, generation = wanted
-        try:
-            with _lock:
-                copy = _copy
-                # Dropped since it was asked for (a change here, or the next test): the
-                # next request builds; a copy made meanwhile needs no refresh.
-                if generation != _generation or copy is None:
-                    continue
-                if time.monotonic() - copy[0] < settings.HEALTH_STATUS_MAX_AGE_SECONDS:
-                    continue
-                close_old_connections()
-                _build(build)
-        except Exception:  # the next stale request asks again
-            log.exception("/health/status refresh failed")
-            connection.close()
+def _refresh() -> None:
+    with _refresher_lock:
+        wanted = _refresh_request
+    if wanted is None:
+        return
+    build, generation = wanted
+    try:
+        with _lock:
+            copy = _copy
+            # Dropped since it was asked for (a change here, or the next test): the
+            # next request builds; a copy made meanwhile needs no refresh.
+            if generation != _generation or copy is None:
+                return
+            if time.monotonic() - copy[0] < settings.HEALTH_STATUS_MAX_AGE_SECONDS:
+                return
+            close_old_connections()
+            _build(build)
+    except Exception:  # the next stale request asks again
+        log.exception("/health/status refresh failed")
+        connection.close()
+
+
+_refresher = Refresher("health-status-refresh", _refresh)
 
 
 def forget(*args: object, **kwargs: object) -> None:

@@ -22,7 +22,6 @@ copying off.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -35,6 +34,8 @@ from django.conf import settings
 from django.contrib.messages import get_messages
 from django.db import close_old_connections, connection
 from django.http import HttpRequest
+
+from orchestration.core.refresher import Refresher
 
 # Distinct keys kept (pages × filters × staff or not); the oldest goes first.
 KEEP = 64
@@ -57,8 +58,6 @@ _build_locks: dict[Hashable, threading.Lock] = {}
 _generation = 0  # bumped by forget(): a build that started before is not kept
 # Keys the refresher thread is asked to read again: key → (build, generation asked in).
 _wanted: dict[Hashable, tuple[Callable[[], Copy], int]] = {}
-_wake = threading.Event()
-_refresher_pid: int | None = None
 
 
 def wants_fresh(request: HttpRequest) -> bool:
@@ -102,42 +101,36 @@ def _build(key: Hashable, build: Callable[[], Copy]) -> Copy:
 
 
 def _request_refresh(key: Hashable, build: Callable[[], Copy]) -> None:
-    """Ask this process's refresher thread to read ``key`` again (started on first use:
-    threads do not survive the fork of a server's worker processes)."""
-    global _refresher_pid
     with _store_lock:
         _wanted[key] = (build, _generation)
-        if _refresher_pid != os.getpid():
-            _refresher_pid = os.getpid()
-            threading.Thread(target=_refresh_forever, daemon=True, name="console-copies-refresh").start()
-    _wake.set()
+    _refresher.wake()
 
 
-def _refresh_forever() -> None:
-    while True:
-        _wake.wait()
-        _wake.clear()
-        with _store_lock:
-            wanted = list(_wanted.items())
-            _wanted.clear()
-        for key, (build, generation) in wanted:
-            try:
-                with _lock_for(key):
-                    hit = _aged(key)
-                    # Dropped since it was asked for (a write here, the next test), or
-                    # read meanwhile: the next request decides.
-                    if generation != _generation or hit is None:
-                        continue
-                    if hit[0] < settings.CONSOLE_COPY_MAX_AGE_SECONDS:
-                        continue
-                    close_old_connections()
-                    _build(key, build)
-            except Exception:  # the next request asks again
-                log.exception("console copy refresh of %r failed", key)
-            finally:
-                # Not held between refreshes: a connection kept by this thread would
-                # outlive what opened it (a test database being dropped, among others).
-                connection.close()
+def _refresh() -> None:
+    with _store_lock:
+        wanted = list(_wanted.items())
+        _wanted.clear()
+    for key, (build, generation) in wanted:
+        try:
+            with _lock_for(key):
+                hit = _aged(key)
+                # Dropped since it was asked for (a write here, the next test), or
+                # read meanwhile: the next request decides.
+                if generation != _generation or hit is None:
+                    continue
+                if hit[0] < settings.CONSOLE_COPY_MAX_AGE_SECONDS:
+                    continue
+                close_old_connections()
+                _build(key, build)
+        except Exception:  # the next request asks again
+            log.exception("console copy refresh of %r failed", key)
+        finally:
+            # Not held between refreshes: a connection kept by this thread would
+            # outlive what opened it (a test database being dropped, among others).
+            connection.close()
+
+
+_refresher = Refresher("console-copies-refresh", _refresh)
 
 
 def forget(*args: Any, **kwargs: Any) -> None:

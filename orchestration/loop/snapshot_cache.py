@@ -19,7 +19,6 @@ answer only costs the sharing.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections, connection
 
+from orchestration.core.refresher import Refresher
 from orchestration.loop.monitor import build_snapshot
 
 log = logging.getLogger("orchestration.loop")
@@ -38,10 +38,6 @@ SHARED_KEY = "orchestrator:snapshot"
 _lock = threading.Lock()  # held while a request builds the snapshot itself
 _built_at: float | None = None
 _snapshot: dict[str, Any] | None = None
-
-_refresh_wanted = threading.Event()
-_refresher_lock = threading.Lock()
-_refresher_pid: int | None = None
 
 
 def _age() -> float | None:
@@ -58,7 +54,7 @@ def current_snapshot() -> dict[str, Any]:
     if _adopt_shared(max_age):
         return _snapshot  # type: ignore[return-value]
     if age is not None and age < max_age * STALE_LIMIT:
-        _request_refresh()
+        _refresher.wake()
         return _snapshot  # type: ignore[return-value]
     with _lock:
         age = _age()  # built while we waited for the lock?
@@ -106,31 +102,20 @@ def _adopt_shared(max_age: float) -> bool:
     return True
 
 
-def _request_refresh() -> None:
-    """Wake this process's refresher thread (started on first use: threads do not
-    survive the fork of a server's worker processes)."""
-    global _refresher_pid
-    with _refresher_lock:
-        if _refresher_pid != os.getpid():
-            _refresher_pid = os.getpid()
-            threading.Thread(target=_refresh_forever, daemon=True, name="snapshot-refresh").start()
-    _refresh_wanted.set()
+def _refresh() -> None:
+    age = _age()
+    if age is not None and age < settings.SNAPSHOT_MAX_AGE_SECONDS:
+        return  # a request built it meanwhile
+    try:
+        close_old_connections()
+        with _lock:
+            _build_and_store()
+    except Exception:  # the next stale request asks again
+        log.exception("snapshot refresh failed")
+        connection.close()
 
 
-def _refresh_forever() -> None:
-    while True:
-        _refresh_wanted.wait()
-        _refresh_wanted.clear()
-        age = _age()
-        if age is not None and age < settings.SNAPSHOT_MAX_AGE_SECONDS:
-            continue  # a request built it meanwhile
-        try:
-            close_old_connections()
-            with _lock:
-                _build_and_store()
-        except Exception:  # the next stale request asks again
-            log.exception("snapshot refresh failed")
-            connection.close()
+_refresher = Refresher("snapshot-refresh", _refresh)
 
 
 def forget() -> None:
