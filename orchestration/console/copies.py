@@ -7,7 +7,8 @@ per team, polling them left little CPU for the checks sharing the machine. Withi
 every request of a process that sees the same panels shares one copy: what they show,
 and the HTML of those without forms (a form's CSRF token is the reader's own), keyed by
 what changes them for a reader (whether they are staff); the page says when the copy
-was read.
+was read. The page around them is rendered once per copy and per reader as well
+(``Copy.pages``), each request putting in its own CSRF token.
 
 Once a copy is older than that, requests still answer with it at once while one
 background thread of the process reads the next one (the request that rebuilt it paid
@@ -50,6 +51,9 @@ class Copy:
     data: dict[str, Any] = field(default_factory=dict)  # panel name → what it shows
     html: dict[str, str] = field(default_factory=dict)  # panel name → rendered (safe) HTML
     copied: bool = False  # answered from the copy rather than built for this request
+    # Whole pages made from this copy, per reader (views.render_page): they live as long
+    # as the copy, and ``replace`` hands the same dict on.
+    pages: dict[Hashable, str] = field(default_factory=dict)
 
 
 _store: OrderedDict[Hashable, tuple[float, Copy]] = OrderedDict()

@@ -67,6 +67,8 @@ class RedactHtmlMiddleware:
         content_type = response.get("Content-Type", "")
         if getattr(response, "streaming", False) or not content_type.startswith("text/html"):
             return response
+        if getattr(response, "masked", False):  # a page rendered once for many, masked then
+            return response
         charset = getattr(response, "charset", None) or "utf-8"
         try:
             html = response.content.decode(charset)

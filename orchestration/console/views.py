@@ -103,6 +103,10 @@ def actor(request: HttpRequest) -> str:
 
 
 # --- rendering ----------------------------------------------------------------------------
+# What _permissions gives every page: with the reader, what makes their pages differ.
+PERMISSIONS = ("can_control", "can_decide", "inbox_count", "can_change_pipeline", "can_start_pipeline")
+
+
 def _permissions(request: HttpRequest) -> dict[str, Any]:
     decider = can_decide(request.user)
     return {
@@ -136,9 +140,11 @@ def render_page(
     status: int = 200,
     extra_json: dict[str, Any] | None = None,
     shown: copies.Copy | None = None,
+    whole: bool = False,
 ) -> HttpResponse:
     """``shown``: panels read and rendered once for many requests (copies.py); the
-    page then says when they were read."""
+    page then says when they were read. ``whole``: the page shows nothing but them
+    and the reader's navigation, so it is rendered once for many as well."""
     context = {
         **_permissions(request),
         "poll_ms": POLL_MS,
@@ -155,7 +161,9 @@ def render_page(
             # Pages are masked by RedactHtmlMiddleware; these panels travel inside JSON
             # (a copy's were masked when it was made).
             "panels": {
-                name: copied[name] if name in copied else redact_html(render_to_string(tpl, context, request))
+                name: _own_token(request, copied[name])
+                if name in copied
+                else redact_html(render_to_string(tpl, context, request))
                 for name, tpl in panels.items()
             },
             **(extra_json or {}),
@@ -163,7 +171,39 @@ def render_page(
         response = JsonResponse(body)
         response["Cache-Control"] = "no-store"
         return response
-    return render(request, template, context, status=status)
+    if shown is None:
+        return render(request, template, context, status=status)
+    if whole and status == 200 and not copies.wants_fresh(request):
+        return _copied_page(request, template, context, shown)
+    response = render(request, template, context, status=status)
+    response.content = _own_token(request, response.content.decode()).encode()
+    return response
+
+
+# Stands for the reader's CSRF token in what is rendered once for many: panels with
+# forms, whole pages. Beyond the reader and their permissions (in the key of what holds
+# it), the token is all that differs between readers.
+CSRF_STAND_IN = "csrf-token-of-this-request"
+
+
+def _own_token(request: HttpRequest, html: str) -> str:
+    return mark_safe(html.replace(CSRF_STAND_IN, get_token(request))) if CSRF_STAND_IN in html else html
+
+
+def _copied_page(request: HttpRequest, template: str, context: dict[str, Any], shown: copies.Copy) -> HttpResponse:
+    """The whole page, rendered once per copy of its panels and per reader (the
+    navigation names them and counts their inbox): rendering the page around copied
+    panels, and masking it, were most of what was left of a request's CPU. The footer's
+    time is then when this page was rendered, as the copy note above says."""
+    permissions = tuple((name, context[name]) for name in PERMISSIONS)
+    key = (template, request.user.pk, shown.copied, permissions)
+    page = shown.pages.get(key)
+    if page is None:
+        html = render_to_string(template, {**context, "csrf_token": CSRF_STAND_IN}, request)
+        page = shown.pages[key] = redact_html(html)
+    response = HttpResponse(page.replace(CSRF_STAND_IN, get_token(request)))
+    response.masked = True  # masked when it was rendered (RedactHtmlMiddleware)
+    return response
 
 
 def _copied_panels(
@@ -258,16 +298,21 @@ def _dashboard(
             "gates_waiting": len(gates["waiting"]),
         }
     }
-    if not (loop_form or gate_forms or start_form):
+    unbound = not (loop_form or gate_forms or start_form)
+    if unbound:
         shown = _with_form_panels(request, shown, context)
     return render_page(
-        request, "console/dashboard.html", DASHBOARD_PANELS, context, status=status, extra_json=extra, shown=shown
+        request,
+        "console/dashboard.html",
+        DASHBOARD_PANELS,
+        context,
+        status=status,
+        extra_json=extra,
+        shown=shown,
+        whole=unbound,
     )
 
 
-# Stands for the reader's CSRF token in panels with forms rendered once for many: beyond
-# the permissions in their copy's key, the token is all that differs between readers.
-CSRF_STAND_IN = "csrf-token-of-this-request"
 FORM_PANELS = ("health", "gates")
 
 
@@ -285,9 +330,8 @@ def _with_form_panels(request: HttpRequest, shown: copies.Copy, context: dict[st
 
     key = ("dashboard-forms", shown.taken_at, user.is_staff, *sorted(permissions.items()))
     forms = copies.take(key, build, refresh=False)
-    token = get_token(request)
-    own = {name: mark_safe(html.replace(CSRF_STAND_IN, token)) for name, html in forms.html.items()}
-    return replace(shown, html={**shown.html, **own})
+    # The stand-in stays: render_page puts in the request's token.
+    return replace(shown, html={**shown.html, **{name: mark_safe(html) for name, html in forms.html.items()}})
 
 
 @console_login_required
@@ -384,7 +428,7 @@ def services_list(request: HttpRequest) -> HttpResponse:
         panels,
     )
     context = {**shown.data, "page": "services", "breakers": BreakerState.values, "kinds": CheckKindChoice.values}
-    return render_page(request, "console/services.html", panels, context, shown=shown)
+    return render_page(request, "console/services.html", panels, context, shown=shown, whole=True)
 
 
 @console_login_required

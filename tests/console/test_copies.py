@@ -202,3 +202,51 @@ def test_readers_with_other_permissions_get_other_form_panels(staff_browser, vie
     viewer = viewer_browser.get("/").content.decode()
     assert 'data-action="loop-disable"' in staff or 'action="/console/loop/enable"' in staff
     assert "/console/loop/" not in viewer  # no loop switch without the right to control it
+
+
+def test_the_whole_page_is_rendered_once_per_reader_and_copy(staff_user, world, long_copies):
+    """Around a copy's panels the page is rendered once for each reader (their name,
+    permissions and inbox count in the navigation); later requests change only their
+    own CSRF token in it, and that token is good for their forms."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    def signed_in(user) -> Client:
+        client = Client(enforce_csrf_checks=True)
+        client.force_login(user)
+        return client
+
+    token_of = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+    first, second, third = signed_in(staff_user), signed_in(staff_user), signed_in(staff_user)
+    first.get("/")
+    copied = second.get("/").content.decode()
+    again = third.get("/").content.decode()
+    assert "(this view is a copy)" in copied and "(this view is a copy)" in again
+    tokens_copied, tokens_again = set(token_of.findall(copied)), set(token_of.findall(again))
+    assert tokens_copied and tokens_again and not tokens_copied & tokens_again
+    # Rendered once: the same page to the byte, footer time included, but for the token.
+    assert token_of.sub("", copied) == token_of.sub("", again)
+    assert "csrf-token-of-this-request" not in copied + again
+    response = third.post("/console/loop/disable", {"csrfmiddlewaretoken": tokens_again.pop()})
+    assert response.status_code == 302
+
+    other = get_user_model().objects.create_user("ops-two", password="pw-ops-234", is_staff=True)
+    theirs = signed_in(other).get("/").content.decode()
+    assert '<span class="username">ops-two' in theirs and '<span class="username">ops <' not in theirs
+    assert '<span class="username">ops <' in again
+
+
+def test_a_page_rendered_once_for_many_is_masked(staff_browser, db, long_copies):
+    """Such a page skips the masking pass over every HTML answer (RedactHtmlMiddleware):
+    what it shows was masked when it was rendered."""
+    make_service(
+        "leaky",
+        last_check_at=timezone.now(),
+        last_error="https://deploy:hunter2@ci.test/?token=s3cr3t",
+        description="posts to https://deploy:hunter2@ci.test/",
+    )
+    pages = [staff_browser.get("/services/").content.decode() for _ in range(2)]
+    assert "(this view is a copy)" in pages[1]
+    for html in pages:
+        assert 'data-service="leaky"' in html and "ci.test/" in html  # shown, but masked
+        assert "hunter2" not in html and "s3cr3t" not in html
