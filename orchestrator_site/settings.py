@@ -87,6 +87,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     # Inside CommonMiddleware, so the Content-Length it sets is the masked page's.
     "orchestration.console.middleware.RedactHtmlMiddleware",
+    # The admin's bulk actions send no model signal: its writes drop the console's copies.
+    "orchestration.console.middleware.AdminWritesDropCopiesMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-from orchestration.console import views
+from orchestration.console import copies, views
 from orchestration.core.redaction import redact_html
 
 
@@ -77,4 +77,21 @@ class RedactHtmlMiddleware:
         shown = redact_html(html)
         if shown != html:
             response.content = shown.encode(charset)
+        return response
+
+
+class AdminWritesDropCopiesMiddleware:
+    """A person's write through the admin drops this process's copies of the console's
+    panels (copies.py), as a write through the models does: the admin's bulk actions
+    write with queryset updates, which send no model signal, and the dashboard then
+    showed, say, a reset breaker still open until its copy was read again."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        match = getattr(request, "resolver_match", None)
+        if request.method == "POST" and response.status_code < 400 and match and "admin" in match.namespaces:
+            copies.forget()
         return response

@@ -193,8 +193,9 @@ def test_an_operator_runs_the_system_from_the_browser(servers, system, chromium_
 
             # --- the dashboard follows, and we keep a picture of it ------------------------------
             page.goto(f"{base}/")
-            # A shared copy of the panel (console/copies.py) may still show the open breaker
-            # for a poll or two: the admin's bulk reset sends no model signal to drop it.
+            # The admin's write dropped the copies of the process that served it
+            # (console/middleware.py); a copy another process holds is read again within
+            # a poll or two (console/copies.py).
             expect(page.locator('[data-service="payments"] .badge').nth(1)).to_have_text("closed", timeout=15_000)
             page.wait_for_timeout(300)  # let the highlight animation settle
             ARTIFACTS.mkdir(exist_ok=True)

@@ -91,6 +91,28 @@ def test_a_write_in_the_process_drops_the_copies(staff_browser, world, long_copi
     assert 'data-service="newcomer"' in html and "(this view is a copy)" not in html
 
 
+def test_a_bulk_action_in_the_admin_drops_the_copies(world, long_copies):
+    """The admin's reset writes with queryset updates (no model signal); the page read
+    after it shows the breaker closed, not the copy's open one."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from health.models import Service
+
+    browser = Client()
+    browser.force_login(get_user_model().objects.create_superuser("admin", password="pw-admin-123"))
+    db_service = Service.objects.get(name="db")
+    assert '<span class="badge b-open">open</span>' in browser.get("/services/?q=db").content.decode()
+    response = browser.post("/admin/health/service/", {"action": "reset_circuit", "_selected_action": [db_service.pk]})
+    assert response.status_code == 302
+    # The admin's page shows its message (a message still waiting would make the next
+    # page fresh on its own).
+    assert "Reset 1 breaker" in browser.get(response.url).content.decode()
+    html = browser.get("/services/?q=db").content.decode()
+    assert "(this view is a copy)" not in html
+    assert '<span class="badge b-open">open</span>' not in html
+
+
 def test_the_page_after_an_action_is_fresh(staff_browser, world, long_copies, monkeypatch):
     staff_browser.get("/")
     enqueue("noop", {}, not_before=timezone.now() + timedelta(hours=1))
