@@ -1,5 +1,7 @@
 """Flat at a million rows: the pages of issue 25 at 10k jobs + 50k ledger rows and at
-1M jobs + 5M ledger rows, side by side.
+1M jobs + 5M ledger rows, side by side; with them as many health checks as jobs (10k,
+then 1M, over 100 services) for the admin's check history (issue 17: under 1 s at 1M
+check rows; held here to the lists' 300 ms).
 
 Rows are loaded with one INSERT … SELECT per chunk (a recursive CTE on SQLite,
 generate_series on PostgreSQL), history going back at a steady rate (a job every
@@ -62,6 +64,9 @@ LIVE = {"pending": 50, "processing": 10, "retry": 5}
 PAGES = [
     ("admin ledger list", "session", "/admin/orchestration/ledgerentry/", "list"),
     ("admin job list", "session", "/admin/orchestration/job/", "list"),
+    ("admin check history", "session", "/admin/health/healthcheck/", "list"),
+    ("admin check history, failed", "session", "/admin/health/healthcheck/?success__exact=0", "list"),
+    ("admin check history of one service", "session", "/admin/health/healthcheck/?q=bench-7", "list"),
     ("GET /api/v1/jobs/?limit=50", "token", "/api/v1/jobs/?limit=50", "list"),
     ("jobs page at 90% depth (cursor)", "token", "deep", "list"),
     ("GET /api/v1/ledger/?event_type=orchestrator.", "token", "/api/v1/ledger/?event_type=orchestrator.", "list"),
@@ -123,6 +128,41 @@ def _ledger_sql(vendor: str) -> str:
     )
 
 
+CHECK_SERVICES = 100
+
+
+def _check_sql(vendor: str, first_service: int) -> str:
+    """A check every 2.6 s, taking the services in turn; one in 25 failed."""
+    if vendor == "postgresql":
+        ts = "%(now)s::timestamptz - (i * interval '2.6 seconds')"
+        source, prefix, true, false = "generate_series(%(lo)s, %(hi)s - 1) AS g(i)", "", "true", "false"
+    else:
+        ts = "strftime('%%Y-%%m-%%d %%H:%%M:%%f', %(now)s, printf('-%%.3f seconds', i * 2.6))"
+        prefix = "WITH RECURSIVE g(i) AS (SELECT %(lo)s UNION ALL SELECT i + 1 FROM g WHERE i + 1 < %(hi)s) "
+        source, true, false = "g", "1", "0"
+    failed = "i %% 25 = 0"
+    return (
+        f"{prefix}INSERT INTO health_healthcheck (service_id, checked_at, success, health, status_code, "
+        "response_time_ms, error_message, breaker_state) "
+        f"SELECT {first_service} + (i %% {CHECK_SERVICES}), {ts}, CASE WHEN {failed} THEN {false} ELSE {true} END, "
+        f"CASE WHEN {failed} THEN 'unhealthy' ELSE 'healthy' END, CASE WHEN {failed} THEN 503 ELSE 200 END, "
+        f"20 + (i %% 80), CASE WHEN {failed} THEN 'HTTP 503' ELSE '' END, 'closed' FROM {source}"
+    )
+
+
+def _check_services() -> int:
+    """The services the checks belong to (ids in a row): the first one's id."""
+    from health.models import Service
+
+    if not Service.objects.exists():
+        for n in range(CHECK_SERVICES):
+            Service.objects.create(name=f"bench-{n}", base_url="http://127.0.0.1:9", enabled=False)
+    ids = list(Service.objects.order_by("pk").values_list("pk", flat=True))
+    if ids != list(range(ids[0], ids[0] + CHECK_SERVICES)):
+        raise RuntimeError(f"expected {CHECK_SERVICES} services with ids in a row, found {len(ids)}")
+    return ids[0]
+
+
 def load(table_sql: str, have: int, want: int, now: str, what: str) -> None:
     from django.db import connection, transaction
 
@@ -137,17 +177,20 @@ def load(table_sql: str, have: int, want: int, now: str, what: str) -> None:
 def grow(jobs: int, ledger: int, now: str) -> None:
     from django.db import connection
 
+    from health.models import HealthCheck
     from orchestration.core.models import Job, LedgerEntry
 
-    have_jobs, have_ledger = Job.objects.count(), LedgerEntry.objects.count()
+    have_jobs, have_ledger, have_checks = Job.objects.count(), LedgerEntry.objects.count(), HealthCheck.objects.count()
     load(_job_sql(connection.vendor), have_jobs, jobs, now, "jobs")
     load(_ledger_sql(connection.vendor), have_ledger, ledger, now, "ledger rows")
+    load(_check_sql(connection.vendor, _check_services()), have_checks, jobs, now, "health checks")
     if connection.vendor == "postgresql":
         # What autovacuum does after a load this size; SQLite's plans need no statistics.
         started = time.perf_counter()
         with connection.cursor() as cursor:
             cursor.execute("VACUUM ANALYZE orchestration_job")
             cursor.execute("VACUUM ANALYZE orchestration_ledgerentry")
+            cursor.execute("VACUUM ANALYZE health_healthcheck")
         progress(f"VACUUM ANALYZE in {time.perf_counter() - started:.1f} s")
 
 
