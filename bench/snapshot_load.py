@@ -203,7 +203,8 @@ def run(
         )
     )
     fresh_p99 = f", their p99 {cache['fresh_p99_ms']} ms" if cache["fresh"] else ""
-    print(f"snapshot answers from the cache: {cache['from_cache']} of {snap['requests']} (fresh: {cache['fresh']}{fresh_p99})")
+    hits = f"{cache['from_cache']} of {snap['requests']}"
+    print(f"snapshot answers from the cache: {hits} (fresh: {cache['fresh']}{fresh_p99})")
     ratio = snap["p99_ms"] / health["p99_ms"]
     return Report(
         "snapshot_load",
