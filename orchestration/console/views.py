@@ -103,10 +103,6 @@ def actor(request: HttpRequest) -> str:
 
 
 # --- rendering ----------------------------------------------------------------------------
-# What _permissions gives every page: with the reader, what makes their pages differ.
-PERMISSIONS = ("can_control", "can_decide", "inbox_count", "can_change_pipeline", "can_start_pipeline")
-
-
 def _permissions(request: HttpRequest) -> dict[str, Any]:
     decider = can_decide(request.user)
     return {
@@ -141,12 +137,15 @@ def render_page(
     extra_json: dict[str, Any] | None = None,
     shown: copies.Copy | None = None,
     whole: bool = False,
+    permissions: dict[str, Any] | None = None,
 ) -> HttpResponse:
     """``shown``: panels read and rendered once for many requests (copies.py); the
     page then says when they were read. ``whole``: the page shows nothing but them
-    and the reader's navigation, so it is rendered once for many as well."""
+    and the reader's navigation, so it is rendered once for many as well.
+    ``permissions``: the reader's (_permissions), when the view read them already."""
+    permissions = _permissions(request) if permissions is None else permissions
     context = {
-        **_permissions(request),
+        **permissions,
         "poll_ms": POLL_MS,
         "now": timezone.now(),
         **context,
@@ -174,7 +173,7 @@ def render_page(
     if shown is None:
         return render(request, template, context, status=status)
     if whole and status == 200 and not copies.wants_fresh(request):
-        return _copied_page(request, template, context, shown)
+        return _copied_page(request, template, context, shown, permissions)
     response = render(request, template, context, status=status)
     response.content = _own_token(request, response.content.decode()).encode()
     return response
@@ -190,13 +189,14 @@ def _own_token(request: HttpRequest, html: str) -> str:
     return mark_safe(html.replace(CSRF_STAND_IN, get_token(request))) if CSRF_STAND_IN in html else html
 
 
-def _copied_page(request: HttpRequest, template: str, context: dict[str, Any], shown: copies.Copy) -> HttpResponse:
+def _copied_page(
+    request: HttpRequest, template: str, context: dict[str, Any], shown: copies.Copy, permissions: dict[str, Any]
+) -> HttpResponse:
     """The whole page, rendered once per copy of its panels and per reader (the
     navigation names them and counts their inbox): rendering the page around copied
     panels, and masking it, were most of what was left of a request's CPU. The footer's
     time is then when this page was rendered, as the copy note above says."""
-    permissions = tuple((name, context[name]) for name in PERMISSIONS)
-    key = (template, request.user.pk, shown.copied, permissions)
+    key = (template, request.user.pk, shown.copied, *((name, context[name]) for name in permissions))
     page = shown.pages.get(key)
     if page is None:
         html = render_to_string(template, {**context, "csrf_token": CSRF_STAND_IN}, request)
@@ -298,9 +298,10 @@ def _dashboard(
             "gates_waiting": len(gates["waiting"]),
         }
     }
+    permissions = _permissions(request)
     unbound = not (loop_form or gate_forms or start_form)
     if unbound:
-        shown = _with_form_panels(request, shown, context)
+        shown = _with_form_panels(request, shown, context, permissions)
     return render_page(
         request,
         "console/dashboard.html",
@@ -310,17 +311,20 @@ def _dashboard(
         extra_json=extra,
         shown=shown,
         whole=unbound,
+        permissions=permissions,
     )
 
 
 FORM_PANELS = ("health", "gates")
 
 
-def _with_form_panels(request: HttpRequest, shown: copies.Copy, context: dict[str, Any]) -> copies.Copy:
+def _with_form_panels(
+    request: HttpRequest, shown: copies.Copy, context: dict[str, Any], permissions: dict[str, Any]
+) -> copies.Copy:
     """``shown`` with the loop's and the gates' panels (unbound forms) rendered once per
     copy of the data they show and per set of permissions, each request's own CSRF
     token put in; rendered per request they were a third of the dashboard's CPU."""
-    permissions = {name: value for name, value in _permissions(request).items() if name != "inbox_count"}
+    permissions = {name: value for name, value in permissions.items() if name != "inbox_count"}
     user = request.user
 
     def build() -> copies.Copy:
